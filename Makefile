@@ -1,0 +1,102 @@
+# frontmx - filtering SMTP proxy.  `make help` lists the targets.
+
+PROG	 = frontmx
+CC	?= cc
+PKGS	 = libevent libevent_pthreads libconfig
+WARN	 = -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
+	   -Wmissing-prototypes -Wmissing-declarations -Wcast-qual -Wformat=2
+CFLAGS	?= -O2 -g
+CFLAGS	+= -std=c11 -D_GNU_SOURCE -fstack-protector-strong $(WARN) -MMD -MP \
+	   -Iproxy -Ifilters -Ipolicy $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS	+= $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -ldl
+
+# Data plane
+SRCS	+= proxy/main.c
+SRCS	+= proxy/log.c
+SRCS	+= proxy/worker.c
+SRCS	+= proxy/smtp_session.c
+SRCS	+= proxy/smtp_parse.c
+SRCS	+= proxy/smtp_reply.c
+SRCS	+= proxy/xtext.c
+SRCS	+= proxy/upstream.c
+SRCS	+= proxy/spool.c
+SRCS	+= proxy/maildir.c
+# Filters
+SRCS	+= filters/filter_chain.c
+# Policy and configuration
+SRCS	+= policy/config.c
+
+# Pure modules the unit tests link against (no libevent, no main).
+UNIT_SRCS = proxy/smtp_parse.c proxy/smtp_reply.c proxy/xtext.c policy/config.c
+UNIT_TESTS = $(patsubst t/unit/%.c,build/unit/%,$(wildcard t/unit/test_*.c))
+
+OBJS	 = $(SRCS:%.c=build/rel/%.o)
+ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)
+ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+DEBS	 = build-essential pkg-config libevent-dev libconfig-dev \
+	   swaks postfix python3-aiosmtpd python3-dnslib python3-dkim
+PROVE	?= prove
+
+.PHONY: all deps run test check unit asan bench clean help
+all: $(PROG)
+
+$(PROG): $(OBJS)
+	$(CC) $(CFLAGS) -o $@ $(OBJS) $(LDFLAGS) $(LDLIBS)
+
+build/rel/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# ASan/UBSan build of the daemon; `make test` runs the black-box suite against it.
+asan: $(PROG)-asan
+$(PROG)-asan: $(ASAN_OBJS)
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $(ASAN_OBJS) $(LDFLAGS) $(LDLIBS)
+
+build/asan/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
+
+build/unit/%: t/unit/%.c $(UNIT_SRCS) t/unit/tap.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) -It/unit -o $@ $< $(UNIT_SRCS) $(LDLIBS)
+
+unit: $(UNIT_TESTS)
+
+# Install the Debian packages that are missing (no-op when all are present).
+deps:
+	@missing=""; for p in $(DEBS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+run: deps
+	$(MAKE) all
+	./$(PROG) -c conf/frontmx.conf
+
+test: deps
+	$(MAKE) all asan unit
+	FRONTMX=$(CURDIR)/$(PROG)-asan $(PROVE) -j2 t/unit t/smtp
+
+check: test
+
+bench: deps
+	$(MAKE) all
+	t/bench/run
+
+clean:
+	rm -rf build $(PROG) $(PROG)-asan
+
+help:
+	@echo "make        build ./frontmx"
+	@echo "make deps   install missing Debian packages"
+	@echo "make run    deps + build + run with conf/frontmx.conf (foreground)"
+	@echo "make test   deps + build + ASan/UBSan build + the whole suite (prove)"
+	@echo "make bench  throughput and memory against smtp-sink"
+
+-include $(OBJS:.o=.d) $(ASAN_OBJS:.o=.d)

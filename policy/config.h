@@ -1,0 +1,154 @@
+/*
+ * config.h - frontmx configuration: types and loader
+ *
+ * SYNOPSIS
+ *	struct config *config_load(const char *file, char *err, size_t errlen);
+ *	void config_ref(struct config *); void config_unref(struct config *);
+ *
+ * DESCRIPTION
+ *	config_load() parses a libconfig file into an immutable struct config.
+ *	Every key is checked: an unknown key, a wrong type or a bad value is an
+ *	error, reported in err as "file:line: message" and config_load()
+ *	returns NULL.  The result is shared read-only between worker threads;
+ *	a session takes a reference when it starts and drops it when it ends,
+ *	so SIGHUP can swap the global pointer while old sessions finish on the
+ *	configuration they started with.
+ */
+#ifndef FRONTMX_CONFIG_H
+#define FRONTMX_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define CONFIG_ERR_MAX	512
+
+/* One address/prefix pair from relay.networks and similar lists. */
+struct config_netmask {
+	int	 family;		/* AF_INET or AF_INET6 */
+	uint8_t	 addr[16];		/* network order, masked */
+	unsigned prefix;		/* 0..32 or 0..128 */
+};
+
+/* Private to config.c: the hash over relay_domains behind config_relay_domain(). */
+struct config_strset;
+
+struct config_listener {
+	char			*address;	/* as written, "127.0.0.1:2525" / "[::1]:2525" */
+	struct sockaddr_storage	 sa;
+	socklen_t		 salen;
+};
+
+enum config_upstream_kind {
+	CONFIG_UPSTREAM_SMTP = 0,	/* relay over SMTP to host:port */
+	CONFIG_UPSTREAM_DIR,		/* "dir:PATH" Maildir-style delivery */
+	CONFIG_UPSTREAM_KIND_COUNT
+};
+
+enum config_action {
+	CONFIG_ACTION_ACCEPT = 0,
+	CONFIG_ACTION_TAG,
+	CONFIG_ACTION_QUARANTINE,
+	CONFIG_ACTION_TEMPFAIL,
+	CONFIG_ACTION_REJECT,
+	CONFIG_ACTION_DISCARD,
+	CONFIG_ACTION_COUNT
+};
+
+/* A filter's result -> action table inside one policy ("spf = { fail = "reject"; }"). */
+struct config_policy_rule {
+	char			*result;	/* "fail", "softfail", ... */
+	enum config_action	 action;
+};
+
+struct config_policy_filter {
+	char				*name;		/* "spf", "dkim", "dmarc", "content", ... */
+	struct config_policy_rule	*rules;
+	size_t				 nrules;
+	int				 dry_run;	/* -1 unset (inherit), 0, 1 */
+};
+
+struct config_policy {
+	char				*name;		/* "default" or first domain */
+	char				**domains;	/* exact domains; lookup also tries parents */
+	size_t				 ndomains;
+	struct config_policy_filter	*filters;
+	size_t				 nfilters;
+	int				 dry_run;	/* -1 unset, 0, 1 */
+};
+
+struct config_limits {
+	size_t	 message_size;		/* bytes, default 26214400 */
+	size_t	 header_size;		/* bytes of the header block, default 102400 */
+	size_t	 recipients;		/* per transaction, default 1000 (RFC min 100) */
+	size_t	 connections_per_ip;	/* default 50; 0 = unlimited */
+	size_t	 connections;		/* total, default 10000 */
+	size_t	 errors;		/* hard error limit before 421, default 20 */
+	size_t	 spool_memory;		/* message bytes kept in RAM before the temp file, default 1048576 */
+	size_t	 pipeline_backlog;	/* buffered unread client input, default 65536 */
+};
+
+/* Seconds; RFC 5321 4.5.3.2 defaults. */
+struct config_timeouts {
+	unsigned command;		/* 300: wait for a client command */
+	unsigned data_block;		/* 180: wait for the next DATA chunk */
+	unsigned upstream_connect;	/* 30 */
+	unsigned upstream_command;	/* 300: wait for an upstream reply */
+	unsigned upstream_data_end;	/* 600: wait for the reply to the final dot */
+	unsigned shutdown_grace;	/* 30: SIGTERM drain time */
+};
+
+struct config {
+	char			*file;
+	char			*hostname;		/* banner, Received, authserv-id */
+	struct config_listener	*listeners;
+	size_t			 nlisteners;
+	unsigned		 workers;		/* 0 = one per core */
+
+	enum config_upstream_kind upstream_kind;
+	char			*upstream_address;	/* as written */
+	char			*upstream_host;		/* SMTP: host part */
+	char			*upstream_port;		/* SMTP: port part */
+	char			*upstream_dir;		/* DIR: path */
+	char			*upstream_helo;		/* name we send in EHLO, default hostname */
+	int			 upstream_xclient;	/* 1 = use XCLIENT/XFORWARD when offered (default) */
+
+	char			**dns_forward;		/* "127.0.0.1@5353"; none = system resolver */
+	size_t			 ndns_forward;
+
+	struct config_limits	 limits;
+	struct config_timeouts	 timeouts;
+
+	char			**relay_domains;	/* lowercase; ".example.com" also matches subdomains */
+	size_t			 nrelay_domains;
+	struct config_netmask	*relay_networks;
+	size_t			 nrelay_networks;
+	struct config_strset	*relay_index;		/* private; NULL = linear scan of relay_domains */
+
+	char			*spool_dir;		/* temp files for large messages, default "/tmp" */
+
+	struct config_policy	 policy_default;
+	struct config_policy	*policies;		/* per-domain overrides */
+	size_t			 npolicies;
+
+	int			 refcount;		/* atomic */
+};
+
+struct config	*config_load(const char *file, char *err, size_t errlen);
+void		 config_ref(struct config *);
+void		 config_unref(struct config *);
+
+const char	*config_action_name(enum config_action);
+int		 config_action_parse(const char *, enum config_action *);
+
+/* Address matching: 1 if sa is inside one of the masks. */
+int		 config_netmask_match(const struct config_netmask *, size_t n,
+		    const struct sockaddr *sa);
+/* Parse "192.0.2.0/24", "2001:db8::/32" or a bare address; 0 ok, -1 bad. */
+int		 config_netmask_parse(const char *, struct config_netmask *);
+/* 1 if domain (any case) is in relay.domains (exact, or a ".parent" entry). */
+int		 config_relay_domain(const struct config *, const char *domain);
+/* Parse "host:port", "[v6]:port"; 0 ok, -1 bad. Resolves numerics only. */
+int		 config_sockaddr_parse(const char *, struct sockaddr_storage *, socklen_t *);
+
+#endif

@@ -1,0 +1,226 @@
+/*
+ * main.c - frontmx: command line, signals, start and stop of the workers
+ *
+ * SYNOPSIS
+ *	frontmx [-s] [-v] -c FILE	run in the foreground
+ *	frontmx -t -c FILE		check the configuration and exit
+ *
+ * DESCRIPTION
+ *	Signals are blocked in every thread and taken synchronously here with
+ *	sigwait(), so reload and drain run in plain thread context, never in a
+ *	signal handler.  SIGHUP loads the file again: a bad file is logged and
+ *	the old configuration stays; a good one serves sessions accepted from
+ *	then on, while sessions in flight finish on the one they started with.
+ *	SIGTERM/SIGINT stop accepting and drain (worker.c).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "config.h"
+#include "log.h"
+#include "maildir.h"
+#include "upstream.h"
+#include "worker.h"
+
+#define MAIN_WORKERS_MAX	64
+
+static void
+main_usage(FILE *fp)
+{
+	fprintf(fp,
+	    "usage: frontmx [-s] [-v] -c FILE      run in the foreground\n"
+	    "       frontmx -t -c FILE             check the configuration\n"
+	    "\n"
+	    "  -c FILE   configuration file (libconfig syntax), e.g. conf/frontmx.conf\n"
+	    "  -t        check FILE and exit: 0 if good, else FILE:LINE: error and 1\n"
+	    "  -s        log to syslog (facility mail) instead of stderr\n"
+	    "  -v        verbose: log every command and reply (debug)\n"
+	    "  -h        this help\n"
+	    "\n"
+	    "Signals: SIGHUP reloads FILE (a bad file keeps the running configuration);\n"
+	    "SIGTERM/SIGINT stop accepting, let sessions finish within\n"
+	    "timeouts.shutdown_grace, then exit 0.\n");
+}
+
+/* 10,000 concurrent sessions need twice as many descriptors. */
+static void
+main_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static int
+main_prepare(const struct config *cfg)
+{
+	char err[CONFIG_ERR_MAX];
+
+	if (cfg->upstream_kind == CONFIG_UPSTREAM_DIR &&
+	    maildir_prepare(cfg->upstream_dir, err, sizeof err) == -1) {
+		log_warn("upstream %s", err);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+main_reload(const char *file)
+{
+	char err[CONFIG_ERR_MAX];
+	struct config *cfg, *old;
+	size_t i;
+
+	if ((cfg = config_load(file, err, sizeof err)) == NULL) {
+		log_warn("reload failed, keeping the running configuration: %s",
+		    err);
+		return;
+	}
+	if (main_prepare(cfg) == -1) {
+		log_warn("reload failed, keeping the running configuration");
+		config_unref(cfg);
+		return;
+	}
+	old = worker_config_get();
+	/* Sockets are bound once: a listener change needs a restart. */
+	if (old->nlisteners != cfg->nlisteners)
+		log_warn("reload: listen changes take effect after a restart");
+	else
+		for (i = 0; i < cfg->nlisteners; i++)
+			if (strcmp(old->listeners[i].address,
+			    cfg->listeners[i].address) != 0)
+				log_warn("reload: listen changes take effect "
+				    "after a restart");
+	config_unref(old);
+	worker_config_set(cfg);
+	log_info("configuration reloaded from %s", file);
+}
+
+int
+main(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct worker workers[MAIN_WORKERS_MAX];
+	char err[CONFIG_ERR_MAX];
+	const char *file = NULL;
+	struct config *cfg;
+	sigset_t set;
+	unsigned nworkers, i;
+	int ch, check = 0, use_syslog = 0, verbose = 0, sig;
+	long ncpu;
+
+	while ((ch = getopt_long(argc, argv, "c:hstv", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			file = optarg;
+			break;
+		case 'h':
+			main_usage(stdout);
+			return 0;
+		case 's':
+			use_syslog = 1;
+			break;
+		case 't':
+			check = 1;
+			break;
+		case 'v':
+			verbose = 1;
+			break;
+		default:
+			main_usage(stderr);
+			return 64;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "frontmx: unexpected argument '%s'\n",
+		    argv[optind]);
+		main_usage(stderr);
+		return 64;
+	}
+	if (file == NULL) {
+		main_usage(stderr);
+		return 64;
+	}
+	if ((cfg = config_load(file, err, sizeof err)) == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	if (check) {
+		config_unref(cfg);
+		return 0;
+	}
+
+	log_init(use_syslog, verbose);
+	if (evthread_use_pthreads() == -1) {
+		log_warn("libevent has no pthreads support");
+		return 1;
+	}
+	main_raise_nofile();
+	signal(SIGPIPE, SIG_IGN);
+	/* Block before any thread exists: every thread inherits the mask. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+	if (main_prepare(cfg) == -1) {
+		config_unref(cfg);
+		return 1;
+	}
+	if (cfg->upstream_kind == CONFIG_UPSTREAM_SMTP &&
+	    upstream_probe(cfg) == -1)
+		log_warn("upstream %s not reachable at start; its capabilities "
+		    "will be learnt at the first session", cfg->upstream_address);
+	worker_config_set(cfg);
+
+	nworkers = cfg->workers;
+	if (nworkers == 0) {
+		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		nworkers = ncpu > 0 ? (unsigned)ncpu : 1;
+	}
+	if (nworkers > MAIN_WORKERS_MAX)
+		nworkers = MAIN_WORKERS_MAX;
+	for (i = 0; i < nworkers; i++) {
+		if (worker_start(&workers[i], i, cfg) == -1) {
+			log_warn("cannot start worker %u", i);
+			return 1;
+		}
+	}
+	log_info("frontmx started workers=%u listen=%s upstream=%s", nworkers,
+	    cfg->listeners[0].address, cfg->upstream_address);
+
+	for (;;) {
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			main_reload(file);
+			continue;
+		}
+		break;
+	}
+	log_info("signal %d: draining", sig);
+	for (i = 0; i < nworkers; i++)
+		worker_drain(&workers[i]);
+	for (i = 0; i < nworkers; i++)
+		worker_join(&workers[i]);
+	worker_config_set(NULL);
+	libevent_global_shutdown();
+	log_info("frontmx stopped");
+	return 0;
+}

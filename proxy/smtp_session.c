@@ -1,0 +1,1412 @@
+/*
+ * smtp_session.c - SMTP server session: the client side of the proxy
+ *
+ * DESCRIPTION
+ *	Reads commands framed strictly (CRLF only, bounded, no NUL), runs each
+ *	verb through check -> filter phase -> proceed, and relays MAIL, RCPT
+ *	and the message to the upstream, returning the upstream's replies.
+ *	The proxy answers everything else itself (greeting, EHLO, 354, RSET,
+ *	NOOP, ...).  Replies leave in command order because the session handles
+ *	one command at a time and does not read the next one while an upstream
+ *	reply or a filter verdict is outstanding (RFC 2920 pipelining only
+ *	needs the order to hold, not concurrency).
+ *
+ *	Nothing the client wrote is forwarded as raw bytes: the upstream sees
+ *	command lines rebuilt from parsed addresses and parameters, and a
+ *	message re-serialised from the spool with the proxy's own dot-stuffing
+ *	and terminator.  A bare CR or LF, or a NUL, in a command or a message
+ *	line is an error, never a line end, so "\n.\n" and friends can never
+ *	end a message here (SMTP smuggling, SECURITY.md 1).
+ *
+ *	Nothing is lost: the client sees 250 for a message only when the
+ *	upstream said 2xx for it (or the dir: upstream fsync'd it).  Any
+ *	upstream failure is a 4xx to the client, and the next MAIL opens a
+ *	fresh upstream connection.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "config.h"
+#include "filter_chain.h"
+#include "log.h"
+#include "maildir.h"
+#include "smtp_parse.h"
+#include "smtp_reply.h"
+#include "smtp_session.h"
+#include "spool.h"
+#include "upstream.h"
+#include "worker.h"
+
+#define SMTP_REPLY_BUF		(SMTP_REPLY_TEXT_MAX + 2048)
+#define SMTP_RECEIVED_MAX	1024
+#define SMTP_HELO_MAX		SMTP_DOMAIN_MAX
+#define SMTP_QUIT_TIMEOUT	10	/* seconds to flush the last reply */
+
+enum smtp_state {
+	SMTP_STATE_CONNECT = 0,	/* connect filters, then the greeting */
+	SMTP_STATE_COMMAND,	/* reading commands */
+	SMTP_STATE_WAIT,	/* a filter or the upstream owes us an answer */
+	SMTP_STATE_DATA,	/* reading message lines */
+	SMTP_STATE_RELAY,	/* message going upstream; input paused */
+	SMTP_STATE_QUIT,	/* flushing the last reply, then close */
+	SMTP_STATE_COUNT	/* must be last */
+};
+
+/* Why a message is refused once its final dot arrives. */
+enum smtp_data_err {
+	SMTP_DATA_OK = 0,
+	SMTP_DATA_BARE_EOL,	/* bare CR or LF */
+	SMTP_DATA_NUL,
+	SMTP_DATA_LINE_TOO_LONG,
+	SMTP_DATA_TOO_BIG,
+	SMTP_DATA_HEADER_TOO_BIG,
+	SMTP_DATA_SPOOL,	/* our disk */
+	SMTP_DATA_ERR_COUNT	/* must be last */
+};
+
+/* Result of framing one line from the client. */
+enum smtp_line {
+	SMTP_LINE_NONE = 0,	/* need more input */
+	SMTP_LINE_OK,
+	SMTP_LINE_TOO_LONG,
+	SMTP_LINE_BARE_EOL,
+	SMTP_LINE_NUL
+};
+
+struct smtp_session {
+	unsigned long long	 id;
+	struct worker		*worker;
+	struct config		*cfg;
+	struct bufferevent	*bev;
+	enum smtp_state		 state;
+	TAILQ_ENTRY(smtp_session) entry;
+
+	struct sockaddr_storage	 sa;
+	char			 addr[INET6_ADDRSTRLEN];
+	unsigned		 port;
+	char			 helo[SMTP_HELO_MAX + 1];
+	int			 esmtp;
+	size_t			 errors;
+	int			 skipping;	/* discarding an over-long line */
+	int			 draining;	/* SIGTERM: close when idle */
+	int			 processing;	/* inside smtp_process(): don't recurse */
+
+	/* Transaction. */
+	char			*mail_from;	/* NULL: no MAIL yet */
+	char			**rcpts;
+	size_t			 nrcpts;
+	size_t			 rcpt_attempts;
+	struct spool		 spool;
+	enum smtp_data_err	 data_err;
+	int			 in_header;
+	size_t			 header_bytes;
+	size_t			 msg_bytes;
+	struct timespec		 tx_start;
+	char			 received[SMTP_RECEIVED_MAX];
+	size_t			 receivedlen;
+
+	/* Upstream. */
+	struct upstream		*up;
+	int			 up_in_tx;	/* upstream has MAIL open: RSET before next MAIL */
+	char			 pending[SMTP_CMD_LINE_MAX + SMTP_PARAMS_MAX * 8];	/* command to relay */
+	char			 pending_rcpt[SMTP_PATH_MAX + 1];
+	enum smtp_cmd		 pending_cmd;
+	unsigned long		 messages;
+};
+
+struct smtp_verb {
+	enum smtp_cmd	 cmd;
+	void		(*fn)(struct smtp_session *, const char *args);
+};
+
+static atomic_ullong smtp_session_seq;
+
+static const char *const smtp_state_names[SMTP_STATE_COUNT] = {
+	[SMTP_STATE_CONNECT] = "connect",
+	[SMTP_STATE_COMMAND] = "command",
+	[SMTP_STATE_WAIT] = "wait",
+	[SMTP_STATE_DATA] = "data",
+	[SMTP_STATE_RELAY] = "relay",
+	[SMTP_STATE_QUIT] = "quit",
+};
+
+static void	smtp_process(struct smtp_session *);
+static void	smtp_upstream_mail_start(struct smtp_session *);
+static void	smtp_session_free(struct smtp_session *);
+
+static void
+smtp_enter_state(struct smtp_session *s, enum smtp_state state)
+{
+	struct timeval tv = { 0 };
+
+	if (state >= SMTP_STATE_COUNT)
+		fatalx("smtp: bad state %d", state);
+	log_debug("%016llx smtp %s -> %s", s->id, smtp_state_names[s->state],
+	    smtp_state_names[state]);
+	s->state = state;
+	switch (state) {
+	case SMTP_STATE_COMMAND:
+		tv.tv_sec = s->cfg->timeouts.command;
+		bufferevent_set_timeouts(s->bev, &tv, &tv);
+		bufferevent_enable(s->bev, EV_READ);
+		break;
+	case SMTP_STATE_DATA:
+		tv.tv_sec = s->cfg->timeouts.data_block;
+		bufferevent_set_timeouts(s->bev, &tv, &tv);
+		bufferevent_enable(s->bev, EV_READ);
+		break;
+	case SMTP_STATE_CONNECT:
+	case SMTP_STATE_WAIT:
+	case SMTP_STATE_RELAY:
+		/*
+		 * The client is waiting for us, not the other way round: stop
+		 * reading so its read timeout cannot fire while the upstream
+		 * takes its (separately timed) time.  Pipelined input stays
+		 * buffered.
+		 */
+		bufferevent_disable(s->bev, EV_READ);
+		break;
+	case SMTP_STATE_QUIT:
+		bufferevent_disable(s->bev, EV_READ);
+		tv.tv_sec = SMTP_QUIT_TIMEOUT;
+		bufferevent_set_timeouts(s->bev, NULL, &tv);
+		break;
+	default:
+		fatalx("smtp: bad state %d", state);
+	}
+}
+
+/* Send one complete reply; text may hold several lines separated by '\n'. */
+__attribute__((format(printf, 2, 3)))
+static void
+smtp_reply(struct smtp_session *s, const char *fmt, ...)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	char buf[SMTP_REPLY_BUF];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof buf)
+		fatalx("smtp_reply: reply too long");
+	log_debug("%016llx smtp >>> %s", s->id, buf);
+	evbuffer_add(out, buf, (size_t)n);
+	evbuffer_add(out, "\r\n", 2);
+}
+
+/* A reply to client misbehaviour; too many of them end the session. */
+__attribute__((format(printf, 2, 3)))
+static void
+smtp_error(struct smtp_session *s, const char *fmt, ...)
+{
+	char buf[SMTP_REPLY_BUF];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	smtp_reply(s, "%s", buf);
+	if (++s->errors >= s->cfg->limits.errors) {
+		log_info("%016llx smtp disconnect reason=too-many-errors client=%s",
+		    s->id, s->addr);
+		smtp_reply(s, "421 4.7.0 %s Error: too many errors",
+		    s->cfg->hostname);
+		smtp_enter_state(s, SMTP_STATE_QUIT);
+	}
+}
+
+/* Relay an upstream reply, each line carrying an enhanced status code. */
+static void
+smtp_relay_reply(struct smtp_session *s, const struct smtp_reply *r,
+    const char *dflt_ok)
+{
+	char buf[SMTP_REPLY_BUF];
+	char dflt[8];
+	size_t n;
+
+	if (r->code / 100 == 2)
+		snprintf(dflt, sizeof dflt, "%s", dflt_ok);
+	else
+		snprintf(dflt, sizeof dflt, "%c.0.0", r->code / 100 == 4 ? '4' : '5');
+	n = smtp_reply_render(r, 0, dflt, buf, sizeof buf);
+	if (n == 0) {
+		smtp_reply(s, "451 4.3.0 Error: upstream reply too long");
+		return;
+	}
+	log_debug("%016llx smtp >>> %.*s", s->id, (int)n, buf);
+	evbuffer_add(bufferevent_get_output(s->bev), buf, n);
+}
+
+static void
+smtp_tx_reset(struct smtp_session *s)
+{
+	size_t i;
+
+	free(s->mail_from);
+	s->mail_from = NULL;
+	for (i = 0; i < s->nrcpts; i++)
+		free(s->rcpts[i]);
+	free(s->rcpts);
+	s->rcpts = NULL;
+	s->nrcpts = 0;
+	s->rcpt_attempts = 0;
+	spool_reset(&s->spool);
+	s->data_err = SMTP_DATA_OK;
+}
+
+static void
+smtp_facts(struct smtp_session *s, struct filter_facts *f, const char *rcpt)
+{
+	memset(f, 0, sizeof *f);
+	f->session_id = s->id;
+	f->client_sa = (const struct sockaddr *)&s->sa;
+	f->client_addr = s->addr;
+	f->helo = s->helo[0] ? s->helo : NULL;
+	f->mail_from = s->mail_from;
+	f->rcpt = rcpt;
+}
+
+/*
+ * Filter verdicts other than continue/accept end the command here.  The
+ * reply a filter supplies was validated by the chain; the defaults name the
+ * phase so an admin can tell which check refused.
+ */
+static int
+smtp_filter_refused(struct smtp_session *s, const struct filter_result *res,
+    const char *what)
+{
+	switch (res->verdict) {
+	case FILTER_CONTINUE:
+	case FILTER_ACCEPT:
+		return 0;
+	case FILTER_REJECT:
+		if (res->reply[0])
+			smtp_reply(s, "%s", res->reply);
+		else
+			smtp_reply(s, "550 5.7.1 %s rejected by policy", what);
+		return 1;
+	case FILTER_TEMPFAIL:
+	default:
+		if (res->reply[0])
+			smtp_reply(s, "%s", res->reply);
+		else
+			smtp_reply(s, "451 4.7.1 %s deferred by policy", what);
+		return 1;
+	}
+}
+
+/* Resume the command loop after an asynchronous step finished. */
+static void
+smtp_resume(struct smtp_session *s, enum smtp_state state)
+{
+	if (s->state != SMTP_STATE_QUIT)
+		smtp_enter_state(s, state);
+	if (!s->processing)
+		smtp_process(s);
+}
+
+/* ---- upstream failures ------------------------------------------------- */
+
+static void
+smtp_upstream_failed(struct smtp_session *s, enum upstream_err err)
+{
+	upstream_close(s->up);
+	s->up = NULL;
+	s->up_in_tx = 0;
+	switch (err) {
+	case UPSTREAM_ERR_CONNECT:
+	case UPSTREAM_ERR_REJECTED:
+		smtp_reply(s, "451 4.4.1 Error: upstream not available, try again later");
+		break;
+	case UPSTREAM_ERR_PROTOCOL:
+		smtp_reply(s, "451 4.3.0 Error: malformed upstream reply, try again later");
+		break;
+	case UPSTREAM_ERR_LOCAL:
+		smtp_reply(s, "451 4.3.0 Error: local error, try again later");
+		break;
+	case UPSTREAM_ERR_TIMEOUT:
+	case UPSTREAM_ERR_CLOSED:
+	default:
+		smtp_reply(s, "451 4.4.2 Error: upstream %s, try again later",
+		    upstream_strerror(err));
+		break;
+	}
+	smtp_tx_reset(s);
+}
+
+/* ---- HELO / EHLO ------------------------------------------------------- */
+
+static void
+smtp_helo_done(void *arg, const struct filter_result *res)
+{
+	struct smtp_session *s = arg;
+	struct smtp_ehlo_caps caps;
+	int known;
+
+	if (smtp_filter_refused(s, res, "HELO")) {
+		s->helo[0] = '\0';
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	if (!s->esmtp) {
+		smtp_reply(s, "250 %s", s->cfg->hostname);
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	/*
+	 * Advertise only what the proxy itself honours.  8BITMIME is passed
+	 * through, so it needs the upstream's support too; a dir: upstream
+	 * stores 8-bit content as is.
+	 */
+	upstream_caps_get(&caps, &known);
+	smtp_reply(s, "250-%s\n250-PIPELINING\n250-SIZE %zu\n%s250 ENHANCEDSTATUSCODES",
+	    s->cfg->hostname, s->cfg->limits.message_size,
+	    (s->cfg->upstream_kind == CONFIG_UPSTREAM_DIR ||
+	    (known && (caps.flags & SMTP_EHLO_8BITMIME))) ? "250-8BITMIME\n" : "");
+	smtp_resume(s, SMTP_STATE_COMMAND);
+}
+
+static void
+smtp_cmd_helo_common(struct smtp_session *s, const char *args, int esmtp)
+{
+	struct filter_facts f;
+
+	if (*args == '\0' || smtp_parse_helo(args) == -1 ||
+	    strlen(args) > SMTP_HELO_MAX) {
+		smtp_error(s, "501 5.5.4 Syntax: %s hostname",
+		    esmtp ? "EHLO" : "HELO");
+		return;
+	}
+	/* RFC 5321 4.1.4: EHLO/HELO resets the transaction like RSET. */
+	smtp_tx_reset(s);
+	if (s->up_in_tx)
+		s->up_in_tx = 2;	/* RSET owed upstream */
+	snprintf(s->helo, sizeof s->helo, "%s", args);
+	s->esmtp = esmtp;
+	smtp_enter_state(s, SMTP_STATE_WAIT);
+	smtp_facts(s, &f, NULL);
+	filter_chain_run(FILTER_PH_HELO, &f, smtp_helo_done, s);
+}
+
+static void
+smtp_cmd_ehlo(struct smtp_session *s, const char *args)
+{
+	smtp_cmd_helo_common(s, args, 1);
+}
+
+static void
+smtp_cmd_helo(struct smtp_session *s, const char *args)
+{
+	smtp_cmd_helo_common(s, args, 0);
+}
+
+/* ---- MAIL -------------------------------------------------------------- */
+
+static void
+smtp_mail_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
+{
+	struct smtp_session *s = arg;
+
+	if (err != UPSTREAM_OK) {
+		smtp_upstream_failed(s, err);
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	smtp_relay_reply(s, r, "2.1.0");
+	if (r->code / 100 == 2) {
+		s->up_in_tx = 1;
+		clock_gettime(CLOCK_MONOTONIC, &s->tx_start);
+	} else {
+		free(s->mail_from);
+		s->mail_from = NULL;
+	}
+	smtp_resume(s, SMTP_STATE_COMMAND);
+}
+
+static void
+smtp_rset_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
+{
+	struct smtp_session *s = arg;
+
+	if (err != UPSTREAM_OK || r->code != 250) {
+		/* Out of step with the upstream: start over with a new connection. */
+		upstream_close(s->up);
+		s->up = NULL;
+		s->up_in_tx = 0;
+	} else
+		s->up_in_tx = 0;
+	smtp_upstream_mail_start(s);
+}
+
+static void
+smtp_upstream_opened(void *arg, enum upstream_err err,
+    const struct smtp_reply *r)
+{
+	struct smtp_session *s = arg;
+
+	(void)r;
+	if (err != UPSTREAM_OK) {
+		smtp_upstream_failed(s, err);
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	upstream_command(s->up, s->pending, smtp_mail_reply, s);
+}
+
+/* Open (or reuse, after RSET if owed) the upstream, then relay MAIL. */
+static void
+smtp_upstream_mail_start(struct smtp_session *s)
+{
+	struct upstream_client cl;
+	struct event_base *base;
+
+	if (s->up != NULL && s->up_in_tx) {
+		upstream_command(s->up, "RSET", smtp_rset_reply, s);
+		return;
+	}
+	if (s->up != NULL) {
+		upstream_command(s->up, s->pending, smtp_mail_reply, s);
+		return;
+	}
+	memset(&cl, 0, sizeof cl);
+	cl.addr = s->addr;
+	cl.ipv6 = s->sa.ss_family == AF_INET6;
+	cl.port = s->port;
+	cl.helo = s->helo;
+	cl.esmtp = s->esmtp;
+	base = bufferevent_get_base(s->bev);
+	s->up = upstream_open(base, s->cfg, &cl, s->id, smtp_upstream_opened, s);
+	if (s->up == NULL) {
+		smtp_upstream_failed(s, UPSTREAM_ERR_LOCAL);
+		smtp_resume(s, SMTP_STATE_COMMAND);
+	}
+}
+
+static void
+smtp_mail_done(void *arg, const struct filter_result *res)
+{
+	struct smtp_session *s = arg;
+
+	if (smtp_filter_refused(s, res, "sender")) {
+		free(s->mail_from);
+		s->mail_from = NULL;
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	if (s->cfg->upstream_kind == CONFIG_UPSTREAM_DIR) {
+		smtp_reply(s, "250 2.1.0 Ok");
+		clock_gettime(CLOCK_MONOTONIC, &s->tx_start);
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	smtp_upstream_mail_start(s);
+}
+
+/*
+ * Build the MAIL line for the upstream from the parsed path, keeping only
+ * parameters the proxy understands and the upstream advertised.
+ * Returns 0, or -1 after replying to the client.
+ */
+static int
+smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
+{
+	struct smtp_ehlo_caps caps;
+	char *line = s->pending;
+	size_t linelen = sizeof s->pending, used;
+	unsigned long long size;
+	char *end;
+	size_t i;
+	int known, n;
+
+	upstream_caps_get(&caps, &known);
+	n = snprintf(line, linelen, "MAIL FROM:<%s>", p->mailbox);
+	if (n < 0 || (size_t)n >= linelen)
+		fatalx("smtp_mail_params: path over limit");
+	used = (size_t)n;
+	for (i = 0; i < p->nparams; i++) {
+		const struct smtp_param *pa = &p->params[i];
+
+		if (strcmp(pa->key, "SIZE") == 0) {
+			errno = 0;
+			size = strtoull(pa->value, &end, 10);
+			if (!pa->has_value || *end != '\0' || errno ||
+			    pa->value[0] < '0' || pa->value[0] > '9') {
+				smtp_error(s, "501 5.5.4 Bad SIZE parameter");
+				return -1;
+			}
+			if (size > s->cfg->limits.message_size) {
+				smtp_error(s, "552 5.3.4 Message size exceeds fixed limit");
+				return -1;
+			}
+			if (!known || !(caps.flags & SMTP_EHLO_SIZE))
+				continue;
+			n = snprintf(line + used, linelen - used, " SIZE=%llu", size);
+		} else if (strcmp(pa->key, "BODY") == 0 && pa->has_value &&
+		    (strcasecmp(pa->value, "7BIT") == 0 ||
+		    strcasecmp(pa->value, "8BITMIME") == 0)) {
+			int eight = strcasecmp(pa->value, "8BITMIME") == 0;
+			int offered = s->cfg->upstream_kind == CONFIG_UPSTREAM_DIR ||
+			    (known && (caps.flags & SMTP_EHLO_8BITMIME));
+
+			if (eight && !offered) {
+				smtp_error(s, "555 5.5.4 Unsupported parameter BODY=8BITMIME");
+				return -1;
+			}
+			if (!known || !(caps.flags & SMTP_EHLO_8BITMIME))
+				continue;
+			n = snprintf(line + used, linelen - used, " BODY=%s",
+			    eight ? "8BITMIME" : "7BIT");
+		} else {
+			smtp_error(s, "555 5.5.4 Unsupported parameter %s",
+			    pa->key);
+			return -1;
+		}
+		if (n < 0 || (size_t)n >= linelen - used)
+			fatalx("smtp_mail_params: line over limit");
+		used += (size_t)n;
+	}
+	return 0;
+}
+
+static void
+smtp_cmd_mail(struct smtp_session *s, const char *args)
+{
+	struct smtp_path p;
+	struct filter_facts f;
+	enum smtp_parse_err e;
+
+	if (s->helo[0] == '\0') {
+		smtp_error(s, "503 5.5.1 Error: send HELO/EHLO first");
+		return;
+	}
+	if (s->mail_from != NULL) {
+		smtp_error(s, "503 5.5.1 Error: nested MAIL command");
+		return;
+	}
+	if (s->draining) {
+		smtp_reply(s, "421 4.3.2 %s Service shutting down",
+		    s->cfg->hostname);
+		smtp_enter_state(s, SMTP_STATE_QUIT);
+		return;
+	}
+	e = smtp_parse_path(args, SMTP_CMD_MAIL, &p);
+	switch (e) {
+	case SMTP_PARSE_OK:
+		break;
+	case SMTP_PARSE_PATH_TOO_LONG:
+		smtp_error(s, "501 5.1.7 Error: path too long");
+		return;
+	case SMTP_PARSE_PARAM_SYNTAX:
+	case SMTP_PARSE_TOO_MANY_PARAMS:
+		smtp_error(s, "501 5.5.4 Error: bad parameters");
+		return;
+	case SMTP_PARSE_8BIT:
+		smtp_error(s, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
+		return;
+	default:
+		smtp_error(s, "501 5.1.7 Bad sender address syntax");
+		return;
+	}
+	if (smtp_mail_params(s, &p) == -1)
+		return;
+	if ((s->mail_from = strdup(p.mailbox)) == NULL)
+		fatalx("out of memory");
+	smtp_enter_state(s, SMTP_STATE_WAIT);
+	smtp_facts(s, &f, NULL);
+	filter_chain_run(FILTER_PH_MAIL, &f, smtp_mail_done, s);
+}
+
+/* ---- RCPT -------------------------------------------------------------- */
+
+static void
+smtp_rcpt_add(struct smtp_session *s, const char *rcpt)
+{
+	char **v;
+
+	v = realloc(s->rcpts, (s->nrcpts + 1) * sizeof *v);
+	if (v == NULL || (v[s->nrcpts] = strdup(rcpt)) == NULL)
+		fatalx("out of memory");
+	s->rcpts = v;
+	s->nrcpts++;
+}
+
+static void
+smtp_rcpt_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
+{
+	struct smtp_session *s = arg;
+
+	if (err != UPSTREAM_OK) {
+		smtp_upstream_failed(s, err);
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	smtp_relay_reply(s, r, "2.1.5");
+	if (r->code / 100 == 2)
+		smtp_rcpt_add(s, s->pending_rcpt);
+	smtp_resume(s, SMTP_STATE_COMMAND);
+}
+
+static void
+smtp_rcpt_done(void *arg, const struct filter_result *res)
+{
+	struct smtp_session *s = arg;
+
+	if (smtp_filter_refused(s, res, "recipient")) {
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	if (s->cfg->upstream_kind == CONFIG_UPSTREAM_DIR) {
+		smtp_reply(s, "250 2.1.5 Ok");
+		smtp_rcpt_add(s, s->pending_rcpt);
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	upstream_command(s->up, s->pending, smtp_rcpt_reply, s);
+}
+
+/* Relay control: the upstream trusts us, so we must not be an open relay. */
+static int
+smtp_rcpt_allowed(struct smtp_session *s, const struct smtp_path *p)
+{
+	if (p->domain[0] == '\0')	/* <postmaster>: always ours (RFC 5321 4.5.1) */
+		return 1;
+	if (config_relay_domain(s->cfg, p->domain))
+		return 1;
+	return config_netmask_match(s->cfg->relay_networks,
+	    s->cfg->nrelay_networks, (const struct sockaddr *)&s->sa);
+}
+
+static void
+smtp_cmd_rcpt(struct smtp_session *s, const char *args)
+{
+	struct smtp_path p;
+	struct filter_facts f;
+	enum smtp_parse_err e;
+	int n;
+
+	if (s->mail_from == NULL) {
+		smtp_error(s, "503 5.5.1 Error: need MAIL command");
+		return;
+	}
+	e = smtp_parse_path(args, SMTP_CMD_RCPT, &p);
+	switch (e) {
+	case SMTP_PARSE_OK:
+		break;
+	case SMTP_PARSE_PATH_TOO_LONG:
+		smtp_error(s, "501 5.1.3 Error: path too long");
+		return;
+	case SMTP_PARSE_ROUTED:
+		/* Sender-specified routing is how open relays are abused. */
+		smtp_error(s, "554 5.7.1 Error: source routing and %%/! addresses are not allowed");
+		return;
+	case SMTP_PARSE_PARAM_SYNTAX:
+	case SMTP_PARSE_TOO_MANY_PARAMS:
+		smtp_error(s, "501 5.5.4 Error: bad parameters");
+		return;
+	case SMTP_PARSE_8BIT:
+		smtp_error(s, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
+		return;
+	default:
+		smtp_error(s, "501 5.1.3 Bad recipient address syntax");
+		return;
+	}
+	if (p.nparams > 0) {
+		smtp_error(s, "555 5.5.4 Unsupported parameter %s", p.params[0].key);
+		return;
+	}
+	if (s->nrcpts >= s->cfg->limits.recipients) {
+		/* RFC 5321 4.5.3.1.10: 452, so the client retries the rest later. */
+		smtp_reply(s, "452 4.5.3 Error: too many recipients");
+		return;
+	}
+	if (!smtp_rcpt_allowed(s, &p)) {
+		log_info("%016llx smtp reject=relay client=%s rcpt=<%s>", s->id,
+		    s->addr, p.mailbox);
+		smtp_error(s, "554 5.7.1 <%s>: Relay access denied", p.mailbox);
+		return;
+	}
+	s->rcpt_attempts++;
+	snprintf(s->pending_rcpt, sizeof s->pending_rcpt, "%s", p.mailbox);
+	n = snprintf(s->pending, sizeof s->pending, "RCPT TO:<%s>", p.mailbox);
+	if (n < 0 || (size_t)n >= sizeof s->pending)
+		fatalx("smtp_cmd_rcpt: path over limit");
+	smtp_enter_state(s, SMTP_STATE_WAIT);
+	smtp_facts(s, &f, p.mailbox);
+	filter_chain_run(FILTER_PH_RCPT, &f, smtp_rcpt_done, s);
+}
+
+/* ---- DATA -------------------------------------------------------------- */
+
+static void
+smtp_data_start_done(void *arg, const struct filter_result *res)
+{
+	struct smtp_session *s = arg;
+
+	if (smtp_filter_refused(s, res, "message")) {
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	spool_reset(&s->spool);
+	s->data_err = SMTP_DATA_OK;
+	s->in_header = 1;
+	s->header_bytes = 0;
+	s->msg_bytes = 0;
+	smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+	smtp_resume(s, SMTP_STATE_DATA);
+}
+
+static void
+smtp_cmd_data(struct smtp_session *s, const char *args)
+{
+	struct filter_facts f;
+
+	if (*args != '\0') {
+		smtp_error(s, "501 5.5.4 Syntax: DATA");
+		return;
+	}
+	if (s->mail_from == NULL) {
+		smtp_error(s, "503 5.5.1 Error: need MAIL command");
+		return;
+	}
+	if (s->nrcpts == 0) {
+		smtp_error(s, s->rcpt_attempts ?
+		    "554 5.5.1 Error: no valid recipients" :
+		    "503 5.5.1 Error: need RCPT command");
+		return;
+	}
+	smtp_enter_state(s, SMTP_STATE_WAIT);
+	smtp_facts(s, &f, NULL);
+	filter_chain_run(FILTER_PH_DATA, &f, smtp_data_start_done, s);
+}
+
+/* RFC 5321 4.4 trace field; every part comes from validated input. */
+static void
+smtp_received(struct smtp_session *s)
+{
+	char date[64];
+	struct tm tm;
+	time_t now = time(NULL);
+	int n;
+
+	localtime_r(&now, &tm);
+	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	n = snprintf(s->received, sizeof s->received,
+	    "Received: from %s (unknown [%s])\r\n"
+	    "\tby %s (frontmx) with %s id %016llx.%lu%s%s%s;\r\n"
+	    "\t%s\r\n",
+	    s->helo, s->addr, s->cfg->hostname, s->esmtp ? "ESMTP" : "SMTP",
+	    s->id, s->messages,
+	    s->nrcpts == 1 ? "\r\n\tfor <" : "",
+	    s->nrcpts == 1 ? s->rcpts[0] : "",
+	    s->nrcpts == 1 ? ">" : "", date);
+	if (n < 0 || (size_t)n >= sizeof s->received)
+		fatalx("smtp_received: header over limit");
+	s->receivedlen = (size_t)n;
+}
+
+static double
+smtp_elapsed(const struct smtp_session *s)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - s->tx_start.tv_sec) +
+	    (double)(now.tv_nsec - s->tx_start.tv_nsec) / 1e9;
+}
+
+static void
+smtp_log_message(struct smtp_session *s, const char *result, const char *reply)
+{
+	char rcpts[1024];
+	size_t i, used = 0;
+	int n;
+
+	rcpts[0] = '\0';
+	for (i = 0; i < s->nrcpts && used < sizeof rcpts; i++) {
+		n = snprintf(rcpts + used, sizeof rcpts - used, "%s<%s>",
+		    i ? "," : "", s->rcpts[i]);
+		if (n < 0)
+			break;
+		used += (size_t)n;
+	}
+	log_info("%016llx message client=%s from=<%s> rcpts=%zu to=%s size=%zu "
+	    "result=%s reply=\"%s\" duration=%.3f", s->id, s->addr,
+	    s->mail_from ? s->mail_from : "", s->nrcpts, rcpts, s->msg_bytes,
+	    result, reply, smtp_elapsed(s));
+}
+
+static void
+smtp_message_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
+{
+	struct smtp_session *s = arg;
+	char first[128];
+
+	s->up_in_tx = 0;
+	if (err != UPSTREAM_OK) {
+		smtp_log_message(s, "tempfail", upstream_strerror(err));
+		smtp_upstream_failed(s, err);
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	snprintf(first, sizeof first, "%d %.*s", r->code,
+	    (int)strcspn(r->text, "\n"), r->text);
+	smtp_log_message(s, r->code / 100 == 2 ? "relayed" :
+	    r->code / 100 == 4 ? "tempfail" : "rejected", first);
+	smtp_relay_reply(s, r, "2.0.0");
+	s->messages++;
+	smtp_tx_reset(s);
+	smtp_resume(s, SMTP_STATE_COMMAND);
+}
+
+static void
+smtp_deliver_dir(struct smtp_session *s)
+{
+	struct maildir_request req;
+	char err[512];
+
+	memset(&req, 0, sizeof req);
+	req.dir = s->cfg->upstream_dir;
+	req.hostname = s->cfg->hostname;
+	req.mail_from = s->mail_from;
+	req.rcpts = (const char *const *)s->rcpts;
+	req.nrcpts = s->nrcpts;
+	req.prepend = s->received;
+	req.prependlen = s->receivedlen;
+	req.spool = &s->spool;
+	if (maildir_deliver(&req, err, sizeof err) == -1) {
+		log_warn("%016llx maildir error=\"%s\"", s->id, err);
+		smtp_log_message(s, "tempfail", err);
+		smtp_reply(s, "451 4.3.0 Error: local delivery failed, try again later");
+	} else {
+		smtp_log_message(s, "delivered", "250 maildir");
+		smtp_reply(s, "250 2.0.0 Ok: queued as %016llx.%lu", s->id,
+		    s->messages);
+	}
+	s->messages++;
+	smtp_tx_reset(s);
+	smtp_resume(s, SMTP_STATE_COMMAND);
+}
+
+static void
+smtp_eom_done(void *arg, const struct filter_result *res)
+{
+	struct smtp_session *s = arg;
+
+	if (smtp_filter_refused(s, res, "message")) {
+		smtp_log_message(s, "refused", "filter");
+		smtp_tx_reset(s);
+		if (s->up_in_tx)
+			s->up_in_tx = 2;
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	smtp_received(s);
+	if (s->cfg->upstream_kind == CONFIG_UPSTREAM_DIR) {
+		smtp_deliver_dir(s);
+		return;
+	}
+	smtp_enter_state(s, SMTP_STATE_RELAY);
+	upstream_send_message(s->up, s->received, s->receivedlen, &s->spool,
+	    smtp_message_reply, s);
+}
+
+/* The client's final dot arrived: refuse a bad message, else run eom. */
+static void
+smtp_data_end(struct smtp_session *s)
+{
+	struct filter_facts f;
+	const char *reply = NULL;
+
+	if (s->data_err == SMTP_DATA_OK && spool_flush(&s->spool) == -1)
+		s->data_err = SMTP_DATA_SPOOL;
+	switch (s->data_err) {
+	case SMTP_DATA_OK:
+		break;
+	case SMTP_DATA_BARE_EOL:
+		reply = "550 5.5.2 Error: bare CR or LF in message";
+		break;
+	case SMTP_DATA_NUL:
+		reply = "550 5.6.0 Error: NUL character in message";
+		break;
+	case SMTP_DATA_LINE_TOO_LONG:
+		reply = "500 5.5.2 Error: line too long";
+		break;
+	case SMTP_DATA_TOO_BIG:
+		reply = "552 5.3.4 Error: message too large";
+		break;
+	case SMTP_DATA_HEADER_TOO_BIG:
+		reply = "552 5.3.4 Error: message header too large";
+		break;
+	case SMTP_DATA_SPOOL:
+		reply = "451 4.3.0 Error: local spool error, try again later";
+		break;
+	default:
+		fatalx("smtp_data_end: bad error %d", s->data_err);
+	}
+	if (reply != NULL) {
+		smtp_log_message(s, "refused", reply);
+		/* The upstream still holds MAIL/RCPT: RSET it before reuse. */
+		if (s->up_in_tx)
+			s->up_in_tx = 2;
+		smtp_tx_reset(s);
+		smtp_enter_state(s, SMTP_STATE_COMMAND);
+		if (s->data_err == SMTP_DATA_SPOOL)
+			smtp_reply(s, "%s", reply);
+		else
+			smtp_error(s, "%s", reply);
+		return;
+	}
+	smtp_enter_state(s, SMTP_STATE_WAIT);
+	smtp_facts(s, &f, NULL);
+	filter_chain_run(FILTER_PH_EOM, &f, smtp_eom_done, s);
+}
+
+/* One message line, CRLF included in len (content is len - 2 bytes). */
+static void
+smtp_data_line(struct smtp_session *s, const char *line, size_t len,
+    enum smtp_line kind)
+{
+	size_t content = len - 2;
+
+	switch (kind) {
+	case SMTP_LINE_OK:
+		break;
+	case SMTP_LINE_BARE_EOL:
+		if (s->data_err == SMTP_DATA_OK)
+			s->data_err = SMTP_DATA_BARE_EOL;
+		break;
+	case SMTP_LINE_NUL:
+		if (s->data_err == SMTP_DATA_OK)
+			s->data_err = SMTP_DATA_NUL;
+		break;
+	case SMTP_LINE_TOO_LONG:
+		if (s->data_err == SMTP_DATA_OK)
+			s->data_err = SMTP_DATA_LINE_TOO_LONG;
+		return;
+	default:
+		fatalx("smtp_data_line: bad kind %d", kind);
+	}
+	/* Un-stuff (RFC 5321 4.5.2); the writer re-stuffs its own output. */
+	if (content > 0 && line[0] == '.') {
+		line++;
+		len--;
+		content--;
+	}
+	s->msg_bytes += len;
+	if (s->in_header) {
+		if (content == 0)
+			s->in_header = 0;
+		else if ((s->header_bytes += len) > s->cfg->limits.header_size &&
+		    s->data_err == SMTP_DATA_OK)
+			s->data_err = SMTP_DATA_HEADER_TOO_BIG;
+	}
+	if (s->msg_bytes > s->cfg->limits.message_size &&
+	    s->data_err == SMTP_DATA_OK)
+		s->data_err = SMTP_DATA_TOO_BIG;
+	if (s->data_err != SMTP_DATA_OK)
+		return;		/* keep reading to the dot, store nothing */
+	if (spool_append(&s->spool, line, len) == -1)
+		s->data_err = SMTP_DATA_SPOOL;
+}
+
+/* ---- other verbs ------------------------------------------------------- */
+
+static void
+smtp_cmd_rset(struct smtp_session *s, const char *args)
+{
+	if (*args != '\0') {
+		smtp_error(s, "501 5.5.4 Syntax: RSET");
+		return;
+	}
+	smtp_tx_reset(s);
+	if (s->up_in_tx)
+		s->up_in_tx = 2;
+	smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void
+smtp_cmd_noop(struct smtp_session *s, const char *args)
+{
+	(void)args;
+	smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void
+smtp_cmd_quit(struct smtp_session *s, const char *args)
+{
+	(void)args;
+	smtp_reply(s, "221 2.0.0 Bye");
+	smtp_enter_state(s, SMTP_STATE_QUIT);
+}
+
+static void
+smtp_cmd_vrfy(struct smtp_session *s, const char *args)
+{
+	if (*args == '\0') {
+		smtp_error(s, "501 5.5.4 Syntax: VRFY address");
+		return;
+	}
+	/* RFC 5321 3.5.3: 252 when we won't verify but will accept mail. */
+	smtp_reply(s, "252 2.0.0 Send some mail, I'll try my best");
+}
+
+static void
+smtp_cmd_help(struct smtp_session *s, const char *args)
+{
+	(void)args;
+	smtp_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+}
+
+static void
+smtp_cmd_not_implemented(struct smtp_session *s, const char *args)
+{
+	(void)args;
+	smtp_error(s, "502 5.5.1 Error: command not implemented");
+}
+
+static const struct smtp_verb smtp_verbs[] = {
+	{ SMTP_CMD_HELO,	smtp_cmd_helo },
+	{ SMTP_CMD_EHLO,	smtp_cmd_ehlo },
+	{ SMTP_CMD_MAIL,	smtp_cmd_mail },
+	{ SMTP_CMD_RCPT,	smtp_cmd_rcpt },
+	{ SMTP_CMD_DATA,	smtp_cmd_data },
+	{ SMTP_CMD_RSET,	smtp_cmd_rset },
+	{ SMTP_CMD_NOOP,	smtp_cmd_noop },
+	{ SMTP_CMD_QUIT,	smtp_cmd_quit },
+	{ SMTP_CMD_VRFY,	smtp_cmd_vrfy },
+	{ SMTP_CMD_HELP,	smtp_cmd_help },
+	/* Never relayed: a client's XCLIENT/AUTH/BDAT would desynchronise us. */
+	{ SMTP_CMD_EXPN,	smtp_cmd_not_implemented },
+	{ SMTP_CMD_STARTTLS,	smtp_cmd_not_implemented },
+	{ SMTP_CMD_AUTH,	smtp_cmd_not_implemented },
+	{ SMTP_CMD_BDAT,	smtp_cmd_not_implemented },
+	{ SMTP_CMD_XCLIENT,	smtp_cmd_not_implemented },
+	{ SMTP_CMD_XFORWARD,	smtp_cmd_not_implemented },
+};
+
+static void
+smtp_command(struct smtp_session *s, const char *line)
+{
+	enum smtp_cmd cmd;
+	const char *args;
+	size_t i;
+
+	cmd = smtp_parse_verb(line, &args);
+	for (i = 0; i < sizeof smtp_verbs / sizeof smtp_verbs[0]; i++)
+		if (smtp_verbs[i].cmd == cmd) {
+			smtp_verbs[i].fn(s, args);
+			return;
+		}
+	smtp_error(s, "502 5.5.2 Error: command not recognized");
+}
+
+/* ---- framing ----------------------------------------------------------- */
+
+/*
+ * Frame one line ending in CRLF from the client input into buf (at most
+ * max bytes including CRLF).  Only CRLF ends a line: a bare CR or LF stays
+ * inside the line and makes it bad, so "\n.\n" can never end a message.
+ * An over-long line is discarded as it arrives, so memory stays bounded,
+ * and reported once its CRLF shows up.
+ */
+static enum smtp_line
+smtp_frame_line(struct smtp_session *s, char *buf, size_t max, size_t *lenp)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer_ptr eol;
+	size_t eol_len, have, len, i;
+	unsigned char last;
+
+	eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF_STRICT);
+	if (eol.pos < 0) {
+		have = evbuffer_get_length(in);
+		if (!s->skipping && have < max)
+			return SMTP_LINE_NONE;
+		/* Keep a trailing CR: it may be half of the CRLF we wait for. */
+		if (have > 0) {
+			evbuffer_ptr_set(in, &eol, have - 1, EVBUFFER_PTR_SET);
+			if (evbuffer_copyout_from(in, &eol, &last, 1) != 1)
+				last = 0;
+			evbuffer_drain(in, last == '\r' ? have - 1 : have);
+		}
+		s->skipping = 1;
+		return SMTP_LINE_NONE;
+	}
+	len = (size_t)eol.pos + 2;
+	if (s->skipping || len > max) {
+		evbuffer_drain(in, len);
+		s->skipping = 0;
+		*lenp = 0;
+		return SMTP_LINE_TOO_LONG;
+	}
+	evbuffer_remove(in, buf, len);
+	*lenp = len;
+	for (i = 0; i < len - 2; i++) {
+		if (buf[i] == '\r' || buf[i] == '\n')
+			return SMTP_LINE_BARE_EOL;
+		if (buf[i] == '\0')
+			return SMTP_LINE_NUL;
+	}
+	return SMTP_LINE_OK;
+}
+
+/* Consume buffered message lines; 1 if the final dot was seen. */
+static int
+smtp_data_input(struct smtp_session *s)
+{
+	char line[SMTP_TEXT_LINE_MAX + 1];
+	enum smtp_line kind;
+	size_t len;
+
+	for (;;) {
+		kind = smtp_frame_line(s, line, SMTP_TEXT_LINE_MAX, &len);
+		if (kind == SMTP_LINE_NONE)
+			return 0;
+		if (kind == SMTP_LINE_OK && len == 3 && line[0] == '.') {
+			smtp_data_end(s);
+			return 1;
+		}
+		if (kind == SMTP_LINE_TOO_LONG) {
+			smtp_data_line(s, line, 2, kind);
+			continue;
+		}
+		smtp_data_line(s, line, len, kind);
+	}
+}
+
+static void
+smtp_process(struct smtp_session *s)
+{
+	char line[SMTP_CMD_LINE_MAX + 1];
+	enum smtp_line kind;
+	size_t len;
+
+	s->processing = 1;
+	for (;;) {
+		if (s->state == SMTP_STATE_DATA) {
+			if (!smtp_data_input(s))
+				break;
+			continue;
+		}
+		if (s->state != SMTP_STATE_COMMAND)
+			break;
+		if (s->draining && s->mail_from == NULL &&
+		    evbuffer_get_length(bufferevent_get_input(s->bev)) == 0) {
+			smtp_reply(s, "421 4.3.2 %s Service shutting down",
+			    s->cfg->hostname);
+			smtp_enter_state(s, SMTP_STATE_QUIT);
+			break;
+		}
+		kind = smtp_frame_line(s, line, SMTP_CMD_LINE_MAX, &len);
+		switch (kind) {
+		case SMTP_LINE_NONE:
+			s->processing = 0;
+			return;
+		case SMTP_LINE_TOO_LONG:
+			smtp_error(s, "500 5.5.2 Error: line too long");
+			continue;
+		case SMTP_LINE_BARE_EOL:
+			smtp_error(s, "500 5.5.2 Error: bare CR or LF in command");
+			continue;
+		case SMTP_LINE_NUL:
+			smtp_error(s, "500 5.5.2 Error: NUL character in command");
+			continue;
+		case SMTP_LINE_OK:
+			line[len - 2] = '\0';
+			log_debug("%016llx smtp <<< %s", s->id, line);
+			smtp_command(s, line);
+			continue;
+		}
+	}
+	s->processing = 0;
+}
+
+/* ---- events ------------------------------------------------------------ */
+
+static void
+smtp_readcb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	(void)bev;
+	if (s->state == SMTP_STATE_COMMAND || s->state == SMTP_STATE_DATA)
+		smtp_process(s);
+}
+
+static void
+smtp_writecb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	(void)bev;
+	if (s->state == SMTP_STATE_QUIT)
+		smtp_session_free(s);
+}
+
+static void
+smtp_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	(void)bev;
+	if ((what & BEV_EVENT_TIMEOUT) && s->state != SMTP_STATE_QUIT) {
+		log_info("%016llx smtp disconnect reason=timeout state=%s client=%s",
+		    s->id, smtp_state_names[s->state], s->addr);
+		if (s->mail_from != NULL)
+			smtp_log_message(s, "aborted", "client timeout");
+		smtp_reply(s, "421 4.4.2 %s Error: timeout exceeded",
+		    s->cfg->hostname);
+		/* Drop the upstream mid-transaction: nothing half-done is relayed. */
+		upstream_close(s->up);
+		s->up = NULL;
+		smtp_enter_state(s, SMTP_STATE_QUIT);
+		return;
+	}
+	if (s->mail_from != NULL && s->state != SMTP_STATE_QUIT)
+		smtp_log_message(s, "aborted", "client disconnected");
+	log_info("%016llx smtp disconnect reason=%s client=%s messages=%lu",
+	    s->id, (what & BEV_EVENT_EOF) ? "eof" :
+	    (what & BEV_EVENT_TIMEOUT) ? "timeout" : "error", s->addr,
+	    s->messages);
+	smtp_session_free(s);
+}
+
+static void
+smtp_connect_done(void *arg, const struct filter_result *res)
+{
+	struct smtp_session *s = arg;
+
+	if (smtp_filter_refused(s, res, "connection")) {
+		smtp_enter_state(s, SMTP_STATE_QUIT);
+		return;
+	}
+	smtp_reply(s, "220 %s ESMTP frontmx", s->cfg->hostname);
+	smtp_resume(s, SMTP_STATE_COMMAND);
+}
+
+void
+smtp_session_start(struct worker *w, int fd, const struct sockaddr *sa,
+    socklen_t salen, struct config *cfg)
+{
+	struct smtp_session *s;
+	struct filter_facts f;
+	struct event_base *base = w->base;
+
+	if ((s = calloc(1, sizeof *s)) == NULL) {
+		close(fd);
+		config_unref(cfg);
+		return;
+	}
+	s->id = atomic_fetch_add(&smtp_session_seq, 1) + 1 +
+	    ((unsigned long long)time(NULL) << 24);
+	s->worker = w;
+	s->cfg = cfg;
+	memcpy(&s->sa, sa, salen < sizeof s->sa ? salen : sizeof s->sa);
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+
+		inet_ntop(AF_INET6, &s6->sin6_addr, s->addr, sizeof s->addr);
+		s->port = ntohs(s6->sin6_port);
+	} else {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+
+		inet_ntop(AF_INET, &s4->sin_addr, s->addr, sizeof s->addr);
+		s->port = ntohs(s4->sin_port);
+	}
+	spool_init(&s->spool, cfg->limits.spool_memory, cfg->spool_dir);
+	s->bev = bufferevent_socket_new(base, fd,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (s->bev == NULL) {
+		close(fd);
+		config_unref(cfg);
+		free(s);
+		return;
+	}
+	bufferevent_setcb(s->bev, smtp_readcb, smtp_writecb, smtp_eventcb, s);
+	/* Bound what a client can make us buffer ahead of our replies. */
+	bufferevent_setwatermark(s->bev, EV_READ, 0, cfg->limits.pipeline_backlog);
+	bufferevent_enable(s->bev, EV_WRITE);
+	TAILQ_INSERT_TAIL(&w->sessions, s, entry);
+	w->nsessions++;
+	log_info("%016llx smtp connect client=%s port=%u", s->id, s->addr,
+	    s->port);
+	s->state = SMTP_STATE_CONNECT;
+	smtp_enter_state(s, SMTP_STATE_CONNECT);
+	smtp_facts(s, &f, NULL);
+	s->processing = 1;
+	filter_chain_run(FILTER_PH_CONNECT, &f, smtp_connect_done, s);
+	s->processing = 0;
+	if (s->state == SMTP_STATE_COMMAND)
+		smtp_process(s);
+}
+
+static void
+smtp_session_drain(struct smtp_session *s, int force)
+{
+	s->draining = 1;
+	if (s->state == SMTP_STATE_QUIT)
+		return;
+	if (force || (s->state == SMTP_STATE_COMMAND && s->mail_from == NULL)) {
+		smtp_reply(s, "421 4.3.2 %s Service shutting down",
+		    s->cfg->hostname);
+		if (force) {
+			upstream_close(s->up);
+			s->up = NULL;
+		}
+		smtp_enter_state(s, SMTP_STATE_QUIT);
+	}
+}
+
+static void
+smtp_session_free(struct smtp_session *s)
+{
+	struct worker *w = s->worker;
+
+	upstream_close(s->up);
+	smtp_tx_reset(s);
+	spool_free(&s->spool);
+	if (s->bev != NULL)
+		bufferevent_free(s->bev);
+	worker_conn_release((const struct sockaddr *)&s->sa);
+	TAILQ_REMOVE(&w->sessions, s, entry);
+	w->nsessions--;
+	config_unref(s->cfg);
+	free(s);
+	worker_session_gone(w);
+}
+
+void
+smtp_session_drain_all(struct worker *w, int force)
+{
+	struct smtp_session *s, *next;
+
+	/* Draining never frees synchronously, but be safe against it. */
+	for (s = TAILQ_FIRST(&w->sessions); s != NULL; s = next) {
+		next = TAILQ_NEXT(s, entry);
+		smtp_session_drain(s, force);
+	}
+}
+
+void
+smtp_session_free_all(struct worker *w)
+{
+	struct smtp_session *s;
+
+	while ((s = TAILQ_FIRST(&w->sessions)) != NULL)
+		smtp_session_free(s);
+}

@@ -1,0 +1,723 @@
+/*
+ * upstream.c - SMTP client towards the upstream MTA
+ *
+ * A bufferevent state machine.  The upstream is an MTA we trust to deliver,
+ * not to be well-formed: every reply line is framed strictly (CRLF only,
+ * bounded length, no NUL) and fed to the bounded reply parser, and any
+ * deviation kills the connection with UPSTREAM_ERR_PROTOCOL.  Nothing the
+ * upstream sends is ever copied to the client unparsed.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/util.h>
+
+#include "config.h"
+#include "log.h"
+#include "smtp_reply.h"
+#include "spool.h"
+#include "upstream.h"
+#include "xtext.h"
+
+#define UPSTREAM_CMD_MAX	2048	/* XCLIENT with a long HELO, xtext-encoded */
+#define UPSTREAM_CHUNK		65536
+#define UPSTREAM_WBUF_LOW	65536	/* refill the socket below this */
+#define UPSTREAM_WBUF_HIGH	(4 * UPSTREAM_CHUNK)
+#define UPSTREAM_QUIT_TIMEOUT	10
+
+enum upstream_state {
+	UP_STATE_CONNECTING = 0,
+	UP_STATE_GREETING,
+	UP_STATE_EHLO,
+	UP_STATE_XCLIENT,
+	UP_STATE_EHLO_AGAIN,	/* EHLO after XCLIENT's new greeting */
+	UP_STATE_XFORWARD,
+	UP_STATE_READY,
+	UP_STATE_COMMAND,
+	UP_STATE_DATA_CMD,	/* DATA sent, waiting for 354 */
+	UP_STATE_DATA_SEND,	/* streaming the message */
+	UP_STATE_DATA_END,	/* final dot sent, waiting for the verdict */
+	UP_STATE_QUIT,
+	UP_STATE_DEAD,
+	UP_STATE_COUNT		/* must be last */
+};
+
+struct upstream {
+	struct bufferevent	*bev;
+	const struct config	*cfg;
+	unsigned long long	 sid;
+	enum upstream_state	 state;
+	struct smtp_reply	 reply;
+	struct smtp_ehlo_caps	 caps;
+
+	upstream_done_fn	 done;
+	void			*done_arg;
+
+	/* Client facts for XCLIENT/XFORWARD, copied: the session may change. */
+	char			 client_addr[64];
+	int			 client_ipv6;
+	unsigned		 client_port;
+	char			 client_helo[256];
+	int			 client_esmtp;
+
+	/* Message being sent. */
+	struct spool		*spool;
+	const char		*prepend;
+	size_t			 prependlen;
+	off_t			 spool_off;
+	int			 at_bol;	/* next byte starts a line: stuff a leading dot */
+
+	int			 in_callback;	/* depth; defer the free */
+	int			 closing;
+};
+
+static pthread_mutex_t upstream_caps_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct smtp_ehlo_caps upstream_caps_shared;
+static int upstream_caps_known;
+
+static const char *const upstream_err_names[UPSTREAM_ERR_COUNT] = {
+	[UPSTREAM_OK] = "ok",
+	[UPSTREAM_ERR_CONNECT] = "connect failed",
+	[UPSTREAM_ERR_TIMEOUT] = "timeout",
+	[UPSTREAM_ERR_CLOSED] = "connection lost",
+	[UPSTREAM_ERR_PROTOCOL] = "malformed reply",
+	[UPSTREAM_ERR_REJECTED] = "session refused",
+	[UPSTREAM_ERR_LOCAL] = "local error",
+};
+
+static const char *const upstream_state_names[UP_STATE_COUNT] = {
+	[UP_STATE_CONNECTING] = "connecting",
+	[UP_STATE_GREETING] = "greeting",
+	[UP_STATE_EHLO] = "ehlo",
+	[UP_STATE_XCLIENT] = "xclient",
+	[UP_STATE_EHLO_AGAIN] = "ehlo-again",
+	[UP_STATE_XFORWARD] = "xforward",
+	[UP_STATE_READY] = "ready",
+	[UP_STATE_COMMAND] = "command",
+	[UP_STATE_DATA_CMD] = "data",
+	[UP_STATE_DATA_SEND] = "data-send",
+	[UP_STATE_DATA_END] = "data-end",
+	[UP_STATE_QUIT] = "quit",
+	[UP_STATE_DEAD] = "dead",
+};
+
+static void	upstream_readcb(struct bufferevent *, void *);
+static void	upstream_writecb(struct bufferevent *, void *);
+static void	upstream_eventcb(struct bufferevent *, short, void *);
+
+const char *
+upstream_strerror(enum upstream_err err)
+{
+	if (err >= UPSTREAM_ERR_COUNT)
+		return "unknown";
+	return upstream_err_names[err];
+}
+
+void
+upstream_caps_get(struct smtp_ehlo_caps *caps, int *known)
+{
+	pthread_mutex_lock(&upstream_caps_lock);
+	*caps = upstream_caps_shared;
+	*known = upstream_caps_known;
+	pthread_mutex_unlock(&upstream_caps_lock);
+}
+
+void
+upstream_caps_set(const struct smtp_ehlo_caps *caps)
+{
+	pthread_mutex_lock(&upstream_caps_lock);
+	upstream_caps_shared = *caps;
+	upstream_caps_known = 1;
+	pthread_mutex_unlock(&upstream_caps_lock);
+}
+
+const struct smtp_ehlo_caps *
+upstream_caps(const struct upstream *up)
+{
+	return &up->caps;
+}
+
+static void
+upstream_enter_state(struct upstream *up, enum upstream_state state)
+{
+	if (state >= UP_STATE_COUNT)
+		fatalx("upstream: bad state %d", state);
+	log_debug("%016llx upstream %s -> %s", up->sid,
+	    upstream_state_names[up->state], upstream_state_names[state]);
+	up->state = state;
+}
+
+static void
+upstream_set_timeout(struct upstream *up, unsigned secs)
+{
+	struct timeval tv = { .tv_sec = secs, .tv_usec = 0 };
+	struct timeval wtv = { .tv_sec = up->cfg->timeouts.upstream_command };
+
+	bufferevent_set_timeouts(up->bev, secs ? &tv : NULL, &wtv);
+}
+
+static void
+upstream_free(struct upstream *up)
+{
+	if (up->bev != NULL)
+		bufferevent_free(up->bev);
+	free(up);
+}
+
+/* Report the outcome of the current operation; the callback may start the next. */
+static void
+upstream_finish(struct upstream *up, enum upstream_err err,
+    const struct smtp_reply *reply)
+{
+	upstream_done_fn done = up->done;
+	void *arg = up->done_arg;
+
+	up->done = NULL;
+	up->done_arg = NULL;
+	if (done == NULL)
+		return;
+	up->in_callback++;
+	done(arg, err, reply);
+	up->in_callback--;
+}
+
+/* The connection is unusable: tell the waiting session, close the socket. */
+static void
+upstream_fail(struct upstream *up, enum upstream_err err, const char *why)
+{
+	log_info("%016llx upstream error=\"%s\" state=%s detail=\"%s\"",
+	    up->sid, upstream_strerror(err), upstream_state_names[up->state],
+	    why);
+	upstream_enter_state(up, UP_STATE_DEAD);
+	if (up->bev != NULL) {
+		bufferevent_free(up->bev);
+		up->bev = NULL;
+	}
+	upstream_finish(up, err, NULL);
+}
+
+static void
+upstream_write_line(struct upstream *up, const char *line)
+{
+	struct evbuffer *out = bufferevent_get_output(up->bev);
+
+	log_debug("%016llx upstream >>> %s", up->sid, line);
+	evbuffer_add_printf(out, "%s\r\n", line);
+	smtp_reply_init(&up->reply);
+}
+
+static void
+upstream_send_ehlo(struct upstream *up, enum upstream_state next)
+{
+	char line[300];
+
+	snprintf(line, sizeof line, "EHLO %s", up->cfg->upstream_helo);
+	upstream_enter_state(up, next);
+	upstream_write_line(up, line);
+}
+
+/* Append " KEY=xtext(value)" when the upstream advertised KEY. */
+static int
+upstream_attr(char *line, size_t linelen, const char *advertised,
+    const char *key, const char *value)
+{
+	char enc[UPSTREAM_CMD_MAX];
+	const char *p;
+	size_t klen = strlen(key), used = strlen(line);
+	int n;
+
+	for (p = advertised; (p = strstr(p, key)) != NULL; p += klen)
+		if ((p == advertised || p[-1] == ' ') &&
+		    (p[klen] == ' ' || p[klen] == '\0'))
+			break;
+	if (p == NULL)
+		return 0;
+	if (xtext_encode(value, enc, sizeof enc) == (size_t)-1)
+		return -1;
+	n = snprintf(line + used, linelen - used, " %s=%s", key, enc);
+	if (n < 0 || (size_t)n >= linelen - used)
+		return -1;
+	return 0;
+}
+
+/* XCLIENT (preferred: the MTA applies its policy to the real client) or XFORWARD. */
+static int
+upstream_send_client_facts(struct upstream *up)
+{
+	char line[UPSTREAM_CMD_MAX], addr[80], port[16];
+	const char *adv;
+	int xclient;
+
+	if (!up->cfg->upstream_xclient)
+		return 0;
+	if (up->caps.flags & SMTP_EHLO_XCLIENT) {
+		xclient = 1;
+		adv = up->caps.xclient;
+		snprintf(line, sizeof line, "XCLIENT");
+	} else if (up->caps.flags & SMTP_EHLO_XFORWARD) {
+		xclient = 0;
+		adv = up->caps.xforward;
+		snprintf(line, sizeof line, "XFORWARD");
+	} else
+		return 0;
+	/* Postfix wants IPv6 client addresses tagged (XCLIENT_README). */
+	snprintf(addr, sizeof addr, "%s%s", up->client_ipv6 ? "IPV6:" : "",
+	    up->client_addr);
+	snprintf(port, sizeof port, "%u", up->client_port);
+	/*
+	 * XXX no reverse DNS yet: "[UNAVAILABLE]" is Postfix's value for a
+	 * client whose name could not be found, and keeps the MTA from
+	 * keeping the proxy's own name.
+	 */
+	if (upstream_attr(line, sizeof line, adv, "NAME", "[UNAVAILABLE]") ||
+	    upstream_attr(line, sizeof line, adv, "ADDR", addr) ||
+	    upstream_attr(line, sizeof line, adv, "PORT", port) ||
+	    upstream_attr(line, sizeof line, adv, "PROTO",
+	    up->client_esmtp ? "ESMTP" : "SMTP") ||
+	    upstream_attr(line, sizeof line, adv, "HELO", up->client_helo))
+		return -1;
+	upstream_enter_state(up, xclient ? UP_STATE_XCLIENT : UP_STATE_XFORWARD);
+	upstream_write_line(up, line);
+	return 1;
+}
+
+static void
+upstream_ready(struct upstream *up)
+{
+	upstream_enter_state(up, UP_STATE_READY);
+	upstream_set_timeout(up, 0);
+	upstream_finish(up, UPSTREAM_OK, &up->reply);
+}
+
+/* A complete, well-formed reply arrived. */
+static void
+upstream_reply(struct upstream *up)
+{
+	int code = up->reply.code;
+	int r;
+
+	switch (up->state) {
+	case UP_STATE_GREETING:
+		if (code / 100 != 2) {
+			upstream_fail(up, UPSTREAM_ERR_REJECTED, up->reply.text);
+			return;
+		}
+		upstream_send_ehlo(up, UP_STATE_EHLO);
+		break;
+	case UP_STATE_EHLO:
+	case UP_STATE_EHLO_AGAIN:
+		if (code != 250) {
+			upstream_fail(up, UPSTREAM_ERR_REJECTED, up->reply.text);
+			return;
+		}
+		smtp_reply_ehlo_caps(&up->reply, &up->caps);
+		upstream_caps_set(&up->caps);
+		if (up->state == UP_STATE_EHLO_AGAIN) {
+			upstream_ready(up);
+			return;
+		}
+		if ((r = upstream_send_client_facts(up)) == -1) {
+			upstream_fail(up, UPSTREAM_ERR_LOCAL,
+			    "XCLIENT/XFORWARD line too long");
+			return;
+		}
+		if (r == 0)
+			upstream_ready(up);
+		break;
+	case UP_STATE_XCLIENT:
+		/* XCLIENT answers with a new greeting (220); then EHLO again. */
+		if (code / 100 != 2) {
+			upstream_fail(up, UPSTREAM_ERR_REJECTED, up->reply.text);
+			return;
+		}
+		upstream_send_ehlo(up, UP_STATE_EHLO_AGAIN);
+		break;
+	case UP_STATE_XFORWARD:
+		if (code != 250) {
+			upstream_fail(up, UPSTREAM_ERR_REJECTED, up->reply.text);
+			return;
+		}
+		upstream_ready(up);
+		break;
+	case UP_STATE_COMMAND:
+		upstream_enter_state(up, UP_STATE_READY);
+		upstream_set_timeout(up, 0);
+		upstream_finish(up, UPSTREAM_OK, &up->reply);
+		break;
+	case UP_STATE_DATA_CMD:
+		if (code != 354) {
+			upstream_enter_state(up, UP_STATE_READY);
+			upstream_set_timeout(up, 0);
+			upstream_finish(up, UPSTREAM_OK, &up->reply);
+			return;
+		}
+		upstream_enter_state(up, UP_STATE_DATA_SEND);
+		smtp_reply_init(&up->reply);
+		upstream_writecb(up->bev, up);
+		break;
+	case UP_STATE_DATA_SEND:
+		/*
+		 * A reply before our final dot: the upstream gave up on the
+		 * message (e.g. 552).  The stream is out of step now, so pass
+		 * the verdict on and drop the connection.
+		 */
+		up->in_callback++;
+		upstream_finish(up, UPSTREAM_OK, &up->reply);
+		up->in_callback--;
+		upstream_enter_state(up, UP_STATE_DEAD);
+		bufferevent_free(up->bev);
+		up->bev = NULL;
+		break;
+	case UP_STATE_DATA_END:
+		upstream_enter_state(up, UP_STATE_READY);
+		upstream_set_timeout(up, 0);
+		upstream_finish(up, UPSTREAM_OK, &up->reply);
+		break;
+	case UP_STATE_QUIT:
+		upstream_enter_state(up, UP_STATE_DEAD);
+		up->closing = 1;
+		break;
+	case UP_STATE_READY:
+		/* Unsolicited, e.g. "421 idle timeout" before the MTA hangs up. */
+		upstream_fail(up, UPSTREAM_ERR_CLOSED, up->reply.text);
+		break;
+	default:
+		fatalx("upstream: reply in bad state %d", up->state);
+	}
+}
+
+static void
+upstream_readcb(struct bufferevent *bev, void *arg)
+{
+	struct upstream *up = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	char line[SMTP_REPLY_LINE_MAX + 2];
+	struct evbuffer_ptr eol;
+	size_t eol_len, len, i;
+
+	up->in_callback++;
+	while (up->bev != NULL && up->state != UP_STATE_DEAD) {
+		eol = evbuffer_search_eol(in, NULL, &eol_len,
+		    EVBUFFER_EOL_CRLF_STRICT);
+		if (eol.pos < 0) {
+			if (evbuffer_get_length(in) > SMTP_REPLY_LINE_MAX)
+				upstream_fail(up, UPSTREAM_ERR_PROTOCOL,
+				    "reply line too long");
+			break;
+		}
+		len = (size_t)eol.pos;
+		if (len > SMTP_REPLY_LINE_MAX) {
+			upstream_fail(up, UPSTREAM_ERR_PROTOCOL,
+			    "reply line too long");
+			break;
+		}
+		evbuffer_remove(in, line, len + 2);
+		line[len] = '\0';
+		for (i = 0; i < len; i++)
+			if (line[i] == '\0' || line[i] == '\r' ||
+			    line[i] == '\n')
+				break;
+		if (i < len) {
+			upstream_fail(up, UPSTREAM_ERR_PROTOCOL,
+			    "bare CR, LF or NUL in reply");
+			break;
+		}
+		log_debug("%016llx upstream <<< %s", up->sid, line);
+		if (up->state == UP_STATE_CONNECTING) {
+			upstream_fail(up, UPSTREAM_ERR_PROTOCOL,
+			    "data before connect");
+			break;
+		}
+		switch (smtp_reply_feed(&up->reply, line, len)) {
+		case SMTP_REPLY_MORE:
+			continue;
+		case SMTP_REPLY_ERROR:
+			upstream_fail(up, UPSTREAM_ERR_PROTOCOL,
+			    up->reply.error ? up->reply.error : "bad reply");
+			break;
+		case SMTP_REPLY_DONE:
+			upstream_reply(up);
+			if (up->closing)
+				break;
+			continue;
+		}
+		break;
+	}
+	up->in_callback--;
+	if (up->closing && up->in_callback == 0)
+		upstream_free(up);
+}
+
+/* Append len bytes of message content, doubling a dot that starts a line. */
+static void
+upstream_stuff(struct upstream *up, struct evbuffer *out, const char *p,
+    size_t len)
+{
+	const char *nl;
+	size_t n;
+
+	while (len > 0) {
+		if (up->at_bol && *p == '.')
+			evbuffer_add(out, ".", 1);
+		nl = memchr(p, '\n', len);
+		n = nl ? (size_t)(nl - p) + 1 : len;
+		evbuffer_add(out, p, n);
+		up->at_bol = nl != NULL;
+		p += n;
+		len -= n;
+	}
+}
+
+static void
+upstream_writecb(struct bufferevent *bev, void *arg)
+{
+	struct upstream *up = arg;
+	struct evbuffer *out = bufferevent_get_output(bev);
+	char buf[UPSTREAM_CHUNK];
+	ssize_t n;
+
+	if (up->state != UP_STATE_DATA_SEND)
+		return;
+	while (evbuffer_get_length(out) < UPSTREAM_WBUF_HIGH) {
+		if (up->prependlen > 0) {
+			upstream_stuff(up, out, up->prepend, up->prependlen);
+			up->prependlen = 0;
+			continue;
+		}
+		n = spool_read(up->spool, up->spool_off, buf, sizeof buf);
+		if (n < 0) {
+			upstream_fail(up, UPSTREAM_ERR_LOCAL, "spool read error");
+			return;
+		}
+		if (n == 0) {
+			/*
+			 * Every spooled line ends in CRLF, so the dot below is
+			 * always on a line of its own: our terminator, never
+			 * one the client wrote.
+			 */
+			if (!up->at_bol)
+				evbuffer_add(out, "\r\n", 2);
+			evbuffer_add(out, ".\r\n", 3);
+			upstream_enter_state(up, UP_STATE_DATA_END);
+			upstream_set_timeout(up,
+			    up->cfg->timeouts.upstream_data_end);
+			return;
+		}
+		upstream_stuff(up, out, buf, (size_t)n);
+		up->spool_off += n;
+	}
+}
+
+static void
+upstream_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct upstream *up = arg;
+	enum upstream_err err;
+	char why[128];
+
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED) {
+		upstream_enter_state(up, UP_STATE_GREETING);
+		smtp_reply_init(&up->reply);
+		upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
+		bufferevent_enable(up->bev, EV_READ | EV_WRITE);
+		return;
+	}
+	up->in_callback++;
+	if (up->state == UP_STATE_QUIT) {
+		upstream_enter_state(up, UP_STATE_DEAD);
+		up->closing = 1;
+	} else {
+		if (up->state == UP_STATE_CONNECTING)
+			err = UPSTREAM_ERR_CONNECT;
+		else if (what & BEV_EVENT_TIMEOUT)
+			err = UPSTREAM_ERR_TIMEOUT;
+		else
+			err = UPSTREAM_ERR_CLOSED;
+		snprintf(why, sizeof why, "%s%s",
+		    (what & BEV_EVENT_TIMEOUT) ? "timeout" :
+		    (what & BEV_EVENT_EOF) ? "eof" : "socket error: ",
+		    (what & BEV_EVENT_ERROR) ?
+		    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()) : "");
+		upstream_fail(up, err, why);
+	}
+	up->in_callback--;
+	if (up->closing && up->in_callback == 0)
+		upstream_free(up);
+}
+
+struct upstream *
+upstream_open(struct event_base *base, const struct config *cfg,
+    const struct upstream_client *client, unsigned long long sid,
+    upstream_done_fn done, void *arg)
+{
+	struct upstream *up;
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof ss;
+	char hostport[600];
+	struct timeval ctv = { .tv_sec = cfg->timeouts.upstream_connect };
+	int r;
+
+	if ((up = calloc(1, sizeof *up)) == NULL)
+		return NULL;
+	up->cfg = cfg;
+	up->sid = sid;
+	up->done = done;
+	up->done_arg = arg;
+	up->state = UP_STATE_CONNECTING;
+	snprintf(up->client_addr, sizeof up->client_addr, "%s", client->addr);
+	up->client_ipv6 = client->ipv6;
+	up->client_port = client->port;
+	snprintf(up->client_helo, sizeof up->client_helo, "%s",
+	    client->helo ? client->helo : "");
+	up->client_esmtp = client->esmtp;
+	up->bev = bufferevent_socket_new(base, -1,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (up->bev == NULL) {
+		free(up);
+		return NULL;
+	}
+	bufferevent_setcb(up->bev, upstream_readcb, upstream_writecb,
+	    upstream_eventcb, up);
+	bufferevent_setwatermark(up->bev, EV_WRITE, UPSTREAM_WBUF_LOW, 0);
+	/* libevent times a pending connect with the write timeout. */
+	bufferevent_set_timeouts(up->bev, NULL, &ctv);
+	if (strchr(cfg->upstream_host, ':') != NULL)
+		snprintf(hostport, sizeof hostport, "[%s]:%s",
+		    cfg->upstream_host, cfg->upstream_port);
+	else
+		snprintf(hostport, sizeof hostport, "%s:%s",
+		    cfg->upstream_host, cfg->upstream_port);
+	if (evutil_parse_sockaddr_port(hostport, (struct sockaddr *)&ss,
+	    (int *)&sslen) == 0)
+		r = bufferevent_socket_connect(up->bev,
+		    (struct sockaddr *)&ss, (int)sslen);
+	else
+		/*
+		 * XXX a host name: with no evdns base libevent resolves it
+		 * with a blocking getaddrinfo().  Numeric addresses (the
+		 * usual upstream, on loopback or a LAN) never block.
+		 */
+		r = bufferevent_socket_connect_hostname(up->bev, NULL,
+		    AF_UNSPEC, cfg->upstream_host, atoi(cfg->upstream_port));
+	if (r == -1) {
+		/* Report from the loop, as promised, not from inside this call. */
+		bufferevent_trigger_event(up->bev, BEV_EVENT_ERROR,
+		    BEV_TRIG_DEFER_CALLBACKS);
+	}
+	return up;
+}
+
+void
+upstream_command(struct upstream *up, const char *line, upstream_done_fn done,
+    void *arg)
+{
+	if (up->state != UP_STATE_READY)
+		fatalx("upstream_command in state %s",
+		    upstream_state_names[up->state]);
+	up->done = done;
+	up->done_arg = arg;
+	upstream_enter_state(up, UP_STATE_COMMAND);
+	upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
+	upstream_write_line(up, line);
+}
+
+void
+upstream_send_message(struct upstream *up, const char *prepend,
+    size_t prependlen, struct spool *sp, upstream_done_fn done, void *arg)
+{
+	if (up->state != UP_STATE_READY)
+		fatalx("upstream_send_message in state %s",
+		    upstream_state_names[up->state]);
+	up->done = done;
+	up->done_arg = arg;
+	up->spool = sp;
+	up->spool_off = 0;
+	up->prepend = prepend;
+	up->prependlen = prependlen;
+	up->at_bol = 1;
+	upstream_enter_state(up, UP_STATE_DATA_CMD);
+	upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
+	upstream_write_line(up, "DATA");
+}
+
+void
+upstream_close(struct upstream *up)
+{
+	struct timeval tv = { .tv_sec = UPSTREAM_QUIT_TIMEOUT };
+
+	if (up == NULL)
+		return;
+	up->done = NULL;
+	up->done_arg = NULL;
+	if (up->state == UP_STATE_READY && up->bev != NULL) {
+		/* Polite QUIT; the connection frees itself on reply, EOF or timeout. */
+		upstream_enter_state(up, UP_STATE_QUIT);
+		upstream_write_line(up, "QUIT");
+		bufferevent_set_timeouts(up->bev, &tv, &tv);
+		return;
+	}
+	up->closing = 1;
+	if (up->in_callback == 0)
+		upstream_free(up);
+}
+
+/* ---- start-up probe ---------------------------------------------------- */
+
+struct upstream_probe_state {
+	struct event_base	*base;
+	struct upstream		*up;
+	int			 ok;
+};
+
+static void
+upstream_probe_done(void *arg, enum upstream_err err,
+    const struct smtp_reply *r)
+{
+	struct upstream_probe_state *ps = arg;
+
+	(void)r;
+	ps->ok = err == UPSTREAM_OK;
+	if (!ps->ok)
+		ps->up = NULL;	/* dead; freed below by upstream_close's path */
+	event_base_loopexit(ps->base, NULL);
+}
+
+int
+upstream_probe(const struct config *cfg)
+{
+	struct upstream_probe_state ps = { 0 };
+	struct upstream_client cl = {
+		.addr = "127.0.0.1", .port = 0, .helo = "probe", .esmtp = 1,
+	};
+	struct upstream *up;
+
+	/* The probe must not pretend to be a client: no XCLIENT facts. */
+	struct config probe_cfg = *cfg;
+	probe_cfg.upstream_xclient = 0;
+
+	if ((ps.base = event_base_new()) == NULL)
+		return -1;
+	up = upstream_open(ps.base, &probe_cfg, &cl, 0, upstream_probe_done,
+	    &ps);
+	if (up == NULL) {
+		event_base_free(ps.base);
+		return -1;
+	}
+	event_base_dispatch(ps.base);
+	if (ps.ok) {
+		upstream_close(up);	/* sends QUIT */
+		event_base_dispatch(ps.base);
+	} else
+		upstream_close(up);
+	event_base_free(ps.base);
+	return ps.ok ? 0 : -1;
+}

@@ -1,0 +1,84 @@
+/*
+ * upstream.h - the SMTP client side: one connection to the upstream MTA
+ *
+ * SYNOPSIS
+ *	up = upstream_open(base, cfg, &client, sid, done, arg);
+ *	upstream_command(up, "MAIL FROM:<a@b>", done, arg);
+ *	upstream_send_message(up, prepend, len, spool, done, arg);
+ *	upstream_close(up);
+ *
+ * DESCRIPTION
+ *	One operation at a time; done(arg, err, reply) fires exactly once per
+ *	operation, always from the event loop (never inside the call that
+ *	started it).  err is UPSTREAM_OK when a complete, well-formed reply
+ *	arrived (whatever its code); otherwise reply is NULL and the
+ *	connection is dead: the session tells its client 4xx and opens a new
+ *	upstream at the next MAIL.
+ *
+ *	upstream_open() connects, reads the greeting, sends EHLO, then XCLIENT
+ *	(when offered, followed by a new EHLO as Postfix requires) or
+ *	XFORWARD, and reports UPSTREAM_OK with the last EHLO reply.
+ *	upstream_send_message() sends DATA, and on 354 the prepended header
+ *	fields plus the spool, dot-stuffed, then the proxy's own final dot;
+ *	the reply reported is the one to the final dot (or the non-354 reply
+ *	to DATA).  Every reply is parsed strictly and bounded (smtp_reply.h).
+ *	upstream_close() sends QUIT when the connection is idle and frees it
+ *	in the background; with an operation in flight it closes at once, so
+ *	a message whose final dot was not yet sent is never delivered.
+ */
+#ifndef FRONTMX_UPSTREAM_H
+#define FRONTMX_UPSTREAM_H
+
+#include <stddef.h>
+
+#include "smtp_reply.h"
+
+struct event_base;
+struct config;
+struct spool;
+struct upstream;
+
+enum upstream_err {
+	UPSTREAM_OK = 0,
+	UPSTREAM_ERR_CONNECT,		/* refused, unreachable, connect timeout */
+	UPSTREAM_ERR_TIMEOUT,		/* no reply in time */
+	UPSTREAM_ERR_CLOSED,		/* reset or EOF in the middle of the dialogue */
+	UPSTREAM_ERR_PROTOCOL,		/* malformed or unexpected reply */
+	UPSTREAM_ERR_REJECTED,		/* greeting, EHLO or XCLIENT refused */
+	UPSTREAM_ERR_LOCAL,		/* our side: spool read error, out of memory */
+	UPSTREAM_ERR_COUNT		/* must be last */
+};
+
+/* What XCLIENT/XFORWARD tell the upstream about the real client. */
+struct upstream_client {
+	const char	*addr;		/* numeric */
+	int		 ipv6;
+	unsigned	 port;
+	const char	*helo;
+	int		 esmtp;		/* EHLO (1) or HELO (0) */
+};
+
+typedef void (*upstream_done_fn)(void *arg, enum upstream_err,
+    const struct smtp_reply *);
+
+struct upstream	*upstream_open(struct event_base *, const struct config *,
+		    const struct upstream_client *, unsigned long long sid,
+		    upstream_done_fn, void *arg);
+void		 upstream_command(struct upstream *, const char *line,
+		    upstream_done_fn, void *arg);
+void		 upstream_send_message(struct upstream *, const char *prepend,
+		    size_t prependlen, struct spool *, upstream_done_fn, void *arg);
+void		 upstream_close(struct upstream *);
+const struct smtp_ehlo_caps *upstream_caps(const struct upstream *);
+const char	*upstream_strerror(enum upstream_err);
+
+/*
+ * Process-wide knowledge of what the upstream supports: set by the
+ * start-up probe and refreshed by every EHLO any session sends.
+ */
+void		 upstream_caps_get(struct smtp_ehlo_caps *, int *known);
+void		 upstream_caps_set(const struct smtp_ehlo_caps *);
+/* Blocking start-up probe (own event_base); 0 ok, -1 unreachable. */
+int		 upstream_probe(const struct config *);
+
+#endif
