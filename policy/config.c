@@ -1,0 +1,1785 @@
+/*
+ * config.c - frontmx configuration loader
+ *
+ * NAME
+ *	config_load, config_ref, config_unref, config_action_name,
+ *	config_action_parse, config_netmask_parse, config_netmask_match,
+ *	config_relay_domain, config_sockaddr_parse - read and query the
+ *	frontmx configuration
+ *
+ * SYNOPSIS
+ *	#include "config.h"
+ *
+ *	struct config *config_load(const char *file, char *err, size_t errlen);
+ *	void config_ref(struct config *c);
+ *	void config_unref(struct config *c);
+ *
+ *	int config_relay_domain(const struct config *c, const char *domain);
+ *	int config_netmask_match(const struct config_netmask *m, size_t n,
+ *	    const struct sockaddr *sa);
+ *
+ * DESCRIPTION
+ *	config_load() reads a libconfig file (see conf/frontmx.conf for every
+ *	key, its meaning and its default) into a freshly allocated, immutable
+ *	struct config with a reference count of 1.  The whole file is
+ *	checked before anything is returned: an unknown key at any level, a
+ *	value of the wrong type, a value out of range or a malformed address,
+ *	domain, network or action is an error.  Nothing is half-applied.
+ *
+ *	config_ref() and config_unref() count references atomically, so any
+ *	thread may drop the last one; the last config_unref() frees the
+ *	configuration and every string in it.  Taking a reference from a
+ *	shared pointer that another thread may swap concurrently is the
+ *	caller's problem (swap and ref under the same lock, or on one thread).
+ *
+ *	config_relay_domain() answers "do we accept mail for this domain"
+ *	from a hash of relay.domains in time proportional to the number of
+ *	labels in the domain, not to the size of the list.
+ *
+ * DIAGNOSTICS
+ *	config_load() returns NULL and writes one line into err:
+ *	"FILE: cannot open: REASON" when the file can't be read, otherwise
+ *	"FILE:LINE: MESSAGE".  Only the first error is reported.  A message
+ *	longer than errlen is cut short; that loses words, never safety.
+ *
+ * BUGS
+ *	libconfig 1.5 silently wraps an integer literal above 2^31-1 that has
+ *	no L suffix.  config_int_literal_check() re-reads the literal from the
+ *	file and turns the wrap into an error that asks for the suffix.
+ *
+ *	@include paths are relative to the working directory, as libconfig
+ *	1.5 resolves them; setting its include_dir would break absolute ones.
+ */
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <errno.h>
+#include <libconfig.h>
+#include <limits.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+
+/* RFC 1035 2.3.4: 255 octets on the wire is 253 characters in text. */
+#define CONFIG_DOMAIN_MAX	253
+#define CONFIG_LABEL_MAX	63
+/* Room for a leading ".", a trailing "." and the NUL. */
+#define CONFIG_DOMAIN_BUF	(CONFIG_DOMAIN_MAX + 3)
+/* Dotted key paths in messages: "policy.domains[12].spf". */
+#define CONFIG_PATH_MAX		128
+/* Filter and result names; also bounds the edit-distance rows. */
+#define CONFIG_NAME_MAX		32
+/* Text of an address in host:port or CIDR form, with scope id. */
+#define CONFIG_ADDR_MAX		(INET6_ADDRSTRLEN + IF_NAMESIZE + 16)
+/* How much source text config_int_literal_check() looks at. */
+#define CONFIG_SCAN_MAX		4096
+#define CONFIG_WORKERS_MAX	64
+#define CONFIG_TIMEOUT_MAX	86400
+
+#ifndef IF_NAMESIZE
+#define IF_NAMESIZE		16
+#endif
+
+/*
+ * relay.domains can hold thousands of names and is consulted for every
+ * RCPT, so it gets a hash set: open addressing, linear probing, a
+ * power-of-two table kept at most half full, FNV-1a.  Not hsearch_r(3):
+ * its ENTRY key is a non-const char * (a cast under -Wcast-qual), FIND
+ * takes a non-const table so many worker threads reading it at once would
+ * lean on an unwritten promise, the size is fixed at creation, and it is
+ * a GNU extension.  This one is short, const-correct and read-only after
+ * config_load(), so every worker can query it without a lock.  The keys
+ * are chosen by the admin, not the peer, so probe lengths can't be
+ * steered by an attacker.
+ */
+struct config_strset_slot {
+	const char	*key;		/* NULL = empty; owned by the caller */
+	unsigned	 value;		/* caller's tag: a line number */
+};
+
+struct config_strset {
+	struct config_strset_slot	*slots;
+	size_t				 mask;	/* capacity - 1 */
+	size_t				 count;
+};
+
+/* Where errors go while one file is being loaded. */
+struct config_ctx {
+	const char	*file;
+	char		*err;
+	size_t		 errlen;
+};
+
+/* limits.* : one row per key, so defaults, ranges and the key check agree. */
+struct config_limit_row {
+	const char	*name;		/* first: config_check_keys() reads it */
+	size_t		 offset;	/* into struct config_limits */
+	long long	 min;
+	size_t		 dflt;
+};
+
+static const struct config_limit_row config_limit_rows[] = {
+	{ "message_size",	offsetof(struct config_limits, message_size),	1024, 26214400 },
+	{ "header_size",	offsetof(struct config_limits, header_size),	1, 102400 },
+	{ "recipients",		offsetof(struct config_limits, recipients),	1, 1000 },
+	{ "connections_per_ip",	offsetof(struct config_limits, connections_per_ip), 0, 50 },
+	{ "connections",	offsetof(struct config_limits, connections),	1, 10000 },
+	{ "errors",		offsetof(struct config_limits, errors),		1, 20 },
+	{ "spool_memory",	offsetof(struct config_limits, spool_memory),	1, 1048576 },
+	{ "pipeline_backlog",	offsetof(struct config_limits, pipeline_backlog), 1, 65536 },
+	{ NULL, 0, 0, 0 }
+};
+
+/* timeouts.* in seconds; RFC 5321 4.5.3.2 gives the SMTP ones. */
+struct config_timeout_row {
+	const char	*name;
+	size_t		 offset;	/* into struct config_timeouts */
+	unsigned	 dflt;
+};
+
+static const struct config_timeout_row config_timeout_rows[] = {
+	{ "command",		offsetof(struct config_timeouts, command),		300 },
+	{ "data_block",		offsetof(struct config_timeouts, data_block),		180 },
+	{ "upstream_connect",	offsetof(struct config_timeouts, upstream_connect),	30 },
+	{ "upstream_command",	offsetof(struct config_timeouts, upstream_command),	300 },
+	{ "upstream_data_end",	offsetof(struct config_timeouts, upstream_data_end),	600 },
+	{ "shutdown_grace",	offsetof(struct config_timeouts, shutdown_grace),	30 },
+	{ NULL, 0, 0 }
+};
+
+static const char *const config_keys_root[] = {
+	"hostname", "workers", "listen", "upstream", "dns", "limits",
+	"timeouts", "relay", "spool", "policy", NULL
+};
+static const char *const config_keys_listen[] = { "address", NULL };
+static const char *const config_keys_upstream[] = { "address", "helo", "xclient", NULL };
+static const char *const config_keys_dns[] = { "forward", NULL };
+static const char *const config_keys_relay[] = { "domains", "networks", NULL };
+static const char *const config_keys_spool[] = { "directory", NULL };
+static const char *const config_keys_policy[] = { "default", "domains", NULL };
+
+static const char *const config_action_names[CONFIG_ACTION_COUNT] = {
+	[CONFIG_ACTION_ACCEPT]		= "accept",
+	[CONFIG_ACTION_TAG]		= "tag",
+	[CONFIG_ACTION_QUARANTINE]	= "quarantine",
+	[CONFIG_ACTION_TEMPFAIL]	= "tempfail",
+	[CONFIG_ACTION_REJECT]		= "reject",
+	[CONFIG_ACTION_DISCARD]		= "discard",
+};
+
+#define CONFIG_ACTIONS_EXPECTED \
+	"accept, tag, quarantine, tempfail, reject or discard"
+
+static void	 config_free(struct config *);
+static int	 config_fail(struct config_ctx *, const config_setting_t *,
+		    const char *, ...) __attribute__((format(printf, 3, 4)));
+
+/*
+ * Memory.  Running out while loading configuration is not something we
+ * can report usefully to the peer; the style rule is that x*alloc aborts.
+ */
+
+__attribute__((noreturn))
+static void
+config_oom(void)
+{
+	fputs("frontmx: config: out of memory\n", stderr);
+	abort();
+}
+
+static void *
+config_xcalloc(size_t n, size_t size)
+{
+	void	*p;
+
+	/* calloc(0) may return NULL; callers index nothing, so ask for one. */
+	if ((p = calloc(n ? n : 1, size ? size : 1)) == NULL)
+		config_oom();
+	return p;
+}
+
+static char *
+config_xstrdup(const char *s)
+{
+	char	*p;
+
+	if ((p = strdup(s)) == NULL)
+		config_oom();
+	return p;
+}
+
+/*
+ * The string set.
+ */
+
+static size_t
+config_strset_hash(const char *s)
+{
+	uint64_t	h = 14695981039346656037ULL;
+
+	while (*s != '\0') {
+		h ^= (unsigned char)*s++;
+		h *= 1099511628211ULL;
+	}
+	return (size_t)h;
+}
+
+static struct config_strset *
+config_strset_new(void)
+{
+	struct config_strset	*set;
+
+	set = config_xcalloc(1, sizeof *set);
+	set->slots = config_xcalloc(16, sizeof *set->slots);
+	set->mask = 15;
+	return set;
+}
+
+static void
+config_strset_free(struct config_strset *set)
+{
+	if (set == NULL)
+		return;
+	free(set->slots);
+	free(set);
+}
+
+static const struct config_strset_slot *
+config_strset_find(const struct config_strset *set, const char *key)
+{
+	size_t	i;
+
+	/* Never full (load <= 1/2), so the probe always meets an empty slot. */
+	for (i = config_strset_hash(key) & set->mask; set->slots[i].key != NULL;
+	    i = (i + 1) & set->mask)
+		if (strcmp(set->slots[i].key, key) == 0)
+			return &set->slots[i];
+	return NULL;
+}
+
+static void
+config_strset_grow(struct config_strset *set)
+{
+	struct config_strset_slot	*old = set->slots;
+	size_t				 oldcap = set->mask + 1, i, j;
+
+	if (oldcap > SIZE_MAX / 2 / sizeof *old)
+		config_oom();
+	set->slots = config_xcalloc(oldcap * 2, sizeof *old);
+	set->mask = oldcap * 2 - 1;
+	for (i = 0; i < oldcap; i++) {
+		if (old[i].key == NULL)
+			continue;
+		for (j = config_strset_hash(old[i].key) & set->mask;
+		    set->slots[j].key != NULL; j = (j + 1) & set->mask)
+			;
+		set->slots[j] = old[i];
+	}
+	free(old);
+}
+
+/* Insert key (not copied); returns NULL, or the slot that already had it. */
+static const struct config_strset_slot *
+config_strset_add(struct config_strset *set, const char *key, unsigned value)
+{
+	const struct config_strset_slot	*dup;
+	size_t				 i;
+
+	if ((dup = config_strset_find(set, key)) != NULL)
+		return dup;
+	if ((set->count + 1) * 2 > set->mask + 1)
+		config_strset_grow(set);
+	for (i = config_strset_hash(key) & set->mask; set->slots[i].key != NULL;
+	    i = (i + 1) & set->mask)
+		;
+	set->slots[i].key = key;
+	set->slots[i].value = value;
+	set->count++;
+	return NULL;
+}
+
+/*
+ * Small parsers shared by the loader and the public helpers.
+ */
+
+static void
+config_lower(char *s)
+{
+	/* ASCII only: tolower(3) would follow the locale. */
+	for (; *s != '\0'; s++)
+		if (*s >= 'A' && *s <= 'Z')
+			*s = (char)(*s - 'A' + 'a');
+}
+
+/* RFC 1035 host name syntax: letters, digits, inner hyphens, 63/253. */
+static int
+config_domain_valid(const char *s)
+{
+	size_t	len = 0, label = 0;
+
+	for (; *s != '\0'; s++, len++) {
+		if (*s == '.') {
+			if (label == 0 || s[-1] == '-')
+				return 0;
+			label = 0;
+			continue;
+		}
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		    (*s >= '0' && *s <= '9') || *s == '-'))
+			return 0;
+		if (*s == '-' && label == 0)
+			return 0;
+		if (++label > CONFIG_LABEL_MAX)
+			return 0;
+	}
+	return len > 0 && len <= CONFIG_DOMAIN_MAX && label > 0 &&
+	    s[-1] != '-';
+}
+
+/*
+ * Lower-case s into buf, drop one trailing dot (the root, which lookups
+ * ignore too) and check the syntax.  With lead_dot a leading "." is kept:
+ * it is relay.domains' "and subdomains" marker.  0 ok, -1 bad.
+ */
+static int
+config_domain_normalize(const char *s, char *buf, size_t size, int lead_dot)
+{
+	size_t	len;
+
+	len = strlen(s);
+	if (len == 0 || len >= size)
+		return -1;
+	memcpy(buf, s, len + 1);
+	config_lower(buf);
+	if (buf[len - 1] == '.')
+		buf[--len] = '\0';
+	if (lead_dot && buf[0] == '.')
+		return config_domain_valid(buf + 1) ? 0 : -1;
+	return config_domain_valid(buf) ? 0 : -1;
+}
+
+/* Filter and result names: [a-z][a-z0-9_]*, short. */
+static int
+config_name_valid(const char *s)
+{
+	size_t	i;
+
+	if (!(s[0] >= 'a' && s[0] <= 'z'))
+		return 0;
+	for (i = 1; s[i] != '\0'; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') ||
+		    (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+			return 0;
+	return i < CONFIG_NAME_MAX;
+}
+
+/* Decimal port, no sign, no leading junk: 0..65535.  0 ok, -1 bad. */
+static int
+config_port_parse(const char *s, unsigned *port)
+{
+	unsigned long	v = 0;
+	size_t		i;
+
+	for (i = 0; s[i] != '\0'; i++) {
+		if (s[i] < '0' || s[i] > '9' || i >= 5)
+			return -1;
+		v = v * 10 + (unsigned long)(s[i] - '0');
+	}
+	if (i == 0 || v > 65535)
+		return -1;
+	*port = (unsigned)v;
+	return 0;
+}
+
+/*
+ * Split "host:port" or "[host]:port".  An unbracketed host may not hold a
+ * colon: "::1:25" is ambiguous, so IPv6 needs the brackets.
+ */
+static int
+config_hostport_split(const char *s, char *host, size_t hostlen, char *port,
+    size_t portlen, int *bracketed)
+{
+	const char	*h, *e, *p;
+	size_t		 n;
+
+	if (s[0] == '[') {
+		h = s + 1;
+		if ((e = strchr(h, ']')) == NULL || e[1] != ':')
+			return -1;
+		p = e + 2;
+		*bracketed = 1;
+	} else {
+		h = s;
+		if ((e = strchr(s, ':')) == NULL || strchr(e + 1, ':') != NULL)
+			return -1;
+		p = e + 1;
+		*bracketed = 0;
+	}
+	n = (size_t)(e - h);
+	if (n == 0 || n >= hostlen || strlen(p) >= portlen)
+		return -1;
+	memcpy(host, h, n);
+	host[n] = '\0';
+	memcpy(port, p, strlen(p) + 1);
+	return 0;
+}
+
+/* An IPv6 literal, optionally with a %scope (checked by getaddrinfo). */
+static int
+config_ipv6_valid(const char *s)
+{
+	char		 buf[INET6_ADDRSTRLEN];
+	struct in6_addr	 a;
+	size_t		 n;
+
+	n = strcspn(s, "%");
+	if (n >= sizeof buf)
+		return 0;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	return inet_pton(AF_INET6, buf, &a) == 1;
+}
+
+static int
+config_ipv4_valid(const char *s)
+{
+	struct in_addr	a;
+
+	/* inet_pton, not inet_aton: "127.1" and "0x7f.1" are not addresses here. */
+	return inet_pton(AF_INET, s, &a) == 1;
+}
+
+/* Compare the first prefix bits of a and b. */
+static int
+config_prefix_equal(const uint8_t *a, const uint8_t *b, unsigned prefix)
+{
+	unsigned	bytes = prefix / 8, bits = prefix % 8;
+	uint8_t		mask;
+
+	if (memcmp(a, b, bytes) != 0)
+		return 0;
+	if (bits == 0)
+		return 1;
+	mask = (uint8_t)(0xff << (8 - bits));
+	return (a[bytes] & mask) == (b[bytes] & mask);
+}
+
+/*
+ * The netmask parser behind both config_netmask_parse() and the loader.
+ * *hostbits tells whether the address had bits set past the prefix: the
+ * public parser just clears them, the loader calls it a mistake, because
+ * "10.1.2.3/8" in relay.networks usually means the admin meant /32.
+ */
+static int
+config_netmask_parse_bits(const char *s, struct config_netmask *m, int *hostbits)
+{
+	static const uint8_t	 mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	char			 buf[INET6_ADDRSTRLEN];
+	const char		*slash;
+	uint8_t			 orig[16];
+	unsigned		 prefix, max, i;
+	size_t			 n;
+
+	memset(m, 0, sizeof *m);
+	slash = strchr(s, '/');
+	n = slash ? (size_t)(slash - s) : strlen(s);
+	if (n == 0 || n >= sizeof buf)
+		return -1;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	if (inet_pton(AF_INET, buf, m->addr) == 1) {
+		m->family = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, buf, m->addr) == 1) {
+		m->family = AF_INET6;
+		max = 128;
+	} else
+		return -1;
+	prefix = max;
+	if (slash != NULL) {
+		/* Digits only: strtoul would take " 8", "+8" and "0x8". */
+		if (slash[1] == '\0' || strlen(slash + 1) > 3)
+			return -1;
+		for (prefix = 0, i = 1; slash[i] != '\0'; i++) {
+			if (slash[i] < '0' || slash[i] > '9')
+				return -1;
+			prefix = prefix * 10 + (unsigned)(slash[i] - '0');
+		}
+		if (prefix > max)
+			return -1;
+	}
+	memcpy(orig, m->addr, sizeof orig);
+	for (i = prefix; i < max; i++)
+		m->addr[i / 8] &= (uint8_t)~(0x80 >> (i % 8));
+	*hostbits = memcmp(orig, m->addr, max / 8) != 0;
+	/*
+	 * "::ffff:192.0.2.0/120" is an IPv4 network written the IPv6 way;
+	 * store it as IPv4 so it matches plain AF_INET peers as well.
+	 */
+	if (m->family == AF_INET6 && prefix >= 96 &&
+	    memcmp(m->addr, mapped, sizeof mapped) == 0) {
+		memmove(m->addr, m->addr + 12, 4);
+		memset(m->addr + 4, 0, 12);
+		m->family = AF_INET;
+		prefix -= 96;
+	}
+	m->prefix = prefix;
+	return 0;
+}
+
+/*
+ * Public helpers.
+ */
+
+const char *
+config_action_name(enum config_action a)
+{
+	/*
+	 * A bad value is a broken invariant, but this runs in log paths; a
+	 * visible "invalid" in a log line beats taking the daemon down.
+	 */
+	if ((unsigned)a >= CONFIG_ACTION_COUNT)
+		return "invalid";
+	return config_action_names[a];
+}
+
+int
+config_action_parse(const char *s, enum config_action *a)
+{
+	unsigned	i;
+
+	/* Exact lower case: the same word must mean the same thing everywhere. */
+	for (i = 0; i < CONFIG_ACTION_COUNT; i++)
+		if (strcmp(s, config_action_names[i]) == 0) {
+			*a = (enum config_action)i;
+			return 0;
+		}
+	return -1;
+}
+
+int
+config_netmask_parse(const char *s, struct config_netmask *m)
+{
+	int	hostbits;
+
+	return config_netmask_parse_bits(s, m, &hostbits);
+}
+
+int
+config_netmask_match(const struct config_netmask *m, size_t n,
+    const struct sockaddr *sa)
+{
+	struct sockaddr_in	sin;
+	struct sockaddr_in6	sin6;
+	uint8_t			a4[4], a6[16];
+	int			has4 = 0, has6 = 0;
+	size_t			i;
+
+	if (sa == NULL)
+		return 0;
+	/* memcpy, not a cast: sa may point into any byte buffer. */
+	switch (sa->sa_family) {
+	case AF_INET:
+		memcpy(&sin, sa, sizeof sin);
+		memcpy(a4, &sin.sin_addr, 4);
+		has4 = 1;
+		break;
+	case AF_INET6:
+		memcpy(&sin6, sa, sizeof sin6);
+		memcpy(a6, &sin6.sin6_addr, 16);
+		has6 = 1;
+		/* A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d. */
+		if (IN6_IS_ADDR_V4MAPPED(&sin6.sin6_addr)) {
+			memcpy(a4, a6 + 12, 4);
+			has4 = 1;
+		}
+		break;
+	default:
+		return 0;
+	}
+	for (i = 0; i < n; i++) {
+		if (m[i].family == AF_INET && has4 &&
+		    config_prefix_equal(m[i].addr, a4, m[i].prefix))
+			return 1;
+		if (m[i].family == AF_INET6 && has6 &&
+		    config_prefix_equal(m[i].addr, a6, m[i].prefix))
+			return 1;
+	}
+	return 0;
+}
+
+static in_port_t
+config_sockaddr_port(const struct sockaddr_storage *ss)
+{
+	struct sockaddr_in	sin;
+	struct sockaddr_in6	sin6;
+
+	if (ss->ss_family == AF_INET) {
+		memcpy(&sin, ss, sizeof sin);
+		return ntohs(sin.sin_port);
+	}
+	memcpy(&sin6, ss, sizeof sin6);
+	return ntohs(sin6.sin6_port);
+}
+
+int
+config_sockaddr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+	struct addrinfo	 hints, *res = NULL;
+	char		 host[CONFIG_ADDR_MAX], port[8];
+	unsigned	 p;
+	int		 bracketed;
+
+	if (config_hostport_split(s, host, sizeof host, port, sizeof port,
+	    &bracketed) == -1 || config_port_parse(port, &p) == -1)
+		return -1;
+	/* Brackets mean IPv6 and nothing else; no brackets mean IPv4. */
+	if (bracketed ? !config_ipv6_valid(host) : !config_ipv4_valid(host))
+		return -1;
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = bracketed ? AF_INET6 : AF_INET;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+	if (getaddrinfo(host, port, &hints, &res) != 0 || res == NULL)
+		return -1;
+	if (res->ai_addrlen > sizeof *ss) {
+		freeaddrinfo(res);
+		return -1;
+	}
+	memset(ss, 0, sizeof *ss);
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+int
+config_relay_domain(const struct config *c, const char *domain)
+{
+	char		 buf[CONFIG_DOMAIN_BUF];
+	const char	*p, *e;
+	size_t		 len, elen, i;
+
+	if (c == NULL || domain == NULL)
+		return 0;
+	len = strnlen(domain, sizeof buf);
+	if (len == 0 || len >= sizeof buf || domain[0] == '.')
+		return 0;
+	memcpy(buf, domain, len + 1);
+	config_lower(buf);
+	if (buf[len - 1] == '.')
+		buf[--len] = '\0';
+	if (len == 0)
+		return 0;
+
+	if (c->relay_index == NULL) {
+		/* A struct config built by hand (tests): scan the list. */
+		for (i = 0; i < c->nrelay_domains; i++) {
+			e = c->relay_domains[i];
+			elen = strlen(e);
+			if (e[0] == '.' ? len > elen &&
+			    strcmp(buf + len - elen, e) == 0 :
+			    strcmp(buf, e) == 0)
+				return 1;
+		}
+		return 0;
+	}
+	/* The name itself, then ".parent" for every parent: one probe a label. */
+	if (config_strset_find(c->relay_index, buf) != NULL)
+		return 1;
+	for (p = strchr(buf, '.'); p != NULL; p = strchr(p + 1, '.'))
+		if (config_strset_find(c->relay_index, p) != NULL)
+			return 1;
+	return 0;
+}
+
+void
+config_ref(struct config *c)
+{
+	if (c != NULL)
+		__atomic_add_fetch(&c->refcount, 1, __ATOMIC_RELAXED);
+}
+
+void
+config_unref(struct config *c)
+{
+	/* acq_rel: whoever frees must see every other holder's last reads. */
+	if (c != NULL &&
+	    __atomic_sub_fetch(&c->refcount, 1, __ATOMIC_ACQ_REL) == 0)
+		config_free(c);
+}
+
+/*
+ * Error reporting and key paths.
+ */
+
+static void
+config_errf(struct config_ctx *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+config_errf(struct config_ctx *ctx, const char *fmt, ...)
+{
+	va_list	ap;
+
+	if (ctx->err == NULL || ctx->errlen == 0)
+		return;
+	va_start(ap, fmt);
+	/* Truncation only shortens the message; the NUL is always there. */
+	(void)vsnprintf(ctx->err, ctx->errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* "FILE:LINE: message" for setting s (NULL or the root: line 1). */
+static int
+config_fail(struct config_ctx *ctx, const config_setting_t *s,
+    const char *fmt, ...)
+{
+	char		 msg[CONFIG_ERR_MAX];
+	const char	*file = ctx->file;
+	unsigned	 line = 0;
+	va_list		 ap;
+
+	if (s != NULL) {
+		if (config_setting_source_file(s) != NULL)
+			file = config_setting_source_file(s);
+		line = config_setting_source_line(s);
+	}
+	/*
+	 * The root setting has no line.  Callers grep for "file:line:", and
+	 * the top of the file is where a missing top-level key belongs.
+	 */
+	if (line == 0)
+		line = 1;
+	va_start(ap, fmt);
+	(void)vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	config_errf(ctx, "%s:%u: %s", file, line, msg);
+	return -1;
+}
+
+/* parent + "." + name into buf; a path too long for buf ends in "...". */
+static const char *
+config_path(char *buf, size_t size, const char *parent, const char *name)
+{
+	int	n;
+
+	if (parent[0] == '\0')
+		n = snprintf(buf, size, "%s", name);
+	else
+		n = snprintf(buf, size, "%s.%s", parent, name);
+	if (n < 0 || (size_t)n >= size)
+		memcpy(buf + size - 4, "...", 4);
+	return buf;
+}
+
+static const char *
+config_path_index(char *buf, size_t size, const char *parent, int i)
+{
+	int	n;
+
+	n = snprintf(buf, size, "%s[%d]", parent, i);
+	if (n < 0 || (size_t)n >= size)
+		memcpy(buf + size - 4, "...", 4);
+	return buf;
+}
+
+/* Levenshtein distance, capped: only used to suggest a close key. */
+static size_t
+config_edit_distance(const char *a, const char *b)
+{
+	size_t	row[2][CONFIG_NAME_MAX + 1], la, lb, i, j, cost, v;
+
+	la = strlen(a);
+	lb = strlen(b);
+	if (la > CONFIG_NAME_MAX || lb > CONFIG_NAME_MAX)
+		return SIZE_MAX;
+	for (j = 0; j <= lb; j++)
+		row[0][j] = j;
+	for (i = 1; i <= la; i++) {
+		row[i % 2][0] = i;
+		for (j = 1; j <= lb; j++) {
+			cost = a[i - 1] == b[j - 1] ? 0 : 1;
+			v = row[(i - 1) % 2][j - 1] + cost;
+			if (row[(i - 1) % 2][j] + 1 < v)
+				v = row[(i - 1) % 2][j] + 1;
+			if (row[i % 2][j - 1] + 1 < v)
+				v = row[i % 2][j - 1] + 1;
+			row[i % 2][j] = v;
+		}
+	}
+	return row[la % 2][lb];
+}
+
+/*
+ * Reject every member of group whose name is not in rows.  rows is an
+ * array of structs (or of plain strings) whose first member is the
+ * const char * name, ending with a NULL name; stride is the row size.
+ * This lets the limits table serve as its own list of keys.
+ */
+static int
+config_check_keys(struct config_ctx *ctx, const config_setting_t *group,
+    const char *path, const void *rows, size_t stride)
+{
+	const config_setting_t	*m;
+	const char		*name, *key, *best;
+	size_t			 d, bestd, j;
+	int			 i, n;
+
+	n = config_setting_length(group);
+	for (i = 0; i < n; i++) {
+		m = config_setting_get_elem(group, (unsigned)i);
+		if ((name = config_setting_name(m)) == NULL)
+			continue;
+		best = NULL;
+		bestd = 3;	/* suggest only within two edits */
+		for (j = 0;; j++) {
+			memcpy(&key, (const char *)rows + j * stride, sizeof key);
+			if (key == NULL)
+				break;
+			if (strcmp(key, name) == 0)
+				break;
+			if ((d = config_edit_distance(name, key)) < bestd) {
+				bestd = d;
+				best = key;
+			}
+		}
+		if (key != NULL)
+			continue;
+		return config_fail(ctx, m, "unknown key '%s' %s%s%s%s%s%s", name,
+		    path[0] ? "in '" : "at top level", path, path[0] ? "'" : "",
+		    best ? " (did you mean '" : "", best ? best : "",
+		    best ? "'?)" : "");
+	}
+	return 0;
+}
+
+/*
+ * libconfig 1.5 keeps an integer literal without the L suffix in 32 bits
+ * and wraps it without a word: "message_size = 5000000000;" reads back as
+ * 705032704.  Re-read the source from the setting's line, find
+ * "name = literal" (skipping strings and comments) and compare.  If the
+ * literal can't be found (an odd layout, a file replaced since libconfig
+ * read it), trust libconfig rather than invent an error.  A file edited
+ * in that instant can fail one reload; the next one reads it whole.
+ */
+static int
+config_int_literal_check(struct config_ctx *ctx, const config_setting_t *s,
+    const char *path)
+{
+	char		 buf[CONFIG_SCAN_MAX];
+	const char	*file, *name, *p, *id;
+	char		*end;
+	unsigned	 line, l = 1;
+	unsigned long long u;
+	long long	 lit;
+	size_t		 n, namelen;
+	FILE		*fp;
+	int		 c, neg;
+
+	if ((name = config_setting_name(s)) == NULL ||
+	    (line = config_setting_source_line(s)) == 0)
+		return 0;
+	file = config_setting_source_file(s) ? config_setting_source_file(s) :
+	    ctx->file;
+	if ((fp = fopen(file, "r")) == NULL)
+		return 0;
+	while (l < line && (c = getc(fp)) != EOF)
+		if (c == '\n')
+			l++;
+	n = fread(buf, 1, sizeof buf - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	namelen = strlen(name);
+
+	for (p = buf; *p != '\0';) {
+		if (*p == '"') {
+			for (p++; *p != '\0' && *p != '"'; p++)
+				if (*p == '\\' && p[1] != '\0')
+					p++;
+			if (*p == '"')
+				p++;
+		} else if (*p == '#' || (p[0] == '/' && p[1] == '/')) {
+			p += strcspn(p, "\n");
+		} else if (p[0] == '/' && p[1] == '*') {
+			if ((p = strstr(p + 2, "*/")) == NULL)
+				return 0;
+			p += 2;
+		} else if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    *p == '*') {
+			for (id = p; (*p >= 'a' && *p <= 'z') ||
+			    (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+			    *p == '_' || *p == '-' || *p == '*'; p++)
+				;
+			if ((size_t)(p - id) != namelen ||
+			    memcmp(id, name, namelen) != 0)
+				continue;
+			p += strspn(p, " \t\r\n");
+			if (*p != '=' && *p != ':')
+				continue;
+			p += 1 + strspn(p + 1, " \t\r\n");
+			neg = *p == '-';
+			if (*p == '-' || *p == '+')
+				p++;
+			errno = 0;
+			if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+				u = strtoull(p + 2, &end, 16);
+				if (end == p + 2)
+					return 0;
+				if (errno == ERANGE || u > (unsigned long long)LLONG_MAX)
+					goto range;
+				lit = (long long)u;
+			} else {
+				lit = strtoll(p, &end, 10);
+				if (end == p)
+					return 0;
+				if (errno == ERANGE)
+					goto range;
+			}
+			if (neg)
+				lit = -lit;
+			if (lit == config_setting_get_int64(s))
+				return 0;
+ range:
+			return config_fail(ctx, s, "'%s' is too large for a "
+			    "plain integer; write it with an L suffix "
+			    "(e.g. 5000000000L)", path);
+		} else if (*p >= '0' && *p <= '9') {
+			/* Skip a whole number so "0x1f" is not read as "x1f". */
+			while ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+			    (*p >= 'A' && *p <= 'Z') || *p == '.')
+				p++;
+		} else
+			p++;
+	}
+	return 0;
+}
+
+/*
+ * Typed access.  Each config_want_*() looks up name in group and returns
+ * 1 with the value stored when it is there and valid, 0 when it is absent
+ * (out untouched: the caller's default stands) and -1 with err set.
+ */
+
+static int
+config_want_setting(const config_setting_t *group, const char *name,
+    const config_setting_t **out)
+{
+	return (*out = config_setting_get_member(group, name)) != NULL;
+}
+
+static int
+config_want_string(struct config_ctx *ctx, const config_setting_t *group,
+    const char *parent, const char *name, const char **out)
+{
+	const config_setting_t	*s;
+	char			 path[CONFIG_PATH_MAX];
+
+	if (!config_want_setting(group, name, &s))
+		return 0;
+	config_path(path, sizeof path, parent, name);
+	if (config_setting_type(s) != CONFIG_TYPE_STRING)
+		return config_fail(ctx, s, "'%s' must be a string", path);
+	if (config_setting_get_string(s)[0] == '\0')
+		return config_fail(ctx, s, "'%s' must not be empty", path);
+	*out = config_setting_get_string(s);
+	return 1;
+}
+
+static int
+config_bool_value(struct config_ctx *ctx, const config_setting_t *s,
+    const char *path, int *out)
+{
+	if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+		return config_fail(ctx, s, "'%s' must be a boolean "
+		    "(true or false)", path);
+	*out = config_setting_get_bool(s) ? 1 : 0;
+	return 1;
+}
+
+static int
+config_want_bool(struct config_ctx *ctx, const config_setting_t *group,
+    const char *parent, const char *name, int *out)
+{
+	const config_setting_t	*s;
+	char			 path[CONFIG_PATH_MAX];
+
+	if (!config_want_setting(group, name, &s))
+		return 0;
+	return config_bool_value(ctx, s,
+	    config_path(path, sizeof path, parent, name), out);
+}
+
+static int
+config_want_int(struct config_ctx *ctx, const config_setting_t *group,
+    const char *parent, const char *name, long long min, long long max,
+    long long *out)
+{
+	const config_setting_t	*s;
+	char			 path[CONFIG_PATH_MAX];
+	long long		 v;
+
+	if (!config_want_setting(group, name, &s))
+		return 0;
+	config_path(path, sizeof path, parent, name);
+	if (config_setting_type(s) != CONFIG_TYPE_INT &&
+	    config_setting_type(s) != CONFIG_TYPE_INT64)
+		return config_fail(ctx, s, "'%s' must be an integer", path);
+	if (config_setting_type(s) == CONFIG_TYPE_INT &&
+	    config_int_literal_check(ctx, s, path) == -1)
+		return -1;
+	v = config_setting_get_int64(s);
+	if (v < min || v > max) {
+		if (max == LLONG_MAX)
+			return config_fail(ctx, s, "'%s' must be at least %lld",
+			    path, min);
+		return config_fail(ctx, s, "'%s' must be between %lld and %lld",
+		    path, min, max);
+	}
+	*out = v;
+	return 1;
+}
+
+static int
+config_want_group(struct config_ctx *ctx, const config_setting_t *group,
+    const char *parent, const char *name, const config_setting_t **out)
+{
+	const config_setting_t	*s;
+	char			 path[CONFIG_PATH_MAX];
+
+	if (!config_want_setting(group, name, &s))
+		return 0;
+	if (!config_setting_is_group(s))
+		return config_fail(ctx, s, "'%s' must be a group { ... }",
+		    config_path(path, sizeof path, parent, name));
+	*out = s;
+	return 1;
+}
+
+/* A list ( ... ) whose elements are all groups. */
+static int
+config_want_group_list(struct config_ctx *ctx, const config_setting_t *group,
+    const char *parent, const char *name, const config_setting_t **out)
+{
+	const config_setting_t	*s;
+	char			 path[CONFIG_PATH_MAX];
+	int			 i, n;
+
+	if (!config_want_setting(group, name, &s))
+		return 0;
+	config_path(path, sizeof path, parent, name);
+	if (!config_setting_is_list(s))
+		return config_fail(ctx, s, "'%s' must be a list of groups "
+		    "( { ... }, { ... } )", path);
+	n = config_setting_length(s);
+	for (i = 0; i < n; i++)
+		if (!config_setting_is_group(config_setting_get_elem(s,
+		    (unsigned)i)))
+			return config_fail(ctx, config_setting_get_elem(s,
+			    (unsigned)i), "'%s' must be a list of groups "
+			    "( { ... }, { ... } )", path);
+	*out = s;
+	return 1;
+}
+
+/* [ "a", "b" ] or ( "a", "b" ): non-empty strings. */
+static int
+config_want_strings(struct config_ctx *ctx, const config_setting_t *group,
+    const char *parent, const char *name, const config_setting_t **out)
+{
+	const config_setting_t	*s, *e;
+	char			 path[CONFIG_PATH_MAX];
+	int			 i, n;
+
+	if (!config_want_setting(group, name, &s))
+		return 0;
+	config_path(path, sizeof path, parent, name);
+	if (!config_setting_is_array(s) && !config_setting_is_list(s))
+		return config_fail(ctx, s, "'%s' must be an array of strings "
+		    "[ \"...\", \"...\" ]", path);
+	n = config_setting_length(s);
+	for (i = 0; i < n; i++) {
+		e = config_setting_get_elem(s, (unsigned)i);
+		if (config_setting_type(e) != CONFIG_TYPE_STRING)
+			return config_fail(ctx, e, "'%s' must be an array of "
+			    "strings [ \"...\", \"...\" ]", path);
+		if (config_setting_get_string(e)[0] == '\0')
+			return config_fail(ctx, e, "'%s' holds an empty string",
+			    path);
+	}
+	*out = s;
+	return 1;
+}
+
+/*
+ * Sections.
+ */
+
+static int
+config_load_hostname(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	char		 buf[256];
+	const char	*name = NULL;
+	int		 r;
+
+	if ((r = config_want_string(ctx, root, "", "hostname", &name)) == -1)
+		return -1;
+	if (r == 1) {
+		if (!config_domain_valid(name))
+			return config_fail(ctx, config_setting_get_member(root,
+			    "hostname"), "'hostname' must be a valid domain "
+			    "name, not '%s'", name);
+		c->hostname = config_xstrdup(name);
+		return 0;
+	}
+	/* gethostname() may truncate without a NUL; provide one. */
+	if (gethostname(buf, sizeof buf - 1) == -1)
+		return config_fail(ctx, root, "'hostname' is not set and "
+		    "gethostname failed: %s", strerror(errno));
+	buf[sizeof buf - 1] = '\0';
+	if (!config_domain_valid(buf))
+		return config_fail(ctx, root, "'hostname' is not set and the "
+		    "system name '%s' is not a valid domain name", buf);
+	c->hostname = config_xstrdup(buf);
+	return 0;
+}
+
+static int
+config_load_listen(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	const config_setting_t	*list = NULL, *g;
+	struct config_listener	*l;
+	const char		*addr = NULL;
+	char			 path[CONFIG_PATH_MAX];
+	in_port_t		 port;
+	size_t			 j;
+	int			 i, n, r;
+
+	if ((r = config_want_group_list(ctx, root, "", "listen", &list)) == -1)
+		return -1;
+	if (r == 0)
+		return config_fail(ctx, root, "missing required key 'listen'");
+	if ((n = config_setting_length(list)) == 0)
+		return config_fail(ctx, list, "'listen' needs at least one "
+		    "{ address = \"IP:port\"; }");
+	c->listeners = config_xcalloc((size_t)n, sizeof *c->listeners);
+	for (i = 0; i < n; i++) {
+		g = config_setting_get_elem(list, (unsigned)i);
+		config_path_index(path, sizeof path, "listen", i);
+		if (config_check_keys(ctx, g, path, config_keys_listen,
+		    sizeof config_keys_listen[0]) == -1)
+			return -1;
+		if ((r = config_want_string(ctx, g, path, "address", &addr)) == -1)
+			return -1;
+		if (r == 0)
+			return config_fail(ctx, g, "'%s' is missing 'address'",
+			    path);
+		l = &c->listeners[c->nlisteners];
+		l->address = config_xstrdup(addr);
+		c->nlisteners++;
+		g = config_setting_get_member(g, "address");
+		if (config_sockaddr_parse(addr, &l->sa, &l->salen) == -1)
+			return config_fail(ctx, g, "'%s.address' must be a "
+			    "numeric \"IPv4:port\" or \"[IPv6]:port\", not "
+			    "'%s'", path, addr);
+		port = config_sockaddr_port(&l->sa);
+		/* Port 0 would bind somewhere nobody knows about. */
+		if (port == 0)
+			return config_fail(ctx, g, "'%s.address' port must be "
+			    "1..65535", path);
+		for (j = 0; j + 1 < c->nlisteners; j++)
+			if (c->listeners[j].salen == l->salen &&
+			    memcmp(&c->listeners[j].sa, &l->sa, l->salen) == 0)
+				return config_fail(ctx, g, "duplicate listen "
+				    "address '%s'", addr);
+	}
+	return 0;
+}
+
+static int
+config_load_upstream(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	const config_setting_t	*g = NULL, *s;
+	const char		*addr = NULL, *helo = NULL;
+	char			 host[CONFIG_ADDR_MAX], port[8];
+	unsigned		 p;
+	int			 r, bracketed, xclient;
+
+	if ((r = config_want_group(ctx, root, "", "upstream", &g)) == -1)
+		return -1;
+	if (r == 0)
+		return config_fail(ctx, root, "missing required key 'upstream'");
+	if (config_check_keys(ctx, g, "upstream", config_keys_upstream,
+	    sizeof config_keys_upstream[0]) == -1)
+		return -1;
+	if ((r = config_want_string(ctx, g, "upstream", "address", &addr)) == -1)
+		return -1;
+	if (r == 0)
+		return config_fail(ctx, g, "'upstream' is missing 'address'");
+	s = config_setting_get_member(g, "address");
+	c->upstream_address = config_xstrdup(addr);
+	if (strncmp(addr, "dir:", 4) == 0) {
+		if (addr[4] == '\0')
+			return config_fail(ctx, s, "'upstream.address' "
+			    "\"dir:\" needs a directory, e.g. \"dir:./maildir\"");
+		c->upstream_kind = CONFIG_UPSTREAM_DIR;
+		c->upstream_dir = config_xstrdup(addr + 4);
+	} else {
+		if (config_hostport_split(addr, host, sizeof host, port,
+		    sizeof port, &bracketed) == -1)
+			return config_fail(ctx, s, "'upstream.address' must be "
+			    "\"host:port\", \"[IPv6]:port\" or \"dir:PATH\", "
+			    "not '%s'", addr);
+		/* Digits and dots only is meant as IPv4: don't let 1.2.3.999 pass as a name. */
+		if (bracketed ? !config_ipv6_valid(host) :
+		    strspn(host, "0123456789.") == strlen(host) ?
+		    !config_ipv4_valid(host) : !config_domain_valid(host))
+			return config_fail(ctx, s, "'upstream.address' has a "
+			    "bad host '%s'", host);
+		if (config_port_parse(port, &p) == -1 || p == 0)
+			return config_fail(ctx, s, "'upstream.address' port "
+			    "must be 1..65535, not '%s'", port);
+		c->upstream_kind = CONFIG_UPSTREAM_SMTP;
+		c->upstream_host = config_xstrdup(host);
+		c->upstream_port = config_xstrdup(port);
+	}
+
+	if ((r = config_want_string(ctx, g, "upstream", "helo", &helo)) == -1)
+		return -1;
+	if (r == 1 && !config_domain_valid(helo))
+		return config_fail(ctx, config_setting_get_member(g, "helo"),
+		    "'upstream.helo' must be a valid domain name, not '%s'",
+		    helo);
+	c->upstream_helo = config_xstrdup(r == 1 ? helo : c->hostname);
+
+	xclient = 1;
+	if (config_want_bool(ctx, g, "upstream", "xclient", &xclient) == -1)
+		return -1;
+	c->upstream_xclient = xclient;
+	return 0;
+}
+
+static int
+config_load_dns(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	const config_setting_t	*g = NULL, *list = NULL, *e = NULL;
+	struct in6_addr		 a6;
+	struct in_addr		 a4;
+	const char		*s = NULL, *at;
+	char			 ip[INET6_ADDRSTRLEN];
+	unsigned		 port;
+	size_t			 len;
+	int			 i, n, r;
+
+	if ((r = config_want_group(ctx, root, "", "dns", &g)) != 1)
+		return r;
+	if (config_check_keys(ctx, g, "dns", config_keys_dns,
+	    sizeof config_keys_dns[0]) == -1)
+		return -1;
+	if ((r = config_want_strings(ctx, g, "dns", "forward", &list)) != 1)
+		return r;
+	n = config_setting_length(list);
+	c->dns_forward = config_xcalloc((size_t)n, sizeof *c->dns_forward);
+	for (i = 0; i < n; i++) {
+		e = config_setting_get_elem(list, (unsigned)i);
+		s = config_setting_get_string(e);
+		/* Last '@': IPv6 has colons, so '@' is the port separator. */
+		at = strrchr(s, '@');
+		len = at ? (size_t)(at - s) : strlen(s);
+		if (len == 0 || len >= sizeof ip)
+			goto bad;
+		memcpy(ip, s, len);
+		ip[len] = '\0';
+		if (inet_pton(AF_INET, ip, &a4) != 1 &&
+		    inet_pton(AF_INET6, ip, &a6) != 1)
+			goto bad;
+		if (at != NULL && (config_port_parse(at + 1, &port) == -1 ||
+		    port == 0))
+			goto bad;
+		c->dns_forward[c->ndns_forward++] = config_xstrdup(s);
+	}
+	return 0;
+ bad:
+	return config_fail(ctx, e, "'dns.forward' entry '%s' must be \"IP\" "
+	    "or \"IP@port\" (port 1..65535)", s);
+}
+
+static int
+config_load_limits(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	const struct config_limit_row	*row;
+	const config_setting_t		*g = NULL;
+	long long			 v, max;
+	size_t				 sv;
+	int				 r;
+
+	/* size_t may be narrower than long long on 32-bit hosts. */
+	max = (unsigned long long)SIZE_MAX < (unsigned long long)LLONG_MAX ?
+	    (long long)SIZE_MAX : LLONG_MAX;
+	if ((r = config_want_group(ctx, root, "", "limits", &g)) == -1)
+		return -1;
+	if (r == 1 && config_check_keys(ctx, g, "limits", config_limit_rows,
+	    sizeof config_limit_rows[0]) == -1)
+		return -1;
+	for (row = config_limit_rows; row->name != NULL; row++) {
+		sv = row->dflt;
+		if (g != NULL) {
+			r = config_want_int(ctx, g, "limits", row->name,
+			    row->min, max, &v);
+			if (r == -1)
+				return -1;
+			if (r == 1)
+				sv = (size_t)v;
+		}
+		memcpy((char *)&c->limits + row->offset, &sv, sizeof sv);
+	}
+	return 0;
+}
+
+static int
+config_load_timeouts(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	const struct config_timeout_row	*row;
+	const config_setting_t		*g = NULL;
+	long long			 v;
+	unsigned			 uv;
+	int				 r;
+
+	if ((r = config_want_group(ctx, root, "", "timeouts", &g)) == -1)
+		return -1;
+	if (r == 1 && config_check_keys(ctx, g, "timeouts",
+	    config_timeout_rows, sizeof config_timeout_rows[0]) == -1)
+		return -1;
+	for (row = config_timeout_rows; row->name != NULL; row++) {
+		uv = row->dflt;
+		if (g != NULL) {
+			r = config_want_int(ctx, g, "timeouts", row->name, 1,
+			    CONFIG_TIMEOUT_MAX, &v);
+			if (r == -1)
+				return -1;
+			if (r == 1)
+				uv = (unsigned)v;
+		}
+		memcpy((char *)&c->timeouts + row->offset, &uv, sizeof uv);
+	}
+	return 0;
+}
+
+static int
+config_load_relay(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	const config_setting_t	*g = NULL, *list = NULL, *e;
+	struct config_netmask	*m;
+	const char		*s;
+	char			 buf[CONFIG_DOMAIN_BUF], net[INET6_ADDRSTRLEN];
+	char			*d;
+	int			 i, n, r, hostbits;
+
+	if ((r = config_want_group(ctx, root, "", "relay", &g)) != 1)
+		return r;
+	if (config_check_keys(ctx, g, "relay", config_keys_relay,
+	    sizeof config_keys_relay[0]) == -1)
+		return -1;
+
+	if ((r = config_want_strings(ctx, g, "relay", "domains", &list)) == -1)
+		return -1;
+	if (r == 1) {
+		n = config_setting_length(list);
+		c->relay_domains = config_xcalloc((size_t)n,
+		    sizeof *c->relay_domains);
+		c->relay_index = config_strset_new();
+		for (i = 0; i < n; i++) {
+			e = config_setting_get_elem(list, (unsigned)i);
+			s = config_setting_get_string(e);
+			if (config_domain_normalize(s, buf, sizeof buf, 1) == -1)
+				return config_fail(ctx, e, "'relay.domains' "
+				    "entry '%s' is not a valid domain name", s);
+			d = config_xstrdup(buf);
+			/* A repeat is harmless: keep the first, drop this one. */
+			if (config_strset_add(c->relay_index, d, 0) != NULL) {
+				free(d);
+				continue;
+			}
+			c->relay_domains[c->nrelay_domains++] = d;
+		}
+	}
+
+	if ((r = config_want_strings(ctx, g, "relay", "networks", &list)) == -1)
+		return -1;
+	if (r == 1) {
+		n = config_setting_length(list);
+		c->relay_networks = config_xcalloc((size_t)n,
+		    sizeof *c->relay_networks);
+		for (i = 0; i < n; i++) {
+			e = config_setting_get_elem(list, (unsigned)i);
+			s = config_setting_get_string(e);
+			m = &c->relay_networks[i];
+			if (config_netmask_parse_bits(s, m, &hostbits) == -1)
+				return config_fail(ctx, e, "'relay.networks' "
+				    "entry '%s' is not an IP address or CIDR "
+				    "network", s);
+			if (hostbits) {
+				if (inet_ntop(m->family, m->addr, net,
+				    sizeof net) == NULL)
+					net[0] = '\0';
+				return config_fail(ctx, e, "'relay.networks' "
+				    "entry '%s': host bits set (the network is "
+				    "%s/%u)", s, net, m->prefix);
+			}
+			c->nrelay_networks++;
+		}
+	}
+	return 0;
+}
+
+static int
+config_load_spool(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	const config_setting_t	*g = NULL;
+	const char		*dir = "/tmp";
+	int			 r;
+
+	if ((r = config_want_group(ctx, root, "", "spool", &g)) == -1)
+		return -1;
+	if (r == 1) {
+		if (config_check_keys(ctx, g, "spool", config_keys_spool,
+		    sizeof config_keys_spool[0]) == -1)
+			return -1;
+		if (config_want_string(ctx, g, "spool", "directory", &dir) == -1)
+			return -1;
+	}
+	c->spool_dir = config_xstrdup(dir);
+	return 0;
+}
+
+/* One filter group: spf = { fail = "reject"; dry_run = true; }. */
+static int
+config_load_filter(struct config_ctx *ctx, const config_setting_t *g,
+    const char *parent, struct config_policy_filter *f)
+{
+	const config_setting_t	*m;
+	struct config_policy_rule *rule;
+	const char		*name, *s;
+	char			 path[CONFIG_PATH_MAX], mpath[CONFIG_PATH_MAX];
+	int			 i, n;
+
+	name = config_setting_name(g);
+	config_path(path, sizeof path, parent, name);
+	if (!config_setting_is_group(g))
+		return config_fail(ctx, g, "'%s' must be a group of "
+		    "result = \"action\" settings", path);
+	f->name = config_xstrdup(name);
+	f->dry_run = -1;
+	n = config_setting_length(g);
+	f->rules = config_xcalloc((size_t)n, sizeof *f->rules);
+	for (i = 0; i < n; i++) {
+		m = config_setting_get_elem(g, (unsigned)i);
+		name = config_setting_name(m);
+		config_path(mpath, sizeof mpath, path, name);
+		if (strcmp(name, "dry_run") == 0) {
+			if (config_bool_value(ctx, m, mpath, &f->dry_run) == -1)
+				return -1;
+			continue;
+		}
+		if (!config_name_valid(name))
+			return config_fail(ctx, m, "unknown key '%s' in '%s' "
+			    "(result names are [a-z][a-z0-9_]*)", name, path);
+		if (config_setting_type(m) != CONFIG_TYPE_STRING)
+			return config_fail(ctx, m, "'%s' must be a string "
+			    "(" CONFIG_ACTIONS_EXPECTED ")", mpath);
+		s = config_setting_get_string(m);
+		rule = &f->rules[f->nrules];
+		if (config_action_parse(s, &rule->action) == -1)
+			return config_fail(ctx, m, "unknown action '%s' "
+			    "(expected " CONFIG_ACTIONS_EXPECTED ")", s);
+		rule->result = config_xstrdup(name);
+		f->nrules++;
+	}
+	return 0;
+}
+
+/* Add one policy domain, refusing one already claimed by any policy. */
+static int
+config_policy_add_domain(struct config_ctx *ctx, const config_setting_t *e,
+    const char *path, struct config_policy *p, struct config_strset *seen)
+{
+	const struct config_strset_slot	*dup;
+	const char			*s;
+	char				 buf[CONFIG_DOMAIN_BUF];
+	char				*d;
+
+	s = config_setting_get_string(e);
+	if (config_domain_normalize(s, buf, sizeof buf, 0) == -1)
+		return config_fail(ctx, e, "'%s' entry '%s' is not a valid "
+		    "domain name", path, s);
+	d = config_xstrdup(buf);
+	p->domains[p->ndomains++] = d;
+	if ((dup = config_strset_add(seen, d,
+	    config_setting_source_line(e))) != NULL)
+		return config_fail(ctx, e, "duplicate policy domain '%s' "
+		    "(already at line %u)", d, dup->value);
+	return 0;
+}
+
+/*
+ * A policy group: policy.default, or one policy.domains entry (entry = 1,
+ * which also takes domain/domains).  Every other name that looks like a
+ * filter name is a filter group, so third-party filters get policy
+ * without changes here.
+ */
+static int
+config_load_policy_group(struct config_ctx *ctx, const config_setting_t *g,
+    const char *path, int entry, struct config_policy *p,
+    struct config_strset *seen)
+{
+	const config_setting_t	*m, *list = NULL;
+	const char		*name;
+	char			 mpath[CONFIG_PATH_MAX];
+	size_t			 nd = 0, nf = 0;
+	int			 i, j, n;
+
+	p->dry_run = -1;
+	n = config_setting_length(g);
+	/* First pass: sizes, so arrays are allocated once. */
+	for (i = 0; i < n; i++) {
+		m = config_setting_get_elem(g, (unsigned)i);
+		name = config_setting_name(m);
+		if (entry && strcmp(name, "domain") == 0)
+			nd++;
+		else if (entry && strcmp(name, "domains") == 0 &&
+		    config_setting_is_aggregate(m))
+			nd += (size_t)config_setting_length(m);
+		else if (strcmp(name, "dry_run") != 0 &&
+		    strcmp(name, "domain") != 0 && strcmp(name, "domains") != 0)
+			nf++;
+	}
+	p->domains = config_xcalloc(nd, sizeof *p->domains);
+	p->filters = config_xcalloc(nf, sizeof *p->filters);
+
+	for (i = 0; i < n; i++) {
+		m = config_setting_get_elem(g, (unsigned)i);
+		name = config_setting_name(m);
+		config_path(mpath, sizeof mpath, path, name);
+		if (strcmp(name, "dry_run") == 0) {
+			if (config_bool_value(ctx, m, mpath, &p->dry_run) == -1)
+				return -1;
+		} else if (entry && strcmp(name, "domain") == 0) {
+			if (config_setting_type(m) != CONFIG_TYPE_STRING)
+				return config_fail(ctx, m, "'%s' must be a "
+				    "string", mpath);
+			if (config_policy_add_domain(ctx, m, mpath, p,
+			    seen) == -1)
+				return -1;
+		} else if (entry && strcmp(name, "domains") == 0) {
+			if (config_want_strings(ctx, g, path, name, &list) == -1)
+				return -1;
+			for (j = 0; j < config_setting_length(list); j++)
+				if (config_policy_add_domain(ctx,
+				    config_setting_get_elem(list, (unsigned)j),
+				    mpath, p, seen) == -1)
+					return -1;
+		} else if (strcmp(name, "domain") != 0 &&
+		    strcmp(name, "domains") != 0 && config_name_valid(name)) {
+			if (config_load_filter(ctx, m, path,
+			    &p->filters[p->nfilters++]) == -1)
+				return -1;
+		} else
+			return config_fail(ctx, m, "unknown key '%s' in '%s'%s",
+			    name, path, strcmp(name, "domain") == 0 ||
+			    strcmp(name, "domains") == 0 ? " (domains belong "
+			    "in policy.domains entries)" : "");
+	}
+	if (entry) {
+		if (p->ndomains == 0)
+			return config_fail(ctx, g, "'%s' needs 'domain' or "
+			    "'domains'", path);
+		p->name = config_xstrdup(p->domains[0]);
+	}
+	return 0;
+}
+
+static int
+config_load_policy(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	const config_setting_t	*g = NULL, *d = NULL, *list = NULL;
+	struct config_strset	*seen;
+	char			 path[CONFIG_PATH_MAX];
+	int			 i, n, r;
+
+	c->policy_default.name = config_xstrdup("default");
+	c->policy_default.dry_run = -1;
+	if ((r = config_want_group(ctx, root, "", "policy", &g)) != 1)
+		return r;
+	if (config_check_keys(ctx, g, "policy", config_keys_policy,
+	    sizeof config_keys_policy[0]) == -1)
+		return -1;
+	if ((r = config_want_group(ctx, g, "policy", "default", &d)) == -1)
+		return -1;
+	if (r == 1 && config_load_policy_group(ctx, d, "policy.default", 0,
+	    &c->policy_default, NULL) == -1)
+		return -1;
+
+	if ((r = config_want_group_list(ctx, g, "policy", "domains",
+	    &list)) != 1)
+		return r;
+	n = config_setting_length(list);
+	c->policies = config_xcalloc((size_t)n, sizeof *c->policies);
+	/* The domain strings live in c->policies; seen only points at them. */
+	seen = config_strset_new();
+	for (r = 0, i = 0; i < n && r == 0; i++) {
+		c->npolicies++;
+		config_path_index(path, sizeof path, "policy.domains", i);
+		r = config_load_policy_group(ctx, config_setting_get_elem(list,
+		    (unsigned)i), path, 1, &c->policies[i], seen);
+	}
+	config_strset_free(seen);
+	return r;
+}
+
+static int
+config_load_root(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	long long	v = 0;
+
+	if (config_check_keys(ctx, root, "", config_keys_root,
+	    sizeof config_keys_root[0]) == -1)
+		return -1;
+	/* hostname first: upstream.helo defaults to it. */
+	if (config_load_hostname(ctx, root, c) == -1)
+		return -1;
+	if (config_want_int(ctx, root, "", "workers", 0, CONFIG_WORKERS_MAX,
+	    &v) == -1)
+		return -1;
+	c->workers = (unsigned)v;
+	if (config_load_listen(ctx, root, c) == -1 ||
+	    config_load_upstream(ctx, root, c) == -1 ||
+	    config_load_dns(ctx, root, c) == -1 ||
+	    config_load_limits(ctx, root, c) == -1 ||
+	    config_load_timeouts(ctx, root, c) == -1 ||
+	    config_load_relay(ctx, root, c) == -1 ||
+	    config_load_spool(ctx, root, c) == -1 ||
+	    config_load_policy(ctx, root, c) == -1)
+		return -1;
+	return 0;
+}
+
+static void
+config_free_policy(struct config_policy *p)
+{
+	size_t	i, j;
+
+	free(p->name);
+	for (i = 0; i < p->ndomains; i++)
+		free(p->domains[i]);
+	free(p->domains);
+	for (i = 0; i < p->nfilters; i++) {
+		free(p->filters[i].name);
+		for (j = 0; j < p->filters[i].nrules; j++)
+			free(p->filters[i].rules[j].result);
+		free(p->filters[i].rules);
+	}
+	free(p->filters);
+}
+
+/* Frees a whole or a half-built configuration: counts track what exists. */
+static void
+config_free(struct config *c)
+{
+	size_t	i;
+
+	free(c->file);
+	free(c->hostname);
+	for (i = 0; i < c->nlisteners; i++)
+		free(c->listeners[i].address);
+	free(c->listeners);
+	free(c->upstream_address);
+	free(c->upstream_host);
+	free(c->upstream_port);
+	free(c->upstream_dir);
+	free(c->upstream_helo);
+	for (i = 0; i < c->ndns_forward; i++)
+		free(c->dns_forward[i]);
+	free(c->dns_forward);
+	for (i = 0; i < c->nrelay_domains; i++)
+		free(c->relay_domains[i]);
+	free(c->relay_domains);
+	config_strset_free(c->relay_index);
+	free(c->relay_networks);
+	free(c->spool_dir);
+	config_free_policy(&c->policy_default);
+	for (i = 0; i < c->npolicies; i++)
+		config_free_policy(&c->policies[i]);
+	free(c->policies);
+	free(c);
+}
+
+struct config *
+config_load(const char *file, char *err, size_t errlen)
+{
+	struct config_ctx	 ctx = { file, err, errlen };
+	struct config		*c;
+	struct stat		 st;
+	config_t		 lc;
+	FILE			*fp;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	/*
+	 * Open it ourselves: libconfig says only "file I/O error", and the
+	 * admin wants to know whether it is ENOENT or EACCES.
+	 */
+	if ((fp = fopen(file, "r")) == NULL) {
+		config_errf(&ctx, "%s: cannot open: %s", file, strerror(errno));
+		return NULL;
+	}
+	/* fopen(3) happily opens a directory; libconfig would then say "syntax error". */
+	memset(&st, 0, sizeof st);
+	if (fstat(fileno(fp), &st) == -1 || !S_ISREG(st.st_mode)) {
+		config_errf(&ctx, "%s: cannot open: %s", file,
+		    S_ISDIR(st.st_mode) ? strerror(EISDIR) : "not a regular file");
+		fclose(fp);
+		return NULL;
+	}
+	config_init(&lc);
+	if (config_read(&lc, fp) == CONFIG_FALSE) {
+		config_errf(&ctx, "%s:%d: %s", config_error_file(&lc) ?
+		    config_error_file(&lc) : file, config_error_line(&lc),
+		    config_error_text(&lc));
+		fclose(fp);
+		config_destroy(&lc);
+		return NULL;
+	}
+	fclose(fp);
+
+	c = config_xcalloc(1, sizeof *c);
+	c->refcount = 1;
+	c->file = config_xstrdup(file);
+	if (config_load_root(&ctx, config_root_setting(&lc), c) == -1) {
+		config_free(c);
+		c = NULL;
+	}
+	config_destroy(&lc);
+	return c;
+}
