@@ -98,6 +98,17 @@ struct config_timeouts {
 	unsigned shutdown_grace;	/* 30: SIGTERM drain time */
 };
 
+/* One entry of the `filters` list: a built-in filter or a module instance. */
+struct config_filter {
+	char			*name;		/* unique; built-in name or instance name */
+	char			*module;	/* path of a .so, NULL for a built-in */
+	unsigned		 timeout;	/* seconds per hook call, default 30 */
+	enum config_action	 on_error;	/* default CONFIG_ACTION_TEMPFAIL */
+	int			 dry_run;	/* -1 unset, 0, 1 */
+	char			**options;	/* "key=value" strings from the options group */
+	size_t			 noptions;
+};
+
 struct config {
 	char			*file;
 	char			*hostname;		/* banner, Received, authserv-id */
@@ -130,6 +141,13 @@ struct config {
 	struct config_policy	 policy_default;
 	struct config_policy	*policies;		/* per-domain overrides */
 	size_t			 npolicies;
+
+	struct config_filter	*filters;		/* in chain order */
+	size_t			 nfilters;
+	char			*quarantine_dir;	/* NULL: quarantine acts as tempfail */
+	char			*authserv_id;		/* default hostname */
+	char			*tag_header;		/* default "X-Frontmx-Tag" */
+	char			*tag_subject_prefix;	/* default NULL: subject untouched */
 
 	int			 refcount;		/* atomic */
 };
