@@ -2,7 +2,7 @@
 
 PROG	 = frontmx
 CC	?= cc
-PKGS	 = libevent libevent_pthreads libconfig
+PKGS	 = libevent libevent_pthreads libconfig gmime-3.0 libpcre2-8
 WARN	 = -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
 	   -Wmissing-prototypes -Wmissing-declarations -Wcast-qual -Wformat=2
 CFLAGS	?= -O2 -g
@@ -21,45 +21,58 @@ SRCS	+= proxy/xtext.c
 SRCS	+= proxy/upstream.c
 SRCS	+= proxy/spool.c
 SRCS	+= proxy/maildir.c
+SRCS	+= proxy/check.c
 # Filters
 SRCS	+= filters/filter_chain.c
+SRCS	+= filters/filter_loader.c
+SRCS	+= filters/content.c
 # Policy and configuration
 SRCS	+= policy/config.c
+SRCS	+= policy/policy.c
 
 # Pure modules the unit tests link against (no libevent, no main).
-UNIT_SRCS = proxy/smtp_parse.c proxy/smtp_reply.c proxy/xtext.c policy/config.c
+UNIT_SRCS = proxy/smtp_parse.c proxy/smtp_reply.c proxy/xtext.c policy/config.c policy/policy.c
 UNIT_TESTS = $(patsubst t/unit/%.c,build/unit/%,$(wildcard t/unit/test_*.c))
 
 OBJS	 = $(SRCS:%.c=build/rel/%.o)
 ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)
 ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-DEBS	 = build-essential pkg-config libevent-dev libconfig-dev \
+DEBS	 = build-essential pkg-config libevent-dev libconfig-dev libpcre2-dev \
+	   libgmime-3.0-dev \
 	   swaks postfix python3-aiosmtpd python3-dnslib python3-dkim
 PROVE	?= prove
+# Quiet unless V=1.
+Q	 = $(if $(V),,@)
+E	 = $(if $(V),@true,@echo)
 
 .PHONY: all deps run test check unit asan bench clean help
 all: $(PROG)
 
 $(PROG): $(OBJS)
-	$(CC) $(CFLAGS) -o $@ $(OBJS) $(LDFLAGS) $(LDLIBS)
+	$(E) "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) -o $@ $(OBJS) $(LDFLAGS) $(LDLIBS)
 
 build/rel/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(E) "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
 
 # ASan/UBSan build of the daemon; `make test` runs the black-box suite against it.
 asan: $(PROG)-asan
 $(PROG)-asan: $(ASAN_OBJS)
-	$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $(ASAN_OBJS) $(LDFLAGS) $(LDLIBS)
+	$(E) "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $(ASAN_OBJS) $(LDFLAGS) $(LDLIBS)
 
 build/asan/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
+	$(E) "  CC      $< (asan)"
+	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 
 build/unit/%: t/unit/%.c $(UNIT_SRCS) t/unit/tap.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(ASAN_FLAGS) -It/unit -o $@ $< $(UNIT_SRCS) $(LDLIBS)
+	$(E) "  CC      $@"
+	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -It/unit -o $@ $< $(UNIT_SRCS) $(LDLIBS)
 
 unit: $(UNIT_TESTS)
 

@@ -1,13 +1,127 @@
 /*
- * filter_chain.c - runs the configured filters for one phase
+ * filter_chain.c - runs the configured filters, implements struct fmx_api
  *
- * No filter modules are configured yet, so every phase continues.  The
- * session already goes through this funnel at every phase, which is what
- * lets the filter API plug in without reshaping the SMTP state machine.
+ * DESCRIPTION
+ *	One filter_session per SMTP session holds one struct fmx_ctx per
+ *	configured filter (the filter's view of the session: private data,
+ *	the reply and result it set, whether it is waiting).  A phase runs the
+ *	filters in configuration order through filter_run(), a loop that
+ *	stops when a hook is pending (FMX_PENDING, or a blocking filter on the
+ *	pool) and is re-entered from resume(), the pool's completion event or
+ *	the per-call timeout.  Exactly one of those ends each call: a
+ *	generation number on the context makes late answers harmless.
+ *
+ *	Every module call is untrusted: verdicts are range-checked, replies
+ *	and edits validated (no CR/LF/NUL smuggled into the upstream stream),
+ *	and any failure becomes the filter's on_error action (default
+ *	tempfail, like Postfix's milter_default_action).  A filter that timed
+ *	out is not called again in that session.
  */
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
+#include "config.h"
+#include "content.h"
 #include "filter_chain.h"
+#include "filter_loader.h"
+#include "log.h"
+#include "policy.h"
+
+#define FILTER_AR_MAX		16
+#define FILTER_RCPT_EDITS_MAX	32
+#define FILTER_HEADER_VALUE_MAX	900	/* one line of 998 with the name */
+#define FILTER_RESULT_MAX	64
+#define FILTER_REASON_MAX	200
+
+/* One configured filter, initialised once per configuration. */
+struct filter_instance {
+	const struct config_filter	*cf;
+	const struct fmx_filter		*ops;
+	struct filter_module		*module;	/* NULL for a built-in */
+	void				*inst;
+	int				 initialised;
+};
+
+struct filter_chain {
+	struct config			*cfg;
+	struct filter_instance		*inst;
+	size_t				 ninst;
+	unsigned			 wants;		/* 1u << FILTER_PH_* */
+	atomic_int			 refcount;
+};
+
+struct fmx_ctx {
+	struct filter_session	*fs;
+	size_t			 idx;
+	void			*conn_data;
+	fmx_free_fn		 conn_free;
+	void			*msg_data;
+	fmx_free_fn		 msg_free;
+	char			 reply[FILTER_REPLY_MAX];
+	char			 result[FILTER_RESULT_MAX];
+	char			 reason[FILTER_REASON_MAX];
+	unsigned		 gen;		/* current call; late answers carry an older one */
+	int			 in_hook;	/* a hook of this filter is executing */
+	int			 waiting;	/* FMX_PENDING or on the pool */
+	int			 resumed;	/* resume() came during the hook itself */
+	enum fmx_verdict	 resume_verdict;
+	int			 failed;	/* timed out: no more calls this session */
+	int			 on_pool;	/* a pool thread still runs a hook */
+	struct event		*timer;		/* api->timer() */
+	fmx_timer_fn		 timer_fn;
+	void			*timer_arg;
+};
+
+struct filter_ar {
+	char	method[32];
+	char	result[32];
+	char	props[256];
+};
+
+struct filter_session {
+	struct filter_chain		*chain;
+	struct event_base		*base;
+	const struct filter_facts	*facts;
+	struct filter_host		 host;
+	struct fmx_ctx			*ctx;
+	size_t				 n;
+	pthread_mutex_t			 lock;		/* pool threads call the api too */
+	int				 refs;		/* 1 + pool jobs in flight */
+	int				 dead;
+
+	/* The phase being run. */
+	enum filter_phase		 phase;
+	struct filter_args		 args;
+	size_t				 next;
+	int				 running;
+	filter_done_fn			 done;
+	void				*done_arg;
+	struct event			*timeout;
+	char				 getbuf[64];
+
+	/* Message state, reset by filter_session_msg_end(). */
+	int				 msg_open;
+	int				 msg_accepted;	/* a filter said ACCEPT */
+	struct filter_outcome		 outcome;
+	struct filter_edit		 edits[FILTER_EDITS_MAX];
+	size_t				 nedits;
+	unsigned char			*body;
+	size_t				 bodylen;
+	char				*add_rcpts[FILTER_RCPT_EDITS_MAX];
+	size_t				 nadd_rcpts;
+	char				*del_rcpts[FILTER_RCPT_EDITS_MAX];
+	size_t				 ndel_rcpts;
+	struct filter_ar		 ar[FILTER_AR_MAX];
+	size_t				 nar;
+};
 
 static const char *const filter_phase_names[FILTER_PH_COUNT] = {
 	[FILTER_PH_CONNECT] = "connect",
@@ -15,26 +129,1259 @@ static const char *const filter_phase_names[FILTER_PH_COUNT] = {
 	[FILTER_PH_MAIL] = "mail",
 	[FILTER_PH_RCPT] = "rcpt",
 	[FILTER_PH_DATA] = "data",
+	[FILTER_PH_HEADER] = "header",
+	[FILTER_PH_EOH] = "eoh",
+	[FILTER_PH_BODY] = "body",
 	[FILTER_PH_EOM] = "eom",
 };
+
+static const char *const filter_verdict_names[FMX_VERDICT_COUNT] = {
+	[FMX_CONTINUE] = "continue",
+	[FMX_ACCEPT] = "accept",
+	[FMX_REJECT] = "reject",
+	[FMX_TEMPFAIL] = "tempfail",
+	[FMX_DISCARD] = "discard",
+	[FMX_QUARANTINE] = "quarantine",
+	[FMX_TAG] = "tag",
+	[FMX_PENDING] = "pending",
+};
+
+/* Built-in filters use the module API; they are just linked in. */
+static const struct {
+	const char			*name;
+	const struct fmx_filter		*(*table)(void);
+} filter_builtins[] = {
+	{ "content", content_filter },
+};
+
+static void	filter_run(struct filter_session *);
+static const struct fmx_api filter_api;
 
 const char *
 filter_phase_name(enum filter_phase phase)
 {
-	if (phase >= FILTER_PH_COUNT)
-		return "unknown";
-	return filter_phase_names[phase];
+	return phase < FILTER_PH_COUNT ? filter_phase_names[phase] : "unknown";
+}
+
+const char *
+filter_verdict_name(enum fmx_verdict v)
+{
+	return v < FMX_VERDICT_COUNT ? filter_verdict_names[v] : "invalid";
+}
+
+/* ---- validation of what modules hand us -------------------------------- */
+
+int
+filter_reply_valid(const char *reply, int want_class)
+{
+	const char *p = reply, *nl;
+	char code[4] = "";
+	size_t len, lines = 0;
+
+	if (reply == NULL || *reply == '\0')
+		return -1;
+	for (;;) {
+		nl = strchr(p, '\n');
+		len = nl ? (size_t)(nl - p) : strlen(p);
+		if (len < 3 || len > 510 || ++lines > 32)
+			return -1;
+		if (!isdigit((unsigned char)p[0]) || !isdigit((unsigned char)p[1]) ||
+		    !isdigit((unsigned char)p[2]) || p[1] > '5')
+			return -1;
+		if (p[0] != '4' && p[0] != '5')
+			return -1;
+		if (want_class && p[0] - '0' != want_class)
+			return -1;
+		if (code[0] == '\0')
+			memcpy(code, p, 3);
+		else if (memcmp(code, p, 3) != 0)
+			return -1;
+		/* RFC 5321 4.2.1: '-' on every line but the last. */
+		if (len > 3 && p[3] != (nl ? '-' : ' '))
+			return -1;
+		if (len == 3 && nl)
+			return -1;
+		for (size_t i = 3; i < len; i++)
+			if ((unsigned char)p[i] < 0x20 || (unsigned char)p[i] > 0x7e)
+				return -1;
+		if (nl == NULL)
+			return 0;
+		p = nl + 1;
+	}
+}
+
+static int
+filter_header_name_valid(const char *name)
+{
+	size_t i, len;
+
+	if (name == NULL || (len = strlen(name)) == 0 || len > 76)
+		return -1;
+	for (i = 0; i < len; i++)	/* RFC 5322 2.2: printable, no colon */
+		if ((unsigned char)name[i] < 33 || (unsigned char)name[i] > 126 ||
+		    name[i] == ':')
+			return -1;
+	return 0;
+}
+
+static int
+filter_header_value_valid(const char *value)
+{
+	size_t i, len;
+
+	if (value == NULL || (len = strlen(value)) > FILTER_HEADER_VALUE_MAX)
+		return -1;
+	for (i = 0; i < len; i++)
+		if (value[i] == '\r' || value[i] == '\n' ||
+		    ((unsigned char)value[i] < 0x20 && value[i] != '\t') ||
+		    value[i] == 0x7f)
+			return -1;
+	return 0;
+}
+
+/* Printable, no space, one '@', bounded: the session re-parses it fully. */
+static int
+filter_addr_valid(const char *addr)
+{
+	size_t i, len;
+
+	if (addr == NULL || (len = strlen(addr)) == 0 || len > 254 ||
+	    strchr(addr, '@') == NULL)
+		return -1;
+	for (i = 0; i < len; i++)
+		if ((unsigned char)addr[i] <= 0x20 || (unsigned char)addr[i] >= 0x7f ||
+		    addr[i] == '<' || addr[i] == '>')
+			return -1;
+	return 0;
+}
+
+/* A result or reason goes into logs and header comments: keep it tame. */
+static void
+filter_copy_clean(char *dst, size_t dstlen, const char *src)
+{
+	size_t i, j = 0;
+
+	for (i = 0; src != NULL && src[i] != '\0' && j + 1 < dstlen; i++)
+		dst[j++] = ((unsigned char)src[i] < 0x20 ||
+		    (unsigned char)src[i] > 0x7e) ? ' ' : src[i];
+	dst[j] = '\0';
+}
+
+/* ---- the api modules call ---------------------------------------------- */
+
+static const char *
+filter_ctx_name(const struct fmx_ctx *c)
+{
+	return c->fs->chain->inst[c->idx].cf->name;
+}
+
+static void
+filter_api_log(struct fmx_ctx *c, enum fmx_log_level level, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	filter_copy_clean(buf, sizeof buf, buf);
+	if (level == FMX_LOG_WARN)
+		log_warn("%016llx filter=%s %s", c->fs->facts->session_id,
+		    filter_ctx_name(c), buf);
+	else if (level == FMX_LOG_INFO)
+		log_info("%016llx filter=%s %s", c->fs->facts->session_id,
+		    filter_ctx_name(c), buf);
+	else
+		log_debug("%016llx filter=%s %s", c->fs->facts->session_id,
+		    filter_ctx_name(c), buf);
+}
+
+static const char *
+filter_api_get(struct fmx_ctx *c, const char *key)
+{
+	struct filter_session *fs = c->fs;
+	const struct filter_facts *f = fs->facts;
+	const struct config_filter *cf = fs->chain->inst[c->idx].cf;
+	size_t i, klen;
+
+	if (key == NULL)
+		return NULL;
+	if (strcmp(key, "client.addr") == 0)
+		return f->client_addr;
+	if (strcmp(key, "client.port") == 0) {
+		snprintf(fs->getbuf, sizeof fs->getbuf, "%u", f->client_port);
+		return fs->getbuf;
+	}
+	if (strcmp(key, "client.name") == 0)
+		return "unknown";	/* XXX no reverse DNS yet */
+	if (strcmp(key, "helo") == 0)
+		return f->helo;
+	if (strcmp(key, "hostname") == 0)
+		return fs->chain->cfg->hostname;
+	if (strcmp(key, "tls") == 0)
+		return "no";
+	if (strcmp(key, "session.id") == 0) {
+		snprintf(fs->getbuf, sizeof fs->getbuf, "%016llx", f->session_id);
+		return fs->getbuf;
+	}
+	if (strcmp(key, "mail.from") == 0)
+		return f->mail_from;
+	if (strcmp(key, "queue.id") == 0)
+		return f->queue_id;
+	if (strcmp(key, "rcpt.count") == 0) {
+		snprintf(fs->getbuf, sizeof fs->getbuf, "%zu", f->nrcpts);
+		return fs->getbuf;
+	}
+	if (strcmp(key, "policy") == 0)
+		return f->policy ? f->policy->name : "default";
+	if (strncmp(key, "filter.option.", 14) == 0) {
+		key += 14;
+		klen = strlen(key);
+		for (i = 0; i < cf->noptions; i++)
+			if (strncmp(cf->options[i], key, klen) == 0 &&
+			    cf->options[i][klen] == '=')
+				return cf->options[i] + klen + 1;
+	}
+	return NULL;
+}
+
+static const char *
+filter_api_rcpt(struct fmx_ctx *c, size_t i)
+{
+	const struct filter_facts *f = c->fs->facts;
+
+	return i < f->nrcpts ? f->rcpts[i] : NULL;
+}
+
+static void *
+filter_api_conn_data(struct fmx_ctx *c)
+{
+	return c->conn_data;
+}
+
+static void
+filter_api_set_conn_data(struct fmx_ctx *c, void *p, fmx_free_fn fn)
+{
+	if (c->conn_data != NULL && c->conn_free != NULL && c->conn_data != p)
+		c->conn_free(c->conn_data);
+	c->conn_data = p;
+	c->conn_free = fn;
+}
+
+static void *
+filter_api_msg_data(struct fmx_ctx *c)
+{
+	return c->msg_data;
+}
+
+static void
+filter_api_set_msg_data(struct fmx_ctx *c, void *p, fmx_free_fn fn)
+{
+	if (c->msg_data != NULL && c->msg_free != NULL && c->msg_data != p)
+		c->msg_free(c->msg_data);
+	c->msg_data = p;
+	c->msg_free = fn;
+}
+
+static int
+filter_api_set_reply(struct fmx_ctx *c, const char *reply)
+{
+	if (filter_reply_valid(reply, 0) == -1 ||
+	    strlen(reply) >= sizeof c->reply) {
+		filter_api_log(c, FMX_LOG_WARN, "refused invalid reply from module");
+		return -1;
+	}
+	snprintf(c->reply, sizeof c->reply, "%s", reply);
+	return 0;
+}
+
+static int
+filter_api_set_result(struct fmx_ctx *c, const char *result, const char *reason)
+{
+	size_t i;
+
+	if (result == NULL || *result == '\0' || strlen(result) >= sizeof c->result)
+		return -1;
+	for (i = 0; result[i] != '\0'; i++)
+		if (!islower((unsigned char)result[i]) &&
+		    !isdigit((unsigned char)result[i]) && result[i] != '_' &&
+		    result[i] != '-')
+			return -1;
+	snprintf(c->result, sizeof c->result, "%s", result);
+	filter_copy_clean(c->reason, sizeof c->reason, reason ? reason : "");
+	return 0;
+}
+
+static int
+filter_api_add_auth_result(struct fmx_ctx *c, const char *method,
+    const char *result, const char *props)
+{
+	struct filter_session *fs = c->fs;
+	struct filter_ar *ar;
+
+	if (method == NULL || result == NULL || strlen(method) >= sizeof ar->method ||
+	    strlen(result) >= sizeof ar->result ||
+	    (props != NULL && strlen(props) >= sizeof ar->props))
+		return -1;
+	pthread_mutex_lock(&fs->lock);
+	if (fs->nar >= FILTER_AR_MAX) {
+		pthread_mutex_unlock(&fs->lock);
+		return -1;
+	}
+	ar = &fs->ar[fs->nar++];
+	filter_copy_clean(ar->method, sizeof ar->method, method);
+	filter_copy_clean(ar->result, sizeof ar->result, result);
+	filter_copy_clean(ar->props, sizeof ar->props, props ? props : "");
+	pthread_mutex_unlock(&fs->lock);
+	return 0;
+}
+
+/* Edits are only meaningful at end of message, from a live call. */
+static int
+filter_edit_allowed(struct fmx_ctx *c)
+{
+	if (c->fs->phase != FILTER_PH_EOM || c->failed) {
+		filter_api_log(c, FMX_LOG_WARN, "message edit outside eom refused");
+		return 0;
+	}
+	return 1;
+}
+
+static int
+filter_add_edit(struct fmx_ctx *c, enum filter_edit_kind kind,
+    const char *name, const char *value, size_t index)
+{
+	struct filter_session *fs = c->fs;
+	struct filter_edit *e;
+
+	if (!filter_edit_allowed(c) || filter_header_name_valid(name) == -1 ||
+	    (value != NULL && filter_header_value_valid(value) == -1) ||
+	    (value == NULL && kind != FILTER_EDIT_CHANGE)) {
+		filter_api_log(c, FMX_LOG_WARN, "refused invalid header edit");
+		return -1;
+	}
+	pthread_mutex_lock(&fs->lock);
+	if (fs->nedits >= FILTER_EDITS_MAX) {
+		pthread_mutex_unlock(&fs->lock);
+		return -1;
+	}
+	e = &fs->edits[fs->nedits];
+	e->kind = kind;
+	e->index = index;
+	e->name = strdup(name);
+	e->value = value ? strdup(value) : NULL;
+	if (e->name == NULL || (value != NULL && e->value == NULL)) {
+		free(e->name);
+		free(e->value);
+		pthread_mutex_unlock(&fs->lock);
+		return -1;
+	}
+	fs->nedits++;
+	pthread_mutex_unlock(&fs->lock);
+	return 0;
+}
+
+static int
+filter_api_add_header(struct fmx_ctx *c, const char *name, const char *value)
+{
+	return filter_add_edit(c, FILTER_EDIT_ADD, name, value, 0);
+}
+
+static int
+filter_api_insert_header(struct fmx_ctx *c, size_t index, const char *name,
+    const char *value)
+{
+	return filter_add_edit(c, FILTER_EDIT_INSERT, name, value, index);
+}
+
+static int
+filter_api_change_header(struct fmx_ctx *c, const char *name, size_t index,
+    const char *value)
+{
+	if (index == 0)
+		return -1;
+	return filter_add_edit(c, FILTER_EDIT_CHANGE, name, value, index);
+}
+
+/* A new body must be what a client could have sent: CRLF lines, no NUL. */
+static int
+filter_api_replace_body(struct fmx_ctx *c, const void *body, size_t len)
+{
+	struct filter_session *fs = c->fs;
+	const unsigned char *p = body;
+	size_t i, linelen = 0;
+	unsigned char *copy;
+
+	if (!filter_edit_allowed(c) || (len > 0 && body == NULL) ||
+	    len > fs->chain->cfg->limits.message_size)
+		return -1;
+	for (i = 0; i < len; i++) {
+		if (p[i] == '\0' || (p[i] == '\r' && (i + 1 >= len || p[i + 1] != '\n')) ||
+		    (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))) {
+			filter_api_log(c, FMX_LOG_WARN, "refused body with bare CR/LF or NUL");
+			return -1;
+		}
+		linelen = p[i] == '\n' ? 0 : linelen + 1;
+		if (linelen > 998)
+			return -1;
+	}
+	if (len > 0 && p[len - 1] != '\n')
+		return -1;
+	if ((copy = malloc(len ? len : 1)) == NULL)
+		return -1;
+	if (len > 0)
+		memcpy(copy, body, len);
+	pthread_mutex_lock(&fs->lock);
+	free(fs->body);
+	fs->body = copy;
+	fs->bodylen = len;
+	pthread_mutex_unlock(&fs->lock);
+	return 0;
+}
+
+static int
+filter_rcpt_edit(struct fmx_ctx *c, const char *addr, char **list, size_t *n)
+{
+	struct filter_session *fs = c->fs;
+	char *copy;
+
+	if (!filter_edit_allowed(c) || filter_addr_valid(addr) == -1) {
+		filter_api_log(c, FMX_LOG_WARN, "refused invalid recipient edit");
+		return -1;
+	}
+	if ((copy = strdup(addr)) == NULL)
+		return -1;
+	pthread_mutex_lock(&fs->lock);
+	if (*n >= FILTER_RCPT_EDITS_MAX) {
+		pthread_mutex_unlock(&fs->lock);
+		free(copy);
+		return -1;
+	}
+	list[(*n)++] = copy;
+	pthread_mutex_unlock(&fs->lock);
+	return 0;
+}
+
+static int
+filter_api_add_rcpt(struct fmx_ctx *c, const char *addr)
+{
+	return filter_rcpt_edit(c, addr, c->fs->add_rcpts, &c->fs->nadd_rcpts);
+}
+
+static int
+filter_api_del_rcpt(struct fmx_ctx *c, const char *addr)
+{
+	return filter_rcpt_edit(c, addr, c->fs->del_rcpts, &c->fs->ndel_rcpts);
+}
+
+static long
+filter_api_msg_read(struct fmx_ctx *c, size_t off, void *buf, size_t len)
+{
+	struct filter_session *fs = c->fs;
+
+	if (fs->phase != FILTER_PH_EOM || fs->host.msg_read == NULL)
+		return -1;
+	return fs->host.msg_read(fs->host.arg, off, buf, len);
+}
+
+static void	filter_call_done(struct filter_session *, struct fmx_ctx *,
+		    enum fmx_verdict);
+
+static int
+filter_api_resume(struct fmx_ctx *c, enum fmx_verdict v)
+{
+	if (c->in_hook) {
+		/* Answered before the hook even returned PENDING. */
+		c->resumed = 1;
+		c->resume_verdict = v;
+		return 0;
+	}
+	if (!c->waiting || c->on_pool) {
+		filter_api_log(c, FMX_LOG_WARN, "resume without a pending call ignored");
+		return -1;
+	}
+	filter_call_done(c->fs, c, v);
+	return 0;
+}
+
+static int
+filter_api_dns_query(struct fmx_ctx *c, const char *name, int type,
+    fmx_dns_fn fn, void *arg)
+{
+	(void)name;
+	(void)type;
+	(void)fn;
+	(void)arg;
+	/* XXX the shared resolver arrives with the sender-authentication work. */
+	filter_api_log(c, FMX_LOG_WARN, "dns_query: no resolver configured");
+	return -1;
+}
+
+static void
+filter_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fmx_ctx *c = arg;
+	fmx_timer_fn fn = c->timer_fn;
+
+	(void)fd;
+	(void)what;
+	c->timer_fn = NULL;
+	if (fn != NULL && !c->failed)
+		fn(c, c->timer_arg);
+}
+
+static int
+filter_api_timer(struct fmx_ctx *c, unsigned msec, fmx_timer_fn fn, void *arg)
+{
+	struct timeval tv = { .tv_sec = msec / 1000, .tv_usec = (msec % 1000) * 1000 };
+
+	if (fn == NULL || c->on_pool)
+		return -1;
+	if (c->timer == NULL &&
+	    (c->timer = evtimer_new(c->fs->base, filter_timer_cb, c)) == NULL)
+		return -1;
+	c->timer_fn = fn;
+	c->timer_arg = arg;
+	return evtimer_add(c->timer, &tv);
+}
+
+static const struct fmx_api filter_api = {
+	.abi_major = FMX_ABI_MAJOR,
+	.abi_minor = FMX_ABI_MINOR,
+	.struct_size = sizeof(struct fmx_api),
+	.log = filter_api_log,
+	.get = filter_api_get,
+	.rcpt = filter_api_rcpt,
+	.conn_data = filter_api_conn_data,
+	.set_conn_data = filter_api_set_conn_data,
+	.msg_data = filter_api_msg_data,
+	.set_msg_data = filter_api_set_msg_data,
+	.set_reply = filter_api_set_reply,
+	.set_result = filter_api_set_result,
+	.add_auth_result = filter_api_add_auth_result,
+	.add_header = filter_api_add_header,
+	.insert_header = filter_api_insert_header,
+	.change_header = filter_api_change_header,
+	.replace_body = filter_api_replace_body,
+	.add_rcpt = filter_api_add_rcpt,
+	.del_rcpt = filter_api_del_rcpt,
+	.msg_read = filter_api_msg_read,
+	.resume = filter_api_resume,
+	.dns_query = filter_api_dns_query,
+	.timer = filter_api_timer,
+};
+
+/* ---- the chain --------------------------------------------------------- */
+
+static unsigned
+filter_ops_phases(const struct fmx_filter *f)
+{
+	unsigned m = 0;
+
+	m |= f->on_connect ? 1u << FILTER_PH_CONNECT : 0;
+	m |= f->on_helo ? 1u << FILTER_PH_HELO : 0;
+	m |= f->on_mail ? 1u << FILTER_PH_MAIL : 0;
+	m |= f->on_rcpt ? 1u << FILTER_PH_RCPT : 0;
+	m |= f->on_data ? 1u << FILTER_PH_DATA : 0;
+	m |= f->on_header ? 1u << FILTER_PH_HEADER : 0;
+	m |= f->on_eoh ? 1u << FILTER_PH_EOH : 0;
+	m |= f->on_body ? 1u << FILTER_PH_BODY : 0;
+	m |= f->on_eom ? 1u << FILTER_PH_EOM : 0;
+	return m;
+}
+
+static void
+filter_chain_free(struct filter_chain *ch)
+{
+	size_t i;
+
+	for (i = 0; i < ch->ninst; i++) {
+		struct filter_instance *fi = &ch->inst[i];
+
+		if (fi->initialised && fi->ops->fini != NULL)
+			fi->ops->fini(fi->inst);
+		if (fi->module != NULL)
+			filter_loader_close(fi->module);
+	}
+	free(ch->inst);
+	config_unref(ch->cfg);
+	free(ch);
+}
+
+struct filter_chain *
+filter_chain_new(struct config *cfg, char *err, size_t errlen)
+{
+	struct filter_chain *ch;
+	size_t i, j;
+
+	if ((ch = calloc(1, sizeof *ch)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	config_ref(cfg);
+	ch->cfg = cfg;
+	atomic_init(&ch->refcount, 1);
+	if (cfg->nfilters > 0 &&
+	    (ch->inst = calloc(cfg->nfilters, sizeof *ch->inst)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		filter_chain_free(ch);
+		return NULL;
+	}
+	for (i = 0; i < cfg->nfilters; i++) {
+		const struct config_filter *cf = &cfg->filters[i];
+		struct filter_instance *fi = &ch->inst[i];
+
+		fi->cf = cf;
+		ch->ninst = i + 1;
+		if (cf->module != NULL) {
+			if (filter_loader_open(cf->module, &filter_api, &fi->module,
+			    err, errlen) == -1) {
+				filter_chain_free(ch);
+				return NULL;
+			}
+			fi->ops = filter_loader_table(fi->module);
+		} else {
+			for (j = 0; j < sizeof filter_builtins / sizeof filter_builtins[0]; j++)
+				if (strcmp(filter_builtins[j].name, cf->name) == 0)
+					fi->ops = filter_builtins[j].table();
+			if (fi->ops == NULL) {
+				snprintf(err, errlen, "filter %s: not a built-in filter "
+				    "(set module = PATH)", cf->name);
+				filter_chain_free(ch);
+				return NULL;
+			}
+			if (filter_loader_check(fi->ops, cf->name, err, errlen) == -1) {
+				filter_chain_free(ch);
+				return NULL;
+			}
+		}
+		if (fi->ops->init != NULL &&
+		    fi->ops->init(&filter_api, (const char *const *)cf->options,
+		    cf->noptions, &fi->inst) != 0) {
+			snprintf(err, errlen, "filter %s%s%s: initialisation failed "
+			    "(see the log above)", cf->name,
+			    cf->module ? " " : "", cf->module ? cf->module : "");
+			filter_chain_free(ch);
+			return NULL;
+		}
+		fi->initialised = 1;
+		ch->wants |= filter_ops_phases(fi->ops);
+	}
+	return ch;
 }
 
 void
-filter_chain_run(enum filter_phase phase, const struct filter_facts *facts,
-    filter_done_fn done, void *arg)
+filter_chain_ref(struct filter_chain *ch)
+{
+	atomic_fetch_add(&ch->refcount, 1);
+}
+
+void
+filter_chain_unref(struct filter_chain *ch)
+{
+	if (ch != NULL && atomic_fetch_sub(&ch->refcount, 1) == 1)
+		filter_chain_free(ch);
+}
+
+struct config *
+filter_chain_config(const struct filter_chain *ch)
+{
+	return ch->cfg;
+}
+
+int
+filter_chain_wants(const struct filter_chain *ch, enum filter_phase phase)
+{
+	return (ch->wants & (1u << phase)) != 0;
+}
+
+/* ---- the thread pool for FMX_FLAG_BLOCKING filters ----------------------- */
+
+struct filter_job {
+	struct filter_job	*next;
+	struct filter_session	*fs;
+	struct fmx_ctx		*c;
+	unsigned		 gen;
+	enum fmx_verdict	 verdict;
+};
+
+static struct {
+	pthread_mutex_t		 lock;
+	pthread_cond_t		 cond;
+	pthread_t		*threads;
+	unsigned		 nthreads;
+	unsigned		 queued;
+	unsigned		 queue_max;
+	struct filter_job	*head, *tail;
+	int			 stopping;
+} filter_pool = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.cond = PTHREAD_COND_INITIALIZER,
+};
+
+static enum fmx_verdict	filter_call_hook(struct filter_session *, struct fmx_ctx *);
+static void		filter_session_release(struct filter_session *);
+
+static void
+filter_pool_complete(evutil_socket_t fd, short what, void *arg)
+{
+	struct filter_job *job = arg;
+	struct filter_session *fs = job->fs;
+	struct fmx_ctx *c = job->c;
+
+	(void)fd;
+	(void)what;
+	c->on_pool = 0;
+	if (!fs->dead && c->waiting && c->gen == job->gen)
+		filter_call_done(fs, c, job->verdict);
+	free(job);
+	filter_session_release(fs);
+}
+
+static void *
+filter_pool_main(void *arg)
+{
+	struct filter_job *job;
+
+	(void)arg;
+	for (;;) {
+		pthread_mutex_lock(&filter_pool.lock);
+		while (filter_pool.head == NULL && !filter_pool.stopping)
+			pthread_cond_wait(&filter_pool.cond, &filter_pool.lock);
+		if (filter_pool.head == NULL) {
+			pthread_mutex_unlock(&filter_pool.lock);
+			return NULL;
+		}
+		job = filter_pool.head;
+		filter_pool.head = job->next;
+		if (filter_pool.head == NULL)
+			filter_pool.tail = NULL;
+		filter_pool.queued--;
+		pthread_mutex_unlock(&filter_pool.lock);
+
+		job->verdict = filter_call_hook(job->fs, job->c);
+		/* Back to the session's own loop thread; event_base_once is thread-safe. */
+		if (event_base_once(job->fs->base, -1, EV_TIMEOUT,
+		    filter_pool_complete, job, NULL) == -1)
+			fatalx("filter pool: cannot post completion");
+	}
+}
+
+int
+filter_pool_start(unsigned threads, unsigned queue_max)
+{
+	unsigned i;
+
+	if ((filter_pool.threads = calloc(threads, sizeof *filter_pool.threads)) == NULL)
+		return -1;
+	filter_pool.queue_max = queue_max;
+	for (i = 0; i < threads; i++) {
+		if (pthread_create(&filter_pool.threads[i], NULL, filter_pool_main,
+		    NULL) != 0)
+			return -1;
+		filter_pool.nthreads++;
+	}
+	return 0;
+}
+
+void
+filter_pool_stop(void)
+{
+	unsigned i;
+
+	pthread_mutex_lock(&filter_pool.lock);
+	filter_pool.stopping = 1;
+	pthread_cond_broadcast(&filter_pool.cond);
+	pthread_mutex_unlock(&filter_pool.lock);
+	for (i = 0; i < filter_pool.nthreads; i++)
+		pthread_join(filter_pool.threads[i], NULL);
+	free(filter_pool.threads);
+	filter_pool.threads = NULL;
+	filter_pool.nthreads = 0;
+}
+
+/* 0 queued; -1 the pool is absent or full (the caller applies on_error). */
+static int
+filter_pool_submit(struct filter_session *fs, struct fmx_ctx *c)
+{
+	struct filter_job *job;
+
+	if ((job = calloc(1, sizeof *job)) == NULL)
+		return -1;
+	job->fs = fs;
+	job->c = c;
+	job->gen = c->gen;
+	pthread_mutex_lock(&filter_pool.lock);
+	if (filter_pool.nthreads == 0 || filter_pool.queued >= filter_pool.queue_max) {
+		pthread_mutex_unlock(&filter_pool.lock);
+		free(job);
+		return -1;
+	}
+	if (filter_pool.tail != NULL)
+		filter_pool.tail->next = job;
+	else
+		filter_pool.head = job;
+	filter_pool.tail = job;
+	filter_pool.queued++;
+	fs->refs++;	/* only touched on the loop thread; the job holds it */
+	c->on_pool = 1;
+	pthread_cond_signal(&filter_pool.cond);
+	pthread_mutex_unlock(&filter_pool.lock);
+	return 0;
+}
+
+/* ---- running a phase ----------------------------------------------------- */
+
+static enum fmx_verdict
+filter_call_hook(struct filter_session *fs, struct fmx_ctx *c)
+{
+	const struct fmx_filter *f = fs->chain->inst[c->idx].ops;
+	void *inst = fs->chain->inst[c->idx].inst;
+	const struct filter_args *a = &fs->args;
+	enum fmx_verdict v = FMX_CONTINUE;
+
+	c->in_hook = 1;
+	switch (fs->phase) {
+	case FILTER_PH_CONNECT:
+		v = f->on_connect(inst, c);
+		break;
+	case FILTER_PH_HELO:
+		v = f->on_helo(inst, c, a->str);
+		break;
+	case FILTER_PH_MAIL:
+		v = f->on_mail(inst, c, a->str);
+		break;
+	case FILTER_PH_RCPT:
+		v = f->on_rcpt(inst, c, a->str);
+		break;
+	case FILTER_PH_DATA:
+		v = f->on_data(inst, c);
+		break;
+	case FILTER_PH_HEADER:
+		v = f->on_header(inst, c, a->str, a->str2);
+		break;
+	case FILTER_PH_EOH:
+		v = f->on_eoh(inst, c);
+		break;
+	case FILTER_PH_BODY:
+		v = f->on_body(inst, c, a->data, a->len);
+		break;
+	case FILTER_PH_EOM:
+		v = f->on_eom(inst, c);
+		break;
+	default:
+		fatalx("filter_call_hook: bad phase %d", fs->phase);
+	}
+	c->in_hook = 0;
+	return v;
+}
+
+static int
+filter_has_hook(const struct fmx_filter *f, enum filter_phase phase)
+{
+	return (filter_ops_phases(f) & (1u << phase)) != 0;
+}
+
+static enum fmx_verdict
+filter_action_verdict(enum config_action a)
+{
+	switch (a) {
+	case CONFIG_ACTION_ACCEPT:
+		return FMX_CONTINUE;
+	case CONFIG_ACTION_TAG:
+		return FMX_TAG;
+	case CONFIG_ACTION_QUARANTINE:
+		return FMX_QUARANTINE;
+	case CONFIG_ACTION_REJECT:
+		return FMX_REJECT;
+	case CONFIG_ACTION_DISCARD:
+		return FMX_DISCARD;
+	case CONFIG_ACTION_TEMPFAIL:
+	default:
+		return FMX_TEMPFAIL;
+	}
+}
+
+/* How strongly a message-level verdict binds: the strongest one wins. */
+static int
+filter_verdict_rank(enum fmx_verdict v)
+{
+	switch (v) {
+	case FMX_QUARANTINE:
+		return 3;
+	case FMX_DISCARD:
+		return 2;
+	case FMX_TAG:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static void
+filter_tag(struct filter_session *fs, const char *name, const char *what)
+{
+	size_t used = strlen(fs->outcome.tags);
+
+	snprintf(fs->outcome.tags + used, sizeof fs->outcome.tags - used, "%s%s=%s",
+	    used ? ", " : "", name, what);
+}
+
+static void
+filter_finish(struct filter_session *fs, enum fmx_verdict v,
+    const struct fmx_ctx *c)
 {
 	struct filter_result res;
+	filter_done_fn done = fs->done;
 
-	(void)phase;
-	(void)facts;
 	memset(&res, 0, sizeof res);
-	res.verdict = FILTER_CONTINUE;
-	done(arg, &res);
+	res.verdict = v;
+	if (c != NULL) {
+		snprintf(res.filter, sizeof res.filter, "%s", filter_ctx_name(c));
+		/* A module's reply must match the class of the final verdict. */
+		if (c->reply[0] != '\0' &&
+		    filter_reply_valid(c->reply, v == FMX_REJECT ? 5 : 4) == 0)
+			snprintf(res.reply, sizeof res.reply, "%s", c->reply);
+	}
+	fs->done = NULL;
+	fs->next = fs->n;
+	if (done != NULL)
+		done(fs->done_arg, &res);
+}
+
+/*
+ * Turn what a hook returned into what happens: policy mapping of its
+ * result, dry-run, message-level bookkeeping.  Returns 1 to go on with the
+ * next filter, 0 when the phase ended (done was called).
+ */
+static int
+filter_apply(struct filter_session *fs, struct fmx_ctx *c, enum fmx_verdict v,
+    int failed)
+{
+	const struct config *cfg = fs->chain->cfg;
+	const struct config_filter *cf = fs->chain->inst[c->idx].cf;
+	const struct config_policy *pol = fs->facts->policy;
+	enum config_action action;
+	const char *name = cf->name;
+
+	if (failed) {
+		v = filter_action_verdict(cf->on_error);
+		log_warn("%016llx filter=%s phase=%s failed, on_error=%s",
+		    fs->facts->session_id, name, filter_phase_name(fs->phase),
+		    config_action_name(cf->on_error));
+		c->reply[0] = '\0';
+		snprintf(c->result, sizeof c->result, "error");
+	} else if (v >= FMX_VERDICT_COUNT || v == FMX_PENDING) {
+		log_warn("%016llx filter=%s phase=%s returned invalid verdict %d, "
+		    "on_error=%s", fs->facts->session_id, name,
+		    filter_phase_name(fs->phase), (int)v,
+		    config_action_name(cf->on_error));
+		v = filter_action_verdict(cf->on_error);
+		c->reply[0] = '\0';
+	} else if (c->result[0] != '\0' &&
+	    policy_action(cfg, pol, name, c->result, &action))
+		v = filter_action_verdict(action);
+	if (c->result[0] != '\0')
+		log_info("%016llx filter=%s phase=%s result=%s verdict=%s%s%s",
+		    fs->facts->session_id, name, filter_phase_name(fs->phase),
+		    c->result, filter_verdict_name(v), c->reason[0] ? " reason=" : "",
+		    c->reason);
+	if (v != FMX_CONTINUE && v != FMX_ACCEPT && v != FMX_TAG &&
+	    policy_dry_run(cfg, pol, name)) {
+		log_info("%016llx filter=%s dry-run: would %s, relaying",
+		    fs->facts->session_id, name, filter_verdict_name(v));
+		filter_tag(fs, name, "dry-run-");
+		snprintf(fs->outcome.tags + strlen(fs->outcome.tags),
+		    sizeof fs->outcome.tags - strlen(fs->outcome.tags), "%s",
+		    filter_verdict_name(v));
+		v = FMX_CONTINUE;
+	}
+	c->result[0] = '\0';
+	c->reason[0] = '\0';
+	switch (v) {
+	case FMX_CONTINUE:
+		return 1;
+	case FMX_ACCEPT:
+		fs->msg_accepted = 1;
+		filter_finish(fs, FMX_CONTINUE, c);
+		return 0;
+	case FMX_TAG:
+	case FMX_QUARANTINE:
+	case FMX_DISCARD:
+		if (v == FMX_TAG)
+			filter_tag(fs, name, "tag");
+		if (filter_verdict_rank(v) > filter_verdict_rank(fs->outcome.verdict)) {
+			fs->outcome.verdict = v;
+			snprintf(fs->outcome.reason, sizeof fs->outcome.reason,
+			    "filter %s", name);
+		}
+		return 1;
+	case FMX_REJECT:
+	case FMX_TEMPFAIL:
+		filter_finish(fs, v, c);
+		return 0;
+	default:
+		fatalx("filter_apply: bad verdict %d", v);
+	}
+}
+
+static void
+filter_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct filter_session *fs = arg;
+	struct fmx_ctx *c;
+
+	(void)fd;
+	(void)what;
+	if (fs->next >= fs->n)
+		return;
+	c = &fs->ctx[fs->next];
+	if (!c->waiting)
+		return;
+	log_warn("%016llx filter=%s phase=%s timed out after %us",
+	    fs->facts->session_id, filter_ctx_name(c), filter_phase_name(fs->phase),
+	    fs->chain->inst[c->idx].cf->timeout);
+	c->waiting = 0;
+	c->gen++;		/* a late answer is now stale */
+	c->failed = 1;		/* never called again in this session */
+	if (filter_apply(fs, c, FMX_TEMPFAIL, 1))
+		fs->next++;
+	filter_run(fs);
+}
+
+static void
+filter_call_done(struct filter_session *fs, struct fmx_ctx *c, enum fmx_verdict v)
+{
+	c->waiting = 0;
+	c->gen++;
+	evtimer_del(fs->timeout);
+	if (filter_apply(fs, c, v, 0))
+		fs->next++;
+	filter_run(fs);
+}
+
+static void
+filter_run(struct filter_session *fs)
+{
+	struct timeval tv = { 0 };
+	struct fmx_ctx *c;
+	const struct filter_instance *fi;
+	enum fmx_verdict v;
+
+	if (fs->running || fs->done == NULL)
+		return;
+	fs->running = 1;
+	while (fs->next < fs->n && fs->done != NULL) {
+		c = &fs->ctx[fs->next];
+		fi = &fs->chain->inst[c->idx];
+		if (c->failed || !filter_has_hook(fi->ops, fs->phase) ||
+		    (fs->msg_accepted && fs->phase >= FILTER_PH_MAIL)) {
+			fs->next++;
+			continue;
+		}
+		c->reply[0] = '\0';
+		c->result[0] = '\0';
+		c->resumed = 0;
+		tv.tv_sec = fi->cf->timeout;
+		if (fi->ops->flags & FMX_FLAG_BLOCKING) {
+			if (filter_pool_submit(fs, c) == -1) {
+				if (filter_apply(fs, c, FMX_TEMPFAIL, 1))
+					fs->next++;
+				continue;
+			}
+			c->waiting = 1;
+			evtimer_add(fs->timeout, &tv);
+			break;
+		}
+		v = filter_call_hook(fs, c);
+		if (v == FMX_PENDING && c->resumed)
+			v = c->resume_verdict;
+		if (v == FMX_PENDING) {
+			c->waiting = 1;
+			evtimer_add(fs->timeout, &tv);
+			break;
+		}
+		if (filter_apply(fs, c, v, 0))
+			fs->next++;
+	}
+	fs->running = 0;
+	if (fs->next >= fs->n && fs->done != NULL)
+		filter_finish(fs, FMX_CONTINUE, NULL);
+}
+
+void
+filter_session_run(struct filter_session *fs, enum filter_phase phase,
+    const struct filter_args *args, filter_done_fn done, void *arg)
+{
+	static const struct filter_args none;
+
+	if (fs->done != NULL)
+		fatalx("filter_session_run: phase %s while %s runs",
+		    filter_phase_name(phase), filter_phase_name(fs->phase));
+	fs->phase = phase;
+	fs->args = args ? *args : none;
+	fs->next = 0;
+	fs->done = done;
+	fs->done_arg = arg;
+	if (phase == FILTER_PH_MAIL)
+		fs->msg_open = 1;
+	filter_run(fs);
+}
+
+/* ---- sessions ------------------------------------------------------------ */
+
+struct filter_session *
+filter_session_new(struct filter_chain *ch, struct event_base *base,
+    const struct filter_facts *facts, const struct filter_host *host)
+{
+	struct filter_session *fs;
+	size_t i;
+
+	if ((fs = calloc(1, sizeof *fs)) == NULL)
+		return NULL;
+	if (ch->ninst > 0 && (fs->ctx = calloc(ch->ninst, sizeof *fs->ctx)) == NULL) {
+		free(fs);
+		return NULL;
+	}
+	if ((fs->timeout = evtimer_new(base, filter_timeout_cb, fs)) == NULL) {
+		free(fs->ctx);
+		free(fs);
+		return NULL;
+	}
+	filter_chain_ref(ch);
+	fs->chain = ch;
+	fs->base = base;
+	fs->facts = facts;
+	if (host != NULL)
+		fs->host = *host;
+	fs->n = ch->ninst;
+	fs->refs = 1;
+	pthread_mutex_init(&fs->lock, NULL);
+	for (i = 0; i < fs->n; i++) {
+		fs->ctx[i].fs = fs;
+		fs->ctx[i].idx = i;
+	}
+	return fs;
+}
+
+const struct filter_outcome *
+filter_session_outcome(struct filter_session *fs)
+{
+	struct filter_outcome *o = &fs->outcome;
+
+	o->edits = fs->edits;
+	o->nedits = fs->nedits;
+	o->body = fs->body;
+	o->bodylen = fs->bodylen;
+	o->add_rcpts = fs->add_rcpts;
+	o->nadd_rcpts = fs->nadd_rcpts;
+	o->del_rcpts = fs->del_rcpts;
+	o->ndel_rcpts = fs->ndel_rcpts;
+	return o;
+}
+
+size_t
+filter_session_auth_results(struct filter_session *fs, char *out, size_t outlen)
+{
+	struct policy_ar_result r[FILTER_AR_MAX];
+	size_t i;
+
+	if (fs->nar == 0)
+		return 0;
+	for (i = 0; i < fs->nar; i++) {
+		r[i].method = fs->ar[i].method;
+		r[i].result = fs->ar[i].result;
+		r[i].reason = NULL;
+		r[i].props = fs->ar[i].props[0] ? fs->ar[i].props : NULL;
+	}
+	return policy_ar_render(out, outlen, fs->chain->cfg->authserv_id, r, fs->nar);
+}
+
+static void
+filter_ctx_msg_free(struct fmx_ctx *c)
+{
+	if (c->msg_data != NULL && c->msg_free != NULL)
+		c->msg_free(c->msg_data);
+	c->msg_data = NULL;
+	c->msg_free = NULL;
+}
+
+void
+filter_session_msg_end(struct filter_session *fs, int aborted)
+{
+	size_t i;
+
+	for (i = 0; i < fs->n; i++) {
+		struct fmx_ctx *c = &fs->ctx[i];
+		const struct filter_instance *fi = &fs->chain->inst[i];
+
+		if (c->on_pool)
+			continue;	/* its hook still runs; it cleans up on return */
+		if (aborted && fs->msg_open && !c->failed && fi->ops->on_abort != NULL)
+			fi->ops->on_abort(fi->inst, c);
+		filter_ctx_msg_free(c);
+	}
+	for (i = 0; i < fs->nedits; i++) {
+		free(fs->edits[i].name);
+		free(fs->edits[i].value);
+	}
+	fs->nedits = 0;
+	for (i = 0; i < fs->nadd_rcpts; i++)
+		free(fs->add_rcpts[i]);
+	for (i = 0; i < fs->ndel_rcpts; i++)
+		free(fs->del_rcpts[i]);
+	fs->nadd_rcpts = fs->ndel_rcpts = 0;
+	free(fs->body);
+	fs->body = NULL;
+	fs->bodylen = 0;
+	fs->nar = 0;
+	fs->msg_open = 0;
+	fs->msg_accepted = 0;
+	memset(&fs->outcome, 0, sizeof fs->outcome);
+}
+
+static void
+filter_session_release(struct filter_session *fs)
+{
+	size_t i;
+
+	if (--fs->refs > 0)
+		return;
+	for (i = 0; i < fs->n; i++) {
+		struct fmx_ctx *c = &fs->ctx[i];
+
+		filter_ctx_msg_free(c);
+		if (c->conn_data != NULL && c->conn_free != NULL)
+			c->conn_free(c->conn_data);
+		if (c->timer != NULL)
+			event_free(c->timer);
+	}
+	event_free(fs->timeout);
+	pthread_mutex_destroy(&fs->lock);
+	filter_chain_unref(fs->chain);
+	free(fs->ctx);
+	free(fs);
+}
+
+void
+filter_session_free(struct filter_session *fs)
+{
+	size_t i;
+
+	if (fs == NULL)
+		return;
+	filter_session_msg_end(fs, 1);
+	fs->done = NULL;
+	fs->dead = 1;
+	evtimer_del(fs->timeout);
+	for (i = 0; i < fs->n; i++) {
+		struct fmx_ctx *c = &fs->ctx[i];
+		const struct filter_instance *fi = &fs->chain->inst[i];
+
+		if (c->timer != NULL)
+			evtimer_del(c->timer);
+		if (!c->on_pool && fi->ops->on_close != NULL)
+			fi->ops->on_close(fi->inst, c);
+	}
+	filter_session_release(fs);
 }

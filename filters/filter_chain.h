@@ -2,15 +2,33 @@
  * filter_chain.h - the core's side of the filter chain
  *
  * SYNOPSIS
- *	filter_chain_run(phase, facts, done, arg);
+ *	chain = filter_chain_new(cfg, err, errlen);	once per configuration
+ *	fs = filter_session_new(chain, base, &facts, &host);	once per SMTP session
+ *	filter_session_run(fs, phase, &args, done, arg);
+ *	filter_session_msg_end(fs, aborted);
+ *	filter_session_free(fs);
  *
  * DESCRIPTION
- *	The SMTP session calls the chain at each phase (connect, helo, mail,
- *	rcpt, data, eom) and continues only from the done() callback, which
- *	may run before filter_chain_run() returns (every built-in hook today)
- *	or later from the event loop (asynchronous filters).  The session
- *	therefore never assumes either order.  The chain never touches
- *	sockets; it reads the session through struct filter_facts.
+ *	A chain is the configured filters of one configuration (built-in
+ *	filters and dlopen'd modules, each initialised with its options); it
+ *	holds a reference to that configuration, so sessions that started
+ *	before a SIGHUP keep running on their own chain.
+ *
+ *	filter_session_run() runs every filter's hook for one phase, in
+ *	order, and calls done() with the combined result.  done() may run
+ *	before filter_session_run() returns (all hooks answered at once) or
+ *	later from the event loop (a hook returned FMX_PENDING, or a blocking
+ *	filter ran on the thread pool).  The SMTP session never assumes either
+ *	order.  A hook that fails - bad verdict, timeout, refused module call
+ *	- gets its filter's on_error action, never a crash and never a silent
+ *	accept.  The chain never touches sockets: it sees the session through
+ *	struct filter_facts and reads the message through struct filter_host.
+ *
+ *	Results a filter names with api->set_result() are mapped to actions
+ *	by the transaction's policy (policy_action()), dry-run turns a
+ *	refusing action into a tag, and message-level outcomes (tag,
+ *	quarantine, discard, Authentication-Results, header and recipient
+ *	edits) accumulate until the session asks for them at end of message.
  */
 #ifndef FRONTMX_FILTER_CHAIN_H
 #define FRONTMX_FILTER_CHAIN_H
@@ -18,7 +36,16 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
-#define FILTER_REPLY_MAX	512
+#include "frontmx_filter.h"
+
+#define FILTER_REPLY_MAX	1024
+#define FILTER_EDITS_MAX	64	/* header edits per message per filter chain */
+
+struct config;
+struct config_policy;
+struct event_base;
+struct filter_chain;
+struct filter_session;
 
 enum filter_phase {
 	FILTER_PH_CONNECT = 0,
@@ -26,39 +53,114 @@ enum filter_phase {
 	FILTER_PH_MAIL,
 	FILTER_PH_RCPT,
 	FILTER_PH_DATA,
+	FILTER_PH_HEADER,
+	FILTER_PH_EOH,
+	FILTER_PH_BODY,
 	FILTER_PH_EOM,
 	FILTER_PH_COUNT		/* must be last */
 };
 
-enum filter_verdict {
-	FILTER_CONTINUE = 0,
-	FILTER_ACCEPT,		/* skip the rest of the chain */
-	FILTER_REJECT,		/* 5xx */
-	FILTER_TEMPFAIL,	/* 4xx */
-	FILTER_DISCARD,
-	FILTER_QUARANTINE,
-	FILTER_VERDICT_COUNT	/* must be last */
-};
-
-/* Read-only view of the session handed to the chain. */
+/*
+ * Read-only view of the SMTP session; the session owns every string and
+ * keeps the pointers current as the dialogue goes on.
+ */
 struct filter_facts {
 	unsigned long long	 session_id;
-	const struct sockaddr	*client_sa;
 	const char		*client_addr;	/* numeric */
+	unsigned		 client_port;
 	const char		*helo;		/* NULL before HELO/EHLO */
 	const char		*mail_from;	/* NULL before MAIL; "" = null sender */
-	const char		*rcpt;		/* the recipient at FILTER_PH_RCPT */
+	const char *const	*rcpts;		/* accepted recipients */
+	size_t			 nrcpts;
+	const char		*queue_id;	/* message id, NULL outside a message */
+	const struct config_policy *policy;	/* the transaction's, NULL = default */
+};
+
+/* How the chain reads the message being filtered. */
+struct filter_host {
+	long	(*msg_read)(void *arg, size_t off, void *buf, size_t len);
+	void	*arg;
+};
+
+/* Per-phase input. */
+struct filter_args {
+	const char		*str;		/* helo / mail from / rcpt / header name */
+	const char		*str2;		/* header value */
+	const unsigned char	*data;		/* body chunk */
+	size_t			 len;
 };
 
 struct filter_result {
-	enum filter_verdict	verdict;
-	char			reply[FILTER_REPLY_MAX];	/* "550 5.7.1 text" for reject/tempfail; "" = default */
+	enum fmx_verdict	verdict;	/* CONTINUE, REJECT, TEMPFAIL; message verdicts wait for eom */
+	char			reply[FILTER_REPLY_MAX];	/* validated reply, "" = default */
+	char			filter[64];	/* who decided, for the log */
 };
 
 typedef void (*filter_done_fn)(void *arg, const struct filter_result *);
 
-void		 filter_chain_run(enum filter_phase, const struct filter_facts *,
-		    filter_done_fn done, void *arg);
-const char	*filter_phase_name(enum filter_phase);
+/* A header edit recorded at eom, applied by the session when relaying. */
+enum filter_edit_kind {
+	FILTER_EDIT_ADD = 0,		/* append to the header block */
+	FILTER_EDIT_INSERT,		/* before the index-th field (0 = top) */
+	FILTER_EDIT_CHANGE,		/* index-th field of that name; value NULL deletes */
+	FILTER_EDIT_KIND_COUNT		/* must be last */
+};
+
+struct filter_edit {
+	enum filter_edit_kind	 kind;
+	char			*name;
+	char			*value;		/* NULL: delete */
+	size_t			 index;
+};
+
+/* What the chain decided for the whole message, read at end of message. */
+struct filter_outcome {
+	enum fmx_verdict		 verdict;	/* CONTINUE (relay), TAG, QUARANTINE, DISCARD */
+	char				 reason[256];	/* for quarantine / discard logs */
+	char				 tags[512];	/* "filter=result, ..." for the tag header */
+	const struct filter_edit	*edits;
+	size_t				 nedits;
+	const unsigned char		*body;		/* replacement body or NULL */
+	size_t				 bodylen;
+	char *const			*add_rcpts;
+	size_t				 nadd_rcpts;
+	char *const			*del_rcpts;
+	size_t				 ndel_rcpts;
+};
+
+struct filter_chain	*filter_chain_new(struct config *, char *err, size_t errlen);
+void			 filter_chain_ref(struct filter_chain *);
+void			 filter_chain_unref(struct filter_chain *);
+struct config		*filter_chain_config(const struct filter_chain *);
+/* Does any filter have a hook for this phase (skip the replay if not)? */
+int			 filter_chain_wants(const struct filter_chain *, enum filter_phase);
+
+struct filter_session	*filter_session_new(struct filter_chain *, struct event_base *,
+			    const struct filter_facts *, const struct filter_host *);
+void			 filter_session_run(struct filter_session *, enum filter_phase,
+			    const struct filter_args *, filter_done_fn, void *arg);
+/* The outcome is valid until filter_session_msg_end(). */
+const struct filter_outcome *filter_session_outcome(struct filter_session *);
+/* Authentication-Results field (CRLF-terminated) for the message; 0 if none was added. */
+size_t			 filter_session_auth_results(struct filter_session *, char *out,
+			    size_t outlen);
+/* End of a message: aborted (RSET, error, disconnect) calls on_abort hooks. */
+void			 filter_session_msg_end(struct filter_session *, int aborted);
+/* Calls on_close hooks; safe with a hook still running on the pool. */
+void			 filter_session_free(struct filter_session *);
+
+const char		*filter_phase_name(enum filter_phase);
+const char		*filter_verdict_name(enum fmx_verdict);
+
+/*
+ * Validate a reply a module or rule supplies: 4xx/5xx, RFC 5321 multi-line
+ * syntax with '\n' between lines, same code on every line, printable
+ * ASCII only.  want_class is 4 or 5, or 0 for either.  0 ok, -1 bad.
+ */
+int			 filter_reply_valid(const char *reply, int want_class);
+
+/* Start/stop the thread pool for FMX_FLAG_BLOCKING filters. */
+int			 filter_pool_start(unsigned threads, unsigned queue_max);
+void			 filter_pool_stop(void);
 
 #endif

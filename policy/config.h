@@ -32,6 +32,8 @@ struct config_netmask {
 
 /* Private to config.c: the hash over relay_domains behind config_relay_domain(). */
 struct config_strset;
+/* Private to policy.c: the hash over policy domains behind policy_lookup(). */
+struct policy_index;
 
 struct config_listener {
 	char			*address;	/* as written, "127.0.0.1:2525" / "[::1]:2525" */
@@ -42,6 +44,7 @@ struct config_listener {
 enum config_upstream_kind {
 	CONFIG_UPSTREAM_SMTP = 0,	/* relay over SMTP to host:port */
 	CONFIG_UPSTREAM_DIR,		/* "dir:PATH" Maildir-style delivery */
+	CONFIG_UPSTREAM_CHECK,		/* `frontmx check`: nothing is delivered */
 	CONFIG_UPSTREAM_KIND_COUNT
 };
 
@@ -141,6 +144,7 @@ struct config {
 	struct config_policy	 policy_default;
 	struct config_policy	*policies;		/* per-domain overrides */
 	size_t			 npolicies;
+	struct policy_index	*policy_index;		/* private; NULL = linear scan of policies */
 
 	struct config_filter	*filters;		/* in chain order */
 	size_t			 nfilters;

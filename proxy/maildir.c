@@ -76,19 +76,33 @@ maildir_write_copy(const struct maildir_request *req, const char *rcpt,
     int fd)
 {
 	char hdr[1024], buf[MAILDIR_CHUNK];
-	off_t off = 0;
+	off_t off = (off_t)req->spool_off;
 	ssize_t n;
+	size_t i;
 	int len;
 
 	/* Envelope addresses were validated by the parser: no CR/LF inside. */
-	len = snprintf(hdr, sizeof hdr, "Return-Path: <%s>\nDelivered-To: %s\n",
-	    req->mail_from, rcpt);
-	if (len < 0 || (size_t)len >= sizeof hdr) {
-		errno = ENAMETOOLONG;
+	len = snprintf(hdr, sizeof hdr, "Return-Path: <%s>\n", req->mail_from);
+	if (len < 0 || (size_t)len >= sizeof hdr ||
+	    maildir_write_lf(fd, hdr, (size_t)len) == -1)
 		return -1;
+	if (req->note != NULL) {
+		len = snprintf(hdr, sizeof hdr, "X-Frontmx-Quarantine: %s\n",
+		    req->note);
+		if (len < 0 || (size_t)len >= sizeof hdr ||
+		    maildir_write_lf(fd, hdr, (size_t)len) == -1)
+			return -1;
 	}
-	if (maildir_write_lf(fd, hdr, (size_t)len) == -1 ||
-	    maildir_write_lf(fd, req->prepend, req->prependlen) == -1)
+	for (i = 0; i < req->nrcpts; i++) {
+		if (!req->single && req->rcpts[i] != rcpt)
+			continue;
+		len = snprintf(hdr, sizeof hdr, "Delivered-To: %s\n",
+		    req->rcpts[i]);
+		if (len < 0 || (size_t)len >= sizeof hdr ||
+		    maildir_write_lf(fd, hdr, (size_t)len) == -1)
+			return -1;
+	}
+	if (maildir_write_lf(fd, req->prepend, req->prependlen) == -1)
 		return -1;
 	while ((n = spool_read(req->spool, off, buf, sizeof buf)) > 0) {
 		if (maildir_write_lf(fd, buf, (size_t)n) == -1)
@@ -106,15 +120,15 @@ maildir_deliver(const struct maildir_request *req, char *err, size_t errlen)
 	char (*names)[128];
 	char tmp[PATH_MAX], new[PATH_MAX];
 	struct timeval tv;
-	size_t i, done = 0;
+	size_t i, done = 0, ncopies = req->single ? 1 : req->nrcpts;
 	int fd, dfd, rc = -1;
 
-	if ((names = calloc(req->nrcpts, sizeof *names)) == NULL) {
+	if ((names = calloc(ncopies, sizeof *names)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
 	gettimeofday(&tv, NULL);
-	for (i = 0; i < req->nrcpts; i++) {
+	for (i = 0; i < ncopies; i++) {
 		snprintf(names[i], sizeof names[i], "%lld.M%ldP%ldQ%lu.%s",
 		    (long long)tv.tv_sec, (long)tv.tv_usec, (long)getpid(),
 		    atomic_fetch_add(&maildir_seq, 1), req->hostname);
@@ -141,7 +155,7 @@ maildir_deliver(const struct maildir_request *req, char *err, size_t errlen)
 		}
 	}
 	/* Every copy is safely in tmp/: publish them. */
-	for (i = 0; i < req->nrcpts; i++) {
+	for (i = 0; i < ncopies; i++) {
 		snprintf(tmp, sizeof tmp, "%s/tmp/%s", req->dir, names[i]);
 		snprintf(new, sizeof new, "%s/new/%s", req->dir, names[i]);
 		if (rename(tmp, new) == -1) {

@@ -33,6 +33,9 @@ struct maildir_request {
 	const char		 *prepend;	/* header fields added by the proxy, CRLF lines */
 	size_t			  prependlen;
 	struct spool		 *spool;
+	size_t			  spool_off;	/* the spool is copied from here on */
+	int			  single;	/* one file listing every recipient (quarantine) */
+	const char		 *note;		/* extra first header field value, e.g. quarantine reason */
 };
 
 int	maildir_prepare(const char *dir, char *err, size_t errlen);

@@ -25,13 +25,17 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "check.h"
 #include "config.h"
+#include "filter_chain.h"
 #include "log.h"
 #include "maildir.h"
 #include "upstream.h"
 #include "worker.h"
 
 #define MAIN_WORKERS_MAX	64
+#define MAIN_POOL_THREADS	4	/* for filters that declare FMX_FLAG_BLOCKING */
+#define MAIN_POOL_QUEUE		1024
 
 static void
 main_usage(FILE *fp)
@@ -39,6 +43,10 @@ main_usage(FILE *fp)
 	fprintf(fp,
 	    "usage: frontmx [-s] [-v] -c FILE      run in the foreground\n"
 	    "       frontmx -t -c FILE             check the configuration\n"
+	    "       frontmx check -c FILE --ip ADDR [--helo NAME] [--from ADDR]\n"
+	    "               [--rcpt ADDR]... [--dns HOST@PORT] [MESSAGE|-]\n"
+	    "                                      run the filters and policy on one\n"
+	    "                                      message (see frontmx check --help)\n"
 	    "\n"
 	    "  -c FILE   configuration file (libconfig syntax), e.g. conf/frontmx.conf\n"
 	    "  -t        check FILE and exit: 0 if good, else FILE:LINE: error and 1\n"
@@ -76,21 +84,37 @@ main_prepare(const struct config *cfg)
 	return 0;
 }
 
+/* Configuration plus its filter chain (modules loaded and initialised). */
+static struct filter_chain *
+main_load(const char *file, char *err, size_t errlen)
+{
+	struct filter_chain *ch;
+	struct config *cfg;
+
+	if ((cfg = config_load(file, err, errlen)) == NULL)
+		return NULL;
+	ch = filter_chain_new(cfg, err, errlen);
+	config_unref(cfg);
+	return ch;
+}
+
 static void
 main_reload(const char *file)
 {
 	char err[CONFIG_ERR_MAX];
+	struct filter_chain *ch;
 	struct config *cfg, *old;
 	size_t i;
 
-	if ((cfg = config_load(file, err, sizeof err)) == NULL) {
+	if ((ch = main_load(file, err, sizeof err)) == NULL) {
 		log_warn("reload failed, keeping the running configuration: %s",
 		    err);
 		return;
 	}
+	cfg = filter_chain_config(ch);
 	if (main_prepare(cfg) == -1) {
 		log_warn("reload failed, keeping the running configuration");
-		config_unref(cfg);
+		filter_chain_unref(ch);
 		return;
 	}
 	old = worker_config_get();
@@ -104,7 +128,7 @@ main_reload(const char *file)
 				log_warn("reload: listen changes take effect "
 				    "after a restart");
 	config_unref(old);
-	worker_config_set(cfg);
+	worker_chain_set(ch);
 	log_info("configuration reloaded from %s", file);
 }
 
@@ -118,14 +142,17 @@ main(int argc, char *argv[])
 	struct worker workers[MAIN_WORKERS_MAX];
 	char err[CONFIG_ERR_MAX];
 	const char *file = NULL;
+	struct filter_chain *ch;
 	struct config *cfg;
 	sigset_t set;
 	unsigned nworkers, i;
-	int ch, check = 0, use_syslog = 0, verbose = 0, sig;
+	int opt, check = 0, use_syslog = 0, verbose = 0, sig;
 	long ncpu;
 
-	while ((ch = getopt_long(argc, argv, "c:hstv", longopts, NULL)) != -1) {
-		switch (ch) {
+	if (argc > 1 && strcmp(argv[1], "check") == 0)
+		return check_main(argc - 1, argv + 1);
+	while ((opt = getopt_long(argc, argv, "c:hstv", longopts, NULL)) != -1) {
+		switch (opt) {
 		case 'c':
 			file = optarg;
 			break;
@@ -156,16 +183,18 @@ main(int argc, char *argv[])
 		main_usage(stderr);
 		return 64;
 	}
-	if ((cfg = config_load(file, err, sizeof err)) == NULL) {
+	log_init(use_syslog, verbose);
+	/* -t loads the modules and rule files too: a bad one fails the check. */
+	if ((ch = main_load(file, err, sizeof err)) == NULL) {
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
+	cfg = filter_chain_config(ch);
 	if (check) {
-		config_unref(cfg);
+		filter_chain_unref(ch);
 		return 0;
 	}
 
-	log_init(use_syslog, verbose);
 	if (evthread_use_pthreads() == -1) {
 		log_warn("libevent has no pthreads support");
 		return 1;
@@ -180,14 +209,18 @@ main(int argc, char *argv[])
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
 	if (main_prepare(cfg) == -1) {
-		config_unref(cfg);
+		filter_chain_unref(ch);
+		return 1;
+	}
+	if (filter_pool_start(MAIN_POOL_THREADS, MAIN_POOL_QUEUE) == -1) {
+		log_warn("cannot start the filter thread pool");
 		return 1;
 	}
 	if (cfg->upstream_kind == CONFIG_UPSTREAM_SMTP &&
 	    upstream_probe(cfg) == -1)
 		log_warn("upstream %s not reachable at start; its capabilities "
 		    "will be learnt at the first session", cfg->upstream_address);
-	worker_config_set(cfg);
+	worker_chain_set(ch);
 
 	nworkers = cfg->workers;
 	if (nworkers == 0) {
@@ -219,7 +252,8 @@ main(int argc, char *argv[])
 		worker_drain(&workers[i]);
 	for (i = 0; i < nworkers; i++)
 		worker_join(&workers[i]);
-	worker_config_set(NULL);
+	worker_chain_set(NULL);
+	filter_pool_stop();
 	libevent_global_shutdown();
 	log_info("frontmx stopped");
 	return 0;

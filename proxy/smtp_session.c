@@ -43,6 +43,7 @@
 #include "filter_chain.h"
 #include "log.h"
 #include "maildir.h"
+#include "policy.h"
 #include "smtp_parse.h"
 #include "smtp_reply.h"
 #include "smtp_session.h"
@@ -54,6 +55,8 @@
 #define SMTP_RECEIVED_MAX	1024
 #define SMTP_HELO_MAX		SMTP_DOMAIN_MAX
 #define SMTP_QUIT_TIMEOUT	10	/* seconds to flush the last reply */
+#define SMTP_BODY_CHUNK		65536	/* body bytes per on_body call (API promise) */
+#define SMTP_EXTRA_HEADERS	8192	/* room for Received, A-R, tag and edits */
 
 enum smtp_state {
 	SMTP_STATE_CONNECT = 0,	/* connect filters, then the greeting */
@@ -86,10 +89,19 @@ enum smtp_line {
 	SMTP_LINE_NUL
 };
 
+/* One header field of the spooled message. */
+struct smtp_hdr {
+	size_t	off;		/* in the spool */
+	size_t	len;		/* including folds and the final CRLF */
+};
+
 struct smtp_session {
 	unsigned long long	 id;
 	struct worker		*worker;
+	struct filter_chain	*chain;		/* holds cfg */
 	struct config		*cfg;
+	struct filter_session	*fs;
+	struct filter_facts	 facts;
 	struct bufferevent	*bev;
 	enum smtp_state		 state;
 	TAILQ_ENTRY(smtp_session) entry;
@@ -117,6 +129,24 @@ struct smtp_session {
 	struct timespec		 tx_start;
 	char			 received[SMTP_RECEIVED_MAX];
 	size_t			 receivedlen;
+	const struct config_policy *policy;	/* of the first accepted recipient */
+	struct smtp_hdr		*hdrs;
+	size_t			 nhdrs;
+	size_t			 hdrcap;
+	size_t			 eoh_off;	/* spool offset where the body part starts */
+	int			 eoh_blank;	/* ... with the empty line that ends the header */
+	char			 queue_id[40];
+	char			*head;		/* header block as relayed */
+	size_t			 headlen;
+	size_t			 head_prefix;	/* fields we put before the client's */
+	size_t			 head_added;	/* start of the fields appended after them */
+	struct spool		 newbody;	/* a filter's replacement body */
+	int			 use_newbody;
+	size_t			 replay_i;	/* header/body replay to the filters */
+	int			 in_replay;	/* inside smtp_replay_next(): loop, don't recurse */
+	int			 replay_again;
+	size_t			 replay_off;
+	char			*replay_buf;
 
 	/* Upstream. */
 	struct upstream		*up;
@@ -133,6 +163,8 @@ struct smtp_verb {
 };
 
 static atomic_ullong smtp_session_seq;
+static smtp_check_fn smtp_check_cb;
+static void *smtp_check_arg;
 
 static const char *const smtp_state_names[SMTP_STATE_COUNT] = {
 	[SMTP_STATE_CONNECT] = "connect",
@@ -196,6 +228,7 @@ smtp_reply(struct smtp_session *s, const char *fmt, ...)
 {
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	char buf[SMTP_REPLY_BUF];
+	const char *p, *nl;
 	va_list ap;
 	int n;
 
@@ -205,7 +238,12 @@ smtp_reply(struct smtp_session *s, const char *fmt, ...)
 	if (n < 0 || (size_t)n >= sizeof buf)
 		fatalx("smtp_reply: reply too long");
 	log_debug("%016llx smtp >>> %s", s->id, buf);
-	evbuffer_add(out, buf, (size_t)n);
+	/* Lines of a multi-line reply are written '\n'-separated: CRLF on the wire. */
+	for (p = buf; (nl = strchr(p, '\n')) != NULL; p = nl + 1) {
+		evbuffer_add(out, p, (size_t)(nl - p));
+		evbuffer_add(out, "\r\n", 2);
+	}
+	evbuffer_add(out, p, strlen(p));
 	evbuffer_add(out, "\r\n", 2);
 }
 
@@ -257,6 +295,21 @@ smtp_tx_reset(struct smtp_session *s)
 {
 	size_t i;
 
+	/* A message the chain saw but that did not complete: on_abort. */
+	if (s->fs != NULL)
+		filter_session_msg_end(s->fs, s->mail_from != NULL);
+	s->policy = NULL;
+	s->nhdrs = 0;
+	s->eoh_off = 0;
+	free(s->head);
+	s->head = NULL;
+	s->headlen = 0;
+	free(s->replay_buf);
+	s->replay_buf = NULL;
+	if (s->use_newbody)
+		spool_reset(&s->newbody);
+	s->use_newbody = 0;
+	s->queue_id[0] = '\0';
 	free(s->mail_from);
 	s->mail_from = NULL;
 	for (i = 0; i < s->nrcpts; i++)
@@ -269,16 +322,33 @@ smtp_tx_reset(struct smtp_session *s)
 	s->data_err = SMTP_DATA_OK;
 }
 
+/* Refresh the chain's view of the session before a phase runs. */
 static void
-smtp_facts(struct smtp_session *s, struct filter_facts *f, const char *rcpt)
+smtp_facts(struct smtp_session *s)
 {
-	memset(f, 0, sizeof *f);
+	struct filter_facts *f = &s->facts;
+
 	f->session_id = s->id;
-	f->client_sa = (const struct sockaddr *)&s->sa;
 	f->client_addr = s->addr;
+	f->client_port = s->port;
 	f->helo = s->helo[0] ? s->helo : NULL;
 	f->mail_from = s->mail_from;
-	f->rcpt = rcpt;
+	f->rcpts = (const char *const *)s->rcpts;
+	f->nrcpts = s->nrcpts;
+	f->queue_id = s->queue_id[0] ? s->queue_id : NULL;
+	f->policy = s->policy;
+}
+
+static void
+smtp_filter(struct smtp_session *s, enum filter_phase phase, const char *str,
+    filter_done_fn done)
+{
+	struct filter_args a;
+
+	memset(&a, 0, sizeof a);
+	a.str = str;
+	smtp_facts(s);
+	filter_session_run(s->fs, phase, &a, done, s);
 }
 
 /*
@@ -291,22 +361,25 @@ smtp_filter_refused(struct smtp_session *s, const struct filter_result *res,
     const char *what)
 {
 	switch (res->verdict) {
-	case FILTER_CONTINUE:
-	case FILTER_ACCEPT:
-		return 0;
-	case FILTER_REJECT:
+	case FMX_REJECT:
 		if (res->reply[0])
 			smtp_reply(s, "%s", res->reply);
 		else
 			smtp_reply(s, "550 5.7.1 %s rejected by policy", what);
+		log_info("%016llx smtp refused=%s filter=%s verdict=reject", s->id,
+		    what, res->filter);
 		return 1;
-	case FILTER_TEMPFAIL:
-	default:
+	case FMX_TEMPFAIL:
 		if (res->reply[0])
 			smtp_reply(s, "%s", res->reply);
 		else
 			smtp_reply(s, "451 4.7.1 %s deferred by policy", what);
+		log_info("%016llx smtp refused=%s filter=%s verdict=tempfail",
+		    s->id, what, res->filter);
 		return 1;
+	default:
+		/* continue; message verdicts wait for the end of the message */
+		return 0;
 	}
 }
 
@@ -384,8 +457,6 @@ smtp_helo_done(void *arg, const struct filter_result *res)
 static void
 smtp_cmd_helo_common(struct smtp_session *s, const char *args, int esmtp)
 {
-	struct filter_facts f;
-
 	if (*args == '\0' || smtp_parse_helo(args) == -1 ||
 	    strlen(args) > SMTP_HELO_MAX) {
 		smtp_error(s, "501 5.5.4 Syntax: %s hostname",
@@ -399,8 +470,7 @@ smtp_cmd_helo_common(struct smtp_session *s, const char *args, int esmtp)
 	snprintf(s->helo, sizeof s->helo, "%s", args);
 	s->esmtp = esmtp;
 	smtp_enter_state(s, SMTP_STATE_WAIT);
-	smtp_facts(s, &f, NULL);
-	filter_chain_run(FILTER_PH_HELO, &f, smtp_helo_done, s);
+	smtp_filter(s, FILTER_PH_HELO, s->helo, smtp_helo_done);
 }
 
 static void
@@ -508,7 +578,7 @@ smtp_mail_done(void *arg, const struct filter_result *res)
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
 	}
-	if (s->cfg->upstream_kind == CONFIG_UPSTREAM_DIR) {
+	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP) {
 		smtp_reply(s, "250 2.1.0 Ok");
 		clock_gettime(CLOCK_MONOTONIC, &s->tx_start);
 		smtp_resume(s, SMTP_STATE_COMMAND);
@@ -587,7 +657,6 @@ static void
 smtp_cmd_mail(struct smtp_session *s, const char *args)
 {
 	struct smtp_path p;
-	struct filter_facts f;
 	enum smtp_parse_err e;
 
 	if (s->helo[0] == '\0') {
@@ -626,9 +695,10 @@ smtp_cmd_mail(struct smtp_session *s, const char *args)
 		return;
 	if ((s->mail_from = strdup(p.mailbox)) == NULL)
 		fatalx("out of memory");
+	snprintf(s->queue_id, sizeof s->queue_id, "%016llx.%lu", s->id,
+	    s->messages);
 	smtp_enter_state(s, SMTP_STATE_WAIT);
-	smtp_facts(s, &f, NULL);
-	filter_chain_run(FILTER_PH_MAIL, &f, smtp_mail_done, s);
+	smtp_filter(s, FILTER_PH_MAIL, s->mail_from, smtp_mail_done);
 }
 
 /* ---- RCPT -------------------------------------------------------------- */
@@ -645,6 +715,17 @@ smtp_rcpt_add(struct smtp_session *s, const char *rcpt)
 	s->nrcpts++;
 }
 
+/* The first accepted recipient fixes the transaction's policy. */
+static void
+smtp_rcpt_accepted(struct smtp_session *s)
+{
+	const char *at = strrchr(s->pending_rcpt, '@');
+
+	if (s->nrcpts == 0)
+		s->policy = policy_lookup(s->cfg, at ? at + 1 : NULL);
+	smtp_rcpt_add(s, s->pending_rcpt);
+}
+
 static void
 smtp_rcpt_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 {
@@ -657,7 +738,7 @@ smtp_rcpt_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 	}
 	smtp_relay_reply(s, r, "2.1.5");
 	if (r->code / 100 == 2)
-		smtp_rcpt_add(s, s->pending_rcpt);
+		smtp_rcpt_accepted(s);
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
 
@@ -670,9 +751,9 @@ smtp_rcpt_done(void *arg, const struct filter_result *res)
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
 	}
-	if (s->cfg->upstream_kind == CONFIG_UPSTREAM_DIR) {
+	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP) {
 		smtp_reply(s, "250 2.1.5 Ok");
-		smtp_rcpt_add(s, s->pending_rcpt);
+		smtp_rcpt_accepted(s);
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
 	}
@@ -695,8 +776,8 @@ static void
 smtp_cmd_rcpt(struct smtp_session *s, const char *args)
 {
 	struct smtp_path p;
-	struct filter_facts f;
 	enum smtp_parse_err e;
+	const struct config_policy *pol;
 	int n;
 
 	if (s->mail_from == NULL) {
@@ -740,14 +821,31 @@ smtp_cmd_rcpt(struct smtp_session *s, const char *args)
 		smtp_error(s, "554 5.7.1 <%s>: Relay access denied", p.mailbox);
 		return;
 	}
+	/*
+	 * One message, one policy: a recipient whose domain has another
+	 * policy than the first accepted one must come in its own
+	 * transaction; 452 makes the client retry it later (DESIGN.md).
+	 */
+	pol = policy_lookup(s->cfg, p.domain[0] ? p.domain : NULL);
+	if (s->nrcpts > 0 && s->policy != pol) {
+		smtp_reply(s, "452 4.5.3 Error: recipient has a different policy, "
+		    "send it in a separate transaction");
+		return;
+	}
 	s->rcpt_attempts++;
 	snprintf(s->pending_rcpt, sizeof s->pending_rcpt, "%s", p.mailbox);
 	n = snprintf(s->pending, sizeof s->pending, "RCPT TO:<%s>", p.mailbox);
 	if (n < 0 || (size_t)n >= sizeof s->pending)
 		fatalx("smtp_cmd_rcpt: path over limit");
 	smtp_enter_state(s, SMTP_STATE_WAIT);
-	smtp_facts(s, &f, p.mailbox);
-	filter_chain_run(FILTER_PH_RCPT, &f, smtp_rcpt_done, s);
+	/* The recipient's own policy applies while its rcpt hooks run. */
+	smtp_facts(s);
+	s->facts.policy = pol;
+	{
+		struct filter_args a = { .str = s->pending_rcpt };
+
+		filter_session_run(s->fs, FILTER_PH_RCPT, &a, smtp_rcpt_done, s);
+	}
 }
 
 /* ---- DATA -------------------------------------------------------------- */
@@ -762,6 +860,9 @@ smtp_data_start_done(void *arg, const struct filter_result *res)
 		return;
 	}
 	spool_reset(&s->spool);
+	s->nhdrs = 0;
+	s->eoh_off = 0;
+	s->eoh_blank = 0;
 	s->data_err = SMTP_DATA_OK;
 	s->in_header = 1;
 	s->header_bytes = 0;
@@ -773,8 +874,6 @@ smtp_data_start_done(void *arg, const struct filter_result *res)
 static void
 smtp_cmd_data(struct smtp_session *s, const char *args)
 {
-	struct filter_facts f;
-
 	if (*args != '\0') {
 		smtp_error(s, "501 5.5.4 Syntax: DATA");
 		return;
@@ -790,8 +889,7 @@ smtp_cmd_data(struct smtp_session *s, const char *args)
 		return;
 	}
 	smtp_enter_state(s, SMTP_STATE_WAIT);
-	smtp_facts(s, &f, NULL);
-	filter_chain_run(FILTER_PH_DATA, &f, smtp_data_start_done, s);
+	smtp_filter(s, FILTER_PH_DATA, NULL, smtp_data_start_done);
 }
 
 /* RFC 5321 4.4 trace field; every part comes from validated input. */
@@ -850,6 +948,8 @@ smtp_log_message(struct smtp_session *s, const char *result, const char *reply)
 	    result, reply, smtp_elapsed(s));
 }
 
+static void	smtp_message_done(struct smtp_session *);
+
 static void
 smtp_message_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 {
@@ -868,72 +968,563 @@ smtp_message_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 	smtp_log_message(s, r->code / 100 == 2 ? "relayed" :
 	    r->code / 100 == 4 ? "tempfail" : "rejected", first);
 	smtp_relay_reply(s, r, "2.0.0");
+	smtp_message_done(s);
+}
+
+/* The transaction is over (whatever the outcome): back to commands. */
+static void
+smtp_message_done(struct smtp_session *s)
+{
 	s->messages++;
+	if (s->fs != NULL)
+		filter_session_msg_end(s->fs, 0);
+	free(s->mail_from);
+	s->mail_from = NULL;	/* so smtp_tx_reset() does not call on_abort */
 	smtp_tx_reset(s);
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
 
-static void
-smtp_deliver_dir(struct smtp_session *s)
+static struct spool *
+smtp_relay_spool(struct smtp_session *s, size_t *off)
+{
+	if (s->use_newbody) {
+		*off = 0;
+		return &s->newbody;
+	}
+	*off = s->eoh_off;
+	return &s->spool;
+}
+
+/*
+ * Write the message into a Maildir-style directory: the dir: upstream
+ * (one copy per recipient) or the quarantine (one copy, every recipient
+ * listed).  0 ok, -1 logged.
+ */
+static int
+smtp_write_dir(struct smtp_session *s, const char *dir, int single,
+    const char *note)
 {
 	struct maildir_request req;
 	char err[512];
 
 	memset(&req, 0, sizeof req);
-	req.dir = s->cfg->upstream_dir;
+	req.dir = dir;
 	req.hostname = s->cfg->hostname;
 	req.mail_from = s->mail_from;
 	req.rcpts = (const char *const *)s->rcpts;
 	req.nrcpts = s->nrcpts;
-	req.prepend = s->received;
-	req.prependlen = s->receivedlen;
-	req.spool = &s->spool;
+	req.prepend = s->head;
+	req.prependlen = s->headlen;
+	req.spool = smtp_relay_spool(s, &req.spool_off);
+	req.single = single;
+	req.note = note;
 	if (maildir_deliver(&req, err, sizeof err) == -1) {
-		log_warn("%016llx maildir error=\"%s\"", s->id, err);
-		smtp_log_message(s, "tempfail", err);
-		smtp_reply(s, "451 4.3.0 Error: local delivery failed, try again later");
-	} else {
-		smtp_log_message(s, "delivered", "250 maildir");
-		smtp_reply(s, "250 2.0.0 Ok: queued as %016llx.%lu", s->id,
-		    s->messages);
+		log_warn("%016llx maildir dir=%s error=\"%s\"", s->id, dir, err);
+		return -1;
 	}
-	s->messages++;
-	smtp_tx_reset(s);
-	smtp_resume(s, SMTP_STATE_COMMAND);
+	return 0;
+}
+
+/* Append to the relayed header block; the block was sized for the worst case. */
+static void
+smtp_head_add(struct smtp_session *s, size_t cap, const char *p, size_t len)
+{
+	if (s->headlen + len > cap)
+		fatalx("smtp_head_add: header block over its bound");
+	memcpy(s->head + s->headlen, p, len);
+	s->headlen += len;
+}
+
+static int
+smtp_field_is(const char *field, size_t len, const char *name)
+{
+	size_t n = strlen(name);
+
+	return len > n && field[n] == ':' && strncasecmp(field, name, n) == 0;
+}
+
+static void
+smtp_head_field(struct smtp_session *s, size_t cap, const char *name,
+    const char *value)
+{
+	smtp_head_add(s, cap, name, strlen(name));
+	smtp_head_add(s, cap, ": ", 2);
+	smtp_head_add(s, cap, value, strlen(value));
+	smtp_head_add(s, cap, "\r\n", 2);
+}
+
+/* Edits for position pos (0 = before the first original field). */
+static void
+smtp_head_inserts(struct smtp_session *s, size_t cap,
+    const struct filter_outcome *o, size_t pos)
+{
+	size_t e;
+
+	for (e = 0; e < o->nedits; e++)
+		if (o->edits[e].kind == FILTER_EDIT_INSERT && o->edits[e].index == pos)
+			smtp_head_field(s, cap, o->edits[e].name, o->edits[e].value);
+}
+
+/*
+ * Build the header block the upstream will see: our Received, our
+ * Authentication-Results, the tag, then the client's fields minus any
+ * Authentication-Results that claims our authserv-id (RFC 8601 5), with
+ * the filters' edits applied.  Everything added was validated (no CR/LF
+ * inside a value), so the only line ends are the ones written here.
+ */
+static int
+smtp_build_head(struct smtp_session *s, const struct filter_outcome *o)
+{
+	char *src = NULL;
+	size_t cap, i, e, k, occ, vlen, extra = 0;
+	const char *f, *value;
+	int subject_done = 0, changed;
+
+	for (e = 0; e < o->nedits; e++)
+		extra += strlen(o->edits[e].name) + 4 +
+		    (o->edits[e].value ? strlen(o->edits[e].value) : 0);
+	cap = s->eoh_off + s->receivedlen + SMTP_EXTRA_HEADERS + extra +
+	    (s->cfg->tag_subject_prefix ? strlen(s->cfg->tag_subject_prefix) : 0) + 2;
+	if ((s->head = malloc(cap)) == NULL)
+		return -1;
+	s->headlen = 0;
+	if (s->eoh_off > 0) {
+		if ((src = malloc(s->eoh_off)) == NULL ||
+		    spool_read(&s->spool, 0, src, s->eoh_off) != (ssize_t)s->eoh_off) {
+			free(src);
+			return -1;
+		}
+	}
+	smtp_head_add(s, cap, s->received, s->receivedlen);
+	s->headlen += filter_session_auth_results(s->fs, s->head + s->headlen,
+	    SMTP_EXTRA_HEADERS / 2);
+	if (o->tags[0] != '\0')
+		smtp_head_field(s, cap, s->cfg->tag_header, o->tags);
+	smtp_head_inserts(s, cap, o, 0);
+	s->head_prefix = s->headlen;
+	for (i = 0; i < s->nhdrs; i++) {
+		f = src + s->hdrs[i].off;
+		vlen = s->hdrs[i].len;
+		value = memchr(f, ':', vlen);
+		value = value ? value + 1 : f + vlen;
+		if (smtp_field_is(f, vlen, "Authentication-Results") &&
+		    policy_ar_is_ours(value, (size_t)(f + vlen - value),
+		    s->cfg->authserv_id)) {
+			log_info("%016llx smtp removed forged Authentication-Results",
+			    s->id);
+			smtp_head_inserts(s, cap, o, i + 1);
+			continue;
+		}
+		/* change_header(name, n, value): the n-th field of that name. */
+		changed = 0;
+		for (e = 0; e < o->nedits && !changed; e++) {
+			const struct filter_edit *ed = &o->edits[e];
+
+			if (ed->kind != FILTER_EDIT_CHANGE ||
+			    !smtp_field_is(f, vlen, ed->name))
+				continue;
+			for (k = 0, occ = 0; k <= i; k++)
+				if (smtp_field_is(src + s->hdrs[k].off, s->hdrs[k].len,
+				    ed->name))
+					occ++;
+			if (occ != ed->index)
+				continue;
+			changed = 1;
+			if (ed->value != NULL)
+				smtp_head_field(s, cap, ed->name, ed->value);
+		}
+		if (changed) {
+			smtp_head_inserts(s, cap, o, i + 1);
+			continue;
+		}
+		if (!subject_done && o->verdict == FMX_TAG &&
+		    s->cfg->tag_subject_prefix != NULL &&
+		    smtp_field_is(f, vlen, "Subject")) {
+			subject_done = 1;
+			smtp_head_add(s, cap, "Subject: ", 9);
+			smtp_head_add(s, cap, s->cfg->tag_subject_prefix,
+			    strlen(s->cfg->tag_subject_prefix));
+			while (value < f + vlen && (*value == ' ' || *value == '\t'))
+				value++;
+			smtp_head_add(s, cap, value, (size_t)(f + vlen - value));
+		} else
+			smtp_head_add(s, cap, f, vlen);
+		smtp_head_inserts(s, cap, o, i + 1);
+	}
+	s->head_added = s->headlen;
+	for (e = 0; e < o->nedits; e++)
+		if (o->edits[e].kind == FILTER_EDIT_ADD)
+			smtp_head_field(s, cap, o->edits[e].name, o->edits[e].value);
+	/* Header fields the client sent after a non-header line stay in the body. */
+	free(src);
+	if (o->body != NULL) {
+		/* The new body replaces everything after the header block. */
+		smtp_head_add(s, cap, "\r\n", 2);
+		s->use_newbody = 1;
+		if (spool_append(&s->newbody, o->body, o->bodylen) == -1 ||
+		    spool_flush(&s->newbody) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/* Recipient edits from the filters: 0 ok, -1 nothing left to deliver to. */
+static int
+smtp_apply_rcpt_edits(struct smtp_session *s, const struct filter_outcome *o,
+    int *changed)
+{
+	struct smtp_path p;
+	char line[SMTP_PATH_MAX + 16];
+	size_t i, j;
+
+	*changed = 0;
+	for (i = 0; i < o->ndel_rcpts; i++)
+		for (j = 0; j < s->nrcpts; j++)
+			if (strcasecmp(s->rcpts[j], o->del_rcpts[i]) == 0) {
+				log_info("%016llx filter removed rcpt=<%s>", s->id,
+				    s->rcpts[j]);
+				free(s->rcpts[j]);
+				s->rcpts[j] = s->rcpts[--s->nrcpts];
+				*changed = 1;
+				break;
+			}
+	for (i = 0; i < o->nadd_rcpts; i++) {
+		/* Re-parse exactly like a client's RCPT: no smuggling via modules. */
+		snprintf(line, sizeof line, "TO:<%s>", o->add_rcpts[i]);
+		if (smtp_parse_path(line, SMTP_CMD_RCPT, &p) != SMTP_PARSE_OK) {
+			log_warn("%016llx filter added invalid rcpt ignored", s->id);
+			continue;
+		}
+		log_info("%016llx filter added rcpt=<%s>", s->id, p.mailbox);
+		smtp_rcpt_add(s, p.mailbox);
+		*changed = 1;
+	}
+	return s->nrcpts > 0 ? 0 : -1;
+}
+
+void
+smtp_session_set_check(smtp_check_fn fn, void *arg)
+{
+	smtp_check_cb = fn;
+	smtp_check_arg = arg;
+}
+
+/* `frontmx check`: report instead of delivering; the client sees 250. */
+static void
+smtp_check_deliver(struct smtp_session *s, const char *action)
+{
+	struct smtp_check_report r;
+	char *added;
+	size_t n;
+
+	n = s->head_prefix + (s->headlen - s->head_added);
+	if ((added = malloc(n + 1)) == NULL)
+		fatalx("out of memory");
+	memcpy(added, s->head, s->head_prefix);
+	memcpy(added + s->head_prefix, s->head + s->head_added,
+	    s->headlen - s->head_added);
+	added[n] = '\0';
+	r.action = action;
+	r.added = added;
+	r.addedlen = n;
+	if (smtp_check_cb != NULL)
+		smtp_check_cb(smtp_check_arg, &r);
+	free(added);
+	smtp_log_message(s, action, "check");
+	smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->queue_id);
+	smtp_message_done(s);
+}
+
+static void
+smtp_relay_message(struct smtp_session *s)
+{
+	struct spool *sp;
+	size_t off;
+
+	if (s->cfg->upstream_kind == CONFIG_UPSTREAM_CHECK) {
+		smtp_check_deliver(s, filter_session_outcome(s->fs)->verdict ==
+		    FMX_TAG ? "tag" : "accept");
+		return;
+	}
+
+	if (s->cfg->upstream_kind == CONFIG_UPSTREAM_DIR) {
+		if (smtp_write_dir(s, s->cfg->upstream_dir, 0, NULL) == -1) {
+			smtp_log_message(s, "tempfail", "local delivery failed");
+			smtp_reply(s, "451 4.3.0 Error: local delivery failed, try again later");
+		} else {
+			smtp_log_message(s, "delivered", "250 maildir");
+			smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->queue_id);
+		}
+		smtp_message_done(s);
+		return;
+	}
+	smtp_enter_state(s, SMTP_STATE_RELAY);
+	sp = smtp_relay_spool(s, &off);
+	upstream_send_message(s->up, s->head, s->headlen, sp, off,
+	    smtp_message_reply, s);
+}
+
+/*
+ * Recipient edits on an SMTP upstream: the upstream already accepted the
+ * original RCPTs and SMTP cannot take one back, so the envelope is sent
+ * again (RSET, MAIL, every final RCPT) before DATA.
+ */
+static void	smtp_envelope_next(struct smtp_session *);
+
+static void
+smtp_envelope_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
+{
+	struct smtp_session *s = arg;
+	size_t step = s->replay_i++;
+
+	if (err != UPSTREAM_OK) {
+		smtp_log_message(s, "tempfail", upstream_strerror(err));
+		smtp_upstream_failed(s, err);
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	if (r->code / 100 != 2 && step < 2) {
+		/* RSET or MAIL refused: give the client a temporary failure. */
+		smtp_log_message(s, "tempfail", "upstream refused new envelope");
+		s->up_in_tx = 2;
+		smtp_reply(s, "451 4.3.0 Error: upstream refused the envelope, try again later");
+		smtp_message_done(s);
+		return;
+	}
+	if (r->code / 100 != 2)
+		log_info("%016llx upstream refused rcpt=<%s> after edit: %d", s->id,
+		    s->rcpts[step - 2], r->code);
+	else if (step >= 2)
+		s->replay_off++;	/* accepted recipients */
+	smtp_envelope_next(s);
+}
+
+static void
+smtp_envelope_next(struct smtp_session *s)
+{
+	char line[SMTP_PATH_MAX + 16];
+
+	if (s->replay_i == 0) {
+		upstream_command(s->up, "RSET", smtp_envelope_reply, s);
+		return;
+	}
+	if (s->replay_i == 1) {
+		snprintf(line, sizeof line, "MAIL FROM:<%s>", s->mail_from);
+		upstream_command(s->up, line, smtp_envelope_reply, s);
+		return;
+	}
+	if (s->replay_i - 2 < s->nrcpts) {
+		snprintf(line, sizeof line, "RCPT TO:<%s>", s->rcpts[s->replay_i - 2]);
+		upstream_command(s->up, line, smtp_envelope_reply, s);
+		return;
+	}
+	if (s->replay_off == 0) {
+		smtp_log_message(s, "tempfail", "no recipient left after edits");
+		s->up_in_tx = 2;
+		smtp_reply(s, "451 4.3.0 Error: no recipient accepted, try again later");
+		smtp_message_done(s);
+		return;
+	}
+	smtp_relay_message(s);
 }
 
 static void
 smtp_eom_done(void *arg, const struct filter_result *res)
 {
 	struct smtp_session *s = arg;
+	const struct filter_outcome *o;
+	int rcpts_changed;
 
 	if (smtp_filter_refused(s, res, "message")) {
-		smtp_log_message(s, "refused", "filter");
-		smtp_tx_reset(s);
+		smtp_log_message(s, "refused", res->filter);
 		if (s->up_in_tx)
 			s->up_in_tx = 2;
-		smtp_resume(s, SMTP_STATE_COMMAND);
+		smtp_message_done(s);
+		return;
+	}
+	o = filter_session_outcome(s->fs);
+	if (smtp_apply_rcpt_edits(s, o, &rcpts_changed) == -1) {
+		smtp_log_message(s, "discarded", "filters removed every recipient");
+		if (s->up_in_tx)
+			s->up_in_tx = 2;
+		smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->queue_id);
+		smtp_message_done(s);
 		return;
 	}
 	smtp_received(s);
-	if (s->cfg->upstream_kind == CONFIG_UPSTREAM_DIR) {
-		smtp_deliver_dir(s);
+	if (smtp_build_head(s, o) == -1) {
+		smtp_log_message(s, "tempfail", "out of memory or spool error");
+		if (s->up_in_tx)
+			s->up_in_tx = 2;
+		smtp_reply(s, "451 4.3.0 Error: local error, try again later");
+		smtp_message_done(s);
 		return;
 	}
-	smtp_enter_state(s, SMTP_STATE_RELAY);
-	upstream_send_message(s->up, s->received, s->receivedlen, &s->spool,
-	    smtp_message_reply, s);
+	if (s->cfg->upstream_kind == CONFIG_UPSTREAM_CHECK &&
+	    (o->verdict == FMX_DISCARD || o->verdict == FMX_QUARANTINE)) {
+		smtp_check_deliver(s, o->verdict == FMX_DISCARD ? "discard" :
+		    "quarantine");
+		return;
+	}
+	switch (o->verdict) {
+	case FMX_DISCARD:
+		/* The client keeps no responsibility: logging the decision is the record. */
+		smtp_log_message(s, "discarded", o->reason);
+		if (s->up_in_tx)
+			s->up_in_tx = 2;
+		smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->queue_id);
+		smtp_message_done(s);
+		return;
+	case FMX_QUARANTINE:
+		if (s->up_in_tx)
+			s->up_in_tx = 2;
+		if (s->cfg->quarantine_dir == NULL ||
+		    smtp_write_dir(s, s->cfg->quarantine_dir, 1, o->reason) == -1) {
+			/* Nowhere safe to keep it: the client keeps it. */
+			smtp_log_message(s, "tempfail", "quarantine unavailable");
+			smtp_reply(s, "451 4.3.0 Error: quarantine unavailable, try again later");
+		} else {
+			smtp_log_message(s, "quarantined", o->reason);
+			smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->queue_id);
+		}
+		smtp_message_done(s);
+		return;
+	default:
+		break;
+	}
+	if (rcpts_changed && s->cfg->upstream_kind == CONFIG_UPSTREAM_SMTP) {
+		s->replay_i = 0;
+		s->replay_off = 0;
+		smtp_enter_state(s, SMTP_STATE_WAIT);
+		smtp_envelope_next(s);
+		return;
+	}
+	smtp_relay_message(s);
 }
 
-/* The client's final dot arrived: refuse a bad message, else run eom. */
+/* ---- replay of the spooled message to header/eoh/body hooks ------------ */
+
+static void	smtp_replay_next(struct smtp_session *);
+
+static void
+smtp_replay_done(void *arg, const struct filter_result *res)
+{
+	struct smtp_session *s = arg;
+
+	if (smtp_filter_refused(s, res, "message")) {
+		smtp_log_message(s, "refused", res->filter);
+		if (s->up_in_tx)
+			s->up_in_tx = 2;
+		smtp_message_done(s);
+		return;
+	}
+	/* Filters usually answer at once: iterate there instead of recursing per header. */
+	if (s->in_replay)
+		s->replay_again = 1;
+	else
+		smtp_replay_next(s);
+}
+
+static long
+smtp_msg_read(void *arg, size_t off, void *buf, size_t len)
+{
+	struct smtp_session *s = arg;
+
+	return (long)spool_read(&s->spool, (off_t)off, buf, len);
+}
+
+/*
+ * Feed the spooled message to the filters: each header field, end of
+ * headers, the body in chunks, then eom.  Nothing was relayed yet, so
+ * replaying at end of data gives the filters the same view milter
+ * streaming would, with one spool and no second copy.  replay_i walks the
+ * header fields, replay_off the body.
+ */
+static void	smtp_replay_step(struct smtp_session *);
+
+static void
+smtp_replay_next(struct smtp_session *s)
+{
+	do {
+		s->replay_again = 0;
+		s->in_replay = 1;
+		smtp_replay_step(s);
+		s->in_replay = 0;
+	} while (s->replay_again);
+}
+
+static void
+smtp_replay_step(struct smtp_session *s)
+{
+	struct filter_args a;
+	size_t body_start = s->eoh_off, len;
+	ssize_t n;
+	char *colon;
+
+	memset(&a, 0, sizeof a);
+	smtp_facts(s);
+	if (s->replay_i < s->nhdrs && filter_chain_wants(s->chain, FILTER_PH_HEADER)) {
+		const struct smtp_hdr *h = &s->hdrs[s->replay_i++];
+
+		free(s->replay_buf);
+		if ((s->replay_buf = malloc(h->len + 1)) == NULL ||
+		    spool_read(&s->spool, (off_t)h->off, s->replay_buf, h->len) !=
+		    (ssize_t)h->len)
+			fatalx("smtp_replay_next: spool read");
+		len = h->len - 2;	/* without the final CRLF */
+		s->replay_buf[len] = '\0';
+		colon = strchr(s->replay_buf, ':');
+		*colon = '\0';
+		a.str = s->replay_buf;
+		a.str2 = colon + 1;
+		/* milter convention: drop the one space after the colon */
+		if (*a.str2 == ' ')
+			a.str2++;
+		filter_session_run(s->fs, FILTER_PH_HEADER, &a, smtp_replay_done, s);
+		return;
+	}
+	if (s->replay_i == s->nhdrs || !filter_chain_wants(s->chain, FILTER_PH_HEADER)) {
+		s->replay_i = s->nhdrs + 1;
+		if (filter_chain_wants(s->chain, FILTER_PH_EOH)) {
+			filter_session_run(s->fs, FILTER_PH_EOH, &a, smtp_replay_done, s);
+			return;
+		}
+	}
+	/* The body proper starts after the empty line that ends the header. */
+	if (s->replay_off == 0)
+		s->replay_off = body_start + (s->eoh_blank ? 2 : 0);
+	if (filter_chain_wants(s->chain, FILTER_PH_BODY) &&
+	    s->replay_off < s->spool.size) {
+		free(s->replay_buf);
+		if ((s->replay_buf = malloc(SMTP_BODY_CHUNK)) == NULL)
+			fatalx("out of memory");
+		n = spool_read(&s->spool, (off_t)s->replay_off, s->replay_buf,
+		    SMTP_BODY_CHUNK);
+		if (n <= 0)
+			fatalx("smtp_replay_next: spool read");
+		s->replay_off += (size_t)n;
+		a.data = (const unsigned char *)s->replay_buf;
+		a.len = (size_t)n;
+		filter_session_run(s->fs, FILTER_PH_BODY, &a, smtp_replay_done, s);
+		return;
+	}
+	free(s->replay_buf);
+	s->replay_buf = NULL;
+	s->replay_i = 0;
+	s->replay_off = 0;
+	filter_session_run(s->fs, FILTER_PH_EOM, &a, smtp_eom_done, s);
+}
+
+/* The client's final dot arrived: refuse a bad message, else run the filters. */
 static void
 smtp_data_end(struct smtp_session *s)
 {
-	struct filter_facts f;
 	const char *reply = NULL;
 
 	if (s->data_err == SMTP_DATA_OK && spool_flush(&s->spool) == -1)
 		s->data_err = SMTP_DATA_SPOOL;
+	if (s->in_header)
+		s->eoh_off = s->spool.size;	/* header only, no body */
 	switch (s->data_err) {
 	case SMTP_DATA_OK:
 		break;
@@ -972,8 +1563,61 @@ smtp_data_end(struct smtp_session *s)
 		return;
 	}
 	smtp_enter_state(s, SMTP_STATE_WAIT);
-	smtp_facts(s, &f, NULL);
-	filter_chain_run(FILTER_PH_EOM, &f, smtp_eom_done, s);
+	s->replay_i = 0;
+	s->replay_off = 0;
+	smtp_replay_next(s);
+}
+
+/* RFC 5322 2.2: field-name = 1*ftext followed by ':'. */
+static int
+smtp_header_start(const char *line, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		if (line[i] == ':')
+			return i > 0;
+		if ((unsigned char)line[i] < 33 || (unsigned char)line[i] > 126)
+			return 0;
+	}
+	return 0;
+}
+
+/* Track header fields as they are spooled (offsets, folds, end of header). */
+static void
+smtp_track_header(struct smtp_session *s, const char *line, size_t len,
+    size_t content)
+{
+	struct smtp_hdr *h;
+	size_t cap;
+
+	if (content == 0) {
+		s->in_header = 0;
+		s->eoh_off = s->spool.size;
+		s->eoh_blank = 1;
+	} else if (line[0] == ' ' || line[0] == '\t') {
+		if (s->nhdrs > 0)
+			s->hdrs[s->nhdrs - 1].len += len;
+		else {
+			s->in_header = 0;	/* a fold with nothing to fold */
+			s->eoh_off = s->spool.size;
+		}
+	} else if (smtp_header_start(line, content)) {
+		if (s->nhdrs == s->hdrcap) {
+			cap = s->hdrcap ? s->hdrcap * 2 : 32;
+			if ((h = realloc(s->hdrs, cap * sizeof *h)) == NULL)
+				fatalx("out of memory");
+			s->hdrs = h;
+			s->hdrcap = cap;
+		}
+		s->hdrs[s->nhdrs].off = s->spool.size;
+		s->hdrs[s->nhdrs].len = len;
+		s->nhdrs++;
+	} else {
+		/* Not a header field: like Postfix, the body starts here. */
+		s->in_header = 0;
+		s->eoh_off = s->spool.size;
+	}
 }
 
 /* One message line, CRLF included in len (content is len - 2 bytes). */
@@ -1008,18 +1652,17 @@ smtp_data_line(struct smtp_session *s, const char *line, size_t len,
 		content--;
 	}
 	s->msg_bytes += len;
-	if (s->in_header) {
-		if (content == 0)
-			s->in_header = 0;
-		else if ((s->header_bytes += len) > s->cfg->limits.header_size &&
-		    s->data_err == SMTP_DATA_OK)
-			s->data_err = SMTP_DATA_HEADER_TOO_BIG;
-	}
+	if (s->in_header && content > 0 &&
+	    (s->header_bytes += len) > s->cfg->limits.header_size &&
+	    s->data_err == SMTP_DATA_OK)
+		s->data_err = SMTP_DATA_HEADER_TOO_BIG;
 	if (s->msg_bytes > s->cfg->limits.message_size &&
 	    s->data_err == SMTP_DATA_OK)
 		s->data_err = SMTP_DATA_TOO_BIG;
 	if (s->data_err != SMTP_DATA_OK)
 		return;		/* keep reading to the dot, store nothing */
+	if (s->in_header)
+		smtp_track_header(s, line, len, content);
 	if (spool_append(&s->spool, line, len) == -1)
 		s->data_err = SMTP_DATA_SPOOL;
 }
@@ -1301,20 +1944,23 @@ smtp_connect_done(void *arg, const struct filter_result *res)
 
 void
 smtp_session_start(struct worker *w, int fd, const struct sockaddr *sa,
-    socklen_t salen, struct config *cfg)
+    socklen_t salen, struct filter_chain *chain)
 {
 	struct smtp_session *s;
-	struct filter_facts f;
 	struct event_base *base = w->base;
+	struct config *cfg = filter_chain_config(chain);
+	struct filter_host host;
 
 	if ((s = calloc(1, sizeof *s)) == NULL) {
 		close(fd);
-		config_unref(cfg);
+		worker_conn_release(sa);
+		filter_chain_unref(chain);
 		return;
 	}
 	s->id = atomic_fetch_add(&smtp_session_seq, 1) + 1 +
 	    ((unsigned long long)time(NULL) << 24);
 	s->worker = w;
+	s->chain = chain;
 	s->cfg = cfg;
 	memcpy(&s->sa, sa, salen < sizeof s->sa ? salen : sizeof s->sa);
 	if (sa->sa_family == AF_INET6) {
@@ -1329,11 +1975,21 @@ smtp_session_start(struct worker *w, int fd, const struct sockaddr *sa,
 		s->port = ntohs(s4->sin_port);
 	}
 	spool_init(&s->spool, cfg->limits.spool_memory, cfg->spool_dir);
+	spool_init(&s->newbody, cfg->limits.spool_memory, cfg->spool_dir);
 	s->bev = bufferevent_socket_new(base, fd,
 	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (s->bev == NULL) {
-		close(fd);
-		config_unref(cfg);
+	host.msg_read = smtp_msg_read;
+	host.arg = s;
+	smtp_facts(s);
+	s->fs = filter_session_new(chain, base, &s->facts, &host);
+	if (s->bev == NULL || s->fs == NULL) {
+		if (s->bev != NULL)
+			bufferevent_free(s->bev);
+		else
+			close(fd);
+		filter_session_free(s->fs);
+		worker_conn_release(sa);
+		filter_chain_unref(chain);
 		free(s);
 		return;
 	}
@@ -1347,9 +2003,8 @@ smtp_session_start(struct worker *w, int fd, const struct sockaddr *sa,
 	    s->port);
 	s->state = SMTP_STATE_CONNECT;
 	smtp_enter_state(s, SMTP_STATE_CONNECT);
-	smtp_facts(s, &f, NULL);
 	s->processing = 1;
-	filter_chain_run(FILTER_PH_CONNECT, &f, smtp_connect_done, s);
+	smtp_filter(s, FILTER_PH_CONNECT, NULL, smtp_connect_done);
 	s->processing = 0;
 	if (s->state == SMTP_STATE_COMMAND)
 		smtp_process(s);
@@ -1379,13 +2034,16 @@ smtp_session_free(struct smtp_session *s)
 
 	upstream_close(s->up);
 	smtp_tx_reset(s);
+	filter_session_free(s->fs);
 	spool_free(&s->spool);
+	spool_free(&s->newbody);
+	free(s->hdrs);
 	if (s->bev != NULL)
 		bufferevent_free(s->bev);
 	worker_conn_release((const struct sockaddr *)&s->sa);
 	TAILQ_REMOVE(&w->sessions, s, entry);
 	w->nsessions--;
-	config_unref(s->cfg);
+	filter_chain_unref(s->chain);
 	free(s);
 	worker_session_gone(w);
 }

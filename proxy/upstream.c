@@ -632,7 +632,8 @@ upstream_command(struct upstream *up, const char *line, upstream_done_fn done,
 
 void
 upstream_send_message(struct upstream *up, const char *prepend,
-    size_t prependlen, struct spool *sp, upstream_done_fn done, void *arg)
+    size_t prependlen, struct spool *sp, size_t spool_off,
+    upstream_done_fn done, void *arg)
 {
 	if (up->state != UP_STATE_READY)
 		fatalx("upstream_send_message in state %s",
@@ -640,7 +641,7 @@ upstream_send_message(struct upstream *up, const char *prepend,
 	up->done = done;
 	up->done_arg = arg;
 	up->spool = sp;
-	up->spool_off = 0;
+	up->spool_off = (off_t)spool_off;
 	up->prepend = prepend;
 	up->prependlen = prependlen;
 	up->at_bol = 1;

@@ -66,8 +66,10 @@ struct upstream	*upstream_open(struct event_base *, const struct config *,
 		    upstream_done_fn, void *arg);
 void		 upstream_command(struct upstream *, const char *line,
 		    upstream_done_fn, void *arg);
+/* Sends prepend, then the spool from offset spool_off on. */
 void		 upstream_send_message(struct upstream *, const char *prepend,
-		    size_t prependlen, struct spool *, upstream_done_fn, void *arg);
+		    size_t prependlen, struct spool *, size_t spool_off,
+		    upstream_done_fn, void *arg);
 void		 upstream_close(struct upstream *);
 const struct smtp_ehlo_caps *upstream_caps(const struct upstream *);
 const char	*upstream_strerror(enum upstream_err);

@@ -26,6 +26,7 @@
 #include <event2/listener.h>
 
 #include "config.h"
+#include "filter_chain.h"
 #include "log.h"
 #include "smtp_session.h"
 #include "worker.h"
@@ -41,36 +42,46 @@ struct worker_conn {
 	size_t			 count;
 };
 
-static pthread_mutex_t worker_cfg_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct config *worker_cfg;
+static pthread_mutex_t worker_chain_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct filter_chain *worker_chain;
 
 static pthread_mutex_t worker_conn_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct worker_conn *worker_conn_table[WORKER_CONN_BUCKETS];
 static size_t worker_conn_total;
 
+struct filter_chain *
+worker_chain_get(void)
+{
+	struct filter_chain *ch;
+
+	pthread_mutex_lock(&worker_chain_lock);
+	ch = worker_chain;
+	filter_chain_ref(ch);
+	pthread_mutex_unlock(&worker_chain_lock);
+	return ch;
+}
+
 struct config *
 worker_config_get(void)
 {
-	struct config *cfg;
+	struct filter_chain *ch = worker_chain_get();
+	struct config *cfg = filter_chain_config(ch);
 
-	pthread_mutex_lock(&worker_cfg_lock);
-	cfg = worker_cfg;
 	config_ref(cfg);
-	pthread_mutex_unlock(&worker_cfg_lock);
+	filter_chain_unref(ch);
 	return cfg;
 }
 
 void
-worker_config_set(struct config *cfg)
+worker_chain_set(struct filter_chain *ch)
 {
-	struct config *old;
+	struct filter_chain *old;
 
-	pthread_mutex_lock(&worker_cfg_lock);
-	old = worker_cfg;
-	worker_cfg = cfg;
-	pthread_mutex_unlock(&worker_cfg_lock);
-	if (old != NULL)
-		config_unref(old);
+	pthread_mutex_lock(&worker_chain_lock);
+	old = worker_chain;
+	worker_chain = ch;
+	pthread_mutex_unlock(&worker_chain_lock);
+	filter_chain_unref(old);
 }
 
 /* The address bytes that identify a client; v4-mapped v6 counts as v4. */
@@ -170,20 +181,20 @@ worker_accept(struct evconnlistener *l, evutil_socket_t fd,
 {
 	static const char busy[] = "421 4.7.0 Error: too many connections\r\n";
 	struct worker *w = arg;
-	struct config *cfg;
+	struct filter_chain *ch;
 
 	(void)l;
-	cfg = worker_config_get();
-	if (worker_conn_acquire(sa, cfg) == -1) {
+	ch = worker_chain_get();
+	if (worker_conn_acquire(sa, filter_chain_config(ch)) == -1) {
 		/* Best effort: the socket is fresh, a short write is harmless. */
 		if (write(fd, busy, sizeof busy - 1) < 0)
 			log_debug("worker: 421 write: %s", strerror(errno));
 		log_info("connection refused reason=limit");
 		close(fd);
-		config_unref(cfg);
+		filter_chain_unref(ch);
 		return;
 	}
-	smtp_session_start(w, fd, sa, (socklen_t)salen, cfg);
+	smtp_session_start(w, fd, sa, (socklen_t)salen, ch);
 }
 
 static void

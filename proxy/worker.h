@@ -13,6 +13,7 @@
 
 struct config;
 struct event;
+struct filter_chain;
 struct event_base;
 struct evconnlistener;
 struct smtp_session;
@@ -30,10 +31,15 @@ struct worker {
 	TAILQ_HEAD(, smtp_session) sessions;
 };
 
-/* Current configuration, with a reference the caller must drop. */
+/*
+ * The current filter chain (which holds its configuration), with a
+ * reference the caller must drop.  worker_config_get() is the same for
+ * callers that only need the configuration.
+ */
+struct filter_chain *worker_chain_get(void);
 struct config	*worker_config_get(void);
-/* Install a new configuration (the old one lives on in its sessions). */
-void		 worker_config_set(struct config *);
+/* Install a new chain (the old one lives on in its sessions); takes the reference. */
+void		 worker_chain_set(struct filter_chain *);
 
 int		 worker_start(struct worker *, unsigned id, const struct config *);
 void		 worker_drain(struct worker *);

@@ -1,0 +1,1507 @@
+/*
+ * content.c - the built-in content filter: header, body, MIME and file
+ * name rules in the spirit of Postfix header_checks/body_checks
+ *
+ * NAME
+ *	content_filter, content_rules_load, content_rules_count,
+ *	content_rules_free
+ *
+ * DESCRIPTION
+ *	The rule file syntax, scopes and evaluation order are described in
+ *	content.h.  This file is written against frontmx_filter.h alone, so
+ *	the content filter is also the proof that the module API is enough
+ *	for a real filter.
+ *
+ *	Header rules run in on_header, body rules in on_body (lines are
+ *	reassembled across chunks in a 1000-byte buffer), MIME and file name
+ *	rules in on_eom: GMime parses the message through a small read-only
+ *	GMimeStream over api->msg_read(), so the message is never copied
+ *	into memory a second time (the parser, being given a seekable
+ *	stream, keeps part contents as sub-streams of ours instead of
+ *	buffering them).
+ *
+ *	Every PCRE2 match runs under a match, depth and heap limit: the
+ *	subjects are hostile, the patterns are the administrator's, and one
+ *	careless pattern must not let a message burn a worker's CPU.  A limit
+ *	hit counts as "no match" for that subject and is logged.
+ *
+ * THREADING
+ *	The compiled rules (and the PCRE2 match context, which pcre2_match()
+ *	only reads) are immutable after init and shared by every session;
+ *	the match data, which pcre2_match() writes, lives in the per-message
+ *	state.  The one piece of process-global state is the pthread_once
+ *	that runs g_mime_init() (not thread-safe, reference-counted without
+ *	a lock) and registers our stream type.
+ *
+ * DIAGNOSTICS
+ *	Rule file errors: "PATH:LINE: message", or "PATH: cannot open: ...".
+ *	Run-time log lines start with "content:" and are key=value.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <gmime/gmime.h>
+
+#include "content.h"
+
+/* RFC 5321 4.5.3.1.6: 1000 octets with CRLF; longer lines are matched cut. */
+#define CONTENT_LINE_MAX	1000
+#define CONTENT_RULE_LINE_MAX	4096	/* one rule file line */
+#define CONTENT_RULES_MAX	10000	/* rules per file */
+#define CONTENT_TEXT_MAX	400	/* "550 5.7.1 " + text stays under 512 */
+#define CONTENT_NAME_SHOW	64	/* bytes of a bad word quoted in an error */
+#define CONTENT_EXCERPT_MAX	80	/* bytes of a subject quoted in the log */
+#define CONTENT_LOG_MAX		16	/* WARN and match-error lines per message */
+#define CONTENT_REASON_MAX	512
+
+#define CONTENT_DEPTH_DEFAULT	20
+#define CONTENT_DEPTH_MAX	1000	/* GMime itself stops at 1024 */
+#define CONTENT_PARTS_DEFAULT	500
+#define CONTENT_PARTS_MAX	100000
+
+/*
+ * PCRE2 limits.  The default match limit (10 million) lets one line cost
+ * a noticeable fraction of a second with a backtracking pattern; a
+ * million steps is still far above what any sane rule needs on a
+ * 1000-byte subject.  The heap limit is in KiB.
+ */
+#define CONTENT_MATCH_LIMIT	1000000
+#define CONTENT_DEPTH_LIMIT	10000
+#define CONTENT_HEAP_LIMIT	4096
+
+#define CONTENT_MIME_LIMIT_REPLY "554 5.6.0 Error: message structure too complex"
+
+enum content_scope {
+	CONTENT_SCOPE_HEADER = 0,
+	CONTENT_SCOPE_BODY,
+	CONTENT_SCOPE_MIME,
+	CONTENT_SCOPE_FILENAME,
+	CONTENT_SCOPE_COUNT	/* must be last */
+};
+
+static const char *const content_scope_names[CONTENT_SCOPE_COUNT] = {
+	[CONTENT_SCOPE_HEADER] = "header",
+	[CONTENT_SCOPE_BODY] = "body",
+	[CONTENT_SCOPE_MIME] = "mime",
+	[CONTENT_SCOPE_FILENAME] = "filename",
+};
+
+enum content_action {
+	CONTENT_ACTION_ACCEPT = 0,
+	CONTENT_ACTION_TAG,
+	CONTENT_ACTION_QUARANTINE,
+	CONTENT_ACTION_TEMPFAIL,
+	CONTENT_ACTION_REJECT,
+	CONTENT_ACTION_DISCARD,
+	CONTENT_ACTION_WARN,
+	CONTENT_ACTION_COUNT	/* must be last */
+};
+
+static const struct content_action_def {
+	const char		*name;		/* as written in the rule file */
+	const char		*result;	/* api->set_result() name, the policy's key */
+	enum fmx_verdict	 verdict;
+} content_actions[CONTENT_ACTION_COUNT] = {
+	[CONTENT_ACTION_ACCEPT] = { "ACCEPT", "accept", FMX_ACCEPT },
+	[CONTENT_ACTION_TAG] = { "TAG", "tag", FMX_TAG },
+	[CONTENT_ACTION_QUARANTINE] = { "QUARANTINE", "quarantine", FMX_QUARANTINE },
+	[CONTENT_ACTION_TEMPFAIL] = { "TEMPFAIL", "tempfail", FMX_TEMPFAIL },
+	[CONTENT_ACTION_REJECT] = { "REJECT", "reject", FMX_REJECT },
+	[CONTENT_ACTION_DISCARD] = { "DISCARD", "discard", FMX_DISCARD },
+	[CONTENT_ACTION_WARN] = { "WARN", "warn", FMX_CONTINUE },
+};
+
+struct content_rule {
+	enum content_scope	 scope;
+	enum content_action	 action;
+	unsigned		 line;
+	pcre2_code		*re;
+	char			*text;		/* as written, NULL if none (logged) */
+	char			*reply;		/* REJECT/TEMPFAIL: full SMTP reply */
+};
+
+struct content_rules {
+	char			*path;
+	struct content_rule	*v;
+	size_t			 n, cap;
+	unsigned		 scopes;	/* 1u << CONTENT_SCOPE_* in use */
+	pcre2_match_context	*mctx;		/* limits; read-only once loaded */
+};
+
+/* One configured instance. */
+struct content_inst {
+	const struct fmx_api	*api;
+	struct content_rules	*rules;
+	unsigned		 max_depth;
+	size_t			 max_parts;
+};
+
+/* Per message, owned by the core through api->set_msg_data(). */
+struct content_msg {
+	pcre2_match_data	*md;		/* written by every match: never shared */
+	int			 decided;	/* a rule (or mime_limit) has decided */
+	unsigned		 nlogged;	/* WARN/match-error lines so far */
+	size_t			 linelen;
+	/* +1: the CR of a full-length line, stripped when its LF arrives */
+	unsigned char		 line[CONTENT_LINE_MAX + 1];
+};
+
+/* GMimeStream reading the spooled message through api->msg_read(). */
+struct content_stream {
+	GMimeStream		 parent;
+	const struct fmx_api	*api;
+	struct fmx_ctx		*ctx;
+	int			 eof;
+	int			 error;		/* msg_read failed */
+};
+
+struct content_stream_class {
+	GMimeStreamClass	 parent;
+};
+
+/* State of one end-of-message MIME pass. */
+struct content_walk {
+	const struct content_inst *ci;
+	struct fmx_ctx		*ctx;
+	struct content_msg	*st;
+	size_t			 nparts;
+	int			 overflow;	/* GMime gave up on the nesting */
+};
+
+/*
+ * The process-global part, written once under content_once and
+ * read-only afterwards.
+ */
+static pthread_once_t content_once = PTHREAD_ONCE_INIT;
+static GType content_stream_type;
+
+/* ---------------------------------------------------------------- */
+/* Rule file */
+
+__attribute__((format(printf, 5, 6)))
+static void
+content_err(char *err, size_t errlen, const char *path, unsigned line,
+    const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (err == NULL || errlen == 0)
+		return;
+	if (line > 0)
+		n = snprintf(err, errlen, "%s:%u: ", path, line);
+	else
+		n = snprintf(err, errlen, "%s: ", path);
+	if (n < 0 || (size_t)n >= errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+}
+
+static int
+content_is_space(int c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* Matches a word of length len against name, ignoring case. */
+static int
+content_word_is(const char *word, size_t len, const char *name)
+{
+	return strlen(name) == len && strncasecmp(word, name, len) == 0;
+}
+
+/*
+ * Reads one line into buf (size bytes, NUL-terminated, no line end).
+ * Returns 1 for a line, 0 at end of file, -1 when the line was longer
+ * than size - 1 bytes, -2 when it held a NUL byte; the rest of a bad
+ * line is consumed, so line numbers stay right.  getc() rather than
+ * fgets() because fgets() cannot tell a NUL byte from the end.
+ */
+static int
+content_rules_getline(FILE *fp, char *buf, size_t size)
+{
+	size_t len = 0;
+	int c, any = 0, over = 0, nul = 0;
+
+	while ((c = getc(fp)) != EOF) {
+		any = 1;
+		if (c == '\n')
+			break;
+		if (c == '\0')
+			nul = 1;
+		if (len < size - 1)
+			buf[len++] = (char)c;
+		else
+			over = 1;
+	}
+	buf[len] = '\0';
+	if (!any)
+		return 0;
+	/* A file edited on Windows still loads. */
+	if (len > 0 && buf[len - 1] == '\r')
+		buf[--len] = '\0';
+	if (over)
+		return -1;
+	if (nul)
+		return -2;
+	return 1;
+}
+
+/*
+ * "X.Y.Z" (RFC 3463: class 2, 4 or 5, then 1-3 and 1-3 digits) at the
+ * start of s, followed by a space or the end: its length, else 0.
+ */
+static size_t
+content_esc_len(const char *s)
+{
+	size_t i = 0, n;
+	int part;
+
+	if (s[0] != '2' && s[0] != '4' && s[0] != '5')
+		return 0;
+	if (s[1] != '.')
+		return 0;
+	i = 2;
+	for (part = 0; part < 2; part++) {
+		for (n = 0; s[i] >= '0' && s[i] <= '9'; i++)
+			n++;
+		if (n < 1 || n > 3)
+			return 0;
+		if (part == 0) {
+			if (s[i] != '.')
+				return 0;
+			i++;
+		}
+	}
+	if (s[i] != '\0' && s[i] != ' ')
+		return 0;
+	return i;
+}
+
+/*
+ * Builds the SMTP reply of a REJECT or TEMPFAIL rule from its text.
+ * The reply is validated again by api->set_reply(); checking here too
+ * turns a bad rule into a load error instead of a run-time surprise.
+ */
+static int
+content_rule_reply(struct content_rule *r, const char *path, unsigned line,
+    char *err, size_t errlen)
+{
+	const char *code, *esc, *text, *deftext;
+	char buf[CONTENT_TEXT_MAX + 64];
+	size_t esclen = 0;
+	char class;
+
+	if (r->action == CONTENT_ACTION_REJECT) {
+		code = "550";
+		esc = "5.7.1";
+		class = '5';
+		deftext = "Message content rejected";
+	} else {
+		code = "451";
+		esc = "4.7.1";
+		class = '4';
+		deftext = "Message content deferred, try again later";
+	}
+	text = r->text != NULL ? r->text : "";
+	if ((esclen = content_esc_len(text)) > 0) {
+		if (text[0] != class) {
+			content_err(err, errlen, path, line,
+			    "enhanced status code %.*s does not match %s "
+			    "(expected %c.X.X)", (int)esclen, text,
+			    content_actions[r->action].name, class);
+			return -1;
+		}
+		esc = text;
+		text += esclen;
+		while (*text == ' ')
+			text++;
+	}
+	if (*text == '\0')
+		text = deftext;
+	snprintf(buf, sizeof buf, "%s %.*s %s", code,
+	    esclen > 0 ? (int)esclen : (int)strlen(esc), esc, text);
+	if ((r->reply = strdup(buf)) == NULL) {
+		content_err(err, errlen, path, line, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Compiles pattern[0..len) with the rule's flags.  Patterns are byte
+ * patterns; one that asks for UTF with (*UTF) is recompiled with
+ * PCRE2_MATCH_INVALID_UTF, because a plain UTF pattern makes
+ * pcre2_match() fail on any invalid UTF-8 subject, which a spammer
+ * would then use to slip past the rule.
+ */
+static pcre2_code *
+content_compile(const char *pattern, size_t len, uint32_t opts,
+    const char *path, unsigned line, char *err, size_t errlen)
+{
+	PCRE2_UCHAR msg[256];
+	PCRE2_SIZE off;
+	pcre2_code *re;
+	uint32_t all = 0;
+	int code;
+
+	re = pcre2_compile((PCRE2_SPTR)pattern, len, opts, &code, &off, NULL);
+	if (re != NULL && pcre2_pattern_info(re, PCRE2_INFO_ALLOPTIONS, &all) == 0 &&
+	    (all & PCRE2_UTF) != 0) {
+		pcre2_code_free(re);
+		re = pcre2_compile((PCRE2_SPTR)pattern, len,
+		    opts | PCRE2_MATCH_INVALID_UTF, &code, &off, NULL);
+	}
+	if (re == NULL) {
+		if (pcre2_get_error_message(code, msg, sizeof msg) < 0)
+			snprintf((char *)msg, sizeof msg, "error %d", code);
+		content_err(err, errlen, path, line,
+		    "regex error at offset %zu: %s", (size_t)off, (char *)msg);
+		return NULL;
+	}
+	/* JIT is an optimisation: without it (no JIT support) we interpret. */
+	(void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);
+	return re;
+}
+
+static void
+content_rule_clear(struct content_rule *r)
+{
+	pcre2_code_free(r->re);
+	free(r->text);
+	free(r->reply);
+	memset(r, 0, sizeof *r);
+}
+
+/* Parses one line; blank and comment lines add nothing. */
+static int
+content_rules_parse(struct content_rules *rules, char *s, unsigned line,
+    char *err, size_t errlen)
+{
+	const char *path = rules->path, *start = s;
+	struct content_rule r;
+	const char *word, *pat, *c;
+	size_t wlen, plen, tlen;
+	uint32_t opts = 0;
+	int i;
+
+	while (content_is_space(*s))
+		s++;
+	if (*s == '\0' || *s == '#')
+		return 0;
+	memset(&r, 0, sizeof r);
+	r.line = line;
+
+	/* Scope. */
+	for (word = s; *s != '\0' && !content_is_space(*s); s++)
+		;
+	wlen = (size_t)(s - word);
+	for (i = 0; i < CONTENT_SCOPE_COUNT; i++)
+		if (content_word_is(word, wlen, content_scope_names[i]))
+			break;
+	if (i == CONTENT_SCOPE_COUNT) {
+		content_err(err, errlen, path, line, "unknown scope \"%.*s\" "
+		    "(expected header, body, mime or filename)",
+		    wlen > CONTENT_NAME_SHOW ? CONTENT_NAME_SHOW : (int)wlen, word);
+		return -1;
+	}
+	r.scope = (enum content_scope)i;
+
+	/* /pattern/flags */
+	while (content_is_space(*s))
+		s++;
+	if (*s == '\0') {
+		content_err(err, errlen, path, line, "missing /pattern/");
+		return -1;
+	}
+	if (*s == '!') {
+		content_err(err, errlen, path, line,
+		    "negated patterns (!/.../) are not supported");
+		return -1;
+	}
+	if (*s != '/') {
+		content_err(err, errlen, path, line,
+		    "pattern must be delimited by '/', found '%c'",
+		    (unsigned char)*s >= 0x21 && (unsigned char)*s < 0x7f ? *s : '?');
+		return -1;
+	}
+	pat = ++s;
+	while (*s != '\0' && *s != '/') {
+		if (*s == '\\' && s[1] != '\0')
+			s++;	/* "\/" and "\\" stay in the pattern as written */
+		s++;
+	}
+	if (*s != '/') {
+		content_err(err, errlen, path, line,
+		    "unterminated pattern (no closing '/'; write '/' inside as '\\/')");
+		return -1;
+	}
+	plen = (size_t)(s - pat);
+	if (plen == 0) {
+		content_err(err, errlen, path, line, "empty pattern");
+		return -1;
+	}
+	for (s++; *s != '\0' && !content_is_space(*s); s++) {
+		switch (*s) {
+		case 'i':
+			opts |= PCRE2_CASELESS;
+			break;
+		case 'm':
+			opts |= PCRE2_MULTILINE;
+			break;
+		case 's':
+			opts |= PCRE2_DOTALL;
+			break;
+		case 'x':
+			opts |= PCRE2_EXTENDED;
+			break;
+		default:
+			if ((unsigned char)*s >= 0x21 && (unsigned char)*s < 0x7f)
+				content_err(err, errlen, path, line,
+				    "unknown flag '%c' (expected i, m, s or x)", *s);
+			else
+				content_err(err, errlen, path, line,
+				    "unknown flag byte 0x%02x (expected i, m, s or x)",
+				    (unsigned char)*s);
+			return -1;
+		}
+	}
+
+	/* Action. */
+	while (content_is_space(*s))
+		s++;
+	if (*s == '\0') {
+		content_err(err, errlen, path, line, "missing action after /pattern/");
+		return -1;
+	}
+	for (word = s; *s != '\0' && !content_is_space(*s); s++)
+		;
+	wlen = (size_t)(s - word);
+	for (i = 0; i < CONTENT_ACTION_COUNT; i++)
+		if (content_word_is(word, wlen, content_actions[i].name))
+			break;
+	if (i == CONTENT_ACTION_COUNT && content_word_is(word, wlen, "DEFER"))
+		i = CONTENT_ACTION_TEMPFAIL;
+	if (i == CONTENT_ACTION_COUNT) {
+		content_err(err, errlen, path, line, "unknown action \"%.*s\" "
+		    "(expected ACCEPT, TAG, QUARANTINE, TEMPFAIL, DEFER, REJECT, "
+		    "DISCARD or WARN)",
+		    wlen > CONTENT_NAME_SHOW ? CONTENT_NAME_SHOW : (int)wlen, word);
+		return -1;
+	}
+	r.action = (enum content_action)i;
+
+	/* Optional text: it ends up in SMTP replies and log lines. */
+	while (content_is_space(*s))
+		s++;
+	tlen = strlen(s);
+	while (tlen > 0 && content_is_space(s[tlen - 1]))
+		tlen--;
+	for (c = s; c < s + tlen; c++) {
+		if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e) {
+			content_err(err, errlen, path, line,
+			    "text contains a control or non-ASCII byte 0x%02x "
+			    "at column %zu", (unsigned char)*c,
+			    (size_t)(c - start) + 1);
+			return -1;
+		}
+	}
+	if (tlen > CONTENT_TEXT_MAX) {
+		content_err(err, errlen, path, line,
+		    "text longer than %d characters", CONTENT_TEXT_MAX);
+		return -1;
+	}
+	if (tlen > 0 && (r.text = strndup(s, tlen)) == NULL) {
+		content_err(err, errlen, path, line, "out of memory");
+		return -1;
+	}
+	if ((r.action == CONTENT_ACTION_REJECT || r.action == CONTENT_ACTION_TEMPFAIL) &&
+	    content_rule_reply(&r, path, line, err, errlen) == -1) {
+		content_rule_clear(&r);
+		return -1;
+	}
+
+	if ((r.re = content_compile(pat, plen, opts, path, line, err, errlen)) == NULL) {
+		content_rule_clear(&r);
+		return -1;
+	}
+
+	if (rules->n == rules->cap) {
+		struct content_rule *v;
+		size_t cap = rules->cap ? rules->cap * 2 : 16;
+
+		if (rules->n >= CONTENT_RULES_MAX) {
+			content_err(err, errlen, path, line,
+			    "too many rules (limit %d)", CONTENT_RULES_MAX);
+			content_rule_clear(&r);
+			return -1;
+		}
+		if ((v = reallocarray(rules->v, cap, sizeof *v)) == NULL) {
+			content_err(err, errlen, path, line, "out of memory");
+			content_rule_clear(&r);
+			return -1;
+		}
+		rules->v = v;
+		rules->cap = cap;
+	}
+	rules->v[rules->n++] = r;
+	rules->scopes |= 1u << r.scope;
+	return 0;
+}
+
+int
+content_rules_load(const char *path, struct content_rules **out, char *err,
+    size_t errlen)
+{
+	char buf[CONTENT_RULE_LINE_MAX + 1];
+	struct content_rules *rules;
+	struct stat st;
+	unsigned line = 0;
+	FILE *fp;
+	int rc;
+
+	*out = NULL;
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if ((fp = fopen(path, "re")) == NULL) {
+		content_err(err, errlen, path, 0, "cannot open: %s", strerror(errno));
+		return -1;
+	}
+	/* fopen() opens a directory fine; reading it then fails obscurely. */
+	if (fstat(fileno(fp), &st) == -1 || !S_ISREG(st.st_mode)) {
+		content_err(err, errlen, path, 0, "cannot open: %s",
+		    S_ISDIR(st.st_mode) ? strerror(EISDIR) : "not a regular file");
+		fclose(fp);
+		return -1;
+	}
+	if ((rules = calloc(1, sizeof *rules)) == NULL ||
+	    (rules->path = strdup(path)) == NULL ||
+	    (rules->mctx = pcre2_match_context_create(NULL)) == NULL) {
+		content_err(err, errlen, path, 0, "out of memory");
+		goto fail;
+	}
+	pcre2_set_match_limit(rules->mctx, CONTENT_MATCH_LIMIT);
+	pcre2_set_depth_limit(rules->mctx, CONTENT_DEPTH_LIMIT);
+	pcre2_set_heap_limit(rules->mctx, CONTENT_HEAP_LIMIT);
+
+	while ((rc = content_rules_getline(fp, buf, sizeof buf)) != 0) {
+		line++;
+		if (rc == -1) {
+			content_err(err, errlen, path, line,
+			    "line longer than %d bytes", CONTENT_RULE_LINE_MAX);
+			goto fail;
+		}
+		if (rc == -2) {
+			content_err(err, errlen, path, line, "NUL byte in line");
+			goto fail;
+		}
+		if (content_rules_parse(rules, buf, line, err, errlen) == -1)
+			goto fail;
+	}
+	if (ferror(fp)) {
+		content_err(err, errlen, path, 0, "read error: %s", strerror(errno));
+		goto fail;
+	}
+	fclose(fp);
+	*out = rules;
+	return 0;
+
+fail:
+	fclose(fp);
+	content_rules_free(rules);
+	return -1;
+}
+
+size_t
+content_rules_count(const struct content_rules *rules)
+{
+	return rules != NULL ? rules->n : 0;
+}
+
+void
+content_rules_free(struct content_rules *rules)
+{
+	size_t i;
+
+	if (rules == NULL)
+		return;
+	for (i = 0; i < rules->n; i++)
+		content_rule_clear(&rules->v[i]);
+	free(rules->v);
+	pcre2_match_context_free(rules->mctx);
+	free(rules->path);
+	free(rules);
+}
+
+/* ---------------------------------------------------------------- */
+/* Matching */
+
+static void
+content_msg_free(void *arg)
+{
+	struct content_msg *st = arg;
+
+	if (st == NULL)
+		return;
+	pcre2_match_data_free(st->md);
+	free(st);
+}
+
+/*
+ * The message's state, created by whichever hook runs first; NULL only
+ * when memory runs out.
+ */
+static struct content_msg *
+content_msg_get(const struct content_inst *ci, struct fmx_ctx *ctx)
+{
+	struct content_msg *st;
+
+	if ((st = ci->api->msg_data(ctx)) != NULL)
+		return st;
+	if ((st = calloc(1, sizeof *st)) == NULL)
+		goto nomem;
+	/* We never read captures: one pair is all a match needs. */
+	if ((st->md = pcre2_match_data_create(1, NULL)) == NULL) {
+		free(st);
+		goto nomem;
+	}
+	ci->api->set_msg_data(ctx, st, content_msg_free);
+	return st;
+nomem:
+	ci->api->log(ctx, FMX_LOG_WARN, "content: error=\"out of memory\"");
+	return NULL;
+}
+
+/*
+ * A printable, quotable excerpt of a subject for the log: the subject is
+ * client input, and a log line must not be splittable or forgeable.
+ */
+static void
+content_excerpt(char *dst, size_t dstlen, const char *s, size_t len)
+{
+	size_t i, n = 0;
+	unsigned char c;
+
+	for (i = 0; i < len && n + 4 < dstlen && i < CONTENT_EXCERPT_MAX; i++) {
+		c = (unsigned char)s[i];
+		dst[n++] = (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') ? (char)c : '?';
+	}
+	if (i < len && n + 3 < dstlen) {
+		memcpy(dst + n, "...", 3);
+		n += 3;
+	}
+	dst[n] = '\0';
+}
+
+/* 1 match, 0 no match; a PCRE2 error (limits) is logged and is no match. */
+static int
+content_match(const struct content_inst *ci, struct fmx_ctx *ctx,
+    struct content_msg *st, const struct content_rule *r, const char *s,
+    size_t len)
+{
+	PCRE2_UCHAR msg[128];
+	int rc;
+
+	rc = pcre2_match(r->re, (PCRE2_SPTR)s, len, 0, 0, st->md, ci->rules->mctx);
+	/* 0 means the ovector was too small for the captures: still a match. */
+	if (rc >= 0)
+		return 1;
+	if (rc == PCRE2_ERROR_NOMATCH)
+		return 0;
+	if (st->nlogged < CONTENT_LOG_MAX) {
+		st->nlogged++;
+		if (pcre2_get_error_message(rc, msg, sizeof msg) < 0)
+			snprintf((char *)msg, sizeof msg, "error %d", rc);
+		ci->api->log(ctx, FMX_LOG_WARN, "content: rule=%s:%u scope=%s "
+		    "error=\"%s\" result=nomatch", ci->rules->path, r->line,
+		    content_scope_names[r->scope], (char *)msg);
+	}
+	return 0;
+}
+
+/* A rule decided the message: tell the core, return the verdict. */
+static enum fmx_verdict
+content_decide(const struct content_inst *ci, struct fmx_ctx *ctx,
+    struct content_msg *st, const struct content_rule *r, const char *s,
+    size_t len)
+{
+	const struct content_action_def *a = &content_actions[r->action];
+	char reason[CONTENT_REASON_MAX], ex[CONTENT_EXCERPT_MAX + 8];
+
+	st->decided = 1;
+	snprintf(reason, sizeof reason, "rule %s:%u matched", ci->rules->path, r->line);
+	content_excerpt(ex, sizeof ex, s, len);
+	ci->api->log(ctx, FMX_LOG_INFO, "content: rule=%s:%u scope=%s action=%s "
+	    "subject=\"%s\"%s%s%s", ci->rules->path, r->line,
+	    content_scope_names[r->scope], a->result, ex,
+	    r->text != NULL ? " text=\"" : "", r->text != NULL ? r->text : "",
+	    r->text != NULL ? "\"" : "");
+	if (ci->api->set_result(ctx, a->result, reason) == -1)
+		ci->api->log(ctx, FMX_LOG_WARN, "content: rule=%s:%u "
+		    "error=\"result refused\"", ci->rules->path, r->line);
+	/* The verdict stands with the core's default reply if this is refused. */
+	if (r->reply != NULL && ci->api->set_reply(ctx, r->reply) == -1)
+		ci->api->log(ctx, FMX_LOG_WARN, "content: rule=%s:%u "
+		    "error=\"reply refused\"", ci->rules->path, r->line);
+	return a->verdict;
+}
+
+/*
+ * Runs the rules of one scope, in file order, over a subject given in
+ * one or two forms (raw and decoded; alt NULL when there is only one).
+ * WARN rules log and let the search go on.
+ */
+static enum fmx_verdict
+content_eval(const struct content_inst *ci, struct fmx_ctx *ctx,
+    struct content_msg *st, enum content_scope scope, const char *s,
+    size_t len, const char *alt, size_t altlen)
+{
+	const struct content_rules *rules = ci->rules;
+	const struct content_rule *r;
+	char ex[CONTENT_EXCERPT_MAX + 8];
+	size_t i;
+	int hit;
+
+	for (i = 0; i < rules->n; i++) {
+		r = &rules->v[i];
+		if (r->scope != scope)
+			continue;
+		if ((hit = content_match(ci, ctx, st, r, s, len)) == 0 && alt != NULL)
+			if ((hit = content_match(ci, ctx, st, r, alt, altlen)) == 1) {
+				/* Log the form that matched. */
+				s = alt;
+				len = altlen;
+			}
+		if (!hit)
+			continue;
+		if (r->action != CONTENT_ACTION_WARN)
+			return content_decide(ci, ctx, st, r, s, len);
+		/* A WARN rule matching every line of a big body must not flood the log. */
+		if (st->nlogged < CONTENT_LOG_MAX) {
+			st->nlogged++;
+			content_excerpt(ex, sizeof ex, s, len);
+			ci->api->log(ctx, FMX_LOG_WARN, "content: rule=%s:%u "
+			    "scope=%s action=warn subject=\"%s\"%s%s%s",
+			    rules->path, r->line, content_scope_names[scope], ex,
+			    r->text != NULL ? " text=\"" : "",
+			    r->text != NULL ? r->text : "",
+			    r->text != NULL ? "\"" : "");
+		}
+	}
+	return FMX_CONTINUE;
+}
+
+/*
+ * "Name: value" with the folds of value removed (CR and LF dropped, the
+ * white space after them kept, RFC 5322 2.2.3) and the white space
+ * before the value dropped, whatever the core's convention about the
+ * space after the colon: rules are written against "Subject: text".
+ * malloc'd; NULL when out of memory.
+ */
+static char *
+content_field(const char *name, const char *value, size_t *lenp)
+{
+	size_t nlen = strlen(name), vlen, n;
+	char *f;
+
+	while (content_is_space(*value) || *value == '\r' || *value == '\n')
+		value++;
+	vlen = strlen(value);
+	if ((f = malloc(nlen + 2 + vlen + 1)) == NULL)
+		return NULL;
+	memcpy(f, name, nlen);
+	f[nlen] = ':';
+	f[nlen + 1] = ' ';
+	n = nlen + 2;
+	for (; *value != '\0'; value++)
+		if (*value != '\r' && *value != '\n')
+			f[n++] = *value;
+	/* GMime's raw values end in a newline, dropped above; so does trailing WSP. */
+	while (n > nlen + 2 && content_is_space(f[n - 1]))
+		n--;
+	f[n] = '\0';
+	*lenp = n;
+	return f;
+}
+
+/*
+ * One header field, raw and decoded.  decoded is the value with RFC 2047
+ * encoded-words decoded (NULL: decode raw here).  mime/header scope.
+ */
+static enum fmx_verdict
+content_eval_field(const struct content_inst *ci, struct fmx_ctx *ctx,
+    struct content_msg *st, enum content_scope scope, const char *name,
+    const char *raw, const char *decoded)
+{
+	enum fmx_verdict v;
+	char *f, *df = NULL, *dec = NULL;
+	size_t flen, dflen = 0;
+
+	if ((f = content_field(name, raw, &flen)) == NULL)
+		goto nomem;
+	if (decoded == NULL) {
+		/* The unfolded value: decoding folded text would keep the CRLFs. */
+		dec = g_mime_utils_header_decode_text(NULL, f + strlen(name) + 2);
+		decoded = dec;
+	}
+	if (decoded != NULL) {
+		if ((df = content_field(name, decoded, &dflen)) == NULL) {
+			free(f);
+			g_free(dec);
+			goto nomem;
+		}
+		/* Nothing was encoded: one match is enough. */
+		if (dflen == flen && memcmp(df, f, flen) == 0) {
+			free(df);
+			df = NULL;
+		}
+	}
+	v = content_eval(ci, ctx, st, scope, f, flen, df, dflen);
+	free(f);
+	free(df);
+	g_free(dec);
+	return v;
+nomem:
+	ci->api->log(ctx, FMX_LOG_WARN, "content: error=\"out of memory\"");
+	return FMX_TEMPFAIL;
+}
+
+/* ---------------------------------------------------------------- */
+/* GMimeStream over api->msg_read() */
+
+static ssize_t
+content_stream_read(GMimeStream *stream, char *buf, size_t len)
+{
+	struct content_stream *cs = (struct content_stream *)stream;
+	long n;
+
+	if (stream->bound_end != -1) {
+		if (stream->position >= stream->bound_end)
+			return 0;
+		if ((gint64)len > stream->bound_end - stream->position)
+			len = (size_t)(stream->bound_end - stream->position);
+	}
+	if (len == 0)
+		return 0;
+	n = cs->api->msg_read(cs->ctx, (size_t)stream->position, buf, len);
+	if (n < 0 || (size_t)n > len) {
+		cs->error = 1;
+		errno = EIO;
+		return -1;
+	}
+	if (n == 0)
+		cs->eof = 1;
+	stream->position += n;
+	return (ssize_t)n;
+}
+
+static ssize_t
+content_stream_write(GMimeStream *stream, const char *buf, size_t len)
+{
+	(void)stream;
+	(void)buf;
+	(void)len;
+	errno = EBADF;		/* the message as received is read-only */
+	return -1;
+}
+
+static int
+content_stream_flush(GMimeStream *stream)
+{
+	(void)stream;
+	return 0;
+}
+
+static int
+content_stream_close(GMimeStream *stream)
+{
+	(void)stream;
+	return 0;
+}
+
+static gboolean
+content_stream_eos(GMimeStream *stream)
+{
+	struct content_stream *cs = (struct content_stream *)stream;
+
+	if (stream->bound_end != -1)
+		return stream->position >= stream->bound_end;
+	return cs->eof;
+}
+
+static int
+content_stream_reset(GMimeStream *stream)
+{
+	struct content_stream *cs = (struct content_stream *)stream;
+
+	stream->position = stream->bound_start;
+	cs->eof = 0;
+	return 0;
+}
+
+static gint64
+content_stream_seek(GMimeStream *stream, gint64 offset, GMimeSeekWhence whence)
+{
+	struct content_stream *cs = (struct content_stream *)stream;
+	gint64 real;
+
+	switch (whence) {
+	case GMIME_STREAM_SEEK_SET:
+		real = offset;
+		break;
+	case GMIME_STREAM_SEEK_CUR:
+		real = stream->position + offset;
+		break;
+	case GMIME_STREAM_SEEK_END:
+		/* The core does not tell the length; the parser never asks. */
+		if (stream->bound_end == -1) {
+			errno = EINVAL;
+			return -1;
+		}
+		real = stream->bound_end + offset;
+		break;
+	default:
+		errno = EINVAL;
+		return -1;
+	}
+	if (real < stream->bound_start ||
+	    (stream->bound_end != -1 && real > stream->bound_end)) {
+		errno = EINVAL;
+		return -1;
+	}
+	stream->position = real;
+	cs->eof = 0;
+	return real;
+}
+
+static gint64
+content_stream_tell(GMimeStream *stream)
+{
+	return stream->position;
+}
+
+static gint64
+content_stream_length(GMimeStream *stream)
+{
+	if (stream->bound_end == -1) {
+		errno = ESPIPE;
+		return -1;
+	}
+	return stream->bound_end - stream->bound_start;
+}
+
+static GMimeStream *content_stream_new(const struct fmx_api *, struct fmx_ctx *,
+		    gint64 start, gint64 end);
+
+static GMimeStream *
+content_stream_substream(GMimeStream *stream, gint64 start, gint64 end)
+{
+	struct content_stream *cs = (struct content_stream *)stream;
+
+	return content_stream_new(cs->api, cs->ctx, start, end);
+}
+
+static void
+content_stream_class_init(gpointer klass, gpointer data)
+{
+	GMimeStreamClass *sc = klass;
+
+	(void)data;
+	sc->read = content_stream_read;
+	sc->write = content_stream_write;
+	sc->flush = content_stream_flush;
+	sc->close = content_stream_close;
+	sc->eos = content_stream_eos;
+	sc->reset = content_stream_reset;
+	sc->seek = content_stream_seek;
+	sc->tell = content_stream_tell;
+	sc->length = content_stream_length;
+	sc->substream = content_stream_substream;
+}
+
+static GMimeStream *
+content_stream_new(const struct fmx_api *api, struct fmx_ctx *ctx, gint64 start,
+    gint64 end)
+{
+	struct content_stream *cs;
+
+	cs = g_object_new(content_stream_type, NULL);
+	g_mime_stream_construct(&cs->parent, start, end);
+	cs->api = api;
+	cs->ctx = ctx;
+	return &cs->parent;
+}
+
+static void
+content_global_init(void)
+{
+	static const GTypeInfo info = {
+		.class_size = sizeof(struct content_stream_class),
+		.class_init = content_stream_class_init,
+		.instance_size = sizeof(struct content_stream),
+	};
+
+	g_mime_init();
+	content_stream_type = g_type_register_static(GMIME_TYPE_STREAM,
+	    "FrontmxContentStream", &info, 0);
+}
+
+/* ---------------------------------------------------------------- */
+/* MIME structure */
+
+static void
+content_mime_warning(gint64 offset, GMimeParserWarning code, const gchar *item,
+    gpointer arg)
+{
+	struct content_walk *w = arg;
+
+	(void)offset;
+	(void)item;
+	if (code == GMIME_CRIT_NESTING_OVERFLOW)
+		w->overflow = 1;
+}
+
+/*
+ * Counts the entities of the tree, stopping as soon as a limit is passed
+ * (-1).  Depth: the top-level body is 0, and each multipart or
+ * message/rfc822 adds one for what it contains.  Run before any rule so
+ * that an over-complex message gets mime_limit whatever it contains.
+ */
+static int
+content_mime_measure(struct content_walk *w, GMimeObject *obj, unsigned depth)
+{
+	GMimeMessage *inner;
+	int i, n;
+
+	if (depth > w->ci->max_depth || ++w->nparts > w->ci->max_parts)
+		return -1;
+	if (GMIME_IS_MULTIPART(obj)) {
+		n = g_mime_multipart_get_count((GMimeMultipart *)obj);
+		for (i = 0; i < n; i++)
+			if (content_mime_measure(w, g_mime_multipart_get_part(
+			    (GMimeMultipart *)obj, i), depth + 1) == -1)
+				return -1;
+	} else if (GMIME_IS_MESSAGE_PART(obj)) {
+		inner = g_mime_message_part_get_message((GMimeMessagePart *)obj);
+		if (inner != NULL && g_mime_message_get_mime_part(inner) != NULL)
+			return content_mime_measure(w,
+			    g_mime_message_get_mime_part(inner), depth + 1);
+	}
+	return 0;
+}
+
+static enum fmx_verdict
+content_mime_headers(struct content_walk *w, GMimeObject *obj)
+{
+	GMimeHeaderList *list;
+	GMimeHeader *h;
+	enum fmx_verdict v;
+	int i, n;
+
+	if ((list = g_mime_object_get_header_list(obj)) == NULL)
+		return FMX_CONTINUE;
+	n = g_mime_header_list_get_count(list);
+	for (i = 0; i < n; i++) {
+		if ((h = g_mime_header_list_get_header_at(list, i)) == NULL)
+			continue;
+		v = content_eval_field(w->ci, w->ctx, w->st, CONTENT_SCOPE_MIME,
+		    g_mime_header_get_name(h),
+		    g_mime_header_get_raw_value(h) != NULL ?
+		    g_mime_header_get_raw_value(h) : "",
+		    g_mime_header_get_value(h) != NULL ?
+		    g_mime_header_get_value(h) : "");
+		if (v != FMX_CONTINUE || w->st->decided)
+			return v;
+	}
+	return FMX_CONTINUE;
+}
+
+/*
+ * Both names a part may carry: a sender can put "x.txt" in one and
+ * "x.exe" in the other, and mail readers differ in which one they show.
+ */
+static enum fmx_verdict
+content_mime_filenames(struct content_walk *w, GMimeObject *obj)
+{
+	const char *names[2];
+	enum fmx_verdict v;
+	int i;
+
+	names[0] = g_mime_object_get_content_disposition_parameter(obj, "filename");
+	names[1] = g_mime_object_get_content_type_parameter(obj, "name");
+	for (i = 0; i < 2; i++) {
+		if (names[i] == NULL || (i == 1 && names[0] != NULL &&
+		    strcmp(names[0], names[1]) == 0))
+			continue;
+		v = content_eval(w->ci, w->ctx, w->st, CONTENT_SCOPE_FILENAME,
+		    names[i], strlen(names[i]), NULL, 0);
+		if (v != FMX_CONTINUE || w->st->decided)
+			return v;
+	}
+	return FMX_CONTINUE;
+}
+
+/* Tree order; depth already checked by content_mime_measure(). */
+static enum fmx_verdict
+content_mime_walk(struct content_walk *w, GMimeObject *obj)
+{
+	const struct content_rules *rules = w->ci->rules;
+	GMimeMessage *inner;
+	enum fmx_verdict v;
+	int i, n;
+
+	if (rules->scopes & (1u << CONTENT_SCOPE_MIME)) {
+		v = content_mime_headers(w, obj);
+		if (v != FMX_CONTINUE || w->st->decided)
+			return v;
+	}
+	if (rules->scopes & (1u << CONTENT_SCOPE_FILENAME)) {
+		v = content_mime_filenames(w, obj);
+		if (v != FMX_CONTINUE || w->st->decided)
+			return v;
+	}
+	if (GMIME_IS_MULTIPART(obj)) {
+		n = g_mime_multipart_get_count((GMimeMultipart *)obj);
+		for (i = 0; i < n; i++) {
+			v = content_mime_walk(w, g_mime_multipart_get_part(
+			    (GMimeMultipart *)obj, i));
+			if (v != FMX_CONTINUE || w->st->decided)
+				return v;
+		}
+	} else if (GMIME_IS_MESSAGE_PART(obj)) {
+		inner = g_mime_message_part_get_message((GMimeMessagePart *)obj);
+		if (inner == NULL)
+			return FMX_CONTINUE;
+		/* The attached message's own header (From, Subject, ...). */
+		if (rules->scopes & (1u << CONTENT_SCOPE_MIME)) {
+			v = content_mime_headers(w, (GMimeObject *)inner);
+			if (v != FMX_CONTINUE || w->st->decided)
+				return v;
+		}
+		if (g_mime_message_get_mime_part(inner) != NULL)
+			return content_mime_walk(w, g_mime_message_get_mime_part(inner));
+	}
+	return FMX_CONTINUE;
+}
+
+static enum fmx_verdict
+content_mime(const struct content_inst *ci, struct fmx_ctx *ctx,
+    struct content_msg *st)
+{
+	struct content_walk w;
+	GMimeParserOptions *opts;
+	GMimeStream *stream;
+	GMimeParser *parser;
+	GMimeMessage *msg;
+	GMimeObject *top;
+	enum fmx_verdict v = FMX_CONTINUE;
+	int rerr;
+
+	memset(&w, 0, sizeof w);
+	w.ci = ci;
+	w.ctx = ctx;
+	w.st = st;
+
+	stream = content_stream_new(ci->api, ctx, 0, -1);
+	opts = g_mime_parser_options_new();
+	g_mime_parser_options_set_warning_callback(opts, content_mime_warning, &w);
+	parser = g_mime_parser_new_with_stream(stream);
+	g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
+	msg = g_mime_parser_construct_message(parser, opts);
+	rerr = ((struct content_stream *)stream)->error;
+
+	if (rerr) {
+		/* Never judge half a message: fail safe, the client retries. */
+		ci->api->log(ctx, FMX_LOG_WARN,
+		    "content: error=\"cannot read the message\"");
+		v = FMX_TEMPFAIL;
+		goto out;
+	}
+	if (msg == NULL || (top = g_mime_message_get_mime_part(msg)) == NULL) {
+		ci->api->log(ctx, FMX_LOG_INFO, "content: mime=unparsed "
+		    "(mime and filename rules skipped)");
+		goto out;
+	}
+	if (w.overflow || content_mime_measure(&w, top, 0) == -1) {
+		st->decided = 1;
+		ci->api->log(ctx, FMX_LOG_INFO, "content: result=mime_limit "
+		    "max_depth=%u max_parts=%zu", ci->max_depth, ci->max_parts);
+		if (ci->api->set_result(ctx, "mime_limit",
+		    w.overflow ? "MIME nesting beyond the parser's limit" :
+		    "MIME nesting or part count over the limit") == -1)
+			ci->api->log(ctx, FMX_LOG_WARN,
+			    "content: error=\"result refused\"");
+		if (ci->api->set_reply(ctx, CONTENT_MIME_LIMIT_REPLY) == -1)
+			ci->api->log(ctx, FMX_LOG_WARN,
+			    "content: error=\"reply refused\"");
+		v = FMX_REJECT;
+		goto out;
+	}
+	if (ci->rules->scopes & ((1u << CONTENT_SCOPE_MIME) | (1u << CONTENT_SCOPE_FILENAME)))
+		v = content_mime_walk(&w, top);
+out:
+	/* Part contents are sub-streams of ours: drop them before ctx goes. */
+	if (msg != NULL)
+		g_object_unref(msg);
+	g_object_unref(parser);
+	g_object_unref(stream);
+	g_mime_parser_options_free(opts);
+	return v;
+}
+
+/* ---------------------------------------------------------------- */
+/* Hooks */
+
+static enum fmx_verdict
+content_on_header(void *inst, struct fmx_ctx *ctx, const char *name,
+    const char *value)
+{
+	const struct content_inst *ci = inst;
+	struct content_msg *st;
+
+	if (!(ci->rules->scopes & (1u << CONTENT_SCOPE_HEADER)))
+		return FMX_CONTINUE;
+	if ((st = content_msg_get(ci, ctx)) == NULL)
+		return FMX_TEMPFAIL;
+	if (st->decided)
+		return FMX_CONTINUE;
+	return content_eval_field(ci, ctx, st, CONTENT_SCOPE_HEADER, name,
+	    value != NULL ? value : "", NULL);
+}
+
+/* One complete (or cut) body line from the buffer. */
+static enum fmx_verdict
+content_body_line(const struct content_inst *ci, struct fmx_ctx *ctx,
+    struct content_msg *st)
+{
+	size_t len = st->linelen;
+	enum fmx_verdict v;
+
+	if (len > 0 && st->line[len - 1] == '\r')
+		len--;
+	if (len > CONTENT_LINE_MAX)
+		len = CONTENT_LINE_MAX;
+	v = content_eval(ci, ctx, st, CONTENT_SCOPE_BODY,
+	    (const char *)st->line, len, NULL, 0);
+	st->linelen = 0;
+	return v;
+}
+
+/*
+ * Chunks split lines anywhere, even between CR and LF: bytes go into the
+ * line buffer up to its size (the rest of an over-long line is dropped)
+ * and a line is judged when its LF arrives, minus the CR before it.
+ */
+static enum fmx_verdict
+content_on_body(void *inst, struct fmx_ctx *ctx, const unsigned char *chunk,
+    size_t len)
+{
+	const struct content_inst *ci = inst;
+	struct content_msg *st;
+	const unsigned char *nl;
+	enum fmx_verdict v;
+	size_t n, room;
+
+	if (!(ci->rules->scopes & (1u << CONTENT_SCOPE_BODY)))
+		return FMX_CONTINUE;
+	if ((st = content_msg_get(ci, ctx)) == NULL)
+		return FMX_TEMPFAIL;
+	while (len > 0 && !st->decided) {
+		nl = memchr(chunk, '\n', len);
+		n = nl != NULL ? (size_t)(nl - chunk) : len;
+		room = sizeof st->line - st->linelen;
+		memcpy(st->line + st->linelen, chunk, n < room ? n : room);
+		st->linelen += n < room ? n : room;
+		if (nl == NULL)
+			break;
+		chunk += n + 1;
+		len -= n + 1;
+		if ((v = content_body_line(ci, ctx, st)) != FMX_CONTINUE || st->decided)
+			return v;
+	}
+	return FMX_CONTINUE;
+}
+
+static enum fmx_verdict
+content_on_eom(void *inst, struct fmx_ctx *ctx)
+{
+	const struct content_inst *ci = inst;
+	struct content_msg *st;
+	enum fmx_verdict v;
+
+	if ((st = content_msg_get(ci, ctx)) == NULL)
+		return FMX_TEMPFAIL;
+	if (st->decided)
+		return FMX_CONTINUE;
+	/* A last line without CRLF (the core should not pass one). */
+	if (st->linelen > 0 && (ci->rules->scopes & (1u << CONTENT_SCOPE_BODY))) {
+		if ((v = content_body_line(ci, ctx, st)) != FMX_CONTINUE || st->decided)
+			return v;
+	}
+	/*
+	 * The structure is checked even without mime/filename rules:
+	 * max_depth and max_parts protect whatever parses the message
+	 * after us.
+	 */
+	return content_mime(ci, ctx, st);
+}
+
+/*
+ * No on_abort: the only per-message resource is the msg_data, which the
+ * core frees after abort (frontmx_filter.h, OWNERSHIP); freeing it here
+ * too would be a double free.
+ */
+
+static int
+content_option(const char *opt, char *key, size_t keylen, const char **value)
+{
+	const char *eq, *k = opt, *ke;
+
+	if ((eq = strchr(opt, '=')) == NULL)
+		return -1;
+	while (content_is_space(*k))
+		k++;
+	for (ke = eq; ke > k && content_is_space(ke[-1]); ke--)
+		;
+	if ((size_t)(ke - k) >= keylen)
+		return -1;
+	memcpy(key, k, (size_t)(ke - k));
+	key[ke - k] = '\0';
+	for (eq++; content_is_space(*eq); eq++)
+		;
+	*value = eq;
+	return 0;
+}
+
+static int
+content_number(const char *s, unsigned long min, unsigned long max,
+    unsigned long *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	while (content_is_space(*end))
+		end++;
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static void content_fini(void *);
+
+static int
+content_init(const struct fmx_api *api, const char *const *options,
+    size_t noptions, void **instance)
+{
+	struct content_inst *ci;
+	char err[CONTENT_ERR_MAX], key[32], *path = NULL;
+	const char *value;
+	unsigned long n;
+	size_t i;
+
+	*instance = NULL;
+	if ((ci = calloc(1, sizeof *ci)) == NULL) {
+		api->log(NULL, FMX_LOG_WARN, "content: error=\"out of memory\"");
+		return -1;
+	}
+	ci->api = api;
+	ci->max_depth = CONTENT_DEPTH_DEFAULT;
+	ci->max_parts = CONTENT_PARTS_DEFAULT;
+
+	for (i = 0; i < noptions; i++) {
+		if (content_option(options[i], key, sizeof key, &value) == -1) {
+			api->log(NULL, FMX_LOG_WARN, "content: bad option \"%s\" "
+			    "(expected key=value)", options[i]);
+			goto fail;
+		}
+		if (strcmp(key, "rules") == 0) {
+			free(path);
+			if ((path = strdup(value)) == NULL) {
+				api->log(NULL, FMX_LOG_WARN, "content: error=\"out of memory\"");
+				goto fail;
+			}
+		} else if (strcmp(key, "max_depth") == 0) {
+			if (content_number(value, 1, CONTENT_DEPTH_MAX, &n) == -1) {
+				api->log(NULL, FMX_LOG_WARN, "content: max_depth \"%s\" "
+				    "is not a number from 1 to %d", value, CONTENT_DEPTH_MAX);
+				goto fail;
+			}
+			ci->max_depth = (unsigned)n;
+		} else if (strcmp(key, "max_parts") == 0) {
+			if (content_number(value, 1, CONTENT_PARTS_MAX, &n) == -1) {
+				api->log(NULL, FMX_LOG_WARN, "content: max_parts \"%s\" "
+				    "is not a number from 1 to %d", value, CONTENT_PARTS_MAX);
+				goto fail;
+			}
+			ci->max_parts = n;
+		} else {
+			api->log(NULL, FMX_LOG_WARN, "content: unknown option \"%s\" "
+			    "(expected rules, max_depth or max_parts)", key);
+			goto fail;
+		}
+	}
+	if (path == NULL || *path == '\0') {
+		api->log(NULL, FMX_LOG_WARN, "content: option rules=PATH is required");
+		goto fail;
+	}
+	if (content_rules_load(path, &ci->rules, err, sizeof err) == -1) {
+		api->log(NULL, FMX_LOG_WARN, "%s", err);
+		goto fail;
+	}
+	free(path);
+	(void)pthread_once(&content_once, content_global_init);
+	*instance = ci;
+	return 0;
+fail:
+	free(path);
+	content_fini(ci);
+	return -1;
+}
+
+static void
+content_fini(void *instance)
+{
+	struct content_inst *ci = instance;
+
+	if (ci == NULL)
+		return;
+	content_rules_free(ci->rules);
+	free(ci);
+}
+
+static const struct fmx_filter content_table = {
+	.abi_major = FMX_ABI_MAJOR,
+	.abi_minor = FMX_ABI_MINOR,
+	.struct_size = sizeof(struct fmx_filter),
+	.name = "content",
+	.flags = 0,
+	.init = content_init,
+	.fini = content_fini,
+	.on_header = content_on_header,
+	.on_body = content_on_body,
+	.on_eom = content_on_eom,
+};
+
+const struct fmx_filter *
+content_filter(void)
+{
+	return &content_table;
+}

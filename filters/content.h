@@ -1,0 +1,96 @@
+/*
+ * content.h - the built-in content filter (header/body/MIME rules)
+ *
+ * SYNOPSIS
+ *	#include "content.h"
+ *
+ *	const struct fmx_filter *content_filter(void);
+ *
+ *	int  content_rules_load(const char *path, struct content_rules **out,
+ *	         char *err, size_t errlen);
+ *	size_t content_rules_count(const struct content_rules *);
+ *	void content_rules_free(struct content_rules *);
+ *
+ * DESCRIPTION
+ *	content_filter() returns the filter table named "content".  It uses
+ *	frontmx_filter.h exactly like a third-party module; the core links
+ *	it in instead of dlopen()ing it.  Options ("key=value"):
+ *
+ *	    rules = PATH	rule file (required)
+ *	    max_depth = N	MIME nesting limit, 1..1000 (default 20)
+ *	    max_parts = N	MIME entities per message, 1..100000 (default 500)
+ *
+ *	A message whose structure exceeds either limit gets the result
+ *	"mime_limit" and the verdict reject, "554 5.6.0 Error: message
+ *	structure too complex" (the policy may map mime_limit elsewhere).
+ *
+ * RULE FILE
+ *	One rule per line; blank lines and lines whose first non-blank
+ *	character is '#' are ignored.  No continuation lines.
+ *
+ *	    SCOPE  /REGEX/FLAGS  ACTION [TEXT]
+ *
+ *	SCOPE	header    each top-level header field, unfolded to
+ *			  "Name: value"; matched raw and RFC 2047-decoded
+ *		body      each line of the message body as received (raw,
+ *			  still transfer-encoded), without CRLF; lines over
+ *			  1000 bytes are matched truncated to 1000
+ *		mime      each header field of every MIME entity below the
+ *			  top-level header: the Content-* fields of the
+ *			  message, every part's fields, the header of an
+ *			  attached message/rfc822; unfolded, matched raw and
+ *			  decoded
+ *		filename  every Content-Disposition filename and Content-Type
+ *			  name parameter of every part, RFC 2231 and RFC 2047
+ *			  decoded (both are checked when both are present)
+ *	REGEX	PCRE2, byte-wise (no UTF unless the pattern starts with
+ *		(*UTF), and then invalid UTF-8 in a subject is tolerated);
+ *		'/' inside is written "\/".
+ *	FLAGS	i caseless, m multiline, s dotall, x extended.
+ *	ACTION	ACCEPT, TAG, QUARANTINE, TEMPFAIL (alias DEFER), REJECT,
+ *		DISCARD, WARN (log only and keep looking); case-insensitive.
+ *	TEXT	printable ASCII, at most 400 characters.  For REJECT and
+ *		TEMPFAIL it is the reply text, optionally starting with an
+ *		enhanced status code of the matching class ("5.7.1 ...");
+ *		otherwise 5.7.1 / 4.7.1: "550 5.7.1 TEXT", "451 4.7.1 TEXT".
+ *		For other actions it is only logged.
+ *
+ *	Evaluation order is arrival order: header fields as they come, then
+ *	body lines, then (at end of message) the MIME structure, each entity
+ *	in tree order with its mime rules before its filename rules; for one
+ *	subject, rules in file order.  The first matching rule that is not
+ *	WARN decides the message: the filter calls api->set_result(ctx,
+ *	"<action in lower case>", "rule PATH:LINE matched") and returns the
+ *	verdict.  Nothing is evaluated after that for the message.
+ *
+ * DIAGNOSTICS
+ *	content_rules_load() returns 0, or -1 with err set to "PATH:LINE:
+ *	message" (a bad line) or "PATH: cannot open: reason".  The filter's
+ *	init logs that message and fails.  A regex that hits its match or
+ *	stack limit on a subject counts as "no match" for that subject and
+ *	is logged (at most 16 such lines per message).
+ *
+ * THREADING
+ *	Compiled rules are read-only after load and shared by all sessions;
+ *	match data lives in the per-message state, so hooks of different
+ *	sessions may run concurrently.
+ */
+#ifndef FRONTMX_CONTENT_H
+#define FRONTMX_CONTENT_H
+
+#include <stddef.h>
+
+#include "frontmx_filter.h"
+
+#define CONTENT_ERR_MAX	512	/* enough for "PATH:LINE: message" */
+
+struct content_rules;
+
+const struct fmx_filter	*content_filter(void);
+
+int		 content_rules_load(const char *path, struct content_rules **out,
+		    char *err, size_t errlen);
+size_t		 content_rules_count(const struct content_rules *);
+void		 content_rules_free(struct content_rules *);
+
+#endif
