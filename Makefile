@@ -46,7 +46,7 @@ PROVE	?= prove
 Q	 = $(if $(V),,@)
 E	 = $(if $(V),@true,@echo)
 
-.PHONY: all deps run test check unit asan bench clean help
+.PHONY: all deps run test check unit asan bench clean help modules
 all: $(PROG)
 
 $(PROG): $(OBJS)
@@ -74,7 +74,34 @@ build/unit/%: t/unit/%.c $(UNIT_SRCS) t/unit/tap.h
 	$(E) "  CC      $@"
 	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -It/unit -o $@ $< $(UNIT_SRCS) $(LDLIBS)
 
-unit: $(UNIT_TESTS)
+# Filter modules: the example, and the test modules of t/plugins (one .so per
+# .c) for test_loader and the black-box suite.  Built as a third party would,
+# against frontmx_filter.h alone, in strict C99.
+MODULE_SRCS = $(wildcard t/plugins/*.c)
+MODULES	 = $(MODULE_SRCS:t/plugins/%.c=build/plugins/%.so) filters/examples/rcpt_allow.so
+MODULE_CFLAGS = -std=c99 -pedantic -O2 -g -shared -fPIC -fvisibility=hidden $(WARN) -Ifilters
+
+modules: $(MODULES)
+
+build/plugins/%.so: t/plugins/%.c filters/frontmx_filter.h
+	@mkdir -p $(dir $@)
+	$(E) "  CC      $@"
+	$(Q)$(CC) $(MODULE_CFLAGS) -o $@ $<
+
+build/plugins/misbehave_blocking.so: t/plugins/misbehave.c
+
+filters/examples/rcpt_allow.so: filters/examples/rcpt_allow.c filters/frontmx_filter.h
+	$(E) "  CC      $@"
+	$(Q)$(CC) $(MODULE_CFLAGS) -o $@ $<
+
+# Links the loader alone; dlopen()s $(MODULES) at run time (see `unit`).
+build/unit/test_loader: t/unit/test_loader.c filters/filter_loader.c \
+    filters/filter_loader.h filters/frontmx_filter.h t/unit/tap.h
+	@mkdir -p $(dir $@)
+	$(E) "  CC      $@"
+	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -It/unit -o $@ t/unit/test_loader.c filters/filter_loader.c -ldl
+
+unit: $(UNIT_TESTS) modules
 
 # Install the Debian packages that are missing (no-op when all are present).
 deps:
@@ -103,7 +130,7 @@ bench: deps
 	t/bench/run
 
 clean:
-	rm -rf build $(PROG) $(PROG)-asan
+	rm -rf build $(PROG) $(PROG)-asan filters/examples/rcpt_allow.so
 
 help:
 	@echo "make        build ./frontmx"

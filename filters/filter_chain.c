@@ -285,6 +285,16 @@ filter_api_log(struct fmx_ctx *c, enum fmx_log_level level, const char *fmt, ...
 	vsnprintf(buf, sizeof buf, fmt, ap);
 	va_end(ap);
 	filter_copy_clean(buf, sizeof buf, buf);
+	if (c == NULL) {
+		/* init/fini: no session yet */
+		if (level == FMX_LOG_WARN)
+			log_warn("filter %s", buf);
+		else if (level == FMX_LOG_INFO)
+			log_info("filter %s", buf);
+		else
+			log_debug("filter %s", buf);
+		return;
+	}
 	if (level == FMX_LOG_WARN)
 		log_warn("%016llx filter=%s %s", c->fs->facts->session_id,
 		    filter_ctx_name(c), buf);

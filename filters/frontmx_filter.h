@@ -73,6 +73,14 @@ extern "C" {
 #define FMX_ABI_MINOR	0	/* appended members only */
 #define FMX_ENTRY_SYMBOL "fmx_filter_entry"
 
+#if defined(__GNUC__)
+#define FMX_PRINTF(f, a)	__attribute__((format(printf, f, a)))
+#define FMX_EXPORT		__attribute__((visibility("default")))
+#else
+#define FMX_PRINTF(f, a)
+#define FMX_EXPORT
+#endif
+
 enum fmx_verdict {
 	FMX_CONTINUE = 0,	/* next filter / next phase */
 	FMX_ACCEPT,		/* skip the rest of the chain for this message */
@@ -107,9 +115,9 @@ struct fmx_api {
 	uint32_t	abi_minor;
 	size_t		struct_size;
 
+	/* ctx may be NULL (in init and fini): the line then names no session. */
 	void		(*log)(struct fmx_ctx *, enum fmx_log_level,
-			    const char *fmt, ...)
-			    __attribute__((format(printf, 3, 4)));
+			    const char *fmt, ...) FMX_PRINTF(3, 4);
 
 	/*
 	 * Session facts by name; NULL when unknown.  Keys:
@@ -213,8 +221,16 @@ struct fmx_filter {
 	void		*reserved[8];
 };
 
-/* The one symbol a module exports. */
+/*
+ * The one symbol a module exports, e.g.
+ *	FMX_EXPORT const struct fmx_filter *fmx_filter_entry(const struct fmx_api *);
+ * Addresses passed to hooks (mail, rcpt) come without the angle brackets.
+ * fmx_dns_fn's rcode is the DNS RCODE (0 NOERROR, 3 NXDOMAIN) or -1 when
+ * no answer came (timeout, network error).  Policy groups and log lines
+ * use the instance name from the configuration (`filters` entry `name`).
+ */
 typedef const struct fmx_filter *(*fmx_entry_fn)(const struct fmx_api *);
+FMX_EXPORT const struct fmx_filter *fmx_filter_entry(const struct fmx_api *);
 
 #ifdef __cplusplus
 }

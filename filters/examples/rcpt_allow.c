@@ -1,0 +1,161 @@
+/*
+ * rcpt_allow.c - example frontmx filter module: a recipient allow-list
+ *
+ * Options (at least one):
+ *	allow         = "alice@example.com,bob@example.com"	addresses
+ *	allow_domains = "example.org,.example.net"	domains (".d": subdomains)
+ * Other recipients get "550 5.1.1" and the result "reject"; postmaster is
+ * always allowed (RFC 5321 4.5.1).  Each message gets the header
+ * "X-Rcpt-Allow: checked N recipients".  Comparisons ignore case.
+ *
+ * cc -shared -fPIC -fvisibility=hidden -I filters -o rcpt_allow.so \
+ *     filters/examples/rcpt_allow.c
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "frontmx_filter.h"
+
+struct allow {
+	const struct fmx_api	*api;
+	char			*addrs;		/* "a@b.example,c@d.example", see normalize() */
+	char			*domains;
+};
+
+/* A copy of s in lower case without blanks, so entries compare as bytes. */
+static char *
+normalize(const char *s)
+{
+	char *out, *p;
+
+	if ((out = p = malloc(strlen(s) + 1)) == NULL)
+		return NULL;
+	for (; *s != '\0'; s++)
+		if (!isspace((unsigned char)*s))
+			*p++ = (char)tolower((unsigned char)*s);
+	*p = '\0';
+	return out;
+}
+
+/* Is s[0..n), in any case, one of the comma-separated entries of list? */
+static int
+in_list(const char *list, const char *s, size_t n)
+{
+	size_t i, len;
+
+	for (; list != NULL && *list != '\0'; list += len + (list[len] == ',')) {
+		len = strcspn(list, ",");
+		for (i = 0; i < len && i < n && list[i] == tolower((unsigned char)s[i]); i++)
+			;
+		if (i == n && len == n)
+			return 1;
+	}
+	return 0;
+}
+
+static void
+allow_fini(void *inst)
+{
+	struct allow *a = inst;
+
+	free(a->addrs);
+	free(a->domains);
+	free(a);
+}
+
+static int
+allow_init(const struct fmx_api *api, const char *const *options,
+    size_t noptions, void **instance)
+{
+	struct allow *a;
+	char **slot;
+	size_t i;
+
+	if ((a = calloc(1, sizeof *a)) == NULL)
+		return -1;
+	a->api = api;
+	for (i = 0; i < noptions; i++) {
+		if (strncmp(options[i], "allow=", 6) == 0)
+			slot = &a->addrs;
+		else if (strncmp(options[i], "allow_domains=", 14) == 0)
+			slot = &a->domains;
+		else
+			goto fail;	/* a misspelt option must stop the start, not the mail */
+		free(*slot);
+		if ((*slot = normalize(strchr(options[i], '=') + 1)) == NULL)
+			goto fail;
+	}
+	if (a->addrs == NULL && a->domains == NULL)
+		goto fail;		/* would reject every recipient */
+	*instance = a;
+	return 0;
+fail:
+	allow_fini(a);
+	return -1;
+}
+
+static enum fmx_verdict
+allow_rcpt(void *inst, struct fmx_ctx *ctx, const char *rcpt)
+{
+	struct allow *a = inst;
+	const struct fmx_api *api = a->api;
+	const char *at = strrchr(rcpt, '@'), *d;
+	size_t n = strlen(rcpt), local = at != NULL ? (size_t)(at - rcpt) : n;
+	unsigned long *count;
+	char reply[600];
+
+	/* Per-message data: the core frees it (with free()) after eom or abort. */
+	if ((count = api->msg_data(ctx)) == NULL) {
+		if ((count = calloc(1, sizeof *count)) == NULL)
+			return FMX_TEMPFAIL;
+		api->set_msg_data(ctx, count, free);
+	}
+	(*count)++;
+
+	if (in_list("postmaster", rcpt, local) || in_list(a->addrs, rcpt, n))
+		return FMX_CONTINUE;
+	/* "x@a.b.c" tries a.b.c, then .b.c and .c (entries that start with a dot) */
+	for (d = at != NULL ? at + 1 : NULL; d != NULL && *d != '\0';
+	    d = strchr(d + 1, '.'))
+		if (in_list(a->domains, d, strlen(d)))
+			return FMX_CONTINUE;
+
+	snprintf(reply, sizeof reply,
+	    "550 5.1.1 <%s>: recipient not allowed here", rcpt);
+	api->set_reply(ctx, reply);
+	api->set_result(ctx, "reject", "not on allow-list");
+	return FMX_REJECT;
+}
+
+static enum fmx_verdict
+allow_eom(void *inst, struct fmx_ctx *ctx)
+{
+	const struct fmx_api *api = ((struct allow *)inst)->api;
+	unsigned long *count = api->msg_data(ctx);
+	char value[64];
+
+	snprintf(value, sizeof value, "checked %lu recipients",
+	    count != NULL ? *count : 0UL);
+	api->add_header(ctx, "X-Rcpt-Allow", value);
+	return FMX_CONTINUE;
+}
+
+static const struct fmx_filter rcpt_allow = {
+	.abi_major = FMX_ABI_MAJOR, .abi_minor = FMX_ABI_MINOR,
+	.struct_size = sizeof(struct fmx_filter),
+	.name = "rcpt_allow",
+	.init = allow_init, .fini = allow_fini,
+	.on_rcpt = allow_rcpt, .on_eom = allow_eom,
+};
+
+/* The one exported symbol.  Declining an api of another major keeps us safe. */
+__attribute__((visibility("default")))
+const struct fmx_filter *fmx_filter_entry(const struct fmx_api *);
+
+const struct fmx_filter *
+fmx_filter_entry(const struct fmx_api *api)
+{
+	return api->abi_major == FMX_ABI_MAJOR ? &rcpt_allow : NULL;
+}
