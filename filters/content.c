@@ -581,7 +581,12 @@ content_rules_load(const char *path, struct content_rules **out, char *err,
 		return -1;
 	}
 	/* fopen() opens a directory fine; reading it then fails obscurely. */
-	if (fstat(fileno(fp), &st) == -1 || !S_ISREG(st.st_mode)) {
+	if (fstat(fileno(fp), &st) == -1) {
+		content_err(err, errlen, path, 0, "cannot open: %s", strerror(errno));
+		fclose(fp);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
 		content_err(err, errlen, path, 0, "cannot open: %s",
 		    S_ISDIR(st.st_mode) ? strerror(EISDIR) : "not a regular file");
 		fclose(fp);
@@ -772,27 +777,27 @@ content_eval(const struct content_inst *ci, struct fmx_ctx *ctx,
 	const struct content_rules *rules = ci->rules;
 	const struct content_rule *r;
 	char ex[CONTENT_EXCERPT_MAX + 8];
-	size_t i;
-	int hit;
+	const char *hs;		/* the form that matched, for the log */
+	size_t i, hlen;
 
 	for (i = 0; i < rules->n; i++) {
 		r = &rules->v[i];
 		if (r->scope != scope)
 			continue;
-		if ((hit = content_match(ci, ctx, st, r, s, len)) == 0 && alt != NULL)
-			if ((hit = content_match(ci, ctx, st, r, alt, altlen)) == 1) {
-				/* Log the form that matched. */
-				s = alt;
-				len = altlen;
-			}
-		if (!hit)
+		if (content_match(ci, ctx, st, r, s, len)) {
+			hs = s;
+			hlen = len;
+		} else if (alt != NULL && content_match(ci, ctx, st, r, alt, altlen)) {
+			hs = alt;
+			hlen = altlen;
+		} else
 			continue;
 		if (r->action != CONTENT_ACTION_WARN)
-			return content_decide(ci, ctx, st, r, s, len);
+			return content_decide(ci, ctx, st, r, hs, hlen);
 		/* A WARN rule matching every line of a big body must not flood the log. */
 		if (st->nlogged < CONTENT_LOG_MAX) {
 			st->nlogged++;
-			content_excerpt(ex, sizeof ex, s, len);
+			content_excerpt(ex, sizeof ex, hs, hlen);
 			ci->api->log(ctx, FMX_LOG_WARN, "content: rule=%s:%u "
 			    "scope=%s action=warn subject=\"%s\"%s%s%s",
 			    rules->path, r->line, content_scope_names[scope], ex,
@@ -809,7 +814,9 @@ content_eval(const struct content_inst *ci, struct fmx_ctx *ctx,
  * white space after them kept, RFC 5322 2.2.3) and the white space
  * before the value dropped, whatever the core's convention about the
  * space after the colon: rules are written against "Subject: text".
- * malloc'd; NULL when out of memory.
+ * White space between name and colon (RFC 5322 section 4.5, obsolete syntax,
+ * which mail readers accept) goes too, or "Subject : ..." would slip
+ * past every "^Subject:" rule.  malloc'd; NULL when out of memory.
  */
 static char *
 content_field(const char *name, const char *value, size_t *lenp)
@@ -817,6 +824,8 @@ content_field(const char *name, const char *value, size_t *lenp)
 	size_t nlen = strlen(name), vlen, n;
 	char *f;
 
+	while (nlen > 0 && content_is_space(name[nlen - 1]))
+		nlen--;
 	while (content_is_space(*value) || *value == '\r' || *value == '\n')
 		value++;
 	vlen = strlen(value);

@@ -31,7 +31,8 @@
  *	    SCOPE  /REGEX/FLAGS  ACTION [TEXT]
  *
  *	SCOPE	header    each top-level header field, unfolded to
- *			  "Name: value"; matched raw and RFC 2047-decoded
+ *			  "Name: value" (white space around the colon
+ *			  normalised to ": "); matched raw and RFC 2047-decoded
  *		body      each line of the message body as received (raw,
  *			  still transfer-encoded), without CRLF; lines over
  *			  1000 bytes are matched truncated to 1000
@@ -56,9 +57,10 @@
  *		For other actions it is only logged.
  *
  *	Evaluation order is arrival order: header fields as they come, then
- *	body lines, then (at end of message) the MIME structure, each entity
- *	in tree order with its mime rules before its filename rules; for one
- *	subject, rules in file order.  The first matching rule that is not
+ *	body lines, then (at end of message) the MIME structure: the limits
+ *	over the whole tree first, then each entity in tree order with its
+ *	mime rules before its filename rules; for one subject, rules in
+ *	file order.  The first matching rule that is not
  *	WARN decides the message: the filter calls api->set_result(ctx,
  *	"<action in lower case>", "rule PATH:LINE matched") and returns the
  *	verdict.  Nothing is evaluated after that for the message.
@@ -66,9 +68,10 @@
  * DIAGNOSTICS
  *	content_rules_load() returns 0, or -1 with err set to "PATH:LINE:
  *	message" (a bad line) or "PATH: cannot open: reason".  The filter's
- *	init logs that message and fails.  A regex that hits its match or
- *	stack limit on a subject counts as "no match" for that subject and
- *	is logged (at most 16 such lines per message).
+ *	init logs that message and fails.  A regex that hits its match,
+ *	depth or heap limit on a subject counts as "no match" for that
+ *	subject and is logged.  WARN matches and limit hits share a budget
+ *	of 16 log lines per message, so a big body cannot flood the log.
  *
  * THREADING
  *	Compiled rules are read-only after load and shared by all sessions;

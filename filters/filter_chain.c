@@ -1075,7 +1075,9 @@ filter_apply(struct filter_session *fs, struct fmx_ctx *c, enum fmx_verdict v,
 	const char *name = cf->name;
 
 	if (failed) {
-		v = filter_action_verdict(cf->on_error);
+		/* A policy may override the filter's on_error per domain. */
+		v = filter_action_verdict(policy_action(cfg, pol, name, "on_error",
+		    &action) ? action : cf->on_error);
 		log_warn("%016llx filter=%s phase=%s failed, on_error=%s",
 		    fs->facts->session_id, name, filter_phase_name(fs->phase),
 		    config_action_name(cf->on_error));

@@ -34,7 +34,16 @@
  *
  *	config_relay_domain() answers "do we accept mail for this domain"
  *	from a hash of relay.domains in time proportional to the number of
- *	labels in the domain, not to the size of the list.
+ *	labels in the domain, not to the size of the list.  For the same
+ *	reason config_load() ends with policy_index_build() (policy.c), the
+ *	hash behind policy_lookup(); config_unref() frees it.
+ *
+ *	The filters list names the chain: an entry without module must name
+ *	a built-in filter (config_builtin_filters[]), names are unique, and
+ *	options are kept as "key=value" strings in file order for the
+ *	module's init().  authserv_id (default hostname) must be an RFC 2045
+ *	token, tag.header a field name and tag.subject_prefix free of
+ *	control characters: all three end up in header fields.
  *
  * DIAGNOSTICS
  *	config_load() returns NULL and writes one line into err:
@@ -71,6 +80,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "policy.h"
 
 /* RFC 1035 2.3.4: 255 octets on the wire is 253 characters in text. */
 #define CONFIG_DOMAIN_MAX	253
@@ -87,6 +97,14 @@
 #define CONFIG_SCAN_MAX		4096
 #define CONFIG_WORKERS_MAX	64
 #define CONFIG_TIMEOUT_MAX	86400
+/* filters[].timeout: one hook call; an hour is already a stuck filter. */
+#define CONFIG_FILTER_TIMEOUT_MAX 3600
+#define CONFIG_FILTER_TIMEOUT	30
+/* tag.header: RFC 5322 sets no limit; 64 keeps the field on one line. */
+#define CONFIG_HEADER_NAME_MAX	64
+/* tag.subject_prefix: a prefix, not a subject. */
+#define CONFIG_SUBJECT_PREFIX_MAX 128
+#define CONFIG_TAG_HEADER	"X-Frontmx-Tag"
 
 #ifndef IF_NAMESIZE
 #define IF_NAMESIZE		16
@@ -161,7 +179,8 @@ static const struct config_timeout_row config_timeout_rows[] = {
 
 static const char *const config_keys_root[] = {
 	"hostname", "workers", "listen", "upstream", "dns", "limits",
-	"timeouts", "relay", "spool", "policy", NULL
+	"timeouts", "relay", "spool", "policy", "filters", "quarantine",
+	"authserv_id", "tag", NULL
 };
 static const char *const config_keys_listen[] = { "address", NULL };
 static const char *const config_keys_upstream[] = { "address", "helo", "xclient", NULL };
@@ -169,6 +188,20 @@ static const char *const config_keys_dns[] = { "forward", NULL };
 static const char *const config_keys_relay[] = { "domains", "networks", NULL };
 static const char *const config_keys_spool[] = { "directory", NULL };
 static const char *const config_keys_policy[] = { "default", "domains", NULL };
+static const char *const config_keys_filter[] = {
+	"name", "module", "timeout", "on_error", "dry_run", "options", NULL
+};
+static const char *const config_keys_quarantine[] = { "directory", NULL };
+static const char *const config_keys_tag[] = { "header", "subject_prefix", NULL };
+
+/*
+ * Filters built into the daemon: a `filters` entry without `module` must
+ * name one of these.  Adding a built-in filter means adding its name here
+ * (and its code in filters/); nothing else in the loader changes.
+ */
+static const char *const config_builtin_filters[] = {
+	"content", "spf", "dkim", "dmarc", NULL
+};
 
 static const char *const config_action_names[CONFIG_ACTION_COUNT] = {
 	[CONFIG_ACTION_ACCEPT]		= "accept",
@@ -383,6 +416,36 @@ config_name_valid(const char *s)
 		    (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
 			return 0;
 	return i < CONFIG_NAME_MAX;
+}
+
+/*
+ * Filter names: [a-z][a-z0-9_-]*, short.  The hyphen is allowed (unlike
+ * in result names) because instance names like "rcpt-allow" are common
+ * and libconfig accepts them as setting names in policy groups too.
+ */
+static int
+config_filter_name_valid(const char *s)
+{
+	size_t	i;
+
+	if (!(s[0] >= 'a' && s[0] <= 'z'))
+		return 0;
+	for (i = 1; s[i] != '\0'; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') ||
+		    (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
+			return 0;
+	return i < CONFIG_NAME_MAX;
+}
+
+static int
+config_filter_builtin(const char *name)
+{
+	size_t	i;
+
+	for (i = 0; config_builtin_filters[i] != NULL; i++)
+		if (strcmp(config_builtin_filters[i], name) == 0)
+			return 1;
+	return 0;
 }
 
 /* Decimal port, no sign, no leading junk: 0..65535.  0 ok, -1 bad. */
@@ -1599,7 +1662,8 @@ config_load_policy_group(struct config_ctx *ctx, const config_setting_t *g,
 				    mpath, p, seen) == -1)
 					return -1;
 		} else if (strcmp(name, "domain") != 0 &&
-		    strcmp(name, "domains") != 0 && config_name_valid(name)) {
+		    strcmp(name, "domains") != 0 &&
+		    config_filter_name_valid(name)) {
 			if (config_load_filter(ctx, m, path,
 			    &p->filters[p->nfilters++]) == -1)
 				return -1;
@@ -1657,6 +1721,297 @@ config_load_policy(struct config_ctx *ctx, const config_setting_t *root,
 	return r;
 }
 
+/* "key=value" for one filters[].options member; the module parses it. */
+static char *
+config_option_join(const char *key, const char *value)
+{
+	size_t	klen = strlen(key), vlen = strlen(value);
+	char	*s;
+
+	s = config_xcalloc(klen + vlen + 2, 1);
+	memcpy(s, key, klen);
+	s[klen] = '=';
+	memcpy(s + klen + 1, value, vlen + 1);
+	return s;
+}
+
+/*
+ * filters[].options: a flat group whose values are strings, integers or
+ * booleans, handed to the module's init() as "key=value" in file order
+ * (the order the admin wrote is the only order a module can rely on).
+ */
+static int
+config_load_filter_options(struct config_ctx *ctx, const config_setting_t *g,
+    const char *path, struct config_filter *f)
+{
+	const config_setting_t	*m;
+	const char		*key;
+	char			 mpath[CONFIG_PATH_MAX], num[32];
+	int			 i, n;
+
+	n = config_setting_length(g);
+	f->options = config_xcalloc((size_t)n, sizeof *f->options);
+	for (i = 0; i < n; i++) {
+		m = config_setting_get_elem(g, (unsigned)i);
+		key = config_setting_name(m);
+		config_path(mpath, sizeof mpath, path, key);
+		switch (config_setting_type(m)) {
+		case CONFIG_TYPE_STRING:
+			f->options[f->noptions++] = config_option_join(key,
+			    config_setting_get_string(m));
+			break;
+		case CONFIG_TYPE_INT:
+			if (config_int_literal_check(ctx, m, mpath) == -1)
+				return -1;
+			/* FALLTHROUGH */
+		case CONFIG_TYPE_INT64:
+			(void)snprintf(num, sizeof num, "%lld",
+			    (long long)config_setting_get_int64(m));
+			f->options[f->noptions++] = config_option_join(key, num);
+			break;
+		case CONFIG_TYPE_BOOL:
+			f->options[f->noptions++] = config_option_join(key,
+			    config_setting_get_bool(m) ? "true" : "false");
+			break;
+		default:
+			return config_fail(ctx, m, "'%s' must be a string, an "
+			    "integer or a boolean", mpath);
+		}
+	}
+	return 0;
+}
+
+/* One filters entry: { name = "spf"; } or { name = "x"; module = "x.so"; }. */
+static int
+config_load_filter_entry(struct config_ctx *ctx, const config_setting_t *g,
+    const char *path, struct config_filter *f, struct config_strset *seen)
+{
+	const struct config_strset_slot	*dup;
+	const config_setting_t		*s, *opts = NULL;
+	const char			*name = NULL, *module = NULL, *act = NULL;
+	char				 mpath[CONFIG_PATH_MAX];
+	long long			 v;
+	int				 r;
+
+	f->timeout = CONFIG_FILTER_TIMEOUT;
+	f->on_error = CONFIG_ACTION_TEMPFAIL;
+	f->dry_run = -1;
+	if (config_check_keys(ctx, g, path, config_keys_filter,
+	    sizeof config_keys_filter[0]) == -1)
+		return -1;
+
+	if ((r = config_want_string(ctx, g, path, "name", &name)) == -1)
+		return -1;
+	if (r == 0)
+		return config_fail(ctx, g, "'%s' is missing 'name'", path);
+	s = config_setting_get_member(g, "name");
+	if (!config_filter_name_valid(name))
+		return config_fail(ctx, s, "'%s.name' must be [a-z][a-z0-9_-]* "
+		    "(at most %d characters), not '%s'", path,
+		    CONFIG_NAME_MAX - 1, name);
+	f->name = config_xstrdup(name);
+	/* The name keys policy groups and logs: two filters can't share one. */
+	if ((dup = config_strset_add(seen, f->name,
+	    config_setting_source_line(s))) != NULL)
+		return config_fail(ctx, s, "duplicate filter name '%s' "
+		    "(already at line %u)", name, dup->value);
+
+	if ((r = config_want_string(ctx, g, path, "module", &module)) == -1)
+		return -1;
+	if (r == 1)
+		f->module = config_xstrdup(module);
+	else if (!config_filter_builtin(name))
+		return config_fail(ctx, s, "unknown built-in filter '%s' (set "
+		    "module = path for a third-party module)", name);
+
+	if ((r = config_want_int(ctx, g, path, "timeout", 1,
+	    CONFIG_FILTER_TIMEOUT_MAX, &v)) == -1)
+		return -1;
+	if (r == 1)
+		f->timeout = (unsigned)v;
+
+	if ((r = config_want_string(ctx, g, path, "on_error", &act)) == -1)
+		return -1;
+	if (r == 1 && config_action_parse(act, &f->on_error) == -1)
+		return config_fail(ctx, config_setting_get_member(g, "on_error"),
+		    "'%s.on_error': unknown action '%s' (expected "
+		    CONFIG_ACTIONS_EXPECTED ")", path, act);
+
+	if (config_want_bool(ctx, g, path, "dry_run", &f->dry_run) == -1)
+		return -1;
+
+	if ((r = config_want_group(ctx, g, path, "options", &opts)) == -1)
+		return -1;
+	if (r == 1 && config_load_filter_options(ctx, opts,
+	    config_path(mpath, sizeof mpath, path, "options"), f) == -1)
+		return -1;
+	return 0;
+}
+
+static int
+config_load_filters(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	const config_setting_t	*list = NULL;
+	struct config_strset	*seen;
+	char			 path[CONFIG_PATH_MAX];
+	int			 i, n, r;
+
+	if ((r = config_want_group_list(ctx, root, "", "filters", &list)) != 1)
+		return r;
+	n = config_setting_length(list);
+	c->filters = config_xcalloc((size_t)n, sizeof *c->filters);
+	/* The names live in c->filters; seen only points at them. */
+	seen = config_strset_new();
+	for (r = 0, i = 0; i < n && r == 0; i++) {
+		/* Count first: config_free() releases a half-built entry too. */
+		c->nfilters++;
+		config_path_index(path, sizeof path, "filters", i);
+		r = config_load_filter_entry(ctx, config_setting_get_elem(list,
+		    (unsigned)i), path, &c->filters[i], seen);
+	}
+	config_strset_free(seen);
+	return r;
+}
+
+static int
+config_load_quarantine(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	const config_setting_t	*g = NULL;
+	const char		*dir = NULL;
+	int			 r;
+
+	/* Absent: no quarantine, and the quarantine action tempfails. */
+	if ((r = config_want_group(ctx, root, "", "quarantine", &g)) != 1)
+		return r;
+	if (config_check_keys(ctx, g, "quarantine", config_keys_quarantine,
+	    sizeof config_keys_quarantine[0]) == -1)
+		return -1;
+	if ((r = config_want_string(ctx, g, "quarantine", "directory",
+	    &dir)) == -1)
+		return -1;
+	if (r == 0)
+		return config_fail(ctx, g, "'quarantine' is missing "
+		    "'directory'");
+	c->quarantine_dir = config_xstrdup(dir);
+	return 0;
+}
+
+/*
+ * A copy of s safe to quote in an error message: control characters
+ * become '?', so a value holding CR/LF can't split the one-line error
+ * (or the log line it ends up in).
+ */
+static const char *
+config_printable(const char *s, char *buf, size_t size)
+{
+	size_t	i;
+
+	for (i = 0; s[i] != '\0' && i + 1 < size; i++)
+		buf[i] = (unsigned char)s[i] < ' ' || s[i] == 0x7f ? '?' : s[i];
+	buf[i] = '\0';
+	return buf;
+}
+
+static int
+config_load_authserv_id(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	const char	*id = NULL;
+	char		 shown[CONFIG_PATH_MAX];
+	int		 r;
+
+	if ((r = config_want_string(ctx, root, "", "authserv_id", &id)) == -1)
+		return -1;
+	if (r == 0) {
+		/* RFC 8601 2.5: the host name is the usual authserv-id. */
+		c->authserv_id = config_xstrdup(c->hostname);
+		return 0;
+	}
+	/*
+	 * RFC 8601 2.2: authserv-id = value (RFC 2045 token or quoted
+	 * string).  We write the token form only, and the forged-field
+	 * check compares against it, so a space or ';' would make our own
+	 * field unparseable and let forgeries through.
+	 */
+	if (!policy_authserv_id_valid(id))
+		return config_fail(ctx, config_setting_get_member(root,
+		    "authserv_id"), "'authserv_id' must be an RFC 8601 "
+		    "authserv-id: printable ASCII without spaces or "
+		    "()<>@,;:\\\"/[]?= (at most %d characters), not '%s'",
+		    POLICY_AUTHSERV_MAX, config_printable(id, shown,
+		    sizeof shown));
+	c->authserv_id = config_xstrdup(id);
+	return 0;
+}
+
+/* RFC 5322 3.6.8 field-name: printable US-ASCII except ':'. */
+static int
+config_header_name_valid(const char *s)
+{
+	size_t	i;
+
+	for (i = 0; s[i] != '\0'; i++)
+		if ((unsigned char)s[i] < 33 || (unsigned char)s[i] > 126 ||
+		    s[i] == ':')
+			return 0;
+	return i > 0 && i <= CONFIG_HEADER_NAME_MAX;
+}
+
+static int
+config_load_tag(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	const config_setting_t	*g = NULL;
+	const char		*header = CONFIG_TAG_HEADER, *prefix = NULL;
+	char			 shown[CONFIG_PATH_MAX];
+	size_t			 i;
+	int			 r;
+
+	if ((r = config_want_group(ctx, root, "", "tag", &g)) == -1)
+		return -1;
+	if (r == 1) {
+		if (config_check_keys(ctx, g, "tag", config_keys_tag,
+		    sizeof config_keys_tag[0]) == -1)
+			return -1;
+		if ((r = config_want_string(ctx, g, "tag", "header",
+		    &header)) == -1)
+			return -1;
+		if (r == 1 && !config_header_name_valid(header))
+			return config_fail(ctx, config_setting_get_member(g,
+			    "header"), "'tag.header' must be a header field "
+			    "name (printable ASCII without spaces or ':', at "
+			    "most %d characters), not '%s'",
+			    CONFIG_HEADER_NAME_MAX, config_printable(header,
+			    shown, sizeof shown));
+		if (config_want_string(ctx, g, "tag", "subject_prefix",
+		    &prefix) == -1)
+			return -1;
+	}
+	if (prefix != NULL) {
+		/*
+		 * It goes into the Subject: field verbatim; a CR or LF would
+		 * start a new header field, other controls have no business
+		 * in a header either.
+		 */
+		for (i = 0; prefix[i] != '\0'; i++)
+			if ((unsigned char)prefix[i] < ' ' || prefix[i] == 0x7f)
+				return config_fail(ctx,
+				    config_setting_get_member(g,
+				    "subject_prefix"), "'tag.subject_prefix' "
+				    "must not contain control characters "
+				    "(CR, LF, TAB, ...)");
+		if (i > CONFIG_SUBJECT_PREFIX_MAX)
+			return config_fail(ctx, config_setting_get_member(g,
+			    "subject_prefix"), "'tag.subject_prefix' must be "
+			    "at most %d characters", CONFIG_SUBJECT_PREFIX_MAX);
+		c->tag_subject_prefix = config_xstrdup(prefix);
+	}
+	c->tag_header = config_xstrdup(header);
+	return 0;
+}
+
 static int
 config_load_root(struct config_ctx *ctx, const config_setting_t *root,
     struct config *c)
@@ -1680,7 +2035,11 @@ config_load_root(struct config_ctx *ctx, const config_setting_t *root,
 	    config_load_timeouts(ctx, root, c) == -1 ||
 	    config_load_relay(ctx, root, c) == -1 ||
 	    config_load_spool(ctx, root, c) == -1 ||
-	    config_load_policy(ctx, root, c) == -1)
+	    config_load_policy(ctx, root, c) == -1 ||
+	    config_load_filters(ctx, root, c) == -1 ||
+	    config_load_quarantine(ctx, root, c) == -1 ||
+	    config_load_authserv_id(ctx, root, c) == -1 ||
+	    config_load_tag(ctx, root, c) == -1)
 		return -1;
 	return 0;
 }
@@ -1707,7 +2066,7 @@ config_free_policy(struct config_policy *p)
 static void
 config_free(struct config *c)
 {
-	size_t	i;
+	size_t	i, j;
 
 	free(c->file);
 	free(c->hostname);
@@ -1732,6 +2091,19 @@ config_free(struct config *c)
 	for (i = 0; i < c->npolicies; i++)
 		config_free_policy(&c->policies[i]);
 	free(c->policies);
+	policy_index_free(c->policy_index);
+	for (i = 0; i < c->nfilters; i++) {
+		free(c->filters[i].name);
+		free(c->filters[i].module);
+		for (j = 0; j < c->filters[i].noptions; j++)
+			free(c->filters[i].options[j]);
+		free(c->filters[i].options);
+	}
+	free(c->filters);
+	free(c->quarantine_dir);
+	free(c->authserv_id);
+	free(c->tag_header);
+	free(c->tag_subject_prefix);
 	free(c);
 }
 
@@ -1779,7 +2151,9 @@ config_load(const char *file, char *err, size_t errlen)
 	if (config_load_root(&ctx, config_root_setting(&lc), c) == -1) {
 		config_free(c);
 		c = NULL;
-	}
+	} else
+		/* Before anyone else sees c: it is read-only from here on. */
+		policy_index_build(c);
 	config_destroy(&lc);
 	return c;
 }

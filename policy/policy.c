@@ -161,10 +161,14 @@ policy_index_build(struct config *c)
 static int
 policy_domain_normalize(const char *s, char *buf)
 {
-	size_t	len, i;
+	const char	*nul;
+	size_t		 len, i;
 
-	len = strnlen(s, POLICY_DOMAIN_BUF);
-	if (len == 0 || len >= POLICY_DOMAIN_BUF)
+	/* Never read past POLICY_DOMAIN_BUF bytes of a hostile name. */
+	if ((nul = memchr(s, '\0', POLICY_DOMAIN_BUF)) == NULL)
+		return -1;
+	len = (size_t)(nul - s);
+	if (len == 0)
 		return -1;
 	for (i = 0; i < len; i++)
 		buf[i] = policy_lower(s[i]);
@@ -623,12 +627,19 @@ policy_props(struct policy_buf *b, const char *props)
 			s++;
 		if (*s == '\0')
 			return;
+		/*
+		 * A '"' right after the '=' opens a quoted value, in which
+		 * a blank does not end the item.
+		 */
 		for (start = s, inq = 0; *s != '\0' &&
 		    (inq || !policy_sep((unsigned char)*s)); s++) {
-			if (inq && *s == '\\' && s[1] != '\0')
-				s++;
-			else if (*s == '"')
-				inq = !inq;
+			if (inq) {
+				if (*s == '\\' && s[1] != '\0')
+					s++;
+				else if (*s == '"')
+					inq = 0;
+			} else if (*s == '"' && s > start && s[-1] == '=')
+				inq = 1;
 		}
 		eq = memchr(start, '=', (size_t)(s - start));
 		if (eq == NULL)

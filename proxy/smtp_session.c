@@ -57,6 +57,7 @@
 #define SMTP_QUIT_TIMEOUT	10	/* seconds to flush the last reply */
 #define SMTP_BODY_CHUNK		65536	/* body bytes per on_body call (API promise) */
 #define SMTP_EXTRA_HEADERS	8192	/* room for Received, A-R, tag and edits */
+#define SMTP_OUTPUT_HIGH	65536	/* replies a client leaves unread before we stop reading it */
 
 enum smtp_state {
 	SMTP_STATE_CONNECT = 0,	/* connect filters, then the greeting */
@@ -115,6 +116,7 @@ struct smtp_session {
 	int			 skipping;	/* discarding an over-long line */
 	int			 draining;	/* SIGTERM: close when idle */
 	int			 processing;	/* inside smtp_process(): don't recurse */
+	int			 output_full;	/* client not reading its replies: paused */
 
 	/* Transaction. */
 	char			*mail_from;	/* NULL: no MAIL yet */
@@ -151,6 +153,8 @@ struct smtp_session {
 	/* Upstream. */
 	struct upstream		*up;
 	int			 up_in_tx;	/* upstream has MAIL open: RSET before next MAIL */
+	int			 up_reused;	/* this MAIL went over a kept connection */
+	int			 mail_retried;
 	char			 pending[SMTP_CMD_LINE_MAX + SMTP_PARAMS_MAX * 8];	/* command to relay */
 	char			 pending_rcpt[SMTP_PATH_MAX + 1];
 	enum smtp_cmd		 pending_cmd;
@@ -213,6 +217,8 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state state)
 		break;
 	case SMTP_STATE_QUIT:
 		bufferevent_disable(s->bev, EV_READ);
+		/* Free only once every byte of the last reply is gone. */
+		bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
 		tv.tv_sec = SMTP_QUIT_TIMEOUT;
 		bufferevent_set_timeouts(s->bev, NULL, &tv);
 		break;
@@ -492,6 +498,19 @@ smtp_mail_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 {
 	struct smtp_session *s = arg;
 
+	/*
+	 * A kept connection the MTA closed just before our MAIL (its idle
+	 * timeout racing us): retry once on a fresh one, as an MTA's
+	 * connection cache would.
+	 */
+	if (err == UPSTREAM_ERR_CLOSED && s->up_reused && !s->mail_retried) {
+		s->mail_retried = 1;
+		upstream_close(s->up);
+		s->up = NULL;
+		s->up_in_tx = 0;
+		smtp_upstream_mail_start(s);
+		return;
+	}
 	if (err != UPSTREAM_OK) {
 		smtp_upstream_failed(s, err);
 		smtp_resume(s, SMTP_STATE_COMMAND);
@@ -545,14 +564,22 @@ smtp_upstream_mail_start(struct smtp_session *s)
 	struct upstream_client cl;
 	struct event_base *base;
 
+	/* The MTA closed an idle connection (its own timeout): just reopen. */
+	if (s->up != NULL && !upstream_idle(s->up)) {
+		upstream_close(s->up);
+		s->up = NULL;
+		s->up_in_tx = 0;
+	}
 	if (s->up != NULL && s->up_in_tx) {
 		upstream_command(s->up, "RSET", smtp_rset_reply, s);
 		return;
 	}
 	if (s->up != NULL) {
+		s->up_reused = 1;
 		upstream_command(s->up, s->pending, smtp_mail_reply, s);
 		return;
 	}
+	s->up_reused = 0;
 	memset(&cl, 0, sizeof cl);
 	cl.addr = s->addr;
 	cl.ipv6 = s->sa.ss_family == AF_INET6;
@@ -697,6 +724,7 @@ smtp_cmd_mail(struct smtp_session *s, const char *args)
 		fatalx("out of memory");
 	snprintf(s->queue_id, sizeof s->queue_id, "%016llx.%lu", s->id,
 	    s->messages);
+	s->mail_retried = 0;
 	smtp_enter_state(s, SMTP_STATE_WAIT);
 	smtp_filter(s, FILTER_PH_MAIL, s->mail_from, smtp_mail_done);
 }
@@ -1035,12 +1063,14 @@ smtp_head_add(struct smtp_session *s, size_t cap, const char *p, size_t len)
 	s->headlen += len;
 }
 
+/* Field name match, any case, old-style blanks before the colon allowed. */
 static int
 smtp_field_is(const char *field, size_t len, const char *name)
 {
-	size_t n = strlen(name);
+	const char *colon = memchr(field, ':', len);
 
-	return len > n && field[n] == ':' && strncasecmp(field, name, n) == 0;
+	return colon != NULL &&
+	    policy_header_is(field, (size_t)(colon - field), name);
 }
 
 static void
@@ -1651,6 +1681,9 @@ smtp_data_line(struct smtp_session *s, const char *line, size_t len,
 		len--;
 		content--;
 	}
+	/* 4.5.3.1.6: 1000 octets with CRLF, the stuffing dot not counted. */
+	if (len > SMTP_TEXT_LINE_MAX && s->data_err == SMTP_DATA_OK)
+		s->data_err = SMTP_DATA_LINE_TOO_LONG;
 	s->msg_bytes += len;
 	if (s->in_header && content > 0 &&
 	    (s->header_bytes += len) > s->cfg->limits.header_size &&
@@ -1812,12 +1845,13 @@ smtp_frame_line(struct smtp_session *s, char *buf, size_t max, size_t *lenp)
 static int
 smtp_data_input(struct smtp_session *s)
 {
-	char line[SMTP_TEXT_LINE_MAX + 1];
+	char line[SMTP_TEXT_LINE_MAX + 2];
 	enum smtp_line kind;
 	size_t len;
 
 	for (;;) {
-		kind = smtp_frame_line(s, line, SMTP_TEXT_LINE_MAX, &len);
+		/* One more octet than the limit: room for a stuffing dot. */
+		kind = smtp_frame_line(s, line, SMTP_TEXT_LINE_MAX + 1, &len);
 		if (kind == SMTP_LINE_NONE)
 			return 0;
 		if (kind == SMTP_LINE_OK && len == 3 && line[0] == '.') {
@@ -1848,6 +1882,18 @@ smtp_process(struct smtp_session *s)
 		}
 		if (s->state != SMTP_STATE_COMMAND)
 			break;
+		/*
+		 * Backpressure: a client that pipelines without reading its
+		 * replies would make us queue them forever.  Stop reading it
+		 * until it drains (smtp_writecb); its input is capped by the
+		 * read watermark meanwhile.
+		 */
+		if (evbuffer_get_length(bufferevent_get_output(s->bev)) >
+		    SMTP_OUTPUT_HIGH) {
+			s->output_full = 1;
+			bufferevent_disable(s->bev, EV_READ);
+			break;
+		}
 		if (s->draining && s->mail_from == NULL &&
 		    evbuffer_get_length(bufferevent_get_input(s->bev)) == 0) {
 			smtp_reply(s, "421 4.3.2 %s Service shutting down",
@@ -1897,8 +1943,18 @@ smtp_writecb(struct bufferevent *bev, void *arg)
 	struct smtp_session *s = arg;
 
 	(void)bev;
-	if (s->state == SMTP_STATE_QUIT)
-		smtp_session_free(s);
+	if (s->state == SMTP_STATE_QUIT) {
+		if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+			smtp_session_free(s);
+		return;
+	}
+	if (s->output_full) {
+		s->output_full = 0;
+		if (s->state == SMTP_STATE_COMMAND) {
+			bufferevent_enable(s->bev, EV_READ);
+			smtp_process(s);
+		}
+	}
 }
 
 static void
@@ -1996,6 +2052,7 @@ smtp_session_start(struct worker *w, int fd, const struct sockaddr *sa,
 	bufferevent_setcb(s->bev, smtp_readcb, smtp_writecb, smtp_eventcb, s);
 	/* Bound what a client can make us buffer ahead of our replies. */
 	bufferevent_setwatermark(s->bev, EV_READ, 0, cfg->limits.pipeline_backlog);
+	bufferevent_setwatermark(s->bev, EV_WRITE, SMTP_OUTPUT_HIGH / 2, 0);
 	bufferevent_enable(s->bev, EV_WRITE);
 	TAILQ_INSERT_TAIL(&w->sessions, s, entry);
 	w->nsessions++;

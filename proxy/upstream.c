@@ -39,7 +39,7 @@ enum upstream_state {
 	UP_STATE_EHLO,
 	UP_STATE_XCLIENT,
 	UP_STATE_EHLO_AGAIN,	/* EHLO after XCLIENT's new greeting */
-	UP_STATE_XFORWARD,
+	UP_STATE_XFORWARD,	/* before each MAIL: Postfix resets XFORWARD per transaction */
 	UP_STATE_READY,
 	UP_STATE_COMMAND,
 	UP_STATE_DATA_CMD,	/* DATA sent, waiting for 354 */
@@ -52,6 +52,8 @@ enum upstream_state {
 
 struct upstream {
 	struct bufferevent	*bev;
+	struct event_base	*base;
+	char			 pending[UPSTREAM_CMD_MAX];	/* MAIL waiting for XFORWARD's 250 */
 	const struct config	*cfg;
 	unsigned long long	 sid;
 	enum upstream_state	 state;
@@ -139,6 +141,12 @@ upstream_caps_set(const struct smtp_ehlo_caps *caps)
 	pthread_mutex_unlock(&upstream_caps_lock);
 }
 
+int
+upstream_idle(const struct upstream *up)
+{
+	return up->state == UP_STATE_READY;
+}
+
 const struct smtp_ehlo_caps *
 upstream_caps(const struct upstream *up)
 {
@@ -219,7 +227,13 @@ upstream_send_ehlo(struct upstream *up, enum upstream_state next)
 {
 	char line[300];
 
-	snprintf(line, sizeof line, "EHLO %s", up->cfg->upstream_helo);
+	/*
+	 * After XCLIENT the MTA takes the next EHLO's argument as the
+	 * client's HELO name (Postfix does), so repeat the client's own.
+	 */
+	snprintf(line, sizeof line, "EHLO %s",
+	    next == UP_STATE_EHLO_AGAIN && up->client_helo[0] ?
+	    up->client_helo : up->cfg->upstream_helo);
 	upstream_enter_state(up, next);
 	upstream_write_line(up, line);
 }
@@ -248,9 +262,14 @@ upstream_attr(char *line, size_t linelen, const char *advertised,
 	return 0;
 }
 
-/* XCLIENT (preferred: the MTA applies its policy to the real client) or XFORWARD. */
+/*
+ * XCLIENT (preferred: the MTA applies its policy to the real client) once
+ * per connection, or XFORWARD, which Postfix forgets after each
+ * transaction, before every MAIL (upstream_command).  Returns 1 when a
+ * command was sent, 0 when there is nothing to send, -1 on overflow.
+ */
 static int
-upstream_send_client_facts(struct upstream *up)
+upstream_send_client_facts(struct upstream *up, int xforward_now)
 {
 	char line[UPSTREAM_CMD_MAX], addr[80], port[16];
 	const char *adv;
@@ -259,10 +278,12 @@ upstream_send_client_facts(struct upstream *up)
 	if (!up->cfg->upstream_xclient)
 		return 0;
 	if (up->caps.flags & SMTP_EHLO_XCLIENT) {
+		if (xforward_now)
+			return 0;
 		xclient = 1;
 		adv = up->caps.xclient;
 		snprintf(line, sizeof line, "XCLIENT");
-	} else if (up->caps.flags & SMTP_EHLO_XFORWARD) {
+	} else if ((up->caps.flags & SMTP_EHLO_XFORWARD) && xforward_now) {
 		xclient = 0;
 		adv = up->caps.xforward;
 		snprintf(line, sizeof line, "XFORWARD");
@@ -324,7 +345,7 @@ upstream_reply(struct upstream *up)
 			upstream_ready(up);
 			return;
 		}
-		if ((r = upstream_send_client_facts(up)) == -1) {
+		if ((r = upstream_send_client_facts(up, 0)) == -1) {
 			upstream_fail(up, UPSTREAM_ERR_LOCAL,
 			    "XCLIENT/XFORWARD line too long");
 			return;
@@ -345,7 +366,9 @@ upstream_reply(struct upstream *up)
 			upstream_fail(up, UPSTREAM_ERR_REJECTED, up->reply.text);
 			return;
 		}
-		upstream_ready(up);
+		/* Now the MAIL it was sent for. */
+		upstream_enter_state(up, UP_STATE_COMMAND);
+		upstream_write_line(up, up->pending);
 		break;
 	case UP_STATE_COMMAND:
 		upstream_enter_state(up, UP_STATE_READY);
@@ -569,6 +592,7 @@ upstream_open(struct event_base *base, const struct config *cfg,
 	if ((up = calloc(1, sizeof *up)) == NULL)
 		return NULL;
 	up->cfg = cfg;
+	up->base = base;
 	up->sid = sid;
 	up->done = done;
 	up->done_arg = arg;
@@ -616,17 +640,60 @@ upstream_open(struct event_base *base, const struct config *cfg,
 	return up;
 }
 
+/* The connection died while idle (the MTA's own timeout, a reset). */
+static void
+upstream_dead_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstream *up = arg;
+
+	(void)fd;
+	(void)what;
+	up->in_callback--;
+	if (!up->closing)
+		upstream_finish(up, UPSTREAM_ERR_CLOSED, NULL);
+	if (up->closing && up->in_callback == 0)
+		upstream_free(up);
+}
+
+/* 1 if the operation can start; else its failure is reported from the loop. */
+static int
+upstream_usable(struct upstream *up, upstream_done_fn done, void *arg)
+{
+	up->done = done;
+	up->done_arg = arg;
+	if (up->state == UP_STATE_READY)
+		return 1;
+	if (up->state != UP_STATE_DEAD)
+		fatalx("upstream: operation in state %s",
+		    upstream_state_names[up->state]);
+	/* Keep up alive until the deferred report ran (see upstream_close). */
+	up->in_callback++;
+	if (event_base_once(up->base, -1, EV_TIMEOUT, upstream_dead_cb, up,
+	    NULL) == -1)
+		fatalx("upstream: event_base_once");
+	return 0;
+}
+
 void
 upstream_command(struct upstream *up, const char *line, upstream_done_fn done,
     void *arg)
 {
-	if (up->state != UP_STATE_READY)
-		fatalx("upstream_command in state %s",
-		    upstream_state_names[up->state]);
-	up->done = done;
-	up->done_arg = arg;
-	upstream_enter_state(up, UP_STATE_COMMAND);
+	int r;
+
+	if (!upstream_usable(up, done, arg))
+		return;
 	upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
+	if (strncmp(line, "MAIL ", 5) == 0) {
+		snprintf(up->pending, sizeof up->pending, "%s", line);
+		if ((r = upstream_send_client_facts(up, 1)) == 1)
+			return;		/* MAIL follows XFORWARD's 250 */
+		if (r == -1) {
+			upstream_fail(up, UPSTREAM_ERR_LOCAL,
+			    "XFORWARD line too long");
+			return;
+		}
+	}
+	upstream_enter_state(up, UP_STATE_COMMAND);
 	upstream_write_line(up, line);
 }
 
@@ -635,11 +702,8 @@ upstream_send_message(struct upstream *up, const char *prepend,
     size_t prependlen, struct spool *sp, size_t spool_off,
     upstream_done_fn done, void *arg)
 {
-	if (up->state != UP_STATE_READY)
-		fatalx("upstream_send_message in state %s",
-		    upstream_state_names[up->state]);
-	up->done = done;
-	up->done_arg = arg;
+	if (!upstream_usable(up, done, arg))
+		return;
 	up->spool = sp;
 	up->spool_off = (off_t)spool_off;
 	up->prepend = prepend;

@@ -71,6 +71,8 @@ void		 upstream_send_message(struct upstream *, const char *prepend,
 		    size_t prependlen, struct spool *, size_t spool_off,
 		    upstream_done_fn, void *arg);
 void		 upstream_close(struct upstream *);
+/* 1 if the connection is open and idle, ready for the next command. */
+int		 upstream_idle(const struct upstream *);
 const struct smtp_ehlo_caps *upstream_caps(const struct upstream *);
 const char	*upstream_strerror(enum upstream_err);
 

@@ -256,6 +256,115 @@ static const struct test_config_case test_config_cases[] = {
 	{ "policy.domains not a list", NULL,
 	  TEST_BASE "policy = { domains = [ \"a.example\" ]; };\n",
 	  ":3: 'policy.domains' must be a list of groups" },
+
+	/* filters. */
+	{ "empty filters list", NULL, TEST_BASE "filters = ( );\n", NULL },
+	{ "every built-in name", NULL,
+	  TEST_BASE "filters = ( { name = \"content\"; }, { name = \"spf\"; },\n"
+	  " { name = \"dkim\"; }, { name = \"dmarc\"; } );\n", NULL },
+	{ "module may reuse a built-in name", NULL,
+	  TEST_BASE "filters = ( { name = \"spf\"; module = \"/opt/spf.so\"; } );\n", NULL },
+	{ "hyphenated instance with a policy group", NULL,
+	  TEST_BASE "filters = ( { name = \"rcpt-allow\"; module = \"x.so\"; } );\n"
+	  "policy = { default = { rcpt-allow = { deny = \"reject\"; }; }; };\n", NULL },
+	{ "duplicate filter name", NULL,
+	  TEST_BASE "filters = (\n { name = \"content\"; },\n { name = \"content\"; module = \"c.so\"; }\n);\n",
+	  ":5: duplicate filter name 'content' (already at line 4)" },
+	{ "bad on_error", NULL,
+	  TEST_BASE "filters = ( { name = \"content\"; on_error = \"bounce\"; } );\n",
+	  ":3: 'filters[0].on_error': unknown action 'bounce' (expected accept, tag, "
+	  "quarantine, tempfail, reject or discard)" },
+	{ "on_error in capitals", NULL,
+	  TEST_BASE "filters = ( { name = \"content\";\n on_error = \"Reject\"; } );\n",
+	  ":4: 'filters[0].on_error': unknown action 'Reject'" },
+	{ "unknown built-in filter", NULL,
+	  TEST_BASE "filters = ( { name = \"content\"; },\n { name = \"spam\"; } );\n",
+	  ":4: unknown built-in filter 'spam' (set module = path for a third-party module)" },
+	{ "filter without a name", NULL,
+	  TEST_BASE "filters = ( { module = \"x.so\"; } );\n",
+	  ":3: 'filters[0]' is missing 'name'" },
+	{ "filter name in capitals", NULL,
+	  TEST_BASE "filters = ( { name = \"Content\"; } );\n",
+	  ":3: 'filters[0].name' must be [a-z][a-z0-9_-]* (at most 31 characters), not 'Content'" },
+	{ "filter name with a dot", NULL,
+	  TEST_BASE "filters = ( { name = \"a.b\"; module = \"x.so\"; } );\n",
+	  ":3: 'filters[0].name' must be [a-z][a-z0-9_-]*" },
+	{ "filter name too long", NULL,
+	  TEST_BASE "filters = ( { name = \"abcdefghijabcdefghijabcdefghijab\"; module = \"x.so\"; } );\n",
+	  ":3: 'filters[0].name' must be" },
+	{ "filter name not a string", NULL,
+	  TEST_BASE "filters = ( { name = 5; } );\n", ":3: 'filters[0].name' must be a string" },
+	{ "misspelt filter key", NULL,
+	  TEST_BASE "filters = ( { name = \"spf\"; timout = 5; } );\n",
+	  ":3: unknown key 'timout' in 'filters[0]' (did you mean 'timeout'?)" },
+	{ "empty module", NULL,
+	  TEST_BASE "filters = ( { name = \"x\"; module = \"\"; } );\n",
+	  ":3: 'filters[0].module' must not be empty" },
+	{ "filter timeout 0", NULL,
+	  TEST_BASE "filters = ( { name = \"spf\"; timeout = 0; } );\n",
+	  ":3: 'filters[0].timeout' must be between 1 and 3600" },
+	{ "filter timeout 3601", NULL,
+	  TEST_BASE "filters = ( { name = \"spf\"; timeout = 3601; } );\n",
+	  ":3: 'filters[0].timeout' must be between 1 and 3600" },
+	{ "filter dry_run not a bool", NULL,
+	  TEST_BASE "filters = ( { name = \"spf\"; dry_run = \"yes\"; } );\n",
+	  ":3: 'filters[0].dry_run' must be a boolean" },
+	{ "options not a group", NULL,
+	  TEST_BASE "filters = ( { name = \"spf\"; options = [ \"a=b\" ]; } );\n",
+	  ":3: 'filters[0].options' must be a group" },
+	{ "option a float, after a good one", NULL,
+	  TEST_BASE "filters = ( { name = \"content\"; options = {\n rules = \"r\";\n ratio = 0.5; }; } );\n",
+	  ":5: 'filters[0].options.ratio' must be a string, an integer or a boolean" },
+	{ "option an array", NULL,
+	  TEST_BASE "filters = ( { name = \"content\"; options = { allow = [ \"a\" ]; }; } );\n",
+	  ":3: 'filters[0].options.allow' must be a string, an integer or a boolean" },
+	{ "option a wrapped literal", NULL,
+	  TEST_BASE "filters = ( { name = \"content\"; options = { big = 5000000000; }; } );\n",
+	  ":3: 'filters[0].options.big' is too large for a plain integer" },
+	{ "filters a group", NULL, TEST_BASE "filters = { name = \"spf\"; };\n",
+	  ":3: 'filters' must be a list of groups" },
+	{ "second entry bad", NULL,
+	  TEST_BASE "filters = ( { name = \"spf\"; options = { a = 1; }; },\n \"dkim\" );\n",
+	  ":4: 'filters' must be a list of groups" },
+
+	/* quarantine, authserv_id, tag. */
+	{ "quarantine without directory", NULL, TEST_BASE "quarantine = { };\n",
+	  ":3: 'quarantine' is missing 'directory'" },
+	{ "quarantine misspelt", NULL, TEST_BASE "quarantine = { dir = \"/q\"; };\n",
+	  ":3: unknown key 'dir' in 'quarantine'" },
+	{ "quarantine a string", NULL, TEST_BASE "quarantine = \"/q\";\n",
+	  ":3: 'quarantine' must be a group" },
+	{ "authserv_id with a space", NULL, TEST_BASE "authserv_id = \"mx example\";\n",
+	  ":3: 'authserv_id' must be an RFC 8601 authserv-id" },
+	{ "authserv_id with a semicolon", NULL, TEST_BASE "authserv_id = \"mx;spf=pass\";\n",
+	  ":3: 'authserv_id' must be an RFC 8601 authserv-id" },
+	{ "authserv_id with CR LF", NULL, TEST_BASE "authserv_id = \"mx\\r\\nX-Evil: 1\";\n",
+	  "(at most 255 characters), not 'mx??X-Evil: 1'" },
+	{ "authserv_id empty", NULL, TEST_BASE "authserv_id = \"\";\n",
+	  ":3: 'authserv_id' must not be empty" },
+	{ "authserv_id not a string", NULL, TEST_BASE "authserv_id = true;\n",
+	  ":3: 'authserv_id' must be a string" },
+	{ "tag header with a space", NULL, TEST_BASE "tag = { header = \"X Tag\"; };\n",
+	  ":3: 'tag.header' must be a header field name (printable ASCII without spaces or ':'" },
+	{ "tag header with a colon", NULL, TEST_BASE "tag = {\n header = \"X-Tag:\"; };\n",
+	  ":4: 'tag.header' must be a header field name" },
+	{ "tag header with LF", NULL, TEST_BASE "tag = { header = \"X-Tag\\nX\"; };\n",
+	  ":3: 'tag.header' must be a header field name (printable ASCII without "
+	  "spaces or ':', at most 64 characters), not 'X-Tag?X'" },
+	{ "tag header 8-bit", NULL, TEST_BASE "tag = { header = \"X-T\\xe4g\"; };\n",
+	  ":3: 'tag.header' must be a header field name" },
+	{ "tag header too long", NULL,
+	  TEST_BASE "tag = { header = \"X-0123456789012345678901234567890123456789"
+	  "01234567890123456789012\"; };\n",
+	  ":3: 'tag.header' must be a header field name" },
+	{ "tag subject_prefix with CR LF", NULL,
+	  TEST_BASE "tag = { subject_prefix = \"[SPAM]\\r\\nBcc: x@example.com\"; };\n",
+	  ":3: 'tag.subject_prefix' must not contain control characters" },
+	{ "tag subject_prefix with a tab", NULL,
+	  TEST_BASE "tag = { subject_prefix = \"[SPAM]\\t\"; };\n",
+	  ":3: 'tag.subject_prefix' must not contain control characters" },
+	{ "tag misspelt", NULL, TEST_BASE "tag = { headers = \"X\"; };\n",
+	  ":3: unknown key 'headers' in 'tag' (did you mean 'header'?)" },
 };
 
 /* Write text to a fresh temporary file; its name goes into path. */
@@ -378,6 +487,7 @@ test_config_port(const struct sockaddr_storage *ss)
 static void
 test_config_good(void)
 {
+	const struct config_filter	*f;
 	const struct config_policy	*p;
 	struct config			*c;
 	char				 err[CONFIG_ERR_MAX];
@@ -467,6 +577,38 @@ test_config_good(void)
 		    test_config_filter(p, "dkim")->dry_run == 0,
 		    "policy 2: domain plus domains");
 	}
+	ok(c->policy_index != NULL, "policy index built by config_load");
+
+	ok(c->nfilters == 3, "three filters");
+	if (c->nfilters == 3) {
+		f = &c->filters[0];
+		ok(strcmp(f->name, "content") == 0 && f->module == NULL &&
+		    f->timeout == 5 && f->on_error == CONFIG_ACTION_REJECT &&
+		    f->dry_run == 1, "filter 0: built-in content, timeout, on_error, dry_run");
+		ok(f->noptions == 6 && strcmp(f->options[0], "rules=conf/content.rules") == 0 &&
+		    strcmp(f->options[1], "max_parts=100") == 0 &&
+		    strcmp(f->options[2], "big=5000000000") == 0 &&
+		    strcmp(f->options[3], "strict=false") == 0 &&
+		    strcmp(f->options[4], "allow=a@example.com") == 0 &&
+		    strcmp(f->options[5], "empty=") == 0,
+		    "filter 0: options as key=value in file order");
+		f = &c->filters[1];
+		ok(strcmp(f->name, "rcpt-allow") == 0 &&
+		    strcmp(f->module, "filters/examples/rcpt_allow.so") == 0 &&
+		    f->timeout == 30 && f->on_error == CONFIG_ACTION_TEMPFAIL &&
+		    f->dry_run == -1 && f->noptions == 0,
+		    "filter 1: module, defaults (30 s, tempfail, dry_run unset)");
+		f = &c->filters[2];
+		ok(strcmp(f->name, "spf") == 0 && f->dry_run == 0 && f->noptions == 0,
+		    "filter 2: dry_run false, empty options");
+	}
+	ok(c->quarantine_dir != NULL &&
+	    strcmp(c->quarantine_dir, "/var/spool/frontmx/quarantine") == 0,
+	    "quarantine.directory");
+	ok(strcmp(c->authserv_id, "Auth.example.net") == 0, "authserv_id as written");
+	ok(strcmp(c->tag_header, "X-Spam-Flag") == 0, "tag.header");
+	ok(c->tag_subject_prefix != NULL &&
+	    strcmp(c->tag_subject_prefix, "[SPAM] ") == 0, "tag.subject_prefix");
 	ok(c->refcount == 1, "refcount starts at 1");
 	config_unref(c);
 }
@@ -505,6 +647,11 @@ test_config_defaults(void)
 	ok(strcmp(c->policy_default.name, "default") == 0 &&
 	    c->policy_default.nfilters == 0 && c->policy_default.dry_run == -1 &&
 	    c->npolicies == 0, "empty default policy");
+	ok(c->nfilters == 0 && c->filters == NULL, "no filters");
+	ok(c->quarantine_dir == NULL, "no quarantine directory");
+	ok(strcmp(c->authserv_id, c->hostname) == 0, "authserv_id defaults to hostname");
+	ok(strcmp(c->tag_header, "X-Frontmx-Tag") == 0, "tag.header default");
+	ok(c->tag_subject_prefix == NULL, "no subject prefix by default");
 	config_unref(c);
 }
 
@@ -527,6 +674,8 @@ test_config_sample(void)
 	ok(c->nrelay_networks == 2, "sample relay.networks");
 	ok(test_config_rule(&c->policy_default, "spf", "fail") == CONFIG_ACTION_REJECT,
 	    "sample spf fail = reject");
+	ok(strcmp(c->authserv_id, "mx.example.net") == 0 &&
+	    strcmp(c->tag_header, "X-Frontmx-Tag") == 0, "sample authserv_id and tag");
 	config_unref(c);
 }
 
