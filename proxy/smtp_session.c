@@ -549,6 +549,9 @@ smtp_upstream_opened(void *arg, enum upstream_err err,
 	struct smtp_session *s = arg;
 
 	(void)r;
+	/* Closed before the session was even set up: the MTA is not available. */
+	if (err == UPSTREAM_ERR_CLOSED)
+		err = UPSTREAM_ERR_CONNECT;
 	if (err != UPSTREAM_OK) {
 		smtp_upstream_failed(s, err);
 		smtp_resume(s, SMTP_STATE_COMMAND);

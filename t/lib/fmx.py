@@ -976,12 +976,21 @@ class Upstream:
         self.lsock = s
         self._stopping = False
         t = threading.Thread(target=self._accept_loop, args=(s,), daemon=True)
+        self._accept_thread = t
         t.start()
 
     def unlisten(self):
-        """Stop accepting (existing connections stay); the port refuses."""
+        """Stop accepting (existing connections stay); the port refuses
+        from the moment this returns."""
         s, self.lsock = self.lsock, None
         if s:
+            try:
+                s.shutdown(socket.SHUT_RDWR)     # wakes accept(), drops the backlog
+            except OSError:
+                pass
+            t = getattr(self, '_accept_thread', None)
+            if t and t is not threading.current_thread():
+                t.join(2)
             s.close()
 
     def stop(self):
