@@ -26,6 +26,9 @@ SRCS	+= proxy/check.c
 SRCS	+= filters/filter_chain.c
 SRCS	+= filters/filter_loader.c
 SRCS	+= filters/content.c
+SRCS	+= filters/spf.c
+SRCS	+= filters/dkim.c
+SRCS	+= filters/dmarc.c
 # Policy and configuration
 SRCS	+= policy/config.c
 SRCS	+= policy/policy.c

@@ -30,16 +30,21 @@
 
 #include "config.h"
 #include "content.h"
+#include "dkim.h"
+#include "dmarc.h"
 #include "filter_chain.h"
 #include "filter_loader.h"
 #include "log.h"
 #include "policy.h"
+#include "spf.h"
 
 #define FILTER_AR_MAX		16
 #define FILTER_RCPT_EDITS_MAX	32
 #define FILTER_HEADER_VALUE_MAX	900	/* one line of 998 with the name */
 #define FILTER_RESULT_MAX	64
 #define FILTER_REASON_MAX	200
+#define FILTER_FACTS_MAX	32
+#define FILTER_FACT_VALUE_MAX	512
 
 /* One configured filter, initialised once per configuration. */
 struct filter_instance {
@@ -86,6 +91,19 @@ struct filter_ar {
 	char	props[256];
 };
 
+/* A DNS query a filter has outstanding; cancelled if the session ends first. */
+struct filter_dnsq {
+	struct filter_dnsq	*next;
+	struct fmx_ctx		*c;
+	unsigned long long	 id;
+	fmx_dns_fn		 fn;
+	void			*arg;
+	int			 in_query;	/* inside resolver->query() */
+	int			 finished;
+};
+
+static const struct filter_resolver *filter_resolver;
+
 struct filter_session {
 	struct filter_chain		*chain;
 	struct event_base		*base;
@@ -121,6 +139,10 @@ struct filter_session {
 	size_t				 ndel_rcpts;
 	struct filter_ar		 ar[FILTER_AR_MAX];
 	size_t				 nar;
+	char				*fact_key[FILTER_FACTS_MAX];
+	char				*fact_value[FILTER_FACTS_MAX];
+	size_t				 nfacts;
+	struct filter_dnsq		*dnsq;
 };
 
 static const char *const filter_phase_names[FILTER_PH_COUNT] = {
@@ -152,6 +174,9 @@ static const struct {
 	const struct fmx_filter		*(*table)(void);
 } filter_builtins[] = {
 	{ "content", content_filter },
+	{ "spf", spf_filter },
+	{ "dkim", dkim_filter },
+	{ "dmarc", dmarc_filter },
 };
 
 static void	filter_run(struct filter_session *);
@@ -344,6 +369,12 @@ filter_api_get(struct fmx_ctx *c, const char *key)
 	}
 	if (strcmp(key, "policy") == 0)
 		return f->policy ? f->policy->name : "default";
+	if (strncmp(key, "fact.", 5) == 0) {
+		for (i = 0; i < fs->nfacts; i++)
+			if (strcmp(fs->fact_key[i], key + 5) == 0)
+				return fs->fact_value[i];
+		return NULL;
+	}
 	if (strncmp(key, "filter.option.", 14) == 0) {
 		key += 14;
 		klen = strlen(key);
@@ -614,17 +645,109 @@ filter_api_resume(struct fmx_ctx *c, enum fmx_verdict v)
 	return 0;
 }
 
+void
+filter_resolver_set(const struct filter_resolver *r)
+{
+	filter_resolver = r;
+}
+
+static void
+filter_dns_unlink(struct filter_session *fs, struct filter_dnsq *q)
+{
+	struct filter_dnsq **pp;
+
+	for (pp = &fs->dnsq; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == q) {
+			*pp = q->next;
+			return;
+		}
+}
+
+static void
+filter_dns_done_cb(void *arg, int rcode, const unsigned char *pkt, size_t len)
+{
+	struct filter_dnsq *q = arg;
+	struct fmx_ctx *c = q->c;
+
+	filter_dns_unlink(c->fs, q);
+	if (!c->failed)
+		q->fn(c, q->arg, rcode, pkt, len);
+	if (q->in_query)
+		q->finished = 1;	/* answered from cache inside query(): freed there */
+	else
+		free(q);
+}
+
 static int
 filter_api_dns_query(struct fmx_ctx *c, const char *name, int type,
     fmx_dns_fn fn, void *arg)
 {
-	(void)name;
-	(void)type;
-	(void)fn;
-	(void)arg;
-	/* XXX the shared resolver arrives with the sender-authentication work. */
-	filter_api_log(c, FMX_LOG_WARN, "dns_query: no resolver configured");
-	return -1;
+	struct filter_session *fs = c->fs;
+	struct filter_dnsq *q;
+
+	if (filter_resolver == NULL || c->on_pool || fn == NULL || name == NULL ||
+	    strlen(name) > 253 || type <= 0 || type > 65535) {
+		filter_api_log(c, FMX_LOG_WARN, "dns_query refused");
+		return -1;
+	}
+	if ((q = calloc(1, sizeof *q)) == NULL)
+		return -1;
+	q->c = c;
+	q->fn = fn;
+	q->arg = arg;
+	q->next = fs->dnsq;
+	fs->dnsq = q;
+	q->in_query = 1;
+	q->id = filter_resolver->query(fs->base, name, type, filter_dns_done_cb, q);
+	q->in_query = 0;
+	if (q->finished) {
+		free(q);
+		return 0;
+	}
+	if (q->id == 0) {
+		filter_dns_unlink(fs, q);
+		free(q);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+filter_api_set_fact(struct fmx_ctx *c, const char *key, const char *value)
+{
+	struct filter_session *fs = c->fs;
+	size_t i;
+	char *v;
+
+	if (key == NULL || value == NULL || *key == '\0' || strlen(key) > 64 ||
+	    strlen(value) > FILTER_FACT_VALUE_MAX)
+		return -1;
+	for (i = 0; key[i] != '\0'; i++)
+		if (!islower((unsigned char)key[i]) && !isdigit((unsigned char)key[i]) &&
+		    key[i] != '.' && key[i] != '_' && key[i] != '-')
+			return -1;
+	for (i = 0; value[i] != '\0'; i++)
+		if ((unsigned char)value[i] < 0x20 || (unsigned char)value[i] > 0x7e)
+			return -1;
+	if ((v = strdup(value)) == NULL)
+		return -1;
+	pthread_mutex_lock(&fs->lock);
+	for (i = 0; i < fs->nfacts; i++)
+		if (strcmp(fs->fact_key[i], key) == 0) {
+			free(fs->fact_value[i]);
+			fs->fact_value[i] = v;
+			pthread_mutex_unlock(&fs->lock);
+			return 0;
+		}
+	if (fs->nfacts == FILTER_FACTS_MAX ||
+	    (fs->fact_key[fs->nfacts] = strdup(key)) == NULL) {
+		pthread_mutex_unlock(&fs->lock);
+		free(v);
+		return -1;
+	}
+	fs->fact_value[fs->nfacts++] = v;
+	pthread_mutex_unlock(&fs->lock);
+	return 0;
 }
 
 static void
@@ -679,6 +802,7 @@ static const struct fmx_api filter_api = {
 	.resume = filter_api_resume,
 	.dns_query = filter_api_dns_query,
 	.timer = filter_api_timer,
+	.set_fact = filter_api_set_fact,
 };
 
 /* ---- the chain --------------------------------------------------------- */
@@ -1347,6 +1471,11 @@ filter_session_msg_end(struct filter_session *fs, int aborted)
 	fs->body = NULL;
 	fs->bodylen = 0;
 	fs->nar = 0;
+	for (i = 0; i < fs->nfacts; i++) {
+		free(fs->fact_key[i]);
+		free(fs->fact_value[i]);
+	}
+	fs->nfacts = 0;
 	fs->msg_open = 0;
 	fs->msg_accepted = 0;
 	memset(&fs->outcome, 0, sizeof fs->outcome);
@@ -1386,6 +1515,15 @@ filter_session_free(struct filter_session *fs)
 	fs->done = NULL;
 	fs->dead = 1;
 	evtimer_del(fs->timeout);
+	/* Outstanding lookups must not call into modules after on_close. */
+	while (fs->dnsq != NULL) {
+		struct filter_dnsq *q = fs->dnsq;
+
+		fs->dnsq = q->next;
+		if (filter_resolver != NULL)
+			filter_resolver->cancel(fs->base, q->id);
+		free(q);
+	}
 	for (i = 0; i < fs->n; i++) {
 		struct fmx_ctx *c = &fs->ctx[i];
 		const struct filter_instance *fi = &fs->chain->inst[i];

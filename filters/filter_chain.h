@@ -159,6 +159,22 @@ const char		*filter_verdict_name(enum fmx_verdict);
  */
 int			 filter_reply_valid(const char *reply, int want_class);
 
+/*
+ * The DNS resolver the core lends to filters (proxy/dns.c installs it:
+ * filters never depend on the proxy).  query() starts an asynchronous
+ * lookup on the event loop of base and returns an id for cancel(), or 0
+ * when it could not start; done runs later on that loop with the raw
+ * answer (rcode -1 and no packet on timeout or error).
+ */
+typedef void (*filter_dns_done)(void *arg, int rcode, const unsigned char *pkt,
+    size_t len);
+struct filter_resolver {
+	unsigned long long	(*query)(struct event_base *, const char *name,
+				    int type, filter_dns_done, void *arg);
+	void			(*cancel)(struct event_base *, unsigned long long id);
+};
+void			 filter_resolver_set(const struct filter_resolver *);
+
 /* Start/stop the thread pool for FMX_FLAG_BLOCKING filters. */
 int			 filter_pool_start(unsigned threads, unsigned queue_max);
 void			 filter_pool_stop(void);

@@ -182,11 +182,31 @@ struct fmx_api {
 
 	/* Asynchronous work: the session waits until resume() is called. */
 	int		 (*resume)(struct fmx_ctx *, enum fmx_verdict);
-	/* DNS through the core's resolver; type is the RR type number. */
+	/*
+	 * DNS through the core's resolver (cached, asynchronous); type is the
+	 * RR type number (16 TXT, 1 A, 28 AAAA, 15 MX, 12 PTR).  The callback
+	 * runs on the session's thread with the raw answer packet (parse it
+	 * with ns_initparse/ns_parserr from <arpa/nameser.h>), or with
+	 * rcode -1 and no packet on timeout or failure.  Queries still
+	 * outstanding when the session ends are cancelled: the callback
+	 * never runs after on_close.  0 started, -1 refused.
+	 */
 	int		 (*dns_query)(struct fmx_ctx *, const char *name, int type,
 			    fmx_dns_fn, void *arg);
 	int		 (*timer)(struct fmx_ctx *, unsigned msec, fmx_timer_fn,
 			    void *arg);
+
+	/*
+	 * Per-message facts shared between filters, e.g. the SPF filter
+	 * sets "spf.result" and "spf.domain" and DMARC reads them with
+	 * get(ctx, "fact.spf.result").  Keys [a-z0-9._-], values printable
+	 * ASCII without CR/LF; cleared at the end of each message.  Known
+	 * keys: spf.result, spf.domain (the domain SPF authenticated),
+	 * dkim.pass (space-separated d= domains of passing signatures).
+	 * 0 ok, -1 refused.
+	 */
+	int		 (*set_fact)(struct fmx_ctx *, const char *key,
+			    const char *value);
 };
 
 /* Module -> core.  Append-only within a major version. */

@@ -81,6 +81,11 @@ main_prepare(const struct config *cfg)
 		log_warn("upstream %s", err);
 		return -1;
 	}
+	if (cfg->quarantine_dir != NULL &&
+	    maildir_prepare(cfg->quarantine_dir, err, sizeof err) == -1) {
+		log_warn("quarantine %s", err);
+		return -1;
+	}
 	return 0;
 }
 

@@ -197,7 +197,8 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state state)
 	case SMTP_STATE_COMMAND:
 		tv.tv_sec = s->cfg->timeouts.command;
 		bufferevent_set_timeouts(s->bev, &tv, &tv);
-		bufferevent_enable(s->bev, EV_READ);
+		if (!s->output_full)
+			bufferevent_enable(s->bev, EV_READ);
 		break;
 	case SMTP_STATE_DATA:
 		tv.tv_sec = s->cfg->timeouts.data_block;
@@ -208,12 +209,17 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state state)
 	case SMTP_STATE_WAIT:
 	case SMTP_STATE_RELAY:
 		/*
-		 * The client is waiting for us, not the other way round: stop
-		 * reading so its read timeout cannot fire while the upstream
-		 * takes its (separately timed) time.  Pipelined input stays
-		 * buffered.
+		 * The client is waiting for us, not the other way round.  Keep
+		 * reading (pipelined input is buffered up to the watermark and
+		 * a vanished client is noticed at once, so nothing half-done is
+		 * relayed for it), but stretch its read timeout past the
+		 * upstream's own, which is what bounds this wait.  Toggling
+		 * EV_READ instead would cost two epoll_ctl calls per command.
 		 */
-		bufferevent_disable(s->bev, EV_READ);
+		tv.tv_sec = s->cfg->timeouts.command +
+		    s->cfg->timeouts.upstream_data_end +
+		    s->cfg->timeouts.upstream_connect;
+		bufferevent_set_timeouts(s->bev, &tv, NULL);
 		break;
 	case SMTP_STATE_QUIT:
 		bufferevent_disable(s->bev, EV_READ);

@@ -275,12 +275,22 @@ worker_start(struct worker *w, unsigned id, const struct config *cfg)
 {
 	const unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
 	    LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC;
+	struct event_config *ecfg;
 	size_t i;
 
 	memset(w, 0, sizeof *w);
 	w->id = id;
 	TAILQ_INIT(&w->sessions);
-	if ((w->base = event_base_new()) == NULL)
+	/*
+	 * The epoll changelist folds the add/delete pairs a bufferevent makes
+	 * within one loop iteration into one epoll_ctl (or none).
+	 */
+	if ((ecfg = event_config_new()) == NULL)
+		return -1;
+	event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	w->base = event_base_new_with_config(ecfg);
+	event_config_free(ecfg);
+	if (w->base == NULL)
 		return -1;
 	w->drain_ev = event_new(w->base, -1, 0, worker_drain_cb, w);
 	w->grace_ev = evtimer_new(w->base, worker_grace_cb, w);
