@@ -2,7 +2,7 @@
 
 PROG	 = frontmx
 CC	?= cc
-PKGS	 = libevent libevent_pthreads libconfig gmime-3.0 libpcre2-8
+PKGS	 = libevent libevent_pthreads libconfig gmime-3.0 libpcre2-8 libunbound
 WARN	 = -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
 	   -Wmissing-prototypes -Wmissing-declarations -Wcast-qual -Wformat=2
 CFLAGS	?= -O2 -g
@@ -22,6 +22,7 @@ SRCS	+= proxy/upstream.c
 SRCS	+= proxy/spool.c
 SRCS	+= proxy/maildir.c
 SRCS	+= proxy/check.c
+SRCS	+= proxy/dns.c
 # Filters
 SRCS	+= filters/filter_chain.c
 SRCS	+= filters/filter_loader.c
@@ -42,7 +43,7 @@ ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)
 ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 DEBS	 = build-essential pkg-config libevent-dev libconfig-dev libpcre2-dev \
-	   libgmime-3.0-dev \
+	   libgmime-3.0-dev libunbound-dev \
 	   swaks postfix python3-aiosmtpd python3-dnslib python3-dkim
 PROVE	?= prove
 # Quiet unless V=1.

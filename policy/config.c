@@ -174,6 +174,7 @@ static const struct config_timeout_row config_timeout_rows[] = {
 	{ "upstream_command",	offsetof(struct config_timeouts, upstream_command),	300 },
 	{ "upstream_data_end",	offsetof(struct config_timeouts, upstream_data_end),	600 },
 	{ "shutdown_grace",	offsetof(struct config_timeouts, shutdown_grace),	30 },
+	{ "dns",		offsetof(struct config_timeouts, dns),			5 },
 	{ NULL, 0, 0 }
 };
 

@@ -99,6 +99,7 @@ struct config_timeouts {
 	unsigned upstream_command;	/* 300: wait for an upstream reply */
 	unsigned upstream_data_end;	/* 600: wait for the reply to the final dot */
 	unsigned shutdown_grace;	/* 30: SIGTERM drain time */
+	unsigned dns;			/* 5: one DNS lookup for a filter */
 };
 
 /* One entry of the `filters` list: a built-in filter or a module instance. */

@@ -33,6 +33,7 @@
 
 #include "check.h"
 #include "config.h"
+#include "dns.h"
 #include "filter_chain.h"
 #include "log.h"
 #include "smtp_reply.h"
@@ -449,6 +450,14 @@ check_main(int argc, char *argv[])
 			fatalx("out of memory");
 		cfg->ndns_forward = 1;
 	}
+	if (dns_configure(cfg->dns_forward, cfg->ndns_forward,
+	    cfg->timeouts.dns) == -1) {
+		fprintf(stderr, "frontmx check: bad DNS server %s\n", dns ? dns : "");
+		config_unref(cfg);
+		free(cs.message);
+		return CHECK_EXIT_USAGE;
+	}
+	dns_install();
 	ch = filter_chain_new(cfg, err, sizeof err);
 	config_unref(cfg);
 	if (ch == NULL) {
@@ -484,6 +493,7 @@ check_main(int argc, char *argv[])
 	event_base_free(cs.base);
 	worker_chain_set(NULL);
 	filter_pool_stop();
+	dns_shutdown();
 
 	if (cs.failed || cs.action[0] == '\0') {
 		fprintf(stderr, "frontmx check: the session ended unexpectedly\n");

@@ -27,6 +27,7 @@
 
 #include "check.h"
 #include "config.h"
+#include "dns.h"
 #include "filter_chain.h"
 #include "log.h"
 #include "maildir.h"
@@ -217,6 +218,13 @@ main(int argc, char *argv[])
 		filter_chain_unref(ch);
 		return 1;
 	}
+	/* XXX dns.forward is read once: a change needs a restart. */
+	if (dns_configure(cfg->dns_forward, cfg->ndns_forward,
+	    cfg->timeouts.dns) == -1) {
+		log_warn("dns: bad forward list");
+		return 1;
+	}
+	dns_install();
 	if (filter_pool_start(MAIN_POOL_THREADS, MAIN_POOL_QUEUE) == -1) {
 		log_warn("cannot start the filter thread pool");
 		return 1;
@@ -259,6 +267,7 @@ main(int argc, char *argv[])
 		worker_join(&workers[i]);
 	worker_chain_set(NULL);
 	filter_pool_stop();
+	dns_shutdown();
 	libevent_global_shutdown();
 	log_info("frontmx stopped");
 	return 0;

@@ -17,6 +17,7 @@ case-insensitively (resolvers randomise case).
 """
 import socket
 import threading
+import time
 
 from dnslib import A, AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, TXT, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
@@ -41,7 +42,11 @@ class _Resolver(BaseResolver):
             self.owner.queries.append((_norm(qname), qtype))
             entry = self.owner.zone.get(_norm(qname))
         if entry == 'TIMEOUT':
-            return None                 # dnslib: no reply at all
+            # Say nothing for long enough that the resolver gives up; the
+            # reply that finally goes out is too late to matter.
+            self.owner.stopping.wait(30)
+            reply.header.rcode = RCODE.SERVFAIL
+            return reply
         if entry == 'SERVFAIL':
             reply.header.rcode = RCODE.SERVFAIL
             return reply
@@ -72,6 +77,7 @@ class FakeDNS:
             self.zone[_norm(k)] = v
         self.port = None
         self.servers = []
+        self.stopping = threading.Event()
 
     def set(self, name, records):
         with self.lock:
@@ -98,6 +104,9 @@ class FakeDNS:
             self.port = port
             self.servers = [udp, tcp]
             for srv in self.servers:
+                # Handler threads may be parked in a TIMEOUT: never wait for them.
+                srv.server.daemon_threads = True
+                srv.server.block_on_close = False
                 srv.start_thread()
             return self
         raise RuntimeError('fakedns: no free port')
@@ -107,6 +116,7 @@ class FakeDNS:
         return '127.0.0.1@%d' % self.port
 
     def stop(self):
+        self.stopping.set()
         for srv in self.servers:
             try:
                 srv.stop()

@@ -185,7 +185,13 @@ def main():
     time.sleep(0.2)
     ok(b'Subject: blocking' not in up.all_bytes(), 'blocking: the message never reached the upstream')
     like(mx.log(), r'filter=mis phase=eom timed out', 'blocking: timeout logged')
-    mx.finish()
+    # SIGTERM while the timed-out hook still sleeps on the pool thread: the
+    # late completion must not touch the worker's freed event_base
+    ok(mx.alive(), 'blocking: daemon alive while the hook still sleeps')
+    rc = mx.stop()
+    is_(rc, 0, 'blocking: SIGTERM while a blocking hook is still on the pool: exit 0 '
+               '(no late event_base_once() on the freed worker base)')
+    mx.check_sanitizers('blocking: no sanitizer reports (leak of the late pool completion)')
 
     # ---- error_init and refused modes: frontmx -t fails naming the filter
     for mode, so in (('error_init', 'misbehave'), ('sleep', 'misbehave'), ('no_such_mode', 'misbehave')):
