@@ -2,13 +2,16 @@
 
 PROG	 = frontmx
 CC	?= cc
-PKGS	 = libevent libevent_pthreads libconfig gmime-3.0 libpcre2-8 libunbound
+PKGS	 = libevent libevent_pthreads libevent_openssl openssl libconfig gmime-3.0 \
+	   libpcre2-8 libunbound
 WARN	 = -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
 	   -Wmissing-prototypes -Wmissing-declarations -Wcast-qual -Wformat=2
 CFLAGS	?= -O2 -g
 CFLAGS	+= -std=c11 -D_GNU_SOURCE -fstack-protector-strong $(WARN) -MMD -MP \
 	   -Iproxy -Ifilters -Ipolicy $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS	+= $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -ldl
+LDLIBS += -lopendkim
+LDLIBS += $(shell pkg-config --libs libpsl)
 
 # Data plane
 SRCS	+= proxy/main.c
@@ -23,6 +26,7 @@ SRCS	+= proxy/spool.c
 SRCS	+= proxy/maildir.c
 SRCS	+= proxy/check.c
 SRCS	+= proxy/dns.c
+SRCS	+= proxy/tls.c
 # Filters
 SRCS	+= filters/filter_chain.c
 SRCS	+= filters/filter_loader.c
@@ -43,7 +47,7 @@ ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)
 ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 DEBS	 = build-essential pkg-config libevent-dev libconfig-dev libpcre2-dev \
-	   libgmime-3.0-dev libunbound-dev \
+	   libgmime-3.0-dev libunbound-dev libssl-dev openssl \
 	   swaks postfix python3-aiosmtpd python3-dnslib python3-dkim
 PROVE	?= prove
 # Quiet unless V=1.

@@ -354,7 +354,9 @@ filter_api_get(struct fmx_ctx *c, const char *key)
 	if (strcmp(key, "hostname") == 0)
 		return fs->chain->cfg->hostname;
 	if (strcmp(key, "tls") == 0)
-		return "no";
+		return f->tls ? f->tls : "no";
+	if (strcmp(key, "auth") == 0)
+		return f->auth;
 	if (strcmp(key, "session.id") == 0) {
 		snprintf(fs->getbuf, sizeof fs->getbuf, "%016llx", f->session_id);
 		return fs->getbuf;
@@ -937,6 +939,7 @@ struct filter_job {
 	struct fmx_ctx		*c;
 	unsigned		 gen;
 	enum fmx_verdict	 verdict;
+	struct event		*keepalive;	/* holds the session's loop open */
 };
 
 static struct {
@@ -966,6 +969,7 @@ filter_pool_complete(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	c->on_pool = 0;
+	event_free(job->keepalive);
 	if (!fs->dead && c->waiting && c->gen == job->gen)
 		filter_call_done(fs, c, job->verdict);
 	free(job);
@@ -1034,20 +1038,43 @@ filter_pool_stop(void)
 	filter_pool.nthreads = 0;
 }
 
+static void
+filter_pool_keepalive(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
 /* 0 queued; -1 the pool is absent or full (the caller applies on_error). */
 static int
 filter_pool_submit(struct filter_session *fs, struct fmx_ctx *c)
 {
 	struct filter_job *job;
 
+	struct timeval day = { .tv_sec = 86400 };
+
 	if ((job = calloc(1, sizeof *job)) == NULL)
 		return -1;
+	/*
+	 * The completion is posted to this loop, so the loop must not end
+	 * (SIGTERM drain) while the hook runs, even if the session is gone.
+	 */
+	if ((job->keepalive = evtimer_new(fs->base, filter_pool_keepalive, NULL)) == NULL ||
+	    evtimer_add(job->keepalive, &day) == -1) {
+		if (job->keepalive != NULL)
+			event_free(job->keepalive);
+		free(job);
+		return -1;
+	}
 	job->fs = fs;
 	job->c = c;
 	job->gen = c->gen;
 	pthread_mutex_lock(&filter_pool.lock);
-	if (filter_pool.nthreads == 0 || filter_pool.queued >= filter_pool.queue_max) {
+	if (filter_pool.nthreads == 0 || filter_pool.queued >= filter_pool.queue_max ||
+	    filter_pool.stopping) {
 		pthread_mutex_unlock(&filter_pool.lock);
+		event_free(job->keepalive);
 		free(job);
 		return -1;
 	}
@@ -1310,9 +1337,20 @@ filter_run(struct filter_session *fs)
 	while (fs->next < fs->n && fs->done != NULL) {
 		c = &fs->ctx[fs->next];
 		fi = &fs->chain->inst[c->idx];
-		if (c->failed || !filter_has_hook(fi->ops, fs->phase) ||
+		if (!filter_has_hook(fi->ops, fs->phase) ||
 		    (fs->msg_accepted && fs->phase >= FILTER_PH_MAIL)) {
 			fs->next++;
+			continue;
+		}
+		/*
+		 * A filter that timed out is not called again in this session
+		 * (its hook may still be running), but every phase it would
+		 * have judged gets its on_error action: skipping it would be a
+		 * silent accept.
+		 */
+		if (c->failed) {
+			if (filter_apply(fs, c, FMX_TEMPFAIL, 1))
+				fs->next++;
 			continue;
 		}
 		c->reply[0] = '\0';

@@ -69,6 +69,8 @@ struct filter_facts {
 	const char		*client_addr;	/* numeric */
 	unsigned		 client_port;
 	const char		*helo;		/* NULL before HELO/EHLO */
+	const char		*tls;		/* "TLSv1.3 CIPHER", NULL in plaintext */
+	const char		*auth;		/* authenticated identity, NULL if none */
 	const char		*mail_from;	/* NULL before MAIL; "" = null sender */
 	const char *const	*rcpts;		/* accepted recipients */
 	size_t			 nrcpts;

@@ -183,8 +183,18 @@ static const char *const config_keys_root[] = {
 	"timeouts", "relay", "spool", "policy", "filters", "quarantine",
 	"authserv_id", "tag", NULL
 };
-static const char *const config_keys_listen[] = { "address", NULL };
-static const char *const config_keys_upstream[] = { "address", "helo", "xclient", NULL };
+static const char *const config_keys_listen[] = { "address", "tls", "cert", "key",
+	"proxy_protocol", "proxy_from", "auth", NULL };
+static const char *const config_keys_upstream[] = { "address", "helo", "xclient",
+	"tls", "tls_name", "tls_ca", "tls_if_client_tls", NULL };
+
+static const char *const config_tls_modes[CONFIG_TLS_MODE_COUNT] = {
+	[CONFIG_TLS_NONE] = "none",
+	[CONFIG_TLS_STARTTLS] = "starttls",
+	[CONFIG_TLS_REQUIRED] = "required",
+	[CONFIG_TLS_IMPLICIT] = "implicit",
+	[CONFIG_TLS_VERIFY] = "verify",
+};
 static const char *const config_keys_dns[] = { "forward", NULL };
 static const char *const config_keys_relay[] = { "domains", "networks", NULL };
 static const char *const config_keys_spool[] = { "directory", NULL };
@@ -1221,6 +1231,84 @@ config_load_hostname(struct config_ctx *ctx, const config_setting_t *root,
 	return 0;
 }
 
+/* tls = "none|starttls|required|implicit|verify"; allowed is a mask. */
+static int
+config_tls_mode(struct config_ctx *ctx, const config_setting_t *g,
+    const char *path, unsigned allowed, enum config_tls_mode dflt,
+    enum config_tls_mode *out)
+{
+	const char *v = NULL;
+	unsigned m;
+	int r;
+
+	*out = dflt;
+	if ((r = config_want_string(ctx, g, path, "tls", &v)) != 1)
+		return r;
+	for (m = 0; m < CONFIG_TLS_MODE_COUNT; m++)
+		if ((allowed & (1u << m)) && strcmp(v, config_tls_modes[m]) == 0) {
+			*out = (enum config_tls_mode)m;
+			return 1;
+		}
+	return config_fail(ctx, config_setting_get_member(g, "tls"),
+	    "'%s.tls' must be one of %s, not '%s'", path,
+	    (allowed & (1u << CONFIG_TLS_IMPLICIT)) ?
+	    "none, starttls, required, implicit" :
+	    "none, starttls, required, verify", v);
+}
+
+/* The per-listener keys beyond address: TLS, PROXY protocol, AUTH. */
+static int
+config_load_listen_extra(struct config_ctx *ctx, const config_setting_t *g,
+    const char *path, struct config_listener *l)
+{
+	const config_setting_t *list = NULL, *e;
+	const char *v = NULL;
+	int r, i, n, b;
+
+	if (config_tls_mode(ctx, g, path, (1u << CONFIG_TLS_NONE) |
+	    (1u << CONFIG_TLS_STARTTLS) | (1u << CONFIG_TLS_REQUIRED) |
+	    (1u << CONFIG_TLS_IMPLICIT), CONFIG_TLS_NONE, &l->tls) == -1)
+		return -1;
+	if ((r = config_want_string(ctx, g, path, "cert", &v)) == -1)
+		return -1;
+	if (r == 1)
+		l->cert = config_xstrdup(v);
+	if ((r = config_want_string(ctx, g, path, "key", &v)) == -1)
+		return -1;
+	if (r == 1)
+		l->key = config_xstrdup(v);
+	if (l->tls != CONFIG_TLS_NONE && (l->cert == NULL || l->key == NULL))
+		return config_fail(ctx, g, "'%s' has tls = \"%s\" but no cert "
+		    "and key", path, config_tls_modes[l->tls]);
+	b = 0;
+	if (config_want_bool(ctx, g, path, "proxy_protocol", &b) == -1)
+		return -1;
+	l->proxy_protocol = b;
+	if ((r = config_want_strings(ctx, g, path, "proxy_from", &list)) == -1)
+		return -1;
+	if (r == 1) {
+		n = config_setting_length(list);
+		l->proxy_from = config_xcalloc((size_t)n + 1, sizeof *l->proxy_from);
+		for (i = 0; i < n; i++) {
+			e = config_setting_get_elem(list, (unsigned)i);
+			v = config_setting_get_string(e);
+			if (config_netmask_parse(v, &l->proxy_from[l->nproxy_from]) == -1)
+				return config_fail(ctx, e, "'%s.proxy_from' entry "
+				    "'%s' is not an address or CIDR network",
+				    path, v);
+			l->nproxy_from++;
+		}
+	}
+	if (l->proxy_protocol && l->nproxy_from == 0)
+		return config_fail(ctx, g, "'%s' has proxy_protocol but no "
+		    "proxy_from (the addresses allowed to send the header)", path);
+	b = 0;
+	if (config_want_bool(ctx, g, path, "auth", &b) == -1)
+		return -1;
+	l->auth = b;
+	return 0;
+}
+
 static int
 config_load_listen(struct config_ctx *ctx, const config_setting_t *root,
     struct config *c)
@@ -1265,6 +1353,9 @@ config_load_listen(struct config_ctx *ctx, const config_setting_t *root,
 		if (port == 0)
 			return config_fail(ctx, g, "'%s.address' port must be "
 			    "1..65535", path);
+		if (config_load_listen_extra(ctx, config_setting_get_elem(list,
+		    (unsigned)i), path, l) == -1)
+			return -1;
 		for (j = 0; j + 1 < c->nlisteners; j++)
 			if (c->listeners[j].salen == l->salen &&
 			    memcmp(&c->listeners[j].sa, &l->sa, l->salen) == 0)
@@ -1335,6 +1426,22 @@ config_load_upstream(struct config_ctx *ctx, const config_setting_t *root,
 	if (config_want_bool(ctx, g, "upstream", "xclient", &xclient) == -1)
 		return -1;
 	c->upstream_xclient = xclient;
+	if (config_tls_mode(ctx, g, "upstream", (1u << CONFIG_TLS_NONE) |
+	    (1u << CONFIG_TLS_STARTTLS) | (1u << CONFIG_TLS_REQUIRED) |
+	    (1u << CONFIG_TLS_VERIFY), CONFIG_TLS_STARTTLS, &c->upstream_tls) == -1)
+		return -1;
+	if ((r = config_want_string(ctx, g, "upstream", "tls_name", &helo)) == -1)
+		return -1;
+	if (r == 1)
+		c->upstream_tls_name = config_xstrdup(helo);
+	if ((r = config_want_string(ctx, g, "upstream", "tls_ca", &helo)) == -1)
+		return -1;
+	if (r == 1)
+		c->upstream_tls_ca = config_xstrdup(helo);
+	xclient = 0;
+	if (config_want_bool(ctx, g, "upstream", "tls_if_client_tls", &xclient) == -1)
+		return -1;
+	c->upstream_tls_if_client_tls = xclient;
 	return 0;
 }
 
@@ -2069,11 +2176,25 @@ config_free(struct config *c)
 {
 	size_t	i, j;
 
+	/* The proxy's SSL_CTXs go first: it alone knows how to free them. */
+	if (c->tls_ctx_free != NULL) {
+		for (i = 0; i < c->nlisteners; i++)
+			if (c->listeners[i].tls_ctx != NULL)
+				c->tls_ctx_free(c->listeners[i].tls_ctx);
+		if (c->upstream_tls_ctx != NULL)
+			c->tls_ctx_free(c->upstream_tls_ctx);
+	}
 	free(c->file);
 	free(c->hostname);
-	for (i = 0; i < c->nlisteners; i++)
+	for (i = 0; i < c->nlisteners; i++) {
 		free(c->listeners[i].address);
+		free(c->listeners[i].cert);
+		free(c->listeners[i].key);
+		free(c->listeners[i].proxy_from);
+	}
 	free(c->listeners);
+	free(c->upstream_tls_name);
+	free(c->upstream_tls_ca);
 	free(c->upstream_address);
 	free(c->upstream_host);
 	free(c->upstream_port);

@@ -35,10 +35,27 @@ struct config_strset;
 /* Private to policy.c: the hash over policy domains behind policy_lookup(). */
 struct policy_index;
 
+enum config_tls_mode {
+	CONFIG_TLS_NONE = 0,		/* plaintext only */
+	CONFIG_TLS_STARTTLS,		/* offered (listener) / used when offered (upstream) */
+	CONFIG_TLS_REQUIRED,		/* listener: MAIL refused before STARTTLS; upstream: must */
+	CONFIG_TLS_IMPLICIT,		/* listener: TLS from the first byte (port 465 style) */
+	CONFIG_TLS_VERIFY,		/* upstream: required, certificate and name verified */
+	CONFIG_TLS_MODE_COUNT
+};
+
 struct config_listener {
 	char			*address;	/* as written, "127.0.0.1:2525" / "[::1]:2525" */
 	struct sockaddr_storage	 sa;
 	socklen_t		 salen;
+	enum config_tls_mode	 tls;		/* NONE, STARTTLS, REQUIRED or IMPLICIT */
+	char			*cert;		/* PEM chain, required when tls != none */
+	char			*key;		/* PEM private key */
+	int			 proxy_protocol;	/* expect a PROXY v1/v2 header */
+	struct config_netmask	*proxy_from;	/* who may send it */
+	size_t			 nproxy_from;
+	int			 auth;		/* submission: relay AUTH to the upstream */
+	void			*tls_ctx;	/* runtime SSL_CTX, owned by the proxy */
 };
 
 enum config_upstream_kind {
@@ -127,6 +144,12 @@ struct config {
 	char			*upstream_dir;		/* DIR: path */
 	char			*upstream_helo;		/* name we send in EHLO, default hostname */
 	int			 upstream_xclient;	/* 1 = use XCLIENT/XFORWARD when offered (default) */
+	enum config_tls_mode	 upstream_tls;		/* NONE, STARTTLS (default), REQUIRED, VERIFY */
+	char			*upstream_tls_name;	/* name to verify, default the host */
+	char			*upstream_tls_ca;	/* CA file, default the system store */
+	int			 upstream_tls_if_client_tls;	/* no plaintext relay of TLS-received mail */
+	void			*upstream_tls_ctx;	/* runtime SSL_CTX, owned by the proxy */
+	void			(*tls_ctx_free)(void *);	/* frees the SSL_CTXs at the last unref */
 
 	char			**dns_forward;		/* "127.0.0.1@5353"; none = system resolver */
 	size_t			 ndns_forward;

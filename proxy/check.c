@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -479,7 +480,8 @@ check_main(int argc, char *argv[])
 	if (worker_conn_acquire((struct sockaddr *)&ss, filter_chain_config(ch)) == -1)
 		fatalx("check: connection limit");
 	smtp_session_set_check(check_report, &cs);
-	smtp_session_start(&w, sv[0], (struct sockaddr *)&ss, sslen, ch);
+	smtp_session_start(&w, sv[0], (struct sockaddr *)&ss, sslen, ch,
+	    SIZE_MAX);
 	cs.bev = bufferevent_socket_new(cs.base, sv[1], BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(cs.bev, check_readcb, NULL, check_eventcb, &cs);
 	bufferevent_enable(cs.bev, EV_READ | EV_WRITE);

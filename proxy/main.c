@@ -31,6 +31,7 @@
 #include "filter_chain.h"
 #include "log.h"
 #include "maildir.h"
+#include "tls.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -99,6 +100,11 @@ main_load(const char *file, char *err, size_t errlen)
 
 	if ((cfg = config_load(file, err, errlen)) == NULL)
 		return NULL;
+	/* Certificates are checked like the rest of the file (-t, SIGHUP). */
+	if (tls_config_prepare(cfg, err, errlen) == -1) {
+		config_unref(cfg);
+		return NULL;
+	}
 	ch = filter_chain_new(cfg, err, errlen);
 	config_unref(cfg);
 	return ch;

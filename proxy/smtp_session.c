@@ -37,7 +37,9 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
 
 #include "config.h"
 #include "filter_chain.h"
@@ -48,6 +50,7 @@
 #include "smtp_reply.h"
 #include "smtp_session.h"
 #include "spool.h"
+#include "tls.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -81,6 +84,12 @@ enum smtp_data_err {
 	SMTP_DATA_ERR_COUNT	/* must be last */
 };
 
+enum smtp_tls {
+	SMTP_TLS_NONE = 0,
+	SMTP_TLS_HANDSHAKE,	/* STARTTLS answered or implicit TLS: handshake running */
+	SMTP_TLS_ACTIVE
+};
+
 /* Result of framing one line from the client. */
 enum smtp_line {
 	SMTP_LINE_NONE = 0,	/* need more input */
@@ -103,6 +112,9 @@ struct smtp_session {
 	struct config		*cfg;
 	struct filter_session	*fs;
 	struct filter_facts	 facts;
+	const struct config_listener *listener;	/* NULL for `frontmx check` */
+	enum smtp_tls		 tls;
+	char			 tls_desc[96];	/* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
 	struct bufferevent	*bev;
 	enum smtp_state		 state;
 	TAILQ_ENTRY(smtp_session) entry;
@@ -344,6 +356,7 @@ smtp_facts(struct smtp_session *s)
 	f->client_addr = s->addr;
 	f->client_port = s->port;
 	f->helo = s->helo[0] ? s->helo : NULL;
+	f->tls = s->tls == SMTP_TLS_ACTIVE ? s->tls_desc : NULL;
 	f->mail_from = s->mail_from;
 	f->rcpts = (const char *const *)s->rcpts;
 	f->nrcpts = s->nrcpts;
@@ -436,6 +449,14 @@ smtp_upstream_failed(struct smtp_session *s, enum upstream_err err)
 
 /* ---- HELO / EHLO ------------------------------------------------------- */
 
+static int
+smtp_starttls_offered(const struct smtp_session *s)
+{
+	return s->listener != NULL && s->tls == SMTP_TLS_NONE &&
+	    (s->listener->tls == CONFIG_TLS_STARTTLS ||
+	    s->listener->tls == CONFIG_TLS_REQUIRED);
+}
+
 static void
 smtp_helo_done(void *arg, const struct filter_result *res)
 {
@@ -459,10 +480,11 @@ smtp_helo_done(void *arg, const struct filter_result *res)
 	 * stores 8-bit content as is.
 	 */
 	upstream_caps_get(&caps, &known);
-	smtp_reply(s, "250-%s\n250-PIPELINING\n250-SIZE %zu\n%s250 ENHANCEDSTATUSCODES",
+	smtp_reply(s, "250-%s\n250-PIPELINING\n250-SIZE %zu\n%s%s250 ENHANCEDSTATUSCODES",
 	    s->cfg->hostname, s->cfg->limits.message_size,
 	    (s->cfg->upstream_kind == CONFIG_UPSTREAM_DIR ||
-	    (known && (caps.flags & SMTP_EHLO_8BITMIME))) ? "250-8BITMIME\n" : "");
+	    (known && (caps.flags & SMTP_EHLO_8BITMIME))) ? "250-8BITMIME\n" : "",
+	    smtp_starttls_offered(s) ? "250-STARTTLS\n" : "");
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
 
@@ -703,6 +725,11 @@ smtp_cmd_mail(struct smtp_session *s, const char *args)
 		smtp_error(s, "503 5.5.1 Error: nested MAIL command");
 		return;
 	}
+	if (s->listener != NULL && s->listener->tls == CONFIG_TLS_REQUIRED &&
+	    s->tls != SMTP_TLS_ACTIVE) {
+		smtp_error(s, "530 5.7.0 Must issue a STARTTLS command first");
+		return;
+	}
 	if (s->draining) {
 		smtp_reply(s, "421 4.3.2 %s Service shutting down",
 		    s->cfg->hostname);
@@ -940,11 +967,18 @@ smtp_received(struct smtp_session *s)
 
 	localtime_r(&now, &tm);
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	/* RFC 3848 protocol names; the TLS details in a comment, as Postfix does. */
 	n = snprintf(s->received, sizeof s->received,
-	    "Received: from %s (unknown [%s])\r\n"
+	    "Received: from %s (unknown [%s])\r\n%s%s%s"
 	    "\tby %s (frontmx) with %s id %016llx.%lu%s%s%s;\r\n"
 	    "\t%s\r\n",
-	    s->helo, s->addr, s->cfg->hostname, s->esmtp ? "ESMTP" : "SMTP",
+	    s->helo, s->addr,
+	    s->tls == SMTP_TLS_ACTIVE ? "\t(using " : "",
+	    s->tls == SMTP_TLS_ACTIVE ? s->tls_desc : "",
+	    s->tls == SMTP_TLS_ACTIVE ? ")\r\n" : "",
+	    s->cfg->hostname,
+	    s->tls == SMTP_TLS_ACTIVE ? (s->esmtp ? "ESMTPS" : "SMTPS") :
+	    (s->esmtp ? "ESMTP" : "SMTP"),
 	    s->id, s->messages,
 	    s->nrcpts == 1 ? "\r\n\tfor <" : "",
 	    s->nrcpts == 1 ? s->rcpts[0] : "",
@@ -1514,6 +1548,10 @@ smtp_replay_step(struct smtp_session *s)
 		s->replay_buf[len] = '\0';
 		colon = strchr(s->replay_buf, ':');
 		*colon = '\0';
+		/* obsolete "Name :" syntax: the name is without the blanks */
+		for (len = (size_t)(colon - s->replay_buf); len > 0 &&
+		    (s->replay_buf[len - 1] == ' ' || s->replay_buf[len - 1] == '\t'); len--)
+			s->replay_buf[len - 1] = '\0';
 		a.str = s->replay_buf;
 		a.str2 = colon + 1;
 		/* milter convention: drop the one space after the colon */
@@ -1607,17 +1645,29 @@ smtp_data_end(struct smtp_session *s)
 	smtp_replay_next(s);
 }
 
-/* RFC 5322 2.2: field-name = 1*ftext followed by ':'. */
+/*
+ * RFC 5322 2.2: field-name = 1*ftext followed by ':'; the obsolete
+ * syntax (4.5.5) allows blanks before the colon, and readers honour it,
+ * so such a line is a header field too (else "Subject :" would escape
+ * header rules and a forged "Authentication-Results :" its removal).
+ */
 static int
 smtp_header_start(const char *line, size_t len)
 {
-	size_t i;
+	size_t i, name = 0;
 
 	for (i = 0; i < len; i++) {
 		if (line[i] == ':')
-			return i > 0;
-		if ((unsigned char)line[i] < 33 || (unsigned char)line[i] > 126)
+			return name > 0;
+		if (line[i] == ' ' || line[i] == '\t') {
+			if (name == 0)
+				return 0;
+			continue;
+		}
+		if ((unsigned char)line[i] < 33 || (unsigned char)line[i] > 126 ||
+		    i > name)	/* a blank inside the name */
 			return 0;
+		name++;
 	}
 	return 0;
 }
@@ -1757,6 +1807,78 @@ smtp_cmd_help(struct smtp_session *s, const char *args)
 	smtp_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
 }
 
+static void	smtp_readcb(struct bufferevent *, void *);
+static void	smtp_writecb(struct bufferevent *, void *);
+static void	smtp_eventcb(struct bufferevent *, short, void *);
+
+/* Callbacks, watermarks: the same on the plain and on the TLS bufferevent. */
+static void
+smtp_bev_setup(struct smtp_session *s)
+{
+	bufferevent_setcb(s->bev, smtp_readcb, smtp_writecb, smtp_eventcb, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, s->cfg->limits.pipeline_backlog);
+	bufferevent_setwatermark(s->bev, EV_WRITE, SMTP_OUTPUT_HIGH / 2, 0);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}
+
+static void
+smtp_cmd_starttls(struct smtp_session *s, const char *args)
+{
+	struct bufferevent *tls;
+	struct evbuffer *in;
+	SSL *ssl;
+
+	if (*args != '\0') {
+		smtp_error(s, "501 5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	if (s->tls != SMTP_TLS_NONE) {
+		smtp_error(s, "503 5.5.1 Error: TLS already active");
+		return;
+	}
+	if (!smtp_starttls_offered(s)) {
+		smtp_error(s, "502 5.5.1 Error: command not implemented");
+		return;
+	}
+	if ((ssl = tls_server_ssl(s->listener)) == NULL) {
+		smtp_reply(s, "454 4.7.0 TLS not available due to temporary reason");
+		return;
+	}
+	smtp_reply(s, "220 2.0.0 Ready to start TLS");
+	/*
+	 * CVE-2011-0411: whatever the client pipelined after STARTTLS was
+	 * sent in the clear and must not run inside the TLS session.
+	 */
+	in = bufferevent_get_input(s->bev);
+	if (evbuffer_get_length(in) > 0) {
+		log_info("%016llx smtp discarded %zu bytes pipelined after STARTTLS",
+		    s->id, evbuffer_get_length(in));
+		evbuffer_drain(in, evbuffer_get_length(in));
+	}
+	/* The 220 still sits in the plain bufferevent's output: it goes first. */
+	tls = bufferevent_openssl_filter_new(bufferevent_get_base(s->bev), s->bev,
+	    ssl, BUFFEREVENT_SSL_ACCEPTING,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (tls == NULL) {
+		SSL_free(ssl);
+		smtp_reply(s, "421 4.7.0 %s TLS setup failed", s->cfg->hostname);
+		smtp_enter_state(s, SMTP_STATE_QUIT);
+		return;
+	}
+	bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+	s->bev = tls;
+	smtp_bev_setup(s);
+	/* RFC 3207 4.2: forget everything learnt before TLS; EHLO again. */
+	smtp_tx_reset(s);
+	s->helo[0] = '\0';
+	s->esmtp = 0;
+	upstream_close(s->up);
+	s->up = NULL;
+	s->up_in_tx = 0;
+	s->tls = SMTP_TLS_HANDSHAKE;
+	smtp_enter_state(s, SMTP_STATE_COMMAND);
+}
+
 static void
 smtp_cmd_not_implemented(struct smtp_session *s, const char *args)
 {
@@ -1777,7 +1899,7 @@ static const struct smtp_verb smtp_verbs[] = {
 	{ SMTP_CMD_HELP,	smtp_cmd_help },
 	/* Never relayed: a client's XCLIENT/AUTH/BDAT would desynchronise us. */
 	{ SMTP_CMD_EXPN,	smtp_cmd_not_implemented },
-	{ SMTP_CMD_STARTTLS,	smtp_cmd_not_implemented },
+	{ SMTP_CMD_STARTTLS,	smtp_cmd_starttls },
 	{ SMTP_CMD_AUTH,	smtp_cmd_not_implemented },
 	{ SMTP_CMD_BDAT,	smtp_cmd_not_implemented },
 	{ SMTP_CMD_XCLIENT,	smtp_cmd_not_implemented },
@@ -1970,8 +2092,25 @@ static void
 smtp_eventcb(struct bufferevent *bev, short what, void *arg)
 {
 	struct smtp_session *s = arg;
+	char err[256];
 
 	(void)bev;
+	if (what & BEV_EVENT_CONNECTED) {
+		/* TLS handshake done (STARTTLS or implicit). */
+		s->tls = SMTP_TLS_ACTIVE;
+		tls_describe(bufferevent_openssl_get_ssl(s->bev), s->tls_desc,
+		    sizeof s->tls_desc);
+		log_info("%016llx smtp tls=\"%s\" client=%s", s->id, s->tls_desc,
+		    s->addr);
+		return;
+	}
+	if ((what & BEV_EVENT_ERROR) && s->tls != SMTP_TLS_NONE &&
+	    bufferevent_get_openssl_error(s->bev) != 0) {
+		ERR_error_string_n(bufferevent_get_openssl_error(s->bev), err,
+		    sizeof err);
+		log_info("%016llx smtp tls error=\"%s\" client=%s", s->id, err,
+		    s->addr);
+	}
 	if ((what & BEV_EVENT_TIMEOUT) && s->state != SMTP_STATE_QUIT) {
 		log_info("%016llx smtp disconnect reason=timeout state=%s client=%s",
 		    s->id, smtp_state_names[s->state], s->addr);
@@ -2009,7 +2148,7 @@ smtp_connect_done(void *arg, const struct filter_result *res)
 
 void
 smtp_session_start(struct worker *w, int fd, const struct sockaddr *sa,
-    socklen_t salen, struct filter_chain *chain)
+    socklen_t salen, struct filter_chain *chain, size_t listener)
 {
 	struct smtp_session *s;
 	struct event_base *base = w->base;
@@ -2041,8 +2180,19 @@ smtp_session_start(struct worker *w, int fd, const struct sockaddr *sa,
 	}
 	spool_init(&s->spool, cfg->limits.spool_memory, cfg->spool_dir);
 	spool_init(&s->newbody, cfg->limits.spool_memory, cfg->spool_dir);
-	s->bev = bufferevent_socket_new(base, fd,
-	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	s->listener = listener < cfg->nlisteners ? &cfg->listeners[listener] : NULL;
+	if (s->listener != NULL && s->listener->tls == CONFIG_TLS_IMPLICIT) {
+		SSL *ssl = tls_server_ssl(s->listener);
+
+		s->bev = ssl == NULL ? NULL : bufferevent_openssl_socket_new(base, fd,
+		    ssl, BUFFEREVENT_SSL_ACCEPTING,
+		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+		if (s->bev != NULL)
+			bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
+		s->tls = SMTP_TLS_HANDSHAKE;
+	} else
+		s->bev = bufferevent_socket_new(base, fd,
+		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	host.msg_read = smtp_msg_read;
 	host.arg = s;
 	smtp_facts(s);
@@ -2058,11 +2208,8 @@ smtp_session_start(struct worker *w, int fd, const struct sockaddr *sa,
 		free(s);
 		return;
 	}
-	bufferevent_setcb(s->bev, smtp_readcb, smtp_writecb, smtp_eventcb, s);
 	/* Bound what a client can make us buffer ahead of our replies. */
-	bufferevent_setwatermark(s->bev, EV_READ, 0, cfg->limits.pipeline_backlog);
-	bufferevent_setwatermark(s->bev, EV_WRITE, SMTP_OUTPUT_HIGH / 2, 0);
-	bufferevent_enable(s->bev, EV_WRITE);
+	smtp_bev_setup(s);
 	TAILQ_INSERT_TAIL(&w->sessions, s, entry);
 	w->nsessions++;
 	log_info("%016llx smtp connect client=%s port=%u", s->id, s->addr,

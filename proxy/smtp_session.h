@@ -15,7 +15,7 @@ struct smtp_session;
 struct worker;
 
 void	smtp_session_start(struct worker *, int fd, const struct sockaddr *,
-	    socklen_t, struct filter_chain *);
+	    socklen_t, struct filter_chain *, size_t listener);
 /*
  * `frontmx check`: with upstream kind CONFIG_UPSTREAM_CHECK the session
  * delivers nothing and reports, for each message that would be relayed,

@@ -180,7 +180,8 @@ worker_accept(struct evconnlistener *l, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
 	static const char busy[] = "421 4.7.0 Error: too many connections\r\n";
-	struct worker *w = arg;
+	struct worker_listener *wl = arg;
+	struct worker *w = wl->worker;
 	struct filter_chain *ch;
 
 	(void)l;
@@ -194,13 +195,13 @@ worker_accept(struct evconnlistener *l, evutil_socket_t fd,
 		filter_chain_unref(ch);
 		return;
 	}
-	smtp_session_start(w, fd, sa, (socklen_t)salen, ch);
+	smtp_session_start(w, fd, sa, (socklen_t)salen, ch, wl->index);
 }
 
 static void
 worker_accept_error(struct evconnlistener *l, void *arg)
 {
-	struct worker *w = arg;
+	struct worker *w = ((struct worker_listener *)arg)->worker;
 
 	(void)l;
 	/* EMFILE and friends: keep running, the next accept may succeed. */
@@ -217,6 +218,8 @@ worker_free_listeners(struct worker *w)
 			evconnlistener_free(w->listeners[i]);
 	free(w->listeners);
 	w->listeners = NULL;
+	free(w->largs);
+	w->largs = NULL;
 	w->nlisteners = 0;
 }
 
@@ -295,7 +298,9 @@ worker_start(struct worker *w, unsigned id, const struct config *cfg)
 	w->drain_ev = event_new(w->base, -1, 0, worker_drain_cb, w);
 	w->grace_ev = evtimer_new(w->base, worker_grace_cb, w);
 	w->listeners = calloc(cfg->nlisteners, sizeof *w->listeners);
-	if (w->drain_ev == NULL || w->grace_ev == NULL || w->listeners == NULL)
+	w->largs = calloc(cfg->nlisteners, sizeof *w->largs);
+	if (w->drain_ev == NULL || w->grace_ev == NULL || w->listeners == NULL ||
+	    w->largs == NULL)
 		return -1;
 	w->nlisteners = cfg->nlisteners;
 	for (i = 0; i < cfg->nlisteners; i++) {
@@ -305,8 +310,10 @@ worker_start(struct worker *w, unsigned id, const struct config *cfg)
 		/* [::]:25 and 0.0.0.0:25 may both be configured. */
 		if (li->sa.ss_family == AF_INET6)
 			f |= LEV_OPT_BIND_IPV6ONLY;
+		w->largs[i].worker = w;
+		w->largs[i].index = i;
 		w->listeners[i] = evconnlistener_new_bind(w->base, worker_accept,
-		    w, f, WORKER_BACKLOG, (const struct sockaddr *)&li->sa,
+		    &w->largs[i], f, WORKER_BACKLOG, (const struct sockaddr *)&li->sa,
 		    (int)li->salen);
 		if (w->listeners[i] == NULL) {
 			log_warn("listen %s: %s", li->address, strerror(errno));

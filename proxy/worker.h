@@ -18,11 +18,18 @@ struct event_base;
 struct evconnlistener;
 struct smtp_session;
 
+/* What a listener's accept callback needs: its worker and its config index. */
+struct worker_listener {
+	struct worker		*worker;
+	size_t			 index;
+};
+
 struct worker {
 	unsigned		 id;
 	pthread_t		 thread;
 	struct event_base	*base;
 	struct evconnlistener	**listeners;
+	struct worker_listener	*largs;
 	size_t			 nlisteners;
 	struct event		*drain_ev;	/* main thread -> worker: stop accepting */
 	struct event		*grace_ev;	/* end of the drain grace period */

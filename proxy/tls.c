@@ -1,0 +1,160 @@
+/*
+ * tls.c - OpenSSL contexts for STARTTLS, implicit TLS and the upstream
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "config.h"
+#include "tls.h"
+
+/* TLS 1.2 suites (1.3 has only good ones): forward secret, AEAD. */
+#define TLS_CIPHERS_12	"ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
+
+const char *
+tls_error(char *buf, size_t len)
+{
+	unsigned long e = ERR_get_error();
+
+	if (e == 0)
+		snprintf(buf, len, "unknown TLS error");
+	else
+		ERR_error_string_n(e, buf, len);
+	ERR_clear_error();
+	return buf;
+}
+
+static void
+tls_ctx_free(void *ctx)
+{
+	SSL_CTX_free(ctx);
+}
+
+static int
+tls_ctx_common(SSL_CTX *ctx)
+{
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+	    SSL_OP_CIPHER_SERVER_PREFERENCE);
+	return SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1 &&
+	    SSL_CTX_set_cipher_list(ctx, TLS_CIPHERS_12) == 1 ? 0 : -1;
+}
+
+static SSL_CTX *
+tls_server_ctx(const struct config_listener *l, char *err, size_t errlen)
+{
+	char e[256];
+	SSL_CTX *ctx;
+
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL ||
+	    tls_ctx_common(ctx) == -1) {
+		snprintf(err, errlen, "listen %s: %s", l->address, tls_error(e, sizeof e));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx, l->cert) != 1) {
+		snprintf(err, errlen, "listen %s: cert %s: %s", l->address, l->cert,
+		    tls_error(e, sizeof e));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, l->key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		snprintf(err, errlen, "listen %s: key %s: %s", l->address, l->key,
+		    tls_error(e, sizeof e));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	/* One SMTP session, one handshake: tickets buy nothing here. */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_num_tickets(ctx, 0);
+	return ctx;
+}
+
+static SSL_CTX *
+tls_client_ctx(const struct config *cfg, char *err, size_t errlen)
+{
+	char e[256];
+	SSL_CTX *ctx;
+
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL ||
+	    tls_ctx_common(ctx) == -1) {
+		snprintf(err, errlen, "upstream TLS: %s", tls_error(e, sizeof e));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	if (cfg->upstream_tls == CONFIG_TLS_VERIFY) {
+		if ((cfg->upstream_tls_ca != NULL ?
+		    SSL_CTX_load_verify_locations(ctx, cfg->upstream_tls_ca, NULL) :
+		    SSL_CTX_set_default_verify_paths(ctx)) != 1) {
+			snprintf(err, errlen, "upstream tls_ca %s: %s",
+			    cfg->upstream_tls_ca ? cfg->upstream_tls_ca : "(system)",
+			    tls_error(e, sizeof e));
+			SSL_CTX_free(ctx);
+			return NULL;
+		}
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	} else
+		/* Opportunistic (RFC 7435): encrypt, do not authenticate. */
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	return ctx;
+}
+
+int
+tls_config_prepare(struct config *cfg, char *err, size_t errlen)
+{
+	size_t i;
+
+	cfg->tls_ctx_free = tls_ctx_free;
+	for (i = 0; i < cfg->nlisteners; i++) {
+		struct config_listener *l = &cfg->listeners[i];
+
+		if (l->tls == CONFIG_TLS_NONE)
+			continue;
+		if ((l->tls_ctx = tls_server_ctx(l, err, errlen)) == NULL)
+			return -1;
+	}
+	if (cfg->upstream_kind == CONFIG_UPSTREAM_SMTP &&
+	    cfg->upstream_tls != CONFIG_TLS_NONE &&
+	    (cfg->upstream_tls_ctx = tls_client_ctx(cfg, err, errlen)) == NULL)
+		return -1;
+	return 0;
+}
+
+SSL *
+tls_server_ssl(const struct config_listener *l)
+{
+	return l->tls_ctx ? SSL_new(l->tls_ctx) : NULL;
+}
+
+SSL *
+tls_client_ssl(const struct config *cfg)
+{
+	const char *name = cfg->upstream_tls_name ? cfg->upstream_tls_name :
+	    cfg->upstream_host;
+	SSL *ssl;
+
+	if (cfg->upstream_tls_ctx == NULL ||
+	    (ssl = SSL_new(cfg->upstream_tls_ctx)) == NULL)
+		return NULL;
+	/* SNI only for names; the verified name is checked by OpenSSL. */
+	if (strchr(name, ':') == NULL && strspn(name, "0123456789.") != strlen(name))
+		SSL_set_tlsext_host_name(ssl, name);
+	if (cfg->upstream_tls == CONFIG_TLS_VERIFY) {
+		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if (SSL_set1_host(ssl, name) != 1) {
+			SSL_free(ssl);
+			return NULL;
+		}
+	}
+	return ssl;
+}
+
+void
+tls_describe(SSL *ssl, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s %s", SSL_get_version(ssl),
+	    SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)));
+}
