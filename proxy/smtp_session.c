@@ -617,6 +617,8 @@ smtp_upstream_mail_start(struct smtp_session *s)
 	cl.port = s->port;
 	cl.helo = s->helo;
 	cl.esmtp = s->esmtp;
+	cl.require_tls = s->tls == SMTP_TLS_ACTIVE &&
+	    s->cfg->upstream_tls_if_client_tls;
 	base = bufferevent_get_base(s->bev);
 	s->up = upstream_open(base, s->cfg, &cl, s->id, smtp_upstream_opened, s);
 	if (s->up == NULL) {

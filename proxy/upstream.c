@@ -17,13 +17,17 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/util.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "config.h"
 #include "log.h"
 #include "smtp_reply.h"
 #include "spool.h"
+#include "tls.h"
 #include "upstream.h"
 #include "xtext.h"
 
@@ -37,6 +41,8 @@ enum upstream_state {
 	UP_STATE_CONNECTING = 0,
 	UP_STATE_GREETING,
 	UP_STATE_EHLO,
+	UP_STATE_STARTTLS,	/* STARTTLS sent, waiting for 220 */
+	UP_STATE_TLS,		/* handshake running */
 	UP_STATE_XCLIENT,
 	UP_STATE_EHLO_AGAIN,	/* EHLO after XCLIENT's new greeting */
 	UP_STATE_XFORWARD,	/* before each MAIL: Postfix resets XFORWARD per transaction */
@@ -69,6 +75,9 @@ struct upstream {
 	unsigned		 client_port;
 	char			 client_helo[256];
 	int			 client_esmtp;
+	int			 require_tls;	/* the client used TLS and the config says so */
+	int			 tls;		/* this connection is encrypted */
+	char			 tls_desc[96];
 
 	/* Message being sent. */
 	struct spool		*spool;
@@ -99,6 +108,8 @@ static const char *const upstream_state_names[UP_STATE_COUNT] = {
 	[UP_STATE_CONNECTING] = "connecting",
 	[UP_STATE_GREETING] = "greeting",
 	[UP_STATE_EHLO] = "ehlo",
+	[UP_STATE_STARTTLS] = "starttls",
+	[UP_STATE_TLS] = "tls-handshake",
 	[UP_STATE_XCLIENT] = "xclient",
 	[UP_STATE_EHLO_AGAIN] = "ehlo-again",
 	[UP_STATE_XFORWARD] = "xforward",
@@ -112,6 +123,10 @@ static const char *const upstream_state_names[UP_STATE_COUNT] = {
 };
 
 static void	upstream_readcb(struct bufferevent *, void *);
+static void	upstream_after_ehlo(struct upstream *);
+static int	upstream_starttls(struct upstream *);
+static void	upstream_start_tls(struct upstream *);
+static void	upstream_send_ehlo(struct upstream *, enum upstream_state);
 static void	upstream_writecb(struct bufferevent *, void *);
 static void	upstream_eventcb(struct bufferevent *, short, void *);
 
@@ -318,6 +333,82 @@ upstream_ready(struct upstream *up)
 	upstream_finish(up, UPSTREAM_OK, &up->reply);
 }
 
+static int
+upstream_tls_required(const struct upstream *up)
+{
+	return up->require_tls || up->cfg->upstream_tls == CONFIG_TLS_REQUIRED ||
+	    up->cfg->upstream_tls == CONFIG_TLS_VERIFY;
+}
+
+/*
+ * After the EHLO (over TLS when it was set up): XCLIENT or XFORWARD, or
+ * ready at once.
+ */
+static void
+upstream_after_ehlo(struct upstream *up)
+{
+	int r;
+
+	if ((r = upstream_send_client_facts(up, 0)) == -1) {
+		upstream_fail(up, UPSTREAM_ERR_LOCAL, "XCLIENT/XFORWARD line too long");
+		return;
+	}
+	if (r == 0)
+		upstream_ready(up);
+}
+
+/* 1 STARTTLS sent, 0 go on without TLS, -1 TLS required but not offered. */
+static int
+upstream_starttls(struct upstream *up)
+{
+	if (up->tls != 0 || up->cfg->upstream_tls == CONFIG_TLS_NONE ||
+	    up->cfg->upstream_tls_ctx == NULL)
+		return up->require_tls ? -1 : 0;
+	if (!(up->caps.flags & SMTP_EHLO_STARTTLS))
+		return upstream_tls_required(up) ? -1 : 0;
+	upstream_enter_state(up, UP_STATE_STARTTLS);
+	upstream_write_line(up, "STARTTLS");
+	return 1;
+}
+
+static void
+upstream_start_tls(struct upstream *up)
+{
+	struct evbuffer *in = bufferevent_get_input(up->bev);
+	struct bufferevent *tls;
+	SSL *ssl;
+
+	/*
+	 * Response injection (SECURITY.md 2): anything the server sent after
+	 * its 220 came in the clear and must not be read as a TLS-time reply.
+	 */
+	if (evbuffer_get_length(in) > 0) {
+		log_warn("%016llx upstream sent %zu bytes after its STARTTLS 220; "
+		    "discarded", up->sid, evbuffer_get_length(in));
+		evbuffer_drain(in, evbuffer_get_length(in));
+	}
+	if ((ssl = tls_client_ssl(up->cfg)) == NULL) {
+		upstream_fail(up, UPSTREAM_ERR_LOCAL, "TLS setup failed");
+		return;
+	}
+	tls = bufferevent_openssl_filter_new(up->base, up->bev, ssl,
+	    BUFFEREVENT_SSL_CONNECTING,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (tls == NULL) {
+		SSL_free(ssl);
+		upstream_fail(up, UPSTREAM_ERR_LOCAL, "TLS setup failed");
+		return;
+	}
+	bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+	up->bev = tls;
+	bufferevent_setcb(up->bev, upstream_readcb, upstream_writecb,
+	    upstream_eventcb, up);
+	bufferevent_setwatermark(up->bev, EV_WRITE, UPSTREAM_WBUF_LOW, 0);
+	bufferevent_enable(up->bev, EV_READ | EV_WRITE);
+	upstream_enter_state(up, UP_STATE_TLS);
+	upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
+}
+
 /* A complete, well-formed reply arrived. */
 static void
 upstream_reply(struct upstream *up)
@@ -341,17 +432,34 @@ upstream_reply(struct upstream *up)
 		}
 		smtp_reply_ehlo_caps(&up->reply, &up->caps);
 		upstream_caps_set(&up->caps);
+		if (up->state == UP_STATE_EHLO && !up->tls &&
+		    (r = upstream_starttls(up)) != 0) {
+			if (r == -1)
+				upstream_fail(up, UPSTREAM_ERR_REJECTED,
+				    "TLS required but the upstream does not offer STARTTLS");
+			return;
+		}
 		if (up->state == UP_STATE_EHLO_AGAIN) {
 			upstream_ready(up);
 			return;
 		}
-		if ((r = upstream_send_client_facts(up, 0)) == -1) {
-			upstream_fail(up, UPSTREAM_ERR_LOCAL,
-			    "XCLIENT/XFORWARD line too long");
+		upstream_after_ehlo(up);
+		break;
+	case UP_STATE_STARTTLS:
+		if (code != 220) {
+			if (upstream_tls_required(up)) {
+				upstream_fail(up, UPSTREAM_ERR_REJECTED, up->reply.text);
+				return;
+			}
+			/* Opportunistic: STARTTLS refused, carry on in the clear. */
+			log_info("%016llx upstream STARTTLS refused, continuing "
+			    "without TLS", up->sid);
+			upstream_enter_state(up, UP_STATE_EHLO);
+			up->tls = -1;	/* tried */
+			upstream_after_ehlo(up);
 			return;
 		}
-		if (r == 0)
-			upstream_ready(up);
+		upstream_start_tls(up);
 		break;
 	case UP_STATE_XCLIENT:
 		/* XCLIENT answers with a new greeting (220); then EHLO again. */
@@ -547,6 +655,16 @@ upstream_eventcb(struct bufferevent *bev, short what, void *arg)
 	char why[128];
 
 	(void)bev;
+	if ((what & BEV_EVENT_CONNECTED) && up->state == UP_STATE_TLS) {
+		up->tls = 1;
+		tls_describe(bufferevent_openssl_get_ssl(up->bev), up->tls_desc,
+		    sizeof up->tls_desc);
+		log_info("%016llx upstream tls=\"%s\"", up->sid, up->tls_desc);
+		/* RFC 3207 4.2: everything learnt before TLS is void. */
+		memset(&up->caps, 0, sizeof up->caps);
+		upstream_send_ehlo(up, UP_STATE_EHLO);
+		return;
+	}
 	if (what & BEV_EVENT_CONNECTED) {
 		upstream_enter_state(up, UP_STATE_GREETING);
 		smtp_reply_init(&up->reply);
@@ -570,6 +688,14 @@ upstream_eventcb(struct bufferevent *bev, short what, void *arg)
 		    (what & BEV_EVENT_EOF) ? "eof" : "socket error: ",
 		    (what & BEV_EVENT_ERROR) ?
 		    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()) : "");
+		if (up->state == UP_STATE_TLS) {
+			/* The handshake failed: bad certificate, name, protocol. */
+			unsigned long e = bufferevent_get_openssl_error(up->bev);
+
+			if (e != 0)
+				ERR_error_string_n(e, why, sizeof why);
+			err = UPSTREAM_ERR_REJECTED;
+		}
 		upstream_fail(up, err, why);
 	}
 	up->in_callback--;
@@ -603,6 +729,7 @@ upstream_open(struct event_base *base, const struct config *cfg,
 	snprintf(up->client_helo, sizeof up->client_helo, "%s",
 	    client->helo ? client->helo : "");
 	up->client_esmtp = client->esmtp;
+	up->require_tls = client->require_tls;
 	up->bev = bufferevent_socket_new(base, -1,
 	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (up->bev == NULL) {

@@ -56,6 +56,7 @@ struct upstream_client {
 	unsigned	 port;
 	const char	*helo;
 	int		 esmtp;		/* EHLO (1) or HELO (0) */
+	int		 require_tls;	/* never relay this client's mail in the clear */
 };
 
 typedef void (*upstream_done_fn)(void *arg, enum upstream_err,
