@@ -61,9 +61,13 @@
 #define SMTP_BODY_CHUNK		65536	/* body bytes per on_body call (API promise) */
 #define SMTP_EXTRA_HEADERS	8192	/* room for Received, A-R, tag and edits */
 #define SMTP_OUTPUT_HIGH	65536	/* replies a client leaves unread before we stop reading it */
+#define SMTP_PROXY_TIMEOUT	10	/* seconds for a load balancer's PROXY header */
+#define SMTP_PROXY_V1_MAX	107	/* haproxy proxy-protocol.txt 2.1, with CRLF */
+#define SMTP_PROXY_V2_MAX	(16 + 512)	/* header + addresses + TLVs we accept */
 
 enum smtp_state {
-	SMTP_STATE_CONNECT = 0,	/* connect filters, then the greeting */
+	SMTP_STATE_PROXY = 0,	/* waiting for the PROXY protocol header */
+	SMTP_STATE_CONNECT,	/* connect filters, then the greeting */
 	SMTP_STATE_COMMAND,	/* reading commands */
 	SMTP_STATE_WAIT,	/* a filter or the upstream owes us an answer */
 	SMTP_STATE_DATA,	/* reading message lines */
@@ -183,6 +187,7 @@ static smtp_check_fn smtp_check_cb;
 static void *smtp_check_arg;
 
 static const char *const smtp_state_names[SMTP_STATE_COUNT] = {
+	[SMTP_STATE_PROXY] = "proxy",
 	[SMTP_STATE_CONNECT] = "connect",
 	[SMTP_STATE_COMMAND] = "command",
 	[SMTP_STATE_WAIT] = "wait",
@@ -192,6 +197,7 @@ static const char *const smtp_state_names[SMTP_STATE_COUNT] = {
 };
 
 static void	smtp_process(struct smtp_session *);
+static void	smtp_proxy_input(struct smtp_session *);
 static void	smtp_upstream_mail_start(struct smtp_session *);
 static void	smtp_session_free(struct smtp_session *);
 
@@ -206,6 +212,10 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state state)
 	    smtp_state_names[state]);
 	s->state = state;
 	switch (state) {
+	case SMTP_STATE_PROXY:
+		tv.tv_sec = SMTP_PROXY_TIMEOUT;
+		bufferevent_set_timeouts(s->bev, &tv, &tv);
+		break;
 	case SMTP_STATE_COMMAND:
 		tv.tv_sec = s->cfg->timeouts.command;
 		bufferevent_set_timeouts(s->bev, &tv, &tv);
@@ -2066,7 +2076,9 @@ smtp_readcb(struct bufferevent *bev, void *arg)
 	struct smtp_session *s = arg;
 
 	(void)bev;
-	if (s->state == SMTP_STATE_COMMAND || s->state == SMTP_STATE_DATA)
+	if (s->state == SMTP_STATE_PROXY)
+		smtp_proxy_input(s);
+	else if (s->state == SMTP_STATE_COMMAND || s->state == SMTP_STATE_DATA)
 		smtp_process(s);
 }
 
@@ -2135,6 +2147,168 @@ smtp_eventcb(struct bufferevent *bev, short what, void *arg)
 	smtp_session_free(s);
 }
 
+static void	smtp_connect_done(void *, const struct filter_result *);
+
+/* The peer address (TCP, or from the PROXY header) as text and port. */
+static void
+smtp_set_client(struct smtp_session *s, const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+
+		memcpy(&s->sa, s6, sizeof *s6);
+		inet_ntop(AF_INET6, &s6->sin6_addr, s->addr, sizeof s->addr);
+		s->port = ntohs(s6->sin6_port);
+	} else {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+
+		memcpy(&s->sa, s4, sizeof *s4);
+		inet_ntop(AF_INET, &s4->sin_addr, s->addr, sizeof s->addr);
+		s->port = ntohs(s4->sin_port);
+	}
+}
+
+/* Parse "PROXY TCP4 1.2.3.4 5.6.7.8 1234 25" (v1). 1 ok, 0 LOCAL/UNKNOWN, -1 bad. */
+static int
+smtp_proxy_v1(const char *line, struct sockaddr_storage *ss)
+{
+	char fam[8], src[64], dst[64];
+	unsigned sport, dport;
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+	char tail;
+
+	if (strncmp(line, "PROXY UNKNOWN", 13) == 0)
+		return 0;
+	if (sscanf(line, "PROXY %7s %63s %63s %5u %5u%c", fam, src, dst, &sport,
+	    &dport, &tail) != 5 || sport > 65535 || dport > 65535)
+		return -1;
+	memset(ss, 0, sizeof *ss);
+	if (strcmp(fam, "TCP4") == 0 && inet_pton(AF_INET, src, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)sport);
+		return 1;
+	}
+	if (strcmp(fam, "TCP6") == 0 && inet_pton(AF_INET6, src, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)sport);
+		return 1;
+	}
+	return -1;
+}
+
+/* v2 binary header after the 12-byte signature. Same returns as v1. */
+static int
+smtp_proxy_v2(const unsigned char *h, size_t len, struct sockaddr_storage *ss)
+{
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+	unsigned ver = h[12] >> 4, cmd = h[12] & 0x0f, fam = h[13];
+
+	if (ver != 2 || cmd > 1)
+		return -1;
+	if (cmd == 0)		/* LOCAL: the balancer's own health check */
+		return 0;
+	memset(ss, 0, sizeof *ss);
+	if (fam == 0x11 && len >= 16 + 12) {		/* TCP over IPv4 */
+		s4->sin_family = AF_INET;
+		memcpy(&s4->sin_addr, h + 16, 4);
+		memcpy(&s4->sin_port, h + 24, 2);
+		return 1;
+	}
+	if (fam == 0x21 && len >= 16 + 36) {		/* TCP over IPv6 */
+		s6->sin6_family = AF_INET6;
+		memcpy(&s6->sin6_addr, h + 16, 16);
+		memcpy(&s6->sin6_port, h + 48, 2);
+		return 1;
+	}
+	return fam == 0x00 ? 0 : -1;	/* UNSPEC: keep the connection's address */
+}
+
+/*
+ * PROXY protocol (haproxy's proxy-protocol.txt), before our greeting: the
+ * client says nothing until it sees 220, so everything in the buffer now
+ * is the balancer's.  A bad or missing header closes the connection: it
+ * was never an SMTP client we could answer.
+ */
+static void
+smtp_proxy_input(struct smtp_session *s)
+{
+	static const unsigned char sig[12] = { 0x0d, 0x0a, 0x0d, 0x0a, 0x00,
+	    0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a };
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct sockaddr_storage real;
+	unsigned char h[SMTP_PROXY_V2_MAX];
+	size_t have = evbuffer_get_length(in), need;
+	struct evbuffer_ptr eol;
+	ev_ssize_t n;
+	size_t eol_len;
+	int r;
+
+	if (have == 0)
+		return;
+	n = evbuffer_copyout(in, h, have < 16 ? have : 16);
+	if (n <= 0)
+		return;
+	if (memcmp(h, sig, (size_t)n < sizeof sig ? (size_t)n : sizeof sig) == 0) {
+		if (n < 16)
+			return;
+		need = 16 + (((size_t)h[14] << 8) | h[15]);
+		if (need > sizeof h)
+			goto bad;
+		if (have < need)
+			return;
+		evbuffer_remove(in, h, need);
+		r = smtp_proxy_v2(h, need, &real);
+	} else if (memcmp(h, "PROXY ", n < 6 ? (size_t)n : 6) == 0) {
+		if (n < 6)
+			return;
+		eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF_STRICT);
+		if (eol.pos < 0) {
+			if (have > SMTP_PROXY_V1_MAX)
+				goto bad;
+			return;
+		}
+		if ((size_t)eol.pos + 2 > SMTP_PROXY_V1_MAX)
+			goto bad;
+		evbuffer_remove(in, h, (size_t)eol.pos + 2);
+		h[eol.pos] = '\0';
+		if (memchr(h, '\0', (size_t)eol.pos) != NULL)
+			goto bad;
+		r = smtp_proxy_v1((const char *)h, &real);
+	} else
+		goto bad;
+	if (r == -1)
+		goto bad;
+	if (r == 1) {
+		char was[INET6_ADDRSTRLEN];
+
+		snprintf(was, sizeof was, "%s", s->addr);
+		worker_conn_release((const struct sockaddr *)&s->sa);
+		smtp_set_client(s, (const struct sockaddr *)&real);
+		log_info("%016llx smtp proxy client=%s port=%u via=%s", s->id,
+		    s->addr, s->port, was);
+		if (worker_conn_acquire((const struct sockaddr *)&s->sa, s->cfg) == -1) {
+			/* Count it anyway so that smtp_session_free can release it. */
+			worker_conn_force((const struct sockaddr *)&s->sa);
+			smtp_reply(s, "421 4.7.0 Error: too many connections");
+			smtp_enter_state(s, SMTP_STATE_QUIT);
+			return;
+		}
+	}
+	smtp_enter_state(s, SMTP_STATE_CONNECT);
+	s->processing = 1;
+	smtp_filter(s, FILTER_PH_CONNECT, NULL, smtp_connect_done);
+	s->processing = 0;
+	if (s->state == SMTP_STATE_COMMAND)
+		smtp_process(s);
+	return;
+bad:
+	log_info("%016llx smtp disconnect reason=bad-proxy-header client=%s",
+	    s->id, s->addr);
+	smtp_session_free(s);
+}
+
 static void
 smtp_connect_done(void *arg, const struct filter_result *res)
 {
@@ -2168,18 +2342,8 @@ smtp_session_start(struct worker *w, int fd, const struct sockaddr *sa,
 	s->worker = w;
 	s->chain = chain;
 	s->cfg = cfg;
-	memcpy(&s->sa, sa, salen < sizeof s->sa ? salen : sizeof s->sa);
-	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-
-		inet_ntop(AF_INET6, &s6->sin6_addr, s->addr, sizeof s->addr);
-		s->port = ntohs(s6->sin6_port);
-	} else {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-
-		inet_ntop(AF_INET, &s4->sin_addr, s->addr, sizeof s->addr);
-		s->port = ntohs(s4->sin_port);
-	}
+	(void)salen;
+	smtp_set_client(s, sa);
 	spool_init(&s->spool, cfg->limits.spool_memory, cfg->spool_dir);
 	spool_init(&s->newbody, cfg->limits.spool_memory, cfg->spool_dir);
 	s->listener = listener < cfg->nlisteners ? &cfg->listeners[listener] : NULL;
@@ -2216,6 +2380,19 @@ smtp_session_start(struct worker *w, int fd, const struct sockaddr *sa,
 	w->nsessions++;
 	log_info("%016llx smtp connect client=%s port=%u", s->id, s->addr,
 	    s->port);
+	if (s->listener != NULL && s->listener->proxy_protocol) {
+		/* Only the configured balancers may say who the client is. */
+		if (!config_netmask_match(s->listener->proxy_from,
+		    s->listener->nproxy_from, sa)) {
+			log_info("%016llx smtp disconnect reason=proxy-not-allowed "
+			    "client=%s", s->id, s->addr);
+			smtp_session_free(s);
+			return;
+		}
+		s->state = SMTP_STATE_PROXY;
+		smtp_enter_state(s, SMTP_STATE_PROXY);
+		return;
+	}
 	s->state = SMTP_STATE_CONNECT;
 	smtp_enter_state(s, SMTP_STATE_CONNECT);
 	s->processing = 1;

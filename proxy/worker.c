@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +116,17 @@ worker_conn_hash(int family, const uint8_t key[16])
 	for (i = 0; i < 16; i++)
 		h = (h ^ key[i]) * 16777619u;
 	return (h ^ (uint32_t)family) % WORKER_CONN_BUCKETS;
+}
+
+void
+worker_conn_force(const struct sockaddr *sa)
+{
+	static const struct config unlimited = {
+		.limits = { .connections = SIZE_MAX, .connections_per_ip = 0 },
+	};
+
+	if (worker_conn_acquire(sa, &unlimited) == -1)
+		fatalx("worker_conn_force: out of memory");
 }
 
 int

@@ -57,5 +57,7 @@ void		 worker_session_gone(struct worker *);
 /* Process-wide concurrency limits; 0 admitted, -1 over a limit. */
 int		 worker_conn_acquire(const struct sockaddr *, const struct config *);
 void		 worker_conn_release(const struct sockaddr *);
+/* Count a connection even over the limits (it is about to be refused). */
+void		 worker_conn_force(const struct sockaddr *);
 
 #endif
