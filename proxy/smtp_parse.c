@@ -88,10 +88,18 @@ smtp_parse_is_digit(int c)
 	return c >= '0' && c <= '9';
 }
 
+/* Set only inside smtp_parse_path_utf8(); per thread, as workers parse concurrently. */
+static _Thread_local int smtp_parse_utf8;
+
 static int
 smtp_parse_is_alnum(int c)
 {
-	return smtp_parse_is_alpha(c) || smtp_parse_is_digit(c);
+	/*
+	 * RFC 6531 3.3: with SMTPUTF8, atext and sub-domain also take
+	 * UTF8-non-ascii (the bytes were checked as UTF-8 beforehand).
+	 */
+	return smtp_parse_is_alpha(c) || smtp_parse_is_digit(c) ||
+	    (smtp_parse_utf8 && c >= 0x80);
 }
 
 static int
@@ -282,7 +290,7 @@ smtp_parse_local_scan(const char *p, int *routed)
 				c = (unsigned char)p[++i];
 				if (c < 32 || c > 126)
 					return 0;
-			} else if (c < 32 || c > 126)
+			} else if (c < 32 || (c > 126 && !(smtp_parse_utf8 && c >= 0x80)))
 				return 0;	/* also the terminating NUL */
 			if (c == '@' || c == '%' || c == '!')
 				*routed = 1;
@@ -394,7 +402,7 @@ smtp_parse_path_scan(const char *args, enum smtp_cmd cmd, struct smtp_path *out)
 	if (args == NULL)
 		return SMTP_PARSE_SYNTAX;
 
-	for (p = args; *p != '\0'; p++)
+	for (p = args; *p != '\0' && !smtp_parse_utf8; p++)
 		if ((unsigned char)*p >= 0x80)
 			return SMTP_PARSE_8BIT;
 
@@ -474,5 +482,61 @@ smtp_parse_path(const char *args, enum smtp_cmd cmd, struct smtp_path *out)
 	memset(out, 0, sizeof(*out));
 	if ((err = smtp_parse_path_scan(args, cmd, out)) != SMTP_PARSE_OK)
 		memset(out, 0, sizeof(*out));
+	return err;
+}
+
+/*
+ * RFC 3629 well-formed UTF-8: no overlong forms, no surrogates, nothing
+ * above U+10FFFF, no C0/C1 controls beyond what SMTP already refuses.
+ */
+int
+smtp_parse_utf8_valid(const unsigned char *p, size_t len)
+{
+	size_t i = 0, n, k;
+	unsigned cp;
+
+	while (i < len) {
+		if (p[i] < 0x80) {
+			i++;
+			continue;
+		}
+		if (p[i] >= 0xc2 && p[i] <= 0xdf) {
+			n = 1;
+			cp = p[i] & 0x1f;
+		} else if (p[i] >= 0xe0 && p[i] <= 0xef) {
+			n = 2;
+			cp = p[i] & 0x0f;
+		} else if (p[i] >= 0xf0 && p[i] <= 0xf4) {
+			n = 3;
+			cp = p[i] & 0x07;
+		} else
+			return 0;
+		for (k = 1; k <= n; k++) {
+			if (i + k >= len || (p[i + k] & 0xc0) != 0x80)
+				return 0;
+			cp = (cp << 6) | (p[i + k] & 0x3f);
+		}
+		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+		    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff ||
+		    (cp >= 0x80 && cp <= 0x9f))
+			return 0;
+		i += n + 1;
+	}
+	return 1;
+}
+
+enum smtp_parse_err
+smtp_parse_path_utf8(const char *args, enum smtp_cmd cmd, struct smtp_path *out)
+{
+	enum smtp_parse_err err;
+
+	if (args == NULL ||
+	    !smtp_parse_utf8_valid((const unsigned char *)args, strlen(args))) {
+		memset(out, 0, sizeof(*out));
+		return SMTP_PARSE_8BIT;
+	}
+	smtp_parse_utf8 = 1;
+	err = smtp_parse_path(args, cmd, out);
+	smtp_parse_utf8 = 0;
 	return err;
 }

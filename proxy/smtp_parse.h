@@ -86,6 +86,16 @@ enum smtp_parse_err smtp_parse_path(const char *args, enum smtp_cmd,
 		    struct smtp_path *out);
 const char	*smtp_parse_strerror(enum smtp_parse_err);
 
+/*
+ * The same with SMTPUTF8 (RFC 6531) negotiated for the transaction:
+ * UTF-8 is allowed in the local part and the domain, and must be
+ * well-formed (else SMTP_PARSE_8BIT).
+ */
+enum smtp_parse_err smtp_parse_path_utf8(const char *args, enum smtp_cmd,
+		    struct smtp_path *out);
+/* 1 if p[0..len) is well-formed UTF-8 (RFC 3629), no C1 controls. */
+int		 smtp_parse_utf8_valid(const unsigned char *p, size_t len);
+
 /* HELO/EHLO argument: a domain or an address literal "[192.0.2.1]" / "[IPv6:...]". 0 ok, -1 bad. */
 int		 smtp_parse_helo(const char *arg);
 

@@ -53,6 +53,7 @@
 #include "tls.h"
 #include "upstream.h"
 #include "worker.h"
+#include "xtext.h"
 
 #define SMTP_REPLY_BUF		(SMTP_REPLY_TEXT_MAX + 2048)
 #define SMTP_RECEIVED_MAX	1024
@@ -71,6 +72,7 @@ enum smtp_state {
 	SMTP_STATE_COMMAND,	/* reading commands */
 	SMTP_STATE_WAIT,	/* a filter or the upstream owes us an answer */
 	SMTP_STATE_DATA,	/* reading message lines */
+	SMTP_STATE_BDAT,	/* reading a BDAT chunk (RFC 3030) */
 	SMTP_STATE_RELAY,	/* message going upstream; input paused */
 	SMTP_STATE_QUIT,	/* flushing the last reply, then close */
 	SMTP_STATE_COUNT	/* must be last */
@@ -136,6 +138,15 @@ struct smtp_session {
 
 	/* Transaction. */
 	char			*mail_from;	/* NULL: no MAIL yet */
+	int			 tx_utf8;	/* MAIL had SMTPUTF8 (RFC 6531) */
+	int			 bdat;		/* this transaction's message comes in BDAT chunks */
+	unsigned long long	 bdat_left;	/* bytes of the current chunk still to read */
+	int			 bdat_last;
+	const char		*bdat_refuse;	/* consume the chunk, then this reply */
+	char			 bdat_reply[FILTER_REPLY_MAX];	/* a filter's refusal, kept */
+	char			 bdat_line[SMTP_TEXT_LINE_MAX + 2];	/* a line across chunks */
+	size_t			 bdat_linelen;
+	int			 bdat_long;	/* current line over the limit: skipping */
 	char			**rcpts;
 	size_t			 nrcpts;
 	size_t			 rcpt_attempts;
@@ -192,6 +203,7 @@ static const char *const smtp_state_names[SMTP_STATE_COUNT] = {
 	[SMTP_STATE_COMMAND] = "command",
 	[SMTP_STATE_WAIT] = "wait",
 	[SMTP_STATE_DATA] = "data",
+	[SMTP_STATE_BDAT] = "bdat",
 	[SMTP_STATE_RELAY] = "relay",
 	[SMTP_STATE_QUIT] = "quit",
 };
@@ -223,6 +235,7 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state state)
 			bufferevent_enable(s->bev, EV_READ);
 		break;
 	case SMTP_STATE_DATA:
+	case SMTP_STATE_BDAT:
 		tv.tv_sec = s->cfg->timeouts.data_block;
 		bufferevent_set_timeouts(s->bev, &tv, &tv);
 		bufferevent_enable(s->bev, EV_READ);
@@ -346,6 +359,10 @@ smtp_tx_reset(struct smtp_session *s)
 	s->queue_id[0] = '\0';
 	free(s->mail_from);
 	s->mail_from = NULL;
+	s->tx_utf8 = 0;
+	s->bdat = 0;
+	s->bdat_linelen = 0;
+	s->bdat_long = 0;
 	for (i = 0; i < s->nrcpts; i++)
 		free(s->rcpts[i]);
 	free(s->rcpts);
@@ -459,6 +476,43 @@ smtp_upstream_failed(struct smtp_session *s, enum upstream_err err)
 
 /* ---- HELO / EHLO ------------------------------------------------------- */
 
+/*
+ * What we may advertise: what the proxy honours itself, and for pass-through
+ * extensions what the upstream said it supports (the last EHLO it answered).
+ */
+static int
+smtp_upstream_has(const struct smtp_session *s, unsigned flag)
+{
+	struct smtp_ehlo_caps caps;
+	int known;
+
+	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP)
+		return 0;
+	upstream_caps_get(&caps, &known);
+	return known && (caps.flags & flag) != 0;
+}
+
+static int
+smtp_offer_8bitmime(const struct smtp_session *s)
+{
+	return s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP ||
+	    smtp_upstream_has(s, SMTP_EHLO_8BITMIME);
+}
+
+static int
+smtp_offer_smtputf8(const struct smtp_session *s)
+{
+	return s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP ||
+	    smtp_upstream_has(s, SMTP_EHLO_SMTPUTF8);
+}
+
+/* DSN only travels with the upstream's own support: a Maildir sends none. */
+static int
+smtp_offer_dsn(const struct smtp_session *s)
+{
+	return smtp_upstream_has(s, SMTP_EHLO_DSN);
+}
+
 static int
 smtp_starttls_offered(const struct smtp_session *s)
 {
@@ -471,8 +525,6 @@ static void
 smtp_helo_done(void *arg, const struct filter_result *res)
 {
 	struct smtp_session *s = arg;
-	struct smtp_ehlo_caps caps;
-	int known;
 
 	if (smtp_filter_refused(s, res, "HELO")) {
 		s->helo[0] = '\0';
@@ -489,11 +541,12 @@ smtp_helo_done(void *arg, const struct filter_result *res)
 	 * through, so it needs the upstream's support too; a dir: upstream
 	 * stores 8-bit content as is.
 	 */
-	upstream_caps_get(&caps, &known);
-	smtp_reply(s, "250-%s\n250-PIPELINING\n250-SIZE %zu\n%s%s250 ENHANCEDSTATUSCODES",
+	smtp_reply(s, "250-%s\n250-PIPELINING\n250-SIZE %zu\n%s%s%s%s250-CHUNKING\n"
+	    "250 ENHANCEDSTATUSCODES",
 	    s->cfg->hostname, s->cfg->limits.message_size,
-	    (s->cfg->upstream_kind == CONFIG_UPSTREAM_DIR ||
-	    (known && (caps.flags & SMTP_EHLO_8BITMIME))) ? "250-8BITMIME\n" : "",
+	    smtp_offer_8bitmime(s) ? "250-8BITMIME\n" : "",
+	    smtp_offer_smtputf8(s) ? "250-SMTPUTF8\n" : "",
+	    smtp_offer_dsn(s) ? "250-DSN\n" : "",
 	    smtp_starttls_offered(s) ? "250-STARTTLS\n" : "");
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
@@ -657,6 +710,15 @@ smtp_mail_done(void *arg, const struct filter_result *res)
 	smtp_upstream_mail_start(s);
 }
 
+static int
+smtp_is_ascii(const char *p)
+{
+	for (; *p != '\0'; p++)
+		if ((unsigned char)*p >= 0x80)
+			return 0;
+	return 1;
+}
+
 /*
  * Build the MAIL line for the upstream from the parsed path, keeping only
  * parameters the proxy understands and the upstream advertised.
@@ -696,6 +758,26 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 			if (!known || !(caps.flags & SMTP_EHLO_SIZE))
 				continue;
 			n = snprintf(line + used, linelen - used, " SIZE=%llu", size);
+		} else if (strcmp(pa->key, "SMTPUTF8") == 0 && !pa->has_value &&
+		    smtp_offer_smtputf8(s)) {
+			s->tx_utf8 = 1;
+			if (!known || !(caps.flags & SMTP_EHLO_SMTPUTF8))
+				continue;
+			n = snprintf(line + used, linelen - used, " SMTPUTF8");
+		} else if (strcmp(pa->key, "RET") == 0 && smtp_offer_dsn(s) &&
+		    pa->has_value && (strcasecmp(pa->value, "FULL") == 0 ||
+		    strcasecmp(pa->value, "HDRS") == 0)) {
+			n = snprintf(line + used, linelen - used, " RET=%s",
+			    strcasecmp(pa->value, "FULL") == 0 ? "FULL" : "HDRS");
+		} else if (strcmp(pa->key, "ENVID") == 0 && smtp_offer_dsn(s)) {
+			/* RFC 3461 4.4: xtext, at most 100 characters. */
+			if (!pa->has_value || strlen(pa->value) > 100 ||
+			    !xtext_valid(pa->value)) {
+				smtp_error(s, "501 5.5.4 Bad ENVID parameter");
+				return -1;
+			}
+			n = snprintf(line + used, linelen - used, " ENVID=%s",
+			    pa->value);
 		} else if (strcmp(pa->key, "BODY") == 0 && pa->has_value &&
 		    (strcasecmp(pa->value, "7BIT") == 0 ||
 		    strcasecmp(pa->value, "8BITMIME") == 0)) {
@@ -703,7 +785,8 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 			int offered = s->cfg->upstream_kind == CONFIG_UPSTREAM_DIR ||
 			    (known && (caps.flags & SMTP_EHLO_8BITMIME));
 
-			if (eight && !offered) {
+			(void)offered;
+			if (eight && !smtp_offer_8bitmime(s)) {
 				smtp_error(s, "555 5.5.4 Unsupported parameter BODY=8BITMIME");
 				return -1;
 			}
@@ -749,6 +832,8 @@ smtp_cmd_mail(struct smtp_session *s, const char *args)
 		return;
 	}
 	e = smtp_parse_path(args, SMTP_CMD_MAIL, &p);
+	if (e == SMTP_PARSE_8BIT && smtp_offer_smtputf8(s))
+		e = smtp_parse_path_utf8(args, SMTP_CMD_MAIL, &p);
 	switch (e) {
 	case SMTP_PARSE_OK:
 		break;
@@ -766,8 +851,14 @@ smtp_cmd_mail(struct smtp_session *s, const char *args)
 		smtp_error(s, "501 5.1.7 Bad sender address syntax");
 		return;
 	}
+	s->tx_utf8 = 0;
 	if (smtp_mail_params(s, &p) == -1)
 		return;
+	/* RFC 6531 3.4: a UTF-8 address needs SMTPUTF8 on this MAIL. */
+	if (!s->tx_utf8 && !smtp_is_ascii(p.mailbox)) {
+		smtp_error(s, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
+		return;
+	}
 	if ((s->mail_from = strdup(p.mailbox)) == NULL)
 		fatalx("out of memory");
 	snprintf(s->queue_id, sizeof s->queue_id, "%016llx.%lu", s->id,
@@ -836,6 +927,69 @@ smtp_rcpt_done(void *arg, const struct filter_result *res)
 	upstream_command(s->up, s->pending, smtp_rcpt_reply, s);
 }
 
+/*
+ * RCPT parameters: DSN's NOTIFY and ORCPT (RFC 3461 4.1, 4.2) when the
+ * upstream takes DSN, re-serialised from what was validated, so nothing
+ * the client wrote goes through verbatim.  0 ok, -1 after replying.
+ */
+static int
+smtp_rcpt_params(struct smtp_session *s, const struct smtp_path *p, char *out,
+    size_t outlen)
+{
+	size_t i, used = 0;
+	int n;
+
+	out[0] = '\0';
+	for (i = 0; i < p->nparams; i++) {
+		const struct smtp_param *pa = &p->params[i];
+		const char *semi;
+
+		if (!smtp_offer_dsn(s)) {
+			smtp_error(s, "555 5.5.4 Unsupported parameter %s", pa->key);
+			return -1;
+		}
+		if (strcmp(pa->key, "NOTIFY") == 0 && pa->has_value) {
+			char v[64], *tok, *save = NULL;
+			int never = 0, other = 0;
+
+			if (strlen(pa->value) >= sizeof v)
+				goto bad;
+			snprintf(v, sizeof v, "%s", pa->value);
+			for (tok = strtok_r(v, ",", &save); tok != NULL;
+			    tok = strtok_r(NULL, ",", &save)) {
+				if (strcasecmp(tok, "NEVER") == 0)
+					never++;
+				else if (strcasecmp(tok, "SUCCESS") == 0 ||
+				    strcasecmp(tok, "FAILURE") == 0 ||
+				    strcasecmp(tok, "DELAY") == 0)
+					other++;
+				else
+					goto bad;
+			}
+			if ((never && other) || never > 1 || (!never && !other))
+				goto bad;
+			n = snprintf(out + used, outlen - used, " NOTIFY=%s", pa->value);
+		} else if (strcmp(pa->key, "ORCPT") == 0 && pa->has_value &&
+		    (semi = strchr(pa->value, ';')) != NULL && semi > pa->value &&
+		    xtext_valid(semi + 1) && strlen(pa->value) <= 500) {
+			/* addr-type ";" xtext: the type is an atom */
+			for (const char *c = pa->value; c < semi; c++)
+				if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+				    (*c >= '0' && *c <= '9') || *c == '-'))
+					goto bad;
+			n = snprintf(out + used, outlen - used, " ORCPT=%s", pa->value);
+		} else
+			goto bad;
+		if (n < 0 || (size_t)n >= outlen - used)
+			goto bad;
+		used += (size_t)n;
+	}
+	return 0;
+bad:
+	smtp_error(s, "501 5.5.4 Bad DSN parameter");
+	return -1;
+}
+
 /* Relay control: the upstream trusts us, so we must not be an open relay. */
 static int
 smtp_rcpt_allowed(struct smtp_session *s, const struct smtp_path *p)
@@ -854,13 +1008,15 @@ smtp_cmd_rcpt(struct smtp_session *s, const char *args)
 	struct smtp_path p;
 	enum smtp_parse_err e;
 	const struct config_policy *pol;
+	char dsn[SMTP_PARAM_VALUE_MAX * 2 + 32];
 	int n;
 
 	if (s->mail_from == NULL) {
 		smtp_error(s, "503 5.5.1 Error: need MAIL command");
 		return;
 	}
-	e = smtp_parse_path(args, SMTP_CMD_RCPT, &p);
+	e = s->tx_utf8 ? smtp_parse_path_utf8(args, SMTP_CMD_RCPT, &p) :
+	    smtp_parse_path(args, SMTP_CMD_RCPT, &p);
 	switch (e) {
 	case SMTP_PARSE_OK:
 		break;
@@ -882,10 +1038,8 @@ smtp_cmd_rcpt(struct smtp_session *s, const char *args)
 		smtp_error(s, "501 5.1.3 Bad recipient address syntax");
 		return;
 	}
-	if (p.nparams > 0) {
-		smtp_error(s, "555 5.5.4 Unsupported parameter %s", p.params[0].key);
+	if (smtp_rcpt_params(s, &p, dsn, sizeof dsn) == -1)
 		return;
-	}
 	if (s->nrcpts >= s->cfg->limits.recipients) {
 		/* RFC 5321 4.5.3.1.10: 452, so the client retries the rest later. */
 		smtp_reply(s, "452 4.5.3 Error: too many recipients");
@@ -910,7 +1064,8 @@ smtp_cmd_rcpt(struct smtp_session *s, const char *args)
 	}
 	s->rcpt_attempts++;
 	snprintf(s->pending_rcpt, sizeof s->pending_rcpt, "%s", p.mailbox);
-	n = snprintf(s->pending, sizeof s->pending, "RCPT TO:<%s>", p.mailbox);
+	n = snprintf(s->pending, sizeof s->pending, "RCPT TO:<%s>%s", p.mailbox,
+	    dsn);
 	if (n < 0 || (size_t)n >= sizeof s->pending)
 		fatalx("smtp_cmd_rcpt: path over limit");
 	smtp_enter_state(s, SMTP_STATE_WAIT);
@@ -926,6 +1081,20 @@ smtp_cmd_rcpt(struct smtp_session *s, const char *args)
 
 /* ---- DATA -------------------------------------------------------------- */
 
+/* A new message is about to be read (DATA or the first BDAT chunk). */
+static void
+smtp_message_init(struct smtp_session *s)
+{
+	spool_reset(&s->spool);
+	s->nhdrs = 0;
+	s->eoh_off = 0;
+	s->eoh_blank = 0;
+	s->data_err = SMTP_DATA_OK;
+	s->in_header = 1;
+	s->header_bytes = 0;
+	s->msg_bytes = 0;
+}
+
 static void
 smtp_data_start_done(void *arg, const struct filter_result *res)
 {
@@ -935,14 +1104,7 @@ smtp_data_start_done(void *arg, const struct filter_result *res)
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
 	}
-	spool_reset(&s->spool);
-	s->nhdrs = 0;
-	s->eoh_off = 0;
-	s->eoh_blank = 0;
-	s->data_err = SMTP_DATA_OK;
-	s->in_header = 1;
-	s->header_bytes = 0;
-	s->msg_bytes = 0;
+	smtp_message_init(s);
 	smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 	smtp_resume(s, SMTP_STATE_DATA);
 }
@@ -956,6 +1118,11 @@ smtp_cmd_data(struct smtp_session *s, const char *args)
 	}
 	if (s->mail_from == NULL) {
 		smtp_error(s, "503 5.5.1 Error: need MAIL command");
+		return;
+	}
+	if (s->bdat) {
+		/* RFC 3030 3: DATA and BDAT never mix in one transaction. */
+		smtp_error(s, "503 5.5.1 Error: BDAT transaction in progress");
 		return;
 	}
 	if (s->nrcpts == 0) {
@@ -1746,8 +1913,11 @@ smtp_data_line(struct smtp_session *s, const char *line, size_t len,
 	default:
 		fatalx("smtp_data_line: bad kind %d", kind);
 	}
-	/* Un-stuff (RFC 5321 4.5.2); the writer re-stuffs its own output. */
-	if (content > 0 && line[0] == '.') {
+	/*
+	 * Un-stuff (RFC 5321 4.5.2); the writer re-stuffs its own output.
+	 * BDAT content is not stuffed (RFC 3030 2).
+	 */
+	if (!s->bdat && content > 0 && line[0] == '.') {
 		line++;
 		len--;
 		content--;
@@ -1769,6 +1939,161 @@ smtp_data_line(struct smtp_session *s, const char *line, size_t len,
 		smtp_track_header(s, line, len, content);
 	if (spool_append(&s->spool, line, len) == -1)
 		s->data_err = SMTP_DATA_SPOOL;
+}
+
+/* ---- BDAT (RFC 3030) ---------------------------------------------------- */
+
+static void	smtp_data_line(struct smtp_session *, const char *, size_t,
+		    enum smtp_line);
+
+/* Frame chunk bytes into lines, like DATA but with no stuffing and no dot. */
+static void
+smtp_bdat_bytes(struct smtp_session *s, const char *p, size_t n)
+{
+	const char *nl;
+	size_t take, len, i;
+	enum smtp_line kind;
+
+	while (n > 0) {
+		nl = memchr(p, '\n', n);
+		take = nl ? (size_t)(nl - p) + 1 : n;
+		if (s->bdat_long || s->bdat_linelen + take > sizeof s->bdat_line) {
+			/* Over 1000 octets: account for it, keep nothing. */
+			if (!s->bdat_long && s->data_err == SMTP_DATA_OK)
+				smtp_data_line(s, s->bdat_line, 2, SMTP_LINE_TOO_LONG);
+			s->bdat_long = nl == NULL;
+			s->bdat_linelen = 0;
+			s->msg_bytes += take;
+			p += take;
+			n -= take;
+			continue;
+		}
+		memcpy(s->bdat_line + s->bdat_linelen, p, take);
+		s->bdat_linelen += take;
+		p += take;
+		n -= take;
+		if (nl == NULL)
+			break;
+		len = s->bdat_linelen;
+		s->bdat_linelen = 0;
+		kind = SMTP_LINE_OK;
+		if (len < 2 || s->bdat_line[len - 2] != '\r')
+			kind = SMTP_LINE_BARE_EOL;	/* LF without CR */
+		for (i = 0; kind == SMTP_LINE_OK && i + 2 < len; i++) {
+			if (s->bdat_line[i] == '\r' || s->bdat_line[i] == '\n')
+				kind = SMTP_LINE_BARE_EOL;
+			else if (s->bdat_line[i] == '\0')
+				kind = SMTP_LINE_NUL;
+		}
+		if (kind == SMTP_LINE_BARE_EOL && len < 2) {
+			/* a lone LF: account 2 octets so the line helper can cope */
+			s->bdat_line[1] = '\n';
+			len = 2;
+		}
+		smtp_data_line(s, s->bdat_line, len, kind);
+	}
+}
+
+/* Consume the current chunk; 1 when it is complete (and answered). */
+static int
+smtp_bdat_input(struct smtp_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	char buf[16384];
+	size_t have, take;
+	const char *refuse;
+
+	while (s->bdat_left > 0 && (have = evbuffer_get_length(in)) > 0) {
+		take = have < sizeof buf ? have : sizeof buf;
+		if (take > s->bdat_left)
+			take = (size_t)s->bdat_left;
+		evbuffer_remove(in, buf, take);
+		s->bdat_left -= take;
+		if (s->bdat_refuse == NULL)
+			smtp_bdat_bytes(s, buf, take);
+	}
+	if (s->bdat_left > 0)
+		return 0;
+	if ((refuse = s->bdat_refuse) != NULL) {
+		/* The octets are gone, the client is in step: now say no. */
+		s->bdat_refuse = NULL;
+		if (s->mail_from != NULL) {
+			if (s->up_in_tx)
+				s->up_in_tx = 2;
+			smtp_tx_reset(s);
+		}
+		smtp_enter_state(s, SMTP_STATE_COMMAND);
+		smtp_error(s, "%s", refuse);
+		return 1;
+	}
+	if (!s->bdat_last) {
+		smtp_enter_state(s, SMTP_STATE_COMMAND);
+		smtp_reply(s, "250 2.0.0 %zu octets received", s->msg_bytes);
+		return 1;
+	}
+	if (s->bdat_linelen > 0 || s->bdat_long)
+		/* A last line without CRLF: the message still ends in one. */
+		smtp_bdat_bytes(s, "\r\n", 2);
+	smtp_data_end(s);
+	return 1;
+}
+
+static void
+smtp_bdat_start_done(void *arg, const struct filter_result *res)
+{
+	struct smtp_session *s = arg;
+
+	if (res->verdict == FMX_REJECT || res->verdict == FMX_TEMPFAIL) {
+		s->bdat_refuse = res->reply[0] ? res->reply :
+		    res->verdict == FMX_REJECT ? "550 5.7.1 message rejected by policy" :
+		    "451 4.7.1 message deferred by policy";
+		/* res->reply lives in the chain only until the next phase: copy */
+		snprintf(s->bdat_reply, sizeof s->bdat_reply, "%s", s->bdat_refuse);
+		s->bdat_refuse = s->bdat_reply;
+	} else {
+		smtp_message_init(s);
+		s->bdat = 1;
+	}
+	smtp_resume(s, SMTP_STATE_BDAT);
+}
+
+static void
+smtp_cmd_bdat(struct smtp_session *s, const char *args)
+{
+	unsigned long long size;
+	const char *p = args;
+	char *end;
+
+	/*
+	 * Without a size we cannot know where the chunk ends, and its octets
+	 * would be read as commands: end the session instead (RFC 3030 3).
+	 */
+	errno = 0;
+	size = strtoull(p, &end, 10);
+	if (p[0] < '0' || p[0] > '9' || errno != 0 || end - p > 20 ||
+	    (*end != '\0' && strcasecmp(end, " LAST") != 0)) {
+		smtp_reply(s, "501 5.5.4 Syntax: BDAT size [LAST]");
+		smtp_reply(s, "421 4.5.0 %s Error: cannot find the end of the chunk",
+		    s->cfg->hostname);
+		smtp_enter_state(s, SMTP_STATE_QUIT);
+		return;
+	}
+	s->bdat_left = size;
+	s->bdat_last = *end != '\0';
+	s->bdat_refuse = NULL;
+	if (s->mail_from == NULL)
+		s->bdat_refuse = "503 5.5.1 Error: need MAIL command";
+	else if (s->nrcpts == 0)
+		s->bdat_refuse = s->rcpt_attempts ?
+		    "554 5.5.1 Error: no valid recipients" :
+		    "503 5.5.1 Error: need RCPT command";
+	if (s->bdat_refuse != NULL || s->bdat) {
+		smtp_enter_state(s, SMTP_STATE_BDAT);
+		return;
+	}
+	/* First chunk of the message: the data phase filters run first. */
+	smtp_enter_state(s, SMTP_STATE_WAIT);
+	smtp_filter(s, FILTER_PH_DATA, NULL, smtp_bdat_start_done);
 }
 
 /* ---- other verbs ------------------------------------------------------- */
@@ -1913,7 +2238,7 @@ static const struct smtp_verb smtp_verbs[] = {
 	{ SMTP_CMD_EXPN,	smtp_cmd_not_implemented },
 	{ SMTP_CMD_STARTTLS,	smtp_cmd_starttls },
 	{ SMTP_CMD_AUTH,	smtp_cmd_not_implemented },
-	{ SMTP_CMD_BDAT,	smtp_cmd_not_implemented },
+	{ SMTP_CMD_BDAT,	smtp_cmd_bdat },
 	{ SMTP_CMD_XCLIENT,	smtp_cmd_not_implemented },
 	{ SMTP_CMD_XFORWARD,	smtp_cmd_not_implemented },
 };
@@ -2023,6 +2348,11 @@ smtp_process(struct smtp_session *s)
 				break;
 			continue;
 		}
+		if (s->state == SMTP_STATE_BDAT) {
+			if (!smtp_bdat_input(s))
+				break;
+			continue;
+		}
 		if (s->state != SMTP_STATE_COMMAND)
 			break;
 		/*
@@ -2078,7 +2408,8 @@ smtp_readcb(struct bufferevent *bev, void *arg)
 	(void)bev;
 	if (s->state == SMTP_STATE_PROXY)
 		smtp_proxy_input(s);
-	else if (s->state == SMTP_STATE_COMMAND || s->state == SMTP_STATE_DATA)
+	else if (s->state == SMTP_STATE_COMMAND || s->state == SMTP_STATE_DATA ||
+	    s->state == SMTP_STATE_BDAT)
 		smtp_process(s);
 }
 

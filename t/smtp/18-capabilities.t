@@ -27,16 +27,20 @@ def main():
     mx = Frontmx(up, name='rich upstream')
     kw, e = ehlo_keywords(mx)
     reply_is(e, 250, None, 'EHLO')
-    for k in ('CHUNKING', 'BINARYMIME', 'AUTH', 'AUTH=PLAIN', 'STARTTLS', 'XCLIENT', 'XFORWARD',
+    for k in ('BINARYMIME', 'AUTH', 'AUTH=PLAIN', 'STARTTLS', 'XCLIENT', 'XFORWARD',
               'ETRN', 'DELIVERBY', 'X-EXPS'):
         ok(k not in kw, 'upstream %s not passed through to the client' % k)
+    ok('CHUNKING' in kw, 'CHUNKING advertised: the proxy implements BDAT itself')
     ok('8BITMIME' in kw, '8BITMIME advertised (upstream has it)')
     diag('advertised to the client: %s' % ' '.join(kw))
     c = SmtpClient(mx.port)
     c.greeting()
     c.ehlo()
-    reply_is(c.cmd('BDAT 5 LAST'), 502, '5.5.1', 'BDAT refused even though the upstream has CHUNKING')
-    reply_is(c.cmd('NOOP'), 250, None, 'in step after BDAT (no chunk was announced as accepted)')
+    # BDAT without MAIL: the 6 octets ("QUIT\r\n") are consumed as the
+    # chunk (RFC 3030), never run as a command, then 503.
+    c.send(b'BDAT 6 LAST\r\nQUIT\r\n')
+    reply_is(c.reply(), 503, '5.5.1', 'BDAT without MAIL: chunk consumed, 503')
+    reply_is(c.cmd('NOOP'), 250, None, 'in step after BDAT: the chunk was not read as a command')
     reply_is(c.cmd('MAIL FROM:<alice@example.org> AUTH=<>'), 555, '5.5.4',
              'AUTH= parameter refused (AUTH not advertised)')
     c.quit()

@@ -89,8 +89,8 @@ static const struct test_config_case test_config_cases[] = {
 	  ":2: unknown key 'port' in 'listen[0]'" },
 	{ "unknown key in upstream", NULL,
 	  "listen = ( { address = \"127.0.0.1:2525\"; } );\n"
-	  "upstream = { address = \"127.0.0.1:25\"; tls = true; };\n",
-	  ":2: unknown key 'tls' in 'upstream'" },
+	  "upstream = { address = \"127.0.0.1:25\"; tlsv = true; };\n",
+	  ":2: unknown key 'tlsv' in 'upstream'" },
 	{ "unknown key in relay", NULL, TEST_BASE "relay = { domain = [ \"x.example\" ]; };\n",
 	  ":3: unknown key 'domain' in 'relay' (did you mean 'domains'?)" },
 	{ "unknown key in dns", NULL, TEST_BASE "dns = { servers = [ \"::1\" ]; };\n",
