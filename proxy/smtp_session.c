@@ -40,6 +40,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 
 #include "config.h"
 #include "filter_chain.h"
@@ -63,6 +64,7 @@
 #define SMTP_EXTRA_HEADERS	8192	/* room for Received, A-R, tag and edits */
 #define SMTP_OUTPUT_HIGH	65536	/* replies a client leaves unread before we stop reading it */
 #define SMTP_PROXY_TIMEOUT	10	/* seconds for a load balancer's PROXY header */
+#define SMTP_AUTH_LINE_MAX	12290	/* RFC 4954 4: 12288 octets plus CRLF */
 #define SMTP_PROXY_V1_MAX	107	/* haproxy proxy-protocol.txt 2.1, with CRLF */
 #define SMTP_PROXY_V2_MAX	(16 + 512)	/* header + addresses + TLVs we accept */
 
@@ -73,6 +75,7 @@ enum smtp_state {
 	SMTP_STATE_WAIT,	/* a filter or the upstream owes us an answer */
 	SMTP_STATE_DATA,	/* reading message lines */
 	SMTP_STATE_BDAT,	/* reading a BDAT chunk (RFC 3030) */
+	SMTP_STATE_AUTH,	/* reading a SASL response line (RFC 4954) */
 	SMTP_STATE_RELAY,	/* message going upstream; input paused */
 	SMTP_STATE_QUIT,	/* flushing the last reply, then close */
 	SMTP_STATE_COUNT	/* must be last */
@@ -185,6 +188,10 @@ struct smtp_session {
 	char			 pending[SMTP_CMD_LINE_MAX + SMTP_PARAMS_MAX * 8];	/* command to relay */
 	char			 pending_rcpt[SMTP_PATH_MAX + 1];
 	enum smtp_cmd		 pending_cmd;
+	upstream_done_fn	 pending_cb;	/* who gets the reply to pending */
+	char			*auth_id;	/* authenticated identity (RFC 4954) */
+	char			 auth_mech[24];
+	int			 auth_step;	/* SASL responses relayed so far */
 	unsigned long		 messages;
 };
 
@@ -204,12 +211,15 @@ static const char *const smtp_state_names[SMTP_STATE_COUNT] = {
 	[SMTP_STATE_WAIT] = "wait",
 	[SMTP_STATE_DATA] = "data",
 	[SMTP_STATE_BDAT] = "bdat",
+	[SMTP_STATE_AUTH] = "auth",
 	[SMTP_STATE_RELAY] = "relay",
 	[SMTP_STATE_QUIT] = "quit",
 };
 
 static void	smtp_process(struct smtp_session *);
 static void	smtp_proxy_input(struct smtp_session *);
+static enum smtp_line smtp_frame_line(struct smtp_session *, char *, size_t,
+		    size_t *);
 static void	smtp_upstream_mail_start(struct smtp_session *);
 static void	smtp_session_free(struct smtp_session *);
 
@@ -233,6 +243,11 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state state)
 		bufferevent_set_timeouts(s->bev, &tv, &tv);
 		if (!s->output_full)
 			bufferevent_enable(s->bev, EV_READ);
+		break;
+	case SMTP_STATE_AUTH:
+		tv.tv_sec = s->cfg->timeouts.command;
+		bufferevent_set_timeouts(s->bev, &tv, &tv);
+		bufferevent_enable(s->bev, EV_READ);
 		break;
 	case SMTP_STATE_DATA:
 	case SMTP_STATE_BDAT:
@@ -384,6 +399,7 @@ smtp_facts(struct smtp_session *s)
 	f->client_port = s->port;
 	f->helo = s->helo[0] ? s->helo : NULL;
 	f->tls = s->tls == SMTP_TLS_ACTIVE ? s->tls_desc : NULL;
+	f->auth = s->auth_id;
 	f->mail_from = s->mail_from;
 	f->rcpts = (const char *const *)s->rcpts;
 	f->nrcpts = s->nrcpts;
@@ -513,6 +529,25 @@ smtp_offer_dsn(const struct smtp_session *s)
 	return smtp_upstream_has(s, SMTP_EHLO_DSN);
 }
 
+/*
+ * AUTH: on submission listeners, after TLS only (credentials never cross
+ * in the clear), with the mechanisms the upstream offers: it decides.
+ */
+static void
+smtp_auth_offer(const struct smtp_session *s, char *out, size_t outlen)
+{
+	struct smtp_ehlo_caps caps;
+	int known;
+
+	out[0] = '\0';
+	if (s->listener == NULL || !s->listener->auth ||
+	    s->tls != SMTP_TLS_ACTIVE || s->auth_id != NULL)
+		return;
+	upstream_caps_get(&caps, &known);
+	if (known && (caps.flags & SMTP_EHLO_AUTH) && caps.auth[0] != '\0')
+		snprintf(out, outlen, "250-AUTH %.100s\n", caps.auth);
+}
+
 static int
 smtp_starttls_offered(const struct smtp_session *s)
 {
@@ -525,6 +560,7 @@ static void
 smtp_helo_done(void *arg, const struct filter_result *res)
 {
 	struct smtp_session *s = arg;
+	char auth[160];
 
 	if (smtp_filter_refused(s, res, "HELO")) {
 		s->helo[0] = '\0';
@@ -541,9 +577,10 @@ smtp_helo_done(void *arg, const struct filter_result *res)
 	 * through, so it needs the upstream's support too; a dir: upstream
 	 * stores 8-bit content as is.
 	 */
-	smtp_reply(s, "250-%s\n250-PIPELINING\n250-SIZE %zu\n%s%s%s%s250-CHUNKING\n"
+	smtp_auth_offer(s, auth, sizeof auth);
+	smtp_reply(s, "250-%s\n250-PIPELINING\n250-SIZE %zu\n%s%s%s%s%s250-CHUNKING\n"
 	    "250 ENHANCEDSTATUSCODES",
-	    s->cfg->hostname, s->cfg->limits.message_size,
+	    s->cfg->hostname, s->cfg->limits.message_size, auth,
 	    smtp_offer_8bitmime(s) ? "250-8BITMIME\n" : "",
 	    smtp_offer_smtputf8(s) ? "250-SMTPUTF8\n" : "",
 	    smtp_offer_dsn(s) ? "250-DSN\n" : "",
@@ -648,7 +685,10 @@ smtp_upstream_opened(void *arg, enum upstream_err err,
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
 	}
-	upstream_command(s->up, s->pending, smtp_mail_reply, s);
+	if (s->pending_cb != smtp_mail_reply)
+		upstream_command_secret(s->up, s->pending, s->pending_cb, s);
+	else
+		upstream_command(s->up, s->pending, s->pending_cb, s);
 }
 
 /* Open (or reuse, after RSET if owed) the upstream, then relay MAIL. */
@@ -670,7 +710,10 @@ smtp_upstream_mail_start(struct smtp_session *s)
 	}
 	if (s->up != NULL) {
 		s->up_reused = 1;
-		upstream_command(s->up, s->pending, smtp_mail_reply, s);
+		if (s->pending_cb != smtp_mail_reply)
+			upstream_command_secret(s->up, s->pending, s->pending_cb, s);
+		else
+			upstream_command(s->up, s->pending, s->pending_cb, s);
 		return;
 	}
 	s->up_reused = 0;
@@ -707,6 +750,7 @@ smtp_mail_done(void *arg, const struct filter_result *res)
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
 	}
+	s->pending_cb = smtp_mail_reply;
 	smtp_upstream_mail_start(s);
 }
 
@@ -998,6 +1042,8 @@ smtp_rcpt_allowed(struct smtp_session *s, const struct smtp_path *p)
 		return 1;
 	if (config_relay_domain(s->cfg, p->domain))
 		return 1;
+	if (s->auth_id != NULL)		/* RFC 4954: our own authenticated users */
+		return 1;
 	return config_netmask_match(s->cfg->relay_networks,
 	    s->cfg->nrelay_networks, (const struct sockaddr *)&s->sa);
 }
@@ -1156,8 +1202,8 @@ smtp_received(struct smtp_session *s)
 	    s->tls == SMTP_TLS_ACTIVE ? s->tls_desc : "",
 	    s->tls == SMTP_TLS_ACTIVE ? ")\r\n" : "",
 	    s->cfg->hostname,
-	    s->tls == SMTP_TLS_ACTIVE ? (s->esmtp ? "ESMTPS" : "SMTPS") :
-	    (s->esmtp ? "ESMTP" : "SMTP"),
+	    s->tls == SMTP_TLS_ACTIVE ? (s->auth_id ? "ESMTPSA" :
+	    s->esmtp ? "ESMTPS" : "SMTPS") : (s->esmtp ? "ESMTP" : "SMTP"),
 	    s->id, s->messages,
 	    s->nrcpts == 1 ? "\r\n\tfor <" : "",
 	    s->nrcpts == 1 ? s->rcpts[0] : "",
@@ -1941,6 +1987,158 @@ smtp_data_line(struct smtp_session *s, const char *line, size_t len,
 		s->data_err = SMTP_DATA_SPOOL;
 }
 
+/* ---- AUTH (RFC 4954), relayed to the upstream ----------------------------- */
+
+/*
+ * Who logged in, for policy, filters and DKIM signing: the authcid of
+ * PLAIN (RFC 4616), the user of LOGIN, the name of CRAM-MD5.  The upstream
+ * checked the password; we only read the name.
+ */
+static void
+smtp_auth_learn(struct smtp_session *s, const char *b64)
+{
+	unsigned char dec[1024];
+	const unsigned char *id = dec, *nul;
+	size_t len = strlen(b64);
+	int n;
+
+	if (len == 0 || len > 4 * (sizeof dec / 3) - 4 || strcmp(b64, "=") == 0)
+		return;
+	if ((n = EVP_DecodeBlock(dec, (const unsigned char *)b64, (int)len)) < 0)
+		return;
+	while (len > 0 && b64[len - 1] == '=') {	/* padding decodes to NULs */
+		n--;
+		len--;
+	}
+	if (n <= 0)
+		return;
+	if (strcasecmp(s->auth_mech, "PLAIN") == 0) {
+		if ((nul = memchr(dec, '\0', (size_t)n)) == NULL)
+			return;
+		id = nul + 1;
+		if ((nul = memchr(id, '\0', (size_t)(dec + n - id))) == NULL)
+			return;
+		n = (int)(nul - id);
+	} else if (strcasecmp(s->auth_mech, "CRAM-MD5") == 0) {
+		if ((nul = memchr(dec, ' ', (size_t)n)) == NULL)
+			return;
+		n = (int)(nul - dec);
+	} else if (strcasecmp(s->auth_mech, "LOGIN") != 0)
+		return;
+	/* An identity goes into logs and headers: printable, no CR/LF. */
+	for (int i = 0; i < n; i++)
+		if (id[i] < 0x21 || id[i] > 0x7e)
+			return;
+	free(s->auth_id);
+	if ((s->auth_id = strndup((const char *)id, (size_t)n)) == NULL)
+		fatalx("out of memory");
+}
+
+static void
+smtp_auth_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
+{
+	struct smtp_session *s = arg;
+
+	if (err != UPSTREAM_OK) {
+		smtp_upstream_failed(s, err);
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	if (r->code == 334) {
+		/* A challenge: base64 text, relayed as is (no enhanced code on 3xx). */
+		smtp_reply(s, "334 %.1000s", r->text);
+		smtp_resume(s, SMTP_STATE_AUTH);
+		return;
+	}
+	if (r->code == 235) {
+		if (s->auth_id == NULL &&
+		    (s->auth_id = strdup("unknown")) == NULL)
+			fatalx("out of memory");
+		log_info("%016llx smtp auth=ok mech=%s user=%s client=%s", s->id,
+		    s->auth_mech, s->auth_id ? s->auth_id : "unknown", s->addr);
+	} else {
+		free(s->auth_id);
+		s->auth_id = NULL;
+		log_info("%016llx smtp auth=failed mech=%s code=%d client=%s",
+		    s->id, s->auth_mech, r->code, s->addr);
+		s->errors++;
+	}
+	smtp_relay_reply(s, r, "2.7.0");
+	smtp_resume(s, SMTP_STATE_COMMAND);
+}
+
+static void
+smtp_cmd_auth(struct smtp_session *s, const char *args)
+{
+	char offer[160];
+	const char *sp;
+	int n;
+
+	smtp_auth_offer(s, offer, sizeof offer);
+	if (offer[0] == '\0' && s->auth_id == NULL) {
+		smtp_error(s, "502 5.5.1 Error: command not implemented");
+		return;
+	}
+	if (s->auth_id != NULL) {
+		smtp_error(s, "503 5.5.1 Error: already authenticated");
+		return;
+	}
+	if (s->mail_from != NULL) {
+		smtp_error(s, "503 5.5.1 Error: AUTH not allowed in a mail transaction");
+		return;
+	}
+	sp = strchr(args, ' ');
+	n = sp ? (int)(sp - args) : (int)strlen(args);
+	if (n == 0 || n >= (int)sizeof s->auth_mech) {
+		smtp_error(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+		return;
+	}
+	snprintf(s->auth_mech, sizeof s->auth_mech, "%.*s", n, args);
+	s->auth_step = 0;
+	if (sp != NULL)
+		smtp_auth_learn(s, sp + 1);
+	snprintf(s->pending, sizeof s->pending, "AUTH %s", args);
+	s->pending_cb = smtp_auth_reply;
+	smtp_enter_state(s, SMTP_STATE_WAIT);
+	smtp_upstream_mail_start(s);
+}
+
+/* One SASL response line from the client (up to RFC 4954's 12288 octets). */
+static int
+smtp_auth_input(struct smtp_session *s)
+{
+	char *line;
+	size_t len;
+	enum smtp_line kind;
+
+	if ((line = malloc(SMTP_AUTH_LINE_MAX + 1)) == NULL)
+		fatalx("out of memory");
+	kind = smtp_frame_line(s, line, SMTP_AUTH_LINE_MAX, &len);
+	if (kind == SMTP_LINE_NONE) {
+		free(line);
+		return 0;
+	}
+	if (kind != SMTP_LINE_OK || s->up == NULL) {
+		free(line);
+		/* The exchange is lost: drop the upstream side of it too. */
+		upstream_close(s->up);
+		s->up = NULL;
+		s->up_in_tx = 0;
+		smtp_enter_state(s, SMTP_STATE_COMMAND);
+		smtp_error(s, "501 5.5.2 Error: bad SASL response");
+		return 1;
+	}
+	line[len - 2] = '\0';
+	if (s->auth_step++ == 0 && strcasecmp(s->auth_mech, "LOGIN") == 0)
+		smtp_auth_learn(s, line);
+	else if (s->auth_step == 1 && strcasecmp(s->auth_mech, "LOGIN") != 0)
+		smtp_auth_learn(s, line);
+	smtp_enter_state(s, SMTP_STATE_WAIT);
+	upstream_command_secret(s->up, line, smtp_auth_reply, s);
+	free(line);
+	return 1;
+}
+
 /* ---- BDAT (RFC 3030) ---------------------------------------------------- */
 
 static void	smtp_data_line(struct smtp_session *, const char *, size_t,
@@ -2237,7 +2435,7 @@ static const struct smtp_verb smtp_verbs[] = {
 	/* Never relayed: a client's XCLIENT/AUTH/BDAT would desynchronise us. */
 	{ SMTP_CMD_EXPN,	smtp_cmd_not_implemented },
 	{ SMTP_CMD_STARTTLS,	smtp_cmd_starttls },
-	{ SMTP_CMD_AUTH,	smtp_cmd_not_implemented },
+	{ SMTP_CMD_AUTH,	smtp_cmd_auth },
 	{ SMTP_CMD_BDAT,	smtp_cmd_bdat },
 	{ SMTP_CMD_XCLIENT,	smtp_cmd_not_implemented },
 	{ SMTP_CMD_XFORWARD,	smtp_cmd_not_implemented },
@@ -2353,6 +2551,11 @@ smtp_process(struct smtp_session *s)
 				break;
 			continue;
 		}
+		if (s->state == SMTP_STATE_AUTH) {
+			if (!smtp_auth_input(s))
+				break;
+			continue;
+		}
 		if (s->state != SMTP_STATE_COMMAND)
 			break;
 		/*
@@ -2390,7 +2593,12 @@ smtp_process(struct smtp_session *s)
 			continue;
 		case SMTP_LINE_OK:
 			line[len - 2] = '\0';
-			log_debug("%016llx smtp <<< %s", s->id, line);
+			/* Never log credentials (an AUTH initial response). */
+			if (strncasecmp(line, "AUTH ", 5) == 0)
+				log_debug("%016llx smtp <<< AUTH (credentials not logged)",
+				    s->id);
+			else
+				log_debug("%016llx smtp <<< %s", s->id, line);
 			smtp_command(s, line);
 			continue;
 		}
@@ -2409,7 +2617,7 @@ smtp_readcb(struct bufferevent *bev, void *arg)
 	if (s->state == SMTP_STATE_PROXY)
 		smtp_proxy_input(s);
 	else if (s->state == SMTP_STATE_COMMAND || s->state == SMTP_STATE_DATA ||
-	    s->state == SMTP_STATE_BDAT)
+	    s->state == SMTP_STATE_BDAT || s->state == SMTP_STATE_AUTH)
 		smtp_process(s);
 }
 
@@ -2758,6 +2966,7 @@ smtp_session_free(struct smtp_session *s)
 	upstream_close(s->up);
 	smtp_tx_reset(s);
 	filter_session_free(s->fs);
+	free(s->auth_id);
 	spool_free(&s->spool);
 	spool_free(&s->newbody);
 	free(s->hdrs);

@@ -87,6 +87,7 @@ struct upstream {
 	int			 at_bol;	/* next byte starts a line: stuff a leading dot */
 
 	int			 in_callback;	/* depth; defer the free */
+	int			 secret;	/* the next line is a credential: don't log it */
 	int			 closing;
 };
 
@@ -232,8 +233,14 @@ upstream_write_line(struct upstream *up, const char *line)
 {
 	struct evbuffer *out = bufferevent_get_output(up->bev);
 
-	log_debug("%016llx upstream >>> %s", up->sid, line);
-	evbuffer_add_printf(out, "%s\r\n", line);
+	if (up->secret)
+		log_debug("%016llx upstream >>> (SASL data, %zu bytes)", up->sid,
+		    strlen(line));
+	else
+		log_debug("%016llx upstream >>> %s", up->sid, line);
+	up->secret = 0;
+	evbuffer_add(out, line, strlen(line));
+	evbuffer_add(out, "\r\n", 2);
 	smtp_reply_init(&up->reply);
 }
 
@@ -821,6 +828,19 @@ upstream_command(struct upstream *up, const char *line, upstream_done_fn done,
 		}
 	}
 	upstream_enter_state(up, UP_STATE_COMMAND);
+	upstream_write_line(up, line);
+}
+
+/* AUTH and SASL responses: relayed like commands, never logged. */
+void
+upstream_command_secret(struct upstream *up, const char *line,
+    upstream_done_fn done, void *arg)
+{
+	if (!upstream_usable(up, done, arg))
+		return;
+	upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
+	upstream_enter_state(up, UP_STATE_COMMAND);
+	up->secret = 1;
 	upstream_write_line(up, line);
 }
 

@@ -67,6 +67,9 @@ struct upstream	*upstream_open(struct event_base *, const struct config *,
 		    upstream_done_fn, void *arg);
 void		 upstream_command(struct upstream *, const char *line,
 		    upstream_done_fn, void *arg);
+/* The same for AUTH lines and SASL responses: the line is never logged. */
+void		 upstream_command_secret(struct upstream *, const char *line,
+		    upstream_done_fn, void *arg);
 /* Sends prepend, then the spool from offset spool_off on. */
 void		 upstream_send_message(struct upstream *, const char *prepend,
 		    size_t prependlen, struct spool *, size_t spool_off,
