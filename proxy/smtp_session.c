@@ -138,6 +138,8 @@ struct smtp_session {
 	int			 draining;	/* SIGTERM: close when idle */
 	int			 processing;	/* inside smtp_process(): don't recurse */
 	int			 output_full;	/* client not reading its replies: paused */
+	struct event		*quit_timer;	/* waiting for TLS bytes to leave */
+	int			 quit_polls;
 
 	/* Transaction. */
 	char			*mail_from;	/* NULL: no MAIL yet */
@@ -218,6 +220,7 @@ static const char *const smtp_state_names[SMTP_STATE_COUNT] = {
 
 static void	smtp_process(struct smtp_session *);
 static void	smtp_proxy_input(struct smtp_session *);
+static void	smtp_quit_flushed(struct smtp_session *);
 static enum smtp_line smtp_frame_line(struct smtp_session *, char *, size_t,
 		    size_t *);
 static void	smtp_upstream_mail_start(struct smtp_session *);
@@ -2356,12 +2359,33 @@ smtp_bev_setup(struct smtp_session *s)
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 }
 
+/* Put a TLS server layer over the plain bufferevent (STARTTLS, PROXY+465). */
+static int
+smtp_tls_wrap(struct smtp_session *s)
+{
+	struct bufferevent *tls;
+	SSL *ssl;
+
+	if ((ssl = tls_server_ssl(s->listener)) == NULL)
+		return -1;
+	tls = bufferevent_openssl_filter_new(bufferevent_get_base(s->bev), s->bev,
+	    ssl, BUFFEREVENT_SSL_ACCEPTING,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (tls == NULL) {
+		SSL_free(ssl);
+		return -1;
+	}
+	bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+	s->bev = tls;
+	smtp_bev_setup(s);
+	s->tls = SMTP_TLS_HANDSHAKE;
+	return 0;
+}
+
 static void
 smtp_cmd_starttls(struct smtp_session *s, const char *args)
 {
-	struct bufferevent *tls;
 	struct evbuffer *in;
-	SSL *ssl;
 
 	if (*args != '\0') {
 		smtp_error(s, "501 5.5.4 Syntax: STARTTLS");
@@ -2375,7 +2399,7 @@ smtp_cmd_starttls(struct smtp_session *s, const char *args)
 		smtp_error(s, "502 5.5.1 Error: command not implemented");
 		return;
 	}
-	if ((ssl = tls_server_ssl(s->listener)) == NULL) {
+	if (s->listener->tls_ctx == NULL) {
 		smtp_reply(s, "454 4.7.0 TLS not available due to temporary reason");
 		return;
 	}
@@ -2391,18 +2415,11 @@ smtp_cmd_starttls(struct smtp_session *s, const char *args)
 		evbuffer_drain(in, evbuffer_get_length(in));
 	}
 	/* The 220 still sits in the plain bufferevent's output: it goes first. */
-	tls = bufferevent_openssl_filter_new(bufferevent_get_base(s->bev), s->bev,
-	    ssl, BUFFEREVENT_SSL_ACCEPTING,
-	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (tls == NULL) {
-		SSL_free(ssl);
+	if (smtp_tls_wrap(s) == -1) {
 		smtp_reply(s, "421 4.7.0 %s TLS setup failed", s->cfg->hostname);
 		smtp_enter_state(s, SMTP_STATE_QUIT);
 		return;
 	}
-	bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
-	s->bev = tls;
-	smtp_bev_setup(s);
 	/* RFC 3207 4.2: forget everything learnt before TLS; EHLO again. */
 	smtp_tx_reset(s);
 	s->helo[0] = '\0';
@@ -2621,6 +2638,42 @@ smtp_readcb(struct bufferevent *bev, void *arg)
 		smtp_process(s);
 }
 
+/*
+ * The last reply left our bufferevent.  Over STARTTLS that only means it
+ * reached the TLS filter: the encrypted bytes still wait in the plain
+ * bufferevent underneath, which the filter owns (and frees with us).  So
+ * wait, briefly, until that one is empty too.
+ */
+static void
+smtp_quit_poll(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	(void)fd;
+	(void)what;
+	smtp_quit_flushed(s);
+}
+
+static void
+smtp_quit_flushed(struct smtp_session *s)
+{
+	struct bufferevent *under = bufferevent_get_underlying(s->bev);
+	struct timeval tv = { .tv_sec = 0, .tv_usec = 20000 };
+
+	if (under != NULL && evbuffer_get_length(bufferevent_get_output(under)) > 0 &&
+	    s->quit_polls++ < SMTP_QUIT_TIMEOUT * 50) {
+		if (s->quit_timer == NULL &&
+		    (s->quit_timer = evtimer_new(bufferevent_get_base(s->bev),
+		    smtp_quit_poll, s)) == NULL) {
+			smtp_session_free(s);
+			return;
+		}
+		evtimer_add(s->quit_timer, &tv);
+		return;
+	}
+	smtp_session_free(s);
+}
+
 static void
 smtp_writecb(struct bufferevent *bev, void *arg)
 {
@@ -2629,7 +2682,7 @@ smtp_writecb(struct bufferevent *bev, void *arg)
 	(void)bev;
 	if (s->state == SMTP_STATE_QUIT) {
 		if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
-			smtp_session_free(s);
+			smtp_quit_flushed(s);
 		return;
 	}
 	if (s->output_full) {
@@ -2645,6 +2698,7 @@ static void
 smtp_eventcb(struct bufferevent *bev, short what, void *arg)
 {
 	struct smtp_session *s = arg;
+	unsigned long tls_err;
 	char err[256];
 
 	(void)bev;
@@ -2657,10 +2711,10 @@ smtp_eventcb(struct bufferevent *bev, short what, void *arg)
 		    s->addr);
 		return;
 	}
+	/* bufferevent_get_openssl_error() pops: call it once. */
 	if ((what & BEV_EVENT_ERROR) && s->tls != SMTP_TLS_NONE &&
-	    bufferevent_get_openssl_error(s->bev) != 0) {
-		ERR_error_string_n(bufferevent_get_openssl_error(s->bev), err,
-		    sizeof err);
+	    (tls_err = bufferevent_get_openssl_error(s->bev)) != 0) {
+		ERR_error_string_n(tls_err, err, sizeof err);
 		log_info("%016llx smtp tls error=\"%s\" client=%s", s->id, err,
 		    s->addr);
 	}
@@ -2712,6 +2766,7 @@ static int
 smtp_proxy_v1(const char *line, struct sockaddr_storage *ss)
 {
 	char fam[8], src[64], dst[64];
+	struct in6_addr d6;	/* big enough for either family */
 	unsigned sport, dport;
 	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
 	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
@@ -2723,12 +2778,14 @@ smtp_proxy_v1(const char *line, struct sockaddr_storage *ss)
 	    &dport, &tail) != 5 || sport > 65535 || dport > 65535)
 		return -1;
 	memset(ss, 0, sizeof *ss);
-	if (strcmp(fam, "TCP4") == 0 && inet_pton(AF_INET, src, &s4->sin_addr) == 1) {
+	if (strcmp(fam, "TCP4") == 0 && inet_pton(AF_INET, src, &s4->sin_addr) == 1 &&
+	    inet_pton(AF_INET, dst, &d6) == 1) {
 		s4->sin_family = AF_INET;
 		s4->sin_port = htons((uint16_t)sport);
 		return 1;
 	}
-	if (strcmp(fam, "TCP6") == 0 && inet_pton(AF_INET6, src, &s6->sin6_addr) == 1) {
+	if (strcmp(fam, "TCP6") == 0 && inet_pton(AF_INET6, src, &s6->sin6_addr) == 1 &&
+	    inet_pton(AF_INET6, dst, &d6) == 1) {
 		s6->sin6_family = AF_INET6;
 		s6->sin6_port = htons((uint16_t)sport);
 		return 1;
@@ -2835,6 +2892,9 @@ smtp_proxy_input(struct smtp_session *s)
 			return;
 		}
 	}
+	/* haproxy in front of port 465: the header is in clear, TLS follows. */
+	if (s->listener->tls == CONFIG_TLS_IMPLICIT && smtp_tls_wrap(s) == -1)
+		goto bad;
 	smtp_enter_state(s, SMTP_STATE_CONNECT);
 	s->processing = 1;
 	smtp_filter(s, FILTER_PH_CONNECT, NULL, smtp_connect_done);
@@ -2886,7 +2946,8 @@ smtp_session_start(struct worker *w, int fd, const struct sockaddr *sa,
 	spool_init(&s->spool, cfg->limits.spool_memory, cfg->spool_dir);
 	spool_init(&s->newbody, cfg->limits.spool_memory, cfg->spool_dir);
 	s->listener = listener < cfg->nlisteners ? &cfg->listeners[listener] : NULL;
-	if (s->listener != NULL && s->listener->tls == CONFIG_TLS_IMPLICIT) {
+	if (s->listener != NULL && s->listener->tls == CONFIG_TLS_IMPLICIT &&
+	    !s->listener->proxy_protocol) {
 		SSL *ssl = tls_server_ssl(s->listener);
 
 		s->bev = ssl == NULL ? NULL : bufferevent_openssl_socket_new(base, fd,
@@ -2967,6 +3028,8 @@ smtp_session_free(struct smtp_session *s)
 	smtp_tx_reset(s);
 	filter_session_free(s->fs);
 	free(s->auth_id);
+	if (s->quit_timer != NULL)
+		event_free(s->quit_timer);
 	spool_free(&s->spool);
 	spool_free(&s->newbody);
 	free(s->hdrs);
