@@ -2733,10 +2733,21 @@ smtp_eventcb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (s->mail_from != NULL && s->state != SMTP_STATE_QUIT)
 		smtp_log_message(s, "aborted", "client disconnected");
-	log_info("%016llx smtp disconnect reason=%s client=%s messages=%lu",
-	    s->id, (what & BEV_EVENT_EOF) ? "eof" :
-	    (what & BEV_EVENT_TIMEOUT) ? "timeout" : "error", s->addr,
-	    s->messages);
+	if (s->state != SMTP_STATE_QUIT)
+		log_info("%016llx smtp disconnect reason=%s client=%s messages=%lu",
+		    s->id, (what & BEV_EVENT_EOF) ? "eof" :
+		    (what & BEV_EVENT_TIMEOUT) ? "timeout" : "error", s->addr,
+		    s->messages);
+	/*
+	 * A failed TLS handshake leaves its alert in the plain bufferevent
+	 * under the TLS layer: let it go out, so the client learns why.
+	 */
+	if ((what & BEV_EVENT_ERROR) && bufferevent_get_underlying(s->bev) != NULL) {
+		s->state = SMTP_STATE_QUIT;
+		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+		smtp_quit_flushed(s);
+		return;
+	}
 	smtp_session_free(s);
 }
 
