@@ -12,6 +12,7 @@ CFLAGS	+= -std=c11 -D_GNU_SOURCE -fstack-protector-strong $(WARN) -MMD -MP \
 LDLIBS	+= $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -ldl
 LDLIBS += -lopendkim
 LDLIBS += $(shell pkg-config --libs libpsl)
+LDLIBS += -lspf2 -lresolv
 
 # Data plane
 SRCS	+= proxy/main.c
@@ -27,6 +28,7 @@ SRCS	+= proxy/maildir.c
 SRCS	+= proxy/check.c
 SRCS	+= proxy/dns.c
 SRCS	+= proxy/tls.c
+SRCS	+= proxy/bev.c
 # Filters
 SRCS	+= filters/filter_chain.c
 SRCS	+= filters/filter_loader.c

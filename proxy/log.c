@@ -19,12 +19,14 @@
 
 static int log_syslog;
 static int log_verbose;
+static long log_pid;		/* getpid() once, not a syscall per line */
 
 void
 log_init(int use_syslog, int verbose)
 {
 	log_syslog = use_syslog;
 	log_verbose = verbose;
+	log_pid = (long)getpid();
 	if (use_syslog)
 		openlog("frontmx", LOG_PID | LOG_NDELAY, LOG_MAIL);
 }
@@ -46,7 +48,7 @@ log_vemit(int prio, const char *level, const char *fmt, va_list ap)
 	gmtime_r(&ts.tv_sec, &tm);
 	n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
 	r = snprintf(line + n, sizeof line - n, ".%03ldZ frontmx[%ld] %s: ",
-	    ts.tv_nsec / 1000000, (long)getpid(), level);
+	    ts.tv_nsec / 1000000, log_pid ? log_pid : (long)getpid(), level);
 	if (r > 0 && (size_t)r < sizeof line - n)
 		n += (size_t)r;
 	r = vsnprintf(line + n, sizeof line - n, fmt, ap);

@@ -42,6 +42,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
+#include "bev.h"
 #include "config.h"
 #include "filter_chain.h"
 #include "log.h"
@@ -146,6 +147,7 @@ struct smtp_session {
 	int			 tx_utf8;	/* MAIL had SMTPUTF8 (RFC 6531) */
 	int			 bdat;		/* this transaction's message comes in BDAT chunks */
 	unsigned long long	 bdat_left;	/* bytes of the current chunk still to read */
+	unsigned long long	 bdat_total;	/* octets of this message's chunks so far */
 	int			 bdat_last;
 	const char		*bdat_refuse;	/* consume the chunk, then this reply */
 	char			 bdat_reply[FILTER_REPLY_MAX];	/* a filter's refusal, kept */
@@ -191,7 +193,8 @@ struct smtp_session {
 	char			 pending_rcpt[SMTP_PATH_MAX + 1];
 	enum smtp_cmd		 pending_cmd;
 	upstream_done_fn	 pending_cb;	/* who gets the reply to pending */
-	char			*auth_id;	/* authenticated identity (RFC 4954) */
+	char			*auth_id;	/* authenticated identity (RFC 4954), set on 235 only */
+	char			*auth_claim;	/* the name in the exchange, until the upstream says 235 */
 	char			 auth_mech[24];
 	int			 auth_step;	/* SASL responses relayed so far */
 	unsigned long		 messages;
@@ -219,8 +222,11 @@ static const char *const smtp_state_names[SMTP_STATE_COUNT] = {
 };
 
 static void	smtp_process(struct smtp_session *);
+static void	smtp_process_once(struct smtp_session *);
 static void	smtp_proxy_input(struct smtp_session *);
 static void	smtp_quit_flushed(struct smtp_session *);
+static int	smtp_quit_later(struct smtp_session *);
+static void	smtp_quit_poll(evutil_socket_t, short, void *);
 static enum smtp_line smtp_frame_line(struct smtp_session *, char *, size_t,
 		    size_t *);
 static void	smtp_upstream_mail_start(struct smtp_session *);
@@ -276,10 +282,18 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state state)
 		break;
 	case SMTP_STATE_QUIT:
 		bufferevent_disable(s->bev, EV_READ);
-		/* Free only once every byte of the last reply is gone. */
+		/*
+		 * Free only once every byte of the last reply is gone: libevent
+		 * writes it and calls smtp_writecb.  With nothing left to write
+		 * that callback never comes, so a zero timer frees instead.
+		 */
 		bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
 		tv.tv_sec = SMTP_QUIT_TIMEOUT;
 		bufferevent_set_timeouts(s->bev, NULL, &tv);
+		bufferevent_enable(s->bev, EV_WRITE);
+		if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0 &&
+		    smtp_quit_later(s) == -1)
+			fatalx("smtp: cannot schedule the close");
 		break;
 	default:
 		fatalx("smtp: bad state %d", state);
@@ -379,6 +393,7 @@ smtp_tx_reset(struct smtp_session *s)
 	s->mail_from = NULL;
 	s->tx_utf8 = 0;
 	s->bdat = 0;
+	s->bdat_total = 0;
 	s->bdat_linelen = 0;
 	s->bdat_long = 0;
 	for (i = 0; i < s->nrcpts; i++)
@@ -549,6 +564,13 @@ smtp_auth_offer(const struct smtp_session *s, char *out, size_t outlen)
 	upstream_caps_get(&caps, &known);
 	if (known && (caps.flags & SMTP_EHLO_AUTH) && caps.auth[0] != '\0')
 		snprintf(out, outlen, "250-AUTH %.100s\n", caps.auth);
+}
+
+static int
+smtp_auth_offered(const struct smtp_session *s)
+{
+	return s->listener != NULL && s->listener->auth &&
+	    s->tls == SMTP_TLS_ACTIVE;
 }
 
 static int
@@ -825,6 +847,17 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 			}
 			n = snprintf(line + used, linelen - used, " ENVID=%s",
 			    pa->value);
+		} else if (strcmp(pa->key, "AUTH") == 0 && smtp_auth_offered(s)) {
+			/*
+			 * RFC 4954 5: parse and discard.  The upstream gets no
+			 * AUTH= from us: it only trusts what it authenticated.
+			 */
+			if (!pa->has_value || (strcmp(pa->value, "<>") != 0 &&
+			    !xtext_valid(pa->value))) {
+				smtp_error(s, "501 5.5.4 Bad AUTH parameter");
+				return -1;
+			}
+			continue;
 		} else if (strcmp(pa->key, "BODY") == 0 && pa->has_value &&
 		    (strcasecmp(pa->value, "7BIT") == 0 ||
 		    strcasecmp(pa->value, "8BITMIME") == 0)) {
@@ -2032,9 +2065,18 @@ smtp_auth_learn(struct smtp_session *s, const char *b64)
 	for (int i = 0; i < n; i++)
 		if (id[i] < 0x21 || id[i] > 0x7e)
 			return;
-	free(s->auth_id);
-	if ((s->auth_id = strndup((const char *)id, (size_t)n)) == NULL)
+	/* Only a claim: it becomes the identity when the upstream says 235. */
+	free(s->auth_claim);
+	if ((s->auth_claim = strndup((const char *)id, (size_t)n)) == NULL)
 		fatalx("out of memory");
+}
+
+/* Forget a claim that did not end in 235 (failure, cancel, error). */
+static void
+smtp_auth_forget(struct smtp_session *s)
+{
+	free(s->auth_claim);
+	s->auth_claim = NULL;
 }
 
 static void
@@ -2043,6 +2085,7 @@ smtp_auth_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 	struct smtp_session *s = arg;
 
 	if (err != UPSTREAM_OK) {
+		smtp_auth_forget(s);
 		smtp_upstream_failed(s, err);
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
@@ -2054,14 +2097,14 @@ smtp_auth_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 		return;
 	}
 	if (r->code == 235) {
-		if (s->auth_id == NULL &&
-		    (s->auth_id = strdup("unknown")) == NULL)
+		s->auth_id = s->auth_claim != NULL ? s->auth_claim : strdup("unknown");
+		s->auth_claim = NULL;
+		if (s->auth_id == NULL)
 			fatalx("out of memory");
 		log_info("%016llx smtp auth=ok mech=%s user=%s client=%s", s->id,
-		    s->auth_mech, s->auth_id ? s->auth_id : "unknown", s->addr);
+		    s->auth_mech, s->auth_id, s->addr);
 	} else {
-		free(s->auth_id);
-		s->auth_id = NULL;
+		smtp_auth_forget(s);
 		log_info("%016llx smtp auth=failed mech=%s code=%d client=%s",
 		    s->id, s->auth_mech, r->code, s->addr);
 		s->errors++;
@@ -2106,6 +2149,21 @@ smtp_cmd_auth(struct smtp_session *s, const char *args)
 	smtp_upstream_mail_start(s);
 }
 
+/* The upstream's answer to our "*": the client already has its 501. */
+static void
+smtp_auth_cancelled(void *arg, enum upstream_err err, const struct smtp_reply *r)
+{
+	struct smtp_session *s = arg;
+
+	(void)r;
+	if (err != UPSTREAM_OK) {
+		upstream_close(s->up);
+		s->up = NULL;
+		s->up_in_tx = 0;
+	}
+	smtp_resume(s, SMTP_STATE_COMMAND);
+}
+
 /* One SASL response line from the client (up to RFC 4954's 12288 octets). */
 static int
 smtp_auth_input(struct smtp_session *s)
@@ -2123,12 +2181,21 @@ smtp_auth_input(struct smtp_session *s)
 	}
 	if (kind != SMTP_LINE_OK || s->up == NULL) {
 		free(line);
-		/* The exchange is lost: drop the upstream side of it too. */
-		upstream_close(s->up);
-		s->up = NULL;
-		s->up_in_tx = 0;
-		smtp_enter_state(s, SMTP_STATE_COMMAND);
+		smtp_auth_forget(s);
 		smtp_error(s, "501 5.5.2 Error: bad SASL response");
+		if (s->state == SMTP_STATE_QUIT)
+			return 1;
+		/*
+		 * Cancel the exchange upstream with "*" (RFC 4954 4) rather
+		 * than hanging up mid-exchange: a QUIT there would be taken
+		 * as a (wrong) password and counted against our address.
+		 */
+		if (s->up == NULL) {
+			smtp_enter_state(s, SMTP_STATE_COMMAND);
+			return 1;
+		}
+		smtp_enter_state(s, SMTP_STATE_WAIT);
+		upstream_command_secret(s->up, "*", smtp_auth_cancelled, s);
 		return 1;
 	}
 	line[len - 2] = '\0';
@@ -2210,6 +2277,7 @@ smtp_bdat_input(struct smtp_session *s)
 			take = (size_t)s->bdat_left;
 		evbuffer_remove(in, buf, take);
 		s->bdat_left -= take;
+		s->bdat_total += take;
 		if (s->bdat_refuse == NULL)
 			smtp_bdat_bytes(s, buf, take);
 	}
@@ -2229,7 +2297,7 @@ smtp_bdat_input(struct smtp_session *s)
 	}
 	if (!s->bdat_last) {
 		smtp_enter_state(s, SMTP_STATE_COMMAND);
-		smtp_reply(s, "250 2.0.0 %zu octets received", s->msg_bytes);
+		smtp_reply(s, "250 2.0.0 %llu octets received", s->bdat_total);
 		return 1;
 	}
 	if (s->bdat_linelen > 0 || s->bdat_long)
@@ -2356,7 +2424,12 @@ smtp_bev_setup(struct smtp_session *s)
 	bufferevent_setcb(s->bev, smtp_readcb, smtp_writecb, smtp_eventcb, s);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, s->cfg->limits.pipeline_backlog);
 	bufferevent_setwatermark(s->bev, EV_WRITE, SMTP_OUTPUT_HIGH / 2, 0);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	/* Plain sockets are written directly (bev.h); TLS goes through libevent. */
+	if (bev_direct(s->bev)) {
+		bufferevent_disable(s->bev, EV_WRITE);
+		bufferevent_enable(s->bev, EV_READ);
+	} else
+		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 }
 
 /* Put a TLS server layer over the plain bufferevent (STARTTLS, PROXY+465). */
@@ -2422,6 +2495,8 @@ smtp_cmd_starttls(struct smtp_session *s, const char *args)
 	}
 	/* RFC 3207 4.2: forget everything learnt before TLS; EHLO again. */
 	smtp_tx_reset(s);
+	free(s->auth_id);
+	s->auth_id = NULL;
 	s->helo[0] = '\0';
 	s->esmtp = 0;
 	upstream_close(s->up);
@@ -2549,8 +2624,31 @@ smtp_data_input(struct smtp_session *s)
 	}
 }
 
+/*
+ * Handle what the client sent, then write all the replies at once (a
+ * pipelined group gets one write).  When the client was not reading them
+ * (output_full) and the write made room, carry on.
+ */
 static void
 smtp_process(struct smtp_session *s)
+{
+	struct evbuffer *out;
+
+	for (;;) {
+		smtp_process_once(s);
+		if (s->state == SMTP_STATE_QUIT || s->processing)
+			return;
+		out = bufferevent_get_output(s->bev);
+		bev_flush(s->bev);
+		if (!s->output_full || evbuffer_get_length(out) > SMTP_OUTPUT_HIGH / 2)
+			return;
+		s->output_full = 0;
+		bufferevent_enable(s->bev, EV_READ);
+	}
+}
+
+static void
+smtp_process_once(struct smtp_session *s)
 {
 	char line[SMTP_CMD_LINE_MAX + 1];
 	enum smtp_line kind;
@@ -2654,6 +2752,18 @@ smtp_quit_poll(evutil_socket_t fd, short what, void *arg)
 	smtp_quit_flushed(s);
 }
 
+static int
+smtp_quit_later(struct smtp_session *s)
+{
+	struct timeval now = { 0 };
+
+	if (s->quit_timer == NULL &&
+	    (s->quit_timer = evtimer_new(bufferevent_get_base(s->bev),
+	    smtp_quit_poll, s)) == NULL)
+		return -1;
+	return evtimer_add(s->quit_timer, &now);
+}
+
 static void
 smtp_quit_flushed(struct smtp_session *s)
 {
@@ -2692,6 +2802,10 @@ smtp_writecb(struct bufferevent *bev, void *arg)
 			smtp_process(s);
 		}
 	}
+	/* Drained: back to direct writes, no EPOLLOUT interest left behind. */
+	if (bev_direct(s->bev) && s->state != SMTP_STATE_QUIT &&
+	    evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+		bufferevent_disable(s->bev, EV_WRITE);
 }
 
 static void
@@ -3039,6 +3153,7 @@ smtp_session_free(struct smtp_session *s)
 	smtp_tx_reset(s);
 	filter_session_free(s->fs);
 	free(s->auth_id);
+	free(s->auth_claim);
 	if (s->quit_timer != NULL)
 		event_free(s->quit_timer);
 	spool_free(&s->spool);

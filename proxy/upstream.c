@@ -23,6 +23,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "bev.h"
 #include "config.h"
 #include "log.h"
 #include "smtp_reply.h"
@@ -242,6 +243,7 @@ upstream_write_line(struct upstream *up, const char *line)
 	evbuffer_add(out, line, strlen(line));
 	evbuffer_add(out, "\r\n", 2);
 	smtp_reply_init(&up->reply);
+	bev_flush(up->bev);
 }
 
 static void
@@ -499,6 +501,8 @@ upstream_reply(struct upstream *up)
 		}
 		upstream_enter_state(up, UP_STATE_DATA_SEND);
 		smtp_reply_init(&up->reply);
+		/* Bulk data: libevent's writes and write callback do the pacing. */
+		bufferevent_enable(up->bev, EV_WRITE);
 		upstream_writecb(up->bev, up);
 		break;
 	case UP_STATE_DATA_SEND:
@@ -622,8 +626,12 @@ upstream_writecb(struct bufferevent *bev, void *arg)
 	char buf[UPSTREAM_CHUNK];
 	ssize_t n;
 
-	if (up->state != UP_STATE_DATA_SEND)
+	if (up->state != UP_STATE_DATA_SEND) {
+		/* The message is out: back to direct writes. */
+		if (bev_direct(bev) && evbuffer_get_length(out) == 0)
+			bufferevent_disable(bev, EV_WRITE);
 		return;
+	}
 	while (evbuffer_get_length(out) < UPSTREAM_WBUF_HIGH) {
 		if (up->prependlen > 0) {
 			upstream_stuff(up, out, up->prepend, up->prependlen);
@@ -676,7 +684,9 @@ upstream_eventcb(struct bufferevent *bev, short what, void *arg)
 		upstream_enter_state(up, UP_STATE_GREETING);
 		smtp_reply_init(&up->reply);
 		upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
-		bufferevent_enable(up->bev, EV_READ | EV_WRITE);
+		/* Commands are written directly (bev.h); EV_WRITE only for DATA. */
+		bufferevent_disable(up->bev, EV_WRITE);
+		bufferevent_enable(up->bev, EV_READ);
 		return;
 	}
 	up->in_callback++;
