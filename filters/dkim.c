@@ -1,13 +1,2434 @@
 /*
- * dkim.c - built-in DKIM filter (placeholder: no hooks yet, every phase continues)
+ * dkim.c - the built-in DKIM filter: verification of every message and
+ * signing of mail from trusted clients, on libopendkim
+ *
+ * NAME
+ *	dkim_filter - DomainKeys Identified Mail (RFC 6376, RFC 8301,
+ *	RFC 8463) for frontmx
+ *
+ * SYNOPSIS
+ *	filters = ( { name = "dkim";
+ *	              options = { max_signatures = 5;
+ *	                          sign = "example.com:sel1:/etc/frontmx/rsa.pem,
+ *	                                  example.com:ed1:/etc/frontmx/ed.pem";
+ *	                          trusted = "127.0.0.0/8, ::1"; }; } );
+ *	policy = { default = { dkim = { fail = "tag"; temperror = "tempfail"; }; }; };
+ *
+ * DESCRIPTION
+ *	Verification.  Header fields arrive in on_header (the core drops the
+ *	one space after the colon, milter style; the field is rebuilt as
+ *	"Name: value" with its folds), the body in on_body, and libopendkim
+ *	hashes both as they come.  Public keys are fetched inside dkim_eoh(),
+ *	which is re-entrant (notes/LIBRARIES.md 2): the prescreen callback
+ *	starts one TXT query per distinct <s>._domainkey.<d> through
+ *	api->dns_query() for all signatures at once, the key callback answers
+ *	from this message's key cache or says DKIM_CBSTAT_TRYAGAIN, on_eoh
+ *	returns FMX_PENDING, and the last DNS answer calls dkim_eoh() again
+ *	and then api->resume().  libopendkim's own resolver is never used
+ *	(it blocks), and DKIM_LIBFLAGS_DELAYSIGPROC is not set (it moves the
+ *	key fetch into dkim_eom(), which cannot be re-entered).
+ *
+ *	Exact bytes.  A signature with simple header canonicalization covers
+ *	the field exactly as sent, and "Name:value" or "Name:\tvalue" cannot
+ *	be told from "Name: value" in on_header.  So when no signature passed
+ *	and one of the failures used c=simple/..., the message is verified a
+ *	second time at eom from the spool (api->msg_read(), the bytes as
+ *	received), with the keys already in the cache: no DNS, no wait.
+ *
+ * RESULTS
+ *	Per signature (one Authentication-Results "dkim" entry each, with
+ *	header.d, header.s, header.a and header.b, the first 8 characters of
+ *	b=, RFC 6008):
+ *	    pass	verified: signature and body hash match
+ *	    fail	signature or body hash mismatch; rsa-sha1 (RFC 8301
+ *			3.1); an RSA key shorter than min_key_bits (RFC 8301
+ *			3.2, default 1024); l= larger than the body
+ *	    policy	verified, but l= covers only part of the body: text
+ *			appended after the signed part is unauthenticated
+ *			(RFC 6376 8.2), so it does not count as a pass
+ *	    temperror	the key lookup failed (SERVFAIL, timeout, no resolver)
+ *	    permerror	no key (NXDOMAIN, no TXT record), a bad or revoked key
+ *			record, a signature with bad syntax, missing tags, an
+ *			expired or future t=/x=
+ *	Per message (api->set_result(), which the policy's dkim group maps to
+ *	an action): pass if a signature passed, else temperror if a lookup
+ *	failed (a retry may pass), else neutral if only partial (l=)
+ *	signatures verified, else fail, else permerror; none when there is
+ *	no DKIM-Signature field.  Facts for DMARC: "dkim.pass" (the d=
+ *	domains that passed, space separated, lower case) and "dkim.result".
+ *	At most max_signatures signatures (default 5) are verified, in header
+ *	order; signatures that need no DNS (bad syntax, rsa-sha1) do not use
+ *	up the budget, and the rest are ignored (RFC 6376 6.1, SECURITY.md 4).
+ *	Reported entries are capped the same way.
+ *
+ * SIGNING
+ *	A message is signed when the client is trusted (its address is in
+ *	`trusted`, or it authenticated and sign_authenticated is on) and the
+ *	one mailbox of its one From field has a domain listed in `sign`
+ *	(exact match, case-insensitive).  Every key of that domain signs, so
+ *	an RSA and an Ed25519 key give the dual signature RFC 8463 suggests.
+ *	The signer reads the message back from the spool at eom (exact
+ *	bytes), with dkim_set_margin(0) so the DKIM-Signature value is one
+ *	line: the core takes values without CR/LF.  Only relaxed header
+ *	canonicalization is accepted for signing: the core may refold a long
+ *	field, which relaxed tolerates and simple does not.
+ *	Mail that we sign is not verified as well: it is our own outbound
+ *	mail, and a tag (Subject prefix) from an old broken signature would
+ *	invalidate the new one.  The fact "dkim.signed" names the domains.
+ *	Headers changed after signing break the signature: keep dkim last in
+ *	the chain and do not use tag.subject_prefix for signed mail.  When
+ *	signing fails the result is "sign_error" and the verdict tempfail
+ *	(451), unless the policy maps sign_error otherwise.
+ *
+ * OPTIONS
+ *	max_signatures	1..50, default 5
+ *	min_key_bits	RSA keys below this fail: 1024..4096, default 1024
+ *	verify		boolean, default true (false: a signing-only instance)
+ *	sign		"domain:selector:/path/key.pem, ..." PEM private keys,
+ *			RSA (PKCS#1 or PKCS#8) or Ed25519 (PKCS#8), told apart
+ *			by trying them; checked by a test signature at start
+ *	trusted		client networks whose mail is signed, "a/n, b/n";
+ *			default none
+ *	sign_authenticated  boolean, default true: authenticated sessions
+ *			(fact "auth") are trusted too
+ *	sign_headers	colon-separated field names to sign; a name listed
+ *			twice is oversigned (one more h= entry than fields, so
+ *			no field of that name can be added).  Default
+ *			DKIM_SIGN_HEADERS_DEFAULT below: From oversigned.
+ *	canon		"relaxed/relaxed" (default), "relaxed/simple" or
+ *			"relaxed" (= relaxed/simple, RFC 6376 3.5)
+ *
+ * LIMITS
+ *	The core refuses header values over 900 octets: a key whose test
+ *	signature does not fit (RSA over about 3072 bits with the default
+ *	sign_headers) is refused at start.  Key records over 1024 octets
+ *	(libopendkim's buffer) are a permerror.  Keys over 4096 bits do
+ *	not fit in that record anyway.
+ *
+ * THREADING
+ *	One DKIM_LIB per configured instance, shared by every worker: it is
+ *	read-only after init, and every message has its own DKIM handles,
+ *	key cache and state (api->set_msg_data()).  The callbacks find the
+ *	message through dkim_get_user_context().
+ *
+ * DIAGNOSTICS
+ *	Log lines start with "dkim:" and are key=value; one INFO line per
+ *	message with the result of each signature.
  */
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <opendkim/dkim.h>
+
 #include "dkim.h"
+
+#define DKIM_SIGS_DEFAULT	5
+#define DKIM_SIGS_LIMIT		50
+#define DKIM_MINBITS_DEFAULT	1024	/* RFC 8301 3.2 */
+#define DKIM_MINBITS_LIMIT	4096
+#define DKIM_NAME_MAX		253	/* a DNS name without the final dot */
+#define DKIM_LABEL_MAX		63
+#define DKIM_KEYREC_MAX		1024	/* libopendkim's key buffer (BUFRSZ) */
+#define DKIM_HDRVAL_MAX		900	/* the core's limit for a header value */
+#define DKIM_SIGHDR_BUF		2048
+#define DKIM_KEYFILE_MAX	(64 * 1024)
+#define DKIM_LINE_MAX		4096	/* one spooled line (the core allows 1000) */
+#define DKIM_FIELD_MAX		(256 * 1024)	/* one field read from the spool */
+#define DKIM_READ_CHUNK		16384
+#define DKIM_PROPS_MAX		256	/* the core's property buffer, NUL included */
+#define DKIM_REASON_MAX		200
+#define DKIM_LOG_MAX		900
+#define DKIM_FACT_MAX		512
+#define DKIM_ALG_MAX		24
+#define DKIM_KEYS_MAX		64	/* `sign` entries */
+#define DKIM_KEYS_PER_DOMAIN	4
+#define DKIM_NETS_MAX		256
+#define DKIM_HDRNAMES_MAX	64
+#define DKIM_HDRNAME_MAX	64
+#define DKIM_OPTVAL_MAX		8192
+/* Each round of dkim_eoh() settles at least one signature. */
+#define DKIM_EOH_ROUNDS		(DKIM_SIGS_LIMIT + 4)
+
+#define DKIM_SIGN_HEADERS_DEFAULT \
+	"from:from:reply-to:subject:date:message-id:to:cc:in-reply-to:" \
+	"references:mime-version:content-type:content-transfer-encoding:" \
+	"list-id:list-unsubscribe:list-unsubscribe-post"
+
+#define DKIM_SIGN_REPLY		"451 4.7.0 DKIM signing failed, try again later"
+
+/* Results, in the order a message result prefers them (higher wins). */
+enum dkim_res {
+	DKIM_RES_NONE = 0,
+	DKIM_RES_PERMERROR,
+	DKIM_RES_FAIL,
+	DKIM_RES_POLICY,	/* per signature; "neutral" for the message */
+	DKIM_RES_TEMPERROR,
+	DKIM_RES_PASS,
+	DKIM_RES_COUNT		/* must be last */
+};
+
+static const char *const dkim_res_sig[DKIM_RES_COUNT] = {
+	[DKIM_RES_NONE] = "none",
+	[DKIM_RES_PERMERROR] = "permerror",
+	[DKIM_RES_FAIL] = "fail",
+	[DKIM_RES_POLICY] = "policy",
+	[DKIM_RES_TEMPERROR] = "temperror",
+	[DKIM_RES_PASS] = "pass",
+};
+
+static const char *const dkim_res_msg[DKIM_RES_COUNT] = {
+	[DKIM_RES_NONE] = "none",
+	[DKIM_RES_PERMERROR] = "permerror",
+	[DKIM_RES_FAIL] = "fail",
+	[DKIM_RES_POLICY] = "neutral",
+	[DKIM_RES_TEMPERROR] = "temperror",
+	[DKIM_RES_PASS] = "pass",
+};
+
+struct dkim_net {
+	int		family;
+	unsigned	prefix;
+	unsigned char	addr[16];
+};
+
+struct dkim_key {
+	char		*domain;
+	char		*selector;
+	char		*path;
+	char		*pem;		/* the file, NUL-terminated */
+	dkim_alg_t	 alg;		/* DKIM_SIGN_RSASHA256 or _ED25519SHA256 */
+	unsigned	 bits;
+};
+
+/* One configured instance; read-only after init. */
+struct dkim_inst {
+	const struct fmx_api	*api;
+	DKIM_LIB		*lib;
+	unsigned		 max_sigs;
+	unsigned		 min_bits;
+	int			 verify;
+	int			 sign_auth;
+	dkim_canon_t		 hcanon, bcanon;
+	struct dkim_net		*nets;
+	size_t			 nnets;
+	struct dkim_key		*keys;
+	size_t			 nkeys;
+	/* NULL-terminated for DKIM_OPTS_SIGNHDRS / _OVERSIGNHDRS */
+	char			*signhdrs[DKIM_HDRNAMES_MAX + 1];
+	char			*oversign[DKIM_HDRNAMES_MAX + 1];
+};
+
+enum dkim_keystate {
+	DKIM_KEY_PENDING = 0,
+	DKIM_KEY_FOUND,
+	DKIM_KEY_NONE,		/* NXDOMAIN, or no TXT record */
+	DKIM_KEY_TEMPFAIL,	/* SERVFAIL, timeout, no resolver */
+	DKIM_KEY_BADNAME,	/* d= or s= is not a DNS name */
+	DKIM_KEY_BADREC		/* unusable answer: too long, NUL inside */
+};
+
+struct dkim_msg;
+
+/* One key record of this message; also the DNS callback's argument. */
+struct dkim_keyent {
+	struct dkim_msg		*m;
+	enum dkim_keystate	 state;
+	char			 name[DKIM_NAME_MAX + 1];
+	char			*txt;
+};
+
+/*
+ * Canonicalized body length (RFC 6376 3.4.3, 3.4.4), counted as the body
+ * goes by, to tell whether an l= signature covers the whole body.
+ */
+struct dkim_blen {
+	uint64_t	done;		/* through the last non-empty line */
+	uint64_t	blank;		/* empty lines since */
+	uint64_t	line;		/* the current line so far */
+	int		wsp;		/* relaxed: blanks pending */
+};
+
+/* Per message, owned by the core through api->set_msg_data(). */
+struct dkim_msg {
+	const struct dkim_inst	*di;
+	struct fmx_ctx		*ctx;		/* set for the current call only */
+	DKIM			*vd;		/* verifier; NULL: not verifying */
+	DKIM_STAT		 eoh_stat;
+	int			 eoh_done;
+	int			 waiting;	/* on_eoh returned FMX_PENDING */
+	int			 in_eoh;	/* inside dkim_eoh(): answers only record */
+	int			 no_fetch;	/* second pass: keys from the cache only */
+	int			 internal;	/* a library call failed */
+	unsigned		 outstanding;	/* DNS queries not answered yet */
+	int			 sign;		/* decided at eoh */
+	int			 need_blen;	/* some signature has l= */
+	size_t			 nfields;
+	size_t			 nsigfields;	/* DKIM-Signature fields */
+	size_t			 nfrom;
+	int			 from_bad;
+	char			 from_domain[DKIM_NAME_MAX + 1];
+	uint64_t		 bodylen;
+	struct dkim_blen	 blen[2];	/* [DKIM_CANON_SIMPLE], [_RELAXED] */
+	struct dkim_keyent	*keys;		/* max_sigs entries, never moved */
+	size_t			 nkeys;
+	char			 id[40];
+};
+
+/* One signature's outcome, as reported. */
+struct dkim_sigres {
+	enum dkim_res	 res;
+	const char	*why;		/* static text */
+	int		 simplehdr;	/* c=simple/...: exact header bytes matter */
+	char		 d[DKIM_NAME_MAX + 1];
+	char		 s[DKIM_NAME_MAX + 1];
+	char		 a[DKIM_ALG_MAX];
+	char		 b[9];
+};
+
+struct dkim_outcome {
+	enum dkim_res		 res;
+	const char		*why;
+	size_t			 nsigs;		/* considered (reported or not) */
+	size_t			 nrep;
+	size_t			 npass;
+	int			 simple_fail;
+	char			 pass[DKIM_FACT_MAX];
+	struct dkim_sigres	 rep[DKIM_SIGS_LIMIT];
+};
+
+/* The message as received, read back through api->msg_read(). */
+struct dkim_reader {
+	const struct fmx_api	*api;
+	struct fmx_ctx		*ctx;
+	size_t			 off;
+	size_t			 pos, len;
+	int			 eof;
+	unsigned char		 buf[DKIM_READ_CHUNK];
+};
+
+/* ---------------------------------------------------------------- */
+/* Small helpers */
+
+static int
+dkim_is_wsp(int c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static void
+dkim_lower(char *s)
+{
+	for (; *s != '\0'; s++)
+		*s = (char)tolower((unsigned char)*s);
+}
+
+/* s, with surrounding blanks removed, copied into dst; -1 if it does not fit. */
+static int
+dkim_trim_copy(char *dst, size_t dstlen, const char *s, size_t len)
+{
+	while (len > 0 && isspace((unsigned char)*s)) {
+		s++;
+		len--;
+	}
+	while (len > 0 && isspace((unsigned char)s[len - 1]))
+		len--;
+	if (len >= dstlen)
+		return -1;
+	memcpy(dst, s, len);
+	dst[len] = '\0';
+	return 0;
+}
+
+/*
+ * A domain or selector as DNS allows it: labels of letters, digits, '-'
+ * and '_' (selectors and _domainkey use it), 1..63 octets each.  d= and
+ * s= come from the sender; nothing else reaches the resolver or the
+ * Authentication-Results field.
+ */
+static int
+dkim_name_ok(const char *s)
+{
+	size_t len = 0, label = 0;
+
+	if (s == NULL || *s == '\0')
+		return 0;
+	for (; *s != '\0'; s++, len++) {
+		if (*s == '.') {
+			if (label == 0)
+				return 0;
+			label = 0;
+			continue;
+		}
+		if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_')
+			return 0;
+		if (++label > DKIM_LABEL_MAX)
+			return 0;
+	}
+	return label > 0 && len <= DKIM_NAME_MAX;
+}
+
+/* snprintf for text where a cut is fine (reasons, log lines). */
+__attribute__((format(printf, 3, 4)))
+static void
+dkim_fmt(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
+}
+
+/* Field name equality, blanks before the colon allowed (obsolete "Name :"). */
+static int
+dkim_field_is(const char *name, const char *want)
+{
+	size_t n = strlen(want);
+
+	if (strncasecmp(name, want, n) != 0)
+		return 0;
+	for (name += n; *name != '\0'; name++)
+		if (!dkim_is_wsp(*name))
+			return 0;
+	return 1;
+}
+
+static int
+dkim_bool(const char *v, int *out)
+{
+	if (strcasecmp(v, "true") == 0 || strcasecmp(v, "yes") == 0 ||
+	    strcmp(v, "1") == 0)
+		*out = 1;
+	else if (strcasecmp(v, "false") == 0 || strcasecmp(v, "no") == 0 ||
+	    strcmp(v, "0") == 0)
+		*out = 0;
+	else
+		return -1;
+	return 0;
+}
+
+static int
+dkim_number(const char *s, unsigned long min, unsigned long max,
+    unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = (unsigned)v;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- */
+/* Networks */
+
+static int
+dkim_net_parse(const char *s, struct dkim_net *n)
+{
+	char buf[INET6_ADDRSTRLEN + 8], *slash;
+	unsigned prefix, max, i;
+
+	if (strlen(s) >= sizeof buf)
+		return -1;
+	snprintf(buf, sizeof buf, "%s", s);
+	memset(n, 0, sizeof *n);
+	if ((slash = strchr(buf, '/')) != NULL)
+		*slash++ = '\0';
+	if (inet_pton(AF_INET, buf, n->addr) == 1) {
+		n->family = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, buf, n->addr) == 1) {
+		n->family = AF_INET6;
+		max = 128;
+	} else
+		return -1;
+	prefix = max;
+	if (slash != NULL && dkim_number(slash, 0, max, &prefix) == -1)
+		return -1;
+	n->prefix = prefix;
+	/* Host bits set ("10.1.2.3/8") is a typo, as in relay.networks. */
+	for (i = prefix; i < max; i++)
+		if (n->addr[i / 8] & (0x80 >> (i % 8)))
+			return -1;
+	return 0;
+}
+
+static int
+dkim_net_match(const struct dkim_net *n, int family, const unsigned char *a)
+{
+	unsigned full = n->prefix / 8, rest = n->prefix % 8;
+
+	if (n->family != family)
+		return 0;
+	if (memcmp(n->addr, a, full) != 0)
+		return 0;
+	if (rest == 0)
+		return 1;
+	return ((n->addr[full] ^ a[full]) & (0xff00 >> rest) & 0xff) == 0;
+}
+
+static int
+dkim_client_trusted(const struct dkim_inst *di, struct fmx_ctx *ctx)
+{
+	static const unsigned char v4mapped[12] =
+	    { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	const char *addr, *auth;
+	unsigned char a[16];
+	int family;
+	size_t i;
+
+	if (di->sign_auth && (auth = di->api->get(ctx, "auth")) != NULL &&
+	    *auth != '\0')
+		return 1;
+	if (di->nnets == 0 || (addr = di->api->get(ctx, "client.addr")) == NULL)
+		return 0;
+	if (inet_pton(AF_INET, addr, a) == 1)
+		family = AF_INET;
+	else if (inet_pton(AF_INET6, addr, a) == 1) {
+		family = AF_INET6;
+		if (memcmp(a, v4mapped, sizeof v4mapped) == 0) {
+			memmove(a, a + 12, 4);
+			family = AF_INET;
+		}
+	} else
+		return 0;
+	for (i = 0; i < di->nnets; i++)
+		if (dkim_net_match(&di->nets[i], family, a))
+			return 1;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- */
+/* The From domain, for choosing a signing key */
+
+/*
+ * The domain of the one mailbox of a From field (RFC 5322 3.4, 3.6.2),
+ * lower case.  -1 for none, several, a group, or a domain literal: such
+ * mail is not signed (it would not align for DMARC either).  Comments
+ * are dropped; quoted strings cannot hide a '@', ',' or '<'.
+ */
+static int
+dkim_from_domain(const char *v, char *out, size_t outlen)
+{
+	char addr[1024], seg[1024];
+	size_t alen = 0, slen = 0, mailboxes = 0;
+	int depth = 0, inq = 0, inangle = 0, angled = 0;
+	int ws = 0, gap = 0, addr_gap = 0;
+	const char *at, *p;
+
+	addr[0] = '\0';
+	for (p = v;; p++) {
+		int c = (unsigned char)*p;
+
+		if (c != '\0' && inq) {
+			if (c == '\\' && p[1] != '\0')
+				p++;
+			else if (c == '"')
+				inq = 0;
+			if (slen + 1 < sizeof seg)
+				seg[slen++] = 'q';	/* a quoted octet: no meaning */
+			continue;
+		}
+		if (c != '\0' && depth > 0) {
+			if (c == '\\' && p[1] != '\0')
+				p++;
+			else if (c == '(')
+				depth++;
+			else if (c == ')')
+				depth--;
+			continue;
+		}
+		if (c == '\0' || (c == ',' && !inangle)) {
+			seg[slen] = '\0';
+			if (slen > 0 || angled) {
+				if (++mailboxes > 1)
+					return -1;
+				if (!angled) {
+					memcpy(addr, seg, slen + 1);
+					alen = slen;
+					addr_gap = gap;
+				}
+			}
+			slen = 0;
+			ws = gap = 0;
+			if (c == '\0')
+				break;
+			continue;
+		}
+		switch (c) {
+		case '"':
+			inq = 1;
+			break;
+		case '(':
+			depth = 1;
+			ws = 1;		/* a comment separates like a blank */
+			break;
+		case '<':
+			if (inangle || angled)
+				return -1;
+			inangle = 1;
+			slen = 0;
+			ws = gap = 0;
+			break;
+		case '>':
+			if (!inangle)
+				return -1;
+			inangle = 0;
+			angled = 1;
+			seg[slen] = '\0';
+			memcpy(addr, seg, slen + 1);
+			alen = slen;
+			addr_gap = gap;
+			slen = 0;
+			break;
+		case ':':
+		case ';':
+			if (!inangle)
+				return -1;	/* a group */
+			break;
+		case ' ':
+		case '\t':
+		case '\r':
+		case '\n':
+			ws = 1;
+			break;
+		default:
+			if (angled)
+				break;		/* display text after the address */
+			if (slen + 1 >= sizeof seg)
+				return -1;
+			/* "exa mple.com": blanks may only surround '.' and '@' */
+			if (ws && slen > 0 && seg[slen - 1] != '.' &&
+			    seg[slen - 1] != '@' && c != '.' && c != '@')
+				gap = 1;
+			ws = 0;
+			seg[slen++] = (char)c;
+		}
+	}
+	if (inq || depth > 0 || inangle || mailboxes != 1 || alen == 0 || addr_gap)
+		return -1;
+	if ((at = strrchr(addr, '@')) == NULL || at == addr || at[1] == '[')
+		return -1;
+	if (strlen(at + 1) >= outlen || !dkim_name_ok(at + 1))
+		return -1;
+	snprintf(out, outlen, "%s", at + 1);
+	dkim_lower(out);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- */
+/* DNS: TXT answers */
+
+static int
+dkim_dns_skipname(const unsigned char *p, size_t len, size_t *off)
+{
+	size_t o = *off;
+	unsigned labels = 0;
+
+	while (o < len) {
+		unsigned c = p[o];
+
+		if (c == 0) {
+			*off = o + 1;
+			return 0;
+		}
+		if ((c & 0xc0) == 0xc0) {
+			if (o + 2 > len)
+				return -1;
+			*off = o + 2;
+			return 0;
+		}
+		if (c & 0xc0)
+			return -1;
+		o += 1 + c;
+		if (++labels > 127)
+			return -1;
+	}
+	return -1;
+}
+
+static unsigned
+dkim_get16(const unsigned char *p)
+{
+	return ((unsigned)p[0] << 8) | p[1];
+}
+
+/*
+ * The key record in a TXT answer: the character-strings of one record
+ * joined (RFC 6376 3.6.2.2), the first record that starts with v=DKIM1,
+ * else the first one.  1 found, 0 no TXT record, -1 malformed packet,
+ * -2 the record is unusable (over outlen, NUL inside).
+ */
+static int
+dkim_txt_pick(const unsigned char *p, size_t len, char *out, size_t outlen)
+{
+	size_t off = 12, end, i, n, rdlen;
+	unsigned qd, an, type, cls;
+	char rec[DKIM_KEYREC_MAX + 1];
+	int found = 0, chosen_bad = 0;
+
+	if (len < 12)
+		return -1;
+	qd = dkim_get16(p + 4);
+	an = dkim_get16(p + 6);
+	while (qd-- > 0) {
+		if (dkim_dns_skipname(p, len, &off) == -1 || off + 4 > len)
+			return -1;
+		off += 4;
+	}
+	while (an-- > 0) {
+		if (dkim_dns_skipname(p, len, &off) == -1 || off + 10 > len)
+			return -1;
+		type = dkim_get16(p + off);
+		cls = dkim_get16(p + off + 2);
+		rdlen = dkim_get16(p + off + 8);
+		off += 10;
+		if (off + rdlen > len)
+			return -1;
+		end = off + rdlen;
+		if (type == 16 && cls == 1) {
+			int bad = 0;
+			const char *r;
+
+			for (n = 0, i = off; i < end;) {
+				size_t sl = p[i++];
+
+				if (i + sl > end)
+					return -1;
+				if (n + sl > DKIM_KEYREC_MAX || n + sl >= outlen ||
+				    memchr(p + i, '\0', sl) != NULL)
+					bad = 1;
+				else {
+					memcpy(rec + n, p + i, sl);
+					n += sl;
+				}
+				i += sl;
+			}
+			rec[n] = '\0';
+			for (r = rec; dkim_is_wsp(*r); r++)
+				;
+			if (!found || (!bad && strncmp(r, "v=DKIM1", 7) == 0 &&
+			    strncmp(out, "v=DKIM1", 7) != 0)) {
+				if (!bad)
+					snprintf(out, outlen, "%s", r);
+				else
+					out[0] = '\0';
+				chosen_bad = bad;
+				found = 1;
+			}
+		}
+		off = end;
+	}
+	if (!found)
+		return 0;
+	return chosen_bad ? -2 : 1;
+}
+
+/* ---------------------------------------------------------------- */
+/* Key cache and the libopendkim callbacks */
+
+static int	dkim_drive_eoh(struct dkim_msg *);
+
+static struct dkim_keyent *
+dkim_key_find(struct dkim_msg *m, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < m->nkeys; i++)
+		if (strcasecmp(m->keys[i].name, name) == 0)
+			return &m->keys[i];
+	return NULL;
+}
+
+/* "<s>._domainkey.<d>" for a signature; -1 if s= or d= is no DNS name. */
+static int
+dkim_key_name(DKIM_SIGINFO *sig, char *name, size_t len)
+{
+	const char *d = (const char *)dkim_sig_getdomain(sig);
+	const char *s = (const char *)dkim_sig_getselector(sig);
+	int n;
+
+	if (!dkim_name_ok(d) || !dkim_name_ok(s))
+		return -1;
+	n = snprintf(name, len, "%s._domainkey.%s", s, d);
+	return n < 0 || (size_t)n >= len || n > DKIM_NAME_MAX ? -1 : 0;
+}
+
+static void
+dkim_dns_answer(struct fmx_ctx *ctx, void *arg, int rcode,
+    const unsigned char *pkt, size_t len)
+{
+	struct dkim_keyent *e = arg;
+	struct dkim_msg *m = e->m;
+	const struct fmx_api *api = m->di->api;
+	char rec[DKIM_KEYREC_MAX + 1];
+	int r;
+
+	if (rcode == 0 && pkt != NULL && len >= 12)
+		rcode = pkt[3] & 0x0f;		/* the packet is the authority */
+	rec[0] = '\0';
+	if (rcode == 3)
+		e->state = DKIM_KEY_NONE;
+	else if (rcode != 0 || pkt == NULL)
+		e->state = DKIM_KEY_TEMPFAIL;
+	else if ((r = dkim_txt_pick(pkt, len, rec, sizeof rec)) == 1) {
+		if ((e->txt = strdup(rec)) == NULL)
+			e->state = DKIM_KEY_TEMPFAIL;
+		else
+			e->state = DKIM_KEY_FOUND;
+	} else if (r == 0)
+		e->state = DKIM_KEY_NONE;
+	else if (r == -2)
+		e->state = DKIM_KEY_BADREC;
+	else
+		e->state = DKIM_KEY_TEMPFAIL;
+	if (m->outstanding > 0)
+		m->outstanding--;
+	/* Answered inside dns_query(), inside dkim_eoh(): the caller goes on. */
+	if (m->in_eoh || !m->waiting || m->outstanding > 0)
+		return;
+	m->ctx = ctx;
+	if (!m->eoh_done && !dkim_drive_eoh(m)) {
+		m->ctx = NULL;
+		return;
+	}
+	m->ctx = NULL;
+	m->waiting = 0;
+	api->resume(ctx, FMX_CONTINUE);
+}
+
+/* The cache entry for a signature's key, starting its query if new. */
+static struct dkim_keyent *
+dkim_key_get(struct dkim_msg *m, DKIM_SIGINFO *sig)
+{
+	const struct dkim_inst *di = m->di;
+	struct dkim_keyent *e;
+	char name[DKIM_NAME_MAX + 1];
+	int badname;
+
+	badname = dkim_key_name(sig, name, sizeof name) == -1;
+	if (badname)
+		snprintf(name, sizeof name, "(invalid)");
+	if ((e = dkim_key_find(m, name)) != NULL)
+		return e;
+	if (m->keys == NULL &&
+	    (m->keys = calloc(di->max_sigs, sizeof *m->keys)) == NULL)
+		return NULL;
+	if (m->nkeys >= di->max_sigs)
+		return NULL;
+	e = &m->keys[m->nkeys++];
+	e->m = m;
+	snprintf(e->name, sizeof e->name, "%s", name);
+	if (badname) {
+		e->state = DKIM_KEY_BADNAME;
+		return e;
+	}
+	if (m->no_fetch || m->ctx == NULL) {
+		e->state = DKIM_KEY_TEMPFAIL;	/* not fetched: never guess */
+		return e;
+	}
+	e->state = DKIM_KEY_PENDING;
+	m->outstanding++;
+	/* The answer may come before dns_query() returns (cache). */
+	if (di->api->dns_query(m->ctx, name, 16 /* TXT */, dkim_dns_answer, e) == -1) {
+		if (e->state == DKIM_KEY_PENDING) {
+			m->outstanding--;
+			e->state = DKIM_KEY_TEMPFAIL;
+		}
+	}
+	return e;
+}
+
+/*
+ * Before any key is fetched: cap the work (RFC 6376 6.1), drop rsa-sha1
+ * without a lookup (RFC 8301 3.1), and start every key query at once so
+ * the answers arrive together.
+ */
+static DKIM_CBSTAT
+dkim_prescreen_cb(DKIM *d, DKIM_SIGINFO **sigs, int nsigs)
+{
+	struct dkim_msg *m = dkim_get_user_context(d);
+	unsigned budget;
+	dkim_alg_t alg;
+	int i;
+
+	if (m == NULL)
+		return DKIM_CBSTAT_ERROR;
+	budget = m->di->max_sigs;
+	for (i = 0; i < nsigs; i++) {
+		if (dkim_sig_geterror(sigs[i]) != DKIM_SIGERROR_UNKNOWN)
+			continue;	/* broken already: reported, costs nothing */
+		if (dkim_sig_getsignalg(sigs[i], &alg) == DKIM_STAT_OK &&
+		    alg == DKIM_SIGN_RSASHA1) {
+			dkim_sig_ignore(sigs[i]);
+			continue;
+		}
+		if (budget == 0) {
+			dkim_sig_ignore(sigs[i]);
+			continue;
+		}
+		budget--;
+		if (dkim_sig_gettagvalue(sigs[i], 0, (u_char *)"l") != NULL)
+			m->need_blen = 1;
+		(void)dkim_key_get(m, sigs[i]);
+	}
+	return DKIM_CBSTAT_CONTINUE;
+}
+
+static DKIM_CBSTAT
+dkim_key_cb(DKIM *d, DKIM_SIGINFO *sig, u_char *buf, size_t buflen)
+{
+	struct dkim_msg *m = dkim_get_user_context(d);
+	struct dkim_keyent *e;
+
+	if (m == NULL || (e = dkim_key_get(m, sig)) == NULL)
+		return DKIM_CBSTAT_NOTFOUND;	/* classified as temperror */
+	switch (e->state) {
+	case DKIM_KEY_PENDING:
+		return DKIM_CBSTAT_TRYAGAIN;
+	case DKIM_KEY_FOUND:
+		if (strlen(e->txt) >= buflen)
+			return DKIM_CBSTAT_NOTFOUND;
+		memcpy(buf, e->txt, strlen(e->txt) + 1);
+		return DKIM_CBSTAT_CONTINUE;
+	default:
+		/*
+		 * NOTFOUND makes libopendkim mark the signature NOKEY and go
+		 * on with the others; ERROR would abort dkim_eoh().  What
+		 * really happened is in the cache, for the report.
+		 */
+		return DKIM_CBSTAT_NOTFOUND;
+	}
+}
+
+/*
+ * dkim_eoh() until it stops asking for keys.  1: done (eoh_stat set),
+ * 0: waiting for DNS.  It also waits while queries are outstanding after
+ * dkim_eoh() finished, so that no answer can outlive the message state
+ * it points to.
+ */
+static int
+dkim_drive_eoh(struct dkim_msg *m)
+{
+	unsigned round;
+
+	for (round = 0; !m->eoh_done && round < DKIM_EOH_ROUNDS; round++) {
+		m->in_eoh = 1;
+		m->eoh_stat = dkim_eoh(m->vd);
+		m->in_eoh = 0;
+		if (m->eoh_stat != DKIM_STAT_CBTRYAGAIN)
+			m->eoh_done = 1;
+		else if (m->outstanding > 0)
+			return 0;
+	}
+	if (!m->eoh_done) {
+		/* The key callback kept asking for what it has: give up. */
+		m->eoh_stat = DKIM_STAT_INTERNAL;
+		m->eoh_done = 1;
+	}
+	return m->outstanding == 0;
+}
+
+/* ---------------------------------------------------------------- */
+/* Body length for l= */
+
+static void
+dkim_blen_feed(struct dkim_blen *b, int relaxed, const unsigned char *p,
+    size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		unsigned char c = p[i];
+
+		if (c == '\r')
+			continue;	/* the core passes CRLF pairs only */
+		if (c == '\n') {
+			/* relaxed drops trailing blanks: b->wsp is forgotten */
+			if (b->line == 0)
+				b->blank += 2;
+			else {
+				b->done += b->blank + b->line + 2;
+				b->blank = 0;
+			}
+			b->line = 0;
+			b->wsp = 0;
+			continue;
+		}
+		if (relaxed && dkim_is_wsp(c)) {
+			b->wsp = 1;
+			continue;
+		}
+		if (b->wsp) {
+			b->line++;	/* a run of blanks is one SP */
+			b->wsp = 0;
+		}
+		b->line++;
+	}
+}
+
+static uint64_t
+dkim_blen_total(const struct dkim_blen *b, int relaxed)
+{
+	uint64_t n = b->done;
+
+	/* A last line without CRLF gets one (the core always ends with CRLF). */
+	if (b->line > 0)
+		n += b->blank + b->line + 2;
+	if (n == 0 && !relaxed)
+		n = 2;		/* simple: an empty body is one CRLF */
+	return n;
+}
+
+/* ---------------------------------------------------------------- */
+/* Reading the message back from the spool */
+
+static int
+dkim_rd_fill(struct dkim_reader *r)
+{
+	long n;
+
+	if (r->pos < r->len)
+		return 1;
+	if (r->eof)
+		return 0;
+	n = r->api->msg_read(r->ctx, r->off, r->buf, sizeof r->buf);
+	if (n < 0 || (size_t)n > sizeof r->buf)
+		return -1;
+	if (n == 0) {
+		r->eof = 1;
+		return 0;
+	}
+	r->off += (size_t)n;
+	r->pos = 0;
+	r->len = (size_t)n;
+	return 1;
+}
+
+/* One line with its CRLF: 1 (a last line may lack it), 0 at the end, -1 error. */
+static int
+dkim_rd_line(struct dkim_reader *r, char *line, size_t cap, size_t *lenp)
+{
+	const unsigned char *nl;
+	size_t len = 0, n;
+	int rc;
+
+	for (;;) {
+		if ((rc = dkim_rd_fill(r)) <= 0) {
+			if (rc < 0)
+				return -1;
+			*lenp = len;
+			return len > 0;
+		}
+		nl = memchr(r->buf + r->pos, '\n', r->len - r->pos);
+		n = nl != NULL ? (size_t)(nl - (r->buf + r->pos)) + 1 : r->len - r->pos;
+		if (len + n > cap)
+			return -1;
+		memcpy(line + len, r->buf + r->pos, n);
+		len += n;
+		r->pos += n;
+		if (nl != NULL) {
+			*lenp = len;
+			return 1;
+		}
+	}
+}
+
+/* Where the core starts a header field (smtp_session.c): name, blanks, ':'. */
+static int
+dkim_field_start(const char *line, size_t len)
+{
+	size_t i, name = 0;
+
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)line[i];
+
+		if (c == ':')
+			return name > 0;
+		if (c == ' ' || c == '\t') {
+			if (name == 0)
+				return 0;
+			continue;
+		}
+		if (c < 33 || c > 126 || i > name)
+			return 0;
+		name++;
+	}
+	return 0;
+}
+
+static int
+dkim_feed_field(DKIM **h, size_t n, char *field, size_t len)
+{
+	size_t i;
+
+	if (len >= 2 && field[len - 2] == '\r' && field[len - 1] == '\n')
+		len -= 2;
+	if (len == 0)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (h[i] != NULL)
+			(void)dkim_header(h[i], (u_char *)field, len);
+	return 0;
+}
+
+/*
+ * The header block from the spool, field by field, to every handle.  It
+ * ends where the core's ends: at the empty line (consumed), or at the
+ * first line that is no header field (left in line, its length in
+ * *pendlen: the first body line).  0 ok, -1 error.
+ */
+static int
+dkim_spool_head(struct dkim_reader *r, DKIM **h, size_t n, size_t *nfields,
+    char *line, size_t *pendlen)
+{
+	char *field = NULL, *nf;
+	size_t flen = 0, fcap = 0, len;
+	int rc;
+
+	*nfields = 0;
+	*pendlen = 0;
+	for (;;) {
+		if ((rc = dkim_rd_line(r, line, DKIM_LINE_MAX, &len)) < 0)
+			goto fail;
+		if (rc == 0)
+			break;
+		if (len == 2 && line[0] == '\r' && line[1] == '\n')
+			break;
+		if (dkim_is_wsp(line[0]) && flen == 0) {
+			*pendlen = len;		/* a fold with nothing to fold */
+			break;
+		}
+		if (!dkim_is_wsp(line[0])) {
+			if (!dkim_field_start(line, len)) {
+				*pendlen = len;
+				break;
+			}
+			if (flen > 0) {
+				dkim_feed_field(h, n, field, flen);
+				(*nfields)++;
+			}
+			flen = 0;
+		}
+		if (flen + len > DKIM_FIELD_MAX)
+			goto fail;
+		if (flen + len > fcap) {
+			fcap = flen + len > 2 * fcap ? flen + len : 2 * fcap;
+			if ((nf = realloc(field, fcap)) == NULL)
+				goto fail;
+			field = nf;
+		}
+		memcpy(field + flen, line, len);
+		flen += len;
+	}
+	if (flen > 0) {
+		dkim_feed_field(h, n, field, flen);
+		(*nfields)++;
+	}
+	free(field);
+	return 0;
+fail:
+	free(field);
+	return -1;
+}
+
+/* The rest of the message to every handle that wants a body; -1 error. */
+static int
+dkim_spool_body(struct dkim_reader *r, DKIM **h, const int *want, size_t n,
+    char *pend, size_t pendlen, uint64_t *total)
+{
+	size_t i;
+	int rc;
+
+	*total = 0;
+	if (pendlen > 0) {
+		for (i = 0; i < n; i++)
+			if (want[i] && dkim_body(h[i], (u_char *)pend, pendlen) !=
+			    DKIM_STAT_OK)
+				return -1;
+		*total += pendlen;
+	}
+	while ((rc = dkim_rd_fill(r)) > 0) {
+		for (i = 0; i < n; i++)
+			if (want[i] && dkim_body(h[i], r->buf + r->pos,
+			    r->len - r->pos) != DKIM_STAT_OK)
+				return -1;
+		*total += r->len - r->pos;
+		r->pos = r->len;
+	}
+	return rc;
+}
+
+/* ---------------------------------------------------------------- */
+/* Per message state */
+
+static void
+dkim_msg_free(void *arg)
+{
+	struct dkim_msg *m = arg;
+	size_t i;
+
+	if (m == NULL)
+		return;
+	if (m->vd != NULL)
+		dkim_free(m->vd);
+	for (i = 0; i < m->nkeys; i++)
+		free(m->keys[i].txt);
+	free(m->keys);
+	free(m);
+}
+
+static DKIM *
+dkim_verifier_new(struct dkim_msg *m)
+{
+	DKIM_STAT st;
+	DKIM *d;
+
+	d = dkim_verify(m->di->lib, (u_char *)m->id, NULL, &st);
+	if (d == NULL)
+		return NULL;
+	if (dkim_set_user_context(d, m) != DKIM_STAT_OK) {
+		dkim_free(d);
+		return NULL;
+	}
+	return d;
+}
+
+static struct dkim_msg *
+dkim_msg_get(const struct dkim_inst *di, struct fmx_ctx *ctx)
+{
+	struct dkim_msg *m;
+	const char *id;
+
+	if ((m = di->api->msg_data(ctx)) != NULL)
+		return m;
+	if ((m = calloc(1, sizeof *m)) == NULL)
+		return NULL;
+	m->di = di;
+	m->eoh_stat = DKIM_STAT_INVALID;	/* dkim_eoh() not run (yet) */
+	if ((id = di->api->get(ctx, "queue.id")) == NULL &&
+	    (id = di->api->get(ctx, "session.id")) == NULL)
+		id = "frontmx";
+	snprintf(m->id, sizeof m->id, "%s", id);
+	if (di->verify && (m->vd = dkim_verifier_new(m)) == NULL)
+		m->internal = 1;
+	di->api->set_msg_data(ctx, m, dkim_msg_free);
+	return m;
+}
+
+/* ---------------------------------------------------------------- */
+/* Verification results */
+
+static const char *
+dkim_nokey_why(struct dkim_msg *m, DKIM_SIGINFO *sig, enum dkim_res *res)
+{
+	char name[DKIM_NAME_MAX + 1];
+	struct dkim_keyent *e;
+
+	if (dkim_key_name(sig, name, sizeof name) == -1) {
+		*res = DKIM_RES_PERMERROR;
+		return "d= or s= is not a domain name";
+	}
+	if ((e = dkim_key_find(m, name)) == NULL) {
+		*res = DKIM_RES_TEMPERROR;
+		return "key not looked up";
+	}
+	switch (e->state) {
+	case DKIM_KEY_NONE:
+		*res = DKIM_RES_PERMERROR;
+		return "no key";
+	case DKIM_KEY_BADREC:
+		*res = DKIM_RES_PERMERROR;
+		return "unusable key record";
+	case DKIM_KEY_FOUND:
+		*res = DKIM_RES_PERMERROR;
+		return "key record too long";
+	default:
+		*res = DKIM_RES_TEMPERROR;
+		return "key lookup failed";
+	}
+}
+
+/* One signature after dkim_eom(); 0 when it is not reported (over the cap). */
+static int
+dkim_sig_result(struct dkim_msg *m, DKIM *d, DKIM_SIGINFO *sig,
+    struct dkim_sigres *r)
+{
+	const struct dkim_inst *di = m->di;
+	unsigned flags = dkim_sig_getflags(sig), bits = 0;
+	int err = dkim_sig_geterror(sig);
+	dkim_canon_t hc = DKIM_CANON_UNKNOWN, bc = DKIM_CANON_UNKNOWN;
+	dkim_alg_t alg = DKIM_SIGN_UNKNOWN;
+	ssize_t signlen = -1;
+	const char *v;
+	size_t i, j;
+
+	memset(r, 0, sizeof *r);
+	(void)dkim_sig_getsignalg(sig, &alg);
+	(void)dkim_sig_getcanons(sig, &hc, &bc);
+	if (flags & DKIM_SIGFLAG_IGNORE) {
+		if (err != DKIM_SIGERROR_UNKNOWN || alg != DKIM_SIGN_RSASHA1)
+			return 0;	/* over max_signatures */
+		r->res = DKIM_RES_FAIL;
+		r->why = "rsa-sha1 is not accepted (RFC 8301)";
+	} else if ((flags & DKIM_SIGFLAG_PASSED) &&
+	    dkim_sig_getbh(sig) == DKIM_SIGBH_MATCH &&
+	    (err == DKIM_SIGERROR_OK || err == DKIM_SIGERROR_UNKNOWN)) {
+		r->res = DKIM_RES_PASS;
+		r->why = "verified";
+		if (alg != DKIM_SIGN_ED25519SHA256 &&
+		    (dkim_sig_getkeysize(sig, &bits) != DKIM_STAT_OK ||
+		    bits < di->min_bits)) {
+			r->res = DKIM_RES_FAIL;
+			r->why = "RSA key shorter than min_key_bits (RFC 8301)";
+		} else if (dkim_sig_getcanonlen(d, sig, NULL, NULL, &signlen) ==
+		    DKIM_STAT_OK && signlen >= 0 &&
+		    (bc == DKIM_CANON_SIMPLE || bc == DKIM_CANON_RELAXED) &&
+		    (uint64_t)signlen < dkim_blen_total(&m->blen[bc],
+		    bc == DKIM_CANON_RELAXED)) {
+			r->res = DKIM_RES_POLICY;
+			r->why = "l= leaves part of the body unsigned";
+		}
+	} else {
+		switch (err) {
+		case DKIM_SIGERROR_BADSIG:
+			r->res = DKIM_RES_FAIL;
+			r->why = (flags & DKIM_SIGFLAG_PASSED) ?
+			    "body hash mismatch" : "signature mismatch";
+			break;
+		case DKIM_SIGERROR_KEYTOOSMALL:
+			r->res = DKIM_RES_FAIL;
+			r->why = "RSA key shorter than min_key_bits (RFC 8301)";
+			break;
+		case DKIM_SIGERROR_TOOLARGE_L:
+			r->res = DKIM_RES_FAIL;
+			r->why = "l= is larger than the body";
+			break;
+		case DKIM_SIGERROR_NOKEY:
+		case DKIM_SIGERROR_KEYFAIL:
+			r->why = dkim_nokey_why(m, sig, &r->res);
+			break;
+		case DKIM_SIGERROR_KEYREVOKED:
+			r->res = DKIM_RES_PERMERROR;
+			r->why = "key revoked";
+			break;
+		case DKIM_SIGERROR_UNKNOWN:
+			/* never processed: dkim_eoh() stopped early */
+			r->res = DKIM_RES_TEMPERROR;
+			r->why = "not verified";
+			break;
+		default:
+			r->res = DKIM_RES_PERMERROR;
+			r->why = dkim_sig_geterrorstr(err);
+			if (r->why == NULL)
+				r->why = "unusable signature";
+			break;
+		}
+	}
+	r->simplehdr = hc == DKIM_CANON_SIMPLE;
+	if ((v = (const char *)dkim_sig_getdomain(sig)) != NULL && dkim_name_ok(v)) {
+		snprintf(r->d, sizeof r->d, "%s", v);
+		dkim_lower(r->d);
+	}
+	if ((v = (const char *)dkim_sig_getselector(sig)) != NULL && dkim_name_ok(v))
+		snprintf(r->s, sizeof r->s, "%s", v);
+	if ((v = (const char *)dkim_sig_getalgorithm(sig)) != NULL &&
+	    strlen(v) < sizeof r->a) {
+		for (i = 0; v[i] != '\0'; i++)
+			if (!isalnum((unsigned char)v[i]) && v[i] != '-')
+				break;
+		if (v[i] == '\0')
+			snprintf(r->a, sizeof r->a, "%s", v);
+	}
+	/* RFC 6008: the first 8 characters of b=, blanks (FWS) skipped */
+	if ((v = (const char *)dkim_sig_gettagvalue(sig, 0, (u_char *)"b")) != NULL) {
+		for (i = j = 0; v[i] != '\0' && j < 8; i++)
+			if (isalnum((unsigned char)v[i]) || v[i] == '+' || v[i] == '/')
+				r->b[j++] = v[i];
+		r->b[j] = '\0';
+	}
+	return 1;
+}
+
+static void
+dkim_outcome_add(struct dkim_outcome *o, const struct dkim_sigres *r,
+    size_t cap)
+{
+	size_t dl = strlen(r->d), pl = strlen(o->pass);
+
+	o->nsigs++;
+	if (r->res > o->res) {
+		o->res = r->res;
+		o->why = r->why;
+	}
+	if (r->res == DKIM_RES_PASS) {
+		o->npass++;
+		/* dkim.pass: each d= once */
+		if (dl > 0) {
+			const char *p = o->pass;
+			int dup = 0;
+
+			while (*p != '\0') {
+				size_t wl = strcspn(p, " ");
+
+				if (wl == dl && strncmp(p, r->d, dl) == 0)
+					dup = 1;
+				p += wl;
+				while (*p == ' ')
+					p++;
+			}
+			if (!dup && pl + dl + 2 <= sizeof o->pass)
+				snprintf(o->pass + pl, sizeof o->pass - pl, "%s%s",
+				    pl ? " " : "", r->d);
+		}
+	}
+	if (r->res != DKIM_RES_PASS && r->simplehdr)
+		o->simple_fail = 1;
+	if (o->nrep < cap)
+		o->rep[o->nrep++] = *r;
+}
+
+/* The results of a verifier after dkim_eom() (or an early end). */
+static void
+dkim_collect(struct dkim_msg *m, DKIM *d, DKIM_STAT eoh, struct dkim_outcome *o)
+{
+	DKIM_SIGINFO **sigs = NULL;
+	struct dkim_sigres r;
+	int nsigs = 0, i;
+
+	memset(o, 0, sizeof *o);
+	o->res = DKIM_RES_NONE;
+	if (d != NULL && dkim_getsiglist(d, &sigs, &nsigs) != DKIM_STAT_OK)
+		nsigs = 0;
+	for (i = 0; i < nsigs; i++)
+		if (dkim_sig_result(m, d, sigs[i], &r))
+			dkim_outcome_add(o, &r, m->di->max_sigs);
+	if (o->nsigs == 0 && m->nsigfields > 0) {
+		/* Fields were there but no signature came out of them. */
+		memset(&r, 0, sizeof r);
+		if (m->internal || (eoh != DKIM_STAT_OK && eoh != DKIM_STAT_NOSIG &&
+		    eoh != DKIM_STAT_SYNTAX)) {
+			r.res = DKIM_RES_TEMPERROR;
+			r.why = "internal error";
+		} else {
+			r.res = DKIM_RES_PERMERROR;
+			r.why = "unusable DKIM-Signature field";
+		}
+		dkim_outcome_add(o, &r, m->di->max_sigs);
+	}
+	if (o->res == DKIM_RES_NONE)
+		o->why = "no signature";
+}
+
+/*
+ * The second pass at eom: the message as received, from the spool, into
+ * a fresh verifier; keys from the cache.  0 done (o filled), -1 not
+ * possible (the first pass stands).
+ */
+static int
+dkim_verify_exact(struct dkim_msg *m, struct fmx_ctx *ctx, struct dkim_outcome *o)
+{
+	const struct fmx_api *api = m->di->api;
+	struct dkim_reader *r = NULL;
+	char *line = NULL;
+	size_t nfields, pendlen;
+	uint64_t total;
+	DKIM *h[1];
+	DKIM_STAT st;
+	int want[1] = { 1 }, ret = -1;
+
+	if ((h[0] = dkim_verifier_new(m)) == NULL ||
+	    (r = calloc(1, sizeof *r)) == NULL ||
+	    (line = malloc(DKIM_LINE_MAX)) == NULL)
+		goto out;
+	r->api = api;
+	r->ctx = ctx;
+	m->no_fetch = 1;
+	if (dkim_spool_head(r, h, 1, &nfields, line, &pendlen) == -1 ||
+	    nfields != m->nfields)
+		goto out;
+	m->in_eoh = 1;
+	st = dkim_eoh(h[0]);
+	m->in_eoh = 0;
+	if (st != DKIM_STAT_OK && st != DKIM_STAT_NOSIG)
+		goto out;
+	want[0] = st == DKIM_STAT_OK;
+	if (dkim_spool_body(r, h, want, 1, line, pendlen, &total) != 0 ||
+	    total != m->bodylen)
+		goto out;
+	if (want[0])
+		(void)dkim_eom(h[0], NULL);
+	dkim_collect(m, h[0], st, o);
+	ret = 0;
+out:
+	if (ret == -1)
+		api->log(ctx, FMX_LOG_INFO, "dkim: exact re-check not possible; "
+		    "first pass stands");
+	m->no_fetch = 0;
+	if (h[0] != NULL)
+		dkim_free(h[0]);
+	free(line);
+	free(r);
+	return ret;
+}
+
+static void
+dkim_report(struct dkim_msg *m, struct fmx_ctx *ctx, const struct dkim_outcome *o)
+{
+	const struct fmx_api *api = m->di->api;
+	char props[DKIM_PROPS_MAX], reason[DKIM_REASON_MAX], log[DKIM_LOG_MAX];
+	size_t i, ll;
+	int n;
+
+	if (o->nsigs == 0)
+		(void)api->add_auth_result(ctx, "dkim", dkim_res_sig[o->res], NULL);
+	ll = 0;
+	log[0] = '\0';
+	for (i = 0; i < o->nrep; i++) {
+		const struct dkim_sigres *r = &o->rep[i];
+
+		props[0] = '\0';
+		if (r->d[0] != '\0') {
+			n = snprintf(props, sizeof props, "header.d=%s%s%s%s%s%s%s",
+			    r->d, r->s[0] ? " header.s=" : "", r->s,
+			    r->a[0] ? " header.a=" : "", r->a,
+			    r->b[0] ? " header.b=" : "", r->b);
+			/* a long d= and s=: d= alone, or nothing */
+			if (n < 0 || (size_t)n >= sizeof props)
+				n = snprintf(props, sizeof props, "header.d=%s", r->d);
+			if (n < 0 || (size_t)n >= sizeof props)
+				props[0] = '\0';
+		}
+		if (api->add_auth_result(ctx, "dkim", dkim_res_sig[r->res],
+		    props[0] ? props : NULL) == -1)
+			api->log(ctx, FMX_LOG_WARN, "dkim: Authentication-Results "
+			    "entry refused (too many results)");
+		if (ll < sizeof log) {
+			n = snprintf(log + ll, sizeof log - ll, " sig%zu=%s d=%s s=%s "
+			    "a=%s why=\"%s\"", i + 1, dkim_res_sig[r->res],
+			    r->d[0] ? r->d : "-", r->s[0] ? r->s : "-",
+			    r->a[0] ? r->a : "-", r->why ? r->why : "");
+			ll = n > 0 ? ll + (size_t)n : sizeof log;
+		}
+	}
+	if (o->res == DKIM_RES_PASS)
+		dkim_fmt(reason, sizeof reason, "%zu of %zu signature(s) verified: %s",
+		    o->npass, o->nsigs, o->pass);
+	else if (o->res == DKIM_RES_NONE)
+		dkim_fmt(reason, sizeof reason, "message not signed");
+	else
+		dkim_fmt(reason, sizeof reason, "%zu signature(s), none verified: %s",
+		    o->nsigs, o->why ? o->why : "");
+	if (o->npass > 0)
+		(void)api->set_fact(ctx, "dkim.pass", o->pass);
+	(void)api->set_fact(ctx, "dkim.result", dkim_res_msg[o->res]);
+	if (api->set_result(ctx, dkim_res_msg[o->res], reason) == -1)
+		api->log(ctx, FMX_LOG_WARN, "dkim: result refused");
+	api->log(ctx, FMX_LOG_INFO, "dkim: result=%s signatures=%zu%s%s",
+	    dkim_res_msg[o->res], o->nsigs, log,
+	    o->nsigs > o->nrep ? " (more not listed)" : "");
+}
+
+/* ---------------------------------------------------------------- */
+/* Signing */
+
+/*
+ * libopendkim 2.11.0 (Debian 12, and upstream to date) frees the key
+ * material of a signing handle only for RSA: dkim_free() has
+ * "if (sig_keytype == DKIM_KEYTYPE_RSA) { BIO, EVP_PKEY, RSA, out }", so
+ * every Ed25519 signature leaks its EVP_PKEY, BIO and output buffer
+ * (about 550 octets).  The RSA branch frees exactly those members and
+ * the RSA pointer is NULL for Ed25519, so relabelling a finished Ed25519
+ * handle as RSA (0) lets dkim_free() release it all.  The struct mirrors
+ * struct dkim_siginfo of dkim-types.h in that release; it is written only
+ * when the library version matches and the public getters agree with it
+ * field by field; otherwise the leak stays and nothing is touched.
+ */
+struct dkim_siginfo_2_11 {
+	int		 sig_dnssec_key;
+	u_int		 sig_flags;
+	u_int		 sig_error;
+	u_int		 sig_bh;
+	u_int		 sig_version;
+	u_int		 sig_hashtype;
+	u_int		 sig_keytype;
+	u_int		 sig_keybits;
+	size_t		 sig_siglen;
+	size_t		 sig_keylen;
+	size_t		 sig_b64keylen;
+	int		 sig_query;
+	dkim_alg_t	 sig_signalg;
+	dkim_canon_t	 sig_hdrcanonalg;
+	dkim_canon_t	 sig_bodycanonalg;
+	uint64_t	 sig_timestamp;
+	u_char		*sig_domain;
+	u_char		*sig_selector;
+	u_char		*sig_sig;
+	u_char		*sig_key;
+	u_char		*sig_b64key;
+	void		*sig_context;
+	void		*sig_signature;
+	void		*sig_hdrcanon;
+	void		*sig_bodycanon;
+	void		*sig_taglist;
+	void		*sig_keytaglist;
+	void		*sig_sslerrbuf;
+};
+
+#define DKIM_LIB_2_11		0x020B0000
+#define DKIM_KEYTYPE_RSA_2_11	0
+#define DKIM_KEYTYPE_ED_2_11	1
+
+static void
+dkim_sign_free(DKIM *h)
+{
+	DKIM_SIGINFO **sigs;
+	struct dkim_siginfo_2_11 *s;
+	dkim_alg_t alg;
+	unsigned bits;
+	int n;
+
+	if (dkim_libversion() == DKIM_LIB_2_11 &&
+	    dkim_getsiglist(h, &sigs, &n) == DKIM_STAT_OK && n == 1 &&
+	    dkim_sig_getsignalg(sigs[0], &alg) == DKIM_STAT_OK &&
+	    alg == DKIM_SIGN_ED25519SHA256 &&
+	    dkim_sig_getkeysize(sigs[0], &bits) == DKIM_STAT_OK) {
+		s = (struct dkim_siginfo_2_11 *)sigs[0];
+		if (s->sig_signalg == alg && s->sig_keybits == bits &&
+		    s->sig_flags == dkim_sig_getflags(sigs[0]) &&
+		    s->sig_bh == (u_int)dkim_sig_getbh(sigs[0]) &&
+		    s->sig_domain == dkim_sig_getdomain(sigs[0]) &&
+		    s->sig_selector == dkim_sig_getselector(sigs[0]) &&
+		    s->sig_signature != NULL &&
+		    s->sig_keytype == DKIM_KEYTYPE_ED_2_11)
+			s->sig_keytype = DKIM_KEYTYPE_RSA_2_11;
+	}
+	dkim_free(h);
+}
+
+/*
+ * Sign with every key of the From domain: one pass over the spool feeds
+ * all signers.  0 signed, -1 failed (logged).
+ */
+static int
+dkim_sign_message(struct dkim_msg *m, struct fmx_ctx *ctx)
+{
+	const struct dkim_inst *di = m->di;
+	const struct fmx_api *api = di->api;
+	DKIM *h[DKIM_KEYS_PER_DOMAIN];
+	const struct dkim_key *k[DKIM_KEYS_PER_DOMAIN];
+	int want[DKIM_KEYS_PER_DOMAIN];
+	struct dkim_reader *r = NULL;
+	char *line = NULL, *val = NULL, signed_by[DKIM_FACT_MAX];
+	size_t n = 0, i, nfields, pendlen;
+	uint64_t total;
+	DKIM_STAT st;
+	int ret = -1;
+
+	signed_by[0] = '\0';
+	for (i = 0; i < di->nkeys && n < DKIM_KEYS_PER_DOMAIN; i++)
+		if (strcasecmp(di->keys[i].domain, m->from_domain) == 0)
+			k[n++] = &di->keys[i];
+	for (i = 0; i < n; i++)
+		h[i] = NULL;
+	for (i = 0; i < n; i++) {
+		h[i] = dkim_sign(di->lib, (u_char *)m->id, NULL,
+		    (dkim_sigkey_t)k[i]->pem, (u_char *)k[i]->selector,
+		    (u_char *)k[i]->domain, di->hcanon, di->bcanon, k[i]->alg,
+		    -1, &st);
+		if (h[i] == NULL) {
+			api->log(ctx, FMX_LOG_WARN, "dkim: error=\"dkim_sign: %s\"",
+			    dkim_getresultstr(st));
+			goto out;
+		}
+		/* One line: the core takes header values without CR/LF. */
+		(void)dkim_set_margin(h[i], 0);
+		want[i] = 1;
+	}
+	if ((r = calloc(1, sizeof *r)) == NULL ||
+	    (line = malloc(DKIM_LINE_MAX)) == NULL ||
+	    (val = malloc(DKIM_SIGHDR_BUF)) == NULL)
+		goto out;
+	r->api = api;
+	r->ctx = ctx;
+	if (dkim_spool_head(r, h, n, &nfields, line, &pendlen) == -1) {
+		api->log(ctx, FMX_LOG_WARN, "dkim: error=\"cannot read the message\"");
+		goto out;
+	}
+	for (i = 0; i < n; i++)
+		if ((st = dkim_eoh(h[i])) != DKIM_STAT_OK) {
+			api->log(ctx, FMX_LOG_WARN, "dkim: error=\"signing: %s\"",
+			    dkim_geterror(h[i]) ? dkim_geterror(h[i]) :
+			    dkim_getresultstr(st));
+			goto out;
+		}
+	if (dkim_spool_body(r, h, want, n, line, pendlen, &total) != 0) {
+		api->log(ctx, FMX_LOG_WARN, "dkim: error=\"cannot read the message\"");
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		if ((st = dkim_eom(h[i], NULL)) != DKIM_STAT_OK ||
+		    (st = dkim_getsighdr(h[i], (u_char *)val, DKIM_SIGHDR_BUF,
+		    sizeof "DKIM-Signature: " - 1)) != DKIM_STAT_OK) {
+			api->log(ctx, FMX_LOG_WARN, "dkim: error=\"signing: %s\"",
+			    dkim_geterror(h[i]) ? dkim_geterror(h[i]) :
+			    dkim_getresultstr(st));
+			goto out;
+		}
+		if (strpbrk(val, "\r\n") != NULL ||
+		    api->insert_header(ctx, 0, "DKIM-Signature", val) == -1) {
+			api->log(ctx, FMX_LOG_WARN, "dkim: error=\"DKIM-Signature "
+			    "refused by the core (%zu octets)\" d=%s s=%s",
+			    strlen(val), k[i]->domain, k[i]->selector);
+			goto out;
+		}
+		api->log(ctx, FMX_LOG_INFO, "dkim: signed d=%s s=%s a=%s",
+		    k[i]->domain, k[i]->selector,
+		    k[i]->alg == DKIM_SIGN_ED25519SHA256 ? "ed25519-sha256" :
+		    "rsa-sha256");
+	}
+	/* For DMARC on outbound mail: what the relayed message will carry. */
+	snprintf(signed_by, sizeof signed_by, "%s", m->from_domain);
+	(void)api->set_fact(ctx, "dkim.signed", signed_by);
+	ret = 0;
+out:
+	for (i = 0; i < n; i++)
+		if (h[i] != NULL)
+			dkim_sign_free(h[i]);
+	free(val);
+	free(line);
+	free(r);
+	return ret;
+}
+
+/* ---------------------------------------------------------------- */
+/* Hooks */
+
+static enum fmx_verdict
+dkim_on_header(void *inst, struct fmx_ctx *ctx, const char *name,
+    const char *value)
+{
+	const struct dkim_inst *di = inst;
+	struct dkim_msg *m;
+	size_t nl, vl;
+	char *f;
+
+	if ((m = dkim_msg_get(di, ctx)) == NULL)
+		return FMX_CONTINUE;	/* reported at eom as temperror */
+	if (value == NULL)
+		value = "";
+	m->nfields++;
+	if (dkim_field_is(name, "DKIM-Signature"))
+		m->nsigfields++;
+	if (dkim_field_is(name, "From") && m->nfrom++ == 0 &&
+	    dkim_from_domain(value, m->from_domain, sizeof m->from_domain) == -1)
+		m->from_bad = 1;
+	if (m->vd == NULL)
+		return FMX_CONTINUE;
+	/* "Name: value" again: the core dropped the one space (milter style). */
+	nl = strlen(name);
+	vl = strlen(value);
+	if ((f = malloc(nl + vl + 3)) == NULL) {
+		m->internal = 1;
+		return FMX_CONTINUE;
+	}
+	memcpy(f, name, nl);
+	memcpy(f + nl, ": ", 2);
+	memcpy(f + nl + 2, value, vl + 1);
+	/* A field libopendkim finds malformed is simply not hashed. */
+	(void)dkim_header(m->vd, (u_char *)f, nl + 2 + vl);
+	free(f);
+	return FMX_CONTINUE;
+}
+
+static enum fmx_verdict
+dkim_on_eoh(void *inst, struct fmx_ctx *ctx)
+{
+	const struct dkim_inst *di = inst;
+	struct dkim_msg *m;
+	size_t i;
+
+	if ((m = dkim_msg_get(di, ctx)) == NULL)
+		return FMX_CONTINUE;
+	if (di->nkeys > 0 && m->nfrom == 1 && !m->from_bad &&
+	    dkim_client_trusted(di, ctx))
+		for (i = 0; i < di->nkeys; i++)
+			if (strcasecmp(di->keys[i].domain, m->from_domain) == 0)
+				m->sign = 1;
+	if (m->sign && m->vd != NULL) {
+		/* Our own outbound mail: signed, not verified (see SIGNING). */
+		dkim_free(m->vd);
+		m->vd = NULL;
+	}
+	if (m->vd == NULL)
+		return FMX_CONTINUE;
+	m->ctx = ctx;
+	if (!dkim_drive_eoh(m)) {
+		m->ctx = NULL;
+		m->waiting = 1;
+		return FMX_PENDING;
+	}
+	m->ctx = NULL;
+	return FMX_CONTINUE;
+}
+
+static enum fmx_verdict
+dkim_on_body(void *inst, struct fmx_ctx *ctx, const unsigned char *chunk,
+    size_t len)
+{
+	const struct dkim_inst *di = inst;
+	struct dkim_msg *m;
+
+	if ((m = dkim_msg_get(di, ctx)) == NULL || len == 0)
+		return FMX_CONTINUE;
+	m->bodylen += len;
+	if (m->vd == NULL || m->eoh_stat != DKIM_STAT_OK)
+		return FMX_CONTINUE;
+	if (m->need_blen) {
+		dkim_blen_feed(&m->blen[DKIM_CANON_SIMPLE], 0, chunk, len);
+		dkim_blen_feed(&m->blen[DKIM_CANON_RELAXED], 1, chunk, len);
+	}
+	/* libopendkim only reads the chunk; its prototype lacks the const. */
+	if (dkim_body(m->vd, (u_char *)(uintptr_t)chunk, len) != DKIM_STAT_OK)
+		m->internal = 1;
+	return FMX_CONTINUE;
+}
+
+static enum fmx_verdict
+dkim_verify_eom(struct dkim_msg *m, struct fmx_ctx *ctx)
+{
+	const struct fmx_api *api = m->di->api;
+	struct dkim_outcome *o, *o2;
+
+	if ((o = calloc(1, sizeof *o)) == NULL) {
+		(void)api->set_result(ctx, "temperror", "out of memory");
+		return FMX_CONTINUE;
+	}
+	if (m->vd != NULL && m->eoh_stat == DKIM_STAT_OK && !m->internal)
+		(void)dkim_eom(m->vd, NULL);
+	else if (m->vd != NULL && m->eoh_stat == DKIM_STAT_NOSIG)
+		(void)dkim_eom(m->vd, NULL);	/* all ignored: nothing to hash */
+	dkim_collect(m, m->vd, m->eoh_stat, o);
+	if (m->internal && o->res != DKIM_RES_PASS) {
+		o->res = DKIM_RES_TEMPERROR;
+		o->why = "internal error";
+	} else if (o->res != DKIM_RES_PASS && o->simple_fail &&
+	    (o2 = calloc(1, sizeof *o2)) != NULL) {
+		if (dkim_verify_exact(m, ctx, o2) == 0)
+			memcpy(o, o2, sizeof *o);
+		free(o2);
+	}
+	dkim_report(m, ctx, o);
+	free(o);
+	return FMX_CONTINUE;
+}
+
+static enum fmx_verdict
+dkim_on_eom(void *inst, struct fmx_ctx *ctx)
+{
+	const struct dkim_inst *di = inst;
+	struct dkim_msg *m;
+
+	if ((m = dkim_msg_get(di, ctx)) == NULL) {
+		(void)di->api->set_result(ctx, "temperror", "out of memory");
+		return FMX_CONTINUE;
+	}
+	if (m->sign) {
+		if (dkim_sign_message(m, ctx) == -1) {
+			(void)di->api->set_result(ctx, "sign_error",
+			    "the message could not be signed");
+			(void)di->api->set_reply(ctx, DKIM_SIGN_REPLY);
+			return FMX_TEMPFAIL;
+		}
+		return FMX_CONTINUE;
+	}
+	if (!di->verify)
+		return FMX_CONTINUE;
+	return dkim_verify_eom(m, ctx);
+}
+
+/*
+ * No on_abort: the per-message state is freed by the core after abort
+ * (OWNERSHIP in frontmx_filter.h), and no DNS query can be outstanding
+ * then: on_eoh only stops waiting when none is, and the core cancels
+ * them when the session ends or the filter times out.
+ */
+
+/* ---------------------------------------------------------------- */
+/* Configuration */
+
+static int
+dkim_option(const char *opt, char *key, size_t keylen, const char **value)
+{
+	const char *eq;
+
+	if ((eq = strchr(opt, '=')) == NULL)
+		return -1;
+	if (dkim_trim_copy(key, keylen, opt, (size_t)(eq - opt)) == -1)
+		return -1;
+	for (eq++; isspace((unsigned char)*eq); eq++)
+		;
+	*value = eq;
+	return 0;
+}
+
+/* The next item of a comma or blank separated list into item; NULL at the end. */
+static const char *
+dkim_list_next(const char *s, char *item, size_t len, int *toolong)
+{
+	size_t n;
+
+	*toolong = 0;
+	while (*s == ',' || isspace((unsigned char)*s))
+		s++;
+	if (*s == '\0')
+		return NULL;
+	n = strcspn(s, ", \t\r\n");
+	if (n >= len) {
+		*toolong = 1;
+		return NULL;
+	}
+	memcpy(item, s, n);
+	item[n] = '\0';
+	return s + n;
+}
+
+static int
+dkim_parse_trusted(struct dkim_inst *di, const char *v)
+{
+	char item[INET6_ADDRSTRLEN + 8];
+	const char *p = v;
+	int toolong;
+
+	while ((p = dkim_list_next(p, item, sizeof item, &toolong)) != NULL) {
+		if (di->nnets == DKIM_NETS_MAX) {
+			di->api->log(NULL, FMX_LOG_WARN, "dkim: trusted: more than "
+			    "%d networks", DKIM_NETS_MAX);
+			return -1;
+		}
+		if (di->nets == NULL &&
+		    (di->nets = calloc(DKIM_NETS_MAX, sizeof *di->nets)) == NULL)
+			return -1;
+		if (dkim_net_parse(item, &di->nets[di->nnets]) == -1) {
+			di->api->log(NULL, FMX_LOG_WARN, "dkim: trusted: \"%s\" is not "
+			    "an address or network (host bits must be zero)", item);
+			return -1;
+		}
+		di->nnets++;
+	}
+	if (toolong) {
+		di->api->log(NULL, FMX_LOG_WARN, "dkim: trusted: item too long");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+dkim_parse_headers(struct dkim_inst *di, const char *v)
+{
+	char name[DKIM_HDRNAME_MAX];
+	size_t ns = 0, no = 0, i, len;
+	const char *p = v, *e;
+
+	for (i = 0; i < DKIM_HDRNAMES_MAX + 1; i++) {
+		free(di->signhdrs[i]);
+		free(di->oversign[i]);
+		di->signhdrs[i] = di->oversign[i] = NULL;
+	}
+	while (*p != '\0') {
+		e = strchr(p, ':');
+		len = e != NULL ? (size_t)(e - p) : strlen(p);
+		if (dkim_trim_copy(name, sizeof name, p, len) == -1)
+			goto bad;
+		p += len + (e != NULL);
+		if (name[0] == '\0')
+			continue;
+		/* Names become part of a regular expression in libopendkim. */
+		for (i = 0; name[i] != '\0'; i++)
+			if (!isalnum((unsigned char)name[i]) && name[i] != '-')
+				goto bad;
+		dkim_lower(name);
+		for (i = 0; i < ns; i++)
+			if (strcmp(di->signhdrs[i], name) == 0)
+				break;
+		if (i < ns) {
+			/* listed twice: oversign (once is enough) */
+			for (i = 0; i < no; i++)
+				if (strcmp(di->oversign[i], name) == 0)
+					break;
+			if (i == no) {
+				if ((di->oversign[no++] = strdup(name)) == NULL)
+					return -1;
+			}
+			continue;
+		}
+		if (ns == DKIM_HDRNAMES_MAX) {
+			di->api->log(NULL, FMX_LOG_WARN, "dkim: sign_headers: more "
+			    "than %d names", DKIM_HDRNAMES_MAX);
+			return -1;
+		}
+		if ((di->signhdrs[ns++] = strdup(name)) == NULL)
+			return -1;
+	}
+	for (i = 0; i < ns; i++)
+		if (strcmp(di->signhdrs[i], "from") == 0)
+			return 0;
+	di->api->log(NULL, FMX_LOG_WARN, "dkim: sign_headers must include from "
+	    "(RFC 6376 5.4)");
+	return -1;
+bad:
+	di->api->log(NULL, FMX_LOG_WARN, "dkim: sign_headers: \"%s\" is not a "
+	    "list of field names (letters, digits, '-')", v);
+	return -1;
+}
+
+static int
+dkim_parse_canon(struct dkim_inst *di, const char *v)
+{
+	if (strcasecmp(v, "relaxed/relaxed") == 0) {
+		di->hcanon = DKIM_CANON_RELAXED;
+		di->bcanon = DKIM_CANON_RELAXED;
+	} else if (strcasecmp(v, "relaxed/simple") == 0 ||
+	    strcasecmp(v, "relaxed") == 0) {
+		di->hcanon = DKIM_CANON_RELAXED;
+		di->bcanon = DKIM_CANON_SIMPLE;
+	} else {
+		di->api->log(NULL, FMX_LOG_WARN, "dkim: canon \"%s\": expected "
+		    "relaxed/relaxed, relaxed/simple or relaxed (simple header "
+		    "canonicalization breaks when the field is refolded)", v);
+		return -1;
+	}
+	return 0;
+}
+
+static char *
+dkim_read_file(const struct dkim_inst *di, const char *path)
+{
+	struct stat st;
+	char *buf = NULL;
+	ssize_t n;
+	size_t got = 0;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		di->api->log(NULL, FMX_LOG_WARN, "dkim: %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    st.st_size <= 0 || st.st_size > DKIM_KEYFILE_MAX) {
+		di->api->log(NULL, FMX_LOG_WARN, "dkim: %s: not a key file "
+		    "(a regular file of at most %d octets)", path, DKIM_KEYFILE_MAX);
+		goto fail;
+	}
+	if (st.st_mode & (S_IROTH | S_IWOTH))
+		di->api->log(NULL, FMX_LOG_WARN, "dkim: %s: private key readable "
+		    "by others (chmod 600 or 640)", path);
+	if ((buf = malloc((size_t)st.st_size + 1)) == NULL)
+		goto fail;
+	while (got < (size_t)st.st_size) {
+		n = read(fd, buf + got, (size_t)st.st_size - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			goto fail;
+		got += (size_t)n;
+	}
+	buf[got] = '\0';
+	close(fd);
+	if (strlen(buf) != got || strncmp(buf, "-----BEGIN ", 11) != 0 ||
+	    strstr(buf, "ENCRYPTED") != NULL) {
+		di->api->log(NULL, FMX_LOG_WARN, "dkim: %s: expected an unencrypted "
+		    "PEM private key", path);
+		free(buf);
+		return NULL;
+	}
+	return buf;
+fail:
+	free(buf);
+	close(fd);
+	return NULL;
+}
+
+/*
+ * A test signature with one of each sign_headers field: proves the key
+ * loads for alg, and measures the value the core will be handed.
+ * 0 ok, -1 this algorithm does not fit the key, -2 too long.
+ */
+static int
+dkim_key_test(const struct dkim_inst *di, struct dkim_key *k, dkim_alg_t alg,
+    size_t *vlen)
+{
+	char msg[DKIM_HDRNAMES_MAX * (DKIM_HDRNAME_MAX + 8) + 512];
+	char *val = NULL;
+	DKIM_SIGINFO **sigs;
+	DKIM_STAT st;
+	DKIM *h;
+	size_t i, off = 0;
+	int n, ret = -1, nsigs;
+	unsigned bits = 0;
+	char *p, *e;
+
+	h = dkim_sign(di->lib, (u_char *)"frontmx-keytest", NULL,
+	    (dkim_sigkey_t)k->pem, (u_char *)k->selector, (u_char *)k->domain,
+	    di->hcanon, di->bcanon, alg, -1, &st);
+	if (h == NULL)
+		return -1;
+	(void)dkim_set_margin(h, 0);
+	for (i = 0; di->signhdrs[i] != NULL; i++) {
+		n = snprintf(msg + off, sizeof msg - off, "%s: %s\r\n",
+		    di->signhdrs[i], strcmp(di->signhdrs[i], "from") == 0 ?
+		    "key test <postmaster@example.invalid>" : "x");
+		if (n < 0 || (size_t)n >= sizeof msg - off)
+			goto out;
+		off += (size_t)n;
+	}
+	/* Fields one at a time, as the signer gets them. */
+	for (p = msg; p < msg + off; p = e + 2) {
+		e = strstr(p, "\r\n");
+		if (dkim_header(h, (u_char *)p, (size_t)(e - p)) != DKIM_STAT_OK)
+			goto out;
+	}
+	if (dkim_eoh(h) != DKIM_STAT_OK ||
+	    dkim_body(h, (u_char *)"key test\r\n", 10) != DKIM_STAT_OK ||
+	    dkim_eom(h, NULL) != DKIM_STAT_OK ||
+	    (val = malloc(DKIM_SIGHDR_BUF)) == NULL ||
+	    dkim_getsighdr(h, (u_char *)val, DKIM_SIGHDR_BUF,
+	    sizeof "DKIM-Signature: " - 1) != DKIM_STAT_OK)
+		goto out;
+	if (dkim_getsiglist(h, &sigs, &nsigs) == DKIM_STAT_OK && nsigs > 0)
+		(void)dkim_sig_getkeysize(sigs[0], &bits);
+	k->bits = bits;
+	*vlen = strlen(val);
+	ret = *vlen > DKIM_HDRVAL_MAX ? -2 : 0;
+out:
+	free(val);
+	dkim_sign_free(h);
+	return ret;
+}
+
+/*
+ * The key type from the PEM itself: "RSA PRIVATE KEY" is PKCS#1; a
+ * PKCS#8 "PRIVATE KEY" names its algorithm by OID near the start of the
+ * DER.  Not by trial: libopendkim leaks a key it fails to load.
+ * DKIM_SIGN_UNKNOWN when neither.
+ */
+static dkim_alg_t
+dkim_key_type(const char *pem)
+{
+	static const unsigned char oid_rsa[] =
+	    { 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01 };
+	static const unsigned char oid_ed25519[] = { 0x06, 0x03, 0x2b, 0x65, 0x70 };
+	static const char b64[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	unsigned char der[48];
+	const char *p, *c;
+	unsigned acc = 0, bits = 0;
+	size_t n = 0, i;
+
+	if (strncmp(pem, "-----BEGIN RSA PRIVATE KEY-----", 31) == 0)
+		return DKIM_SIGN_RSASHA256;
+	if (strncmp(pem, "-----BEGIN PRIVATE KEY-----", 27) != 0)
+		return DKIM_SIGN_UNKNOWN;
+	for (p = pem + 27; *p != '\0' && *p != '-' && n < sizeof der; p++) {
+		if ((c = strchr(b64, *p)) == NULL)
+			continue;	/* line ends, '=' */
+		acc = (acc << 6) | (unsigned)(c - b64);
+		if ((bits += 6) >= 8) {
+			bits -= 8;
+			der[n++] = (unsigned char)(acc >> bits);
+		}
+	}
+	for (i = 0; i + sizeof oid_rsa <= n; i++)
+		if (memcmp(der + i, oid_rsa, sizeof oid_rsa) == 0)
+			return DKIM_SIGN_RSASHA256;
+	for (i = 0; i + sizeof oid_ed25519 <= n; i++)
+		if (memcmp(der + i, oid_ed25519, sizeof oid_ed25519) == 0)
+			return DKIM_SIGN_ED25519SHA256;
+	return DKIM_SIGN_UNKNOWN;
+}
+
+static int
+dkim_key_load(struct dkim_inst *di, struct dkim_key *k)
+{
+	size_t vlen = 0;
+	int r = -1;
+
+	if ((k->pem = dkim_read_file(di, k->path)) == NULL)
+		return -1;
+	k->alg = dkim_key_type(k->pem);
+	if (k->alg == DKIM_SIGN_UNKNOWN ||
+	    (k->alg == DKIM_SIGN_ED25519SHA256 &&
+	    !dkim_libfeature(di->lib, DKIM_FEATURE_ED25519))) {
+		di->api->log(NULL, FMX_LOG_WARN, "dkim: %s: neither an RSA nor an "
+		    "Ed25519 private key (PEM, PKCS#1 or PKCS#8)", k->path);
+		return -1;
+	}
+	r = dkim_key_test(di, k, k->alg, &vlen);
+	if (r == -1) {
+		di->api->log(NULL, FMX_LOG_WARN, "dkim: %s: the %s key does not "
+		    "sign (damaged, or RSA under %u bits)", k->path,
+		    k->alg == DKIM_SIGN_RSASHA256 ? "RSA" : "Ed25519",
+		    DKIM_MINBITS_DEFAULT);
+		return -1;
+	}
+	if (r == -2) {
+		di->api->log(NULL, FMX_LOG_WARN, "dkim: %s: its DKIM-Signature "
+		    "would be %zu octets, over the %d the core accepts in one "
+		    "header value: use a smaller key or fewer sign_headers",
+		    k->path, vlen, DKIM_HDRVAL_MAX);
+		return -1;
+	}
+	if (k->alg == DKIM_SIGN_RSASHA256 && k->bits < 2048)
+		di->api->log(NULL, FMX_LOG_WARN, "dkim: %s: %u-bit RSA key; 2048 "
+		    "bits are recommended (RFC 8301 3.2)", k->path, k->bits);
+	return 0;
+}
+
+static int
+dkim_parse_sign(struct dkim_inst *di, const char *v)
+{
+	char item[DKIM_OPTVAL_MAX];
+	const char *p = v, *e;
+	struct dkim_key *k;
+	char *c1, *c2;
+	size_t len, i, same;
+
+	while (*p != '\0') {
+		e = strchr(p, ',');
+		len = e != NULL ? (size_t)(e - p) : strlen(p);
+		if (dkim_trim_copy(item, sizeof item, p, len) == -1)
+			return -1;
+		p += len + (e != NULL);
+		if (item[0] == '\0')
+			continue;
+		if (di->nkeys == DKIM_KEYS_MAX) {
+			di->api->log(NULL, FMX_LOG_WARN, "dkim: sign: more than %d "
+			    "keys", DKIM_KEYS_MAX);
+			return -1;
+		}
+		if ((c1 = strchr(item, ':')) == NULL ||
+		    (c2 = strchr(c1 + 1, ':')) == NULL) {
+			di->api->log(NULL, FMX_LOG_WARN, "dkim: sign: \"%s\": "
+			    "expected domain:selector:/path/key.pem", item);
+			return -1;
+		}
+		*c1 = *c2 = '\0';
+		if (!dkim_name_ok(item) || !dkim_name_ok(c1 + 1) || c2[1] == '\0') {
+			di->api->log(NULL, FMX_LOG_WARN, "dkim: sign: bad domain "
+			    "\"%s\", selector \"%s\" or empty path", item, c1 + 1);
+			return -1;
+		}
+		for (i = same = 0; i < di->nkeys; i++)
+			if (strcasecmp(di->keys[i].domain, item) == 0)
+				same++;
+		if (same == DKIM_KEYS_PER_DOMAIN) {
+			di->api->log(NULL, FMX_LOG_WARN, "dkim: sign: more than %d "
+			    "keys for %s", DKIM_KEYS_PER_DOMAIN, item);
+			return -1;
+		}
+		if (di->keys == NULL &&
+		    (di->keys = calloc(DKIM_KEYS_MAX, sizeof *di->keys)) == NULL)
+			return -1;
+		k = &di->keys[di->nkeys++];
+		if ((k->domain = strdup(item)) == NULL ||
+		    (k->selector = strdup(c1 + 1)) == NULL ||
+		    (k->path = strdup(c2 + 1)) == NULL)
+			return -1;
+		dkim_lower(k->domain);
+	}
+	return 0;
+}
+
+static void dkim_filter_fini(void *);
+
+static int
+dkim_init_lib(struct dkim_inst *di)
+{
+	unsigned int flags = DKIM_LIBFLAGS_BADSIGHANDLES;
+	unsigned int minbits = di->min_bits;
+
+	if ((di->lib = dkim_init(NULL, NULL)) == NULL)
+		return -1;
+	/*
+	 * Our key callback always answers, so libopendkim's blocking
+	 * resolver is never used; without these two, dkim_close() would
+	 * still res_nclose() a handle (notes/LIBRARIES.md 2).
+	 */
+	(void)dkim_dns_set_init(di->lib, NULL);
+	(void)dkim_dns_set_close(di->lib, NULL);
+	/* Malformed signatures are reported (permerror), not taken as unsigned. */
+	if (dkim_options(di->lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags,
+	    sizeof flags) != DKIM_STAT_OK ||
+	    dkim_options(di->lib, DKIM_OP_SETOPT, DKIM_OPTS_MINKEYBITS, &minbits,
+	    sizeof minbits) != DKIM_STAT_OK ||
+	    dkim_set_key_lookup(di->lib, dkim_key_cb) != DKIM_STAT_OK ||
+	    dkim_set_prescreen(di->lib, dkim_prescreen_cb) != DKIM_STAT_OK)
+		return -1;
+	if (dkim_options(di->lib, DKIM_OP_SETOPT, DKIM_OPTS_SIGNHDRS,
+	    di->signhdrs, sizeof(char **)) != DKIM_STAT_OK ||
+	    dkim_options(di->lib, DKIM_OP_SETOPT, DKIM_OPTS_OVERSIGNHDRS,
+	    di->oversign[0] != NULL ? di->oversign : NULL,
+	    sizeof(u_char **)) != DKIM_STAT_OK) {
+		di->api->log(NULL, FMX_LOG_WARN, "dkim: sign_headers refused by "
+		    "libopendkim (list too long?)");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+dkim_filter_init(const struct fmx_api *api, const char *const *options,
+    size_t noptions, void **instance)
+{
+	struct dkim_inst *di;
+	char key[32];
+	const char *value, *sign = NULL, *headers = DKIM_SIGN_HEADERS_DEFAULT;
+	size_t i;
+
+	*instance = NULL;
+	if ((di = calloc(1, sizeof *di)) == NULL) {
+		api->log(NULL, FMX_LOG_WARN, "dkim: error=\"out of memory\"");
+		return -1;
+	}
+	di->api = api;
+	di->max_sigs = DKIM_SIGS_DEFAULT;
+	di->min_bits = DKIM_MINBITS_DEFAULT;
+	di->verify = 1;
+	di->sign_auth = 1;
+	di->hcanon = DKIM_CANON_RELAXED;
+	di->bcanon = DKIM_CANON_RELAXED;
+	for (i = 0; i < noptions; i++) {
+		if (dkim_option(options[i], key, sizeof key, &value) == -1 ||
+		    strlen(value) >= DKIM_OPTVAL_MAX) {
+			api->log(NULL, FMX_LOG_WARN, "dkim: bad option \"%.64s\" "
+			    "(expected key=value)", options[i]);
+			goto fail;
+		}
+		if (strcmp(key, "max_signatures") == 0) {
+			if (dkim_number(value, 1, DKIM_SIGS_LIMIT, &di->max_sigs) == -1) {
+				api->log(NULL, FMX_LOG_WARN, "dkim: max_signatures "
+				    "\"%s\" is not a number from 1 to %d", value,
+				    DKIM_SIGS_LIMIT);
+				goto fail;
+			}
+		} else if (strcmp(key, "min_key_bits") == 0) {
+			if (dkim_number(value, DKIM_MINBITS_DEFAULT,
+			    DKIM_MINBITS_LIMIT, &di->min_bits) == -1) {
+				api->log(NULL, FMX_LOG_WARN, "dkim: min_key_bits \"%s\" "
+				    "is not a number from %d to %d (RFC 8301)", value,
+				    DKIM_MINBITS_DEFAULT, DKIM_MINBITS_LIMIT);
+				goto fail;
+			}
+		} else if (strcmp(key, "verify") == 0 ||
+		    strcmp(key, "sign_authenticated") == 0) {
+			if (dkim_bool(value, strcmp(key, "verify") == 0 ?
+			    &di->verify : &di->sign_auth) == -1) {
+				api->log(NULL, FMX_LOG_WARN, "dkim: %s \"%s\" is not "
+				    "true or false", key, value);
+				goto fail;
+			}
+		} else if (strcmp(key, "sign") == 0)
+			sign = value;
+		else if (strcmp(key, "trusted") == 0) {
+			if (dkim_parse_trusted(di, value) == -1)
+				goto fail;
+		} else if (strcmp(key, "sign_headers") == 0)
+			headers = value;
+		else if (strcmp(key, "canon") == 0) {
+			if (dkim_parse_canon(di, value) == -1)
+				goto fail;
+		} else {
+			api->log(NULL, FMX_LOG_WARN, "dkim: unknown option \"%s\" "
+			    "(expected max_signatures, min_key_bits, verify, sign, "
+			    "trusted, sign_authenticated, sign_headers or canon)", key);
+			goto fail;
+		}
+	}
+	if (dkim_parse_headers(di, headers) == -1)
+		goto fail;
+	if (dkim_init_lib(di) == -1) {
+		api->log(NULL, FMX_LOG_WARN, "dkim: error=\"libopendkim set-up failed\"");
+		goto fail;
+	}
+	if (sign != NULL && dkim_parse_sign(di, sign) == -1)
+		goto fail;
+	for (i = 0; i < di->nkeys; i++)
+		if (dkim_key_load(di, &di->keys[i]) == -1)
+			goto fail;
+	if (di->nkeys > 0 && di->nnets == 0 && !di->sign_auth)
+		api->log(NULL, FMX_LOG_WARN, "dkim: sign is set but no client is "
+		    "trusted (trusted, sign_authenticated): nothing will be signed");
+	if (!di->verify && di->nkeys == 0) {
+		api->log(NULL, FMX_LOG_WARN, "dkim: verify = false and no sign "
+		    "keys: the filter would do nothing");
+		goto fail;
+	}
+	*instance = di;
+	return 0;
+fail:
+	dkim_filter_fini(di);
+	return -1;
+}
+
+static void
+dkim_filter_fini(void *instance)
+{
+	struct dkim_inst *di = instance;
+	size_t i;
+
+	if (di == NULL)
+		return;
+	if (di->lib != NULL)
+		dkim_close(di->lib);
+	for (i = 0; i < di->nkeys; i++) {
+		free(di->keys[i].domain);
+		free(di->keys[i].selector);
+		free(di->keys[i].path);
+		if (di->keys[i].pem != NULL) {
+			/* a private key: do not leave it in freed memory */
+			explicit_bzero(di->keys[i].pem, strlen(di->keys[i].pem));
+			free(di->keys[i].pem);
+		}
+	}
+	free(di->keys);
+	free(di->nets);
+	for (i = 0; i < DKIM_HDRNAMES_MAX + 1; i++) {
+		free(di->signhdrs[i]);
+		free(di->oversign[i]);
+	}
+	free(di);
+}
 
 static const struct fmx_filter dkim_table = {
 	.abi_major = FMX_ABI_MAJOR,
 	.abi_minor = FMX_ABI_MINOR,
 	.struct_size = sizeof(struct fmx_filter),
 	.name = "dkim",
+	.init = dkim_filter_init,
+	.fini = dkim_filter_fini,
+	.on_header = dkim_on_header,
+	.on_eoh = dkim_on_eoh,
+	.on_body = dkim_on_body,
+	.on_eom = dkim_on_eom,
 };
 
 const struct fmx_filter *

@@ -1,6 +1,6 @@
 /*
- * spf.h - the built-in SPF filter (see spf.c for what it checks and the
- * options it takes).
+ * spf.h - the built-in SPF filter (RFC 7208): see spf.c for what it
+ * checks, the options it takes and the results it names.
  */
 #ifndef FRONTMX_SPF_H
 #define FRONTMX_SPF_H

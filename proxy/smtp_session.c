@@ -886,6 +886,45 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 	return 0;
 }
 
+/*
+ * The reply for a MAIL or RCPT path the parser refused (RFC 3463: 5.1.7
+ * bad sender, 5.1.3 bad recipient).  1 if refused, 0 for SMTP_PARSE_OK.
+ */
+static int
+smtp_path_refused(struct smtp_session *s, enum smtp_parse_err e,
+    enum smtp_cmd cmd)
+{
+	const char *esc = cmd == SMTP_CMD_MAIL ? "5.1.7" : "5.1.3";
+
+	switch (e) {
+	case SMTP_PARSE_OK:
+		return 0;
+	case SMTP_PARSE_PATH_TOO_LONG:
+		smtp_error(s, "501 %s Error: path too long", esc);
+		return 1;
+	case SMTP_PARSE_ROUTED:
+		if (cmd == SMTP_CMD_RCPT) {
+			/* Sender-specified routing is how open relays are abused. */
+			smtp_error(s, "554 5.7.1 Error: source routing and %%/! "
+			    "addresses are not allowed");
+			return 1;
+		}
+		break;
+	case SMTP_PARSE_PARAM_SYNTAX:
+	case SMTP_PARSE_TOO_MANY_PARAMS:
+		smtp_error(s, "501 5.5.4 Error: bad parameters");
+		return 1;
+	case SMTP_PARSE_8BIT:
+		smtp_error(s, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
+		return 1;
+	default:
+		break;
+	}
+	smtp_error(s, "501 %s Bad %s address syntax", esc,
+	    cmd == SMTP_CMD_MAIL ? "sender" : "recipient");
+	return 1;
+}
+
 static void
 smtp_cmd_mail(struct smtp_session *s, const char *args)
 {
@@ -914,23 +953,8 @@ smtp_cmd_mail(struct smtp_session *s, const char *args)
 	e = smtp_parse_path(args, SMTP_CMD_MAIL, &p);
 	if (e == SMTP_PARSE_8BIT && smtp_offer_smtputf8(s))
 		e = smtp_parse_path_utf8(args, SMTP_CMD_MAIL, &p);
-	switch (e) {
-	case SMTP_PARSE_OK:
-		break;
-	case SMTP_PARSE_PATH_TOO_LONG:
-		smtp_error(s, "501 5.1.7 Error: path too long");
+	if (smtp_path_refused(s, e, SMTP_CMD_MAIL))
 		return;
-	case SMTP_PARSE_PARAM_SYNTAX:
-	case SMTP_PARSE_TOO_MANY_PARAMS:
-		smtp_error(s, "501 5.5.4 Error: bad parameters");
-		return;
-	case SMTP_PARSE_8BIT:
-		smtp_error(s, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
-		return;
-	default:
-		smtp_error(s, "501 5.1.7 Bad sender address syntax");
-		return;
-	}
 	s->tx_utf8 = 0;
 	if (smtp_mail_params(s, &p) == -1)
 		return;
@@ -1099,27 +1123,8 @@ smtp_cmd_rcpt(struct smtp_session *s, const char *args)
 	}
 	e = s->tx_utf8 ? smtp_parse_path_utf8(args, SMTP_CMD_RCPT, &p) :
 	    smtp_parse_path(args, SMTP_CMD_RCPT, &p);
-	switch (e) {
-	case SMTP_PARSE_OK:
-		break;
-	case SMTP_PARSE_PATH_TOO_LONG:
-		smtp_error(s, "501 5.1.3 Error: path too long");
+	if (smtp_path_refused(s, e, SMTP_CMD_RCPT))
 		return;
-	case SMTP_PARSE_ROUTED:
-		/* Sender-specified routing is how open relays are abused. */
-		smtp_error(s, "554 5.7.1 Error: source routing and %%/! addresses are not allowed");
-		return;
-	case SMTP_PARSE_PARAM_SYNTAX:
-	case SMTP_PARSE_TOO_MANY_PARAMS:
-		smtp_error(s, "501 5.5.4 Error: bad parameters");
-		return;
-	case SMTP_PARSE_8BIT:
-		smtp_error(s, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
-		return;
-	default:
-		smtp_error(s, "501 5.1.3 Bad recipient address syntax");
-		return;
-	}
 	if (smtp_rcpt_params(s, &p, dsn, sizeof dsn) == -1)
 		return;
 	if (s->nrcpts >= s->cfg->limits.recipients) {
