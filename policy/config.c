@@ -1244,6 +1244,12 @@ config_tls_mode(struct config_ctx *ctx, const config_setting_t *g,
 	*out = dflt;
 	if ((r = config_want_string(ctx, g, path, "tls", &v)) != 1)
 		return r;
+	/* The upstream's STARTTLS-when-offered mode reads better by its name. */
+	if (!(allowed & (1u << CONFIG_TLS_IMPLICIT)) &&
+	    strcmp(v, "opportunistic") == 0) {
+		*out = CONFIG_TLS_STARTTLS;
+		return 1;
+	}
 	for (m = 0; m < CONFIG_TLS_MODE_COUNT; m++)
 		if ((allowed & (1u << m)) && strcmp(v, config_tls_modes[m]) == 0) {
 			*out = (enum config_tls_mode)m;
@@ -1253,7 +1259,7 @@ config_tls_mode(struct config_ctx *ctx, const config_setting_t *g,
 	    "'%s.tls' must be one of %s, not '%s'", path,
 	    (allowed & (1u << CONFIG_TLS_IMPLICIT)) ?
 	    "none, starttls, required, implicit" :
-	    "none, starttls, required, verify", v);
+	    "none, opportunistic, required, verify", v);
 }
 
 /* The per-listener keys beyond address: TLS, PROXY protocol, AUTH. */
