@@ -49,7 +49,7 @@ ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)
 ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 DEBS	 = build-essential pkg-config libevent-dev libconfig-dev libpcre2-dev \
-	   libgmime-3.0-dev libunbound-dev libssl-dev openssl \
+	   libgmime-3.0-dev libunbound-dev libssl-dev openssl libpsl-dev publicsuffix \
 	   swaks postfix python3-aiosmtpd python3-dnslib python3-dkim
 PROVE	?= prove
 # Quiet unless V=1.
@@ -110,6 +110,9 @@ build/unit/test_loader: t/unit/test_loader.c filters/filter_loader.c \
 	@mkdir -p $(dir $@)
 	$(E) "  CC      $@"
 	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -It/unit -o $@ t/unit/test_loader.c filters/filter_loader.c -ldl
+
+# Unit tests that #include the module they test must follow its source.
+build/unit/test_dmarc: filters/dmarc.c filters/dmarc.h
 
 unit: $(UNIT_TESTS) modules
 

@@ -145,6 +145,7 @@ struct content_inst {
 	struct content_rules	*rules;
 	unsigned		 max_depth;
 	size_t			 max_parts;
+	int			 no_jit;	/* jit = no: interpret (valgrind cannot see JIT code) */
 };
 
 /* Per message, owned by the core through api->set_msg_data(). */
@@ -720,7 +721,8 @@ content_match(const struct content_inst *ci, struct fmx_ctx *ctx,
 	PCRE2_UCHAR msg[128];
 	int rc;
 
-	rc = pcre2_match(r->re, (PCRE2_SPTR)s, len, 0, 0, st->md, ci->rules->mctx);
+	rc = pcre2_match(r->re, (PCRE2_SPTR)s, len, 0,
+	    ci->no_jit ? PCRE2_NO_JIT : 0, st->md, ci->rules->mctx);
 	/* 0 means the ovector was too small for the captures: still a match. */
 	if (rc >= 0)
 		return 1;
@@ -1461,9 +1463,16 @@ content_init(const struct fmx_api *api, const char *const *options,
 				goto fail;
 			}
 			ci->max_parts = n;
+		} else if (strcmp(key, "jit") == 0) {
+			if (strcmp(value, "yes") != 0 && strcmp(value, "no") != 0) {
+				api->log(NULL, FMX_LOG_WARN, "content: jit \"%s\" "
+				    "must be yes or no", value);
+				goto fail;
+			}
+			ci->no_jit = strcmp(value, "no") == 0;
 		} else {
 			api->log(NULL, FMX_LOG_WARN, "content: unknown option \"%s\" "
-			    "(expected rules, max_depth or max_parts)", key);
+			    "(expected rules, max_depth, max_parts or jit)", key);
 			goto fail;
 		}
 	}
