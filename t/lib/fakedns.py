@@ -59,7 +59,11 @@ class _Resolver(BaseResolver):
             code, cls = _TYPES[rtype]
             if rtype == 'TXT':
                 parts = value if isinstance(value, list) else [value]
-                rdata = TXT([p.encode() if isinstance(p, str) else p for p in parts])
+                parts = [p.encode() if isinstance(p, str) else p for p in parts]
+                # A character-string holds 255 octets (RFC 1035 3.3): a
+                # longer value (a 2048-bit DKIM key) becomes several.
+                parts = [p[i:i + 255] for p in parts for i in range(0, max(len(p), 1), 255)]
+                rdata = TXT(parts)
             elif rtype == 'MX':
                 rdata = MX(value[1], value[0])
             else:
