@@ -74,11 +74,14 @@
  *	field, which relaxed tolerates and simple does not.
  *	Mail that we sign is not verified as well: it is our own outbound
  *	mail, and a tag (Subject prefix) from an old broken signature would
- *	invalidate the new one.  The fact "dkim.signed" names the domains.
- *	Headers changed after signing break the signature: keep dkim last in
- *	the chain and do not use tag.subject_prefix for signed mail.  When
- *	signing fails the result is "sign_error" and the verdict tempfail
- *	(451), unless the policy maps sign_error otherwise.
+ *	invalidate the new one.  The fact "dkim.signed" names the domain.
+ *	The signer sees the message as received (api->msg_read() is "before
+ *	any edit"): a signed field or the body changed by another filter
+ *	(change_header, replace_body, tag.subject_prefix) breaks the
+ *	signature, whatever the chain order; added fields that are not in
+ *	sign_headers do not.  When signing fails the result is "sign_error"
+ *	and the verdict tempfail (451), unless the policy maps sign_error
+ *	otherwise (sign_error = "accept" relays unsigned).
  *
  * OPTIONS
  *	max_signatures	1..50, default 5
@@ -160,7 +163,7 @@
 #define DKIM_HDRNAMES_MAX	64
 #define DKIM_HDRNAME_MAX	64
 #define DKIM_OPTVAL_MAX		8192
-/* Each round of dkim_eoh() settles at least one signature. */
+/* dkim_eoh() re-runs only after answers came; this bounds a confused library. */
 #define DKIM_EOH_ROUNDS		(DKIM_SIGS_LIMIT + 4)
 
 #define DKIM_SIGN_HEADERS_DEFAULT \
@@ -1638,13 +1641,12 @@ dkim_sign_message(struct dkim_msg *m, struct fmx_ctx *ctx)
 	const struct dkim_key *k[DKIM_KEYS_PER_DOMAIN];
 	int want[DKIM_KEYS_PER_DOMAIN];
 	struct dkim_reader *r = NULL;
-	char *line = NULL, *val = NULL, signed_by[DKIM_FACT_MAX];
+	char *line = NULL, *val = NULL;
 	size_t n = 0, i, nfields, pendlen;
 	uint64_t total;
 	DKIM_STAT st;
 	int ret = -1;
 
-	signed_by[0] = '\0';
 	for (i = 0; i < di->nkeys && n < DKIM_KEYS_PER_DOMAIN; i++)
 		if (strcasecmp(di->keys[i].domain, m->from_domain) == 0)
 			k[n++] = &di->keys[i];
@@ -1706,9 +1708,13 @@ dkim_sign_message(struct dkim_msg *m, struct fmx_ctx *ctx)
 		    k[i]->alg == DKIM_SIGN_ED25519SHA256 ? "ed25519-sha256" :
 		    "rsa-sha256");
 	}
+	if (total != m->bodylen || nfields != m->nfields)
+		api->log(ctx, FMX_LOG_WARN, "dkim: the spool (%zu fields, %llu body "
+		    "octets) differs from the hooks (%zu, %llu)", nfields,
+		    (unsigned long long)total, m->nfields,
+		    (unsigned long long)m->bodylen);
 	/* For DMARC on outbound mail: what the relayed message will carry. */
-	snprintf(signed_by, sizeof signed_by, "%s", m->from_domain);
-	(void)api->set_fact(ctx, "dkim.signed", signed_by);
+	(void)api->set_fact(ctx, "dkim.signed", m->from_domain);
 	ret = 0;
 out:
 	for (i = 0; i < n; i++)
@@ -1739,9 +1745,16 @@ dkim_on_header(void *inst, struct fmx_ctx *ctx, const char *name,
 	m->nfields++;
 	if (dkim_field_is(name, "DKIM-Signature"))
 		m->nsigfields++;
-	if (dkim_field_is(name, "From") && m->nfrom++ == 0 &&
-	    dkim_from_domain(value, m->from_domain, sizeof m->from_domain) == -1)
-		m->from_bad = 1;
+	if (dkim_field_is(name, "From")) {
+		/*
+		 * "From :" (obsolete syntax) is no From field to dkimpy or
+		 * OpenDKIM: a signature over it would not verify there.
+		 */
+		if (m->nfrom++ > 0 || strcasecmp(name, "From") != 0 ||
+		    dkim_from_domain(value, m->from_domain,
+		    sizeof m->from_domain) == -1)
+			m->from_bad = 1;
+	}
 	if (m->vd == NULL)
 		return FMX_CONTINUE;
 	/* "Name: value" again: the core dropped the one space (milter style). */

@@ -214,6 +214,26 @@ dns_install(void)
 	filter_resolver_set(&dns_resolver);
 }
 
+/*
+ * A draining worker with no session left: its resolver's retry timers
+ * must not keep the loop (and SIGTERM) waiting.  Every query was
+ * cancelled with its session, so nothing refers to the context any more.
+ */
+void
+dns_release(struct event_base *base)
+{
+	size_t i;
+
+	pthread_mutex_lock(&dns_lock);
+	for (i = 0; i < dns_nbases; i++)
+		if (dns_bases[i].base == base) {
+			ub_ctx_delete(dns_bases[i].ub);
+			dns_bases[i] = dns_bases[--dns_nbases];
+			break;
+		}
+	pthread_mutex_unlock(&dns_lock);
+}
+
 void
 dns_shutdown(void)
 {

@@ -25,5 +25,7 @@
 int	dns_configure(char *const *forward, size_t nforward, unsigned timeout);
 void	dns_install(void);
 void	dns_shutdown(void);
+/* Drop the context of one event_base (a worker that finished draining). */
+void	dns_release(struct event_base *);
 
 #endif

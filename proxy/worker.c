@@ -27,6 +27,7 @@
 #include <event2/listener.h>
 
 #include "config.h"
+#include "dns.h"
 #include "filter_chain.h"
 #include "log.h"
 #include "smtp_session.h"
@@ -259,6 +260,8 @@ worker_drain_cb(evutil_socket_t fd, short what, void *arg)
 	w->draining = 1;
 	worker_free_listeners(w);
 	smtp_session_drain_all(w, 0);
+	if (w->nsessions == 0)
+		dns_release(w->base);
 	if (w->nsessions > 0) {
 		cfg = worker_config_get();
 		tv.tv_sec = cfg->timeouts.shutdown_grace;
@@ -270,8 +273,10 @@ worker_drain_cb(evutil_socket_t fd, short what, void *arg)
 void
 worker_session_gone(struct worker *w)
 {
-	if (w->draining && w->nsessions == 0)
+	if (w->draining && w->nsessions == 0) {
 		evtimer_del(w->grace_ev);
+		dns_release(w->base);
+	}
 }
 
 static void *
