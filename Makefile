@@ -51,7 +51,7 @@ ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sa
 DEBS	 = build-essential pkg-config libevent-dev libconfig-dev libpcre2-dev \
 	   libgmime-3.0-dev libunbound-dev libssl-dev openssl libpsl-dev publicsuffix \
 	   libopendkim-dev opendkim opendkim-tools \
-	   swaks postfix python3-aiosmtpd python3-dnslib python3-dkim
+	   swaks postfix python3-aiosmtpd python3-dnslib python3-dkim valgrind
 PROVE	?= prove
 # Quiet unless V=1.
 Q	 = $(if $(V),,@)
