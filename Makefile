@@ -50,7 +50,7 @@ ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sa
 
 DEBS	 = build-essential pkg-config libevent-dev libconfig-dev libpcre2-dev \
 	   libgmime-3.0-dev libunbound-dev libssl-dev openssl libpsl-dev publicsuffix \
-	   libopendkim-dev opendkim opendkim-tools \
+	   libopendkim-dev opendkim opendkim-tools libspf2-dev python3-spf python3-yaml \
 	   swaks postfix python3-aiosmtpd python3-dnslib python3-dkim valgrind
 PROVE	?= prove
 # Quiet unless V=1.
@@ -114,6 +114,7 @@ build/unit/test_loader: t/unit/test_loader.c filters/filter_loader.c \
 
 # Unit tests that #include the module they test must follow its source.
 build/unit/test_dmarc: filters/dmarc.c filters/dmarc.h
+build/unit/test_spf: filters/spf.c filters/spf.h
 
 unit: $(UNIT_TESTS) modules
 

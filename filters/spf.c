@@ -19,9 +19,13 @@
  *	to spend DNS on MAIL FROM); any other HELO result only goes to the
  *	log.  For the null reverse-path the MAIL FROM identity is
  *	postmaster@HELO (2.4), so one check of the HELO domain gives the
- *	result.  The result is named with api->set_result() - pass, fail,
- *	softfail, neutral, none, temperror, permerror - and the transaction's
- *	policy maps it to an action; the hook itself always continues.  The
+ *	result.  A quoted local part ("a b"@example.com) stands for its value;
+ *	an empty one, or none, is "postmaster" (4.3).  A domain that is no
+ *	domain name gives "none" without a lookup (4.3); so does a client
+ *	with no IP address.  The result is named with api->set_result() -
+ *	pass, fail, softfail, neutral, none, temperror, permerror - and the
+ *	transaction's policy maps it to an action; the hook itself always
+ *	continues.  The
  *	filter also sets the facts spf.result and spf.domain (for DMARC), a
  *	reply for the refusing results (550 5.7.23 fail and softfail, 550
  *	5.7.24 permerror, 451 4.7.24 temperror; RFC 7372), and at end of
@@ -62,6 +66,11 @@
  *	- it hands libspf2 at most 10 PTR names, so the rest are ignored
  *	  (4.6.4) where libspf2 would fail with permerror, and skips a PTR
  *	  name whose address lookup fails (5.5) where libspf2 says temperror;
+ *	  more than 10 MX records is a permerror whatever their order (4.6.4,
+ *	  as the RFC 7208 test suite reads it), where libspf2 looks at the
+ *	  first 10 first;
+ *	- it orders the p macro's PTR names so that <domain> or a subdomain
+ *	  of it is the one libspf2 validates first (7.3);
  *	- TRY_AGAIN on the first TXT lookup, which libspf2 reports as
  *	  SPF_RESULT_INVALID, is temperror; the record is fetched and
  *	  interpreted through libspf2's exported pieces rather than
@@ -71,7 +80,9 @@
  * OPTIONS
  *	helo = yes|no (default yes): check the HELO identity too.
  *	max_passes = N (default 30, 1..1000): evaluations per identity
- *	    before giving up with temperror.
+ *	    before giving up with temperror.  The elapsed time is bounded by
+ *	    the filter's `timeout` (default 30 s; RFC 7208 4.6.4 asks for at
+ *	    least 20), whose expiry is the filter's on_error action.
  *	explanation = TEXT (default none): appended to the reply of a fail,
  *	    e.g. a URL; printable ASCII, at most 150 characters.  Texts
  *	    published with exp= are never fetched (RFC 7208 6.2 leaves their
@@ -94,9 +105,7 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -605,7 +614,7 @@ static int
 spf_directive(struct spf_canon *c, const char *t, size_t len)
 {
 	struct spf_buf	 spec;
-	char		 specbuf[SPF_CANON_MAX];
+	char		 specbuf[SPF_RECORD_MAX + 1];
 	char		 suffix[64];
 	struct in_addr	 a4;
 	struct in6_addr	 a6;
@@ -801,7 +810,7 @@ spf_record_canon(const char *rec, size_t len, int family, const char *nonce,
 {
 	struct spf_canon c;
 	struct spf_buf	 redir;
-	char		 redirbuf[SPF_CANON_MAX];
+	char		 redirbuf[SPF_RECORD_MAX + 1];
 	size_t		 i, start, n, namelen, data, terms = 0;
 	int		 have_all = 0, nredirect = 0, nexp = 0;
 	const char	*t, *eq;
@@ -1370,7 +1379,7 @@ spf_layer_lookup(SPF_dns_server_t *s, const char *domain, ns_type type,
 	char		 raw[SPF_NAME_BUF], name[SPF_NAME_BUF], suffix[64];
 	char		 tag = 0;
 	size_t		 len, slen;
-	int		 any = 0, term = 0, pmacro = 0, pvalid = 0, first = 0;
+	int		 any = 0, term = 0, pmacro = 0, pvalid = 0;
 
 	if (p == NULL || domain == NULL)
 		return spf_rr_status(s, domain ? domain : "", type, TRY_AGAIN);
@@ -1402,7 +1411,7 @@ spf_layer_lookup(SPF_dns_server_t *s, const char *domain, ns_type type,
 	switch (type) {
 	case ns_t_txt:
 		if (!p->first_done)
-			first = p->first_done = 1;
+			p->first_done = 1;
 		else
 			term = 1;
 		break;
@@ -1443,14 +1452,11 @@ spf_layer_lookup(SPF_dns_server_t *s, const char *domain, ns_type type,
 	if ((tag != 0 || pvalid) ? spf_answer_name(raw, name, sizeof name) :
 	    spf_query_name(raw, name, sizeof name))
 		return spf_rr_status(s, domain, type, HOST_NOT_FOUND);
-	if (first && strcmp(name, "") == 0)
-		return spf_rr_status(s, domain, type, HOST_NOT_FOUND);
 
 	if ((e = spf_entry_find(m, name, type)) == NULL || e->state != SPF_ST_DONE) {
 		if (e == NULL && (e = spf_entry_want(m, name, type)) == NULL) {
-			/* The table is full: that is a temporary error. */
-			spf_force(p, "too many DNS lookups for one message");
-			p->forced = 0;
+			/* The table is full (or no memory): temperror, not a miss. */
+			p->stopped = 1;
 			snprintf(p->why, sizeof p->why, "too many DNS lookups");
 			return spf_rr_status(s, domain, type, TRY_AGAIN);
 		}
@@ -1649,7 +1655,7 @@ spf_pass_run(struct spf_msg *m, struct spf_check *c)
 	}
 	if (p.missed)
 		return 0;
-	if (p.stopped) {	/* the table was full */
+	if (p.stopped) {	/* the table was full: no answer to wait for */
 		c->result = SPF_R_TEMPERROR;
 		snprintf(c->why, sizeof c->why, "%s", p.why);
 		return 1;

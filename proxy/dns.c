@@ -68,13 +68,32 @@ dns_ctx_new(struct event_base *base)
 	size_t i;
 	int r = 0;
 
+	static const char *const doc_zones[] = {
+		/* RFC 5737 / RFC 3849 documentation networks */
+		"2.0.192.in-addr.arpa. nodefault",
+		"100.51.198.in-addr.arpa. nodefault",
+		"113.0.203.in-addr.arpa. nodefault",
+		"8.b.d.0.1.0.0.2.ip6.arpa. nodefault",
+	};
+
 	if ((ub = ub_ctx_create_event(base)) == NULL)
 		return NULL;
-	if (dns_nforward == 0)
+	/*
+	 * libunbound answers RFC 6303 reverse zones (RFC 1918 and friends)
+	 * itself with NXDOMAIN.  A mail filter behind a site resolver needs
+	 * the real answers: a PTR or %{p} check of a LAN client is common.
+	 */
+	r = ub_ctx_set_option(ub, "unblock-lan-zones:", "yes");
+	if (r == 0)
+		r = ub_ctx_set_option(ub, "insecure-lan-zones:", "yes");
+	if (r == 0 && dns_nforward == 0)
 		r = ub_ctx_resolvconf(ub, NULL);
-	else {
+	else if (r == 0) {
 		/* Test servers and local caches live on loopback. */
 		r = ub_ctx_set_option(ub, "do-not-query-localhost:", "no");
+		/* Forwarded, the documentation networks are the server's too. */
+		for (i = 0; r == 0 && i < sizeof doc_zones / sizeof doc_zones[0]; i++)
+			r = ub_ctx_set_option(ub, "local-zone:", doc_zones[i]);
 		for (i = 0; r == 0 && i < dns_nforward; i++)
 			r = ub_ctx_set_fwd(ub, dns_forward[i]);
 	}
