@@ -191,7 +191,6 @@ struct smtp_session {
 	int			 mail_retried;
 	char			 pending[SMTP_CMD_LINE_MAX + SMTP_PARAMS_MAX * 8];	/* command to relay */
 	char			 pending_rcpt[SMTP_PATH_MAX + 1];
-	enum smtp_cmd		 pending_cmd;
 	upstream_done_fn	 pending_cb;	/* who gets the reply to pending */
 	char			*auth_id;	/* authenticated identity (RFC 4954), set on 235 only */
 	char			*auth_claim;	/* the name in the exchange, until the upstream says 235 */
@@ -862,10 +861,7 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 		    (strcasecmp(pa->value, "7BIT") == 0 ||
 		    strcasecmp(pa->value, "8BITMIME") == 0)) {
 			int eight = strcasecmp(pa->value, "8BITMIME") == 0;
-			int offered = s->cfg->upstream_kind == CONFIG_UPSTREAM_DIR ||
-			    (known && (caps.flags & SMTP_EHLO_8BITMIME));
 
-			(void)offered;
 			if (eight && !smtp_offer_8bitmime(s)) {
 				smtp_error(s, "555 5.5.4 Unsupported parameter BODY=8BITMIME");
 				return -1;
