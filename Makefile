@@ -80,7 +80,8 @@ build/asan/%.o: %.c
 	$(E) "  CC      $< (asan)"
 	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 
-build/unit/%: t/unit/%.c $(UNIT_SRCS) t/unit/tap.h
+HDRS	 = $(wildcard proxy/*.h filters/*.h policy/*.h)
+build/unit/%: t/unit/%.c $(UNIT_SRCS) $(HDRS) t/unit/tap.h
 	@mkdir -p $(dir $@)
 	$(E) "  CC      $@"
 	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -It/unit -o $@ $< $(UNIT_SRCS) $(LDLIBS)

@@ -348,7 +348,7 @@ filter_api_get(struct fmx_ctx *c, const char *key)
 		return fs->getbuf;
 	}
 	if (strcmp(key, "client.name") == 0)
-		return "unknown";	/* XXX no reverse DNS yet */
+		return f->client_name ? f->client_name : "unknown";
 	if (strcmp(key, "helo") == 0)
 		return f->helo;
 	if (strcmp(key, "hostname") == 0)

@@ -68,6 +68,7 @@ struct filter_facts {
 	unsigned long long	 session_id;
 	const char		*client_addr;	/* numeric */
 	unsigned		 client_port;
+	const char		*client_name;	/* verified reverse name, or "unknown" */
 	const char		*helo;		/* NULL before HELO/EHLO */
 	const char		*tls;		/* "TLSv1.3 CIPHER", NULL in plaintext */
 	const char		*auth;		/* authenticated identity, NULL if none */

@@ -195,7 +195,7 @@ static const char *const config_tls_modes[CONFIG_TLS_MODE_COUNT] = {
 	[CONFIG_TLS_IMPLICIT] = "implicit",
 	[CONFIG_TLS_VERIFY] = "verify",
 };
-static const char *const config_keys_dns[] = { "forward", NULL };
+static const char *const config_keys_dns[] = { "forward", "reverse", NULL };
 static const char *const config_keys_relay[] = { "domains", "networks", NULL };
 static const char *const config_keys_spool[] = { "directory", NULL };
 static const char *const config_keys_policy[] = { "default", "domains", NULL };
@@ -1464,10 +1464,13 @@ config_load_dns(struct config_ctx *ctx, const config_setting_t *root,
 	size_t			 len;
 	int			 i, n, r;
 
+	c->dns_reverse = 1;
 	if ((r = config_want_group(ctx, root, "", "dns", &g)) != 1)
 		return r;
 	if (config_check_keys(ctx, g, "dns", config_keys_dns,
 	    sizeof config_keys_dns[0]) == -1)
+		return -1;
+	if (config_want_bool(ctx, g, "dns", "reverse", &c->dns_reverse) == -1)
 		return -1;
 	if ((r = config_want_strings(ctx, g, "dns", "forward", &list)) != 1)
 		return r;

@@ -152,6 +152,7 @@ struct config {
 	void			(*tls_ctx_free)(void *);	/* frees the SSL_CTXs at the last unref */
 
 	char			**dns_forward;		/* "127.0.0.1@5353"; none = system resolver */
+	int			 dns_reverse;		/* look up clients' names (FCrDNS), default 1 */
 	size_t			 ndns_forward;
 
 	struct config_limits	 limits;

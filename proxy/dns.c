@@ -222,6 +222,19 @@ dns_query_cancel(struct event_base *base, unsigned long long id)
 	dns_query_free(q);
 }
 
+unsigned long long
+dns_lookup(struct event_base *base, const char *name, int type,
+    filter_dns_done done, void *arg)
+{
+	return dns_query_start(base, name, type, done, arg);
+}
+
+void
+dns_cancel(struct event_base *base, unsigned long long id)
+{
+	dns_query_cancel(base, id);
+}
+
 static const struct filter_resolver dns_resolver = {
 	.query = dns_query_start,
 	.cancel = dns_query_cancel,

@@ -22,9 +22,19 @@
 
 #include <stddef.h>
 
+#include "filter_chain.h"
+
 int	dns_configure(char *const *forward, size_t nforward, unsigned timeout);
 void	dns_install(void);
 void	dns_shutdown(void);
+/*
+ * The same lookups for the proxy itself (the client's reverse name).
+ * done may run before dns_lookup() returns (cache); the id is then 1 and
+ * must not be cancelled.  0: the lookup could not start.
+ */
+unsigned long long dns_lookup(struct event_base *, const char *name, int type,
+	    filter_dns_done, void *arg);
+void	dns_cancel(struct event_base *, unsigned long long id);
 /* Drop the context of one event_base (a worker that finished draining). */
 void	dns_release(struct event_base *);
 

@@ -24,6 +24,9 @@
  *	fresh upstream connection.
  */
 #include <arpa/inet.h>
+#include <arpa/nameser.h>
+#include <ctype.h>
+#include <resolv.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -44,6 +47,7 @@
 
 #include "bev.h"
 #include "config.h"
+#include "dns.h"
 #include "filter_chain.h"
 #include "log.h"
 #include "maildir.h"
@@ -94,6 +98,14 @@ enum smtp_data_err {
 	SMTP_DATA_ERR_COUNT	/* must be last */
 };
 
+enum smtp_rdns {
+	SMTP_RDNS_OK = 0,	/* PTR name whose addresses include the client's */
+	SMTP_RDNS_NONE,		/* no PTR, or the name does not point back */
+	SMTP_RDNS_TEMP,		/* DNS failed: try again later */
+	SMTP_RDNS_PTR,		/* looking up the PTR */
+	SMTP_RDNS_FORWARD	/* looking up the name's addresses */
+};
+
 enum smtp_tls {
 	SMTP_TLS_NONE = 0,
 	SMTP_TLS_HANDSHAKE,	/* STARTTLS answered or implicit TLS: handshake running */
@@ -132,6 +144,11 @@ struct smtp_session {
 	struct sockaddr_storage	 sa;
 	char			 addr[INET6_ADDRSTRLEN];
 	unsigned		 port;
+	/* The client's name: verified both ways, or why not (RFC 1912 2.1). */
+	char			 name[SMTP_DOMAIN_MAX + 1];	/* "unknown" when none */
+	enum smtp_rdns		 rdns;
+	unsigned long long	 rdns_id;
+	int			 rdns_waiting;
 	char			 helo[SMTP_HELO_MAX + 1];
 	int			 esmtp;
 	size_t			 errors;
@@ -414,6 +431,7 @@ smtp_facts(struct smtp_session *s)
 	f->session_id = s->id;
 	f->client_addr = s->addr;
 	f->client_port = s->port;
+	f->client_name = s->name;
 	f->helo = s->helo[0] ? s->helo : NULL;
 	f->tls = s->tls == SMTP_TLS_ACTIVE ? s->tls_desc : NULL;
 	f->auth = s->auth_id;
@@ -749,6 +767,8 @@ smtp_upstream_mail_start(struct smtp_session *s)
 	cl.esmtp = s->esmtp;
 	cl.require_tls = s->tls == SMTP_TLS_ACTIVE &&
 	    s->cfg->upstream_tls_if_client_tls;
+	cl.name = s->rdns == SMTP_RDNS_OK ? s->name :
+	    s->rdns == SMTP_RDNS_TEMP ? "[TEMPUNAVAIL]" : "[UNAVAILABLE]";
 	base = bufferevent_get_base(s->bev);
 	s->up = upstream_open(base, s->cfg, &cl, s->id, smtp_upstream_opened, s);
 	if (s->up == NULL) {
@@ -1231,10 +1251,10 @@ smtp_received(struct smtp_session *s)
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
 	/* RFC 3848 protocol names; the TLS details in a comment, as Postfix does. */
 	n = snprintf(s->received, sizeof s->received,
-	    "Received: from %s (unknown [%s])\r\n%s%s%s"
+	    "Received: from %s (%s [%s])\r\n%s%s%s"
 	    "\tby %s (frontmx) with %s id %016llx.%lu%s%s%s;\r\n"
 	    "\t%s\r\n",
-	    s->helo, s->addr,
+	    s->helo, s->name, s->addr,
 	    s->tls == SMTP_TLS_ACTIVE ? "\t(using " : "",
 	    s->tls == SMTP_TLS_ACTIVE ? s->tls_desc : "",
 	    s->tls == SMTP_TLS_ACTIVE ? ")\r\n" : "",
@@ -2867,6 +2887,143 @@ smtp_eventcb(struct bufferevent *bev, short what, void *arg)
 }
 
 static void	smtp_connect_done(void *, const struct filter_result *);
+static void	smtp_connect_filters(struct smtp_session *);
+
+/* ---- the client's name (FCrDNS) ------------------------------------------ */
+
+static void	smtp_rdns_answer(void *, int, const unsigned char *, size_t);
+
+static int
+smtp_rdns_start(struct smtp_session *s, const char *qname, int type)
+{
+	unsigned long long id;
+
+	s->rdns_waiting = 1;
+	id = dns_lookup(bufferevent_get_base(s->bev), qname, type,
+	    smtp_rdns_answer, s);
+	if (id == 0) {
+		s->rdns_waiting = 0;
+		return -1;
+	}
+	if (s->rdns_waiting)		/* not answered from the cache already */
+		s->rdns_id = id;
+	return 0;
+}
+
+/* Done: name the client, then the connect phase of the filters. */
+static void
+smtp_rdns_done(struct smtp_session *s, enum smtp_rdns result)
+{
+	s->rdns = result;
+	if (result != SMTP_RDNS_OK)
+		snprintf(s->name, sizeof s->name, "unknown");
+	log_debug("%016llx smtp client=%s name=%s", s->id, s->addr, s->name);
+	smtp_connect_filters(s);
+}
+
+/*
+ * One answer: the PTR (then ask for the name's addresses), or those
+ * addresses (then the name counts only if the client's is among them:
+ * a PTR alone is whatever the address owner wants it to be).
+ */
+static void
+smtp_rdns_answer(void *arg, int rcode, const unsigned char *pkt, size_t len)
+{
+	struct smtp_session *s = arg;
+	char name[NS_MAXDNAME];
+	unsigned char want[16];
+	ns_msg msg;
+	ns_rr rr;
+	int i, n, family = s->sa.ss_family, found = 0;
+
+	s->rdns_waiting = 0;
+	s->rdns_id = 0;
+	if (rcode < 0 || rcode == ns_r_servfail) {
+		smtp_rdns_done(s, SMTP_RDNS_TEMP);
+		return;
+	}
+	if (rcode != ns_r_noerror || ns_initparse(pkt, (int)len, &msg) == -1) {
+		smtp_rdns_done(s, SMTP_RDNS_NONE);
+		return;
+	}
+	n = ns_msg_count(msg, ns_s_an);
+	if (s->rdns == SMTP_RDNS_PTR) {
+		for (i = 0; i < n && !found; i++)
+			if (ns_parserr(&msg, ns_s_an, i, &rr) == 0 &&
+			    ns_rr_type(rr) == ns_t_ptr &&
+			    dn_expand(ns_msg_base(msg), ns_msg_end(msg), ns_rr_rdata(rr),
+			    name, sizeof name) > 0 && strlen(name) <= SMTP_DOMAIN_MAX &&
+			    smtp_parse_domain(name) == 0)
+				found = 1;
+		if (!found) {
+			smtp_rdns_done(s, SMTP_RDNS_NONE);
+			return;
+		}
+		for (i = 0; name[i] != '\0'; i++)
+			name[i] = (char)tolower((unsigned char)name[i]);
+		snprintf(s->name, sizeof s->name, "%.255s", name);	/* <= 255: checked */
+		s->rdns = SMTP_RDNS_FORWARD;
+		if (smtp_rdns_start(s, s->name, family == AF_INET6 ? ns_t_aaaa :
+		    ns_t_a) == -1)
+			smtp_rdns_done(s, SMTP_RDNS_TEMP);
+		return;
+	}
+	if (family == AF_INET6)
+		memcpy(want, &((struct sockaddr_in6 *)&s->sa)->sin6_addr, 16);
+	else
+		memcpy(want, &((struct sockaddr_in *)&s->sa)->sin_addr, 4);
+	for (i = 0; i < n && !found; i++)
+		if (ns_parserr(&msg, ns_s_an, i, &rr) == 0 &&
+		    ((family == AF_INET && ns_rr_type(rr) == ns_t_a &&
+		    ns_rr_rdlen(rr) == 4) ||
+		    (family == AF_INET6 && ns_rr_type(rr) == ns_t_aaaa &&
+		    ns_rr_rdlen(rr) == 16)) &&
+		    memcmp(ns_rr_rdata(rr), want, ns_rr_rdlen(rr)) == 0)
+			found = 1;
+	smtp_rdns_done(s, found ? SMTP_RDNS_OK : SMTP_RDNS_NONE);
+}
+
+/*
+ * Who is this client?  Loopback is "localhost" without asking; with
+ * dns.reverse off, or without a resolver, nobody is named.
+ */
+static void
+smtp_rdns(struct smtp_session *s)
+{
+	char q[80];
+	const unsigned char *a;
+	int i, n;
+
+	snprintf(s->name, sizeof s->name, "unknown");
+	if (s->sa.ss_family == AF_INET) {
+		a = (const unsigned char *)&((struct sockaddr_in *)&s->sa)->sin_addr;
+		if (a[0] == 127) {
+			snprintf(s->name, sizeof s->name, "localhost");
+			smtp_rdns_done(s, SMTP_RDNS_OK);
+			return;
+		}
+		snprintf(q, sizeof q, "%u.%u.%u.%u.in-addr.arpa", a[3], a[2], a[1],
+		    a[0]);
+	} else {
+		a = ((struct sockaddr_in6 *)&s->sa)->sin6_addr.s6_addr;
+		if (IN6_IS_ADDR_LOOPBACK((const struct in6_addr *)a)) {
+			snprintf(s->name, sizeof s->name, "localhost");
+			smtp_rdns_done(s, SMTP_RDNS_OK);
+			return;
+		}
+		for (i = 15, n = 0; i >= 0; i--)
+			n += snprintf(q + n, sizeof q - (size_t)n, "%x.%x.",
+			    a[i] & 0x0f, a[i] >> 4);
+		snprintf(q + n, sizeof q - (size_t)n, "ip6.arpa");
+	}
+	if (!s->cfg->dns_reverse || s->listener == NULL) {
+		smtp_rdns_done(s, SMTP_RDNS_NONE);
+		return;
+	}
+	s->rdns = SMTP_RDNS_PTR;
+	if (smtp_rdns_start(s, q, ns_t_ptr) == -1)
+		smtp_rdns_done(s, SMTP_RDNS_TEMP);
+}
 
 /* The peer address (TCP, or from the PROXY header) as text and port. */
 static void
@@ -3022,11 +3179,7 @@ smtp_proxy_input(struct smtp_session *s)
 	if (s->listener->tls == CONFIG_TLS_IMPLICIT && smtp_tls_wrap(s) == -1)
 		goto bad;
 	smtp_enter_state(s, SMTP_STATE_CONNECT);
-	s->processing = 1;
-	smtp_filter(s, FILTER_PH_CONNECT, NULL, smtp_connect_done);
-	s->processing = 0;
-	if (s->state == SMTP_STATE_COMMAND)
-		smtp_process(s);
+	smtp_rdns(s);
 	return;
 bad:
 	log_info("%016llx smtp disconnect reason=bad-proxy-header client=%s",
@@ -3121,6 +3274,13 @@ smtp_session_start(struct worker *w, int fd, const struct sockaddr *sa,
 	}
 	s->state = SMTP_STATE_CONNECT;
 	smtp_enter_state(s, SMTP_STATE_CONNECT);
+	smtp_rdns(s);
+}
+
+/* After the name is known (or not): the connect phase, then the greeting. */
+static void
+smtp_connect_filters(struct smtp_session *s)
+{
 	s->processing = 1;
 	smtp_filter(s, FILTER_PH_CONNECT, NULL, smtp_connect_done);
 	s->processing = 0;
@@ -3150,6 +3310,8 @@ smtp_session_free(struct smtp_session *s)
 {
 	struct worker *w = s->worker;
 
+	if (s->rdns_waiting && s->rdns_id > 1)
+		dns_cancel(bufferevent_get_base(s->bev), s->rdns_id);
 	upstream_close(s->up);
 	smtp_tx_reset(s);
 	filter_session_free(s->fs);

@@ -75,6 +75,7 @@ struct upstream {
 	int			 client_ipv6;
 	unsigned		 client_port;
 	char			 client_helo[256];
+	char			 client_name[256];
 	int			 client_esmtp;
 	int			 require_tls;	/* the client used TLS and the config says so */
 	int			 tls;		/* this connection is encrypted */
@@ -334,11 +335,10 @@ upstream_send_client_facts(struct upstream *up, int xforward_now)
 	    up->client_addr);
 	snprintf(port, sizeof port, "%u", up->client_port);
 	/*
-	 * XXX no reverse DNS yet: "[UNAVAILABLE]" is Postfix's value for a
-	 * client whose name could not be found, and keeps the MTA from
-	 * keeping the proxy's own name.
+	 * The verified name, or Postfix's "[UNAVAILABLE]" / "[TEMPUNAVAIL]"
+	 * (XCLIENT_README): never left out, or the MTA would keep ours.
 	 */
-	if (upstream_attr(line, sizeof line, adv, "NAME", "[UNAVAILABLE]") ||
+	if (upstream_attr(line, sizeof line, adv, "NAME", up->client_name) ||
 	    upstream_attr(line, sizeof line, adv, "ADDR", addr) ||
 	    upstream_attr(line, sizeof line, adv, "PORT", port) ||
 	    upstream_attr(line, sizeof line, adv, "PROTO",
@@ -776,6 +776,8 @@ upstream_open(struct event_base *base, const struct config *cfg,
 	    client->helo ? client->helo : "");
 	up->client_esmtp = client->esmtp;
 	up->require_tls = client->require_tls;
+	snprintf(up->client_name, sizeof up->client_name, "%s",
+	    client->name ? client->name : "[UNAVAILABLE]");
 	up->bev = bufferevent_socket_new(base, -1,
 	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (up->bev == NULL) {

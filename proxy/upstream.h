@@ -57,6 +57,7 @@ struct upstream_client {
 	const char	*helo;
 	int		 esmtp;		/* EHLO (1) or HELO (0) */
 	int		 require_tls;	/* never relay this client's mail in the clear */
+	const char	*name;		/* verified name, "[UNAVAILABLE]", "[TEMPUNAVAIL]" */
 };
 
 typedef void (*upstream_done_fn)(void *arg, enum upstream_err,

@@ -400,6 +400,9 @@ def base_conf(port, upstream, spool):
                      'shutdown_grace': 5},
         'relay': {'domains': ['example.com'], 'networks': ['127.0.0.0/8']},
         'spool': {'directory': spool},
+        # No reverse lookups through the machine's resolver: tests stay on
+        # loopback (t/smtp/45-rdns.t tests them against fakedns).
+        'dns': {'reverse': False},
     }
 
 

@@ -85,7 +85,7 @@ class Runner:
         if port is not None:
             is_(xs[-1].get('PORT') if xs else None, str(port), '%s: XCLIENT PORT=%s' % (name, port))
         rcv = received_field(m.data)
-        like(rcv, r'^Received: from pp\.example \(unknown \[%s\]\)' % re.escape(addr),
+        like(rcv, r'^Received: from pp\.example \(\S+ \[%s\]\)' % re.escape(addr),
              '%s: Received: names [%s]' % (name, addr))
 
     def refused(self, port, data, name, shut=False, why='bad-proxy-header'):
