@@ -168,8 +168,8 @@ dns_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	dns_query_free(q);
 }
 
-static unsigned long long
-dns_query_start(struct event_base *base, const char *name, int type,
+unsigned long long
+dns_lookup(struct event_base *base, const char *name, int type,
     filter_dns_done done, void *arg)
 {
 	struct timeval tv = { .tv_sec = dns_timeout };
@@ -210,8 +210,8 @@ dns_query_start(struct event_base *base, const char *name, int type,
 	return (unsigned long long)(uintptr_t)q;
 }
 
-static void
-dns_query_cancel(struct event_base *base, unsigned long long id)
+void
+dns_cancel(struct event_base *base, unsigned long long id)
 {
 	struct dns_query *q = (struct dns_query *)(uintptr_t)id;
 
@@ -222,22 +222,9 @@ dns_query_cancel(struct event_base *base, unsigned long long id)
 	dns_query_free(q);
 }
 
-unsigned long long
-dns_lookup(struct event_base *base, const char *name, int type,
-    filter_dns_done done, void *arg)
-{
-	return dns_query_start(base, name, type, done, arg);
-}
-
-void
-dns_cancel(struct event_base *base, unsigned long long id)
-{
-	dns_query_cancel(base, id);
-}
-
 static const struct filter_resolver dns_resolver = {
-	.query = dns_query_start,
-	.cancel = dns_query_cancel,
+	.query = dns_lookup,
+	.cancel = dns_cancel,
 };
 
 void

@@ -815,15 +815,13 @@ smtp_is_ascii(const char *p)
 static int
 smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 {
-	struct smtp_ehlo_caps caps;
 	char *line = s->pending;
 	size_t linelen = sizeof s->pending, used;
 	unsigned long long size;
 	char *end;
 	size_t i;
-	int known, n;
+	int n;
 
-	upstream_caps_get(&caps, &known);
 	n = snprintf(line, linelen, "MAIL FROM:<%s>", p->mailbox);
 	if (n < 0 || (size_t)n >= linelen)
 		fatalx("smtp_mail_params: path over limit");
@@ -843,13 +841,13 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 				smtp_error(s, "552 5.3.4 Message size exceeds fixed limit");
 				return -1;
 			}
-			if (!known || !(caps.flags & SMTP_EHLO_SIZE))
+			if (!smtp_upstream_has(s, SMTP_EHLO_SIZE))
 				continue;
 			n = snprintf(line + used, linelen - used, " SIZE=%llu", size);
 		} else if (strcmp(pa->key, "SMTPUTF8") == 0 && !pa->has_value &&
 		    smtp_offer_smtputf8(s)) {
 			s->tx_utf8 = 1;
-			if (!known || !(caps.flags & SMTP_EHLO_SMTPUTF8))
+			if (!smtp_upstream_has(s, SMTP_EHLO_SMTPUTF8))
 				continue;
 			n = snprintf(line + used, linelen - used, " SMTPUTF8");
 		} else if (strcmp(pa->key, "RET") == 0 && smtp_offer_dsn(s) &&
@@ -886,7 +884,7 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 				smtp_error(s, "555 5.5.4 Unsupported parameter BODY=8BITMIME");
 				return -1;
 			}
-			if (!known || !(caps.flags & SMTP_EHLO_8BITMIME))
+			if (!smtp_upstream_has(s, SMTP_EHLO_8BITMIME))
 				continue;
 			n = snprintf(line + used, linelen - used, " BODY=%s",
 			    eight ? "8BITMIME" : "7BIT");
@@ -2773,35 +2771,34 @@ smtp_quit_poll(evutil_socket_t fd, short what, void *arg)
 	smtp_quit_flushed(s);
 }
 
+/* Look at the close again in usec microseconds (smtp_quit_poll). */
 static int
-smtp_quit_later(struct smtp_session *s)
+smtp_quit_timer(struct smtp_session *s, long usec)
 {
-	struct timeval now = { 0 };
+	struct timeval tv = { .tv_sec = 0, .tv_usec = usec };
 
 	if (s->quit_timer == NULL &&
 	    (s->quit_timer = evtimer_new(bufferevent_get_base(s->bev),
 	    smtp_quit_poll, s)) == NULL)
 		return -1;
-	return evtimer_add(s->quit_timer, &now);
+	return evtimer_add(s->quit_timer, &tv);
+}
+
+static int
+smtp_quit_later(struct smtp_session *s)
+{
+	return smtp_quit_timer(s, 0);
 }
 
 static void
 smtp_quit_flushed(struct smtp_session *s)
 {
 	struct bufferevent *under = bufferevent_get_underlying(s->bev);
-	struct timeval tv = { .tv_sec = 0, .tv_usec = 20000 };
 
 	if (under != NULL && evbuffer_get_length(bufferevent_get_output(under)) > 0 &&
-	    s->quit_polls++ < SMTP_QUIT_TIMEOUT * 50) {
-		if (s->quit_timer == NULL &&
-		    (s->quit_timer = evtimer_new(bufferevent_get_base(s->bev),
-		    smtp_quit_poll, s)) == NULL) {
-			smtp_session_free(s);
-			return;
-		}
-		evtimer_add(s->quit_timer, &tv);
+	    s->quit_polls++ < SMTP_QUIT_TIMEOUT * 50 &&
+	    smtp_quit_timer(s, 20000) == 0)
 		return;
-	}
 	smtp_session_free(s);
 }
 
