@@ -933,11 +933,40 @@ class Upstream:
                   (last element repeats); None means the normal reply
       refuse      (constructor) pick a free port but do not listen;
                   call .listen() later to come up on that port
+      on_rset, on_noop, on_quit
+                  the same for RSET, NOOP and QUIT
       reset_in_data  close with RST after this many bytes of message data
       silent_at   stop answering at 'greeting','EHLO','XCLIENT','MAIL','RCPT',
                   'DATA','DOT','RSET','QUIT' (keeps reading, never replies)
       garbage_at  same phases: send .garbage instead of the reply
       garbage     bytes, default b'hello world\\r\\n'
+      inject      raw bytes sent at a chosen moment, {key: spec}; spec is
+                  bytes/str, a callable(conn) -> bytes, or a list used in
+                  turn like the on_* lists (None: nothing).  Keys:
+                    'connect'  on connect, before the greeting
+                    PHASE      ('greeting', 'EHLO', 'MAIL', 'RCPT', 'DATA',
+                               'DOT', 'RSET', ...) right behind that
+                               phase's reply, in the same write
+                    'data'     in the middle of the message data, once
+                               inject_data_at octets of it have arrived
+                               (before the final dot is read); with
+                               hold_data the upstream then stops reading
+                               until .release() (or 60 s), so a message
+                               larger than the socket buffers proves the
+                               proxy had not sent its final dot yet
+      inject_data_at  octets of message data before the 'data' injection (1)
+      hold_data   see inject 'data'
+      close_on_421  close after sending a 421 (default; False: stay open,
+                  to see whether the proxy drops the connection itself)
+
+    Like a strict real MTA (Postfix): a refused DATA leaves the transaction
+    open (the next MAIL without RSET gets "503 5.5.1 Error: nested MAIL
+    command"); a 421 or 221 reply, whatever the phase, is followed by
+    closing the connection.
+
+    Counters: .messages (and .transactions) are the DATA completions the
+    upstream saw, whatever it answered; .accepted counts those it answered
+    250.  Each Message's .reply is set before it is published.
     """
 
     PHASES = ('greeting', 'EHLO', 'HELO', 'XCLIENT', 'XFORWARD', 'MAIL', 'RCPT',
@@ -945,12 +974,20 @@ class Upstream:
 
     def __init__(self, ehlo_caps=None, banner='220 upstream.test ESMTP capture', on_mail=None,
                  on_rcpt=None, on_data=None, on_dot=None, on_helo=None, on_xclient=None,
+                 on_rset=None, on_noop=None, on_quit=None,
                  refuse=False, reset_in_data=None, silent_at=None, garbage_at=None,
-                 garbage=b'hello world\r\n', hostname='upstream.test', port=0):
+                 garbage=b'hello world\r\n', hostname='upstream.test', port=0,
+                 inject=None, inject_data_at=1, hold_data=False):
         self.ehlo_caps = list(DEFAULT_CAPS if ehlo_caps is None else ehlo_caps)
         self.banner = banner
         self.on_mail, self.on_rcpt, self.on_data, self.on_dot = on_mail, on_rcpt, on_data, on_dot
         self.on_helo, self.on_xclient = on_helo, on_xclient
+        self.on_rset, self.on_noop, self.on_quit = on_rset, on_noop, on_quit
+        self.inject = dict(inject or {})
+        self.inject_data_at = inject_data_at
+        self.hold_data = hold_data
+        self.close_on_421 = True
+        self._release = threading.Event()
         self.reset_in_data = reset_in_data
         self.silent_at = silent_at
         self.garbage_at = garbage_at
@@ -1026,8 +1063,19 @@ class Upstream:
 
     @property
     def transactions(self):
+        """DATA completions seen, whatever the reply to the final dot."""
         with self.lock:
             return len(self.messages)
+
+    @property
+    def accepted(self):
+        """DATA completions the upstream answered with 250."""
+        with self.lock:
+            return sum(1 for m in self.messages if m.reply and m.reply.startswith('250'))
+
+    def release(self):
+        """Let a connection held by hold_data read on."""
+        self._release.set()
 
     def all_bytes(self):
         return b''.join(self.raw)
@@ -1088,19 +1136,39 @@ class Upstream:
         except OSError:
             pass
 
+    def _injection(self, key, c):
+        v = self.inject.get(key)
+        if isinstance(v, list):
+            v = (v.pop(0) if len(v) > 1 else v[0]) if v else None
+        if callable(v):
+            v = v(c)
+        if v is None:
+            return b''
+        return v.encode() if isinstance(v, str) else v
+
+    def _will_send(self, phase):
+        """The reply for phase really goes out (no fault scripted)."""
+        return self.silent_at != phase and self.garbage_at != phase
+
     def _respond(self, c, st, phase, reply):
-        """Send reply for phase unless a fault is scripted for it."""
+        """Send reply for phase unless a fault is scripted for it, then
+        what inject holds for the phase, in the same write.  A 421 or 221
+        reply closes the connection afterwards, as a real MTA does."""
         if self.silent_at == phase:
             st['silent'] = True
             return False
+        extra = self._injection(phase, c)
         if self.garbage_at == phase:
-            self._send(c, self.garbage)
+            self._send(c, self.garbage + extra)
             return False
         if isinstance(reply, str):
             reply = reply.encode()
         if not reply.endswith(b'\r\n'):
             reply += b'\r\n'
-        self._send(c, reply)
+        self._send(c, reply + extra)
+        last = reply[:-2].rsplit(b'\r\n', 1)[-1]
+        if last[:3] == b'221' or (last[:3] == b'421' and self.close_on_421):
+            st['close'] = True
         return True
 
     def _ehlo_reply(self):
@@ -1123,8 +1191,15 @@ class Upstream:
         s = c.sock
         s.settimeout(0.2)
         st = {'silent': False, 'data': False, 'mail': None, 'rcpts': [], 'need_ehlo': False,
-              'greeted': False, 'dbytes': 0, 'dbuf': bytearray(), 'draw': bytearray(), 'xf_tx': []}
+              'greeted': False, 'dbytes': 0, 'dbuf': bytearray(), 'draw': bytearray(), 'xf_tx': [],
+              'close': False, 'held': False}
+        early = self._injection('connect', c)
+        if early:
+            self._send(c, early)
         self._respond(c, st, 'greeting', self.banner)
+        if st['close']:
+            self._close(c)
+            return
         buf = bytearray()
         try:
             while not self._stopping:
@@ -1148,16 +1223,23 @@ class Upstream:
                         break
                     line = bytes(buf[:i + 1])
                     del buf[:i + 1]
-                    if not self._line(c, st, line):
+                    if not self._line(c, st, line) or st['close']:
                         return
+                    if st['held']:
+                        # hold_data: read nothing more until release()
+                        st['held'] = False
+                        self._release.wait(60)
         finally:
-            c.closed = True
-            try:
-                s.close()
-            except OSError:
-                pass
-            with self.lock:
-                self.lock.notify_all()
+            self._close(c)
+
+    def _close(self, c):
+        c.closed = True
+        try:
+            c.sock.close()
+        except OSError:
+            pass
+        with self.lock:
+            self.lock.notify_all()
 
     def _line(self, c, st, line):
         """Handle one LF-terminated line. Returns False to close."""
@@ -1249,17 +1331,19 @@ class Upstream:
                 st['dbytes'] = 0
                 st['dbuf'] = bytearray()
                 st['draw'] = bytearray()
-            else:
-                st['mail'], st['rcpts'] = None, []
+                st['injected'] = False
+            # else: like Postfix, the transaction stays open until RSET
             self._respond(c, st, 'DATA', r)
         elif verb == 'RSET':
-            st['mail'], st['rcpts'] = None, []
-            st['xf_tx'] = []
-            self._respond(c, st, 'RSET', '250 2.0.0 Ok')
+            r = self._pick(self.on_rset, cmd, c, '250 2.0.0 Ok')
+            if r.startswith('250'):
+                st['mail'], st['rcpts'] = None, []
+                st['xf_tx'] = []
+            self._respond(c, st, 'RSET', r)
         elif verb == 'NOOP':
-            self._respond(c, st, 'NOOP', '250 2.0.0 Ok')
+            self._respond(c, st, 'NOOP', self._pick(self.on_noop, cmd, c, '250 2.0.0 Ok'))
         elif verb == 'QUIT':
-            self._respond(c, st, 'QUIT', '221 2.0.0 Bye')
+            self._respond(c, st, 'QUIT', self._pick(self.on_quit, cmd, c, '221 2.0.0 Bye'))
             if not st['silent']:
                 return False
         else:
@@ -1276,21 +1360,31 @@ class Upstream:
             st['data'] = False
             with self.lock:
                 self._seq += 1
-                m = Message(c.idx, c.helo, st['mail'], st['rcpts'], bytes(st['dbuf']),
-                            bytes(st['draw']), c.xclient, c.xforward)
-                self.messages.append(m)
-                self.lock.notify_all()
+                seq = self._seq
+            m = Message(c.idx, c.helo, st['mail'], st['rcpts'], bytes(st['dbuf']),
+                        bytes(st['draw']), c.xclient, c.xforward)
             st['mail'], st['rcpts'] = None, []
-            r = self._pick(self.on_dot, m, c, '250 2.0.0 Ok: queued as CAPT%04d' % self._seq)
+            r = self._pick(self.on_dot, m, c, '250 2.0.0 Ok: queued as CAPT%04d' % seq)
             m.xforward_tx = list(st['xf_tx'])
             st['xf_tx'] = []
-            # the reply the proxy really got (None: silent or garbage)
-            m.reply = r if self._respond(c, st, 'DOT', r) else None
+            # the reply the proxy really gets (None: silent or garbage),
+            # set before waiters can see the message
+            m.reply = r if self._will_send('DOT') else None
+            with self.lock:
+                self.messages.append(m)
+                self.lock.notify_all()
+            self._respond(c, st, 'DOT', r)
             return True
         st['draw'] += line
         un = line[1:] if line.startswith(b'.') else line
         st['dbuf'] += un
         st['dbytes'] += len(line)
+        if not st.get('injected') and st['dbytes'] >= self.inject_data_at:
+            st['injected'] = True
+            extra = self._injection('data', c)
+            if extra:
+                self._send(c, extra)
+                st['held'] = self.hold_data
         if self.reset_in_data is not None and st['dbytes'] >= self.reset_in_data:
             try:
                 c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
