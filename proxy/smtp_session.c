@@ -203,7 +203,6 @@ struct smtp_session {
 
 	/* Upstream. */
 	struct upstream		*up;
-	int			 up_in_tx;	/* upstream has MAIL open: RSET before next MAIL */
 	int			 up_reused;	/* this MAIL went over a kept connection */
 	int			 mail_retried;
 	char			 pending[SMTP_CMD_LINE_MAX + SMTP_PARAMS_MAX * 8];	/* command to relay */
@@ -503,7 +502,6 @@ smtp_upstream_failed(struct smtp_session *s, enum upstream_err err)
 {
 	upstream_close(s->up);
 	s->up = NULL;
-	s->up_in_tx = 0;
 	switch (err) {
 	case UPSTREAM_ERR_CONNECT:
 	case UPSTREAM_ERR_REJECTED:
@@ -641,8 +639,6 @@ smtp_cmd_helo_common(struct smtp_session *s, const char *args, int esmtp)
 	}
 	/* RFC 5321 4.1.4: EHLO/HELO resets the transaction like RSET. */
 	smtp_tx_reset(s);
-	if (s->up_in_tx)
-		s->up_in_tx = 2;	/* RSET owed upstream */
 	snprintf(s->helo, sizeof s->helo, "%s", args);
 	s->esmtp = esmtp;
 	smtp_enter_state(s, SMTP_STATE_WAIT);
@@ -677,7 +673,6 @@ smtp_mail_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 		s->mail_retried = 1;
 		upstream_close(s->up);
 		s->up = NULL;
-		s->up_in_tx = 0;
 		smtp_upstream_mail_start(s);
 		return;
 	}
@@ -687,10 +682,9 @@ smtp_mail_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 		return;
 	}
 	smtp_relay_reply(s, r, "2.1.0");
-	if (r->code / 100 == 2) {
-		s->up_in_tx = 1;
+	if (r->code / 100 == 2)
 		clock_gettime(CLOCK_MONOTONIC, &s->tx_start);
-	} else {
+	else {
 		free(s->mail_from);
 		s->mail_from = NULL;
 	}
@@ -706,9 +700,7 @@ smtp_rset_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 		/* Out of step with the upstream: start over with a new connection. */
 		upstream_close(s->up);
 		s->up = NULL;
-		s->up_in_tx = 0;
-	} else
-		s->up_in_tx = 0;
+	}
 	smtp_upstream_mail_start(s);
 }
 
@@ -744,9 +736,13 @@ smtp_upstream_mail_start(struct smtp_session *s)
 	if (s->up != NULL && !upstream_idle(s->up)) {
 		upstream_close(s->up);
 		s->up = NULL;
-		s->up_in_tx = 0;
 	}
-	if (s->up != NULL && s->up_in_tx) {
+	/*
+	 * The upstream's own record of its transaction, not ours: a refused
+	 * DATA, a message our filters stopped, a client RSET or EHLO all
+	 * leave its MAIL open, and only RSET (or a new connection) ends it.
+	 */
+	if (s->up != NULL && upstream_in_tx(s->up)) {
 		upstream_command(s->up, "RSET", smtp_rset_reply, s);
 		return;
 	}
@@ -1307,7 +1303,6 @@ smtp_message_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 	struct smtp_session *s = arg;
 	char first[128];
 
-	s->up_in_tx = 0;
 	if (err != UPSTREAM_OK) {
 		smtp_log_message(s, "tempfail", upstream_strerror(err));
 		smtp_upstream_failed(s, err);
@@ -1639,7 +1634,6 @@ smtp_envelope_reply(void *arg, enum upstream_err err, const struct smtp_reply *r
 	if (r->code / 100 != 2 && step < 2) {
 		/* RSET or MAIL refused: give the client a temporary failure. */
 		smtp_log_message(s, "tempfail", "upstream refused new envelope");
-		s->up_in_tx = 2;
 		smtp_reply(s, "451 4.3.0 Error: upstream refused the envelope, try again later");
 		smtp_message_done(s);
 		return;
@@ -1673,7 +1667,6 @@ smtp_envelope_next(struct smtp_session *s)
 	}
 	if (s->replay_off == 0) {
 		smtp_log_message(s, "tempfail", "no recipient left after edits");
-		s->up_in_tx = 2;
 		smtp_reply(s, "451 4.3.0 Error: no recipient accepted, try again later");
 		smtp_message_done(s);
 		return;
@@ -1690,16 +1683,12 @@ smtp_eom_done(void *arg, const struct filter_result *res)
 
 	if (smtp_filter_refused(s, res, "message")) {
 		smtp_log_message(s, "refused", res->filter);
-		if (s->up_in_tx)
-			s->up_in_tx = 2;
 		smtp_message_done(s);
 		return;
 	}
 	o = filter_session_outcome(s->fs);
 	if (smtp_apply_rcpt_edits(s, o, &rcpts_changed) == -1) {
 		smtp_log_message(s, "discarded", "filters removed every recipient");
-		if (s->up_in_tx)
-			s->up_in_tx = 2;
 		smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->queue_id);
 		smtp_message_done(s);
 		return;
@@ -1707,8 +1696,6 @@ smtp_eom_done(void *arg, const struct filter_result *res)
 	smtp_received(s);
 	if (smtp_build_head(s, o) == -1) {
 		smtp_log_message(s, "tempfail", "out of memory or spool error");
-		if (s->up_in_tx)
-			s->up_in_tx = 2;
 		smtp_reply(s, "451 4.3.0 Error: local error, try again later");
 		smtp_message_done(s);
 		return;
@@ -1723,14 +1710,10 @@ smtp_eom_done(void *arg, const struct filter_result *res)
 	case FMX_DISCARD:
 		/* The client keeps no responsibility: logging the decision is the record. */
 		smtp_log_message(s, "discarded", o->reason);
-		if (s->up_in_tx)
-			s->up_in_tx = 2;
 		smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->queue_id);
 		smtp_message_done(s);
 		return;
 	case FMX_QUARANTINE:
-		if (s->up_in_tx)
-			s->up_in_tx = 2;
 		if (s->cfg->quarantine_dir == NULL ||
 		    smtp_write_dir(s, s->cfg->quarantine_dir, 1, o->reason) == -1) {
 			/* Nowhere safe to keep it: the client keeps it. */
@@ -1766,8 +1749,6 @@ smtp_replay_done(void *arg, const struct filter_result *res)
 
 	if (smtp_filter_refused(s, res, "message")) {
 		smtp_log_message(s, "refused", res->filter);
-		if (s->up_in_tx)
-			s->up_in_tx = 2;
 		smtp_message_done(s);
 		return;
 	}
@@ -1908,9 +1889,6 @@ smtp_data_end(struct smtp_session *s)
 	}
 	if (reply != NULL) {
 		smtp_log_message(s, "refused", reply);
-		/* The upstream still holds MAIL/RCPT: RSET it before reuse. */
-		if (s->up_in_tx)
-			s->up_in_tx = 2;
 		smtp_tx_reset(s);
 		smtp_enter_state(s, SMTP_STATE_COMMAND);
 		if (s->data_err == SMTP_DATA_SPOOL)
@@ -2178,7 +2156,6 @@ smtp_auth_cancelled(void *arg, enum upstream_err err, const struct smtp_reply *r
 	if (err != UPSTREAM_OK) {
 		upstream_close(s->up);
 		s->up = NULL;
-		s->up_in_tx = 0;
 	}
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
@@ -2305,11 +2282,8 @@ smtp_bdat_input(struct smtp_session *s)
 	if ((refuse = s->bdat_refuse) != NULL) {
 		/* The octets are gone, the client is in step: now say no. */
 		s->bdat_refuse = NULL;
-		if (s->mail_from != NULL) {
-			if (s->up_in_tx)
-				s->up_in_tx = 2;
+		if (s->mail_from != NULL)
 			smtp_tx_reset(s);
-		}
 		smtp_enter_state(s, SMTP_STATE_COMMAND);
 		smtp_error(s, "%s", refuse);
 		return 1;
@@ -2394,8 +2368,6 @@ smtp_cmd_rset(struct smtp_session *s, const char *args)
 		return;
 	}
 	smtp_tx_reset(s);
-	if (s->up_in_tx)
-		s->up_in_tx = 2;
 	smtp_reply(s, "250 2.0.0 Ok");
 }
 
@@ -2520,7 +2492,6 @@ smtp_cmd_starttls(struct smtp_session *s, const char *args)
 	s->esmtp = 0;
 	upstream_close(s->up);
 	s->up = NULL;
-	s->up_in_tx = 0;
 	s->tls = SMTP_TLS_HANDSHAKE;
 	smtp_enter_state(s, SMTP_STATE_COMMAND);
 }

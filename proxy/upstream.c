@@ -6,6 +6,17 @@
  * bounded length, no NUL) and fed to the bounded reply parser, and any
  * deviation kills the connection with UPSTREAM_ERR_PROTOCOL.  Nothing the
  * upstream sends is ever copied to the client unparsed.
+ *
+ * The dialogue is held in step: every line we write is owed exactly one
+ * reply (up->expect), and bytes that arrive when nothing is owed (after
+ * 354 before our final dot, behind the last owed reply, on an idle
+ * connection) were sent before the upstream was asked: the stream is out
+ * of step and the connection is dropped rather than guessing which reply
+ * answers what.  Each reply's code must be one its command may get
+ * (RFC 5321 4.3.2); 421 means the upstream is closing, whatever the
+ * command.  The upstream's transaction state (MAIL open or not) is
+ * tracked from the replies themselves, so the session can RSET exactly
+ * when the upstream still holds one.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -37,6 +48,16 @@
 #define UPSTREAM_WBUF_LOW	65536	/* refill the socket below this */
 #define UPSTREAM_WBUF_HIGH	(4 * UPSTREAM_CHUNK)
 #define UPSTREAM_QUIT_TIMEOUT	10
+
+/* The command a reply in UP_STATE_COMMAND answers: what it may return. */
+enum upstream_cmd {
+	UP_CMD_OTHER = 0,
+	UP_CMD_MAIL,
+	UP_CMD_RCPT,
+	UP_CMD_RSET,
+	UP_CMD_NOOP,
+	UP_CMD_AUTH,		/* AUTH and each SASL response */
+};
 
 enum upstream_state {
 	UP_STATE_CONNECTING = 0,
@@ -87,6 +108,10 @@ struct upstream {
 	size_t			 prependlen;
 	off_t			 spool_off;
 	int			 at_bol;	/* next byte starts a line: stuff a leading dot */
+
+	enum upstream_cmd	 cmd;		/* in UP_STATE_COMMAND */
+	unsigned		 expect;	/* replies owed for what we wrote */
+	int			 in_tx;		/* the upstream accepted a MAIL not yet ended */
 
 	int			 in_callback;	/* depth; defer the free */
 	int			 secret;	/* the next line is a credential: don't log it */
@@ -167,6 +192,12 @@ upstream_idle(const struct upstream *up)
 	return up->state == UP_STATE_READY;
 }
 
+int
+upstream_in_tx(const struct upstream *up)
+{
+	return up->in_tx;
+}
+
 const struct smtp_ehlo_caps *
 upstream_caps(const struct upstream *up)
 {
@@ -245,6 +276,7 @@ upstream_write_line(struct upstream *up, const char *line)
 	up->secret = 0;
 	evbuffer_add(out, line, strlen(line));
 	evbuffer_add(out, "\r\n", 2);
+	up->expect++;
 	smtp_reply_init(&up->reply);
 	bev_flush(up->bev);
 }
@@ -442,13 +474,79 @@ upstream_start_tls(struct upstream *up)
 	upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
 }
 
+/*
+ * 1 if code is a reply the command being answered may get (RFC 5321
+ * 4.3.2, RFC 4954 for AUTH, XCLIENT_README), 0 if it makes no sense
+ * there: a 2xx or 3xx that is not the command's own success is never
+ * taken for one.  Any 4xx or 5xx is a refusal the session handles.
+ */
+static int
+upstream_code_ok(const struct upstream *up, const struct smtp_reply *r)
+{
+	int code = r->code;
+
+	if (code / 100 == 4 || code / 100 == 5)
+		return 1;
+	switch (up->state) {
+	case UP_STATE_GREETING:
+	case UP_STATE_STARTTLS:
+		return code == 220;
+	case UP_STATE_EHLO:
+	case UP_STATE_EHLO_AGAIN:
+	case UP_STATE_XFORWARD:
+	case UP_STATE_DATA_END:
+		return code == 250;
+	case UP_STATE_XCLIENT:
+		/* Postfix answers with a new greeting; a plain 250 is harmless. */
+		return code == 220 || code == 250;
+	case UP_STATE_DATA_CMD:
+		return code == 354;
+	case UP_STATE_QUIT:
+		return 1;
+	case UP_STATE_COMMAND:
+		switch (up->cmd) {
+		case UP_CMD_MAIL:
+		case UP_CMD_RSET:
+		case UP_CMD_NOOP:
+			return code == 250;
+		case UP_CMD_RCPT:
+			return code == 250 || code == 251;
+		case UP_CMD_AUTH:
+			/*
+			 * A challenge is relayed to the client, so it must
+			 * be exactly one line: a second line would reach the
+			 * client looking like a reply of its own.
+			 */
+			return code == 235 || (code == 334 && r->nlines == 1);
+		case UP_CMD_OTHER:
+			return code / 100 == 2;
+		}
+		return 0;
+	default:
+		return 0;
+	}
+}
+
 /* A complete, well-formed reply arrived. */
 static void
 upstream_reply(struct upstream *up)
 {
 	int code = up->reply.code;
+	char why[128];
 	int r;
 
+	if (!upstream_code_ok(up, &up->reply)) {
+		snprintf(why, sizeof why, "reply %d%s makes no sense in state %s",
+		    code, up->reply.nlines > 1 ? " (multi-line)" : "",
+		    upstream_state_names[up->state]);
+		upstream_fail(up, UPSTREAM_ERR_PROTOCOL, why);
+		return;
+	}
+	if (code == 421 && up->state != UP_STATE_QUIT) {
+		/* RFC 5321 3.8: the upstream is closing; nothing more comes. */
+		upstream_fail(up, UPSTREAM_ERR_CLOSED, up->reply.text);
+		return;
+	}
 	switch (up->state) {
 	case UP_STATE_GREETING:
 		if (code / 100 != 2) {
@@ -517,12 +615,20 @@ upstream_reply(struct upstream *up)
 		upstream_write_line(up, up->pending);
 		break;
 	case UP_STATE_COMMAND:
+		if (up->cmd == UP_CMD_MAIL && code == 250)
+			up->in_tx = 1;
+		else if (up->cmd == UP_CMD_RSET && code == 250)
+			up->in_tx = 0;
 		upstream_enter_state(up, UP_STATE_READY);
 		upstream_set_timeout(up, 0);
 		upstream_finish(up, UPSTREAM_OK, &up->reply);
 		break;
 	case UP_STATE_DATA_CMD:
 		if (code != 354) {
+			/*
+			 * DATA itself refused (Postfix's smtpd_data_restrictions):
+			 * the MAIL transaction stays open until RSET.
+			 */
 			upstream_enter_state(up, UP_STATE_READY);
 			upstream_set_timeout(up, 0);
 			upstream_finish(up, UPSTREAM_OK, &up->reply);
@@ -534,20 +640,9 @@ upstream_reply(struct upstream *up)
 		bufferevent_enable(up->bev, EV_WRITE);
 		upstream_writecb(up->bev, up);
 		break;
-	case UP_STATE_DATA_SEND:
-		/*
-		 * A reply before our final dot: the upstream gave up on the
-		 * message (e.g. 552).  The stream is out of step now, so pass
-		 * the verdict on and drop the connection.
-		 */
-		up->in_callback++;
-		upstream_finish(up, UPSTREAM_OK, &up->reply);
-		up->in_callback--;
-		upstream_enter_state(up, UP_STATE_DEAD);
-		bufferevent_free(up->bev);
-		up->bev = NULL;
-		break;
 	case UP_STATE_DATA_END:
+		/* Whatever the verdict, the transaction is over (RFC 5321 4.1.1.4). */
+		up->in_tx = 0;
 		upstream_enter_state(up, UP_STATE_READY);
 		upstream_set_timeout(up, 0);
 		upstream_finish(up, UPSTREAM_OK, &up->reply);
@@ -556,13 +651,35 @@ upstream_reply(struct upstream *up)
 		upstream_enter_state(up, UP_STATE_DEAD);
 		up->closing = 1;
 		break;
-	case UP_STATE_READY:
-		/* Unsolicited, e.g. "421 idle timeout" before the MTA hangs up. */
-		upstream_fail(up, UPSTREAM_ERR_CLOSED, up->reply.text);
-		break;
 	default:
-		fatalx("upstream: reply in bad state %d", up->state);
+		/* Nothing is owed in any other state (readcb checks). */
+		upstream_fail(up, UPSTREAM_ERR_PROTOCOL, "reply in a state that owes none");
+		break;
 	}
+}
+
+/*
+ * Bytes the upstream sent before it was asked: nothing is owed, or the
+ * final dot is still in our output buffer.  In an idle connection that is
+ * usually "421 idle timeout" before the MTA hangs up; anywhere else the
+ * stream is out of step (a 250 right behind 354, say, must never be taken
+ * for the verdict on a message it has not seen).
+ */
+static int
+upstream_unsolicited(struct upstream *up, struct evbuffer *in)
+{
+	if (evbuffer_get_length(in) == 0)
+		return 0;
+	if (up->expect > 0 && !(up->state == UP_STATE_DATA_END &&
+	    evbuffer_get_length(bufferevent_get_output(up->bev)) > 0))
+		return 0;
+	if (up->state == UP_STATE_READY)
+		upstream_fail(up, UPSTREAM_ERR_CLOSED,
+		    "unsolicited reply on an idle connection");
+	else
+		upstream_fail(up, UPSTREAM_ERR_PROTOCOL,
+		    "reply before it was asked for");
+	return 1;
 }
 
 static void
@@ -576,6 +693,9 @@ upstream_readcb(struct bufferevent *bev, void *arg)
 
 	up->in_callback++;
 	while (up->bev != NULL && up->state != UP_STATE_DEAD) {
+		if (up->state != UP_STATE_CONNECTING &&
+		    upstream_unsolicited(up, in))
+			break;
 		eol = evbuffer_search_eol(in, NULL, &eol_len,
 		    EVBUFFER_EOL_CRLF_STRICT);
 		if (eol.pos < 0) {
@@ -615,6 +735,19 @@ upstream_readcb(struct bufferevent *bev, void *arg)
 			    up->reply.error ? up->reply.error : "bad reply");
 			break;
 		case SMTP_REPLY_DONE:
+			/*
+			 * More behind the last owed reply came before we asked
+			 * anything: don't act on this reply, the stream is out
+			 * of step.  (Behind the 220 to STARTTLS it is discarded
+			 * unread, upstream_start_tls.)
+			 */
+			if (--up->expect == 0 && up->state != UP_STATE_QUIT &&
+			    up->state != UP_STATE_STARTTLS &&
+			    evbuffer_get_length(in) > 0) {
+				upstream_fail(up, UPSTREAM_ERR_PROTOCOL,
+				    "more after the reply than was asked for");
+				break;
+			}
 			upstream_reply(up);
 			if (up->closing)
 				break;
@@ -681,6 +814,7 @@ upstream_writecb(struct bufferevent *bev, void *arg)
 			if (!up->at_bol)
 				evbuffer_add(out, "\r\n", 2);
 			evbuffer_add(out, ".\r\n", 3);
+			up->expect++;
 			upstream_enter_state(up, UP_STATE_DATA_END);
 			upstream_set_timeout(up,
 			    up->cfg->timeouts.upstream_data_end);
@@ -711,6 +845,7 @@ upstream_eventcb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (what & BEV_EVENT_CONNECTED) {
 		upstream_enter_state(up, UP_STATE_GREETING);
+		up->expect = 1;		/* the greeting */
 		smtp_reply_init(&up->reply);
 		upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
 		/* Commands are written directly (bev.h); EV_WRITE only for DATA. */
@@ -858,7 +993,11 @@ upstream_command(struct upstream *up, const char *line, upstream_done_fn done,
 	if (!upstream_usable(up, done, arg))
 		return;
 	upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
-	if (strncmp(line, "MAIL ", 5) == 0) {
+	up->cmd = strncmp(line, "MAIL ", 5) == 0 ? UP_CMD_MAIL :
+	    strncmp(line, "RCPT ", 5) == 0 ? UP_CMD_RCPT :
+	    strcmp(line, "RSET") == 0 ? UP_CMD_RSET :
+	    strcmp(line, "NOOP") == 0 ? UP_CMD_NOOP : UP_CMD_OTHER;
+	if (up->cmd == UP_CMD_MAIL) {
 		snprintf(up->pending, sizeof up->pending, "%s", line);
 		if ((r = upstream_send_client_facts(up, 1)) == 1)
 			return;		/* MAIL follows XFORWARD's 250 */
@@ -881,6 +1020,7 @@ upstream_command_secret(struct upstream *up, const char *line,
 		return;
 	upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
 	upstream_enter_state(up, UP_STATE_COMMAND);
+	up->cmd = UP_CMD_AUTH;
 	up->secret = 1;
 	upstream_write_line(up, line);
 }

@@ -78,6 +78,11 @@ void		 upstream_send_message(struct upstream *, const char *prepend,
 void		 upstream_close(struct upstream *);
 /* 1 if the connection is open and idle, ready for the next command. */
 int		 upstream_idle(const struct upstream *);
+/*
+ * 1 if the upstream holds an open MAIL transaction (its 250 to MAIL, no
+ * final-dot reply or RSET 250 since), as its replies said: RSET first.
+ */
+int		 upstream_in_tx(const struct upstream *);
 const struct smtp_ehlo_caps *upstream_caps(const struct upstream *);
 const char	*upstream_strerror(enum upstream_err);
 
