@@ -51,13 +51,22 @@ ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sa
 DEBS	 = build-essential pkg-config libevent-dev libconfig-dev libpcre2-dev \
 	   libgmime-3.0-dev libunbound-dev libssl-dev openssl libpsl-dev publicsuffix \
 	   libopendkim-dev opendkim opendkim-tools libspf2-dev python3-spf python3-yaml \
-	   swaks postfix python3-aiosmtpd python3-dnslib python3-dkim valgrind
+	   swaks postfix python3-aiosmtpd python3-dnslib python3-dkim valgrind \
+	   libnss-wrapper libdb5.3 libgnutls-dane0 libgnutls30 libidn12 libnsl2 \
+	   libpcre2-8-0 libcrypt1 libidn2-0
+# A real Exim 4.96 (Debian 12's default MTA) as a sending client, for
+# t/smtp/47-exim.t.  Installing exim4 would remove Postfix, so `make exim`
+# downloads its two packages and unpacks them into build/exim; the shared
+# libraries it needs are in DEBS above, and libnss-wrapper lets the test
+# give its compiled-in user (Debian-exim) a uid without touching /etc.
+EXIM_DEBS = exim4-base exim4-daemon-light
+EXIM	 = build/exim/root/usr/sbin/exim4
 PROVE	?= prove
 # Quiet unless V=1.
 Q	 = $(if $(V),,@)
 E	 = $(if $(V),@true,@echo)
 
-.PHONY: all deps run test check unit asan bench clean help modules
+.PHONY: all deps run test check unit asan bench clean help modules exim
 all: $(PROG)
 
 $(PROG): $(OBJS)
@@ -131,12 +140,24 @@ deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+exim: $(EXIM)
+$(EXIM):
+	@rm -rf build/exim && mkdir -p build/exim/debs
+	$(E) "  GET     $(EXIM_DEBS)"
+	$(Q)if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	cd build/exim/debs && { \
+		apt-get download -qq -o APT::Sandbox::User=root $(EXIM_DEBS) 2>/dev/null || \
+		{ $$SUDO apt-get update -qq && \
+		  apt-get download -qq -o APT::Sandbox::User=root $(EXIM_DEBS); }; }
+	$(Q)for f in build/exim/debs/*.deb; do dpkg -x "$$f" build/exim/root || exit 1; done
+	$(Q)chmod u-s $@ && touch $@
+
 run: deps
 	$(MAKE) all
 	./$(PROG) -c conf/frontmx.conf
 
 test: deps
-	$(MAKE) all asan unit
+	$(MAKE) all asan unit exim
 	FRONTMX=$(CURDIR)/$(PROG)-asan $(PROVE) -j2 t/unit t/smtp
 
 check: test
@@ -153,6 +174,7 @@ help:
 	@echo "make deps   install missing Debian packages"
 	@echo "make run    deps + build + run with conf/frontmx.conf (foreground)"
 	@echo "make test   deps + build + ASan/UBSan build + the whole suite (prove)"
+	@echo "make exim   unpack Exim 4.96 into build/exim (a sending client for the tests)"
 	@echo "make bench  throughput and memory against smtp-sink"
 
 -include $(OBJS:.o=.d) $(ASAN_OBJS:.o=.d)

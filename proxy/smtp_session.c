@@ -156,6 +156,7 @@ struct smtp_session {
 	int			 draining;	/* SIGTERM: close when idle */
 	int			 processing;	/* inside smtp_process(): don't recurse */
 	int			 output_full;	/* client not reading its replies: paused */
+	int			 eof;		/* client shut its side: answer what it sent, close */
 	struct event		*quit_timer;	/* waiting for TLS bytes to leave */
 	int			 quit_polls;
 
@@ -247,6 +248,18 @@ static enum smtp_line smtp_frame_line(struct smtp_session *, char *, size_t,
 static void	smtp_upstream_mail_start(struct smtp_session *);
 static void	smtp_session_free(struct smtp_session *);
 
+/*
+ * Read from the client again, unless it already shut its side: libevent
+ * stopped reading at its end of file, and reading again would only report
+ * that end once more.
+ */
+static void
+smtp_read_on(struct smtp_session *s)
+{
+	if (!s->eof)
+		bufferevent_enable(s->bev, EV_READ);
+}
+
 static void
 smtp_enter_state(struct smtp_session *s, enum smtp_state state)
 {
@@ -266,18 +279,18 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state state)
 		tv.tv_sec = s->cfg->timeouts.command;
 		bufferevent_set_timeouts(s->bev, &tv, &tv);
 		if (!s->output_full)
-			bufferevent_enable(s->bev, EV_READ);
+			smtp_read_on(s);
 		break;
 	case SMTP_STATE_AUTH:
 		tv.tv_sec = s->cfg->timeouts.command;
 		bufferevent_set_timeouts(s->bev, &tv, &tv);
-		bufferevent_enable(s->bev, EV_READ);
+		smtp_read_on(s);
 		break;
 	case SMTP_STATE_DATA:
 	case SMTP_STATE_BDAT:
 		tv.tv_sec = s->cfg->timeouts.data_block;
 		bufferevent_set_timeouts(s->bev, &tv, &tv);
-		bufferevent_enable(s->bev, EV_READ);
+		smtp_read_on(s);
 		break;
 	case SMTP_STATE_CONNECT:
 	case SMTP_STATE_WAIT:
@@ -2416,11 +2429,11 @@ smtp_bev_setup(struct smtp_session *s)
 	bufferevent_setwatermark(s->bev, EV_READ, 0, s->cfg->limits.pipeline_backlog);
 	bufferevent_setwatermark(s->bev, EV_WRITE, SMTP_OUTPUT_HIGH / 2, 0);
 	/* Plain sockets are written directly (bev.h); TLS goes through libevent. */
-	if (bev_direct(s->bev)) {
+	if (bev_direct(s->bev))
 		bufferevent_disable(s->bev, EV_WRITE);
-		bufferevent_enable(s->bev, EV_READ);
-	} else
-		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	else
+		bufferevent_enable(s->bev, EV_WRITE);
+	smtp_read_on(s);
 }
 
 /* Put a TLS server layer over the plain bufferevent (STARTTLS, PROXY+465). */
@@ -2633,8 +2646,24 @@ smtp_process(struct smtp_session *s)
 		if (!s->output_full || evbuffer_get_length(out) > SMTP_OUTPUT_HIGH / 2)
 			return;
 		s->output_full = 0;
-		bufferevent_enable(s->bev, EV_READ);
+		smtp_read_on(s);
 	}
+}
+
+/*
+ * The client shut its side and everything it sent has been handled: a
+ * command, message or SASL response it left unfinished will never
+ * complete.  Let the replies go out, then close (smtp_eventcb).
+ */
+static void
+smtp_input_ended(struct smtp_session *s)
+{
+	if (s->mail_from != NULL)
+		smtp_log_message(s, "aborted", "client disconnected");
+	log_info("%016llx smtp disconnect reason=eof state=%s client=%s "
+	    "messages=%lu", s->id, smtp_state_names[s->state], s->addr,
+	    s->messages);
+	smtp_enter_state(s, SMTP_STATE_QUIT);
 }
 
 static void
@@ -2648,17 +2677,17 @@ smtp_process_once(struct smtp_session *s)
 	for (;;) {
 		if (s->state == SMTP_STATE_DATA) {
 			if (!smtp_data_input(s))
-				break;
+				goto more;
 			continue;
 		}
 		if (s->state == SMTP_STATE_BDAT) {
 			if (!smtp_bdat_input(s))
-				break;
+				goto more;
 			continue;
 		}
 		if (s->state == SMTP_STATE_AUTH) {
 			if (!smtp_auth_input(s))
-				break;
+				goto more;
 			continue;
 		}
 		if (s->state != SMTP_STATE_COMMAND)
@@ -2685,8 +2714,7 @@ smtp_process_once(struct smtp_session *s)
 		kind = smtp_frame_line(s, line, SMTP_CMD_LINE_MAX, &len);
 		switch (kind) {
 		case SMTP_LINE_NONE:
-			s->processing = 0;
-			return;
+			goto more;
 		case SMTP_LINE_TOO_LONG:
 			smtp_error(s, "500 5.5.2 Error: line too long");
 			continue;
@@ -2708,6 +2736,12 @@ smtp_process_once(struct smtp_session *s)
 			continue;
 		}
 	}
+	s->processing = 0;
+	return;
+more:
+	/* Waiting for client input that will never come? */
+	if (s->eof)
+		smtp_input_ended(s);
 	s->processing = 0;
 }
 
@@ -2787,7 +2821,7 @@ smtp_writecb(struct bufferevent *bev, void *arg)
 	if (s->output_full) {
 		s->output_full = 0;
 		if (s->state == SMTP_STATE_COMMAND) {
-			bufferevent_enable(s->bev, EV_READ);
+			smtp_read_on(s);
 			smtp_process(s);
 		}
 	}
@@ -2832,6 +2866,26 @@ smtp_eventcb(struct bufferevent *bev, short what, void *arg)
 		upstream_close(s->up);
 		s->up = NULL;
 		smtp_enter_state(s, SMTP_STATE_QUIT);
+		return;
+	}
+	/*
+	 * End of file: the client may only have shut its sending side after
+	 * pipelining its last commands (Exim does after the final dot or
+	 * BDAT LAST and QUIT).  Every reply it is owed still goes out, so
+	 * stop reading, finish what is buffered, and close when the input
+	 * runs dry (smtp_input_ended).  Half-done work is never relayed: an
+	 * unfinished message is dropped there.  A client that closed both
+	 * sides makes a later write fail, which ends the session below.
+	 */
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && !s->eof &&
+	    s->state != SMTP_STATE_PROXY && s->state != SMTP_STATE_CONNECT &&
+	    s->state != SMTP_STATE_QUIT) {
+		s->eof = 1;
+		log_info("%016llx smtp eof state=%s client=%s: answering what "
+		    "it sent", s->id, smtp_state_names[s->state], s->addr);
+		if (s->state != SMTP_STATE_WAIT && s->state != SMTP_STATE_RELAY &&
+		    !s->processing)
+			smtp_process(s);
 		return;
 	}
 	if (s->mail_from != NULL && s->state != SMTP_STATE_QUIT)
