@@ -51,7 +51,7 @@ ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sa
 DEBS	 = build-essential pkg-config libevent-dev libconfig-dev libpcre2-dev \
 	   libgmime-3.0-dev libunbound-dev libssl-dev openssl libpsl-dev publicsuffix \
 	   libopendkim-dev opendkim opendkim-tools libspf2-dev python3-spf python3-yaml \
-	   swaks postfix python3-aiosmtpd python3-dnslib python3-dkim valgrind \
+	   swaks libnet-ssleay-perl postfix python3-aiosmtpd python3-dnslib python3-dkim valgrind \
 	   libnss-wrapper libdb5.3 libgnutls-dane0 libgnutls30 libidn12 libnsl2 \
 	   libpcre2-8-0 libcrypt1 libidn2-0
 # A real Exim 4.96 (Debian 12's default MTA) as a sending client, for
@@ -158,7 +158,7 @@ run: deps
 
 test: deps
 	$(MAKE) all asan unit exim
-	FRONTMX=$(CURDIR)/$(PROG)-asan $(PROVE) -j2 t/unit t/smtp
+	FRONTMX=$(CURDIR)/$(PROG)-asan $(PROVE) -j2 t/meta t/unit t/smtp
 
 check: test
 
@@ -168,6 +168,10 @@ bench: deps
 
 clean:
 	rm -rf build $(PROG) $(PROG)-asan filters/examples/rcpt_allow.so
+
+# `make print-DEBS` and the like: a variable's value, for scripts (t/meta/deps.t).
+print-%:
+	@echo $($*)
 
 help:
 	@echo "make        build ./frontmx"
