@@ -89,18 +89,25 @@ build/asan/%.o: %.c
 	$(E) "  CC      $< (asan)"
 	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 
-HDRS	 = $(wildcard proxy/*.h filters/*.h policy/*.h)
-build/unit/%: t/unit/%.c $(UNIT_SRCS) $(HDRS) t/unit/tap.h
+# A unit test is its own object (compiled with -MMD like everything else, so
+# its .d names every header and every .c it #includes) linked with the ASan
+# objects of the modules it tests.
+UNIT_OBJS = $(UNIT_SRCS:%.c=build/asan/%.o)
+build/unit/%.o: t/unit/%.c
 	@mkdir -p $(dir $@)
-	$(E) "  CC      $@"
-	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -It/unit -o $@ $< $(UNIT_SRCS) $(LDLIBS)
+	$(E) "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -It/unit -c -o $@ $<
+
+$(filter-out build/unit/test_loader,$(UNIT_TESTS)): build/unit/%: build/unit/%.o $(UNIT_OBJS)
+	$(E) "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $< $(UNIT_OBJS) $(LDLIBS)
 
 # Filter modules: the example, and the test modules of t/plugins (one .so per
 # .c) for test_loader and the black-box suite.  Built as a third party would,
 # against frontmx_filter.h alone, in strict C99.
 MODULE_SRCS = $(wildcard t/plugins/*.c)
 MODULES	 = $(MODULE_SRCS:t/plugins/%.c=build/plugins/%.so) filters/examples/rcpt_allow.so
-MODULE_CFLAGS = -std=c99 -pedantic -O2 -g -shared -fPIC -fvisibility=hidden $(WARN) -Ifilters
+MODULE_CFLAGS = -std=c99 -pedantic -O2 -g -shared -fPIC -fvisibility=hidden $(WARN) -Ifilters -MMD -MP
 
 modules: $(MODULES)
 
@@ -109,6 +116,7 @@ build/plugins/%.so: t/plugins/%.c filters/frontmx_filter.h
 	$(E) "  CC      $@"
 	$(Q)$(CC) $(MODULE_CFLAGS) -o $@ $<
 
+# Also in its .d, but a tree built before modules had .d files needs it.
 build/plugins/misbehave_blocking.so: t/plugins/misbehave.c
 
 filters/examples/rcpt_allow.so: filters/examples/rcpt_allow.c filters/frontmx_filter.h
@@ -116,15 +124,9 @@ filters/examples/rcpt_allow.so: filters/examples/rcpt_allow.c filters/frontmx_fi
 	$(Q)$(CC) $(MODULE_CFLAGS) -o $@ $<
 
 # Links the loader alone; dlopen()s $(MODULES) at run time (see `unit`).
-build/unit/test_loader: t/unit/test_loader.c filters/filter_loader.c \
-    filters/filter_loader.h filters/frontmx_filter.h t/unit/tap.h
-	@mkdir -p $(dir $@)
-	$(E) "  CC      $@"
-	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -It/unit -o $@ t/unit/test_loader.c filters/filter_loader.c -ldl
-
-# Unit tests that #include the module they test must follow its source.
-build/unit/test_dmarc: filters/dmarc.c filters/dmarc.h
-build/unit/test_spf: filters/spf.c filters/spf.h
+build/unit/test_loader: build/unit/test_loader.o build/asan/filters/filter_loader.o
+	$(E) "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $< build/asan/filters/filter_loader.o -ldl
 
 unit: $(UNIT_TESTS) modules
 
@@ -167,7 +169,7 @@ bench: deps
 	t/bench/run
 
 clean:
-	rm -rf build $(PROG) $(PROG)-asan filters/examples/rcpt_allow.so
+	rm -rf build $(PROG) $(PROG)-asan filters/examples/rcpt_allow.so filters/examples/rcpt_allow.d
 
 # `make print-DEBS` and the like: a variable's value, for scripts (t/meta/deps.t).
 print-%:
@@ -181,4 +183,6 @@ help:
 	@echo "make exim   unpack Exim 4.96 into build/exim (a sending client for the tests)"
 	@echo "make bench  throughput and memory against smtp-sink"
 
--include $(OBJS:.o=.d) $(ASAN_OBJS:.o=.d)
+# What each object, unit test and module read when it was last compiled
+# (-MMD -MP): editing any header or #included .c rebuilds what uses it.
+-include $(OBJS:.o=.d) $(ASAN_OBJS:.o=.d) $(UNIT_TESTS:=.d) $(MODULES:.so=.d)

@@ -26,7 +26,7 @@
  *	simple canonicalization) and verifies ours.  Keys and their TXT
  *	records are the fixtures in t/smtp/data/dkim/.
  */
-#include "../../filters/dkim.c"
+#include "dkim.c"
 
 #include <sys/wait.h>
 
