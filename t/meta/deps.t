@@ -22,6 +22,9 @@ import shutil
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+from fmx import diag, failed_count, ok, run  # noqa: E402
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 VERBOSE = '-v' in sys.argv[1:] or os.environ.get('TEST_VERBOSE')
 
@@ -84,24 +87,6 @@ FILES = {
     '/usr/share/postfix/master.cf.dist': ('postfix', 't/lib/postfix.py (its copy, /etc/postfix/master.cf)'),
     '/etc/postfix/postfix-files': ('postfix', 't/lib/postfix.py (postfix check)'),
 }
-
-n = 0
-failed = 0
-
-
-def ok(cond, name):
-    global n, failed
-    n += 1
-    if not cond:
-        failed += 1
-    print('%sok %d - %s' % ('' if cond else 'not ', n, name))
-    return cond
-
-
-def diag(s):
-    for line in str(s).splitlines():
-        print('# ' + line)
-
 
 def note(s):
     if VERBOSE:
@@ -291,8 +276,8 @@ class Inventory:
 
 def main():
     if shutil.which('dpkg-query') is None:
-        print('1..0 # SKIP not a Debian system (no dpkg-query)')
-        return 0
+        ok(False, 'dpkg-query found: the tests need a Debian system')
+        return
     roots = debs()
     ok(len(roots) > 10 and 'swaks' in roots, 'DEBS read from the Makefile (%d packages)' % len(roots))
     db = installed()
@@ -354,12 +339,10 @@ def main():
                       'swaks --support: %s supported (%s)' % (feat, users)):
                 diag('  swaks says: %s' % (m.group(1) if m else sup[-500:]))
 
-    if VERBOSE or failed:
+    if VERBOSE or failed_count():
         diag('inventory (kind, name, file, dpkg -S package):')
         for line in listing:
             diag('  ' + line)
-    print('1..%d' % n)
-    return 1 if failed else 0
 
 
-sys.exit(main())
+run(main, timeout=600)
