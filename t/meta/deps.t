@@ -84,6 +84,7 @@ SWAKS_FEATURES = {
 FILES = {
     '/usr/share/publicsuffix/public_suffix_list.dat': ('publicsuffix', 'filters/dmarc.c (make run, 33-dmarc.t)'),
     '/usr/share/doc/python3-spf/rfc7208-tests.yml.gz': ('python3-spf', '30-spf-suite.t'),
+    '/usr/lib/x86_64-linux-gnu/libnss_wrapper.so': ('libnss-wrapper', '47-exim.t (LD_PRELOAD)'),
     '/usr/share/postfix/master.cf.dist': ('postfix', 't/lib/postfix.py (its copy, /etc/postfix/master.cf)'),
     '/etc/postfix/postfix-files': ('postfix', 't/lib/postfix.py (postfix check)'),
 }
@@ -221,7 +222,12 @@ def scan(files):
                     mods.setdefault(m, []).append(rel)
             if isinstance(node, ast.Call) and node.args:
                 fn = node.func
-                fname = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, 'id', '')
+                if isinstance(fn, ast.Attribute):
+                    # subprocess.run(...), fmx.start_process(...); not ex.run(...)
+                    owner_ = getattr(fn.value, 'id', '')
+                    fname = fn.attr if owner_ in ('subprocess', 'fmx') else ''
+                else:
+                    fname = getattr(fn, 'id', '')
                 a0 = node.args[0]
                 if (fname in ('run', 'Popen', 'call', 'check_call', 'check_output', 'start_process')
                         and isinstance(a0, ast.List) and a0.elts
@@ -319,14 +325,18 @@ def main():
     for path, (want, users) in sorted(FILES.items()):
         inv.add('file', os.path.basename(path), path if os.path.exists(path) else None, want, users)
 
-    # the shared libraries `make run` needs
-    exe = os.path.join(ROOT, 'frontmx')
-    if os.access(exe, os.X_OK):
-        out = subprocess.run(['ldd', exe], stdout=subprocess.PIPE, timeout=60).stdout.decode()
-        for lib, path in re.findall(r'(?m)^\s*(\S+) => (/\S+)', out):
-            inv.add('library', lib, os.path.realpath(path), '(the -dev package for %s)' % lib, 'frontmx')
+    # the shared libraries of what `make run` starts, and of the Exim that
+    # `make exim` unpacks without dpkg (so without its dependencies)
+    for exe, users in (('frontmx', 'frontmx (make run)'),
+                       (os.path.join('build', 'exim', 'root', 'usr', 'sbin', 'exim4'), 'Exim of 47-exim.t')):
+        path = os.path.join(ROOT, exe)
+        if not os.access(path, os.X_OK):
+            continue
+        out = subprocess.run(['ldd', path], stdout=subprocess.PIPE, timeout=60).stdout.decode()
+        for lib, lpath in re.findall(r'(?m)^\s*(\S+) => (/\S+)', out):
+            inv.add('library', lib, os.path.realpath(lpath), '(the package of %s)' % lib, users)
         missing = re.findall(r'(?m)^\s*(\S+) => not found', out)
-        ok(not missing, 'ldd frontmx: every shared library found (%s)' % ', '.join(missing))
+        ok(not missing, 'ldd %s: every shared library found (%s)' % (exe, ', '.join(missing)))
 
     listing = inv.check(allowed)
 
