@@ -2159,7 +2159,10 @@ smtp_cmd_auth(struct smtp_session *s, const char *args)
 	smtp_upstream_mail_start(s);
 }
 
-/* The upstream's answer to our "*": the client already has its 501. */
+/*
+ * The upstream's answer to our "*": the client already has its 501.  A
+ * 235 or 334 to "*" is a protocol error (upstream.c), the connection gone.
+ */
 static void
 smtp_auth_cancelled(void *arg, enum upstream_err err, const struct smtp_reply *r)
 {

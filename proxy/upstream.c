@@ -57,6 +57,7 @@ enum upstream_cmd {
 	UP_CMD_RSET,
 	UP_CMD_NOOP,
 	UP_CMD_AUTH,		/* AUTH and each SASL response */
+	UP_CMD_AUTH_CANCEL,	/* "*": RFC 4954 4, the server must refuse */
 };
 
 enum upstream_state {
@@ -112,6 +113,7 @@ struct upstream {
 	enum upstream_cmd	 cmd;		/* in UP_STATE_COMMAND */
 	unsigned		 expect;	/* replies owed for what we wrote */
 	int			 in_tx;		/* the upstream accepted a MAIL not yet ended */
+	int			 in_sasl;	/* it sent a 334: a SASL response is due */
 
 	int			 in_callback;	/* depth; defer the free */
 	int			 secret;	/* the next line is a credential: don't log it */
@@ -518,6 +520,9 @@ upstream_code_ok(const struct upstream *up, const struct smtp_reply *r)
 			 * client looking like a reply of its own.
 			 */
 			return code == 235 || (code == 334 && r->nlines == 1);
+		case UP_CMD_AUTH_CANCEL:
+			/* Authenticated, or still asking, after "*": never. */
+			return 0;
 		case UP_CMD_OTHER:
 			return code / 100 == 2;
 		}
@@ -615,6 +620,7 @@ upstream_reply(struct upstream *up)
 		upstream_write_line(up, up->pending);
 		break;
 	case UP_STATE_COMMAND:
+		up->in_sasl = up->cmd == UP_CMD_AUTH && code == 334;
 		if (up->cmd == UP_CMD_MAIL && code == 250)
 			up->in_tx = 1;
 		else if (up->cmd == UP_CMD_RSET && code == 250)
@@ -1020,7 +1026,7 @@ upstream_command_secret(struct upstream *up, const char *line,
 		return;
 	upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
 	upstream_enter_state(up, UP_STATE_COMMAND);
-	up->cmd = UP_CMD_AUTH;
+	up->cmd = strcmp(line, "*") == 0 ? UP_CMD_AUTH_CANCEL : UP_CMD_AUTH;
 	up->secret = 1;
 	upstream_write_line(up, line);
 }
@@ -1051,7 +1057,11 @@ upstream_close(struct upstream *up)
 		return;
 	up->done = NULL;
 	up->done_arg = NULL;
-	if (up->state == UP_STATE_READY && up->bev != NULL) {
+	/*
+	 * In the middle of a SASL exchange a QUIT would be read as the
+	 * response (a wrong password counted against us): just hang up.
+	 */
+	if (up->state == UP_STATE_READY && up->bev != NULL && !up->in_sasl) {
 		/* Polite QUIT; the connection frees itself on reply, EOF or timeout. */
 		upstream_enter_state(up, UP_STATE_QUIT);
 		upstream_write_line(up, "QUIT");

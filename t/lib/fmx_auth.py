@@ -56,6 +56,14 @@ class AuthUpstream:
                  connection without a reply (an MTA dying mid-AUTH)
     caps         EHLO keywords
 
+    Attributes a test may change while it runs:
+      plain_challenge  the 334 sent for AUTH PLAIN without an initial
+                       response (bytes, CRLF included; default one line)
+      multi334_users   LOGIN user names whose "Password:" challenge comes
+                       as a multi-line 334 (a misbehaving server)
+      cancel_reply     the reply to a "*" cancelling an exchange (default
+                       501; e.g. a 235 from a server that ignores "*")
+
     Records, under .lock:
       .lines     (conn, bytes) for every line received, CRLF included,
                  SASL responses too
@@ -79,10 +87,14 @@ class AuthUpstream:
         self.close_users = set(close_users)
         self.caps = list(self.CAPS if caps is None else caps)
         self.hostname = hostname
+        self.plain_challenge = b'334 \r\n'
+        self.multi334_users = set()
+        self.cancel_reply = b'501 5.7.0 Authentication cancelled\r\n'
         self.lock = threading.Condition()
         self.lines, self.auth_attempts, self.messages, self.errors = [], [], [], []
         self.sasl = []
         self.auth = {}
+        self.closed = set()         # connections that have ended
         self.nconn = 0
         self._stop = False
         self.socks = []
@@ -154,6 +166,11 @@ class AuthUpstream:
             return b'235 2.7.0 Authentication successful\r\n', False
         return b'535 5.7.8 Error: authentication failed: bad credentials\r\n', False
 
+    def _password_challenge(self, user):
+        if user in self.multi334_users:
+            return b'334-UGFzc3dvcmQ6\r\n334 250 2.7.0 Authentication successful\r\n'
+        return b'334 UGFzc3dvcmQ6\r\n'
+
     @staticmethod
     def _decode(text):
         try:
@@ -214,7 +231,11 @@ class AuthUpstream:
                     with self.lock:
                         self.sasl.append((idx, line))
                     if text == '*':
-                        send(b'501 5.7.0 Authentication cancelled\r\n')
+                        r = self.cancel_reply
+                        if r.startswith(b'235') and state[0] == 'LOGIN-pass':
+                            with self.lock:
+                                self.auth[idx] = state[1]
+                        send(r)
                         continue
                     if state[0] == 'PLAIN':
                         r, close = self._plain(idx, text)
@@ -224,7 +245,7 @@ class AuthUpstream:
                             r, close = b'501 5.5.2 Error: bad base64\r\n', False
                         else:
                             sasl = ('LOGIN-pass', u.decode('latin-1'))
-                            send(b'334 UGFzc3dvcmQ6\r\n')
+                            send(self._password_challenge(sasl[1]))
                             continue
                     else:
                         p = self._decode(text)
@@ -260,7 +281,7 @@ class AuthUpstream:
                     elif mech == 'PLAIN':
                         if ir is None:
                             sasl = ('PLAIN',)
-                            send(b'334 \r\n')
+                            send(self.plain_challenge)
                         else:
                             r, close = self._plain(idx, ir)
                             if close:
@@ -276,7 +297,7 @@ class AuthUpstream:
                                 send(b'501 5.5.2 Error: bad base64\r\n')
                             else:
                                 sasl = ('LOGIN-pass', u.decode('latin-1'))
-                                send(b'334 UGFzc3dvcmQ6\r\n')
+                                send(self._password_challenge(sasl[1]))
                     else:
                         send(b'504 5.5.4 Unrecognized authentication type\r\n')
                 elif verb == 'MAIL':
@@ -320,6 +341,8 @@ class AuthUpstream:
                 s.close()
             except OSError:
                 pass
+            with self.lock:
+                self.closed.add(idx)
 
 
 # ---------------------------------------------------------------- frontmx with arguments

@@ -2,7 +2,8 @@
 # SMTP AUTH (RFC 4954) on a submission listener: offered only inside TLS and
 # only on listeners with auth = true, the SASL exchange relayed to the
 # upstream (which decides), an authenticated client may relay anywhere, a
-# failed or broken exchange leaves the client unauthenticated, and no
+# failed or broken exchange leaves the client unauthenticated (a multi-line
+# 334, a 235 to "*" and an abandoned exchange included), and no
 # credential ever reaches frontmx's log, even with -v.
 import os
 import re
@@ -193,6 +194,89 @@ def test_upstream_dies(mx, up, ctx):
     c.quit()
 
 
+def is_4xx_reply(r):
+    return r.code is not None and r.code // 100 == 4 and r.enh is not None and r.enh.startswith('4.')
+
+
+def test_multiline_334(mx, up, ctx):
+    # a 334 is relayed only as one line: a second line would reach the
+    # client looking like a reply of its own
+    c, e = tls_session(mx.ports[0], ctx)
+    if e is None:
+        return
+    up.plain_challenge = b'334-\r\n334 250 2.7.0 smuggled\r\n'
+    r = c.cmd('AUTH PLAIN')
+    ok(is_4xx_reply(r), 'multi-line 334 to AUTH PLAIN: a 4xx ends the exchange (%r)' % (r,))
+    up.plain_challenge = b'334 \r\n'
+    r = c.cmd('NOOP')
+    reply_is(r, 250, None, 'multi-line 334: the session goes on in step (NOOP 250)')
+    unlike(r.text if r else '', r'smuggled', "multi-line 334: the NOOP reply is frontmx's own")
+    reply_is(relay_probe(c, 'after a multi-line 334'), 554, '5.7.1',
+             'multi-line 334: not authenticated (outside RCPT 554 5.7.1)')
+    # LOGIN: the "Password:" challenge in two lines
+    up.multi334_users.add('multi')
+    reply_is(c.cmd('AUTH LOGIN'), 334, None, 'LOGIN with a multi-line Password challenge: 334')
+    r = c.cmd(b64('multi'))
+    ok(is_4xx_reply(r), 'multi-line "Password:" 334: a 4xx ends the exchange (%r)' % (r,))
+    r = c.cmd('NOOP')
+    reply_is(r, 250, None, 'multi-line Password challenge: NOOP 250')
+    unlike(r.text if r else '', r'Authentication successful', "the upstream's second line never reaches the client")
+    reply_is(relay_probe(c, 'after a multi-line Password challenge', sender='multi@example.com'),
+             554, '5.7.1', 'multi-line Password challenge: not authenticated')
+    reply_is(c.cmd('AUTH PLAIN ' + plain_ir(USER, PASSWORD)), 235, '2.7.0',
+             'then a good AUTH works (a new upstream connection)')
+    c.quit()
+
+
+def test_cancel_ignored(mx, up, ctx):
+    # an upstream that takes "*" for the password and says 235 (RFC 4954 4:
+    # it must refuse): its connection is authenticated as someone the
+    # client is not, and must carry none of the client's mail.  Both ways a
+    # "*" goes up: the client's own, and frontmx's after a broken line.
+    for how in ('client', 'frontmx'):
+        c, e = tls_session(mx.ports[0], ctx)
+        if e is None:
+            return
+        n0 = len(up.messages)
+        reply_is(c.cmd('AUTH LOGIN'), 334, None, 'cancel ignored (%s): AUTH LOGIN 334' % how)
+        reply_is(c.cmd(b64(USER)), 334, None, 'cancel ignored (%s): user 334' % how)
+        up.cancel_reply = b'235 2.7.0 Authentication successful\r\n'
+        if how == 'client':
+            r = c.cmd('*')
+            ok(is_4xx_reply(r), 'cancel ignored (client "*"): a 4xx, not the 235 (%r)' % (r,))
+        else:
+            c.send(b'bm9wZQ\n==\r\n')
+            reply_is(c.reply(), 501, None, 'cancel ignored (bare LF in the SASL line): 501')
+        reply_is(c.cmd('NOOP'), 250, None, 'cancel ignored (%s): NOOP 250' % how)
+        up.cancel_reply = b'501 5.7.0 Authentication cancelled\r\n'
+        reply_is(relay_probe(c, 'after the ignored cancel'), 554, '5.7.1',
+                 'cancel ignored (%s): the client is not authenticated' % how)
+        res = c.transaction('bob@example.com', ['local@example.com'], BODY)
+        reply_is(res['dot'], 250, None, 'cancel ignored (%s): a local message is relayed' % how)
+        c.quit()
+        ok(up.wait_messages(n0 + 1, 10), 'cancel ignored (%s): the message reached the upstream' % how)
+        with up.lock:
+            m = up.messages[n0] if len(up.messages) > n0 else {}
+        is_(m.get('user'), None,
+            'cancel ignored (%s): it went over a connection not authenticated upstream' % how)
+
+
+def test_abandoned(mx, up, ctx):
+    # the client goes away in the middle of an exchange: no QUIT where a
+    # SASL response is due (checked with every SASL line in main)
+    c, e = tls_session(mx.ports[0], ctx)
+    if e is None:
+        return
+    reply_is(c.cmd('AUTH LOGIN'), 334, None, 'abandoned: AUTH LOGIN 334')
+    with up.lock:
+        conn = up.nconn - 1          # the connection this exchange is on
+    c.close()
+    ok(wait_for(lambda: conn in up.closed, 20), 'abandoned: frontmx closed the upstream connection')
+    with up.lock:
+        due = [l for cn, l in up.sasl if cn == conn]
+    is_(due, [], 'abandoned: nothing sent where the SASL response was due (no QUIT taken for a user name)')
+
+
 def test_no_auth_listeners(mx, up, ctx):
     # tls = starttls without auth
     c, e = tls_session(mx.ports[1], ctx)
@@ -243,6 +327,9 @@ def main():
     test_login(mx, up, ctx)
     test_bad_sasl_line(mx, up, ctx)
     test_upstream_dies(mx, up, ctx)
+    test_multiline_334(mx, up, ctx)
+    test_cancel_ignored(mx, up, ctx)
+    test_abandoned(mx, up, ctx)
     test_no_auth_listeners(mx, up, ctx)
     time.sleep(0.3)
     # upstream invariants: a RCPT outside example.com only ever on a
@@ -261,7 +348,7 @@ def main():
         'upstream: every line sent where a SASL response was due is base64 or "*" '
         '(an abandoned exchange is cancelled with "*", RFC 4954 4, not answered with QUIT)')
     is_(errs, [], 'upstream: no protocol violations (CRLF, AUTH twice, AUTH in a transaction, ...)')
-    is_(len(up.messages), 2, 'upstream: exactly the two authenticated messages')
+    is_(len(up.messages), 4, 'upstream: exactly the two authenticated messages and the two local ones')
     ok(mx.alive(), 'frontmx still running')
     test_log(mx)
     mx.finish()
