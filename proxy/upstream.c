@@ -748,7 +748,8 @@ upstream_readcb(struct bufferevent *bev, void *arg)
 			 * unread, upstream_start_tls.)
 			 */
 			if (--up->expect == 0 && up->state != UP_STATE_QUIT &&
-			    up->state != UP_STATE_STARTTLS &&
+			    !(up->state == UP_STATE_STARTTLS &&
+			    up->reply.code == 220) &&
 			    evbuffer_get_length(in) > 0) {
 				upstream_fail(up, UPSTREAM_ERR_PROTOCOL,
 				    "more after the reply than was asked for");

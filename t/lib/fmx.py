@@ -933,8 +933,9 @@ class Upstream:
                   (last element repeats); None means the normal reply
       refuse      (constructor) pick a free port but do not listen;
                   call .listen() later to come up on that port
-      on_rset, on_noop, on_quit
-                  the same for RSET, NOOP and QUIT
+      on_rset, on_noop, on_quit, on_starttls
+                  the same for RSET, NOOP, QUIT and STARTTLS (this upstream
+                  has no TLS: default 454, even when ehlo_caps offer it)
       reset_in_data  close with RST after this many bytes of message data
       silent_at   stop answering at 'greeting','EHLO','XCLIENT','MAIL','RCPT',
                   'DATA','DOT','RSET','QUIT' (keeps reading, never replies)
@@ -969,12 +970,12 @@ class Upstream:
     250.  Each Message's .reply is set before it is published.
     """
 
-    PHASES = ('greeting', 'EHLO', 'HELO', 'XCLIENT', 'XFORWARD', 'MAIL', 'RCPT',
+    PHASES = ('greeting', 'EHLO', 'HELO', 'STARTTLS', 'XCLIENT', 'XFORWARD', 'MAIL', 'RCPT',
               'DATA', 'DOT', 'RSET', 'NOOP', 'QUIT')
 
     def __init__(self, ehlo_caps=None, banner='220 upstream.test ESMTP capture', on_mail=None,
                  on_rcpt=None, on_data=None, on_dot=None, on_helo=None, on_xclient=None,
-                 on_rset=None, on_noop=None, on_quit=None,
+                 on_rset=None, on_noop=None, on_quit=None, on_starttls=None,
                  refuse=False, reset_in_data=None, silent_at=None, garbage_at=None,
                  garbage=b'hello world\r\n', hostname='upstream.test', port=0,
                  inject=None, inject_data_at=1, hold_data=False):
@@ -983,6 +984,7 @@ class Upstream:
         self.on_mail, self.on_rcpt, self.on_data, self.on_dot = on_mail, on_rcpt, on_data, on_dot
         self.on_helo, self.on_xclient = on_helo, on_xclient
         self.on_rset, self.on_noop, self.on_quit = on_rset, on_noop, on_quit
+        self.on_starttls = on_starttls
         self.inject = dict(inject or {})
         self.inject_data_at = inject_data_at
         self.hold_data = hold_data
@@ -1340,6 +1342,11 @@ class Upstream:
                 st['mail'], st['rcpts'] = None, []
                 st['xf_tx'] = []
             self._respond(c, st, 'RSET', r)
+        elif verb == 'STARTTLS':
+            if not any(k.upper() == 'STARTTLS' for k in self.ehlo_caps):
+                self._error(c, 'STARTTLS not advertised')
+            self._respond(c, st, 'STARTTLS', self._pick(self.on_starttls, cmd, c,
+                                                        '454 4.7.0 TLS not available'))
         elif verb == 'NOOP':
             self._respond(c, st, 'NOOP', self._pick(self.on_noop, cmd, c, '250 2.0.0 Ok'))
         elif verb == 'QUIT':

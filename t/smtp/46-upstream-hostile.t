@@ -155,6 +155,23 @@ def early_xclient(d):
     mx.finish()
 
 
+def early_starttls(d):
+    # STARTTLS refused (454), and a reply behind the refusal: frontmx must
+    # not go on in the clear taking it for the next command's reply (bytes
+    # behind a 220 are discarded before the handshake, 41-upstream-tls.t)
+    up = Upstream(ehlo_caps=fmx.DEFAULT_CAPS + ['STARTTLS', 'XCLIENT NAME ADDR PORT PROTO HELO'],
+                  inject={'STARTTLS': '220 2.0.0 early\r\n'})
+    mx = Frontmx(up, name='starttls')
+    c = session(mx)
+    is_4xx(c.cmd('MAIL FROM:<alice@example.org>'), 'a reply behind the STARTTLS refusal: MAIL 4xx')
+    is_(ncmd(up, 'XCLIENT') + ncmd(up, 'MAIL'), 0, 'no XCLIENT or MAIL relayed')
+    up.inject = {}
+    good(c, 'after STARTTLS')
+    c.quit()
+    check_stream(up, 1, 'starttls upstream')
+    mx.finish()
+
+
 def bad_codes(up, mx):
     # final dot: only 250 or a refusal; DATA: only 354 or a refusal
     for attr, reply in (('on_dot', '354 End data with <CR><LF>.<CR><LF>'),
@@ -274,6 +291,7 @@ def main():
 
     early_in_data(d)
     early_xclient(d)
+    early_starttls(d)
 
 
 run(main, timeout=240)
