@@ -367,7 +367,9 @@ class FrontmxArgs(Frontmx):
         self.proc = fmx.start_process([exe] + self.extra_args + ['-c', self.conffile],
                                       stdout=self.log_fh, stderr=subprocess.STDOUT,
                                       env=env, cwd=self.dir)
-        end = time.time() + 10
+        # a guard against a hang only: under valgrind on a loaded machine
+        # the start alone can take well over 10 s
+        end = time.time() + 60
         up = False
         while time.time() < end:
             if self.proc.poll() is not None:
