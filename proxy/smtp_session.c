@@ -652,6 +652,16 @@ smtp_cmd_helo_common(struct smtp_session *s, const char *args, int esmtp)
 	}
 	/* RFC 5321 4.1.4: EHLO/HELO resets the transaction like RSET. */
 	smtp_tx_reset(s);
+	/*
+	 * The upstream connection was told the old name (XCLIENT HELO=,
+	 * XFORWARD HELO=): a new name needs a new connection, unless that
+	 * one carries the client's AUTH.
+	 */
+	if (s->up != NULL && s->auth_id == NULL &&
+	    (strcmp(s->helo, args) != 0 || s->esmtp != esmtp)) {
+		upstream_close(s->up);
+		s->up = NULL;
+	}
 	snprintf(s->helo, sizeof s->helo, "%s", args);
 	s->esmtp = esmtp;
 	smtp_enter_state(s, SMTP_STATE_WAIT);

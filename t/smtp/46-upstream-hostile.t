@@ -151,7 +151,19 @@ def early_xclient(d):
     res = c.transaction('alice@example.org', ['bob@example.com'], BODY)
     reply_is(res['dot'], 250, None, 'then a clean XCLIENT session relays')
     c.quit()
-    check_stream(up, 1, 'xclient upstream')
+    # a second EHLO with another name: the upstream must not keep the
+    # first one (XCLIENT HELO=) for the next transaction
+    c = session(mx)
+    good(c, 'first name')
+    c.ehlo('second.example')
+    good(c, 'second name')
+    c.quit()
+    ok(up.wait_messages(3, 10), 'both messages relayed')
+    with up.lock:
+        m = up.messages[-1]
+    like(m.xclient[-1] if m.xclient else '', r' HELO=second\.example\b',
+         'after a new EHLO the upstream was told the new name (%r)' % (m.xclient[-1:],))
+    check_stream(up, 3, 'xclient upstream')
     mx.finish()
 
 
