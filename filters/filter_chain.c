@@ -66,6 +66,8 @@ struct filter_chain {
 struct fmx_ctx {
 	struct filter_session	*fs;
 	size_t			 idx;
+	uint64_t		 handle;	/* what modules hold (filter_ctx_get) */
+	char			 getbuf[64];	/* api->get() of numbers */
 	void			*conn_data;
 	fmx_free_fn		 conn_free;
 	void			*msg_data;
@@ -83,6 +85,7 @@ struct fmx_ctx {
 	struct event		*timer;		/* api->timer() */
 	fmx_timer_fn		 timer_fn;
 	void			*timer_arg;
+	int			 timer_msg;	/* armed during a message: ends with it */
 };
 
 struct filter_ar {
@@ -100,18 +103,20 @@ struct filter_dnsq {
 	void			*arg;
 	int			 in_query;	/* inside resolver->query() */
 	int			 finished;
+	int			 msg;		/* started during a message: ends with it */
 };
 
 static const struct filter_resolver *filter_resolver;
 
 struct filter_session {
+	unsigned long long		 session_id;	/* facts may be gone: a copy */
 	struct filter_chain		*chain;
 	struct event_base		*base;
 	const struct filter_facts	*facts;
 	struct filter_host		 host;
 	struct fmx_ctx			*ctx;
 	size_t				 n;
-	pthread_mutex_t			 lock;		/* pool threads call the api too */
+	pthread_mutex_t			 lock;		/* recursive: every api call holds it */
 	int				 refs;		/* 1 + pool jobs in flight */
 	int				 dead;
 
@@ -123,7 +128,6 @@ struct filter_session {
 	filter_done_fn			 done;
 	void				*done_arg;
 	struct event			*timeout;
-	char				 getbuf[64];
 
 	/* Message state, reset by filter_session_msg_end(). */
 	int				 msg_open;
@@ -292,6 +296,215 @@ filter_copy_clean(char *dst, size_t dstlen, const char *src)
 	dst[j] = '\0';
 }
 
+/* ---- handles: what a module holds instead of a pointer ------------------ */
+
+/*
+ * A module may keep the struct fmx_ctx * it was given and call the api with
+ * it at any time, from any thread: after the timeout, after its session
+ * ended, from on_abort, from a thread of its own.  So what it holds is not a
+ * pointer but a handle, looked up on every call:
+ *
+ *	bits 63..52	the event-loop thread that owns the session (1..4095)
+ *	bits 51..32	a slot in that thread's table
+ *	bits 31..0	the slot's generation, bumped when the session ends
+ *
+ * Only the owning thread resolves its own handles (so a lookup never races
+ * the free, which happens on that thread too), and a pool thread resolves
+ * only the handle of the blocking call it runs.  Anything else - another
+ * thread, a handle whose session ended - is refused and logged, never
+ * dereferenced.
+ */
+#define FILTER_H_TID_BITS	12
+#define FILTER_H_IDX_BITS	20
+#define FILTER_H_TID_MAX	((1u << FILTER_H_TID_BITS) - 1)
+#define FILTER_H_IDX_MAX	((1u << FILTER_H_IDX_BITS) - 1)
+
+_Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t),
+    "a module's ctx handle must fit in a pointer");
+
+struct filter_slot {
+	struct fmx_ctx	*c;		/* NULL when free */
+	uint32_t	 gen;
+	uint32_t	 next_free;	/* index + 1 of the next free slot, 0 = none */
+};
+
+struct filter_table {
+	unsigned		 tid;
+	struct filter_slot	*slots;
+	uint32_t		 n, cap;
+	uint32_t		 free_head;	/* index + 1, 0 = none */
+};
+
+/* A blocking hook's call, run by a pool thread. */
+struct filter_job {
+	struct filter_job	*next;
+	struct filter_session	*fs;
+	struct fmx_ctx		*c;
+	uint64_t		 handle;
+	unsigned		 gen;		/* c->gen when submitted: stale once it moved */
+	enum filter_phase	 phase;
+	struct filter_args	 args;		/* copies: the session may end meanwhile */
+	char			*str, *str2;
+	unsigned char		*data;
+	char			*copies[32];	/* api->get()/rcpt() results on the pool */
+	size_t			 ncopies;
+	enum fmx_verdict	 verdict;
+	struct event		*keepalive;	/* holds the session's loop open */
+};
+
+static _Thread_local struct filter_table *filter_table;	/* this loop thread's */
+static _Thread_local struct filter_job *filter_job_running;	/* this pool thread's */
+static atomic_uint filter_tid_seq;
+static pthread_key_t filter_table_key;
+static pthread_once_t filter_table_once = PTHREAD_ONCE_INIT;
+
+static void
+filter_table_free(void *arg)
+{
+	struct filter_table *t = arg;
+
+	free(t->slots);
+	free(t);
+}
+
+static void
+filter_table_key_init(void)
+{
+	if (pthread_key_create(&filter_table_key, filter_table_free) != 0)
+		fatalx("filter: pthread_key_create");
+}
+
+/* Give c a handle on this thread's table; -1 if the table is full. */
+static int
+filter_handle_new(struct fmx_ctx *c)
+{
+	struct filter_table *t = filter_table;
+	struct filter_slot *slots;
+	uint32_t i, cap;
+	unsigned tid;
+
+	if (t == NULL) {
+		pthread_once(&filter_table_once, filter_table_key_init);
+		if ((tid = atomic_fetch_add(&filter_tid_seq, 1) + 1) > FILTER_H_TID_MAX ||
+		    (t = calloc(1, sizeof *t)) == NULL)
+			return -1;
+		t->tid = tid;
+		pthread_setspecific(filter_table_key, t);	/* freed at thread exit */
+		filter_table = t;
+	}
+	if (t->free_head != 0) {
+		i = t->free_head - 1;
+		t->free_head = t->slots[i].next_free;
+	} else {
+		if (t->n == t->cap) {
+			cap = t->cap ? t->cap * 2 : 256;
+			if (cap > FILTER_H_IDX_MAX + 1 ||
+			    (slots = reallocarray(t->slots, cap, sizeof *slots)) == NULL)
+				return -1;
+			t->slots = slots;
+			t->cap = cap;
+		}
+		i = t->n++;
+		t->slots[i].gen = 0;
+	}
+	if (++t->slots[i].gen == 0)
+		t->slots[i].gen = 1;
+	t->slots[i].c = c;
+	t->slots[i].next_free = 0;
+	c->handle = ((uint64_t)t->tid << (32 + FILTER_H_IDX_BITS)) |
+	    ((uint64_t)i << 32) | t->slots[i].gen;
+	return 0;
+}
+
+/* The session ended: its handles resolve to nothing from now on. */
+static void
+filter_handle_free(struct fmx_ctx *c)
+{
+	struct filter_table *t = filter_table;
+	uint32_t i = (uint32_t)(c->handle >> 32) & FILTER_H_IDX_MAX;
+
+	if (c->handle == 0)
+		return;
+	if (t == NULL || (unsigned)(c->handle >> (32 + FILTER_H_IDX_BITS)) != t->tid)
+		fatalx("filter: session freed off its own thread");
+	if (++t->slots[i].gen == 0)
+		t->slots[i].gen = 1;
+	t->slots[i].c = NULL;
+	t->slots[i].next_free = t->free_head;
+	t->free_head = i + 1;
+	c->handle = 0;
+}
+
+/* The ctx a handle names, if this thread may act on it now; else NULL. */
+static struct fmx_ctx *
+filter_ctx_get(struct fmx_ctx *h)
+{
+	uint64_t v = (uint64_t)(uintptr_t)h;
+	struct filter_table *t = filter_table;
+	struct filter_job *job = filter_job_running;
+	uint32_t i = (uint32_t)(v >> 32) & FILTER_H_IDX_MAX;
+
+	if (job != NULL)		/* a pool thread: its own call's ctx only */
+		return job->handle == v && v != 0 ? job->c : NULL;
+	if (t == NULL || (unsigned)(v >> (32 + FILTER_H_IDX_BITS)) != t->tid ||
+	    i >= t->n || t->slots[i].c == NULL || t->slots[i].gen != (uint32_t)v)
+		return NULL;
+	return t->slots[i].c;
+}
+
+/*
+ * Every api call goes through here: resolve the handle and take the
+ * session's lock (a blocking hook calls the api from a pool thread while
+ * the loop thread may time it out or end the session).  A pool thread's
+ * call counts only while its job is current.  NULL: refused and logged.
+ */
+static struct fmx_ctx *
+filter_api_enter(struct fmx_ctx *h, const char *call)
+{
+	struct fmx_ctx *c = filter_ctx_get(h);
+	struct filter_job *job = filter_job_running;
+
+	if (c == NULL) {
+		log_warn("filter api %s: stale context or foreign thread, call "
+		    "ignored", call);
+		return NULL;
+	}
+	pthread_mutex_lock(&c->fs->lock);
+	if (job != NULL && (job->fs->dead || c->gen != job->gen)) {
+		pthread_mutex_unlock(&c->fs->lock);
+		log_warn("%016llx filter=%s api %s from a blocking hook that was "
+		    "given up on, call ignored", job->fs->session_id,
+		    c->fs->chain->inst[c->idx].cf->name, call);
+		return NULL;
+	}
+	return c;
+}
+
+static void
+filter_api_leave(struct fmx_ctx *c)
+{
+	pthread_mutex_unlock(&c->fs->lock);
+}
+
+/*
+ * A string for a blocking hook: the session may end while the hook still
+ * runs, so it gets a copy that lives until the hook returns.
+ */
+static const char *
+filter_api_str(const char *v)
+{
+	struct filter_job *job = filter_job_running;
+	char *copy;
+
+	if (job == NULL || v == NULL)
+		return v;
+	if (job->ncopies == sizeof job->copies / sizeof job->copies[0] ||
+	    (copy = strdup(v)) == NULL)
+		return NULL;
+	job->copies[job->ncopies++] = copy;
+	return copy;
+}
+
 /* ---- the api modules call ---------------------------------------------- */
 
 static const char *
@@ -300,16 +513,20 @@ filter_ctx_name(const struct fmx_ctx *c)
 	return c->fs->chain->inst[c->idx].cf->name;
 }
 
+/* One log line for a module; stale: the ctx it named is gone (c is NULL). */
 static void
-filter_api_log(struct fmx_ctx *c, enum fmx_log_level level, const char *fmt, ...)
+filter_vlog(struct fmx_ctx *c, enum fmx_log_level level, int stale,
+    const char *fmt, va_list ap)
 {
 	char buf[1024];
-	va_list ap;
 
-	va_start(ap, fmt);
 	vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
 	filter_copy_clean(buf, sizeof buf, buf);
+	if (stale) {
+		/* Said about a session that ended: keep the words, name no one. */
+		log_warn("filter (stale context) %s", buf);
+		return;
+	}
 	if (c == NULL) {
 		/* init/fini: no session yet */
 		if (level == FMX_LOG_WARN)
@@ -321,18 +538,29 @@ filter_api_log(struct fmx_ctx *c, enum fmx_log_level level, const char *fmt, ...
 		return;
 	}
 	if (level == FMX_LOG_WARN)
-		log_warn("%016llx filter=%s %s", c->fs->facts->session_id,
+		log_warn("%016llx filter=%s %s", c->fs->session_id,
 		    filter_ctx_name(c), buf);
 	else if (level == FMX_LOG_INFO)
-		log_info("%016llx filter=%s %s", c->fs->facts->session_id,
+		log_info("%016llx filter=%s %s", c->fs->session_id,
 		    filter_ctx_name(c), buf);
 	else
-		log_debug("%016llx filter=%s %s", c->fs->facts->session_id,
+		log_debug("%016llx filter=%s %s", c->fs->session_id,
 		    filter_ctx_name(c), buf);
 }
 
+__attribute__((format(printf, 3, 4)))
+static void
+filter_log(struct fmx_ctx *c, enum fmx_log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	filter_vlog(c, level, 0, fmt, ap);
+	va_end(ap);
+}
+
 static const char *
-filter_api_get(struct fmx_ctx *c, const char *key)
+filter_get(struct fmx_ctx *c, const char *key)
 {
 	struct filter_session *fs = c->fs;
 	const struct filter_facts *f = fs->facts;
@@ -344,8 +572,8 @@ filter_api_get(struct fmx_ctx *c, const char *key)
 	if (strcmp(key, "client.addr") == 0)
 		return f->client_addr;
 	if (strcmp(key, "client.port") == 0) {
-		snprintf(fs->getbuf, sizeof fs->getbuf, "%u", f->client_port);
-		return fs->getbuf;
+		snprintf(c->getbuf, sizeof c->getbuf, "%u", f->client_port);
+		return c->getbuf;
 	}
 	if (strcmp(key, "client.name") == 0)
 		return f->client_name ? f->client_name : "unknown";
@@ -358,16 +586,16 @@ filter_api_get(struct fmx_ctx *c, const char *key)
 	if (strcmp(key, "auth") == 0)
 		return f->auth;
 	if (strcmp(key, "session.id") == 0) {
-		snprintf(fs->getbuf, sizeof fs->getbuf, "%016llx", f->session_id);
-		return fs->getbuf;
+		snprintf(c->getbuf, sizeof c->getbuf, "%016llx", f->session_id);
+		return c->getbuf;
 	}
 	if (strcmp(key, "mail.from") == 0)
 		return f->mail_from;
 	if (strcmp(key, "queue.id") == 0)
 		return f->queue_id;
 	if (strcmp(key, "rcpt.count") == 0) {
-		snprintf(fs->getbuf, sizeof fs->getbuf, "%zu", f->nrcpts);
-		return fs->getbuf;
+		snprintf(c->getbuf, sizeof c->getbuf, "%zu", f->nrcpts);
+		return c->getbuf;
 	}
 	if (strcmp(key, "policy") == 0)
 		return f->policy ? f->policy->name : "default";
@@ -389,7 +617,7 @@ filter_api_get(struct fmx_ctx *c, const char *key)
 }
 
 static const char *
-filter_api_rcpt(struct fmx_ctx *c, size_t i)
+filter_rcpt(struct fmx_ctx *c, size_t i)
 {
 	const struct filter_facts *f = c->fs->facts;
 
@@ -397,13 +625,13 @@ filter_api_rcpt(struct fmx_ctx *c, size_t i)
 }
 
 static void *
-filter_api_conn_data(struct fmx_ctx *c)
+filter_conn_data(struct fmx_ctx *c)
 {
 	return c->conn_data;
 }
 
 static void
-filter_api_set_conn_data(struct fmx_ctx *c, void *p, fmx_free_fn fn)
+filter_set_conn_data(struct fmx_ctx *c, void *p, fmx_free_fn fn)
 {
 	if (c->conn_data != NULL && c->conn_free != NULL && c->conn_data != p)
 		c->conn_free(c->conn_data);
@@ -412,13 +640,13 @@ filter_api_set_conn_data(struct fmx_ctx *c, void *p, fmx_free_fn fn)
 }
 
 static void *
-filter_api_msg_data(struct fmx_ctx *c)
+filter_msg_data(struct fmx_ctx *c)
 {
 	return c->msg_data;
 }
 
 static void
-filter_api_set_msg_data(struct fmx_ctx *c, void *p, fmx_free_fn fn)
+filter_set_msg_data(struct fmx_ctx *c, void *p, fmx_free_fn fn)
 {
 	if (c->msg_data != NULL && c->msg_free != NULL && c->msg_data != p)
 		c->msg_free(c->msg_data);
@@ -427,11 +655,11 @@ filter_api_set_msg_data(struct fmx_ctx *c, void *p, fmx_free_fn fn)
 }
 
 static int
-filter_api_set_reply(struct fmx_ctx *c, const char *reply)
+filter_set_reply(struct fmx_ctx *c, const char *reply)
 {
 	if (filter_reply_valid(reply, 0) == -1 ||
 	    strlen(reply) >= sizeof c->reply) {
-		filter_api_log(c, FMX_LOG_WARN, "refused invalid reply from module");
+		filter_log(c, FMX_LOG_WARN, "refused invalid reply from module");
 		return -1;
 	}
 	snprintf(c->reply, sizeof c->reply, "%s", reply);
@@ -439,7 +667,7 @@ filter_api_set_reply(struct fmx_ctx *c, const char *reply)
 }
 
 static int
-filter_api_set_result(struct fmx_ctx *c, const char *result, const char *reason)
+filter_set_result(struct fmx_ctx *c, const char *result, const char *reason)
 {
 	size_t i;
 
@@ -456,7 +684,7 @@ filter_api_set_result(struct fmx_ctx *c, const char *result, const char *reason)
 }
 
 static int
-filter_api_add_auth_result(struct fmx_ctx *c, const char *method,
+filter_add_auth_result(struct fmx_ctx *c, const char *method,
     const char *result, const char *props)
 {
 	struct filter_session *fs = c->fs;
@@ -484,7 +712,7 @@ static int
 filter_edit_allowed(struct fmx_ctx *c)
 {
 	if (c->fs->phase != FILTER_PH_EOM || c->failed) {
-		filter_api_log(c, FMX_LOG_WARN, "message edit outside eom refused");
+		filter_log(c, FMX_LOG_WARN, "message edit outside eom refused");
 		return 0;
 	}
 	return 1;
@@ -500,7 +728,7 @@ filter_add_edit(struct fmx_ctx *c, enum filter_edit_kind kind,
 	if (!filter_edit_allowed(c) || filter_header_name_valid(name) == -1 ||
 	    (value != NULL && filter_header_value_valid(value) == -1) ||
 	    (value == NULL && kind != FILTER_EDIT_CHANGE)) {
-		filter_api_log(c, FMX_LOG_WARN, "refused invalid header edit");
+		filter_log(c, FMX_LOG_WARN, "refused invalid header edit");
 		return -1;
 	}
 	pthread_mutex_lock(&fs->lock);
@@ -525,20 +753,20 @@ filter_add_edit(struct fmx_ctx *c, enum filter_edit_kind kind,
 }
 
 static int
-filter_api_add_header(struct fmx_ctx *c, const char *name, const char *value)
+filter_add_header(struct fmx_ctx *c, const char *name, const char *value)
 {
 	return filter_add_edit(c, FILTER_EDIT_ADD, name, value, 0);
 }
 
 static int
-filter_api_insert_header(struct fmx_ctx *c, size_t index, const char *name,
+filter_insert_header(struct fmx_ctx *c, size_t index, const char *name,
     const char *value)
 {
 	return filter_add_edit(c, FILTER_EDIT_INSERT, name, value, index);
 }
 
 static int
-filter_api_change_header(struct fmx_ctx *c, const char *name, size_t index,
+filter_change_header(struct fmx_ctx *c, const char *name, size_t index,
     const char *value)
 {
 	if (index == 0)
@@ -548,7 +776,7 @@ filter_api_change_header(struct fmx_ctx *c, const char *name, size_t index,
 
 /* A new body must be what a client could have sent: CRLF lines, no NUL. */
 static int
-filter_api_replace_body(struct fmx_ctx *c, const void *body, size_t len)
+filter_replace_body(struct fmx_ctx *c, const void *body, size_t len)
 {
 	struct filter_session *fs = c->fs;
 	const unsigned char *p = body;
@@ -561,7 +789,7 @@ filter_api_replace_body(struct fmx_ctx *c, const void *body, size_t len)
 	for (i = 0; i < len; i++) {
 		if (p[i] == '\0' || (p[i] == '\r' && (i + 1 >= len || p[i + 1] != '\n')) ||
 		    (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))) {
-			filter_api_log(c, FMX_LOG_WARN, "refused body with bare CR/LF or NUL");
+			filter_log(c, FMX_LOG_WARN, "refused body with bare CR/LF or NUL");
 			return -1;
 		}
 		linelen = p[i] == '\n' ? 0 : linelen + 1;
@@ -589,7 +817,7 @@ filter_rcpt_edit(struct fmx_ctx *c, const char *addr, char **list, size_t *n)
 	char *copy;
 
 	if (!filter_edit_allowed(c) || filter_addr_valid(addr) == -1) {
-		filter_api_log(c, FMX_LOG_WARN, "refused invalid recipient edit");
+		filter_log(c, FMX_LOG_WARN, "refused invalid recipient edit");
 		return -1;
 	}
 	if ((copy = strdup(addr)) == NULL)
@@ -606,19 +834,19 @@ filter_rcpt_edit(struct fmx_ctx *c, const char *addr, char **list, size_t *n)
 }
 
 static int
-filter_api_add_rcpt(struct fmx_ctx *c, const char *addr)
+filter_add_rcpt(struct fmx_ctx *c, const char *addr)
 {
 	return filter_rcpt_edit(c, addr, c->fs->add_rcpts, &c->fs->nadd_rcpts);
 }
 
 static int
-filter_api_del_rcpt(struct fmx_ctx *c, const char *addr)
+filter_del_rcpt(struct fmx_ctx *c, const char *addr)
 {
 	return filter_rcpt_edit(c, addr, c->fs->del_rcpts, &c->fs->ndel_rcpts);
 }
 
 static long
-filter_api_msg_read(struct fmx_ctx *c, size_t off, void *buf, size_t len)
+filter_msg_read(struct fmx_ctx *c, size_t off, void *buf, size_t len)
 {
 	struct filter_session *fs = c->fs;
 
@@ -630,21 +858,33 @@ filter_api_msg_read(struct fmx_ctx *c, size_t off, void *buf, size_t len)
 static void	filter_call_done(struct filter_session *, struct fmx_ctx *,
 		    enum fmx_verdict);
 
+/*
+ * The one answer to a pending call.  Anything else - a second answer, an
+ * answer from on_abort or after the timeout, from a blocking hook - is
+ * refused and logged; the first answer stands.  1: the pending call ends.
+ */
 static int
-filter_api_resume(struct fmx_ctx *c, enum fmx_verdict v)
+filter_resume(struct fmx_ctx *c, enum fmx_verdict v)
 {
+	if (c->on_pool) {
+		filter_log(c, FMX_LOG_WARN, "resume from a blocking hook ignored");
+		return -1;
+	}
 	if (c->in_hook) {
+		if (c->resumed) {
+			filter_log(c, FMX_LOG_WARN, "second resume ignored");
+			return -1;
+		}
 		/* Answered before the hook even returned PENDING. */
 		c->resumed = 1;
 		c->resume_verdict = v;
 		return 0;
 	}
-	if (!c->waiting || c->on_pool) {
-		filter_api_log(c, FMX_LOG_WARN, "resume without a pending call ignored");
+	if (!c->waiting) {
+		filter_log(c, FMX_LOG_WARN, "resume without a pending call ignored");
 		return -1;
 	}
-	filter_call_done(c->fs, c, v);
-	return 0;
+	return 1;	/* the caller ends the call, outside the lock */
 }
 
 void
@@ -673,7 +913,7 @@ filter_dns_done_cb(void *arg, int rcode, const unsigned char *pkt, size_t len)
 
 	filter_dns_unlink(c->fs, q);
 	if (!c->failed)
-		q->fn(c, q->arg, rcode, pkt, len);
+		q->fn((struct fmx_ctx *)(uintptr_t)c->handle, q->arg, rcode, pkt, len);
 	if (q->in_query)
 		q->finished = 1;	/* answered from cache inside query(): freed there */
 	else
@@ -681,7 +921,7 @@ filter_dns_done_cb(void *arg, int rcode, const unsigned char *pkt, size_t len)
 }
 
 static int
-filter_api_dns_query(struct fmx_ctx *c, const char *name, int type,
+filter_dns_query(struct fmx_ctx *c, const char *name, int type,
     fmx_dns_fn fn, void *arg)
 {
 	struct filter_session *fs = c->fs;
@@ -689,7 +929,7 @@ filter_api_dns_query(struct fmx_ctx *c, const char *name, int type,
 
 	if (filter_resolver == NULL || c->on_pool || fn == NULL || name == NULL ||
 	    strlen(name) > 253 || type <= 0 || type > 65535) {
-		filter_api_log(c, FMX_LOG_WARN, "dns_query refused");
+		filter_log(c, FMX_LOG_WARN, "dns_query refused");
 		return -1;
 	}
 	if ((q = calloc(1, sizeof *q)) == NULL)
@@ -697,6 +937,7 @@ filter_api_dns_query(struct fmx_ctx *c, const char *name, int type,
 	q->c = c;
 	q->fn = fn;
 	q->arg = arg;
+	q->msg = fs->msg_open;
 	q->next = fs->dnsq;
 	fs->dnsq = q;
 	q->in_query = 1;
@@ -715,7 +956,7 @@ filter_api_dns_query(struct fmx_ctx *c, const char *name, int type,
 }
 
 static int
-filter_api_set_fact(struct fmx_ctx *c, const char *key, const char *value)
+filter_set_fact(struct fmx_ctx *c, const char *key, const char *value)
 {
 	struct filter_session *fs = c->fs;
 	size_t i;
@@ -762,11 +1003,11 @@ filter_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	c->timer_fn = NULL;
 	if (fn != NULL && !c->failed)
-		fn(c, c->timer_arg);
+		fn((struct fmx_ctx *)(uintptr_t)c->handle, c->timer_arg);
 }
 
 static int
-filter_api_timer(struct fmx_ctx *c, unsigned msec, fmx_timer_fn fn, void *arg)
+filter_timer(struct fmx_ctx *c, unsigned msec, fmx_timer_fn fn, void *arg)
 {
 	struct timeval tv = { .tv_sec = msec / 1000, .tv_usec = (msec % 1000) * 1000 };
 
@@ -777,7 +1018,171 @@ filter_api_timer(struct fmx_ctx *c, unsigned msec, fmx_timer_fn fn, void *arg)
 		return -1;
 	c->timer_fn = fn;
 	c->timer_arg = arg;
+	c->timer_msg = c->fs->msg_open;
 	return evtimer_add(c->timer, &tv);
+}
+
+/* The api as modules see it: handles in, every call checked (filter_api_enter). */
+
+static void
+filter_api_log(struct fmx_ctx *h, enum fmx_log_level level, const char *fmt, ...)
+{
+	struct fmx_ctx *c = NULL;
+	va_list ap;
+
+	if (h != NULL && (c = filter_api_enter(h, "log")) == NULL) {
+		va_start(ap, fmt);
+		filter_vlog(NULL, level, 1, fmt, ap);
+		va_end(ap);
+		return;
+	}
+	va_start(ap, fmt);
+	filter_vlog(c, level, 0, fmt, ap);
+	va_end(ap);
+	if (c != NULL)
+		filter_api_leave(c);
+}
+
+static const char *
+filter_api_get(struct fmx_ctx *h, const char *key)
+{
+	struct fmx_ctx *c;
+	const char *v;
+
+	if ((c = filter_api_enter(h, "get")) == NULL)
+		return NULL;
+	v = filter_api_str(filter_get(c, key));
+	filter_api_leave(c);
+	return v;
+}
+
+static const char *
+filter_api_rcpt(struct fmx_ctx *h, size_t i)
+{
+	struct fmx_ctx *c;
+	const char *v;
+
+	if ((c = filter_api_enter(h, "rcpt")) == NULL)
+		return NULL;
+	v = filter_api_str(filter_rcpt(c, i));
+	filter_api_leave(c);
+	return v;
+}
+
+static void *
+filter_api_conn_data(struct fmx_ctx *h)
+{
+	struct fmx_ctx *c;
+	void *v;
+
+	if ((c = filter_api_enter(h, "conn_data")) == NULL)
+		return NULL;
+	v = filter_conn_data(c);
+	filter_api_leave(c);
+	return v;
+}
+
+static void
+filter_api_set_conn_data(struct fmx_ctx *h, void *p, fmx_free_fn fn)
+{
+	struct fmx_ctx *c;
+
+	if ((c = filter_api_enter(h, "set_conn_data")) == NULL)
+		return;
+	filter_set_conn_data(c, p, fn);
+	filter_api_leave(c);
+}
+
+static void *
+filter_api_msg_data(struct fmx_ctx *h)
+{
+	struct fmx_ctx *c;
+	void *v;
+
+	if ((c = filter_api_enter(h, "msg_data")) == NULL)
+		return NULL;
+	v = filter_msg_data(c);
+	filter_api_leave(c);
+	return v;
+}
+
+static void
+filter_api_set_msg_data(struct fmx_ctx *h, void *p, fmx_free_fn fn)
+{
+	struct fmx_ctx *c;
+
+	if ((c = filter_api_enter(h, "set_msg_data")) == NULL)
+		return;
+	filter_set_msg_data(c, p, fn);
+	filter_api_leave(c);
+}
+
+/* The int-returning calls: -1 when refused. */
+#define FILTER_API_INT(name, params, args)				\
+static int								\
+filter_api_##name params						\
+{									\
+	struct fmx_ctx *c;						\
+	int r;								\
+									\
+	if ((c = filter_api_enter(h, #name)) == NULL)			\
+		return -1;						\
+	r = filter_##name args;						\
+	filter_api_leave(c);						\
+	return r;							\
+}
+
+FILTER_API_INT(set_reply, (struct fmx_ctx *h, const char *reply), (c, reply))
+FILTER_API_INT(set_result, (struct fmx_ctx *h, const char *result,
+    const char *reason), (c, result, reason))
+FILTER_API_INT(add_auth_result, (struct fmx_ctx *h, const char *method,
+    const char *result, const char *props), (c, method, result, props))
+FILTER_API_INT(add_header, (struct fmx_ctx *h, const char *name,
+    const char *value), (c, name, value))
+FILTER_API_INT(insert_header, (struct fmx_ctx *h, size_t index,
+    const char *name, const char *value), (c, index, name, value))
+FILTER_API_INT(change_header, (struct fmx_ctx *h, const char *name,
+    size_t index, const char *value), (c, name, index, value))
+FILTER_API_INT(replace_body, (struct fmx_ctx *h, const void *body, size_t len),
+    (c, body, len))
+FILTER_API_INT(add_rcpt, (struct fmx_ctx *h, const char *addr), (c, addr))
+FILTER_API_INT(del_rcpt, (struct fmx_ctx *h, const char *addr), (c, addr))
+FILTER_API_INT(dns_query, (struct fmx_ctx *h, const char *name, int type,
+    fmx_dns_fn fn, void *arg), (c, name, type, fn, arg))
+FILTER_API_INT(timer, (struct fmx_ctx *h, unsigned msec, fmx_timer_fn fn,
+    void *arg), (c, msec, fn, arg))
+FILTER_API_INT(set_fact, (struct fmx_ctx *h, const char *key,
+    const char *value), (c, key, value))
+
+/* Not under the lock: the answer runs the session on (filter_call_done). */
+static int
+filter_api_resume(struct fmx_ctx *h, enum fmx_verdict v)
+{
+	struct fmx_ctx *c;
+	int r;
+
+	if ((c = filter_api_enter(h, "resume")) == NULL)
+		return -1;
+	r = filter_resume(c, v);
+	filter_api_leave(c);
+	if (r == 1) {
+		filter_call_done(c->fs, c, v);
+		r = 0;
+	}
+	return r;
+}
+
+static long
+filter_api_msg_read(struct fmx_ctx *h, size_t off, void *buf, size_t len)
+{
+	struct fmx_ctx *c;
+	long r;
+
+	if ((c = filter_api_enter(h, "msg_read")) == NULL)
+		return -1;
+	r = filter_msg_read(c, off, buf, len);
+	filter_api_leave(c);
+	return r;
 }
 
 static const struct fmx_api filter_api = {
@@ -933,15 +1338,6 @@ filter_chain_wants(const struct filter_chain *ch, enum filter_phase phase)
 
 /* ---- the thread pool for FMX_FLAG_BLOCKING filters ----------------------- */
 
-struct filter_job {
-	struct filter_job	*next;
-	struct filter_session	*fs;
-	struct fmx_ctx		*c;
-	unsigned		 gen;
-	enum fmx_verdict	 verdict;
-	struct event		*keepalive;	/* holds the session's loop open */
-};
-
 static struct {
 	pthread_mutex_t		 lock;
 	pthread_cond_t		 cond;
@@ -956,8 +1352,22 @@ static struct {
 	.cond = PTHREAD_COND_INITIALIZER,
 };
 
-static enum fmx_verdict	filter_call_hook(struct filter_session *, struct fmx_ctx *);
+static enum fmx_verdict	filter_call_hook(struct filter_session *, struct fmx_ctx *,
+			    enum filter_phase, const struct filter_args *);
 static void		filter_session_release(struct filter_session *);
+
+static void
+filter_job_free(struct filter_job *job)
+{
+	size_t i;
+
+	for (i = 0; i < job->ncopies; i++)
+		free(job->copies[i]);
+	free(job->str);
+	free(job->str2);
+	free(job->data);
+	free(job);
+}
 
 static void
 filter_pool_complete(evutil_socket_t fd, short what, void *arg)
@@ -972,8 +1382,20 @@ filter_pool_complete(evutil_socket_t fd, short what, void *arg)
 	event_free(job->keepalive);
 	if (!fs->dead && c->waiting && c->gen == job->gen)
 		filter_call_done(fs, c, job->verdict);
-	free(job);
+	filter_job_free(job);
 	filter_session_release(fs);
+}
+
+/* Is the job still wanted?  Checked under the lock the loop thread gives it up with. */
+static int
+filter_job_current(const struct filter_job *job)
+{
+	int current;
+
+	pthread_mutex_lock(&job->fs->lock);
+	current = !job->fs->dead && job->c->gen == job->gen;
+	pthread_mutex_unlock(&job->fs->lock);
+	return current;
 }
 
 static void *
@@ -997,7 +1419,19 @@ filter_pool_main(void *arg)
 		filter_pool.queued--;
 		pthread_mutex_unlock(&filter_pool.lock);
 
-		job->verdict = filter_call_hook(job->fs, job->c);
+		/*
+		 * A job that waited in the queue past its timeout or its
+		 * session is not run at all.  One that runs gets its own
+		 * copies of the arguments, and its api calls are checked
+		 * against the job (filter_api_enter): the session may end
+		 * while the hook still runs.
+		 */
+		if (filter_job_current(job)) {
+			filter_job_running = job;
+			job->verdict = filter_call_hook(job->fs, job->c, job->phase,
+			    &job->args);
+			filter_job_running = NULL;
+		}
 		/* Back to the session's own loop thread; event_base_once is thread-safe. */
 		if (event_base_once(job->fs->base, -1, EV_TIMEOUT,
 		    filter_pool_complete, job, NULL) == -1)
@@ -1069,13 +1503,27 @@ filter_pool_submit(struct filter_session *fs, struct fmx_ctx *c)
 	}
 	job->fs = fs;
 	job->c = c;
+	job->handle = c->handle;
 	job->gen = c->gen;
+	job->phase = fs->phase;
+	job->args = fs->args;
+	if ((fs->args.str != NULL && (job->args.str = job->str = strdup(fs->args.str)) == NULL) ||
+	    (fs->args.str2 != NULL && (job->args.str2 = job->str2 = strdup(fs->args.str2)) == NULL) ||
+	    (fs->args.len > 0 && (job->data = malloc(fs->args.len)) == NULL)) {
+		event_free(job->keepalive);
+		filter_job_free(job);
+		return -1;
+	}
+	if (job->data != NULL) {
+		memcpy(job->data, fs->args.data, fs->args.len);
+		job->args.data = job->data;
+	}
 	pthread_mutex_lock(&filter_pool.lock);
 	if (filter_pool.nthreads == 0 || filter_pool.queued >= filter_pool.queue_max ||
 	    filter_pool.stopping) {
 		pthread_mutex_unlock(&filter_pool.lock);
 		event_free(job->keepalive);
-		free(job);
+		filter_job_free(job);
 		return -1;
 	}
 	if (filter_pool.tail != NULL)
@@ -1093,47 +1541,51 @@ filter_pool_submit(struct filter_session *fs, struct fmx_ctx *c)
 
 /* ---- running a phase ----------------------------------------------------- */
 
+/*
+ * One hook call, on the loop thread or a pool thread: it sees the phase
+ * and arguments it is given (a pool job's own copies), and the module gets
+ * the ctx's handle, never the pointer.
+ */
 static enum fmx_verdict
-filter_call_hook(struct filter_session *fs, struct fmx_ctx *c)
+filter_call_hook(struct filter_session *fs, struct fmx_ctx *c,
+    enum filter_phase phase, const struct filter_args *a)
 {
 	const struct fmx_filter *f = fs->chain->inst[c->idx].ops;
 	void *inst = fs->chain->inst[c->idx].inst;
-	const struct filter_args *a = &fs->args;
+	struct fmx_ctx *h = (struct fmx_ctx *)(uintptr_t)c->handle;
 	enum fmx_verdict v = FMX_CONTINUE;
 
-	c->in_hook = 1;
-	switch (fs->phase) {
+	switch (phase) {
 	case FILTER_PH_CONNECT:
-		v = f->on_connect(inst, c);
+		v = f->on_connect(inst, h);
 		break;
 	case FILTER_PH_HELO:
-		v = f->on_helo(inst, c, a->str);
+		v = f->on_helo(inst, h, a->str);
 		break;
 	case FILTER_PH_MAIL:
-		v = f->on_mail(inst, c, a->str);
+		v = f->on_mail(inst, h, a->str);
 		break;
 	case FILTER_PH_RCPT:
-		v = f->on_rcpt(inst, c, a->str);
+		v = f->on_rcpt(inst, h, a->str);
 		break;
 	case FILTER_PH_DATA:
-		v = f->on_data(inst, c);
+		v = f->on_data(inst, h);
 		break;
 	case FILTER_PH_HEADER:
-		v = f->on_header(inst, c, a->str, a->str2);
+		v = f->on_header(inst, h, a->str, a->str2);
 		break;
 	case FILTER_PH_EOH:
-		v = f->on_eoh(inst, c);
+		v = f->on_eoh(inst, h);
 		break;
 	case FILTER_PH_BODY:
-		v = f->on_body(inst, c, a->data, a->len);
+		v = f->on_body(inst, h, a->data, a->len);
 		break;
 	case FILTER_PH_EOM:
-		v = f->on_eom(inst, c);
+		v = f->on_eom(inst, h);
 		break;
 	default:
-		fatalx("filter_call_hook: bad phase %d", fs->phase);
+		fatalx("filter_call_hook: bad phase %d", phase);
 	}
-	c->in_hook = 0;
 	return v;
 }
 
@@ -1230,13 +1682,13 @@ filter_apply(struct filter_session *fs, struct fmx_ctx *c, enum fmx_verdict v,
 		v = filter_action_verdict(policy_action(cfg, pol, name, "on_error",
 		    &action) ? action : cf->on_error);
 		log_warn("%016llx filter=%s phase=%s failed, on_error=%s",
-		    fs->facts->session_id, name, filter_phase_name(fs->phase),
+		    fs->session_id, name, filter_phase_name(fs->phase),
 		    config_action_name(cf->on_error));
 		c->reply[0] = '\0';
 		snprintf(c->result, sizeof c->result, "error");
 	} else if (v >= FMX_VERDICT_COUNT || v == FMX_PENDING) {
 		log_warn("%016llx filter=%s phase=%s returned invalid verdict %d, "
-		    "on_error=%s", fs->facts->session_id, name,
+		    "on_error=%s", fs->session_id, name,
 		    filter_phase_name(fs->phase), (int)v,
 		    config_action_name(cf->on_error));
 		v = filter_action_verdict(cf->on_error);
@@ -1246,13 +1698,13 @@ filter_apply(struct filter_session *fs, struct fmx_ctx *c, enum fmx_verdict v,
 		v = filter_action_verdict(action);
 	if (c->result[0] != '\0')
 		log_info("%016llx filter=%s phase=%s result=%s verdict=%s%s%s",
-		    fs->facts->session_id, name, filter_phase_name(fs->phase),
+		    fs->session_id, name, filter_phase_name(fs->phase),
 		    c->result, filter_verdict_name(v), c->reason[0] ? " reason=" : "",
 		    c->reason);
 	if (v != FMX_CONTINUE && v != FMX_ACCEPT && v != FMX_TAG &&
 	    policy_dry_run(cfg, pol, name)) {
 		log_info("%016llx filter=%s dry-run: would %s, relaying",
-		    fs->facts->session_id, name, filter_verdict_name(v));
+		    fs->session_id, name, filter_verdict_name(v));
 		filter_tag(fs, name, "dry-run-");
 		snprintf(fs->outcome.tags + strlen(fs->outcome.tags),
 		    sizeof fs->outcome.tags - strlen(fs->outcome.tags), "%s",
@@ -1288,6 +1740,20 @@ filter_apply(struct filter_session *fs, struct fmx_ctx *c, enum fmx_verdict v,
 	}
 }
 
+/*
+ * The pending call of c is over (answered, timed out, given up): later
+ * answers carry an older generation.  Under the lock, so that a pool
+ * thread's api call sees either the live call or none (filter_api_enter).
+ */
+static void
+filter_call_end(struct filter_session *fs, struct fmx_ctx *c)
+{
+	pthread_mutex_lock(&fs->lock);
+	c->waiting = 0;
+	c->gen++;
+	pthread_mutex_unlock(&fs->lock);
+}
+
 static void
 filter_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -1302,10 +1768,9 @@ filter_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	if (!c->waiting)
 		return;
 	log_warn("%016llx filter=%s phase=%s timed out after %us",
-	    fs->facts->session_id, filter_ctx_name(c), filter_phase_name(fs->phase),
+	    fs->session_id, filter_ctx_name(c), filter_phase_name(fs->phase),
 	    fs->chain->inst[c->idx].cf->timeout);
-	c->waiting = 0;
-	c->gen++;		/* a late answer is now stale */
+	filter_call_end(fs, c);	/* a late answer is now stale */
 	c->failed = 1;		/* never called again in this session */
 	if (filter_apply(fs, c, FMX_TEMPFAIL, 1))
 		fs->next++;
@@ -1315,8 +1780,7 @@ filter_timeout_cb(evutil_socket_t fd, short what, void *arg)
 static void
 filter_call_done(struct filter_session *fs, struct fmx_ctx *c, enum fmx_verdict v)
 {
-	c->waiting = 0;
-	c->gen++;
+	filter_call_end(fs, c);
 	evtimer_del(fs->timeout);
 	if (filter_apply(fs, c, v, 0))
 		fs->next++;
@@ -1367,9 +1831,14 @@ filter_run(struct filter_session *fs)
 			evtimer_add(fs->timeout, &tv);
 			break;
 		}
-		v = filter_call_hook(fs, c);
+		c->in_hook = 1;
+		v = filter_call_hook(fs, c, fs->phase, &fs->args);
+		c->in_hook = 0;
 		if (v == FMX_PENDING && c->resumed)
 			v = c->resume_verdict;
+		else if (c->resumed)
+			filter_log(c, FMX_LOG_WARN, "resume inside a hook that "
+			    "did not return FMX_PENDING ignored");
 		if (v == FMX_PENDING) {
 			c->waiting = 1;
 			evtimer_add(fs->timeout, &tv);
@@ -1409,6 +1878,7 @@ filter_session_new(struct filter_chain *ch, struct event_base *base,
     const struct filter_facts *facts, const struct filter_host *host)
 {
 	struct filter_session *fs;
+	pthread_mutexattr_t attr;
 	size_t i;
 
 	if ((fs = calloc(1, sizeof *fs)) == NULL)
@@ -1430,10 +1900,23 @@ filter_session_new(struct filter_chain *ch, struct event_base *base,
 		fs->host = *host;
 	fs->n = ch->ninst;
 	fs->refs = 1;
-	pthread_mutex_init(&fs->lock, NULL);
+	fs->session_id = facts->session_id;
+	/* Recursive: an api call may lead to another (a cached DNS answer). */
+	pthread_mutexattr_init(&attr);
+	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+	pthread_mutex_init(&fs->lock, &attr);
+	pthread_mutexattr_destroy(&attr);
 	for (i = 0; i < fs->n; i++) {
 		fs->ctx[i].fs = fs;
 		fs->ctx[i].idx = i;
+		if (filter_handle_new(&fs->ctx[i]) == -1) {
+			log_warn("%016llx filter: no room for another session's "
+			    "filter contexts", fs->session_id);
+			while (i-- > 0)
+				filter_handle_free(&fs->ctx[i]);
+			filter_session_release(fs);
+			return NULL;
+		}
 	}
 	return fs;
 }
@@ -1483,6 +1966,7 @@ filter_ctx_msg_free(struct fmx_ctx *c)
 void
 filter_session_msg_end(struct filter_session *fs, int aborted)
 {
+	struct filter_dnsq *q, *qnext;
 	size_t i;
 
 	for (i = 0; i < fs->n; i++) {
@@ -1492,9 +1976,30 @@ filter_session_msg_end(struct filter_session *fs, int aborted)
 		if (c->on_pool)
 			continue;	/* its hook still runs; it cleans up on return */
 		if (aborted && fs->msg_open && !c->failed && fi->ops->on_abort != NULL)
-			fi->ops->on_abort(fi->inst, c);
+			fi->ops->on_abort(fi->inst, (struct fmx_ctx *)(uintptr_t)c->handle);
 		filter_ctx_msg_free(c);
 	}
+	/*
+	 * Lookups and timers a module started during the message would call
+	 * it back about a message that is gone (their argument is usually
+	 * its msg_data, just freed): they end with the message.
+	 */
+	for (q = fs->dnsq; q != NULL; q = qnext) {
+		qnext = q->next;
+		if (!q->msg)
+			continue;
+		filter_dns_unlink(fs, q);
+		if (filter_resolver != NULL)
+			filter_resolver->cancel(fs->base, q->id);
+		free(q);
+	}
+	for (i = 0; i < fs->n; i++)
+		if (fs->ctx[i].timer_msg && fs->ctx[i].timer != NULL &&
+		    !fs->ctx[i].on_pool) {
+			evtimer_del(fs->ctx[i].timer);
+			fs->ctx[i].timer_fn = NULL;
+			fs->ctx[i].timer_msg = 0;
+		}
 	for (i = 0; i < fs->nedits; i++) {
 		free(fs->edits[i].name);
 		free(fs->edits[i].value);
@@ -1542,6 +2047,25 @@ filter_session_release(struct filter_session *fs)
 	free(fs);
 }
 
+/*
+ * Give up the phase in progress: done is never called, and the pending
+ * call's answer, whenever and from wherever it comes, is refused.
+ */
+void
+filter_session_cancel(struct filter_session *fs)
+{
+	size_t i;
+
+	if (fs == NULL)
+		return;
+	fs->done = NULL;
+	fs->next = fs->n;
+	evtimer_del(fs->timeout);
+	for (i = 0; i < fs->n; i++)
+		if (fs->ctx[i].waiting)
+			filter_call_end(fs, &fs->ctx[i]);
+}
+
 void
 filter_session_free(struct filter_session *fs)
 {
@@ -1549,10 +2073,12 @@ filter_session_free(struct filter_session *fs)
 
 	if (fs == NULL)
 		return;
+	/* First: on_abort may call resume() (refused, never run on). */
+	filter_session_cancel(fs);
+	pthread_mutex_lock(&fs->lock);
+	fs->dead = 1;		/* a blocking hook still running is given up */
+	pthread_mutex_unlock(&fs->lock);
 	filter_session_msg_end(fs, 1);
-	fs->done = NULL;
-	fs->dead = 1;
-	evtimer_del(fs->timeout);
 	/* Outstanding lookups must not call into modules after on_close. */
 	while (fs->dnsq != NULL) {
 		struct filter_dnsq *q = fs->dnsq;
@@ -1569,7 +2095,10 @@ filter_session_free(struct filter_session *fs)
 		if (c->timer != NULL)
 			evtimer_del(c->timer);
 		if (!c->on_pool && fi->ops->on_close != NULL)
-			fi->ops->on_close(fi->inst, c);
+			fi->ops->on_close(fi->inst, (struct fmx_ctx *)(uintptr_t)c->handle);
 	}
+	/* From now on what modules hold resolves to nothing. */
+	for (i = 0; i < fs->n; i++)
+		filter_handle_free(&fs->ctx[i]);
 	filter_session_release(fs);
 }

@@ -147,6 +147,11 @@ const struct filter_outcome *filter_session_outcome(struct filter_session *);
 /* Authentication-Results field (CRLF-terminated) for the message; 0 if none was added. */
 size_t			 filter_session_auth_results(struct filter_session *, char *out,
 			    size_t outlen);
+/*
+ * Give up the phase in progress (the client went away, the session is
+ * closing): its done is never called, a late resume() is refused.
+ */
+void			 filter_session_cancel(struct filter_session *);
 /* End of a message: aborted (RSET, error, disconnect) calls on_abort hooks. */
 void			 filter_session_msg_end(struct filter_session *, int aborted);
 /* Calls on_close hooks; safe with a hook still running on the pool. */

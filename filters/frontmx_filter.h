@@ -40,6 +40,14 @@
  *	and calls api->resume() with the verdict when done (from the
  *	callback the core invokes on the session's thread).
  *
+ *	The struct fmx_ctx * a hook gets is a handle, not a pointer: the core
+ *	looks it up on every api call.  A call with the handle of a session
+ *	that ended, from any thread but the session's own (or, for a
+ *	blocking hook, the pool thread running it while its call is still
+ *	wanted) is refused and logged: -1 or NULL, never a crash.  resume()
+ *	counts once per pending call; a second answer, an answer from
+ *	on_abort, after the timeout, or from a blocking hook is refused.
+ *
  * OWNERSHIP
  *	Strings passed to hooks belong to the core and are valid for the
  *	duration of the call only.  Private data set with api->set_conn_data()
@@ -189,7 +197,10 @@ struct fmx_api {
 	 * with ns_initparse/ns_parserr from <arpa/nameser.h>), or with
 	 * rcode -1 and no packet on timeout or failure.  Queries still
 	 * outstanding when the session ends are cancelled: the callback
-	 * never runs after on_close.  0 started, -1 refused.
+	 * never runs after on_close.  Queries and timers started during a
+	 * message (MAIL to the end of data) end with it: their callbacks
+	 * never run after on_abort or the end of that message.  0 started,
+	 * -1 refused.
 	 */
 	int		 (*dns_query)(struct fmx_ctx *, const char *name, int type,
 			    fmx_dns_fn, void *arg);

@@ -247,6 +247,7 @@ static enum smtp_line smtp_frame_line(struct smtp_session *, char *, size_t,
 		    size_t *);
 static void	smtp_upstream_mail_start(struct smtp_session *);
 static void	smtp_session_free(struct smtp_session *);
+static void	smtp_cancel_async(struct smtp_session *);
 
 /*
  * Read from the client again, unless it already shut its side: libevent
@@ -309,6 +310,7 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state state)
 		bufferevent_set_timeouts(s->bev, &tv, NULL);
 		break;
 	case SMTP_STATE_QUIT:
+		smtp_cancel_async(s);
 		bufferevent_disable(s->bev, EV_READ);
 		/*
 		 * Free only once every byte of the last reply is gone: libevent
@@ -3340,13 +3342,35 @@ smtp_session_drain(struct smtp_session *s, int force)
 	}
 }
 
+/*
+ * The session will not go on (closing, or freed next): nothing it waits
+ * for may call it back.  The filters' phase is given up (a late resume()
+ * is refused), the reverse lookup cancelled, and an upstream operation
+ * in flight drops its connection, so a message the client will hear
+ * nothing about is not relayed on.
+ */
+static void
+smtp_cancel_async(struct smtp_session *s)
+{
+	filter_session_cancel(s->fs);
+	if (s->rdns_waiting && s->rdns_id > 1)
+		dns_cancel(bufferevent_get_base(s->bev), s->rdns_id);
+	s->rdns_waiting = 0;
+	s->rdns_id = 0;
+	if (s->up != NULL && !upstream_idle(s->up)) {
+		upstream_close(s->up);
+		s->up = NULL;
+		s->up_in_tx = 0;
+	}
+}
+
 static void
 smtp_session_free(struct smtp_session *s)
 {
 	struct worker *w = s->worker;
 
-	if (s->rdns_waiting && s->rdns_id > 1)
-		dns_cancel(bufferevent_get_base(s->bev), s->rdns_id);
+	/* Before on_abort runs (smtp_tx_reset): it may call resume(). */
+	smtp_cancel_async(s);
 	upstream_close(s->up);
 	smtp_tx_reset(s);
 	filter_session_free(s->fs);

@@ -8,6 +8,9 @@
     dns.address            # "127.0.0.1@PORT", for dns.forward / --dns
     dns.set(name, records) # change the zone while running
     dns.queries            # [(qname, qtype), ...] seen, for assertions
+    dns.hold(name)         # answers for name wait until dns.release()
+    dns.waiting(name)      # how many queries for name are being held
+    dns.release()          # answer every held query now (and later ones)
     dns.stop()
 
 Names not in the zone get NXDOMAIN; names present without the asked type
@@ -40,6 +43,16 @@ class _Resolver(BaseResolver):
         qtype = QTYPE[request.q.qtype]
         with self.owner.lock:
             self.owner.queries.append((_norm(qname), qtype))
+            held = _norm(qname) in self.owner.held
+            if held:
+                self.owner.nwaiting[_norm(qname)] = self.owner.nwaiting.get(_norm(qname), 0) + 1
+        if held:
+            # An answer outstanding for as long as the test wants: it
+            # goes out (normally) when the test calls release().
+            self.owner.released.wait(30)
+            with self.owner.lock:
+                self.owner.nwaiting[_norm(qname)] -= 1
+        with self.owner.lock:
             entry = self.owner.zone.get(_norm(qname))
         if entry == 'TIMEOUT':
             # Say nothing for long enough that the resolver gives up; the
@@ -82,6 +95,9 @@ class FakeDNS:
         self.port = None
         self.servers = []
         self.stopping = threading.Event()
+        self.held = set()
+        self.nwaiting = {}
+        self.released = threading.Event()
 
     def set(self, name, records):
         with self.lock:
@@ -89,6 +105,20 @@ class FakeDNS:
                 self.zone.pop(_norm(name), None)
             else:
                 self.zone[_norm(name)] = records
+
+    def hold(self, name):
+        with self.lock:
+            self.held.add(_norm(name))
+            self.released.clear()
+
+    def waiting(self, name):
+        with self.lock:
+            return self.nwaiting.get(_norm(name), 0)
+
+    def release(self):
+        with self.lock:
+            self.held.clear()
+        self.released.set()
 
     def start(self):
         # Same port for UDP and TCP (large TXT answers fall back to TCP).
@@ -121,6 +151,7 @@ class FakeDNS:
 
     def stop(self):
         self.stopping.set()
+        self.released.set()
         for srv in self.servers:
             try:
                 srv.stop()
