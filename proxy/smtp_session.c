@@ -3360,7 +3360,6 @@ smtp_cancel_async(struct smtp_session *s)
 	if (s->up != NULL && !upstream_idle(s->up)) {
 		upstream_close(s->up);
 		s->up = NULL;
-		s->up_in_tx = 0;
 	}
 }
 

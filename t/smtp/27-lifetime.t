@@ -17,6 +17,8 @@
 # finish (no message whose final dot the client never sent).
 import os
 import re
+import socket
+import struct
 import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
@@ -73,6 +75,16 @@ def drive(c, phase):
     return ok_
 
 
+def vanish(c):
+    """The client goes away at once: a reset, not a half-close (which
+    frontmx answers to the end, t/smtp/46-half-close.t)."""
+    try:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    except OSError:
+        pass
+    c.close()
+
+
 def nothing_relayed(up, name):
     is_(len(up.messages), 0, name + ': no message reached the upstream')
     ok(not any(x.upper() == 'DATA' for x in up.commands()),
@@ -85,12 +97,13 @@ def resume_abort():
     for phase in PHASES:
         up = Upstream()
         mx = Frontmx(up, name='frontmx (resume_abort at %s)' % phase,
-                     conf={'filters': [mis('resume_abort', options={'phase': phase})]})
+                     conf={'filters': [mis('resume_abort', timeout=2,
+                                           options={'phase': phase})]})
         c = SmtpClient(mx.port, timeout=WAIT)
         ok(drive(c, phase), '%s: driven to the pending hook' % phase)
         ok(wait_log(mx, r'filter=mis misbehave pending phase=%s' % phase),
            '%s: the hook is pending' % phase)
-        c.close()
+        vanish(c)
         ok(wait_log(mx, r'smtp disconnect reason='), '%s: the session ended' % phase)
         if phase in ('mail', 'rcpt', 'data', 'eom'):
             # on_abort runs for a message that had started (MAIL onward)
@@ -103,6 +116,19 @@ def resume_abort():
         if phase != 'connect':
             reply_is(c.greeting(), 220, None, '%s: a new session is served' % phase)
         c.close()
+        if phase == 'mail':
+            # Half-closed instead: the client is still owed the MAIL reply,
+            # which comes when the hook times out (a timed-out filter is
+            # not called again, not even on_abort).
+            c = SmtpClient(mx.port, timeout=WAIT)
+            drive(c, phase)
+            ok(wait_log(mx, r'misbehave pending phase=mail', 2), 'half-close: hook pending')
+            c.sock.shutdown(socket.SHUT_WR)
+            reply_is(c.reply(), 451, None, 'half-close: the MAIL reply still comes (on_error)')
+            ok(c.expect_close(WAIT), 'half-close: then frontmx closes')
+            ok(wait_log(mx, r'smtp disconnect reason=', 2), 'half-close: session ended')
+            unlike(mx.log(), r'misbehave abort resume=0', 'half-close: no resume() accepted')
+            c.close()
         nothing_relayed(up, phase)
         mx.finish()
 
@@ -156,7 +182,7 @@ def resume_thread():
     c = SmtpClient(mx.port, timeout=WAIT)
     drive(c, 'mail')
     ok(wait_log(mx, r'misbehave pending phase=mail'), 'thread: MAIL pending')
-    c.close()
+    vanish(c)
     ok(wait_log(mx, r'misbehave thread resume=-?\d+ \(after close\)'),
        'thread: the module\'s thread resumed after the close')
     like(mx.log(), r'misbehave thread resume=-1 \(after close\)',
@@ -196,7 +222,7 @@ def blocking_after_close():
     cs.append(SmtpClient(mx.port, timeout=WAIT))
     ok(wait_log(mx, r'smtp connect', 6), 'blocking: a fifth session is queued')
     for c in cs:
-        c.close()
+        vanish(c)
     ok(wait_log(mx, r'smtp disconnect', 6), 'blocking: the five sessions ended')
     ok(wait_log(mx, r'misbehave woke', 4), 'blocking: the hooks woke up')
     woke = re.findall(r'misbehave woke arg=(\S+) helo=(\S+) from=(\S+) add_header=(-?\d+)', mx.log())
@@ -236,7 +262,7 @@ def upstream_pending():
         if stage == 'DOT':
             ok(wait_for(lambda: any(line == b'.\r\n' for cn in up.conns[probe:] for line in cn.lines), WAIT),
                'silent DOT: the final dot reached the upstream')
-        c.close()
+        vanish(c)
         ok(wait_log(mx, r'smtp disconnect reason='), 'silent %s: session ended' % stage)
         ok(wait_for(lambda: all(cn.closed for cn in up.conns), WAIT),
            'silent %s: frontmx dropped the upstream connection' % stage)
@@ -252,7 +278,7 @@ def upstream_pending():
     drive(c, 'data')
     reply_is(c.reply(), 354, None, 'mid-DATA: 354')
     c.send(b'From: alice@example.org\r\nSubject: half\r\n\r\nfirst half\r\n')
-    c.close()
+    vanish(c)
     ok(wait_log(mx, r'smtp disconnect reason='), 'mid-DATA: session ended')
     nothing_relayed(up, 'mid-DATA')
     mx.finish()
@@ -281,7 +307,7 @@ def dns_pending():
     c.send(proxy_v1('TCP4', '198.51.100.7', '192.0.2.1', 40000, 25))
     ok(wait_for(lambda: dns.waiting('7.100.51.198.in-addr.arpa') > 0, WAIT),
        'rDNS: the PTR query is outstanding')
-    c.close()
+    vanish(c)
     ok(wait_log(mx, r'smtp disconnect reason='), 'rDNS: session ended')
     dns.release()
     # The answer arrives for nobody; a new session is named as usual.
@@ -304,7 +330,7 @@ def dns_pending():
     c.start()
     c.send(b'MAIL FROM:<a@held.example>\r\n')
     ok(wait_for(lambda: dns.waiting('held.example') > 0, WAIT), 'SPF: the TXT query is outstanding')
-    c.close()
+    vanish(c)
     ok(wait_log(mx, r'smtp disconnect reason='), 'SPF: session ended')
     dns.release()
     c = SmtpClient(mx.port, timeout=WAIT)
