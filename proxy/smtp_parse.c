@@ -3,7 +3,7 @@
  *
  * NAME
  *	smtp_parse_verb, smtp_cmd_name, smtp_parse_path, smtp_parse_strerror,
- *	smtp_parse_helo, smtp_parse_domain
+ *	smtp_parse_helo, smtp_parse_domain, smtp_parse_notify
  *
  * DESCRIPTION
  *	Pure functions over one framed command line (see smtp_parse.h): no
@@ -28,8 +28,10 @@
  *				part of Local-part in the 4.1.2 grammar),
  *				domain > 255, path > 256 with the brackets.
  *	  SMTP_PARSE_TOO_MANY_PARAMS / SMTP_PARSE_PARAM_SYNTAX.
- *
- *	Duplicate ESMTP keywords are not detected here; that is policy.
+ *	  SMTP_PARSE_PARAM_DUP	the same esmtp-keyword twice, any case:
+ *				RFC 5321 4.1.2 lets each appear once, and
+ *				"BODY=7BIT BODY=8BITMIME" would mean one thing
+ *				here and perhaps another to the upstream.
  */
 #include <arpa/inet.h>
 #include <string.h>
@@ -73,6 +75,7 @@ static const char *const smtp_parse_errstr[SMTP_PARSE_ERR_COUNT] = {
 	[SMTP_PARSE_PARAM_SYNTAX]	= "bad ESMTP parameter",
 	[SMTP_PARSE_TOO_MANY_PARAMS]	= "too many ESMTP parameters",
 	[SMTP_PARSE_8BIT]		= "8-bit character in address",
+	[SMTP_PARSE_PARAM_DUP]		= "duplicate ESMTP parameter",
 };
 
 /* Locale-independent ctype: the parser must not change with setlocale(). */
@@ -388,8 +391,44 @@ smtp_parse_params(const char *p, struct smtp_path *out)
 		}
 		if (*p != ' ' && *p != '\0')
 			return SMTP_PARSE_PARAM_SYNTAX;
+		for (k = 0; k < out->nparams; k++)
+			if (strcmp(out->params[k].key, prm->key) == 0)
+				return SMTP_PARSE_PARAM_DUP;
 		out->nparams++;
 	}
+}
+
+int
+smtp_parse_notify(const char *value)
+{
+	static const char *const kw[] = { "NEVER", "SUCCESS", "FAILURE", "DELAY" };
+	unsigned seen = 0;
+	const char *p, *end;
+	size_t i, j, n;
+
+	if (value == NULL)
+		return -1;
+	for (p = value;; p = end + 1) {
+		end = strchr(p, ',');
+		n = end != NULL ? (size_t)(end - p) : strlen(p);
+		for (i = 0; i < sizeof kw / sizeof kw[0]; i++) {
+			if (strlen(kw[i]) != n)
+				continue;
+			for (j = 0; j < n &&
+			    smtp_parse_upper((unsigned char)p[j]) == kw[i][j]; j++)
+				;
+			if (j == n)
+				break;
+		}
+		/* An empty or unknown element, or one seen before. */
+		if (i == sizeof kw / sizeof kw[0] || (seen & (1u << i)))
+			return -1;
+		seen |= 1u << i;
+		if (end == NULL)
+			break;
+	}
+	/* NEVER stands alone (RFC 3461 4.1). */
+	return (seen & 1u) && seen != 1u ? -1 : 0;
 }
 
 static enum smtp_parse_err

@@ -55,6 +55,7 @@ enum smtp_parse_err {
 	SMTP_PARSE_PARAM_SYNTAX,	/* 501 5.5.4 bad esmtp-param */
 	SMTP_PARSE_TOO_MANY_PARAMS,	/* 501 5.5.4 */
 	SMTP_PARSE_8BIT,		/* non-ASCII in the address (SMTPUTF8 is not ours yet) */
+	SMTP_PARSE_PARAM_DUP,		/* 501 5.5.4 the same esmtp-keyword twice */
 	SMTP_PARSE_ERR_COUNT
 };
 
@@ -95,6 +96,13 @@ enum smtp_parse_err smtp_parse_path_utf8(const char *args, enum smtp_cmd,
 		    struct smtp_path *out);
 /* 1 if p[0..len) is well-formed UTF-8 (RFC 3629), no C1 controls. */
 int		 smtp_parse_utf8_valid(const unsigned char *p, size_t len);
+
+/*
+ * RFC 3461 4.1 NOTIFY value: "NEVER", or one or more of SUCCESS, FAILURE
+ * and DELAY (any case) separated by single commas, none twice.  0 ok,
+ * -1 bad ("SUCCESS,,FAILURE", a trailing comma, "NEVER,DELAY", ...).
+ */
+int		 smtp_parse_notify(const char *value);
 
 /* HELO/EHLO argument: a domain or an address literal "[192.0.2.1]" / "[IPv6:...]". 0 ok, -1 bad. */
 int		 smtp_parse_helo(const char *arg);

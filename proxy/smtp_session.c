@@ -949,6 +949,9 @@ smtp_path_refused(struct smtp_session *s, enum smtp_parse_err e,
 	case SMTP_PARSE_TOO_MANY_PARAMS:
 		smtp_error(s, "501 5.5.4 Error: bad parameters");
 		return 1;
+	case SMTP_PARSE_PARAM_DUP:
+		smtp_error(s, "501 5.5.4 Error: duplicate parameter");
+		return 1;
 	case SMTP_PARSE_8BIT:
 		smtp_error(s, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
 		return 1;
@@ -1088,24 +1091,7 @@ smtp_rcpt_params(struct smtp_session *s, const struct smtp_path *p, char *out,
 			return -1;
 		}
 		if (strcmp(pa->key, "NOTIFY") == 0 && pa->has_value) {
-			char v[64], *tok, *save = NULL;
-			int never = 0, other = 0;
-
-			if (strlen(pa->value) >= sizeof v)
-				goto bad;
-			snprintf(v, sizeof v, "%s", pa->value);
-			for (tok = strtok_r(v, ",", &save); tok != NULL;
-			    tok = strtok_r(NULL, ",", &save)) {
-				if (strcasecmp(tok, "NEVER") == 0)
-					never++;
-				else if (strcasecmp(tok, "SUCCESS") == 0 ||
-				    strcasecmp(tok, "FAILURE") == 0 ||
-				    strcasecmp(tok, "DELAY") == 0)
-					other++;
-				else
-					goto bad;
-			}
-			if ((never && other) || never > 1 || (!never && !other))
+			if (smtp_parse_notify(pa->value) == -1)
 				goto bad;
 			n = snprintf(out + used, outlen - used, " NOTIFY=%s", pa->value);
 		} else if (strcmp(pa->key, "ORCPT") == 0 && pa->has_value &&

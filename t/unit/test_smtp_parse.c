@@ -10,6 +10,37 @@
 
 #define N(a)	(sizeof(a) / sizeof((a)[0]))
 
+/* RFC 3461 4.1 NOTIFY values, expected results written by hand. */
+struct notify_case {
+	const char	*value;
+	int		 want;		/* 0 accepted, -1 refused */
+};
+
+static const struct notify_case notify_cases[] = {
+	{ "NEVER",			0 },
+	{ "never",			0 },
+	{ "SUCCESS",			0 },
+	{ "FAILURE",			0 },
+	{ "DELAY",			0 },
+	{ "SUCCESS,FAILURE",		0 },
+	{ "success,Failure,DELAY",	0 },
+	{ "DELAY,SUCCESS",		0 },
+	{ "SUCCESS,,FAILURE",		-1 },
+	{ "SUCCESS,",			-1 },
+	{ ",SUCCESS",			-1 },
+	{ ",",				-1 },
+	{ "",				-1 },
+	{ "SUCCESS,SUCCESS",		-1 },
+	{ "NEVER,NEVER",		-1 },
+	{ "NEVER,SUCCESS",		-1 },
+	{ "FAILURE,NEVER",		-1 },
+	{ "SUCCESS FAILURE",		-1 },
+	{ "SUCCES",			-1 },
+	{ "SUCCESSX",			-1 },
+	{ "NEVERS",			-1 },
+	{ "SUCCESS;FAILURE",		-1 },
+};
+
 struct verb_case {
 	const char	*line;
 	enum smtp_cmd	 cmd;
@@ -87,6 +118,7 @@ struct path_case {
 #define PSYN	SMTP_PARSE_PARAM_SYNTAX
 #define MANY	SMTP_PARSE_TOO_MANY_PARAMS
 #define EIGHT	SMTP_PARSE_8BIT
+#define DUP	SMTP_PARSE_PARAM_DUP
 #define MAIL	SMTP_CMD_MAIL
 #define RCPT	SMTP_CMD_RCPT
 
@@ -178,6 +210,19 @@ static const struct path_case path_cases[] = {
 	{ "TAB in value", MAIL, "FROM:<a@b> SIZE=1\t2", PSYN, 0, 0, 0, 0 },
 	{ "DEL in value", MAIL, "FROM:<a@b> SIZE=1\x7f", PSYN, 0, 0, 0, 0 },
 	{ "param glued to '>'", MAIL, "FROM:<a@b>SIZE=10", PSYN, 0, 0, 0, 0 },
+	/* RFC 5321 4.1.2: each esmtp-keyword once (issue 8 item 12). */
+	{ "BODY twice", MAIL, "FROM:<a@b> BODY=7BIT BODY=8BITMIME", DUP, 0, 0, 0, 0 },
+	{ "BODY twice, same value", MAIL, "FROM:<a@b> BODY=7BIT BODY=7BIT", DUP, 0, 0, 0, 0 },
+	{ "ENVID twice", MAIL, "FROM:<a@b> ENVID=x ENVID=y", DUP, 0, 0, 0, 0 },
+	{ "SIZE twice, other case", MAIL, "FROM:<a@b> size=1 SIZE=2", DUP, 0, 0, 0, 0 },
+	{ "RET twice apart", MAIL, "FROM:<a@b> RET=FULL SIZE=1 Ret=HDRS", DUP, 0, 0, 0, 0 },
+	{ "SMTPUTF8 twice", MAIL, "FROM:<a@b> SMTPUTF8 SMTPUTF8", DUP, 0, 0, 0, 0 },
+	{ "keyword with and without value", MAIL, "FROM:<a@b> SMTPUTF8 SMTPUTF8=x", DUP, 0, 0, 0, 0 },
+	{ "unknown keyword twice", MAIL, "FROM:<a@b> X-A=1 X-A=1", DUP, 0, 0, 0, 0 },
+	{ "NOTIFY twice", RCPT, "TO:<a@b> NOTIFY=NEVER NOTIFY=SUCCESS", DUP, 0, 0, 0, 0 },
+	{ "ORCPT twice", RCPT, "TO:<a@b> ORCPT=rfc822;a ORCPT=rfc822;b", DUP, 0, 0, 0, 0 },
+	{ "duplicate after a syntax error", MAIL, "FROM:<a@b> SIZE=1 SIZE=", PSYN, 0, 0, 0, 0 },
+	{ "prefix of another keyword", MAIL, "FROM:<a@b> X-A=1 X-AB=1 X=1", OK_, "a@b", "a", "b", 3 },
 };
 
 struct domain_case {
@@ -432,6 +477,12 @@ main(void)
 
 	test_path_lengths();
 	test_params();
+
+	for (i = 0; i < N(notify_cases); i++)
+		ok(smtp_parse_notify(notify_cases[i].value) == notify_cases[i].want,
+		    "notify: \"%s\" %s", notify_cases[i].value,
+		    notify_cases[i].want == 0 ? "accepted" : "refused");
+	ok(smtp_parse_notify(NULL) == -1, "notify: NULL refused");
 
 	for (i = 0; i < N(domain_cases); i++) {
 		const struct domain_case *c = &domain_cases[i];
