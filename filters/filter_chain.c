@@ -1686,7 +1686,7 @@ filter_apply(struct filter_session *fs, struct fmx_ctx *c, enum fmx_verdict v,
 		    config_action_name(cf->on_error));
 		c->reply[0] = '\0';
 		snprintf(c->result, sizeof c->result, "error");
-	} else if (v >= FMX_VERDICT_COUNT || v == FMX_PENDING) {
+	} else if ((unsigned)v >= FMX_VERDICT_COUNT || v == FMX_PENDING) {
 		log_warn("%016llx filter=%s phase=%s returned invalid verdict %d, "
 		    "on_error=%s", fs->session_id, name,
 		    filter_phase_name(fs->phase), (int)v,

@@ -41,8 +41,6 @@
 #define POLICY_DOMAIN_MAX	253
 /* A trailing dot and the NUL on top. */
 #define POLICY_DOMAIN_BUF	(POLICY_DOMAIN_MAX + 2)
-/* Fold before a part that would take the line past this (RFC 5322 2.1.1's 78). */
-#define POLICY_AR_FOLD		78
 /* Longest "ptype.property" name, and longest method/result keyword. */
 #define POLICY_AR_NAME_MAX	64
 
@@ -387,19 +385,12 @@ policy_authserv_id_valid(const char *s)
 }
 
 /*
- * Rendering.  A bounded writer: everything goes through policy_put(),
- * which never writes past size - 1 (room for the NUL) and remembers an
- * overflow instead, so the caller checks once at the end.
+ * Rendering: the bounded header-field writer of policy.h.  Everything goes
+ * through policy_put(), which never writes past size - 1 (room for the
+ * NUL) and remembers an overflow instead, so the caller checks once at
+ * the end.
  */
-struct policy_buf {
-	char	*p;
-	size_t	 size;
-	size_t	 len;
-	size_t	 col;		/* bytes since the last CRLF */
-	int	 overflow;
-};
-
-static void
+void
 policy_put(struct policy_buf *b, const char *s, size_t n)
 {
 	if (b->overflow || n >= b->size - b->len) {
@@ -409,27 +400,32 @@ policy_put(struct policy_buf *b, const char *s, size_t n)
 	memcpy(b->p + b->len, s, n);
 	b->len += n;
 	b->col += n;
+	b->p[b->len] = '\0';
 }
 
-static void
+void
 policy_puts(struct policy_buf *b, const char *s)
 {
 	policy_put(b, s, strlen(s));
 }
 
 /* A fold: RFC 5322 2.2.3 FWS, CRLF then a tab.  The only CRLF we emit. */
-static void
+void
 policy_fold(struct policy_buf *b)
 {
 	policy_put(b, "\r\n\t", 3);
 	b->col = 1;
 }
 
-/* One more part of a resinfo: on this line if it fits, else on the next. */
-static void
+/*
+ * One more word: on this line if it fits, else on the next.  A word is
+ * never folded away from a fold's own tab, which would leave a line of
+ * white space only (RFC 5322 3.2.2 forbids it).
+ */
+void
 policy_part(struct policy_buf *b, const char *s, size_t n)
 {
-	if (b->col + 1 + n > POLICY_AR_FOLD)
+	if (b->col > 1 && b->col + 1 + n > POLICY_FOLD)
 		policy_fold(b);
 	else
 		policy_put(b, " ", 1);

@@ -86,6 +86,8 @@
 
 /* Room for any rendered field with a few dozen results. */
 #define POLICY_AR_MAX		8192
+/* Fold before a word that would take the line past this (RFC 5322 2.1.1's 78). */
+#define POLICY_FOLD		78
 /* Bytes of comment text kept from one reason, escapes included. */
 #define POLICY_AR_REASON_MAX	256
 /* Longest property value rendered, quotes and escapes included. */
@@ -121,6 +123,26 @@ int		 policy_ar_keyword_valid(const char *s, int version_ok);
 /* 1 if s is an RFC 2045 token usable as an authserv-id (1..255 bytes). */
 int		 policy_authserv_id_valid(const char *s);
 
+/*
+ * A bounded header-field writer, used for Authentication-Results here and
+ * for Received in the session: p holds size bytes and stays NUL-terminated; col counts the
+ * octets since the last CRLF; overflow is set instead of writing past
+ * the end.  policy_part() puts one word after a space, or after a fold
+ * when the line would pass POLICY_FOLD; a word shorter than 990 octets
+ * therefore keeps every line within RFC 5322's 998.
+ */
+struct policy_buf {
+	char	*p;
+	size_t	 size;
+	size_t	 len;
+	size_t	 col;		/* bytes since the last CRLF */
+	int	 overflow;
+};
+
+void		 policy_put(struct policy_buf *, const char *, size_t);
+void		 policy_puts(struct policy_buf *, const char *);
+void		 policy_fold(struct policy_buf *);
+void		 policy_part(struct policy_buf *, const char *, size_t);
 void		 policy_index_build(struct config *);
 void		 policy_index_free(struct policy_index *);
 

@@ -62,10 +62,17 @@
 #include "xtext.h"
 
 #define SMTP_REPLY_BUF		(SMTP_REPLY_TEXT_MAX + 2048)
-#define SMTP_RECEIVED_MAX	1024
+/*
+ * The longest Received field: "from" HELO (255), "(" PTR name (255),
+ * "[" address (46) "])", the TLS comment (96), "by" hostname (255),
+ * "(frontmx) with ESMTPSA id" and the id (37), "for <" path (256) ">;",
+ * the date (64), every separator a 3-octet fold, and room to spare.
+ */
+#define SMTP_RECEIVED_MAX	2048
 #define SMTP_HELO_MAX		SMTP_DOMAIN_MAX
 #define SMTP_QUIT_TIMEOUT	10	/* seconds to flush the last reply */
 #define SMTP_BODY_CHUNK		65536	/* body bytes per on_body call (API promise) */
+#define SMTP_HEADER_LINE_MAX	998	/* RFC 5322 2.1.1, without the CRLF */
 #define SMTP_EXTRA_HEADERS	8192	/* room for Received, A-R, tag and edits */
 #define SMTP_OUTPUT_HIGH	65536	/* replies a client leaves unread before we stop reading it */
 #define SMTP_PROXY_TIMEOUT	10	/* seconds for a load balancer's PROXY header */
@@ -1243,36 +1250,64 @@ smtp_cmd_data(struct smtp_session *s, const char *args)
 	smtp_filter(s, FILTER_PH_DATA, NULL, smtp_data_start_done);
 }
 
-/* RFC 5321 4.4 trace field; every part comes from validated input. */
-static void
+/*
+ * RFC 5321 4.4 trace field; every part comes from validated input.  The
+ * client controls most of it (a 255-octet HELO, a 253-octet PTR name it
+ * owns, a 256-octet path), so it is written word by word and folded
+ * (RFC 5322 2.2.3) wherever a line would pass 78 octets: no word is
+ * longer than a domain plus a few octets, so no line can pass 998.
+ * SMTP_RECEIVED_MAX holds the longest possible field; -1 (logged) if
+ * that sum were ever wrong, never a truncated field.
+ */
+static int
 smtp_received(struct smtp_session *s)
 {
-	char date[64];
+	struct policy_buf b = { s->received, sizeof s->received, 0, 0, 0 };
+	char date[64], word[SMTP_PATH_MAX + 8];
 	struct tm tm;
 	time_t now = time(NULL);
 	int n;
 
 	localtime_r(&now, &tm);
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	policy_puts(&b, "Received: from");
+	policy_part(&b, s->helo, strlen(s->helo));
+	n = snprintf(word, sizeof word, "(%s", s->name);
+	policy_part(&b, word, (size_t)n);
+	n = snprintf(word, sizeof word, "[%s])", s->addr);
+	policy_part(&b, word, (size_t)n);
 	/* RFC 3848 protocol names; the TLS details in a comment, as Postfix does. */
-	n = snprintf(s->received, sizeof s->received,
-	    "Received: from %s (%s [%s])\r\n%s%s%s"
-	    "\tby %s (frontmx) with %s id %016llx.%lu%s%s%s;\r\n"
-	    "\t%s\r\n",
-	    s->helo, s->name, s->addr,
-	    s->tls == SMTP_TLS_ACTIVE ? "\t(using " : "",
-	    s->tls == SMTP_TLS_ACTIVE ? s->tls_desc : "",
-	    s->tls == SMTP_TLS_ACTIVE ? ")\r\n" : "",
-	    s->cfg->hostname,
-	    s->tls == SMTP_TLS_ACTIVE ? (s->auth_id ? "ESMTPSA" :
-	    s->esmtp ? "ESMTPS" : "SMTPS") : (s->esmtp ? "ESMTP" : "SMTP"),
-	    s->id, s->messages,
-	    s->nrcpts == 1 ? "\r\n\tfor <" : "",
-	    s->nrcpts == 1 ? s->rcpts[0] : "",
-	    s->nrcpts == 1 ? ">" : "", date);
-	if (n < 0 || (size_t)n >= sizeof s->received)
-		fatalx("smtp_received: header over limit");
-	s->receivedlen = (size_t)n;
+	if (s->tls == SMTP_TLS_ACTIVE) {
+		policy_fold(&b);
+		policy_puts(&b, "(using ");
+		policy_puts(&b, s->tls_desc);
+		policy_puts(&b, ")");
+	}
+	policy_fold(&b);
+	policy_puts(&b, "by");
+	policy_part(&b, s->cfg->hostname, strlen(s->cfg->hostname));
+	policy_part(&b, "(frontmx) with", 14);
+	policy_puts(&b, s->tls == SMTP_TLS_ACTIVE ? (s->auth_id ? " ESMTPSA" :
+	    s->esmtp ? " ESMTPS" : " SMTPS") : (s->esmtp ? " ESMTP" : " SMTP"));
+	n = snprintf(word, sizeof word, "id %016llx.%lu%s", s->id, s->messages,
+	    s->nrcpts == 1 ? "" : ";");
+	policy_part(&b, word, (size_t)n);
+	if (s->nrcpts == 1) {
+		policy_fold(&b);
+		policy_puts(&b, "for");
+		n = snprintf(word, sizeof word, "<%s>;", s->rcpts[0]);
+		policy_part(&b, word, (size_t)n);
+	}
+	policy_fold(&b);
+	policy_puts(&b, date);
+	policy_put(&b, "\r\n", 2);
+	if (b.overflow) {
+		log_warn("%016llx smtp Received field over %zu octets", s->id,
+		    sizeof s->received);
+		return -1;
+	}
+	s->receivedlen = b.len;
+	return 0;
 }
 
 static double
@@ -1443,7 +1478,7 @@ smtp_build_head(struct smtp_session *s, const struct filter_outcome *o)
 		extra += strlen(o->edits[e].name) + 4 +
 		    (o->edits[e].value ? strlen(o->edits[e].value) : 0);
 	cap = s->eoh_off + s->receivedlen + SMTP_EXTRA_HEADERS + extra +
-	    (s->cfg->tag_subject_prefix ? strlen(s->cfg->tag_subject_prefix) : 0) + 2;
+	    (s->cfg->tag_subject_prefix ? strlen(s->cfg->tag_subject_prefix) + 3 : 0) + 2;
 	if ((s->head = malloc(cap)) == NULL)
 		return -1;
 	s->headlen = 0;
@@ -1499,12 +1534,29 @@ smtp_build_head(struct smtp_session *s, const struct filter_outcome *o)
 		if (!subject_done && o->verdict == FMX_TAG &&
 		    s->cfg->tag_subject_prefix != NULL &&
 		    smtp_field_is(f, vlen, "Subject")) {
+			const char *prefix = s->cfg->tag_subject_prefix;
+			const char *eol;
+			size_t plen = strlen(prefix);
+
 			subject_done = 1;
-			smtp_head_add(s, cap, "Subject: ", 9);
-			smtp_head_add(s, cap, s->cfg->tag_subject_prefix,
-			    strlen(s->cfg->tag_subject_prefix));
 			while (value < f + vlen && (*value == ' ' || *value == '\t'))
 				value++;
+			eol = memchr(value, '\r', (size_t)(f + vlen - value));
+			smtp_head_add(s, cap, "Subject: ", 9);
+			if (eol != NULL && 9 + plen + (size_t)(eol - value) >
+			    SMTP_HEADER_LINE_MAX) {
+				/*
+				 * The client's first line was already near the
+				 * 998-octet limit (RFC 5322 2.1.1): fold between
+				 * the prefix and the old subject instead.
+				 */
+				while (plen > 0 && (prefix[plen - 1] == ' ' ||
+				    prefix[plen - 1] == '\t'))
+					plen--;
+				smtp_head_add(s, cap, prefix, plen);
+				smtp_head_add(s, cap, "\r\n ", 3);
+			} else
+				smtp_head_add(s, cap, prefix, plen);
 			smtp_head_add(s, cap, value, (size_t)(f + vlen - value));
 		} else
 			smtp_head_add(s, cap, f, vlen);
@@ -1704,8 +1756,7 @@ smtp_eom_done(void *arg, const struct filter_result *res)
 		smtp_message_done(s);
 		return;
 	}
-	smtp_received(s);
-	if (smtp_build_head(s, o) == -1) {
+	if (smtp_received(s) == -1 || smtp_build_head(s, o) == -1) {
 		smtp_log_message(s, "tempfail", "out of memory or spool error");
 		smtp_reply(s, "451 4.3.0 Error: local error, try again later");
 		smtp_message_done(s);
@@ -1798,6 +1849,19 @@ smtp_replay_next(struct smtp_session *s)
 	} while (s->replay_again);
 }
 
+/* Our own disk failed under the message: the client keeps it (451). */
+static void
+smtp_replay_failed(struct smtp_session *s)
+{
+	free(s->replay_buf);
+	s->replay_buf = NULL;
+	s->replay_i = 0;
+	s->replay_off = 0;
+	smtp_log_message(s, "tempfail", "spool read error");
+	smtp_reply(s, "451 4.3.0 Error: local error, try again later");
+	smtp_message_done(s);
+}
+
 static void
 smtp_replay_step(struct smtp_session *s)
 {
@@ -1812,10 +1876,13 @@ smtp_replay_step(struct smtp_session *s)
 		const struct smtp_hdr *h = &s->hdrs[s->replay_i++];
 
 		free(s->replay_buf);
-		if ((s->replay_buf = malloc(h->len + 1)) == NULL ||
-		    spool_read(&s->spool, (off_t)h->off, s->replay_buf, h->len) !=
-		    (ssize_t)h->len)
-			fatalx("smtp_replay_next: spool read");
+		if ((s->replay_buf = malloc(h->len + 1)) == NULL)
+			fatalx("out of memory");
+		if (spool_read(&s->spool, (off_t)h->off, s->replay_buf, h->len) !=
+		    (ssize_t)h->len) {
+			smtp_replay_failed(s);
+			return;
+		}
 		len = h->len - 2;	/* without the final CRLF */
 		s->replay_buf[len] = '\0';
 		colon = strchr(s->replay_buf, ':');
@@ -1849,8 +1916,10 @@ smtp_replay_step(struct smtp_session *s)
 			fatalx("out of memory");
 		n = spool_read(&s->spool, (off_t)s->replay_off, s->replay_buf,
 		    SMTP_BODY_CHUNK);
-		if (n <= 0)
-			fatalx("smtp_replay_next: spool read");
+		if (n <= 0) {
+			smtp_replay_failed(s);
+			return;
+		}
 		s->replay_off += (size_t)n;
 		a.data = (const unsigned char *)s->replay_buf;
 		a.len = (size_t)n;
