@@ -1249,6 +1249,18 @@ filter_chain_free(struct filter_chain *ch)
 	free(ch);
 }
 
+/* Prefix err with the "FILE:LINE" of the filter's entry (config.h). */
+static void
+filter_chain_err_where(const struct config_filter *cf, char *err, size_t errlen)
+{
+	char msg[512];
+
+	if (cf->where == NULL || errlen == 0)
+		return;
+	snprintf(msg, sizeof msg, "%s", err);
+	snprintf(err, errlen, "%s: %s", cf->where, msg);
+}
+
 struct filter_chain *
 filter_chain_new(struct config *cfg, char *err, size_t errlen)
 {
@@ -1277,6 +1289,7 @@ filter_chain_new(struct config *cfg, char *err, size_t errlen)
 		if (cf->module != NULL) {
 			if (filter_loader_open(cf->module, &filter_api, &fi->module,
 			    err, errlen) == -1) {
+				filter_chain_err_where(cf, err, errlen);
 				filter_chain_free(ch);
 				return NULL;
 			}
@@ -1299,9 +1312,10 @@ filter_chain_new(struct config *cfg, char *err, size_t errlen)
 		if (fi->ops->init != NULL &&
 		    fi->ops->init(&filter_api, (const char *const *)cf->options,
 		    cf->noptions, &fi->inst) != 0) {
-			snprintf(err, errlen, "filter %s%s%s: initialisation failed "
-			    "(see the log above)", cf->name,
-			    cf->module ? " " : "", cf->module ? cf->module : "");
+			snprintf(err, errlen, "%s: filter %s%s%s: initialisation "
+			    "failed (see the log above)", cf->where ? cf->where : "",
+			    cf->name, cf->module ? " " : "",
+			    cf->module ? cf->module : "");
 			filter_chain_free(ch);
 			return NULL;
 		}

@@ -102,6 +102,15 @@
 #define CONFIG_FILTER_TIMEOUT	30
 /* tag.header: RFC 5322 sets no limit; 64 keeps the field on one line. */
 #define CONFIG_HEADER_NAME_MAX	64
+/*
+ * limits.pipeline_backlog: the session must hold its longest line whole.
+ * A text line is 1000 octets with CRLF (RFC 5321 4.5.3.1.6), and one more
+ * octet shows that a line is too long; an AUTH line is 12288 plus CRLF
+ * (RFC 4954 4).  The same numbers as SMTP_TEXT_LINE_MAX + 1 and
+ * SMTP_AUTH_LINE_MAX in proxy/.
+ */
+#define CONFIG_BACKLOG_MIN	1001
+#define CONFIG_BACKLOG_MIN_AUTH	12290
 /* tag.subject_prefix: a prefix, not a subject. */
 #define CONFIG_SUBJECT_PREFIX_MAX 128
 #define CONFIG_TAG_HEADER	"X-Frontmx-Tag"
@@ -816,32 +825,65 @@ config_errf(struct config_ctx *ctx, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* "FILE:LINE: message" for setting s (NULL or the root: line 1). */
-static int
-config_fail(struct config_ctx *ctx, const config_setting_t *s,
-    const char *fmt, ...)
+/* The file and line of setting s (NULL or the root: line 1). */
+static const char *
+config_source(struct config_ctx *ctx, const config_setting_t *s,
+    unsigned *line)
 {
-	char		 msg[CONFIG_ERR_MAX];
 	const char	*file = ctx->file;
-	unsigned	 line = 0;
-	va_list		 ap;
 
+	*line = 0;
 	if (s != NULL) {
 		if (config_setting_source_file(s) != NULL)
 			file = config_setting_source_file(s);
-		line = config_setting_source_line(s);
+		*line = config_setting_source_line(s);
 	}
 	/*
 	 * The root setting has no line.  Callers grep for "file:line:", and
 	 * the top of the file is where a missing top-level key belongs.
 	 */
-	if (line == 0)
-		line = 1;
+	if (*line == 0)
+		*line = 1;
+	return file;
+}
+
+/* "FILE:LINE: message" for setting s. */
+static int
+config_fail(struct config_ctx *ctx, const config_setting_t *s,
+    const char *fmt, ...)
+{
+	char		 msg[CONFIG_ERR_MAX];
+	const char	*file;
+	unsigned	 line;
+	va_list		 ap;
+
+	file = config_source(ctx, s, &line);
 	va_start(ap, fmt);
 	(void)vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
 	config_errf(ctx, "%s:%u: %s", file, line, msg);
 	return -1;
+}
+
+/*
+ * "FILE:LINE" of member name of g (of g itself when it has none), kept
+ * for errors found after parsing: a certificate or module that cannot be
+ * loaded is reported at the line that names it.
+ */
+static char *
+config_where(struct config_ctx *ctx, const config_setting_t *g,
+    const char *name)
+{
+	const config_setting_t	*m = NULL;
+	const char		*file;
+	unsigned		 line;
+	char			 buf[PATH_MAX + 16];
+
+	if (name != NULL)
+		m = config_setting_get_member(g, name);
+	file = config_source(ctx, m != NULL ? m : g, &line);
+	(void)snprintf(buf, sizeof buf, "%s:%u", file, line);
+	return config_xstrdup(buf);
 }
 
 /* parent + "." + name into buf; a path too long for buf ends in "...". */
@@ -1277,12 +1319,16 @@ config_load_listen_extra(struct config_ctx *ctx, const config_setting_t *g,
 		return -1;
 	if ((r = config_want_string(ctx, g, path, "cert", &v)) == -1)
 		return -1;
-	if (r == 1)
+	if (r == 1) {
 		l->cert = config_xstrdup(v);
+		l->cert_where = config_where(ctx, g, "cert");
+	}
 	if ((r = config_want_string(ctx, g, path, "key", &v)) == -1)
 		return -1;
-	if (r == 1)
+	if (r == 1) {
 		l->key = config_xstrdup(v);
+		l->key_where = config_where(ctx, g, "key");
+	}
 	if (l->tls != CONFIG_TLS_NONE && (l->cert == NULL || l->key == NULL))
 		return config_fail(ctx, g, "'%s' has tls = \"%s\" but no cert "
 		    "and key", path, config_tls_modes[l->tls]);
@@ -1444,6 +1490,7 @@ config_load_upstream(struct config_ctx *ctx, const config_setting_t *root,
 		return -1;
 	if (r == 1)
 		c->upstream_tls_ca = config_xstrdup(helo);
+	c->upstream_where = config_where(ctx, g, r == 1 ? "tls_ca" : "tls");
 	xclient = 0;
 	if (config_want_bool(ctx, g, "upstream", "tls_if_client_tls", &xclient) == -1)
 		return -1;
@@ -1500,6 +1547,30 @@ config_load_dns(struct config_ctx *ctx, const config_setting_t *root,
 	    "or \"IP@port\" (port 1..65535)", s);
 }
 
+/*
+ * limits.pipeline_backlog caps the unread client input, and the session
+ * frames each line whole: a backlog shorter than the longest line a
+ * listener must read would stall every session that sends one.  The
+ * listeners are loaded first.
+ */
+static int
+config_check_backlog(struct config_ctx *ctx, const config_setting_t *g,
+    const struct config *c)
+{
+	size_t	min = CONFIG_BACKLOG_MIN, i;
+
+	for (i = 0; i < c->nlisteners; i++)
+		if (c->listeners[i].auth)
+			min = CONFIG_BACKLOG_MIN_AUTH;
+	if (c->limits.pipeline_backlog >= min)
+		return 0;
+	return config_fail(ctx, config_setting_get_member(g, "pipeline_backlog"),
+	    "'limits.pipeline_backlog' must be at least %zu%s, not %zu", min,
+	    min == CONFIG_BACKLOG_MIN_AUTH ? " with a listener that has auth "
+	    "(one RFC 4954 AUTH line)" : " (one RFC 5321 text line)",
+	    c->limits.pipeline_backlog);
+}
+
 static int
 config_load_limits(struct config_ctx *ctx, const config_setting_t *root,
     struct config *c)
@@ -1530,7 +1601,7 @@ config_load_limits(struct config_ctx *ctx, const config_setting_t *root,
 		}
 		memcpy((char *)&c->limits + row->offset, &sv, sizeof sv);
 	}
-	return 0;
+	return config_check_backlog(ctx, g, c);
 }
 
 static int
@@ -1935,6 +2006,7 @@ config_load_filter_entry(struct config_ctx *ctx, const config_setting_t *g,
 
 	if ((r = config_want_string(ctx, g, path, "module", &module)) == -1)
 		return -1;
+	f->where = config_where(ctx, g, r == 1 ? "module" : NULL);
 	if (r == 1)
 		f->module = config_xstrdup(module);
 	else if (!config_filter_builtin(name))
@@ -2199,11 +2271,14 @@ config_free(struct config *c)
 		free(c->listeners[i].address);
 		free(c->listeners[i].cert);
 		free(c->listeners[i].key);
+		free(c->listeners[i].cert_where);
+		free(c->listeners[i].key_where);
 		free(c->listeners[i].proxy_from);
 	}
 	free(c->listeners);
 	free(c->upstream_tls_name);
 	free(c->upstream_tls_ca);
+	free(c->upstream_where);
 	free(c->upstream_address);
 	free(c->upstream_host);
 	free(c->upstream_port);
@@ -2226,6 +2301,7 @@ config_free(struct config *c)
 	for (i = 0; i < c->nfilters; i++) {
 		free(c->filters[i].name);
 		free(c->filters[i].module);
+		free(c->filters[i].where);
 		for (j = 0; j < c->filters[i].noptions; j++)
 			free(c->filters[i].options[j]);
 		free(c->filters[i].options);

@@ -51,6 +51,8 @@ struct config_listener {
 	enum config_tls_mode	 tls;		/* NONE, STARTTLS, REQUIRED or IMPLICIT */
 	char			*cert;		/* PEM chain, required when tls != none */
 	char			*key;		/* PEM private key */
+	char			*cert_where;	/* "FILE:LINE" of the cert key, for errors */
+	char			*key_where;	/* "FILE:LINE" of the key key */
 	int			 proxy_protocol;	/* expect a PROXY v1/v2 header */
 	struct config_netmask	*proxy_from;	/* who may send it */
 	size_t			 nproxy_from;
@@ -123,6 +125,7 @@ struct config_timeouts {
 struct config_filter {
 	char			*name;		/* unique; built-in name or instance name */
 	char			*module;	/* path of a .so, NULL for a built-in */
+	char			*where;		/* "FILE:LINE" of module (of the entry for a built-in) */
 	unsigned		 timeout;	/* seconds per hook call, default 30 */
 	enum config_action	 on_error;	/* default CONFIG_ACTION_TEMPFAIL */
 	int			 dry_run;	/* -1 unset, 0, 1 */
@@ -147,6 +150,7 @@ struct config {
 	enum config_tls_mode	 upstream_tls;		/* NONE, STARTTLS (default), REQUIRED, VERIFY */
 	char			*upstream_tls_name;	/* name to verify, default the host */
 	char			*upstream_tls_ca;	/* CA file, default the system store */
+	char			*upstream_where;	/* "FILE:LINE" of tls_ca (or upstream.tls) */
 	int			 upstream_tls_if_client_tls;	/* no plaintext relay of TLS-received mail */
 	void			*upstream_tls_ctx;	/* runtime SSL_CTX, owned by the proxy */
 	void			(*tls_ctx_free)(void *);	/* frees the SSL_CTXs at the last unref */

@@ -55,15 +55,15 @@ tls_server_ctx(const struct config_listener *l, char *err, size_t errlen)
 		return NULL;
 	}
 	if (SSL_CTX_use_certificate_chain_file(ctx, l->cert) != 1) {
-		snprintf(err, errlen, "listen %s: cert %s: %s", l->address, l->cert,
-		    tls_error(e, sizeof e));
+		snprintf(err, errlen, "%s: listen %s: cert %s: %s", l->cert_where,
+		    l->address, l->cert, tls_error(e, sizeof e));
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, l->key, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_check_private_key(ctx) != 1) {
-		snprintf(err, errlen, "listen %s: key %s: %s", l->address, l->key,
-		    tls_error(e, sizeof e));
+		snprintf(err, errlen, "%s: listen %s: key %s: %s", l->key_where,
+		    l->address, l->key, tls_error(e, sizeof e));
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
@@ -89,7 +89,8 @@ tls_client_ctx(const struct config *cfg, char *err, size_t errlen)
 		if ((cfg->upstream_tls_ca != NULL ?
 		    SSL_CTX_load_verify_locations(ctx, cfg->upstream_tls_ca, NULL) :
 		    SSL_CTX_set_default_verify_paths(ctx)) != 1) {
-			snprintf(err, errlen, "upstream tls_ca %s: %s",
+			snprintf(err, errlen, "%s: upstream tls_ca %s: %s",
+			    cfg->upstream_where,
 			    cfg->upstream_tls_ca ? cfg->upstream_tls_ca : "(system)",
 			    tls_error(e, sizeof e));
 			SSL_CTX_free(ctx);
