@@ -111,12 +111,12 @@ main_load(const char *file, char *err, size_t errlen)
 }
 
 static void
-main_reload(const char *file)
+main_reload(const char *file, struct worker *workers, unsigned nworkers)
 {
 	char err[CONFIG_ERR_MAX];
 	struct filter_chain *ch;
-	struct config *cfg, *old;
-	size_t i;
+	struct config *cfg;
+	unsigned i;
 
 	if ((ch = main_load(file, err, sizeof err)) == NULL) {
 		log_warn("reload failed, keeping the running configuration: %s",
@@ -129,18 +129,14 @@ main_reload(const char *file)
 		filter_chain_unref(ch);
 		return;
 	}
-	old = worker_config_get();
-	/* Sockets are bound once: a listener change needs a restart. */
-	if (old->nlisteners != cfg->nlisteners)
-		log_warn("reload: listen changes take effect after a restart");
-	else
-		for (i = 0; i < cfg->nlisteners; i++)
-			if (strcmp(old->listeners[i].address,
-			    cfg->listeners[i].address) != 0)
-				log_warn("reload: listen changes take effect "
-				    "after a restart");
-	config_unref(old);
+	/*
+	 * New connections take the new settings of their socket's address
+	 * at once; each worker then binds new addresses and closes the
+	 * ones no longer listed (worker.c).
+	 */
 	worker_chain_set(ch);
+	for (i = 0; i < nworkers; i++)
+		worker_reload(&workers[i]);
 	log_info("configuration reloaded from %s", file);
 }
 
@@ -261,7 +257,7 @@ main(int argc, char *argv[])
 		if (sigwait(&set, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
-			main_reload(file);
+			main_reload(file, workers, nworkers);
 			continue;
 		}
 		break;

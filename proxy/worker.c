@@ -7,6 +7,17 @@
  *	workers and no lock is taken on the accept path.  A session never
  *	leaves the worker that accepted it.
  *
+ *	Listening sockets are known by address.  On SIGHUP each worker
+ *	closes the sockets whose address left the listen list and binds the
+ *	new ones, and every connection takes the settings of the current
+ *	configuration's entry for its socket's address, so a reordered list
+ *	never gives one port another's TLS or PROXY settings.  A session
+ *	keeps the configuration it started with to its end.
+ *
+ *	At the fd limit accept() fails with the client still queued; the
+ *	worker answers that client 421 with a reserve descriptor, pauses its
+ *	listeners briefly and warns once per interval instead of spinning.
+ *
  *	Drain (SIGTERM): the main thread activates drain_ev; the worker closes
  *	its listeners, tells idle sessions 421, and lets busy ones finish for
  *	timeouts.shutdown_grace seconds before forcing them.  The loop then
@@ -14,6 +25,7 @@
  *	gone.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -34,6 +46,8 @@
 #include "worker.h"
 
 #define WORKER_BACKLOG		511
+#define WORKER_ACCEPT_PAUSE_US	100000	/* no accepts for 0.1 s after running out of fds */
+#define WORKER_ACCEPT_LOG	10	/* seconds between "accept:" warnings */
 #define WORKER_CONN_BUCKETS	4096
 
 /* Per-client-address connection count, shared by all workers. */
@@ -188,17 +202,68 @@ worker_conn_release(const struct sockaddr *sa)
 	pthread_mutex_unlock(&worker_conn_lock);
 }
 
+/* Same address and port (what a listen entry is matched by on reload). */
+static int
+worker_sa_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return 0;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const struct sockaddr_in *)a;
+		const struct sockaddr_in *y = (const struct sockaddr_in *)b;
+
+		return x->sin_port == y->sin_port &&
+		    x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a;
+		const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)b;
+
+		return x->sin6_port == y->sin6_port &&
+		    memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+	}
+	return 0;
+}
+
+/* The index of cfg's listener with this address, or SIZE_MAX. */
+static size_t
+worker_listener_index(const struct config *cfg, const struct sockaddr_storage *sa)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->nlisteners; i++)
+		if (worker_sa_equal(&cfg->listeners[i].sa, sa))
+			return i;
+	return SIZE_MAX;
+}
+
 static void
 worker_accept(struct evconnlistener *l, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
 	static const char busy[] = "421 4.7.0 Error: too many connections\r\n";
+	static const char gone[] = "421 4.3.2 Error: no longer listening here\r\n";
 	struct worker_listener *wl = arg;
 	struct worker *w = wl->worker;
 	struct filter_chain *ch;
+	size_t index;
 
 	(void)l;
 	ch = worker_chain_get();
+	/*
+	 * The settings are those of the current configuration's entry for
+	 * this socket's address, never of whatever sits at the same place
+	 * in the list.  A socket whose address was just removed (this
+	 * worker has not closed it yet) takes no more connections.
+	 */
+	index = worker_listener_index(filter_chain_config(ch), &wl->sa);
+	if (index == SIZE_MAX) {
+		if (write(fd, gone, sizeof gone - 1) < 0)
+			log_debug("worker: 421 write: %s", strerror(errno));
+		close(fd);
+		filter_chain_unref(ch);
+		return;
+	}
 	if (worker_conn_acquire(sa, filter_chain_config(ch)) == -1) {
 		/* Best effort: the socket is fresh, a short write is harmless. */
 		if (write(fd, busy, sizeof busy - 1) < 0)
@@ -208,17 +273,85 @@ worker_accept(struct evconnlistener *l, evutil_socket_t fd,
 		filter_chain_unref(ch);
 		return;
 	}
-	smtp_session_start(w, fd, sa, (socklen_t)salen, ch, wl->index);
+	smtp_session_start(w, fd, sa, (socklen_t)salen, ch, index);
 }
 
 static void
+worker_listeners_enable(struct worker *w, int on)
+{
+	size_t i;
+
+	for (i = 0; i < w->nlisteners; i++)
+		if (on)
+			evconnlistener_enable(w->listeners[i]->lev);
+		else
+			evconnlistener_disable(w->listeners[i]->lev);
+}
+
+static void
+worker_pause_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)fd;
+	(void)what;
+	if (!w->draining)
+		worker_listeners_enable(w, 1);
+}
+
+/*
+ * accept() failed.  Out of descriptors (EMFILE, ENFILE) the pending
+ * connection stays queued and the listener fires again at once: left
+ * alone the loop spins and logs without end.  So: give up the reserve
+ * descriptor to take the client at the head of the queue and tell it 421
+ * (it will retry; better than a silent wait), stop accepting for
+ * WORKER_ACCEPT_PAUSE, and warn at most once per WORKER_ACCEPT_LOG
+ * seconds with the count of failures in between.
+ */
+static void
 worker_accept_error(struct evconnlistener *l, void *arg)
 {
-	struct worker *w = ((struct worker_listener *)arg)->worker;
+	static const char busy[] = "421 4.3.2 Error: out of resources, try again later\r\n";
+	struct worker_listener *wl = arg;
+	struct worker *w = wl->worker;
+	struct timeval tv = { 0, WORKER_ACCEPT_PAUSE_US };
+	time_t now = time(NULL);
+	int err = errno, fd;
 
-	(void)l;
-	/* EMFILE and friends: keep running, the next accept may succeed. */
-	log_warn("worker %u accept: %s", w->id, strerror(errno));
+	w->accept_failed++;
+	if (now - w->accept_log_at >= WORKER_ACCEPT_LOG) {
+		log_warn("worker %u accept: %s (%lu times since the last "
+		    "warning)%s", w->id, strerror(err), w->accept_failed,
+		    err == EMFILE || err == ENFILE ? "; pausing accepts" : "");
+		w->accept_log_at = now;
+		w->accept_failed = 0;
+	}
+	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
+		return;
+	if (w->reserve_fd != -1) {
+		close(w->reserve_fd);
+		if ((fd = accept(evconnlistener_get_fd(l), NULL, NULL)) != -1) {
+			if (write(fd, busy, sizeof busy - 1) < 0)
+				log_debug("worker: 421 write: %s", strerror(errno));
+			close(fd);
+		}
+		w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
+	if (!w->draining) {
+		worker_listeners_enable(w, 0);
+		evtimer_add(w->pause_ev, &tv);
+	}
+}
+
+static void
+worker_listener_free(struct worker_listener *wl)
+{
+	if (wl == NULL)
+		return;
+	if (wl->lev != NULL)
+		evconnlistener_free(wl->lev);
+	free(wl->address);
+	free(wl);
 }
 
 static void
@@ -227,13 +360,106 @@ worker_free_listeners(struct worker *w)
 	size_t i;
 
 	for (i = 0; i < w->nlisteners; i++)
-		if (w->listeners[i] != NULL)
-			evconnlistener_free(w->listeners[i]);
+		worker_listener_free(w->listeners[i]);
 	free(w->listeners);
 	w->listeners = NULL;
-	free(w->largs);
-	w->largs = NULL;
 	w->nlisteners = 0;
+}
+
+/* Bind one more socket for li; NULL (logged) on failure. */
+static struct worker_listener *
+worker_listener_new(struct worker *w, const struct config_listener *li)
+{
+	const unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+	    LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC;
+	struct worker_listener *wl;
+	unsigned f = flags;
+
+	if ((wl = calloc(1, sizeof *wl)) == NULL ||
+	    (wl->address = strdup(li->address)) == NULL) {
+		log_warn("listen %s: out of memory", li->address);
+		if (wl != NULL)
+			free(wl);
+		return NULL;
+	}
+	wl->worker = w;
+	memcpy(&wl->sa, &li->sa, sizeof wl->sa);
+	wl->salen = li->salen;
+	/* [::]:25 and 0.0.0.0:25 may both be configured. */
+	if (li->sa.ss_family == AF_INET6)
+		f |= LEV_OPT_BIND_IPV6ONLY;
+	wl->lev = evconnlistener_new_bind(w->base, worker_accept, wl, f,
+	    WORKER_BACKLOG, (const struct sockaddr *)&li->sa, (int)li->salen);
+	if (wl->lev == NULL) {
+		log_warn("listen %s: %s", li->address, strerror(errno));
+		worker_listener_free(wl);
+		return NULL;
+	}
+	evconnlistener_set_error_cb(wl->lev, worker_accept_error);
+	return wl;
+}
+
+/*
+ * Make this worker's sockets match cfg's listen list, by address: keep
+ * the ones still listed, close the others (their sessions go on), bind
+ * the new ones.  -1 if a new one could not be bound (logged).
+ */
+static int
+worker_listeners_sync(struct worker *w, const struct config *cfg)
+{
+	struct worker_listener **keep, *wl;
+	size_t i, j, n = 0;
+	int rc = 0;
+
+	if ((keep = calloc(cfg->nlisteners ? cfg->nlisteners : 1,
+	    sizeof *keep)) == NULL) {
+		log_warn("worker %u: listeners: out of memory", w->id);
+		return -1;
+	}
+	for (i = 0; i < cfg->nlisteners; i++) {
+		for (j = 0; j < w->nlisteners; j++)
+			if (w->listeners[j] != NULL &&
+			    worker_sa_equal(&w->listeners[j]->sa, &cfg->listeners[i].sa))
+				break;
+		if (j < w->nlisteners) {
+			wl = w->listeners[j];
+			w->listeners[j] = NULL;
+		} else if ((wl = worker_listener_new(w, &cfg->listeners[i])) == NULL) {
+			rc = -1;
+			continue;
+		} else if (w->id == 0)
+			log_info("listening on %s", cfg->listeners[i].address);
+		keep[n++] = wl;
+	}
+	for (j = 0; j < w->nlisteners; j++)
+		if (w->listeners[j] != NULL) {
+			if (w->id == 0)
+				log_info("no longer listening on %s",
+				    w->listeners[j]->address);
+			worker_listener_free(w->listeners[j]);
+		}
+	free(w->listeners);
+	w->listeners = keep;
+	w->nlisteners = n;
+	/* A pause for lack of fds ends with its timer, not here. */
+	if (evtimer_pending(w->pause_ev, NULL))
+		worker_listeners_enable(w, 0);
+	return rc;
+}
+
+static void
+worker_reload_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct config *cfg;
+
+	(void)fd;
+	(void)what;
+	if (w->draining)
+		return;
+	cfg = worker_config_get();
+	(void)worker_listeners_sync(w, cfg);
+	config_unref(cfg);
 }
 
 static void
@@ -258,6 +484,7 @@ worker_drain_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	w->draining = 1;
+	evtimer_del(w->pause_ev);
 	worker_free_listeners(w);
 	smtp_session_drain_all(w, 0);
 	if (w->nsessions == 0)
@@ -293,13 +520,11 @@ worker_main(void *arg)
 int
 worker_start(struct worker *w, unsigned id, const struct config *cfg)
 {
-	const unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-	    LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC;
 	struct event_config *ecfg;
-	size_t i;
 
 	memset(w, 0, sizeof *w);
 	w->id = id;
+	w->reserve_fd = -1;
 	TAILQ_INIT(&w->sessions);
 	/*
 	 * The epoll changelist folds the add/delete pairs a bufferevent makes
@@ -314,30 +539,15 @@ worker_start(struct worker *w, unsigned id, const struct config *cfg)
 		return -1;
 	w->drain_ev = event_new(w->base, -1, 0, worker_drain_cb, w);
 	w->grace_ev = evtimer_new(w->base, worker_grace_cb, w);
-	w->listeners = calloc(cfg->nlisteners, sizeof *w->listeners);
-	w->largs = calloc(cfg->nlisteners, sizeof *w->largs);
-	if (w->drain_ev == NULL || w->grace_ev == NULL || w->listeners == NULL ||
-	    w->largs == NULL)
+	w->reload_ev = event_new(w->base, -1, 0, worker_reload_cb, w);
+	w->pause_ev = evtimer_new(w->base, worker_pause_cb, w);
+	if (w->drain_ev == NULL || w->grace_ev == NULL || w->reload_ev == NULL ||
+	    w->pause_ev == NULL)
 		return -1;
-	w->nlisteners = cfg->nlisteners;
-	for (i = 0; i < cfg->nlisteners; i++) {
-		const struct config_listener *li = &cfg->listeners[i];
-		unsigned f = flags;
-
-		/* [::]:25 and 0.0.0.0:25 may both be configured. */
-		if (li->sa.ss_family == AF_INET6)
-			f |= LEV_OPT_BIND_IPV6ONLY;
-		w->largs[i].worker = w;
-		w->largs[i].index = i;
-		w->listeners[i] = evconnlistener_new_bind(w->base, worker_accept,
-		    &w->largs[i], f, WORKER_BACKLOG, (const struct sockaddr *)&li->sa,
-		    (int)li->salen);
-		if (w->listeners[i] == NULL) {
-			log_warn("listen %s: %s", li->address, strerror(errno));
-			return -1;
-		}
-		evconnlistener_set_error_cb(w->listeners[i], worker_accept_error);
-	}
+	/* Given up at the fd limit to answer one client 421 (worker_accept_error). */
+	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (worker_listeners_sync(w, cfg) == -1)
+		return -1;
 	if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
 		return -1;
 	return 0;
@@ -350,11 +560,21 @@ worker_drain(struct worker *w)
 }
 
 void
+worker_reload(struct worker *w)
+{
+	event_active(w->reload_ev, 0, 0);
+}
+
+void
 worker_join(struct worker *w)
 {
 	pthread_join(w->thread, NULL);
 	worker_free_listeners(w);
 	event_free(w->drain_ev);
 	event_free(w->grace_ev);
+	event_free(w->reload_ev);
+	event_free(w->pause_ev);
+	if (w->reserve_fd != -1)
+		close(w->reserve_fd);
 	event_base_free(w->base);
 }

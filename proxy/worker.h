@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <time.h>
 
 struct config;
 struct event;
@@ -18,21 +19,34 @@ struct event_base;
 struct evconnlistener;
 struct smtp_session;
 
-/* What a listener's accept callback needs: its worker and its config index. */
+/*
+ * One listening socket of a worker.  It is known by its address, not by
+ * its place in the configuration: after a reload each connection takes
+ * the settings of the current configuration's listener with the same
+ * address (issue 8 item 11), and the worker closes sockets whose address
+ * left the configuration and binds the new ones.
+ */
 struct worker_listener {
 	struct worker		*worker;
-	size_t			 index;
+	struct evconnlistener	*lev;
+	struct sockaddr_storage	 sa;
+	socklen_t		 salen;
+	char			*address;	/* as configured, for the log */
 };
 
 struct worker {
 	unsigned		 id;
 	pthread_t		 thread;
 	struct event_base	*base;
-	struct evconnlistener	**listeners;
-	struct worker_listener	*largs;
+	struct worker_listener	**listeners;
 	size_t			 nlisteners;
 	struct event		*drain_ev;	/* main thread -> worker: stop accepting */
 	struct event		*grace_ev;	/* end of the drain grace period */
+	struct event		*reload_ev;	/* main thread -> worker: match the listen list */
+	struct event		*pause_ev;	/* accepting again after running out of fds */
+	int			 reserve_fd;	/* given up to refuse one client at the fd limit */
+	time_t			 accept_log_at;	/* last "accept:" warning */
+	unsigned long		 accept_failed;	/* accept errors since then */
 	int			 draining;
 	size_t			 nsessions;
 	TAILQ_HEAD(, smtp_session) sessions;
@@ -50,6 +64,8 @@ void		 worker_chain_set(struct filter_chain *);
 
 int		 worker_start(struct worker *, unsigned id, const struct config *);
 void		 worker_drain(struct worker *);
+/* After worker_chain_set() on SIGHUP: bind new listen addresses, close gone ones. */
+void		 worker_reload(struct worker *);
 void		 worker_join(struct worker *);
 /* Called by a session as it ends: the worker may finish its drain. */
 void		 worker_session_gone(struct worker *);
