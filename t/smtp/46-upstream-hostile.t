@@ -33,6 +33,10 @@ def is_4xx(r, name):
               name + ' (%r)' % (r,))
 
 
+def is_4xx_quiet(r):
+    return r is not None and r.code is not None and 400 <= r.code < 500
+
+
 def ncmd(up, verb):
     return sum(1 for x in up.commands() if x.upper().split(' ')[0] == verb)
 
@@ -164,6 +168,27 @@ def early_xclient(d):
     like(m.xclient[-1] if m.xclient else '', r' HELO=second\.example\b',
          'after a new EHLO the upstream was told the new name (%r)' % (m.xclient[-1:],))
     check_stream(up, 3, 'xclient upstream')
+    mx.finish()
+
+
+def early_xclient_pipelined(d):
+    # with PIPELINING the EHLO goes right behind XCLIENT, so a reply
+    # injected behind XCLIENT's looks like the EHLO reply; the real one is
+    # then a reply nobody asked for.  Whenever that shows, the connection
+    # goes: the client never gets its 250 over a stream out of step.
+    up = Upstream(ehlo_caps=fmx.DEFAULT_CAPS + ['XCLIENT NAME ADDR PORT PROTO HELO'],
+                  inject={'XCLIENT': '250 2.1.0 Ok early\r\n'})
+    mx = Frontmx(up, name='xclient-pipelined')
+    c = session(mx)
+    res = c.transaction('alice@example.org', ['bob@example.com'], BODY)
+    replies = [res['mail']] + res['rcpt'] + ([res['dot']] if res['dot'] else [])
+    ok(any(is_4xx_quiet(r) for r in replies) and (res['dot'] is None or res['dot'].code != 250),
+       'pipelined XCLIENT + an injected reply: a 4xx, no final 250 (%r)' % (replies,))
+    is_(up.transactions, 0, 'no message completed over that connection')
+    up.inject = {}
+    c.cmd('RSET')
+    good(c, 'after the pipelined XCLIENT injection')
+    c.quit()
     mx.finish()
 
 
@@ -303,6 +328,7 @@ def main():
 
     early_in_data(d)
     early_xclient(d)
+    early_xclient_pipelined(d)
     early_starttls(d)
 
 
