@@ -254,9 +254,10 @@ upstream_finish(struct upstream *up, enum upstream_err err,
 static void
 upstream_fail(struct upstream *up, enum upstream_err err, const char *why)
 {
-	log_info("%016llx upstream error=\"%s\" state=%s detail=\"%s\"",
+	/* why may be a multi-line reply's text: one log line, its first. */
+	log_info("%016llx upstream error=\"%s\" state=%s detail=\"%.*s\"",
 	    up->sid, upstream_strerror(err), upstream_state_names[up->state],
-	    why);
+	    (int)strcspn(why, "\n"), why);
 	upstream_enter_state(up, UP_STATE_DEAD);
 	if (up->bev != NULL) {
 		bufferevent_free(up->bev);

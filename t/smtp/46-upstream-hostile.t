@@ -253,6 +253,14 @@ def bad_codes(up, mx):
     up.banner = '220 upstream.test ESMTP capture'
     good(c, 'after a 250 greeting')
     c.quit()
+    # a multi-line refusal's text goes to the log as one line
+    up.banner = '554-5.3.2 no service\r\n554 5.3.2 FAKE-LOG-LINE client=1.2.3.4'
+    c = session(mx)
+    is_4xx(c.cmd('MAIL FROM:<alice@example.org>'), '554 greeting: MAIL 4xx')
+    up.banner = '220 upstream.test ESMTP capture'
+    c.quit()
+    ok(wait_for(lambda: 'no service' in mx.log(), 10), 'the refusal is logged')
+    unlike(mx.log(), r'FAKE-LOG-LINE', "the upstream's second line makes no log line of its own")
 
 
 def closing_421(up, mx):
