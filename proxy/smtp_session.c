@@ -169,6 +169,7 @@ struct smtp_session {
 
 	/* Transaction. */
 	char			*mail_from;	/* NULL: no MAIL yet */
+	char			*mail_params;	/* " SIZE=.. SMTPUTF8 ..." as relayed */
 	int			 tx_utf8;	/* MAIL had SMTPUTF8 (RFC 6531) */
 	int			 bdat;		/* this transaction's message comes in BDAT chunks */
 	unsigned long long	 bdat_left;	/* bytes of the current chunk still to read */
@@ -180,6 +181,7 @@ struct smtp_session {
 	size_t			 bdat_linelen;
 	int			 bdat_long;	/* current line over the limit: skipping */
 	char			**rcpts;
+	char			**rcpt_params;	/* " NOTIFY=.. ORCPT=.." each, or NULL */
 	size_t			 nrcpts;
 	size_t			 rcpt_attempts;
 	struct spool		 spool;
@@ -215,6 +217,7 @@ struct smtp_session {
 	int			 mail_retried;
 	char			 pending[SMTP_CMD_LINE_MAX + SMTP_PARAMS_MAX * 8];	/* command to relay */
 	char			 pending_rcpt[SMTP_PATH_MAX + 1];
+	char			 pending_dsn[SMTP_PARAM_VALUE_MAX * 2 + 32];	/* its DSN parameters */
 	upstream_done_fn	 pending_cb;	/* who gets the reply to pending */
 	char			*auth_id;	/* authenticated identity (RFC 4954), set on 235 only */
 	char			*auth_claim;	/* the name in the exchange, until the upstream says 235 */
@@ -433,10 +436,16 @@ smtp_tx_reset(struct smtp_session *s)
 	s->bdat_total = 0;
 	s->bdat_linelen = 0;
 	s->bdat_long = 0;
-	for (i = 0; i < s->nrcpts; i++)
+	free(s->mail_params);
+	s->mail_params = NULL;
+	for (i = 0; i < s->nrcpts; i++) {
 		free(s->rcpts[i]);
+		free(s->rcpt_params[i]);
+	}
 	free(s->rcpts);
+	free(s->rcpt_params);
 	s->rcpts = NULL;
+	s->rcpt_params = NULL;
 	s->nrcpts = 0;
 	s->rcpt_attempts = 0;
 	spool_reset(&s->spool);
@@ -1010,6 +1019,11 @@ smtp_cmd_mail(struct smtp_session *s, const char *args)
 	}
 	if ((s->mail_from = strdup(p.mailbox)) == NULL)
 		fatalx("out of memory");
+	/* Kept for an envelope sent again after a filter's recipient edit. */
+	free(s->mail_params);
+	if ((s->mail_params = strdup(s->pending + strlen("MAIL FROM:<") +
+	    strlen(p.mailbox) + 1)) == NULL)
+		fatalx("out of memory");
 	snprintf(s->queue_id, sizeof s->queue_id, "%016llx.%lu", s->id,
 	    s->messages);
 	s->mail_retried = 0;
@@ -1019,15 +1033,24 @@ smtp_cmd_mail(struct smtp_session *s, const char *args)
 
 /* ---- RCPT -------------------------------------------------------------- */
 
+/* A recipient with its RCPT parameters as relayed (NULL or "": none). */
 static void
-smtp_rcpt_add(struct smtp_session *s, const char *rcpt)
+smtp_rcpt_add(struct smtp_session *s, const char *rcpt, const char *params)
 {
 	char **v;
 
-	v = realloc(s->rcpts, (s->nrcpts + 1) * sizeof *v);
-	if (v == NULL || (v[s->nrcpts] = strdup(rcpt)) == NULL)
+	if ((v = reallocarray(s->rcpts, s->nrcpts + 1, sizeof *v)) == NULL)
 		fatalx("out of memory");
 	s->rcpts = v;
+	if ((v = reallocarray(s->rcpt_params, s->nrcpts + 1, sizeof *v)) == NULL)
+		fatalx("out of memory");
+	s->rcpt_params = v;
+	if ((s->rcpts[s->nrcpts] = strdup(rcpt)) == NULL ||
+	    (params != NULL && params[0] != '\0' &&
+	    (s->rcpt_params[s->nrcpts] = strdup(params)) == NULL))
+		fatalx("out of memory");
+	if (params == NULL || params[0] == '\0')
+		s->rcpt_params[s->nrcpts] = NULL;
 	s->nrcpts++;
 }
 
@@ -1039,7 +1062,7 @@ smtp_rcpt_accepted(struct smtp_session *s)
 
 	if (s->nrcpts == 0)
 		s->policy = policy_lookup(s->cfg, at ? at + 1 : NULL);
-	smtp_rcpt_add(s, s->pending_rcpt);
+	smtp_rcpt_add(s, s->pending_rcpt, s->pending_dsn);
 }
 
 static void
@@ -1179,6 +1202,7 @@ smtp_cmd_rcpt(struct smtp_session *s, const char *args)
 	}
 	s->rcpt_attempts++;
 	snprintf(s->pending_rcpt, sizeof s->pending_rcpt, "%s", p.mailbox);
+	snprintf(s->pending_dsn, sizeof s->pending_dsn, "%s", dsn);
 	n = snprintf(s->pending, sizeof s->pending, "RCPT TO:<%s>%s", p.mailbox,
 	    dsn);
 	if (n < 0 || (size_t)n >= sizeof s->pending)
@@ -1595,7 +1619,10 @@ smtp_apply_rcpt_edits(struct smtp_session *s, const struct filter_outcome *o,
 				log_info("%016llx filter removed rcpt=<%s>", s->id,
 				    s->rcpts[j]);
 				free(s->rcpts[j]);
-				s->rcpts[j] = s->rcpts[--s->nrcpts];
+				free(s->rcpt_params[j]);
+				s->nrcpts--;
+				s->rcpts[j] = s->rcpts[s->nrcpts];
+				s->rcpt_params[j] = s->rcpt_params[s->nrcpts];
 				*changed = 1;
 				break;
 			}
@@ -1607,7 +1634,8 @@ smtp_apply_rcpt_edits(struct smtp_session *s, const struct filter_outcome *o,
 			continue;
 		}
 		log_info("%016llx filter added rcpt=<%s>", s->id, p.mailbox);
-		smtp_rcpt_add(s, p.mailbox);
+		/* The api gives an added recipient no DSN parameters. */
+		smtp_rcpt_add(s, p.mailbox, NULL);
 		*changed = 1;
 	}
 	return s->nrcpts > 0 ? 0 : -1;
@@ -1709,22 +1737,30 @@ smtp_envelope_reply(void *arg, enum upstream_err err, const struct smtp_reply *r
 	smtp_envelope_next(s);
 }
 
+/*
+ * The envelope again, with the parameters the transaction had: SIZE,
+ * BODY, SMTPUTF8, RET, ENVID on MAIL, each recipient's NOTIFY and ORCPT
+ * (a UTF-8 address must not go out without SMTPUTF8, nor a DSN request
+ * be lost).
+ */
 static void
 smtp_envelope_next(struct smtp_session *s)
 {
-	char line[SMTP_PATH_MAX + 16];
+	char line[sizeof s->pending];
 
 	if (s->replay_i == 0) {
 		upstream_command(s->up, "RSET", smtp_envelope_reply, s);
 		return;
 	}
 	if (s->replay_i == 1) {
-		snprintf(line, sizeof line, "MAIL FROM:<%s>", s->mail_from);
+		snprintf(line, sizeof line, "MAIL FROM:<%s>%s", s->mail_from,
+		    s->mail_params ? s->mail_params : "");
 		upstream_command(s->up, line, smtp_envelope_reply, s);
 		return;
 	}
 	if (s->replay_i - 2 < s->nrcpts) {
-		snprintf(line, sizeof line, "RCPT TO:<%s>", s->rcpts[s->replay_i - 2]);
+		snprintf(line, sizeof line, "RCPT TO:<%s>%s", s->rcpts[s->replay_i - 2],
+		    s->rcpt_params[s->replay_i - 2] ? s->rcpt_params[s->replay_i - 2] : "");
 		upstream_command(s->up, line, smtp_envelope_reply, s);
 		return;
 	}
