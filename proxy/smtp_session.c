@@ -723,9 +723,7 @@ smtp_mail_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 		return;
 	}
 	smtp_relay_reply(s, r, "2.1.0");
-	if (r->code / 100 == 2)
-		clock_gettime(CLOCK_MONOTONIC, &s->tx_start);
-	else {
+	if (r->code / 100 != 2) {
 		free(s->mail_from);
 		s->mail_from = NULL;
 	}
@@ -827,7 +825,6 @@ smtp_mail_done(void *arg, const struct filter_result *res)
 	}
 	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP) {
 		smtp_reply(s, "250 2.1.0 Ok");
-		clock_gettime(CLOCK_MONOTONIC, &s->tx_start);
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
 	}
@@ -1024,6 +1021,9 @@ smtp_cmd_mail(struct smtp_session *s, const char *args)
 	if ((s->mail_params = strdup(s->pending + strlen("MAIL FROM:<") +
 	    strlen(p.mailbox) + 1)) == NULL)
 		fatalx("out of memory");
+	/* What is logged for the message counts from here, whatever ends it. */
+	clock_gettime(CLOCK_MONOTONIC, &s->tx_start);
+	s->msg_bytes = 0;
 	snprintf(s->queue_id, sizeof s->queue_id, "%016llx.%lu", s->id,
 	    s->messages);
 	s->mail_retried = 0;
@@ -2392,9 +2392,11 @@ smtp_bdat_input(struct smtp_session *s)
 			take = (size_t)s->bdat_left;
 		evbuffer_remove(in, buf, take);
 		s->bdat_left -= take;
-		s->bdat_total += take;
-		if (s->bdat_refuse == NULL)
+		/* A refused chunk is consumed, not counted: it is no message's. */
+		if (s->bdat_refuse == NULL) {
+			s->bdat_total += take;
 			smtp_bdat_bytes(s, buf, take);
+		}
 	}
 	if (s->bdat_left > 0)
 		return 0;
