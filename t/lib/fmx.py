@@ -47,7 +47,7 @@ __all__ = [
     'reply_is', 'failed_count',
     'free_port', 'tmpdir', 'wait_for', 'set_timeout',
     'Frontmx', 'run_frontmx_t', 'frontmx_path', 'render_conf', 'base_conf',
-    'SmtpClient', 'Reply', 'Upstream', 'Message', 'check_stream',
+    'SmtpClient', 'Reply', 'Upstream', 'Message', 'Gate', 'check_stream',
     'dot_stuff', 'split_received', 'check_relayed', 'REPO',
 ]
 
@@ -1403,6 +1403,29 @@ class Upstream:
                 pass
             return False
         return True
+
+
+class Gate:
+    """A reply hook for Upstream (on_mail=, on_dot=, ...) that holds its
+    answer until the test opens it: a slow upstream stepped by events, not
+    sleeps.  .seen is set when the command arrives; first (bytes) goes out
+    at once, e.g. half a reply; then, once .open() is called (or after
+    timeout seconds), reply is the answer (None: the normal one)."""
+
+    def __init__(self, reply=None, first=None, timeout=30):
+        self.reply, self.first, self.timeout = reply, first, timeout
+        self.seen = threading.Event()
+        self._open = threading.Event()
+
+    def __call__(self, arg, conn):
+        self.seen.set()
+        if self.first:
+            conn.sock.sendall(self.first)
+        self._open.wait(self.timeout)
+        return self.reply
+
+    def open(self):
+        self._open.set()
 
 
 def check_stream(up, ntrans, name='upstream stream'):

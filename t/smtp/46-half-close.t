@@ -10,7 +10,6 @@ import os
 import re
 import socket
 import sys
-import threading
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
 
@@ -97,25 +96,17 @@ def main():
     # 4. half-close while the upstream is in the middle of its reply to
     #    the final dot: the upstream stored the message, so the client must
     #    hear the 250 (else it sends the message again: a duplicate)
-    gate = threading.Event()
-    seen = threading.Event()
-
-    def slow_dot(m, conn):
-        seen.set()
-        conn.sock.sendall(b'250 2.0.0 Ok: ')      # half a reply ...
-        gate.wait(30)
-        return 'queued as SLOW'                    # ... the rest later
-
-    up.on_dot = slow_dot
+    gate = Gate(first=b'250 2.0.0 Ok: ', reply='queued as SLOW')   # half a reply, the rest later
+    up.on_dot = gate
     c = in_data(mx, 'slow dot')
     c.send(dot_stuff(body('slow')) + b'.\r\nQUIT\r\n')
-    ok(seen.wait(15), 'slow dot: the upstream got the dot and started its reply')
+    ok(gate.seen.wait(15), 'slow dot: the upstream got the dot and started its reply')
     mark = len(mx.log())
     half_close(c)
     # Release the upstream only once frontmx has seen the end of file.
     ok(wait_for(lambda: re.search(r'smtp (eof|disconnect reason=eof)', mx.log()[mark:]), 15),
        'slow dot: frontmx saw the half-close')
-    gate.set()
+    gate.open()
     rs = replies(c, 2)
     is_(codes(rs), [250, 221], 'slow dot: 250 for the message, then 221')
     like(rs[0].text, r'queued as SLOW', 'slow dot: the upstream\'s own 250 relayed')
@@ -165,21 +156,14 @@ def main():
     # 8. a client that goes away at once (a full close, which frontmx cannot
     #    tell from a half-close) while its MAIL waits for the upstream: the
     #    replies meet a closed socket, the session ends, nothing is relayed
-    gate2 = threading.Event()
-    mail_seen = threading.Event()
-
-    def slow_mail(line, conn):
-        mail_seen.set()
-        gate2.wait(30)
-        return None
-
-    up.on_mail = slow_mail
+    gate2 = Gate()
+    up.on_mail = gate2
     gone = len(re.findall(r'smtp disconnect', mx.log()))
     c = session(mx)
     c.send('MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n' % (FROM, RCPT))
-    ok(mail_seen.wait(15), 'full close: MAIL reached the upstream')
+    ok(gate2.seen.wait(15), 'full close: MAIL reached the upstream')
     c.close()
-    gate2.set()
+    gate2.open()
     ok(wait_for(lambda: len(re.findall(r'smtp disconnect', mx.log())) > gone, 15),
        'full close: the session ends')
     up.on_mail = None

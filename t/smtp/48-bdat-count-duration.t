@@ -10,7 +10,6 @@ import re
 import socket
 import struct
 import sys
-import threading
 import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
@@ -44,30 +43,23 @@ def main():
     # A MAIL the upstream has not answered yet when the client resets the
     # connection: the logged duration is at most what the test saw pass
     # between sending that MAIL and reading the log line.
-    gate = threading.Event()
-    seen = threading.Event()
-
-    def slow_mail(line, conn):
-        seen.set()
-        gate.wait(30)
-        return None
-
+    gate = Gate()
     c = SmtpClient(mx.port)
     reply_is(c.start(), 250, None, 'EHLO')
     # a first message on the same connection, whose size must not stick
     res = c.transaction(FROM, [RCPT], b'Subject: first\r\n\r\n' + b'x' * 500 + b'\r\n')
     reply_is(res['dot'], 250, None, 'a first message on the connection')
-    up.on_mail = slow_mail
+    up.on_mail = gate
     t0 = time.time()
     c.send('MAIL FROM:<%s>\r\n' % FROM)
-    ok(seen.wait(15), 'MAIL reached the upstream')
+    ok(gate.seen.wait(15), 'MAIL reached the upstream')
     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
     c.close()
     pat = (r'message client=\S+ from=<%s> .* size=(\d+) result=aborted .*duration=(\d+\.\d+)'
            % re.escape(FROM))
     ok(wait_for(lambda: re.search(pat, mx.log()), 15), 'the aborted message is logged')
     t1 = time.time()
-    gate.set()
+    gate.open()
     up.on_mail = None
     m = re.search(pat, mx.log())
     d = float(m.group(2)) if m else -1.0
