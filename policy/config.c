@@ -179,6 +179,7 @@ struct config_timeout_row {
 static const struct config_timeout_row config_timeout_rows[] = {
 	{ "command",		offsetof(struct config_timeouts, command),		300 },
 	{ "data_block",		offsetof(struct config_timeouts, data_block),		180 },
+	{ "data",		offsetof(struct config_timeouts, data),			3600 },
 	{ "upstream_connect",	offsetof(struct config_timeouts, upstream_connect),	30 },
 	{ "upstream_command",	offsetof(struct config_timeouts, upstream_command),	300 },
 	{ "upstream_data_end",	offsetof(struct config_timeouts, upstream_data_end),	600 },

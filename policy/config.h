@@ -114,6 +114,7 @@ struct config_limits {
 struct config_timeouts {
 	unsigned command;		/* 300: wait for a client command */
 	unsigned data_block;		/* 180: wait for the next DATA chunk */
+	unsigned data;			/* 3600: the whole message's data */
 	unsigned upstream_connect;	/* 30 */
 	unsigned upstream_command;	/* 300: wait for an upstream reply */
 	unsigned upstream_data_end;	/* 600: wait for the reply to the final dot */

@@ -165,6 +165,9 @@ struct smtp_session {
 	int			 output_full;	/* client not reading its replies: paused */
 	int			 eof;		/* client shut its side: answer what it sent, close */
 	struct event		*quit_timer;	/* waiting for TLS bytes to leave */
+	struct event		*deadline;	/* the whole wait: smtp_deadline() */
+	int			 line_timed;	/* deadline set for the line awaited */
+	struct timespec		 data_by;	/* the message must be in by then; 0: none */
 	int			 quit_polls;
 
 	/* Transaction. */
@@ -258,6 +261,71 @@ static enum smtp_line smtp_frame_line(struct smtp_session *, char *, size_t,
 static void	smtp_upstream_mail_start(struct smtp_session *);
 static void	smtp_session_free(struct smtp_session *);
 static void	smtp_cancel_async(struct smtp_session *);
+static void	smtp_timed_out(struct smtp_session *);
+
+/*
+ * Timeouts bound a whole wait, not the gap between two bytes: a peer that
+ * trickles one byte at a time must not hold its slot for ever.  One timer
+ * per session bounds the wait for one command or SASL line
+ * (timeouts.command), for the PROXY header, and for the message being
+ * received as a whole (timeouts.data: from DATA's 354 or the first BDAT
+ * chunk to the end of the data, the commands between BDAT chunks
+ * included).  Within the message, RFC 5321 4.5.3.2's data block timeout
+ * stays the bufferevent's read timeout, restarted by every chunk.  While
+ * the session waits for a filter or the upstream, their own timeouts
+ * bound the wait.
+ */
+static void
+smtp_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	smtp_timed_out(arg);
+}
+
+/* Time out secs from now (0: not at all), or when the message's time is up. */
+static void
+smtp_deadline(struct smtp_session *s, unsigned secs)
+{
+	struct timeval tv = { .tv_sec = secs, .tv_usec = 0 };
+	struct timespec now;
+	long long left;
+
+	if (s->data_by.tv_sec != 0) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		left = ((long long)s->data_by.tv_sec - now.tv_sec) * 1000000 +
+		    (s->data_by.tv_nsec - now.tv_nsec) / 1000;
+		if (left < 0)
+			left = 0;
+		if (secs == 0 || left < (long long)secs * 1000000) {
+			tv.tv_sec = left / 1000000;
+			tv.tv_usec = left % 1000000;
+		}
+	} else if (secs == 0) {
+		evtimer_del(s->deadline);
+		return;
+	}
+	if (evtimer_add(s->deadline, &tv) == -1)
+		fatalx("smtp: cannot set a timeout");
+}
+
+/* The session waits for a client line: time the whole wait, once. */
+static void
+smtp_line_wait(struct smtp_session *s)
+{
+	if (s->line_timed)
+		return;
+	smtp_deadline(s, s->cfg->timeouts.command);
+	s->line_timed = 1;
+}
+
+/* The message's data ended (or never will): its time bound is over. */
+static void
+smtp_data_clock_stop(struct smtp_session *s)
+{
+	s->data_by.tv_sec = 0;
+	s->data_by.tv_nsec = 0;
+}
 
 /*
  * Read from the client again, unless it already shut its side: libevent
@@ -283,24 +351,29 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state state)
 	s->state = state;
 	switch (state) {
 	case SMTP_STATE_PROXY:
-		tv.tv_sec = SMTP_PROXY_TIMEOUT;
-		bufferevent_set_timeouts(s->bev, &tv, &tv);
+		bufferevent_set_timeouts(s->bev, NULL, NULL);
+		smtp_deadline(s, SMTP_PROXY_TIMEOUT);
 		break;
 	case SMTP_STATE_COMMAND:
-		tv.tv_sec = s->cfg->timeouts.command;
-		bufferevent_set_timeouts(s->bev, &tv, &tv);
-		if (!s->output_full)
-			smtp_read_on(s);
-		break;
 	case SMTP_STATE_AUTH:
+		/* Reading: the deadline.  Writing: the client must keep up. */
 		tv.tv_sec = s->cfg->timeouts.command;
-		bufferevent_set_timeouts(s->bev, &tv, &tv);
-		smtp_read_on(s);
+		bufferevent_set_timeouts(s->bev, NULL, &tv);
+		s->line_timed = 0;
+		smtp_line_wait(s);
+		if (state == SMTP_STATE_AUTH || !s->output_full)
+			smtp_read_on(s);
 		break;
 	case SMTP_STATE_DATA:
 	case SMTP_STATE_BDAT:
 		tv.tv_sec = s->cfg->timeouts.data_block;
 		bufferevent_set_timeouts(s->bev, &tv, &tv);
+		/* The first chunk starts the clock (a refused chunk has its own). */
+		if (s->data_by.tv_sec == 0) {
+			clock_gettime(CLOCK_MONOTONIC, &s->data_by);
+			s->data_by.tv_sec += s->cfg->timeouts.data;
+		}
+		smtp_deadline(s, 0);
 		smtp_read_on(s);
 		break;
 	case SMTP_STATE_CONNECT:
@@ -318,9 +391,11 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state state)
 		    s->cfg->timeouts.upstream_data_end +
 		    s->cfg->timeouts.upstream_connect;
 		bufferevent_set_timeouts(s->bev, &tv, NULL);
+		evtimer_del(s->deadline);
 		break;
 	case SMTP_STATE_QUIT:
 		smtp_cancel_async(s);
+		evtimer_del(s->deadline);
 		bufferevent_disable(s->bev, EV_READ);
 		/*
 		 * Free only once every byte of the last reply is gone: libevent
@@ -450,6 +525,7 @@ smtp_tx_reset(struct smtp_session *s)
 	s->rcpt_attempts = 0;
 	spool_reset(&s->spool);
 	s->data_err = SMTP_DATA_OK;
+	smtp_data_clock_stop(s);
 }
 
 /* Refresh the chain's view of the session before a phase runs. */
@@ -1975,6 +2051,7 @@ smtp_data_end(struct smtp_session *s)
 {
 	const char *reply = NULL;
 
+	smtp_data_clock_stop(s);
 	if (s->data_err == SMTP_DATA_OK && spool_flush(&s->spool) == -1)
 		s->data_err = SMTP_DATA_SPOOL;
 	if (s->in_header)
@@ -2403,6 +2480,7 @@ smtp_bdat_input(struct smtp_session *s)
 	if ((refuse = s->bdat_refuse) != NULL) {
 		/* The octets are gone, the client is in step: now say no. */
 		s->bdat_refuse = NULL;
+		smtp_data_clock_stop(s);
 		if (s->mail_from != NULL)
 			smtp_tx_reset(s);
 		smtp_enter_state(s, SMTP_STATE_COMMAND);
@@ -2810,6 +2888,7 @@ smtp_process_once(struct smtp_session *s)
 		    SMTP_OUTPUT_HIGH) {
 			s->output_full = 1;
 			bufferevent_disable(s->bev, EV_READ);
+			smtp_line_wait(s);
 			break;
 		}
 		if (s->draining && s->mail_from == NULL &&
@@ -2820,6 +2899,8 @@ smtp_process_once(struct smtp_session *s)
 			break;
 		}
 		kind = smtp_frame_line(s, line, SMTP_CMD_LINE_MAX, &len);
+		if (kind != SMTP_LINE_NONE)
+			s->line_timed = 0;	/* the next line is a new wait */
 		switch (kind) {
 		case SMTP_LINE_NONE:
 			goto more;
@@ -2850,6 +2931,8 @@ more:
 	/* Waiting for client input that will never come? */
 	if (s->eof)
 		smtp_input_ended(s);
+	else if (s->state == SMTP_STATE_COMMAND || s->state == SMTP_STATE_AUTH)
+		smtp_line_wait(s);
 	s->processing = 0;
 }
 
@@ -2964,16 +3047,7 @@ smtp_eventcb(struct bufferevent *bev, short what, void *arg)
 		    s->addr);
 	}
 	if ((what & BEV_EVENT_TIMEOUT) && s->state != SMTP_STATE_QUIT) {
-		log_info("%016llx smtp disconnect reason=timeout state=%s client=%s",
-		    s->id, smtp_state_names[s->state], s->addr);
-		if (s->mail_from != NULL)
-			smtp_log_message(s, "aborted", "client timeout");
-		smtp_reply(s, "421 4.4.2 %s Error: timeout exceeded",
-		    s->cfg->hostname);
-		/* Drop the upstream mid-transaction: nothing half-done is relayed. */
-		upstream_close(s->up);
-		s->up = NULL;
-		smtp_enter_state(s, SMTP_STATE_QUIT);
+		smtp_timed_out(s);
 		return;
 	}
 	/*
@@ -3014,6 +3088,23 @@ smtp_eventcb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	smtp_session_free(s);
+}
+
+/* A wait for the client ran out (smtp_deadline, or a bufferevent timeout). */
+static void
+smtp_timed_out(struct smtp_session *s)
+{
+	if (s->state == SMTP_STATE_QUIT)
+		return;
+	log_info("%016llx smtp disconnect reason=timeout state=%s client=%s",
+	    s->id, smtp_state_names[s->state], s->addr);
+	if (s->mail_from != NULL)
+		smtp_log_message(s, "aborted", "client timeout");
+	smtp_reply(s, "421 4.4.2 %s Error: timeout exceeded", s->cfg->hostname);
+	/* Drop the upstream mid-transaction: nothing half-done is relayed. */
+	upstream_close(s->up);
+	s->up = NULL;
+	smtp_enter_state(s, SMTP_STATE_QUIT);
 }
 
 static void	smtp_connect_done(void *, const struct filter_result *);
@@ -3372,11 +3463,14 @@ smtp_session_start(struct worker *w, int fd, const struct sockaddr *sa,
 	host.arg = s;
 	smtp_facts(s);
 	s->fs = filter_session_new(chain, base, &s->facts, &host);
-	if (s->bev == NULL || s->fs == NULL) {
+	s->deadline = evtimer_new(base, smtp_deadline_cb, s);
+	if (s->bev == NULL || s->fs == NULL || s->deadline == NULL) {
 		if (s->bev != NULL)
 			bufferevent_free(s->bev);
 		else
 			close(fd);
+		if (s->deadline != NULL)
+			event_free(s->deadline);
 		filter_session_free(s->fs);
 		worker_conn_release(sa);
 		filter_chain_unref(chain);
@@ -3470,6 +3564,7 @@ smtp_session_free(struct smtp_session *s)
 	free(s->auth_claim);
 	if (s->quit_timer != NULL)
 		event_free(s->quit_timer);
+	event_free(s->deadline);
 	spool_free(&s->spool);
 	spool_free(&s->newbody);
 	free(s->hdrs);

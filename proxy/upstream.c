@@ -116,6 +116,8 @@ struct upstream {
 	int			 in_sasl;	/* it sent a 334: a SASL response is due */
 
 	int			 in_callback;	/* depth; defer the free */
+	struct event		*deadline;	/* the whole wait for one reply */
+	unsigned		 wait_secs;	/* ... and its length */
 	int			 secret;	/* the next line is a credential: don't log it */
 	int			 ehlo_pipelined;	/* EHLO sent right behind XCLIENT */
 	int			 closing;
@@ -216,13 +218,24 @@ upstream_enter_state(struct upstream *up, enum upstream_state state)
 	up->state = state;
 }
 
+/*
+ * A reply must be complete within secs (0: none owed), however slowly its
+ * bytes come: a read timeout would restart with every byte, and an
+ * upstream dribbling its reply would be waited for without end.  Writes
+ * only need to progress (the message streams out under the write timeout).
+ */
 static void
 upstream_set_timeout(struct upstream *up, unsigned secs)
 {
 	struct timeval tv = { .tv_sec = secs, .tv_usec = 0 };
 	struct timeval wtv = { .tv_sec = up->cfg->timeouts.upstream_command };
 
-	bufferevent_set_timeouts(up->bev, secs ? &tv : NULL, &wtv);
+	bufferevent_set_timeouts(up->bev, NULL, &wtv);
+	up->wait_secs = secs;
+	if (secs == 0)
+		evtimer_del(up->deadline);
+	else if (evtimer_add(up->deadline, &tv) == -1)
+		fatalx("upstream: cannot set a timeout");
 }
 
 static void
@@ -230,6 +243,8 @@ upstream_free(struct upstream *up)
 {
 	if (up->bev != NULL)
 		bufferevent_free(up->bev);
+	if (up->deadline != NULL)
+		event_free(up->deadline);
 	free(up);
 }
 
@@ -259,11 +274,31 @@ upstream_fail(struct upstream *up, enum upstream_err err, const char *why)
 	    up->sid, upstream_strerror(err), upstream_state_names[up->state],
 	    (int)strcspn(why, "\n"), why);
 	upstream_enter_state(up, UP_STATE_DEAD);
+	evtimer_del(up->deadline);
 	if (up->bev != NULL) {
 		bufferevent_free(up->bev);
 		up->bev = NULL;
 	}
 	upstream_finish(up, err, NULL);
+}
+
+/* No complete reply within the bound (upstream_set_timeout). */
+static void
+upstream_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstream *up = arg;
+
+	(void)fd;
+	(void)what;
+	up->in_callback++;
+	if (up->state == UP_STATE_QUIT) {
+		upstream_enter_state(up, UP_STATE_DEAD);
+		up->closing = 1;
+	} else if (up->state != UP_STATE_DEAD)
+		upstream_fail(up, UPSTREAM_ERR_TIMEOUT, "no complete reply in time");
+	up->in_callback--;
+	if (up->closing && up->in_callback == 0)
+		upstream_free(up);
 }
 
 static void
@@ -281,6 +316,7 @@ upstream_write_line(struct upstream *up, const char *line)
 	evbuffer_add(out, "\r\n", 2);
 	up->expect++;
 	smtp_reply_init(&up->reply);
+	upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
 	bev_flush(up->bev);
 }
 
@@ -643,6 +679,8 @@ upstream_reply(struct upstream *up)
 		}
 		upstream_enter_state(up, UP_STATE_DATA_SEND);
 		smtp_reply_init(&up->reply);
+		/* Sending the message, as before its 354, has upstream_command. */
+		upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
 		/* Bulk data: libevent's writes and write callback do the pacing. */
 		bufferevent_enable(up->bev, EV_WRITE);
 		upstream_writecb(up->bev, up);
@@ -748,6 +786,9 @@ upstream_readcb(struct bufferevent *bev, void *arg)
 			 * of step.  (Behind the 220 to STARTTLS it is discarded
 			 * unread, upstream_start_tls.)
 			 */
+			/* A pipelined reply still owed gets its own time. */
+			if (up->expect > 1)
+				upstream_set_timeout(up, up->wait_secs);
 			if (--up->expect == 0 && up->state != UP_STATE_QUIT &&
 			    !(up->state == UP_STATE_STARTTLS &&
 			    up->reply.code == 220) &&
@@ -855,7 +896,8 @@ upstream_eventcb(struct bufferevent *bev, short what, void *arg)
 		upstream_enter_state(up, UP_STATE_GREETING);
 		up->expect = 1;		/* the greeting */
 		smtp_reply_init(&up->reply);
-		upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
+		/* timeouts.upstream_connect covers the connection and its greeting. */
+		upstream_set_timeout(up, up->cfg->timeouts.upstream_connect);
 		/* Commands are written directly (bev.h); EV_WRITE only for DATA. */
 		bufferevent_disable(up->bev, EV_WRITE);
 		bufferevent_enable(up->bev, EV_READ);
@@ -906,6 +948,10 @@ upstream_open(struct event_base *base, const struct config *cfg,
 
 	if ((up = calloc(1, sizeof *up)) == NULL)
 		return NULL;
+	if ((up->deadline = evtimer_new(base, upstream_deadline_cb, up)) == NULL) {
+		free(up);
+		return NULL;
+	}
 	up->cfg = cfg;
 	up->base = base;
 	up->sid = sid;
@@ -924,7 +970,7 @@ upstream_open(struct event_base *base, const struct config *cfg,
 	up->bev = bufferevent_socket_new(base, -1,
 	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (up->bev == NULL) {
-		free(up);
+		upstream_free(up);
 		return NULL;
 	}
 	bufferevent_setcb(up->bev, upstream_readcb, upstream_writecb,
@@ -1053,8 +1099,6 @@ upstream_send_message(struct upstream *up, const char *prepend,
 void
 upstream_close(struct upstream *up)
 {
-	struct timeval tv = { .tv_sec = UPSTREAM_QUIT_TIMEOUT };
-
 	if (up == NULL)
 		return;
 	up->done = NULL;
@@ -1067,7 +1111,7 @@ upstream_close(struct upstream *up)
 		/* Polite QUIT; the connection frees itself on reply, EOF or timeout. */
 		upstream_enter_state(up, UP_STATE_QUIT);
 		upstream_write_line(up, "QUIT");
-		bufferevent_set_timeouts(up->bev, &tv, &tv);
+		upstream_set_timeout(up, UPSTREAM_QUIT_TIMEOUT);
 		return;
 	}
 	up->closing = 1;

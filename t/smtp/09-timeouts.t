@@ -1,8 +1,11 @@
 #!/usr/bin/python3
 # Every wait has a timeout: an idle client gets 421 4.4.2 and is closed
-# (timeouts.command = 2, timeouts.data_block = 2); a silent upstream gives
-# 451 4.4.2 after timeouts.upstream_command / upstream_data_end = 2.
+# (timeouts.command = 2, timeouts.data_block = 2), and so does one that
+# trickles a command line, since the timeout bounds the whole wait for
+# the line; a silent upstream gives 451 4.4.2 after
+# timeouts.upstream_command / upstream_data_end = 2.
 import os
+import select
 import sys
 import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
@@ -44,14 +47,24 @@ def main():
     wait_421(b, tb, 'idle after EHLO')
     wait_421(d, td, 'idle inside DATA')
 
-    # activity resets the clock: a NOOP every second for 4 s is not idle
+    # activity inside one command line does not reset the clock:
+    # timeouts.command bounds the whole wait for the line (49-trickle.t
+    # has the other trickles)
     c = SmtpClient(mx.port, timeout=10)
     c.greeting()
-    good = True
-    for i in range(4):
-        time.sleep(1.0)
-        good = good and c.cmd('NOOP').code == 250
-    ok(good, 'a client sending NOOP every second is not timed out')
+    line = b'NOOP ' + b'x' * 40 + b'\r\n'
+    sent = 0
+    for i in range(len(line)):
+        c.send(line[i:i + 1])
+        sent += 1
+        if select.select([c.sock], [], [], 0.5)[0]:
+            break
+    reply_is(c.reply(), 421, '4.4.2', 'a NOOP trickled one byte every 0.5 s: 421 4.4.2')
+    ok(sent < len(line), 'the trickled line was cut (%d of %d bytes)' % (sent, len(line)))
+    c.close()
+
+    c = SmtpClient(mx.port, timeout=10)
+    c.greeting()
 
     # silent upstream at RCPT (upstream_command = 2)
     c.ehlo()

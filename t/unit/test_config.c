@@ -81,8 +81,8 @@ static const struct test_config_case test_config_cases[] = {
 	{ "misspelt key gets a suggestion", NULL,
 	  TEST_BASE "limits = { mesage_size = 2048; };\n",
 	  ":3: unknown key 'mesage_size' in 'limits' (did you mean 'message_size'?)" },
-	{ "unknown key in timeouts", NULL, TEST_BASE "timeouts = { data = 5; };\n",
-	  ":3: unknown key 'data' in 'timeouts'" },
+	{ "unknown key in timeouts", NULL, TEST_BASE "timeouts = { idle = 5; };\n",
+	  ":3: unknown key 'idle' in 'timeouts'" },
 	{ "unknown key in listen entry", NULL,
 	  "listen = ( { address = \"127.0.0.1:2525\";\n port = 25; } );\n"
 	  "upstream = { address = \"127.0.0.1:25\"; };\n",
@@ -524,6 +524,7 @@ test_config_good(void)
 	    c->limits.errors == 5 && c->limits.spool_memory == 0x10000 &&
 	    c->limits.pipeline_backlog == 4096, "other limits");
 	ok(c->timeouts.command == 60 && c->timeouts.data_block == 61 &&
+	    c->timeouts.data == 7200 &&
 	    c->timeouts.upstream_connect == 5 && c->timeouts.upstream_command == 62 &&
 	    c->timeouts.upstream_data_end == 86400 && c->timeouts.shutdown_grace == 1,
 	    "timeouts");
@@ -638,7 +639,7 @@ test_config_defaults(void)
 	    c->limits.spool_memory == 1048576 && c->limits.pipeline_backlog == 65536,
 	    "limit defaults");
 	ok(c->timeouts.command == 300 && c->timeouts.data_block == 180 &&
-	    c->timeouts.upstream_connect == 30 && c->timeouts.upstream_command == 300 &&
+	    c->timeouts.data == 3600 && c->timeouts.upstream_connect == 30 && c->timeouts.upstream_command == 300 &&
 	    c->timeouts.upstream_data_end == 600 && c->timeouts.shutdown_grace == 30,
 	    "timeout defaults");
 	ok(c->nrelay_domains == 0 && c->nrelay_networks == 0, "no relay lists");
