@@ -12,9 +12,10 @@
 # (nobody's when the test runs as root, since Exim refuses uid 0 for it;
 # the caller's own otherwise) without touching /etc/passwd.
 #
-# Three rounds, three messages each: one connection per message with
+# Four rounds, three messages each: one connection per message with
 # CHUNKING (BDAT LAST + QUIT), the same with DATA (hosts_try_chunking
-# empty), and a queue run that sends its messages down one connection.
+# empty), a queue run that sends its messages down one connection, and
+# one connection per message over STARTTLS.
 # Each message must reach the upstream exactly once, and Exim must log a
 # delivery (=>) for each and no deferral or failure.
 import os
@@ -24,6 +25,7 @@ import subprocess
 import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
+from fmx_tls import make_cert, listener, frontmx_listeners  # noqa: E402
 
 TOP = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
 EXIM = os.environ.get('EXIM') or os.path.join(TOP, 'build', 'exim', 'root', 'usr', 'sbin', 'exim4')
@@ -57,7 +59,7 @@ to_frontmx:
   driver = smtp
   port = %(port)d
   allow_localhost
-  hosts_avoid_tls = *
+  %(tls)s
   hosts_try_chunking = %(chunking)s
 
 begin retry
@@ -66,7 +68,7 @@ begin retry
 
 
 class Exim:
-    def __init__(self, port, chunking=True):
+    def __init__(self, port, chunking=True, tls=False):
         self.dir = tmpdir('fmx-exim-')
         os.chmod(self.dir, 0o755)
         # The binary where Exim's own user can run it again (its exim_path).
@@ -88,7 +90,9 @@ class Exim:
         self.conf = os.path.join(self.dir, 'exim.conf')
         with open(self.conf, 'w') as f:
             f.write(CONF % {'exim': self.exe, 'dir': self.dir, 'port': port,
-                            'chunking': '*' if chunking else ''})
+                            'chunking': '*' if chunking else '',
+                            'tls': 'hosts_require_tls = *\n  tls_verify_certificates =' if tls
+                            else 'hosts_avoid_tls = *'})
         self.env = dict(os.environ, LD_PRELOAD=NSS_WRAPPER,
                         NSS_WRAPPER_PASSWD=os.path.join(self.dir, 'passwd'),
                         NSS_WRAPPER_GROUP=os.path.join(self.dir, 'group'))
@@ -112,8 +116,8 @@ def message(tag):
             % (tag, tag, tag)).encode()
 
 
-def round_(name, up, mx, chunking, queue_run):
-    ex = Exim(mx.port, chunking)
+def round_(name, up, mx, chunking, queue_run, tls=False):
+    ex = Exim(mx.port, chunking, tls)
     tags = ['%s-%d' % (name, i) for i in range(3)]
     before = len(up.messages)
     for t in tags:
@@ -134,8 +138,10 @@ def round_(name, up, mx, chunking, queue_run):
     ids = re.findall(r'^\S+ \S+ (\S+) <= ', log, re.M)
     is_(len(ids), len(tags), '%s: exim received %d messages' % (name, len(tags)))
     for i in ids:
-        like(log, r'(?m)^\S+ \S+ %s => bob@example\.com .*C="250 ' % re.escape(i),
-             '%s: exim logged %s delivered with the upstream\'s 250' % (name, i))
+        like(log, r'(?m)^\S+ \S+ %s => bob@example\.com .*%sC="250 ' % (
+            re.escape(i), r'X=TLS.* ' if tls else ''),
+             '%s: exim logged %s delivered%s with the upstream\'s 250' % (
+                 name, i, ' over TLS' if tls else ''))
     bad = [l for l in log.splitlines() if re.match(r'^\S+ \S+ \S+ (==|\*\*) ', l)
            or 'closed connection' in l]
     if not ok(not bad, '%s: exim logged no deferral, failure or lost connection' % name):
@@ -168,6 +174,19 @@ def main():
     unlike(mx.log(), r'result=aborted', 'frontmx aborted no message')
     diag('exim mainlog of the queue run:\n' + log)
     check_stream(up, 9, 'upstream')
+    mx.finish()
+
+    # STARTTLS: Exim ends TLS with close_notify, then shuts down its side
+    certs = make_cert(tmpdir('fmx-exim-tls-'), 'mx.test.example')
+    up = Upstream()
+    mx = frontmx_listeners(up, [listener('starttls', certs)])
+    mark = len(mx.log())
+    round_('tls', up, mx, chunking=True, queue_run=False, tls=True)
+    like(mx.log()[mark:], r'smtp tls=', 'tls: the sessions used TLS')
+    like(mx.log()[mark:], r'smtp eof state=\w+ client=127\.0\.0\.1',
+         'tls: frontmx saw Exim half-close')
+    unlike(mx.log(), r'result=aborted', 'tls: frontmx aborted no message')
+    check_stream(up, 3, 'tls: upstream')
     mx.finish()
 
 
