@@ -9,7 +9,8 @@
 # - a client trickling its message (DATA, or BDAT one octet per chunk)
 #   gets 421 4.4.2 at timeouts.data, the bound on the whole message,
 #   although each chunk arrives well inside timeouts.data_block;
-# - a PROXY header trickled by a balancer is cut at its 10 s bound.
+# - a PROXY header trickled by a balancer is cut at its 10 s bound;
+# - a SASL response line trickled inside AUTH gets 421 at timeouts.command.
 # Nothing here measures time: each case asserts the outcome (the 4xx
 # arrives, the trickler had not finished); the loops have hang guards.
 import os
@@ -18,6 +19,8 @@ import sys
 import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
+from fmx_auth import AuthUpstream, b64  # noqa: E402
+from fmx_tls import TlsClient, client_ctx, frontmx_listeners, listener, make_cert  # noqa: E402
 
 FROM, RCPT = 'alice@example.org', 'bob@example.com'
 GAP = 0.1       # between two trickled bytes: far inside every timeout (2 s)
@@ -144,6 +147,26 @@ def proxy_side(up):
     mx.finish()
 
 
+def auth_side():
+    # A SASL response line trickled inside AUTH LOGIN: timeouts.command
+    # bounds the whole line there too.
+    certs = make_cert(tmpdir('fmx-trickle-'), 'mx.test.example')
+    up = AuthUpstream(users={'alice': 'secret'})
+    mx = frontmx_listeners(up, [listener('starttls', certs, auth=True)], conf={'timeouts': T})
+    c = TlsClient(mx.port, timeout=60)
+    c.greeting()
+    c.ehlo('trickle.example')
+    r, err = c.starttls(client_ctx(certs.cert), 'mx.test.example')
+    ok(r.code == 220 and err is None, 'AUTH: STARTTLS')
+    c.ehlo('trickle.example')
+    reply_is(c.cmd('AUTH LOGIN'), 334, None, 'AUTH LOGIN: 334')
+    line = (b64('alice') + 'A' * 120 + '\r\n').encode()
+    n = trickle(c, line)
+    reply_is(c.reply(), 421, '4.4.2', 'trickled SASL line: 421 4.4.2')
+    ok(n < len(line), 'trickled SASL line: cut before its end (%d of %d bytes)' % (n, len(line)))
+    mx.finish()
+
+
 def main():
     up = Upstream(ehlo_caps=['PIPELINING', 'SIZE 10240000', '8BITMIME', 'ENHANCEDSTATUSCODES',
                              'CHUNKING'])
@@ -153,6 +176,7 @@ def main():
     mx.finish()
 
     proxy_side(up)
+    auth_side()
 
     mx = Frontmx(up, conf={'timeouts': dict(T, data=4)})
     data_side(up, mx)
