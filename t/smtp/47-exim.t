@@ -18,6 +18,7 @@
 # one connection per message over STARTTLS.
 # Each message must reach the upstream exactly once, and Exim must log a
 # delivery (=>) for each and no deferral or failure.
+import glob
 import os
 import re
 import shutil
@@ -29,7 +30,7 @@ from fmx_tls import make_cert, listener, frontmx_listeners  # noqa: E402
 
 TOP = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
 EXIM = os.environ.get('EXIM') or os.path.join(TOP, 'build', 'exim', 'root', 'usr', 'sbin', 'exim4')
-NSS_WRAPPER = '/usr/lib/x86_64-linux-gnu/libnss_wrapper.so'
+NSS_WRAPPER = (glob.glob('/usr/lib/*/libnss_wrapper.so') + ['/usr/lib/libnss_wrapper.so'])[0]
 NOBODY = 65534
 
 CONF = '''
