@@ -11,8 +11,8 @@
 # Then the client goes away at every point where the session waits for
 # something: a filter hook pending at each phase, a blocking-pool job
 # (running, and still queued), the upstream's greeting / EHLO / MAIL /
-# RCPT / DATA / final-dot reply, the reverse DNS of the client and an
-# SPF lookup held by fakedns.  The daemon stays up with no sanitizer
+# RCPT / DATA / final-dot reply, the reverse DNS of the client, and SPF,
+# DKIM-key and DMARC-policy lookups held by fakedns.  The daemon stays up with no sanitizer
 # report, and nothing reaches the upstream that the client did not
 # finish (no message whose final dot the client never sent).
 import os
@@ -26,6 +26,7 @@ from fmx import register_cleanup  # noqa: E402
 from fmx_filters import *  # noqa: E402,F403
 from fmx_tls import proxy_v1  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
+from dmarc_util import dkim_keypair, dkim_sign, message  # noqa: E402
 
 SENDER = 'alice@example.org'
 RCPT = 'bob@example.com'
@@ -341,6 +342,41 @@ def dns_pending():
     ok(up.wait_messages(1, WAIT), 'SPF: exactly the finished message was relayed')
     is_(len(up.messages), 1, 'SPF: one message upstream')
     mx.finish()
+
+    # DKIM key and DMARC policy lookups at the end of data: the client
+    # leaves after its final dot while the answer is outstanding.
+    key, key_txt = dkim_keypair()
+    dns.set('sel._domainkey.dkimok.example', [('TXT', key_txt)])
+    dns.set('_dmarc.dkimok.example', [('TXT', 'v=DMARC1; p=reject; adkim=s')])
+    for held, what in (('sel._domainkey.dkimok.example', 'DKIM key'),
+                       ('_dmarc.dkimok.example', 'DMARC policy')):
+        up = Upstream()
+        mx = Frontmx(up, name='frontmx (%s lookup outstanding)' % what, conf={
+            'dns': {'forward': [dns.address]},
+            'timeouts': {'dns': 30},
+            'filters': [{'name': 'dkim', 'timeout': 30}, {'name': 'dmarc', 'timeout': 30}],
+        })
+        msg = dkim_sign(message('Bob <bob@dkimok.example>', 'held %s' % what,
+                                'held@dkimok.example'), 'dkimok.example', 'sel', key)
+        dns.hold(held)
+        c = SmtpClient(mx.port, timeout=WAIT)
+        c.start()
+        reply_is(c.cmd('MAIL FROM:<bob@dkimok.example>'), 250, None, '%s: MAIL 250' % what)
+        reply_is(c.cmd('RCPT TO:<%s>' % RCPT), 250, None, '%s: RCPT 250' % what)
+        reply_is(c.cmd('DATA'), 354, None, '%s: DATA 354' % what)
+        c.send(dot_stuff(msg) + b'.\r\n')
+        ok(wait_for(lambda: dns.waiting(held) > 0, WAIT), '%s: the query is outstanding' % what)
+        vanish(c)
+        ok(wait_log(mx, r'smtp disconnect reason='), '%s: session ended' % what)
+        dns.release()
+        nothing_relayed(up, what)
+        c = SmtpClient(mx.port, timeout=WAIT)
+        c.start()
+        r = c.transaction('bob@dkimok.example', [RCPT], msg)
+        reply_is(r['dot'], 250, None, '%s: the next session is checked and relayed' % what)
+        c.quit()
+        ok(up.wait_messages(1, WAIT), '%s: exactly the finished message was relayed' % what)
+        mx.finish()
 
 
 def main():
