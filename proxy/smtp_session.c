@@ -3082,6 +3082,8 @@ smtp_eventcb(struct bufferevent *bev, short what, void *arg)
 	 * under the TLS layer: let it go out, so the client learns why.
 	 */
 	if ((what & BEV_EVENT_ERROR) && bufferevent_get_underlying(s->bev) != NULL) {
+		/* Closing, like QUIT: nothing the session waits for goes on. */
+		smtp_cancel_async(s);
 		s->state = SMTP_STATE_QUIT;
 		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 		smtp_quit_flushed(s);

@@ -212,7 +212,7 @@ def blocking_after_close():
     up = Upstream()
     mx = Frontmx(up, name='frontmx (blocking hook outlives its session)', conf={
         'filters': [mis('sleep', so='misbehave_blocking', timeout=30,
-                        options={'seconds': 2, 'phase': 'mail'})]})
+                        options={'seconds': 5, 'phase': 'mail'})]})
     cs = []
     for i in range(4):
         c = SmtpClient(mx.port, timeout=WAIT)
