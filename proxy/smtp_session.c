@@ -206,6 +206,7 @@ struct smtp_session {
 	size_t			 headlen;
 	size_t			 head_prefix;	/* fields we put before the client's */
 	size_t			 head_added;	/* start of the fields appended after them */
+	int			 head_overflow;	/* smtp_head_add() ran out of room */
 	struct spool		 newbody;	/* a filter's replacement body */
 	int			 use_newbody;
 	size_t			 replay_i;	/* header/body replay to the filters */
@@ -1517,12 +1518,15 @@ smtp_write_dir(struct smtp_session *s, const char *dir, int single,
 	return 0;
 }
 
-/* Append to the relayed header block; the block was sized for the worst case. */
+/* Append to the relayed header block (smtp_build_head() checks head_overflow). */
 static void
 smtp_head_add(struct smtp_session *s, size_t cap, const char *p, size_t len)
 {
-	if (s->headlen + len > cap)
-		fatalx("smtp_head_add: header block over its bound");
+	/* Sized for the worst case; should that sum be wrong, 451, not a crash. */
+	if (s->head_overflow || s->headlen + len > cap) {
+		s->head_overflow = 1;
+		return;
+	}
 	memcpy(s->head + s->headlen, p, len);
 	s->headlen += len;
 }
@@ -1582,6 +1586,7 @@ smtp_build_head(struct smtp_session *s, const struct filter_outcome *o)
 	if ((s->head = malloc(cap)) == NULL)
 		return -1;
 	s->headlen = 0;
+	s->head_overflow = 0;
 	if (s->eoh_off > 0) {
 		if ((src = malloc(s->eoh_off)) == NULL ||
 		    spool_read(&s->spool, 0, src, s->eoh_off) != (ssize_t)s->eoh_off) {
@@ -1675,6 +1680,11 @@ smtp_build_head(struct smtp_session *s, const struct filter_outcome *o)
 		if (spool_append(&s->newbody, o->body, o->bodylen) == -1 ||
 		    spool_flush(&s->newbody) == -1)
 			return -1;
+	}
+	if (s->head_overflow) {
+		log_warn("%016llx smtp header block over its %zu-octet bound",
+		    s->id, cap);
+		return -1;
 	}
 	return 0;
 }
