@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
 import fmx  # noqa: E402
-from fmx_tls import proxy_v2  # noqa: E402
+from fmx_tls import proxy_v2, make_cert, client_ctx, TlsClient  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 from fmx_filters import content_filter, write_rules  # noqa: E402
 
@@ -81,13 +81,15 @@ def main():
         PTR: [('AAAA', V6)],
     }).start()
     fmx.register_cleanup(dns.stop)
+    certs = make_cert(tmpdir('fmx-trace-'), 'mx.test.example')   # CN: 64 octets at most
     up = Upstream(ehlo_caps=CAPS)
     mx = Frontmx(up, start=False, name='frontmx (long trace data)')
     mx.write_conf(conf={
         'hostname': MX,
         'listen': [{'address': '127.0.0.1:%d' % mx.port},
                    {'address': '127.0.0.1:%d' % free_port(), 'proxy_protocol': True,
-                    'proxy_from': ['127.0.0.0/8']}],
+                    'proxy_from': ['127.0.0.0/8'], 'tls': 'starttls',
+                    'cert': certs.cert, 'key': certs.key}],
         'relay': {'domains': ['example.com', RDOM], 'networks': ['127.0.0.0/8']},
         'dns': {'forward': [dns.address], 'reverse': True},
         'timeouts': {'dns': 5},
@@ -96,15 +98,18 @@ def main():
     mx.start()
     n = [0]
 
-    def one(name, helo='client.example', rcpt='bob@example.com', v6=None, rcpts=None):
+    def one(name, helo='client.example', rcpt='bob@example.com', v6=None, rcpts=None, tls=False):
         n[0] += 1
         sender = 'long%d@example.org' % n[0]
         body = ('From: a@example.org\r\nSubject: %s\r\n\r\nbody\r\n' % name).encode()
-        c = SmtpClient(pport if v6 else mx.port)
+        c = TlsClient(pport if v6 else mx.port)
         if v6:
             c.send(proxy_v2('PROXY', 'TCP6', v6, '2001:db8::25', 40000, 25))
         reply_is(c.greeting(timeout=15), 220, None, '%s: greeted' % name)
         reply_is(c.ehlo(helo), 250, None, '%s: EHLO %d octets accepted' % (name, len(helo)))
+        if tls:
+            c.starttls(client_ctx(certs.cert), 'mx.test.example')
+            reply_is(c.ehlo(helo), 250, None, '%s: EHLO again after STARTTLS' % name)
         r = c.transaction(sender, rcpts or [rcpt], body)
         reply_is(r['dot'], 250, '2.0.0', '%s: message accepted' % name)
         c.quit()
@@ -133,6 +138,12 @@ def main():
          r'[0-9a-f]{16}\.\d+\s+for <%s>;\s+\S' % (re.escape(HELO), re.escape(PTR), re.escape(V6),
                                                re.escape(MX), re.escape(RCPT)),
          'all at once: the unfolded Received field holds every part in order')
+
+    u = one('all at once over TLS', helo=HELO, rcpt=RCPT, v6=V6, tls=True)
+    like(u, r'^Received: from %s \(%s \[%s\]\) \(using TLS\S+ \S+\) by %s \(frontmx\) with '
+         r'ESMTPS id [0-9a-f]{16}\.\d+ for <%s>; \S' % (re.escape(HELO), re.escape(PTR), re.escape(V6),
+                                                    re.escape(MX), re.escape(RCPT)),
+         'all at once over TLS: the unfolded Received field holds every part, TLS too')
 
     u = one('all at once, two recipients', helo=HELO, v6=V6, rcpts=[RCPT, 'bob@example.com'])
     unlike(u, r'for <', 'two recipients: no "for" clause')
