@@ -295,6 +295,9 @@ worker_pause_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	/* Another thread may have taken the descriptor we gave up. */
+	if (w->reserve_fd == -1)
+		w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (!w->draining)
 		worker_listeners_enable(w, 1);
 }
