@@ -896,14 +896,27 @@ test_config_many_domains(void)
 static void
 test_config_actions(void)
 {
+	static const struct {
+		enum config_action	 action;
+		const char		*name;
+	} names[] = {
+		{ CONFIG_ACTION_ACCEPT,		"accept" },
+		{ CONFIG_ACTION_TAG,		"tag" },
+		{ CONFIG_ACTION_QUARANTINE,	"quarantine" },
+		{ CONFIG_ACTION_TEMPFAIL,	"tempfail" },
+		{ CONFIG_ACTION_REJECT,		"reject" },
+		{ CONFIG_ACTION_DISCARD,	"discard" },
+	};
 	enum config_action	a;
-	int			i, good = 1;
+	size_t			i;
 
-	for (i = 0; i < CONFIG_ACTION_COUNT; i++)
-		if (config_action_parse(config_action_name((enum config_action)i), &a) != 0 ||
-		    (int)a != i)
-			good = 0;
-	ok(good, "every action name parses back to itself");
+	ok(sizeof names / sizeof names[0] == CONFIG_ACTION_COUNT,
+	    "a name below for each of the %d actions", CONFIG_ACTION_COUNT);
+	for (i = 0; i < sizeof names / sizeof names[0]; i++)
+		ok(strcmp(config_action_name(names[i].action), names[i].name) == 0 &&
+		    config_action_parse(names[i].name, &a) == 0 && a == names[i].action,
+		    "action %d is \"%s\", and \"%s\" parses to it", (int)names[i].action,
+		    names[i].name, names[i].name);
 	ok(config_action_parse("quarantine", &a) == 0 && a == CONFIG_ACTION_QUARANTINE,
 	    "quarantine");
 	ok(config_action_parse("Reject", &a) == -1 && config_action_parse("", &a) == -1,
@@ -956,6 +969,7 @@ main(void)
 	struct config	*c;
 	char		 small[16];
 
+	plan(392);
 	/* prove runs us from the repository root; fixtures are relative to it. */
 	if (access("t/unit/conf/good.conf", R_OK) == -1) {
 		printf("Bail out! run from the repository root\n");

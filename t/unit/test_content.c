@@ -1093,6 +1093,7 @@ main(void)
 	void *inst;
 	int round;
 
+	plan(98);
 	test_rules_table();
 	test_rules_files();
 	test_init(f);

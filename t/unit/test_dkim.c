@@ -757,7 +757,9 @@ test_dkimpy_sign(const char *msg, const char *key, const char *domain,
 	snprintf(cmd, sizeof cmd, TEST_TOOL " sign " TEST_DATA "%s.pem %s %s %s",
 	    key, domain, sel, extra ? extra : "");
 	out = test_run_tool(cmd, msg, &st);
-	if (st != 0 || out == NULL || strncmp(out, "DKIM-Signature:", 15) != 0) {
+	/* A signer that fails is a failed test, never a case table skipped. */
+	if (!ok(st == 0 && out != NULL && strncmp(out, "DKIM-Signature:", 15) == 0,
+	    "dkimpy signs with %s d=%s s=%s %s", key, domain, sel, extra ? extra : "")) {
 		diag("dkimpy sign failed (status %d)", st);
 		free(out);
 		return NULL;
@@ -1120,7 +1122,6 @@ test_verify_dkimpy(void *inst)
 
 	/* rsa-sha256 relaxed/relaxed */
 	s = test_dkimpy_sign(MSG, "rsa2048", "example.com", "rsa", NULL);
-	ok(s != NULL, "dkimpy signs rsa-sha256");
 	if (s != NULL) {
 		v = test_verify(inst, &ctx, s);
 		ok(v == FMX_CONTINUE && strcmp(ctx.result, "pass") == 0,
@@ -1193,7 +1194,6 @@ test_verify_dkimpy(void *inst)
 
 	/* ed25519-sha256 (RFC 8463) */
 	s = test_dkimpy_sign(MSG, "ed25519", "example.com", "ed", "--alg ed25519-sha256");
-	ok(s != NULL, "dkimpy signs ed25519-sha256");
 	if (s != NULL) {
 		v = test_verify(inst, &ctx, s);
 		ok(strcmp(ctx.result, "pass") == 0 && test_ar_has(&ctx, "pass",
@@ -1730,10 +1730,11 @@ main(void)
 {
 	void *inst;
 
+	plan(158);
 	if (access(TEST_DATA "rsa2048.pem", R_OK) != 0) {
-		printf("1..0 # SKIP run from the repository root (%s missing)\n",
+		printf("Bail out! run from the repository root (%s missing)\n",
 		    TEST_DATA "rsa2048.pem");
-		return 0;
+		return 1;
 	}
 	test_from_parser();
 	test_body_length();

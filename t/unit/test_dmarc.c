@@ -1289,6 +1289,7 @@ main(void)
 	size_t i;
 	int m;
 
+	plan(590);
 	(void)test_initlog;
 	/* An 5000-byte DMARC record, for the length limit. */
 	snprintf(test_longtxt, sizeof test_longtxt, "v=DMARC1; p=reject; rua=mailto:");

@@ -806,6 +806,7 @@ test_policy_syntax(void)
 int
 main(void)
 {
+	plan(231);
 	if (access("t/unit/conf/policy.conf", R_OK) == -1) {
 		printf("Bail out! run from the repository root\n");
 		return 1;

@@ -423,6 +423,47 @@ test_params(void)
 	    "output zeroed after an error");
 }
 
+/* What the names and texts are, written out, not read back from the code. */
+struct cmd_name {
+	enum smtp_cmd	 cmd;
+	const char	*name;
+};
+
+static const struct cmd_name cmd_names[] = {
+	{ SMTP_CMD_UNKNOWN,	"UNKNOWN" },
+	{ SMTP_CMD_HELO,	"HELO" },
+	{ SMTP_CMD_EHLO,	"EHLO" },
+	{ SMTP_CMD_MAIL,	"MAIL" },
+	{ SMTP_CMD_RCPT,	"RCPT" },
+	{ SMTP_CMD_DATA,	"DATA" },
+	{ SMTP_CMD_RSET,	"RSET" },
+	{ SMTP_CMD_NOOP,	"NOOP" },
+	{ SMTP_CMD_QUIT,	"QUIT" },
+	{ SMTP_CMD_VRFY,	"VRFY" },
+	{ SMTP_CMD_EXPN,	"EXPN" },
+	{ SMTP_CMD_HELP,	"HELP" },
+	{ SMTP_CMD_STARTTLS,	"STARTTLS" },
+	{ SMTP_CMD_AUTH,	"AUTH" },
+	{ SMTP_CMD_BDAT,	"BDAT" },
+	{ SMTP_CMD_XCLIENT,	"XCLIENT" },
+	{ SMTP_CMD_XFORWARD,	"XFORWARD" },
+};
+
+struct err_name {
+	enum smtp_parse_err	 err;
+	const char		*text;
+};
+
+static const struct err_name err_names[] = {
+	{ SMTP_PARSE_OK,		"ok" },
+	{ SMTP_PARSE_SYNTAX,		"syntax error in path" },
+	{ SMTP_PARSE_PATH_TOO_LONG,	"path too long" },
+	{ SMTP_PARSE_ROUTED,		"source-routed address" },
+	{ SMTP_PARSE_PARAM_SYNTAX,	"bad ESMTP parameter" },
+	{ SMTP_PARSE_TOO_MANY_PARAMS,	"too many ESMTP parameters" },
+	{ SMTP_PARSE_8BIT,		"8-bit character in address" },
+};
+
 int
 main(void)
 {
@@ -431,6 +472,7 @@ main(void)
 	char dom[300];
 	size_t i;
 
+	plan(240);
 	for (i = 0; i < N(verb_cases); i++) {
 		const struct verb_case *c = &verb_cases[i];
 		enum smtp_cmd cmd;
@@ -443,15 +485,17 @@ main(void)
 	}
 	ok(smtp_parse_verb("QUIT", NULL) == SMTP_CMD_QUIT, "verb: args may be NULL");
 
-	for (i = 0; i < SMTP_CMD_COUNT; i++) {
-		const char *name = smtp_cmd_name((enum smtp_cmd)i);
+	ok(N(cmd_names) == SMTP_CMD_COUNT, "a name below for each of the %d commands",
+	    SMTP_CMD_COUNT);
+	for (i = 0; i < N(cmd_names); i++) {
+		const struct cmd_name *c = &cmd_names[i];
 		char line[64];
 
-		snprintf(line, sizeof(line), "%s x", name);
-		ok(i == SMTP_CMD_UNKNOWN ?
-		    smtp_parse_verb(line, &args) == SMTP_CMD_UNKNOWN :
-		    smtp_parse_verb(line, &args) == (enum smtp_cmd)i,
-		    "smtp_cmd_name(%zu) = %s round-trips", i, name);
+		snprintf(line, sizeof(line), "%s x", c->name);
+		ok(strcmp(smtp_cmd_name(c->cmd), c->name) == 0 &&
+		    smtp_parse_verb(line, &args) == c->cmd,
+		    "smtp_cmd_name(%d) is %s, and \"%s\" parses back to it",
+		    (int)c->cmd, c->name, line);
 	}
 	ok(strcmp(smtp_cmd_name(SMTP_CMD_STARTTLS), "STARTTLS") == 0,
 	    "smtp_cmd_name is upper case");
@@ -504,10 +548,11 @@ main(void)
 	ok(smtp_parse_domain(NULL) == -1 && smtp_parse_helo(NULL) == -1,
 	    "domain/helo: NULL refused");
 
-	for (i = 0; i < SMTP_PARSE_ERR_COUNT; i++)
-		ok(smtp_parse_strerror((enum smtp_parse_err)i) != NULL &&
-		    *smtp_parse_strerror((enum smtp_parse_err)i) != '\0',
-		    "strerror(%zu) = %s", i, smtp_parse_strerror((enum smtp_parse_err)i));
+	ok(N(err_names) == SMTP_PARSE_ERR_COUNT, "a text below for each of the %d errors",
+	    SMTP_PARSE_ERR_COUNT);
+	for (i = 0; i < N(err_names); i++)
+		ok(strcmp(smtp_parse_strerror(err_names[i].err), err_names[i].text) == 0,
+		    "strerror(%d) = \"%s\"", (int)err_names[i].err, err_names[i].text);
 
 	return done_testing();
 }

@@ -363,6 +363,7 @@ main(void)
 	char out[256];
 	size_t i, n;
 
+	plan(143);
 	for (i = 0; i < N(feed_cases); i++) {
 		const struct feed_case *c = &feed_cases[i];
 		enum smtp_reply_status st = feed_all(&r, c->lines);

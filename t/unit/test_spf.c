@@ -1318,6 +1318,7 @@ test_suite_cases(void)
 int
 main(void)
 {
+	plan(420);
 	test_default_inst = test_instance(NULL, 0);
 	ok(test_default_inst != NULL, "instance with no options");
 	test_parser();

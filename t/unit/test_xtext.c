@@ -90,6 +90,7 @@ main(void)
 	char buf[256], back[256];
 	size_t i, n, want;
 
+	plan(77);
 	for (i = 0; i < sizeof(enc_cases) / sizeof(enc_cases[0]); i++) {
 		const struct enc_case *c = &enc_cases[i];
 
