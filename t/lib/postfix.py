@@ -5,6 +5,7 @@
     pf.port, pf.maildir           # TMP/mail/box/{new,cur,tmp}
     pf.wait_mail(1, timeout=15)   # -> list of delivered file paths
     pf.maillog()                  # its own log file
+    pf.greeting()                 # its 220 greeting (a fmx.Reply)
     pf.stop()
 
 Runs as root with its own config_directory, queue_directory and
@@ -167,6 +168,16 @@ class Postfix:
         raise RuntimeError('postfix did not start (rc=%s): %s\n%s' % (
             self.proc.poll(), open(self.out, 'rb').read().decode(errors='replace'),
             self.maillog()))
+
+    def greeting(self):
+        """The 220 greeting of its smtpd (a Reply), proof that a Postfix is
+        what listens on self.port."""
+        c = fmx.SmtpClient(self.port)
+        try:
+            return c.greeting()
+        finally:
+            c.quit()
+            c.close()
 
     def maillog(self):
         try:

@@ -18,7 +18,7 @@ def main():
     # mynetworks = 127.0.0.1/32: the proxy's own address may use XCLIENT,
     # the real client (127.0.0.2) is not trusted by Postfix for relaying.
     pf = postfix.Postfix(main_cf={'mynetworks': '127.0.0.1/32'})
-    ok(True, 'postfix started on 127.0.0.1:%d' % pf.port)
+    like(pf.greeting().raw, rb'^220 upstream\.test ESMTP Postfix', 'a Postfix answers on 127.0.0.1:%d' % pf.port)
     mx = Frontmx(pf.port)
 
     c = SmtpClient(mx.port, source='127.0.0.2')

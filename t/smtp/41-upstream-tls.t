@@ -55,7 +55,7 @@ def by_subject(pf):
 
 def test_postfix(d, pfcerts):
     pf = tls_postfix(pfcerts)
-    ok(True, 'postfix with STARTTLS started on 127.0.0.1:%d' % pf.port)
+    like(pf.greeting().raw, rb'^220 \S+ ESMTP Postfix', 'a Postfix answers on 127.0.0.1:%d' % pf.port)
     other = make_cert(d, 'upstream.test.other')     # a different, untrusted key
 
     # 1. verify, right CA and name: delivered over TLS

@@ -424,7 +424,7 @@ def test_bdat(mx, up, count):
 
 def test_postfix_dsn():
     pf = postfix.Postfix()
-    ok(True, 'postfix started on 127.0.0.1:%d' % pf.port)
+    like(pf.greeting().raw, rb'^220 upstream\.test ESMTP Postfix', 'a Postfix answers on 127.0.0.1:%d' % pf.port)
     mx = Frontmx(pf.port, name='frontmx->postfix')
     c, e = session(mx)
     ok('DSN' in keywords(e), 'Postfix upstream: DSN advertised by the proxy')
