@@ -2,7 +2,7 @@
 """Self-test of the harness (no frontmx needed): /usr/bin/python3 t/lib/selftest.py
 
 Drives Upstream with SmtpClient and swaks directly, and checks the strict
-parser, the fault modes and render_conf.  Run it after changing fmx.py.
+parser, the fault modes and render_conf.  `make test` runs it (t/meta/harness.t).
 """
 import os
 import socket
