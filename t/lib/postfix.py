@@ -172,11 +172,14 @@ class Postfix:
     def greeting(self):
         """The 220 greeting of its smtpd (a Reply), proof that a Postfix is
         what listens on self.port."""
-        c = fmx.SmtpClient(self.port)
+        c = fmx.SmtpClient(self.port, timeout=30)
         try:
             return c.greeting()
         finally:
-            c.quit()
+            try:
+                c.quit()
+            except OSError:
+                pass
             c.close()
 
     def maillog(self):

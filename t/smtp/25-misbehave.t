@@ -126,15 +126,13 @@ def main():
     mx = Frontmx(up, name='frontmx (pending_forever)',
                  conf={'filters': [mis('pending_forever', timeout=2)]})
     c = session(mx)
-    t0 = time.time()
-    r = c.cmd('MAIL FROM:<%s>' % SENDER)
-    el = time.time() - t0
+    r = c.cmd('MAIL FROM:<%s>' % SENDER, timeout=30)
     reply_is(r, 451, None, 'pending_forever: MAIL 451 (on_error tempfail)')
-    ok(1.5 <= el <= 5, 'pending_forever: answered after the 2 s timeout (%.1f s)' % el)
+    ok(wait_for(lambda: mx.log().count('filter=mis phase=mail timed out') == 1, 10),
+       'pending_forever: the 451 is the 2 s filter timeout (logged)')
     # the filter timed out; the session must not now run without it
     reply_is(c.cmd('RSET'), 250, None, 'pending_forever: RSET 250')
-    t0 = time.time()
-    r = c.cmd('MAIL FROM:<%s>' % SENDER)
+    r = c.cmd('MAIL FROM:<%s>' % SENDER, timeout=30)
     reply_is(r, 451, None,
              'pending_forever: a second MAIL in the same session is not let through unfiltered (451)')
     if r.code == 250:
@@ -144,51 +142,49 @@ def main():
     no_mail_upstream(up, 'pending_forever')
     like(mx.log(), r'filter=mis phase=mail timed out', 'pending_forever: timeout logged')
     # another session is not affected
+    n = mx.log().count('filter=mis phase=mail timed out')
     c = session(mx)
-    t0 = time.time()
-    r = c.cmd('MAIL FROM:<%s>' % SENDER)
-    ok(r.code == 451 and time.time() - t0 >= 1.5, 'pending_forever: a new session waits and fails the same way')
+    r = c.cmd('MAIL FROM:<%s>' % SENDER, timeout=30)
+    ok(r.code == 451 and wait_for(lambda: mx.log().count('filter=mis phase=mail timed out') > n, 10),
+       'pending_forever: a new session waits for the timeout and fails the same way')
     c.quit()
     mx.finish()
 
-    # ---- misbehave_blocking.so mode=sleep seconds=5, timeout = 2, one worker
+    # ---- misbehave_blocking.so mode=sleep seconds=20, timeout = 2, one worker.
+    # The hook sleeps ten times the timeout: a worker it blocked could neither
+    # serve another session nor answer at the timeout before the client's
+    # 15 s hang guard, however loaded the machine.
     up = Upstream()
     mx = Frontmx(up, name='frontmx (blocking sleep)', conf={
         'workers': 1,
-        'filters': [mis('sleep', so='misbehave_blocking', timeout=2, options={'seconds': 5})]})
+        'filters': [mis('sleep', so='misbehave_blocking', timeout=2, options={'seconds': 20})]})
     c = session(mx)
     reply_is(c.cmd('MAIL FROM:<%s>' % SENDER), 250, None, 'blocking: MAIL 250')
     reply_is(c.cmd('RCPT TO:<%s>' % RCPT), 250, None, 'blocking: RCPT 250')
     reply_is(c.cmd('DATA'), 354, None, 'blocking: DATA 354')
-    t0 = time.time()
     c.send(dot_stuff(body('blocking')) + b'.\r\n')
     # meanwhile, on the same (only) worker, another session is served
-    time.sleep(0.3)
-    c2 = SmtpClient(mx.port, timeout=5)
-    t1 = time.time()
+    time.sleep(0.3)         # (lets the hook start; a later start only makes this weaker)
+    c2 = SmtpClient(mx.port, timeout=15)
     g = c2.greeting()
     e = c2.ehlo()
     n = c2.cmd('NOOP')
-    el2 = time.time() - t1
-    ok(g.code == 220 and e.code == 250 and n.code == 250 and el2 < 1.0,
-       'blocking: another session is served while the hook sleeps (%.2f s)' % el2)
+    ok(g.code == 220 and e.code == 250 and n.code == 250,
+       'blocking: another session is served while the hook sleeps')
     c2.quit()
-    r = c.reply(timeout=10)
-    el = time.time() - t0
-    reply_is(r, 451, None, 'blocking: end of data 451 (on_error tempfail)')
-    ok(1.5 <= el <= 4.5, 'blocking: answered at the 2 s timeout, not after the 5 s sleep (%.1f s)' % el)
+    r = c.reply(timeout=15)
+    reply_is(r, 451, None, 'blocking: end of data 451 at the 2 s timeout, not after the 20 s sleep')
+    like(mx.log(), r'filter=mis phase=eom timed out', 'blocking: timeout logged')
     # the same session again: the timed-out filter must not be skipped silently
     r = c.transaction(SENDER, [RCPT], body('blocking again'))
     isnt(r['dot'].code if r['dot'] else None, 250,
          'blocking: the next message of the session is not relayed without the filter')
     c.quit()
-    time.sleep(0.2)
     ok(b'Subject: blocking' not in up.all_bytes(), 'blocking: the message never reached the upstream')
-    like(mx.log(), r'filter=mis phase=eom timed out', 'blocking: timeout logged')
     # SIGTERM while the timed-out hook still sleeps on the pool thread: the
     # late completion must not touch the worker's freed event_base
     ok(mx.alive(), 'blocking: daemon alive while the hook still sleeps')
-    rc = mx.stop()
+    rc = mx.stop(timeout=40)
     is_(rc, 0, 'blocking: SIGTERM while a blocking hook is still on the pool: exit 0 '
                '(no late event_base_once() on the freed worker base)')
     mx.check_sanitizers('blocking: no sanitizer reports (leak of the late pool completion)')
@@ -263,4 +259,4 @@ def main():
     mx.finish()
 
 
-run(main, timeout=60)
+run(main, timeout=180)

@@ -8,7 +8,6 @@
 # query may still be pending inside the resolver then).
 import os
 import sys
-import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
 from fmx import register_cleanup  # noqa: E402
@@ -40,18 +39,15 @@ def main():
     })
 
     signed = dt.sign(message('slow key'), 'rsa2048.pem', 'example.org', 'slow')
-    t0 = time.time()
     r = send(mx, 'alice@example.org', [RCPT], signed)
-    took = time.time() - t0
     reply_is(r['dot'], 451, None, 'key lookup times out: temperror -> tempfail: 451')
-    ok(DNS_TIMEOUT - 0.5 <= took < 15,
-       'answered after the resolver gave up (%.1f s, timeouts.dns = %d)' % (took, DNS_TIMEOUT))
-    like(mx.log(), r'filter=dkim .*result=temperror', 'log: result=temperror')
+    ok(('slow._domainkey.example.org', 'TXT') in [(q.lower(), t) for q, t in dns.queries],
+       'the key was asked for, the server never answered')
+    like(mx.log(), r'filter=dkim .*result=temperror', 'log: result=temperror (the resolver gave up)')
 
     # One slow key, one good one: the good one passes; pass wins.
     msg = dt.sign(dt.sign(message('slow and good'), 'rsa2048.pem', 'example.org', 'slow'),
                   'ed25519.pem', 'example.org', 'ed', alg='ed25519-sha256')
-    t0 = time.time()
     r = send(mx, 'alice@example.org', [RCPT], msg)
     reply_is(r['dot'], 250, None, 'slow key next to a good signature: 250 (pass wins)')
     ok(up.wait_messages(1), 'relayed')
@@ -60,7 +56,7 @@ def main():
              'dkim=pass for the good signature')
         like(up.messages[0].data, r'dkim=temperror header\.d=example\.org header\.s=slow',
              'dkim=temperror for the slow one')
-    time.sleep(0.2)
+    # the 451 came before this message was sent, and this one has arrived
     is_(up.transactions, 1, 'only that one relayed')
     mx.finish()
 

@@ -21,7 +21,6 @@
 import os
 import re
 import sys
-import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
 from fmx import register_cleanup  # noqa: E402
@@ -173,29 +172,25 @@ def main():
     r = deliver(mx, signed, rcpt=STRICT_RCPT)
     ok(r['dot'] is not None and r['dot'].code is not None and 500 <= r['dot'].code < 600,
        'tampered, recipient policy dkim fail = reject: 5xx (%r)' % (r['dot'],))
-    time.sleep(0.2)
-    is_(up.transactions, before, 'tampered, fail = reject: not relayed')
     msg, msgid = message(subject='good strict')
     m = expect_relayed('valid signature, fail = reject domain',
                        deliver(mx, dt.sign(msg, 'rsa2048.pem', 'example.org', 'rsa'),
                                rcpt=STRICT_RCPT), msgid)
+    # the next message has arrived: the refused one, answered first, never will
+    is_(up.transactions, before + 1, 'tampered, fail = reject: not relayed')
 
     # ---- DNS failures
     for sel, what in (('broken', 'key lookup SERVFAIL'),):
         before = up.transactions
         msg, msgid = message(subject=what)
         signed = dt.sign(msg, 'rsa2048.pem', 'example.org', sel)
-        t0 = time.time()
         r = deliver(mx, signed)
-        took = time.time() - t0
         reply_is(r['dot'], 451, None, '%s: temperror -> tempfail: 451' % what)
-        ok(took < 25, '%s: answered in %.1f s (timeouts.dns = %d)' % (what, took, DNS_TIMEOUT))
-        time.sleep(0.2)
-        is_(up.transactions, before, '%s: not relayed' % what)
 
     msg, msgid = message(subject='no key')
     m = expect_relayed('no key (NXDOMAIN)',
                        deliver(mx, dt.sign(msg, 'rsa2048.pem', 'example.org', 'gone')), msgid)
+    is_(up.transactions, before + 1, 'key lookup SERVFAIL: not relayed (the next message was)')
     expect_ar('no key (NXDOMAIN)', m, r'dkim=permerror header\.d=example\.org header\.s=gone')
 
     msg, msgid = message(subject='unsigned')
@@ -285,13 +280,12 @@ def main():
     msg, msgid = message(frm='Alice <alice@example.net>', subject='too long', extra=many_cc)
     r = deliver(mx, msg, source=INSIDE, sender='alice@example.net')
     reply_is(r['dot'], 451, '4.7.0', 'signature over the core limit: sign_error -> 451 4.7.0')
-    time.sleep(0.2)
-    is_(up.transactions, before, 'sign_error: not relayed')
     like(mx.log(), r'result=sign_error', 'sign_error logged')
     msg, msgid = message(frm='Alice <alice@example.net>', subject='too long ok', extra=many_cc)
     m = expect_relayed('sign_error = "accept" for strict.example',
                        deliver(mx, msg, source=INSIDE, sender='alice@example.net',
                                rcpt=STRICT_RCPT), msgid)
+    is_(up.transactions, before + 1, 'sign_error: not relayed (the next message was)')
     if m:
         is_(len(fields_named(m.data, 'DKIM-Signature')), 0, 'sign_error = "accept": relayed unsigned')
 
