@@ -149,7 +149,7 @@ class Postfix:
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=timeout)
 
-    def start(self, timeout=20):
+    def start(self, timeout=120):   # a hang guard: Postfix starts slowly on loaded cores
         # creates the queue directories with the right owners and modes
         r = self._postfix('check')
         if r.returncode != 0:
@@ -172,13 +172,20 @@ class Postfix:
     def greeting(self):
         """The 220 greeting of its smtpd (a Reply), proof that a Postfix is
         what listens on self.port."""
-        c = fmx.SmtpClient(self.port, timeout=30)
+        try:
+            c = fmx.SmtpClient(self.port, timeout=30)
+        except OSError as e:
+            fmx.diag('postfix greeting: connect to %d: %s' % (self.port, e))
+            return fmx.Reply(None, [], b'', str(e))
         try:
             return c.greeting()
+        except Exception as e:     # noqa: B902 - a failed check, not a crash
+            fmx.diag('postfix greeting on %d: %r' % (self.port, e))
+            return fmx.Reply(None, [], b'', repr(e))
         finally:
             try:
                 c.quit()
-            except OSError:
+            except Exception:      # noqa: B902
                 pass
             c.close()
 
