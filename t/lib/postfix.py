@@ -144,7 +144,7 @@ class Postfix:
         env['MAIL_CONFIG'] = self.etc
         return env
 
-    def _postfix(self, *args, timeout=30):
+    def _postfix(self, *args, timeout=120):     # hang guard: post-install is slow under load
         return subprocess.run(['postfix', '-c', self.etc] + list(args), env=self._env(),
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=timeout)
