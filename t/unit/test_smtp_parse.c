@@ -462,6 +462,7 @@ static const struct err_name err_names[] = {
 	{ SMTP_PARSE_PARAM_SYNTAX,	"bad ESMTP parameter" },
 	{ SMTP_PARSE_TOO_MANY_PARAMS,	"too many ESMTP parameters" },
 	{ SMTP_PARSE_8BIT,		"8-bit character in address" },
+	{ SMTP_PARSE_PARAM_DUP,		"duplicate ESMTP parameter" },
 };
 
 int
@@ -472,7 +473,7 @@ main(void)
 	char dom[300];
 	size_t i;
 
-	plan(240);
+	plan(276);
 	for (i = 0; i < N(verb_cases); i++) {
 		const struct verb_case *c = &verb_cases[i];
 		enum smtp_cmd cmd;
