@@ -22,6 +22,8 @@ SRCS	+= proxy/smtp_session.c
 SRCS	+= proxy/smtp_parse.c
 SRCS	+= proxy/smtp_reply.c
 SRCS	+= proxy/xtext.c
+SRCS	+= proxy/haproxy.c
+SRCS	+= proxy/smtp_frame.c
 SRCS	+= proxy/upstream.c
 SRCS	+= proxy/spool.c
 SRCS	+= proxy/maildir.c
@@ -41,7 +43,7 @@ SRCS	+= policy/config.c
 SRCS	+= policy/policy.c
 
 # Pure modules the unit tests link against (no libevent, no main).
-UNIT_SRCS = proxy/smtp_parse.c proxy/smtp_reply.c proxy/xtext.c policy/config.c policy/policy.c filters/content.c
+UNIT_SRCS = proxy/smtp_parse.c proxy/smtp_reply.c proxy/xtext.c proxy/haproxy.c policy/config.c policy/policy.c filters/content.c
 UNIT_TESTS = $(patsubst t/unit/%.c,build/unit/%,$(wildcard t/unit/test_*.c))
 
 OBJS	 = $(SRCS:%.c=build/rel/%.o)

@@ -49,9 +49,11 @@
 #include "config.h"
 #include "dns.h"
 #include "filter_chain.h"
+#include "haproxy.h"
 #include "log.h"
 #include "maildir.h"
 #include "policy.h"
+#include "smtp_frame.h"
 #include "smtp_parse.h"
 #include "smtp_reply.h"
 #include "smtp_session.h"
@@ -77,8 +79,6 @@
 #define SMTP_OUTPUT_HIGH	65536	/* replies a client leaves unread before we stop reading it */
 #define SMTP_PROXY_TIMEOUT	10	/* seconds for a load balancer's PROXY header */
 #define SMTP_AUTH_LINE_MAX	12290	/* RFC 4954 4: 12288 octets plus CRLF */
-#define SMTP_PROXY_V1_MAX	107	/* haproxy proxy-protocol.txt 2.1, with CRLF */
-#define SMTP_PROXY_V2_MAX	(16 + 512)	/* header + addresses + TLVs we accept */
 
 enum smtp_state {
 	SMTP_STATE_PROXY = 0,	/* waiting for the PROXY protocol header */
@@ -117,15 +117,6 @@ enum smtp_tls {
 	SMTP_TLS_NONE = 0,
 	SMTP_TLS_HANDSHAKE,	/* STARTTLS answered or implicit TLS: handshake running */
 	SMTP_TLS_ACTIVE
-};
-
-/* Result of framing one line from the client. */
-enum smtp_line {
-	SMTP_LINE_NONE = 0,	/* need more input */
-	SMTP_LINE_OK,
-	SMTP_LINE_TOO_LONG,
-	SMTP_LINE_BARE_EOL,
-	SMTP_LINE_NUL
 };
 
 /* One header field of the spooled message. */
@@ -257,8 +248,6 @@ static void	smtp_proxy_input(struct smtp_session *);
 static void	smtp_quit_flushed(struct smtp_session *);
 static int	smtp_quit_later(struct smtp_session *);
 static void	smtp_quit_poll(evutil_socket_t, short, void *);
-static enum smtp_line smtp_frame_line(struct smtp_session *, char *, size_t,
-		    size_t *);
 static void	smtp_upstream_mail_start(struct smtp_session *);
 static void	smtp_session_free(struct smtp_session *);
 static void	smtp_cancel_async(struct smtp_session *);
@@ -2199,10 +2188,9 @@ smtp_data_line(struct smtp_session *s, const char *line, size_t len,
 	 * Un-stuff (RFC 5321 4.5.2); the writer re-stuffs its own output.
 	 * BDAT content is not stuffed (RFC 3030 2).
 	 */
-	if (!s->bdat && content > 0 && line[0] == '.') {
-		line++;
-		len--;
-		content--;
+	if (!s->bdat) {
+		smtp_frame_unstuff(&line, &len);
+		content = len - 2;
 	}
 	/* 4.5.3.1.6: 1000 octets with CRLF, the stuffing dot not counted. */
 	if (len > SMTP_TEXT_LINE_MAX && s->data_err == SMTP_DATA_OK)
@@ -2376,7 +2364,8 @@ smtp_auth_input(struct smtp_session *s)
 
 	if ((line = malloc(SMTP_AUTH_LINE_MAX + 1)) == NULL)
 		fatalx("out of memory");
-	kind = smtp_frame_line(s, line, SMTP_AUTH_LINE_MAX, &len);
+	kind = smtp_frame_line(bufferevent_get_input(s->bev), &s->skipping, line,
+	    SMTP_AUTH_LINE_MAX, &len);
 	if (kind == SMTP_LINE_NONE) {
 		free(line);
 		return 0;
@@ -2750,54 +2739,6 @@ smtp_command(struct smtp_session *s, const char *line)
 
 /* ---- framing ----------------------------------------------------------- */
 
-/*
- * Frame one line ending in CRLF from the client input into buf (at most
- * max bytes including CRLF).  Only CRLF ends a line: a bare CR or LF stays
- * inside the line and makes it bad, so "\n.\n" can never end a message.
- * An over-long line is discarded as it arrives, so memory stays bounded,
- * and reported once its CRLF shows up.
- */
-static enum smtp_line
-smtp_frame_line(struct smtp_session *s, char *buf, size_t max, size_t *lenp)
-{
-	struct evbuffer *in = bufferevent_get_input(s->bev);
-	struct evbuffer_ptr eol;
-	size_t eol_len, have, len, i;
-	unsigned char last;
-
-	eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF_STRICT);
-	if (eol.pos < 0) {
-		have = evbuffer_get_length(in);
-		if (!s->skipping && have < max)
-			return SMTP_LINE_NONE;
-		/* Keep a trailing CR: it may be half of the CRLF we wait for. */
-		if (have > 0) {
-			evbuffer_ptr_set(in, &eol, have - 1, EVBUFFER_PTR_SET);
-			if (evbuffer_copyout_from(in, &eol, &last, 1) != 1)
-				last = 0;
-			evbuffer_drain(in, last == '\r' ? have - 1 : have);
-		}
-		s->skipping = 1;
-		return SMTP_LINE_NONE;
-	}
-	len = (size_t)eol.pos + 2;
-	if (s->skipping || len > max) {
-		evbuffer_drain(in, len);
-		s->skipping = 0;
-		*lenp = 0;
-		return SMTP_LINE_TOO_LONG;
-	}
-	evbuffer_remove(in, buf, len);
-	*lenp = len;
-	for (i = 0; i < len - 2; i++) {
-		if (buf[i] == '\r' || buf[i] == '\n')
-			return SMTP_LINE_BARE_EOL;
-		if (buf[i] == '\0')
-			return SMTP_LINE_NUL;
-	}
-	return SMTP_LINE_OK;
-}
-
 /* Consume buffered message lines; 1 if the final dot was seen. */
 static int
 smtp_data_input(struct smtp_session *s)
@@ -2808,7 +2749,8 @@ smtp_data_input(struct smtp_session *s)
 
 	for (;;) {
 		/* One more octet than the limit: room for a stuffing dot. */
-		kind = smtp_frame_line(s, line, SMTP_TEXT_LINE_MAX + 1, &len);
+		kind = smtp_frame_line(bufferevent_get_input(s->bev),
+		    &s->skipping, line, SMTP_TEXT_LINE_MAX + 1, &len);
 		if (kind == SMTP_LINE_NONE)
 			return 0;
 		if (kind == SMTP_LINE_OK && len == 3 && line[0] == '.') {
@@ -2908,7 +2850,8 @@ smtp_process_once(struct smtp_session *s)
 			smtp_enter_state(s, SMTP_STATE_QUIT);
 			break;
 		}
-		kind = smtp_frame_line(s, line, SMTP_CMD_LINE_MAX, &len);
+		kind = smtp_frame_line(bufferevent_get_input(s->bev),
+		    &s->skipping, line, SMTP_CMD_LINE_MAX, &len);
 		if (kind != SMTP_LINE_NONE)
 			s->line_timed = 0;	/* the next line is a new wait */
 		switch (kind) {
@@ -3277,66 +3220,6 @@ smtp_set_client(struct smtp_session *s, const struct sockaddr *sa)
 	}
 }
 
-/* Parse "PROXY TCP4 1.2.3.4 5.6.7.8 1234 25" (v1). 1 ok, 0 LOCAL/UNKNOWN, -1 bad. */
-static int
-smtp_proxy_v1(const char *line, struct sockaddr_storage *ss)
-{
-	char fam[8], src[64], dst[64];
-	struct in6_addr d6;	/* big enough for either family */
-	unsigned sport, dport;
-	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-	char tail;
-
-	if (strncmp(line, "PROXY UNKNOWN", 13) == 0)
-		return 0;
-	if (sscanf(line, "PROXY %7s %63s %63s %5u %5u%c", fam, src, dst, &sport,
-	    &dport, &tail) != 5 || sport > 65535 || dport > 65535)
-		return -1;
-	memset(ss, 0, sizeof *ss);
-	if (strcmp(fam, "TCP4") == 0 && inet_pton(AF_INET, src, &s4->sin_addr) == 1 &&
-	    inet_pton(AF_INET, dst, &d6) == 1) {
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons((uint16_t)sport);
-		return 1;
-	}
-	if (strcmp(fam, "TCP6") == 0 && inet_pton(AF_INET6, src, &s6->sin6_addr) == 1 &&
-	    inet_pton(AF_INET6, dst, &d6) == 1) {
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons((uint16_t)sport);
-		return 1;
-	}
-	return -1;
-}
-
-/* v2 binary header after the 12-byte signature. Same returns as v1. */
-static int
-smtp_proxy_v2(const unsigned char *h, size_t len, struct sockaddr_storage *ss)
-{
-	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-	unsigned ver = h[12] >> 4, cmd = h[12] & 0x0f, fam = h[13];
-
-	if (ver != 2 || cmd > 1)
-		return -1;
-	if (cmd == 0)		/* LOCAL: the balancer's own health check */
-		return 0;
-	memset(ss, 0, sizeof *ss);
-	if (fam == 0x11 && len >= 16 + 12) {		/* TCP over IPv4 */
-		s4->sin_family = AF_INET;
-		memcpy(&s4->sin_addr, h + 16, 4);
-		memcpy(&s4->sin_port, h + 24, 2);
-		return 1;
-	}
-	if (fam == 0x21 && len >= 16 + 36) {		/* TCP over IPv6 */
-		s6->sin6_family = AF_INET6;
-		memcpy(&s6->sin6_addr, h + 16, 16);
-		memcpy(&s6->sin6_port, h + 48, 2);
-		return 1;
-	}
-	return fam == 0x00 ? 0 : -1;	/* UNSPEC: keep the connection's address */
-}
-
 /*
  * PROXY protocol (haproxy's proxy-protocol.txt), before our greeting: the
  * client says nothing until it sees 220, so everything in the buffer now
@@ -3346,53 +3229,25 @@ smtp_proxy_v2(const unsigned char *h, size_t len, struct sockaddr_storage *ss)
 static void
 smtp_proxy_input(struct smtp_session *s)
 {
-	static const unsigned char sig[12] = { 0x0d, 0x0a, 0x0d, 0x0a, 0x00,
-	    0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a };
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	struct sockaddr_storage real;
-	unsigned char h[SMTP_PROXY_V2_MAX];
-	size_t have = evbuffer_get_length(in), need;
-	struct evbuffer_ptr eol;
+	unsigned char h[HAPROXY_MAX];
+	size_t have = evbuffer_get_length(in), used;
 	ev_ssize_t n;
-	size_t eol_len;
-	int r;
+	enum haproxy_status r;
 
 	if (have == 0)
 		return;
-	n = evbuffer_copyout(in, h, have < 16 ? have : 16);
+	n = evbuffer_copyout(in, h, have < sizeof h ? have : sizeof h);
 	if (n <= 0)
 		return;
-	if (memcmp(h, sig, (size_t)n < sizeof sig ? (size_t)n : sizeof sig) == 0) {
-		if (n < 16)
-			return;
-		need = 16 + (((size_t)h[14] << 8) | h[15]);
-		if (need > sizeof h)
-			goto bad;
-		if (have < need)
-			return;
-		evbuffer_remove(in, h, need);
-		r = smtp_proxy_v2(h, need, &real);
-	} else if (memcmp(h, "PROXY ", n < 6 ? (size_t)n : 6) == 0) {
-		if (n < 6)
-			return;
-		eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF_STRICT);
-		if (eol.pos < 0) {
-			if (have > SMTP_PROXY_V1_MAX)
-				goto bad;
-			return;
-		}
-		if ((size_t)eol.pos + 2 > SMTP_PROXY_V1_MAX)
-			goto bad;
-		evbuffer_remove(in, h, (size_t)eol.pos + 2);
-		h[eol.pos] = '\0';
-		if (memchr(h, '\0', (size_t)eol.pos) != NULL)
-			goto bad;
-		r = smtp_proxy_v1((const char *)h, &real);
-	} else
+	r = haproxy_parse(h, (size_t)n, &used, &real);
+	if (r == HAPROXY_MORE)
+		return;
+	if (r == HAPROXY_BAD)
 		goto bad;
-	if (r == -1)
-		goto bad;
-	if (r == 1) {
+	evbuffer_drain(in, used);
+	if (r == HAPROXY_ADDR) {
 		char was[INET6_ADDRSTRLEN];
 
 		snprintf(was, sizeof was, "%s", s->addr);
