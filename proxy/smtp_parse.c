@@ -361,11 +361,15 @@ smtp_parse_params(const char *p, struct smtp_path *out)
 			return SMTP_PARSE_TOO_MANY_PARAMS;
 		prm = &out->params[out->nparams];
 
-		/* esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-") */
-		if (!smtp_parse_is_alnum((unsigned char)*p))
+		/*
+		 * esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-"),
+		 * ASCII even with SMTPUTF8 (RFC 6531 3.3 extends only the
+		 * value), so not smtp_parse_is_alnum().
+		 */
+		if (!smtp_parse_is_alpha(*p) && !smtp_parse_is_digit(*p))
 			return SMTP_PARSE_PARAM_SYNTAX;
-		for (k = 0; smtp_parse_is_alnum((unsigned char)p[k]) ||
-		    p[k] == '-'; k++)
+		for (k = 0; smtp_parse_is_alpha(p[k]) ||
+		    smtp_parse_is_digit(p[k]) || p[k] == '-'; k++)
 			;
 		if (k > SMTP_PARAM_KEY_MAX)
 			return SMTP_PARSE_PARAM_SYNTAX;

@@ -153,6 +153,14 @@ def test_smtputf8(mx, up, mx2, up2, count):
         line = b'MAIL FROM:<bad%dx' % i + seq + b'@example.org> SMTPUTF8'
         r = c.cmd(line)
         ok(r.code is not None and r.code // 100 == 5, 'invalid UTF-8 %s in MAIL with SMTPUTF8: 5xx (%r)' % (name, r))
+    # esmtp-keyword stays ASCII under SMTPUTF8 (RFC 6531 3.3 extends only
+    # the value): a UTF-8 keyword is a syntax error, never echoed back raw
+    # (found by t/fuzz/smtp_parse)
+    for kw in (b'K\xc3\xa9Y=1', b'\xc3\xa9', b'X-\xe2\x82\xac'):
+        r = c.cmd(b'MAIL FROM:<kw@example.org> SMTPUTF8 ' + kw)
+        reply_is(r, 501, '5.5.4', 'UTF-8 esmtp-keyword %r: 501 5.5.4' % kw)
+        ok(r is not None and not any(b >= 0x80 for b in r.raw),
+           'UTF-8 esmtp-keyword %r: not echoed (%r)' % (kw, r))
     reply_is(c.cmd('MAIL FROM:<%s> SMTPUTF8' % U_FROM), 250, None, 'valid SMTPUTF8 MAIL after the refusals')
     for i, (seq, name) in enumerate(bad[:2]):
         r = c.cmd(b'RCPT TO:<badr%dx' % i + seq + b'@example.com>')
