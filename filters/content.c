@@ -196,6 +196,7 @@ content_err(char *err, size_t errlen, const char *path, unsigned line,
     const char *fmt, ...)
 {
 	va_list ap;
+	char *p;
 	int n;
 
 	if (err == NULL || errlen == 0)
@@ -209,6 +210,13 @@ content_err(char *err, size_t errlen, const char *path, unsigned line,
 	va_start(ap, fmt);
 	vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
 	va_end(ap);
+	/*
+	 * The message quotes words of the file: a CR or an escape byte in
+	 * one would split or garble the log line and the -t output.
+	 */
+	for (p = err + n; *p != '\0'; p++)
+		if ((unsigned char)*p < ' ' || (unsigned char)*p > '~')
+			*p = '?';
 }
 
 static int

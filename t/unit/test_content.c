@@ -436,6 +436,11 @@ static const struct test_rules_case test_rules_cases[] = {
 	  "header /x/ TEMPFAIL 5.7.1 nope\n",
 	  ":3: enhanced status code 5.7.1 does not match TEMPFAIL (expected 4.X.X)" },
 	{ "NUL byte", TEST_HEAD "header /x\0y/ REJECT\n", ":3: NUL byte in line" },
+	/* Words echoed from the file never carry a raw control byte. */
+	{ "CR inside the scope word", TEST_HEAD "head\rer /x/ REJECT\n",
+	  ":3: unknown scope \"head?er\" (expected header, body, mime or filename)" },
+	{ "escape and 8-bit bytes in the action", TEST_HEAD
+	  "header /x/ BO\033U\303\251NCE\n", ":3: unknown action \"BO?U??NCE\"" },
 	{ "error after good rules", TEST_HEAD "header /a/ TAG\nbody /b/ TAG\n"
 	  "mime /c/ TAG\nfilename /d/ nope\n", ":6: unknown action \"nope\"" },
 };
