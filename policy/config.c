@@ -853,7 +853,7 @@ static int
 config_fail(struct config_ctx *ctx, const config_setting_t *s,
     const char *fmt, ...)
 {
-	char		 msg[CONFIG_ERR_MAX];
+	char		 msg[CONFIG_ERR_MAX], *p;
 	const char	*file;
 	unsigned	 line;
 	va_list		 ap;
@@ -862,6 +862,13 @@ config_fail(struct config_ctx *ctx, const config_setting_t *s,
 	va_start(ap, fmt);
 	(void)vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	/*
+	 * msg quotes values of the file, where "\n" is a newline: the
+	 * error must stay one line for -t and the log.
+	 */
+	for (p = msg; *p != '\0'; p++)
+		if ((unsigned char)*p < ' ' || (unsigned char)*p == 0x7f)
+			*p = '?';
 	config_errf(ctx, "%s:%u: %s", file, line, msg);
 	return -1;
 }

@@ -186,6 +186,10 @@ static const struct test_config_case test_config_cases[] = {
 	{ "upstream without port", NULL,
 	  "listen = ( { address = \"127.0.0.1:2525\"; } );\nupstream = { address = \"mx.example.net\"; };\n",
 	  ":2: 'upstream.address' must be \"host:port\"" },
+	/* A value quoted in an error never carries a raw line end or control byte. */
+	{ "upstream with a newline and a tab, quoted safely", NULL,
+	  "listen = ( { address = \"127.0.0.1:2525\"; } );\nupstream = { address = \"mx\\n\\tx\"; };\n",
+	  ":2: 'upstream.address' must be \"host:port\", \"[IPv6]:port\" or \"dir:PATH\", not 'mx??x'" },
 	{ "upstream bad IPv4", NULL,
 	  "listen = ( { address = \"127.0.0.1:2525\"; } );\nupstream = { address = \"1.2.3.999:25\"; };\n",
 	  ":2: 'upstream.address' has a bad host '1.2.3.999'" },
