@@ -811,7 +811,7 @@ spf_record_canon(const char *rec, size_t len, int family, const char *nonce,
 	struct spf_canon c;
 	struct spf_buf	 redir;
 	char		 redirbuf[SPF_RECORD_MAX + 1];
-	size_t		 i, start, n, namelen, data, terms = 0;
+	size_t		 i, start, n, namelen, data, sign, terms = 0;
 	int		 have_all = 0, nredirect = 0, nexp = 0;
 	const char	*t, *eq;
 
@@ -889,8 +889,9 @@ spf_record_canon(const char *rec, size_t len, int family, const char *nonce,
 			}
 			continue;
 		}
-		if (n >= 3 && strncasecmp(t + (strchr("+-?~", t[0]) ? 1 : 0), "all",
-		    3) == 0 && n == 3 + (strchr("+-?~", t[0]) ? 1u : 0u))
+		/* t[0..n) is not terminated: compare within it. */
+		sign = strchr("+-?~", t[0]) != NULL;
+		if (n == 3 + sign && strncasecmp(t + sign, "all", 3) == 0)
 			have_all = 1;
 		if (spf_directive(&c, t, n) == -1) {
 			*why = c.why;

@@ -814,7 +814,7 @@ test_parser(void)
 		"v=spf1 foo=%{x}", "v=spf1 \001", "v=spf1 a:\303\251.example.com",
 		"v=spf1 a:foo.example.com\tptr", "v=spf1 redirect:a.example.com",
 		"v=spf1 frobnicate", "v=spf1 +", "v=spf1 -", "v=spf1 mx:%{d}.",
-		"v=spf2.0/pra -all", "v=spf1x",
+		"v=spf2.0/pra -all", "v=spf1x", "v=spf1 +al", "v=spf1 al", "v=spf1 ~",
 	};
 	char	 out[SPF_CANON_MAX], big[SPF_RECORD_MAX + 64], label[128];
 	const char *why;
@@ -839,6 +839,29 @@ test_parser(void)
 		if (!ok(r == -1 && why != NULL, "permerror: \"%s\" (%s)", bad[i],
 		    why ? why : "?"))
 			printf("# accepted as \"%s\"\n", out);
+	}
+	/*
+	 * The parser reads rec[0..len) and nothing after: the same verdicts
+	 * from an exact-size heap copy, where ASan sees any byte past len
+	 * (the fuzzer found "+al" read past it).
+	 */
+	for (i = 0; i < sizeof good / sizeof good[0] + sizeof bad / sizeof bad[0]; i++) {
+		const char *in = i < sizeof good / sizeof good[0] ? good[i].in :
+		    bad[i - sizeof good / sizeof good[0]];
+		size_t len = strlen(in);
+		char *copy, want[SPF_CANON_MAX];
+		int rw;
+
+		rw = spf_record_canon(in, len, AF_INET, "0123456789abcdef", want,
+		    sizeof want, &why);
+		if ((copy = malloc(len)) == NULL)
+			abort();
+		memcpy(copy, in, len);
+		r = spf_record_canon(copy, len, AF_INET, "0123456789abcdef", out,
+		    sizeof out, &why);
+		free(copy);
+		ok(r == rw && (r == -1 || strcmp(out, want) == 0),
+		    "unterminated \"%s\": same verdict", in);
 	}
 	/* libspf2 compiles "%{d}." x 40 (about 480 bytes) but not x 60. */
 	strcpy(big, "v=spf1 a:");
