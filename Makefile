@@ -55,7 +55,7 @@ DEBS	 = build-essential pkg-config libevent-dev libconfig-dev libpcre2-dev \
 	   libopendkim-dev opendkim opendkim-tools libspf2-dev python3-spf python3-yaml \
 	   swaks libnet-ssleay-perl postfix python3-aiosmtpd python3-dnslib python3-dkim valgrind \
 	   libnss-wrapper libdb5.3 libgnutls-dane0 libgnutls30 libidn12 libnsl2 \
-	   libpcre2-8-0 libcrypt1 libidn2-0
+	   libpcre2-8-0 libcrypt1 libidn2-0 clang libclang-rt-14-dev llvm-14
 # A real Exim 4.96 (Debian 12's default MTA) as a sending client, for
 # t/smtp/47-exim.t.  Installing exim4 would remove Postfix, so `make exim`
 # downloads its two packages and unpacks them into build/exim; the shared
@@ -68,7 +68,7 @@ PROVE	?= prove
 Q	 = $(if $(V),,@)
 E	 = $(if $(V),@true,@echo)
 
-.PHONY: all deps run test check unit asan bench clean help modules exim
+.PHONY: all deps run test check unit asan bench clean help modules exim fuzz fuzzers
 all: $(PROG)
 
 $(PROG): $(OBJS)
@@ -132,6 +132,50 @@ build/unit/test_loader: build/unit/test_loader.o build/asan/filters/filter_loade
 
 unit: $(UNIT_TESTS) modules
 
+# libFuzzer harnesses, one per parser of untrusted bytes (t/fuzz/README).
+# Each is built with clang, ASan and UBSan, from its harness and the
+# sources it needs (FUZZ_SRCS below); the corpus under t/fuzz/corpus/NAME
+# seeds it.  `make fuzz` runs each for FUZZ_TIME seconds, new inputs go
+# to build/fuzz/corpus/NAME and findings to build/fuzz/crash/; `make
+# test` replays the corpus and fuzzes a few seconds (t/fuzz/fuzz.t).
+FUZZ_CC	?= clang
+FUZZ_TIME ?= 60
+FUZZ_FLAGS = -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	   -fno-omit-frame-pointer
+FUZZERS	 = $(patsubst t/fuzz/%.c,%,$(wildcard t/fuzz/*.c))
+FUZZ_BINS = $(FUZZERS:%=build/fuzz/%)
+
+build/fuzz/smtp_parse:	FUZZ_SRCS = proxy/smtp_parse.c
+build/fuzz/smtp_reply:	FUZZ_SRCS = proxy/smtp_reply.c
+build/fuzz/xtext:	FUZZ_SRCS = proxy/xtext.c
+build/fuzz/haproxy:	FUZZ_SRCS = proxy/haproxy.c
+build/fuzz/data_framer:	FUZZ_SRCS = proxy/smtp_frame.c
+build/fuzz/config:	FUZZ_SRCS = $(UNIT_SRCS)
+build/fuzz/content: filters/content.c
+# spf, dkim and dmarc #include their filter to reach its static parsers.
+build/fuzz/spf: filters/spf.c
+build/fuzz/dkim: filters/dkim.c
+build/fuzz/dmarc: filters/dmarc.c
+
+fuzzers: $(FUZZ_BINS)
+
+build/fuzz/%: t/fuzz/%.c t/fuzz/fuzz.h $(UNIT_SRCS) proxy/smtp_frame.c
+	@mkdir -p $(dir $@)
+	$(E) "  FUZZ    $@"
+	$(Q)$(FUZZ_CC) $(CFLAGS) $(FUZZ_FLAGS) -It/fuzz -Ifilters -o $@ $< $(FUZZ_SRCS) \
+	    $(LDFLAGS) $(LDLIBS)
+
+fuzz: deps
+	$(MAKE) fuzzers
+	@mkdir -p build/fuzz/crash
+	@for f in $(FUZZERS); do \
+		mkdir -p build/fuzz/corpus/$$f; \
+		echo "fuzz $$f for $(FUZZ_TIME) s"; \
+		LSAN_OPTIONS=suppressions=$(CURDIR)/t/fuzz/lsan.supp build/fuzz/$$f -max_total_time=$(FUZZ_TIME) -timeout=10 -rss_limit_mb=1024 \
+		    -print_final_stats=1 -artifact_prefix=build/fuzz/crash/$$f- \
+		    build/fuzz/corpus/$$f t/fuzz/corpus/$$f || exit 1; \
+	done
+
 # Install the Debian packages that are missing (no-op when all are present).
 deps:
 	@missing=""; for p in $(DEBS); do \
@@ -161,8 +205,8 @@ run: deps
 	./$(PROG) -c conf/frontmx.conf
 
 test: deps
-	$(MAKE) all asan unit exim
-	FRONTMX=$(CURDIR)/$(PROG)-asan $(PROVE) -j2 t/meta t/unit t/smtp
+	$(MAKE) all asan unit exim fuzzers
+	FRONTMX=$(CURDIR)/$(PROG)-asan $(PROVE) -j2 t/meta t/unit t/smtp t/fuzz
 
 check: test
 
@@ -184,7 +228,9 @@ help:
 	@echo "make test   deps + build + ASan/UBSan build + the whole suite (prove)"
 	@echo "make exim   unpack Exim 4.96 into build/exim (a sending client for the tests)"
 	@echo "make bench  throughput and memory against smtp-sink"
+	@echo "make fuzz   each libFuzzer harness of t/fuzz for FUZZ_TIME (60) seconds"
 
 # What each object, unit test and module read when it was last compiled
 # (-MMD -MP): editing any header or #included .c rebuilds what uses it.
--include $(OBJS:.o=.d) $(ASAN_OBJS:.o=.d) $(UNIT_TESTS:=.d) $(MODULES:.so=.d)
+-include $(OBJS:.o=.d) $(ASAN_OBJS:.o=.d) $(UNIT_TESTS:=.d) $(MODULES:.so=.d) \
+    $(FUZZ_BINS:=.d)
