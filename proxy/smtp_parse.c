@@ -583,3 +583,26 @@ smtp_parse_path_utf8(const char *args, enum smtp_cmd cmd, struct smtp_path *out)
 	smtp_parse_utf8 = 0;
 	return err;
 }
+
+const char *
+smtp_proto_name(unsigned flags)
+{
+	/* Indexed by TLS | AUTH; the registry has no HELO variant with S or A. */
+	static const char *const esmtp[4] = {
+		"ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA"
+	};
+	static const char *const utf8[4] = {
+		"UTF8SMTP", "UTF8SMTPS", "UTF8SMTPA", "UTF8SMTPSA"
+	};
+	unsigned i;
+
+	/*
+	 * HELO offers no STARTTLS, AUTH or SMTPUTF8; a HELO over implicit
+	 * TLS is still "SMTP" (IANA has no "SMTPS"), the Received comment
+	 * naming the TLS version.
+	 */
+	if (!(flags & SMTP_PROTO_ESMTP))
+		return "SMTP";
+	i = ((flags & SMTP_PROTO_TLS) ? 1 : 0) | ((flags & SMTP_PROTO_AUTH) ? 2 : 0);
+	return (flags & SMTP_PROTO_UTF8) ? utf8[i] : esmtp[i];
+}

@@ -110,4 +110,18 @@ int		 smtp_parse_helo(const char *arg);
 /* RFC 5321 Domain syntax (dot-separated LDH labels), length-checked. 0 ok, -1 bad. */
 int		 smtp_parse_domain(const char *d);
 
+/* How the client spoke, for smtp_proto_name(). */
+#define SMTP_PROTO_ESMTP	0x01	/* EHLO, not HELO */
+#define SMTP_PROTO_TLS		0x02	/* STARTTLS or implicit TLS */
+#define SMTP_PROTO_AUTH		0x04	/* authenticated (RFC 4954) */
+#define SMTP_PROTO_UTF8		0x08	/* this MAIL had SMTPUTF8 (RFC 6531) */
+
+/*
+ * The protocol name for a Received "with" clause (RFC 3848, RFC 6531
+ * 3.7.3): "SMTP", "ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA", "UTF8SMTP",
+ * "UTF8SMTPS", "UTF8SMTPA" or "UTF8SMTPSA"; a static string.  The one
+ * source of these names (also XCLIENT PROTO).
+ */
+const char	*smtp_proto_name(unsigned flags);
+
 #endif

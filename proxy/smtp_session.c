@@ -67,7 +67,7 @@
 /*
  * The longest Received field: "from" HELO (255), "(" PTR name (255),
  * "[" address (46) "])", the TLS comment (96), "by" hostname (255),
- * "(frontmx) with ESMTPSA id" and the id (37), "for <" path (256) ">;",
+ * "(frontmx) with UTF8SMTPSA id" and the id (40), "for <" path (256) ">;",
  * the date (64), every separator a 3-octet fold, and room to spare.
  */
 #define SMTP_RECEIVED_MAX	2048
@@ -1354,6 +1354,7 @@ smtp_received(struct smtp_session *s)
 {
 	struct policy_buf b = { s->received, sizeof s->received, 0, 0, 0 };
 	char date[64], word[SMTP_PATH_MAX + 8];
+	const char *proto;
 	struct tm tm;
 	time_t now = time(NULL);
 	int n;
@@ -1366,7 +1367,7 @@ smtp_received(struct smtp_session *s)
 	policy_part(&b, word, (size_t)n);
 	n = snprintf(word, sizeof word, "[%s])", s->addr);
 	policy_part(&b, word, (size_t)n);
-	/* RFC 3848 protocol names; the TLS details in a comment, as Postfix does. */
+	/* The TLS details in a comment, as Postfix does. */
 	if (s->tls == SMTP_TLS_ACTIVE) {
 		policy_fold(&b);
 		policy_puts(&b, "(using ");
@@ -1377,8 +1378,11 @@ smtp_received(struct smtp_session *s)
 	policy_puts(&b, "by");
 	policy_part(&b, s->cfg->hostname, strlen(s->cfg->hostname));
 	policy_part(&b, "(frontmx) with", 14);
-	policy_puts(&b, s->tls == SMTP_TLS_ACTIVE ? (s->auth_id ? " ESMTPSA" :
-	    s->esmtp ? " ESMTPS" : " SMTPS") : (s->esmtp ? " ESMTP" : " SMTP"));
+	proto = smtp_proto_name((s->esmtp ? SMTP_PROTO_ESMTP : 0) |
+	    (s->tls == SMTP_TLS_ACTIVE ? SMTP_PROTO_TLS : 0) |
+	    (s->auth_id != NULL ? SMTP_PROTO_AUTH : 0) |
+	    (s->tx_utf8 ? SMTP_PROTO_UTF8 : 0));
+	policy_part(&b, proto, strlen(proto));
 	n = snprintf(word, sizeof word, "id %016llx.%lu%s", s->id, s->messages,
 	    s->nrcpts == 1 ? "" : ";");
 	policy_part(&b, word, (size_t)n);

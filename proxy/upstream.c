@@ -37,6 +37,7 @@
 #include "bev.h"
 #include "config.h"
 #include "log.h"
+#include "smtp_parse.h"
 #include "smtp_reply.h"
 #include "spool.h"
 #include "tls.h"
@@ -408,12 +409,15 @@ upstream_send_client_facts(struct upstream *up, int xforward_now)
 	/*
 	 * The verified name, or Postfix's "[UNAVAILABLE]" / "[TEMPUNAVAIL]"
 	 * (XCLIENT_README): never left out, or the MTA would keep ours.
+	 * PROTO is the base name only: Postfix's smtpd takes "SMTP" or
+	 * "ESMTP" and answers 501 to anything else (ESMTPSA, UTF8SMTP...);
+	 * its own Received names its own hop from its own session.
 	 */
 	if (upstream_attr(line, sizeof line, adv, "NAME", up->client_name) ||
 	    upstream_attr(line, sizeof line, adv, "ADDR", addr) ||
 	    upstream_attr(line, sizeof line, adv, "PORT", port) ||
 	    upstream_attr(line, sizeof line, adv, "PROTO",
-	    up->client_esmtp ? "ESMTP" : "SMTP") ||
+	    smtp_proto_name(up->client_esmtp ? SMTP_PROTO_ESMTP : 0)) ||
 	    upstream_attr(line, sizeof line, adv, "HELO", up->client_helo))
 		return -1;
 	upstream_enter_state(up, xclient ? UP_STATE_XCLIENT : UP_STATE_XFORWARD);
