@@ -973,7 +973,7 @@ main(void)
 	struct config	*c;
 	char		 small[16];
 
-	plan(392);
+	plan(394);
 	/* prove runs us from the repository root; fixtures are relative to it. */
 	if (access("t/unit/conf/good.conf", R_OK) == -1) {
 		printf("Bail out! run from the repository root\n");

@@ -1098,7 +1098,7 @@ main(void)
 	void *inst;
 	int round;
 
-	plan(98);
+	plan(100);
 	test_rules_table();
 	test_rules_files();
 	test_init(f);

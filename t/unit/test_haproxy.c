@@ -151,6 +151,7 @@ main(void)
 	struct sockaddr_storage ss;
 	size_t i, used;
 
+	plan(93);
 	for (i = 0; i < sizeof cases / sizeof cases[0]; i++)
 		check(&cases[i]);
 

@@ -1341,7 +1341,7 @@ test_suite_cases(void)
 int
 main(void)
 {
-	plan(420);
+	plan(507);
 	test_default_inst = test_instance(NULL, 0);
 	ok(test_default_inst != NULL, "instance with no options");
 	test_parser();
