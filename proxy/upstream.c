@@ -288,6 +288,7 @@ static void
 upstream_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct upstream *up = arg;
+	char why[64];
 
 	(void)fd;
 	(void)what;
@@ -295,8 +296,12 @@ upstream_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	if (up->state == UP_STATE_QUIT) {
 		upstream_enter_state(up, UP_STATE_DEAD);
 		up->closing = 1;
-	} else if (up->state != UP_STATE_DEAD)
-		upstream_fail(up, UPSTREAM_ERR_TIMEOUT, "no complete reply in time");
+	} else if (up->state != UP_STATE_DEAD) {
+		/* The log names the bound that ran out: tests and admins see which. */
+		snprintf(why, sizeof why, "no complete reply within %u s",
+		    up->wait_secs);
+		upstream_fail(up, UPSTREAM_ERR_TIMEOUT, why);
+	}
 	up->in_callback--;
 	if (up->closing && up->in_callback == 0)
 		upstream_free(up);

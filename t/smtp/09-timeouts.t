@@ -14,28 +14,31 @@ from fmx import *  # noqa: E402,F403
 BODY = b'From: alice@example.org\r\nSubject: timeouts\r\n\r\nbody\r\n'
 
 
-def wait_421(c, t0, name, lo=1.5, hi=7.0):
-    r = c.reply(timeout=hi + 1 - (time.time() - t0))
+def wait_421(c, t0, name):
+    # A hang guard only: the outcome, not the clock, is asserted; the lower
+    # bound says the wait was not cut short (load can only lengthen it).
+    r = c.reply(timeout=120)
     dt = time.time() - t0
     reply_is(r, 421, '4.4.2', name + ': 421 4.4.2')
-    ok(lo <= dt <= hi, name + ': after about 2 s (%.1fs)' % dt)
-    ok(c.expect_close(3), name + ': connection closed')
+    ok(dt >= 1.5, name + ': not before timeouts.command (%.1fs)' % dt)
+    ok(c.expect_close(30), name + ': connection closed')
 
 
 def main():
     up = Upstream()
+    # distinct upstream bounds, so the log tells which one ran out
     mx = Frontmx(up, conf={'timeouts': {'command': 2, 'data_block': 2, 'upstream_command': 2,
-                                        'upstream_data_end': 2}})
+                                        'upstream_data_end': 3}})
 
     # three idle clients at once: after the greeting, after EHLO, inside DATA
-    a = SmtpClient(mx.port, timeout=10)
+    a = SmtpClient(mx.port, timeout=60)
     ta = time.time()
     reply_is(a.greeting(), 220, None, 'idle A greeted')
-    b = SmtpClient(mx.port, timeout=10)
+    b = SmtpClient(mx.port, timeout=60)
     b.greeting()
     reply_is(b.ehlo(), 250, None, 'idle B after EHLO')
     tb = time.time()
-    d = SmtpClient(mx.port, timeout=10)
+    d = SmtpClient(mx.port, timeout=60)
     d.greeting()
     d.ehlo()
     d.cmd('MAIL FROM:<alice@example.org>')
@@ -50,7 +53,7 @@ def main():
     # activity inside one command line does not reset the clock:
     # timeouts.command bounds the whole wait for the line (49-trickle.t
     # has the other trickles)
-    c = SmtpClient(mx.port, timeout=10)
+    c = SmtpClient(mx.port, timeout=60)
     c.greeting()
     line = b'NOOP ' + b'x' * 40 + b'\r\n'
     sent = 0
@@ -63,18 +66,17 @@ def main():
     ok(sent < len(line), 'the trickled line was cut (%d of %d bytes)' % (sent, len(line)))
     c.close()
 
-    c = SmtpClient(mx.port, timeout=10)
+    c = SmtpClient(mx.port, timeout=60)
     c.greeting()
 
     # silent upstream at RCPT (upstream_command = 2)
     c.ehlo()
     up.silent_at = 'RCPT'
     reply_is(c.cmd('MAIL FROM:<alice@example.org>'), 250, None, 'MAIL 250')
-    t0 = time.time()
-    r = c.cmd('RCPT TO:<bob@example.com>')
-    dt = time.time() - t0
+    r = c.cmd('RCPT TO:<bob@example.com>', timeout=120)
     reply_is(r, 451, '4.4.2', 'upstream silent at RCPT: 451 4.4.2')
-    ok(1.5 <= dt <= 6, 'after about timeouts.upstream_command (%.1fs)' % dt)
+    ok('error="timeout" state=command detail="no complete reply within 2 s"' in mx.log(),
+       'the upstream_command bound (2 s) ran out, at the command')
     up.silent_at = None
     c.cmd('RSET')
     res = c.transaction('alice@example.org', ['bob@example.com'], BODY)
@@ -82,11 +84,10 @@ def main():
 
     # silent upstream after the dot (upstream_data_end = 2)
     up.silent_at = 'DOT'
-    t0 = time.time()
     res = c.transaction('alice@example.org', ['bob@example.com'], BODY)
-    dt = time.time() - t0
     reply_is(res['dot'], 451, '4.4.2', 'upstream silent after the dot: 451 4.4.2')
-    ok(dt <= 7, 'after about timeouts.upstream_data_end (%.1fs)' % dt)
+    ok('error="timeout" state=data-end detail="no complete reply within 3 s"' in mx.log(),
+       'the upstream_data_end bound (3 s) ran out, after the dot')
     up.silent_at = None
     c.quit()
 
