@@ -97,6 +97,7 @@
 #define CONFIG_SCAN_MAX		4096
 #define CONFIG_WORKERS_MAX	64
 #define CONFIG_TIMEOUT_MAX	86400
+#define CONFIG_PROBE_INTERVAL	300	/* seconds between upstream capability probes */
 /* filters[].timeout: one hook call; an hour is already a stuck filter. */
 #define CONFIG_FILTER_TIMEOUT_MAX 3600
 #define CONFIG_FILTER_TIMEOUT	30
@@ -155,18 +156,26 @@ struct config_limit_row {
 	size_t		 offset;	/* into struct config_limits */
 	long long	 min;
 	size_t		 dflt;
+	long long	 max;		/* 0: what size_t holds */
 };
 
 static const struct config_limit_row config_limit_rows[] = {
-	{ "message_size",	offsetof(struct config_limits, message_size),	1024, 26214400 },
-	{ "header_size",	offsetof(struct config_limits, header_size),	1, 102400 },
-	{ "recipients",		offsetof(struct config_limits, recipients),	1, 1000 },
-	{ "connections_per_ip",	offsetof(struct config_limits, connections_per_ip), 0, 50 },
-	{ "connections",	offsetof(struct config_limits, connections),	1, 10000 },
-	{ "errors",		offsetof(struct config_limits, errors),		1, 20 },
-	{ "spool_memory",	offsetof(struct config_limits, spool_memory),	1, 1048576 },
-	{ "pipeline_backlog",	offsetof(struct config_limits, pipeline_backlog), 1, 65536 },
-	{ NULL, 0, 0, 0 }
+	{ "message_size",	offsetof(struct config_limits, message_size),	1024, 26214400, 0 },
+	{ "header_size",	offsetof(struct config_limits, header_size),	1, 102400, 0 },
+	{ "recipients",		offsetof(struct config_limits, recipients),	1, 1000, 0 },
+	{ "connections_per_ip",	offsetof(struct config_limits, connections_per_ip), 0, 50, 0 },
+	{ "connections",	offsetof(struct config_limits, connections),	1, 10000, 0 },
+	{ "errors",		offsetof(struct config_limits, errors),		1, 20, 0 },
+	{ "spool_memory",	offsetof(struct config_limits, spool_memory),	1, 1048576, 0 },
+	{ "pipeline_backlog",	offsetof(struct config_limits, pipeline_backlog), 1, 65536, 0 },
+	/*
+	 * RFC 5321 4.5.3.1.6 by default; an admin may let longer lines
+	 * through (the upstream then decides), up to 1 MiB, which bounds
+	 * the line buffers of the session and of the filters.
+	 */
+	{ "line_length",	offsetof(struct config_limits, line_length),	1000, 1000,
+	    CONFIG_LINE_LENGTH_MAX },
+	{ NULL, 0, 0, 0, 0 }
 };
 
 /* timeouts.* in seconds; RFC 5321 4.5.3.2 gives the SMTP ones. */
@@ -196,7 +205,7 @@ static const char *const config_keys_root[] = {
 static const char *const config_keys_listen[] = { "address", "tls", "cert", "key",
 	"proxy_protocol", "proxy_from", "auth", NULL };
 static const char *const config_keys_upstream[] = { "address", "helo", "xclient",
-	"tls", "tls_name", "tls_ca", "tls_if_client_tls", NULL };
+	"tls", "tls_name", "tls_ca", "tls_if_client_tls", "probe_interval", NULL };
 
 static const char *const config_tls_modes[CONFIG_TLS_MODE_COUNT] = {
 	[CONFIG_TLS_NONE] = "none",
@@ -1433,6 +1442,7 @@ config_load_upstream(struct config_ctx *ctx, const config_setting_t *root,
 	const char		*addr = NULL, *helo = NULL;
 	char			 host[CONFIG_ADDR_MAX], port[8];
 	unsigned		 p;
+	long long		 v;
 	int			 r, bracketed, xclient;
 
 	if ((r = config_want_group(ctx, root, "", "upstream", &g)) == -1)
@@ -1503,6 +1513,12 @@ config_load_upstream(struct config_ctx *ctx, const config_setting_t *root,
 	if (config_want_bool(ctx, g, "upstream", "tls_if_client_tls", &xclient) == -1)
 		return -1;
 	c->upstream_tls_if_client_tls = xclient;
+	c->upstream_probe_interval = CONFIG_PROBE_INTERVAL;
+	if ((r = config_want_int(ctx, g, "upstream", "probe_interval", 1,
+	    CONFIG_TIMEOUT_MAX, &v)) == -1)
+		return -1;
+	if (r == 1)
+		c->upstream_probe_interval = (unsigned)v;
 	return 0;
 }
 
@@ -1601,7 +1617,7 @@ config_load_limits(struct config_ctx *ctx, const config_setting_t *root,
 		sv = row->dflt;
 		if (g != NULL) {
 			r = config_want_int(ctx, g, "limits", row->name,
-			    row->min, max, &v);
+			    row->min, row->max ? row->max : max, &v);
 			if (r == -1)
 				return -1;
 			if (r == 1)

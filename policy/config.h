@@ -99,6 +99,9 @@ struct config_policy {
 	int				 dry_run;	/* -1 unset, 0, 1 */
 };
 
+/* limits.line_length: at most 1 MiB, the bound of every line buffer. */
+#define CONFIG_LINE_LENGTH_MAX	1048576
+
 struct config_limits {
 	size_t	 message_size;		/* bytes, default 26214400 */
 	size_t	 header_size;		/* bytes of the header block, default 102400 */
@@ -108,6 +111,7 @@ struct config_limits {
 	size_t	 errors;		/* hard error limit before 421, default 20 */
 	size_t	 spool_memory;		/* message bytes kept in RAM before the temp file, default 1048576 */
 	size_t	 pipeline_backlog;	/* buffered unread client input, default 65536 */
+	size_t	 line_length;		/* DATA/BDAT text line with CRLF, default 1000 (RFC 5321) */
 };
 
 /* Seconds; RFC 5321 4.5.3.2 defaults. */
@@ -153,6 +157,7 @@ struct config {
 	char			*upstream_tls_ca;	/* CA file, default the system store */
 	char			*upstream_where;	/* "FILE:LINE" of tls_ca (or upstream.tls) */
 	int			 upstream_tls_if_client_tls;	/* no plaintext relay of TLS-received mail */
+	unsigned		 upstream_probe_interval;	/* seconds between capability probes, default 300 */
 	void			*upstream_tls_ctx;	/* runtime SSL_CTX, owned by the proxy */
 	void			(*tls_ctx_free)(void *);	/* frees the SSL_CTXs at the last unref */
 

@@ -138,6 +138,8 @@ main_reload(const char *file, struct worker *workers, unsigned nworkers)
 	for (i = 0; i < nworkers; i++)
 		worker_reload(&workers[i]);
 	log_info("configuration reloaded from %s", file);
+	/* The upstream (or its address) may have changed: ask it now. */
+	worker_probe_kick();
 }
 
 int
@@ -233,8 +235,8 @@ main(int argc, char *argv[])
 	}
 	if (cfg->upstream_kind == CONFIG_UPSTREAM_SMTP &&
 	    upstream_probe(cfg) == -1)
-		log_warn("upstream %s not reachable at start; its capabilities "
-		    "will be learnt at the first session", cfg->upstream_address);
+		log_warn("upstream %s not reachable at start; probing it until "
+		    "it answers", cfg->upstream_address);
 	worker_chain_set(ch);
 
 	nworkers = cfg->workers;

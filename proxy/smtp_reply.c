@@ -32,6 +32,7 @@
  *	a CR or NUL in the text, or an output buffer that is too small.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "smtp_reply.h"
@@ -281,6 +282,38 @@ static const struct smtp_reply_ehlo_row smtp_reply_ehlo_table[] = {
 	{ "XFORWARD",			SMTP_EHLO_XFORWARD },
 	{ "BINARYMIME",			SMTP_EHLO_BINARYMIME },
 };
+
+/*
+ * "PIPELINING 8BITMIME ... size=N" for the log: the keywords the caps
+ * hold, in table order, and the SIZE argument (0: none or no limit).
+ */
+size_t
+smtp_ehlo_caps_format(const struct smtp_ehlo_caps *caps, char *out,
+    size_t outlen)
+{
+	size_t i, pos = 0;
+	int n;
+
+	if (outlen == 0)
+		return 0;
+	out[0] = '\0';
+	for (i = 0; i < sizeof smtp_reply_ehlo_table /
+	    sizeof smtp_reply_ehlo_table[0]; i++) {
+		if (!(caps->flags & smtp_reply_ehlo_table[i].flag) ||
+		    smtp_reply_ehlo_table[i].flag == SMTP_EHLO_SIZE)
+			continue;
+		n = snprintf(out + pos, outlen - pos, "%s ",
+		    smtp_reply_ehlo_table[i].name);
+		if (n < 0 || (size_t)n >= outlen - pos)
+			return pos;
+		pos += (size_t)n;
+	}
+	n = snprintf(out + pos, outlen - pos, "size=%zu",
+	    (caps->flags & SMTP_EHLO_SIZE) ? caps->size : 0);
+	if (n > 0 && (size_t)n < outlen - pos)
+		pos += (size_t)n;
+	return pos;
+}
 
 /* Case-insensitive: does t[0..len) equal the upper-case name? */
 static int

@@ -83,5 +83,8 @@ struct smtp_ehlo_caps {
 
 /* Parse a complete EHLO reply (r->code must be 250). */
 void	smtp_reply_ehlo_caps(const struct smtp_reply *r, struct smtp_ehlo_caps *caps);
+/* The keywords and "size=N" on one line for the log; returns its length. */
+size_t	smtp_ehlo_caps_format(const struct smtp_ehlo_caps *caps, char *out,
+	    size_t outlen);
 
 #endif

@@ -119,6 +119,16 @@ enum smtp_tls {
 	SMTP_TLS_ACTIVE
 };
 
+/* The MAIL parameters relayed, kept in the order the client gave them. */
+enum smtp_mail_param {
+	SMTP_MAIL_SIZE = 0,
+	SMTP_MAIL_SMTPUTF8,
+	SMTP_MAIL_RET,
+	SMTP_MAIL_ENVID,
+	SMTP_MAIL_BODY,
+	SMTP_MAIL_PARAM_COUNT	/* must be last */
+};
+
 /* One header field of the spooled message. */
 struct smtp_hdr {
 	size_t	off;		/* in the spool */
@@ -149,6 +159,7 @@ struct smtp_session {
 	int			 rdns_waiting;
 	char			 helo[SMTP_HELO_MAX + 1];
 	int			 esmtp;
+	unsigned		 offer;		/* SMTP_EHLO_* pass-through extensions our EHLO offered */
 	size_t			 errors;
 	int			 skipping;	/* discarding an over-long line */
 	int			 draining;	/* SIGTERM: close when idle */
@@ -163,8 +174,16 @@ struct smtp_session {
 
 	/* Transaction. */
 	char			*mail_from;	/* NULL: no MAIL yet */
-	char			*mail_params;	/* " SIZE=.. SMTPUTF8 ..." as relayed */
 	int			 tx_utf8;	/* MAIL had SMTPUTF8 (RFC 6531) */
+	/* MAIL parameters as validated; the upstream line is made at send. */
+	int			 tx_body;	/* 0, 7 (BODY=7BIT) or 8 (BODY=8BITMIME) */
+	int			 tx_ret;	/* 0, 1 RET=FULL, 2 RET=HDRS */
+	int			 tx_has_size;
+	unsigned long long	 tx_size;
+	char			 tx_envid[101];	/* RFC 3461 4.4: xtext, 100 at most */
+	enum smtp_mail_param	 tx_order[SMTP_MAIL_PARAM_COUNT];	/* as the client gave them */
+	size_t			 tx_nparams;
+	size_t			 tx_size_limit;	/* smtp_size_limit() at the data's start; 0 before */
 	int			 bdat;		/* this transaction's message comes in BDAT chunks */
 	unsigned long long	 bdat_left;	/* bytes of the current chunk still to read */
 	unsigned long long	 bdat_total;	/* octets of this message's chunks so far */
@@ -249,6 +268,7 @@ static void	smtp_quit_flushed(struct smtp_session *);
 static int	smtp_quit_later(struct smtp_session *);
 static void	smtp_quit_poll(evutil_socket_t, short, void *);
 static void	smtp_upstream_mail_start(struct smtp_session *);
+static const char *smtp_mail_line(struct smtp_session *);
 static void	smtp_session_free(struct smtp_session *);
 static void	smtp_cancel_async(struct smtp_session *);
 static void	smtp_timed_out(struct smtp_session *);
@@ -497,12 +517,11 @@ smtp_tx_reset(struct smtp_session *s)
 	free(s->mail_from);
 	s->mail_from = NULL;
 	s->tx_utf8 = 0;
+	s->tx_size_limit = 0;
 	s->bdat = 0;
 	s->bdat_total = 0;
 	s->bdat_linelen = 0;
 	s->bdat_long = 0;
-	free(s->mail_params);
-	s->mail_params = NULL;
 	for (i = 0; i < s->nrcpts; i++) {
 		free(s->rcpts[i]);
 		free(s->rcpt_params[i]);
@@ -623,40 +642,99 @@ smtp_upstream_failed(struct smtp_session *s, enum upstream_err err)
 /* ---- HELO / EHLO ------------------------------------------------------- */
 
 /*
- * What we may advertise: what the proxy honours itself, and for pass-through
- * extensions what the upstream said it supports (the last EHLO it answered).
+ * The upstream's extensions: the connection's own once it is open, else
+ * the last the upstream told anyone (upstream_caps_set).  Before it ever
+ * answered, 8BITMIME, SMTPUTF8 and DSN are assumed (README
+ * "Capabilities"): not offering them would make senders downgrade 8-bit
+ * bodies (breaking DKIM) or bounce SMTPUTF8 mail, while a transaction that
+ * needs one the upstream then lacks only gets a 451 (smtp_mail_line).
  */
+static void
+smtp_upstream_caps(const struct smtp_session *s, struct smtp_ehlo_caps *caps)
+{
+	const struct smtp_ehlo_caps *c;
+	int known;
+
+	if (s->up != NULL && (c = upstream_caps(s->up)) != NULL) {
+		*caps = *c;
+		return;
+	}
+	upstream_caps_get(caps, &known);
+	if (!known) {
+		memset(caps, 0, sizeof *caps);
+		caps->flags = SMTP_EHLO_8BITMIME | SMTP_EHLO_SMTPUTF8 |
+		    SMTP_EHLO_DSN;
+	}
+}
+
 static int
 smtp_upstream_has(const struct smtp_session *s, unsigned flag)
 {
 	struct smtp_ehlo_caps caps;
-	int known;
 
 	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP)
 		return 0;
-	upstream_caps_get(&caps, &known);
-	return known && (caps.flags & flag) != 0;
+	smtp_upstream_caps(s, &caps);
+	return (caps.flags & flag) != 0;
 }
 
+/*
+ * The pass-through extensions to advertise: 8BITMIME and SMTPUTF8 when
+ * the upstream has them (a dir: upstream stores 8-bit content as is),
+ * DSN only with the upstream's own support (a Maildir sends none).
+ */
+static unsigned
+smtp_offer_flags(const struct smtp_session *s)
+{
+	struct smtp_ehlo_caps caps;
+
+	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP)
+		return SMTP_EHLO_8BITMIME | SMTP_EHLO_SMTPUTF8;
+	smtp_upstream_caps(s, &caps);
+	return caps.flags & (SMTP_EHLO_8BITMIME | SMTP_EHLO_SMTPUTF8 |
+	    SMTP_EHLO_DSN);
+}
+
+/*
+ * What the client was offered (at its last EHLO) is what it may use:
+ * the upstream changing in between must not turn it into a 555.
+ */
 static int
 smtp_offer_8bitmime(const struct smtp_session *s)
 {
-	return s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP ||
-	    smtp_upstream_has(s, SMTP_EHLO_8BITMIME);
+	return (s->offer & SMTP_EHLO_8BITMIME) != 0;
 }
 
 static int
 smtp_offer_smtputf8(const struct smtp_session *s)
 {
-	return s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP ||
-	    smtp_upstream_has(s, SMTP_EHLO_SMTPUTF8);
+	return (s->offer & SMTP_EHLO_SMTPUTF8) != 0;
 }
 
-/* DSN only travels with the upstream's own support: a Maildir sends none. */
 static int
 smtp_offer_dsn(const struct smtp_session *s)
 {
-	return smtp_upstream_has(s, SMTP_EHLO_DSN);
+	return (s->offer & SMTP_EHLO_DSN) != 0;
+}
+
+/*
+ * The largest message taken: limits.message_size, or the upstream's SIZE
+ * when smaller (RFC 1870: 0 or none is no limit), so that a message the
+ * upstream would refuse at its end is refused here at MAIL or cut off
+ * while it arrives, not read in full first.
+ */
+static size_t
+smtp_size_limit(const struct smtp_session *s)
+{
+	struct smtp_ehlo_caps caps;
+	size_t lim = s->cfg->limits.message_size;
+
+	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP)
+		return lim;
+	smtp_upstream_caps(s, &caps);
+	if ((caps.flags & SMTP_EHLO_SIZE) && caps.size > 0 && caps.size < lim)
+		lim = caps.size;
+	return lim;
 }
 
 /*
@@ -704,20 +782,17 @@ smtp_helo_done(void *arg, const struct filter_result *res)
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
 	}
+	s->offer = smtp_offer_flags(s);
 	if (!s->esmtp) {
 		smtp_reply(s, "250 %s", s->cfg->hostname);
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
 	}
-	/*
-	 * Advertise only what the proxy itself honours.  8BITMIME is passed
-	 * through, so it needs the upstream's support too; a dir: upstream
-	 * stores 8-bit content as is.
-	 */
+	/* Advertise only what the proxy itself honours (smtp_offer_flags). */
 	smtp_auth_offer(s, auth, sizeof auth);
 	smtp_reply(s, "250-%s\n250-PIPELINING\n250-SIZE %zu\n%s%s%s%s%s250-CHUNKING\n"
 	    "250 ENHANCEDSTATUSCODES",
-	    s->cfg->hostname, s->cfg->limits.message_size, auth,
+	    s->cfg->hostname, smtp_size_limit(s), auth,
 	    smtp_offer_8bitmime(s) ? "250-8BITMIME\n" : "",
 	    smtp_offer_smtputf8(s) ? "250-SMTPUTF8\n" : "",
 	    smtp_offer_dsn(s) ? "250-DSN\n" : "",
@@ -809,6 +884,33 @@ smtp_rset_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 	smtp_upstream_mail_start(s);
 }
 
+/*
+ * The command that opened (or reuses) the connection: AUTH as it came,
+ * MAIL made now for this connection's extensions (smtp_mail_line).
+ */
+static void
+smtp_upstream_send_pending(struct smtp_session *s)
+{
+	const char *missing;
+
+	if (s->pending_cb != smtp_mail_reply) {
+		upstream_command_secret(s->up, s->pending, s->pending_cb, s);
+		return;
+	}
+	if ((missing = smtp_mail_line(s)) != NULL) {
+		/* Offered at EHLO, gone now: the client tries again later. */
+		log_info("%016llx upstream lacks %s offered to the client",
+		    s->id, missing);
+		smtp_reply(s, "451 4.3.0 Error: the upstream no longer offers "
+		    "%s, try again later", missing);
+		free(s->mail_from);
+		s->mail_from = NULL;
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	upstream_command(s->up, s->pending, s->pending_cb, s);
+}
+
 static void
 smtp_upstream_opened(void *arg, enum upstream_err err,
     const struct smtp_reply *r)
@@ -824,10 +926,7 @@ smtp_upstream_opened(void *arg, enum upstream_err err,
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
 	}
-	if (s->pending_cb != smtp_mail_reply)
-		upstream_command_secret(s->up, s->pending, s->pending_cb, s);
-	else
-		upstream_command(s->up, s->pending, s->pending_cb, s);
+	smtp_upstream_send_pending(s);
 }
 
 /* Open (or reuse, after RSET if owed) the upstream, then relay MAIL. */
@@ -853,10 +952,7 @@ smtp_upstream_mail_start(struct smtp_session *s)
 	}
 	if (s->up != NULL) {
 		s->up_reused = 1;
-		if (s->pending_cb != smtp_mail_reply)
-			upstream_command_secret(s->up, s->pending, s->pending_cb, s);
-		else
-			upstream_command(s->up, s->pending, s->pending_cb, s);
+		smtp_upstream_send_pending(s);
 		return;
 	}
 	s->up_reused = 0;
@@ -907,25 +1003,38 @@ smtp_is_ascii(const char *p)
 	return 1;
 }
 
+/* Remember that the client gave this parameter, in its order (once each). */
+static void
+smtp_mail_param_keep(struct smtp_session *s, enum smtp_mail_param kind)
+{
+	size_t i;
+
+	for (i = 0; i < s->tx_nparams; i++)
+		if (s->tx_order[i] == kind)
+			return;
+	if (s->tx_nparams >= SMTP_MAIL_PARAM_COUNT)
+		fatalx("smtp_mail_param_keep: %zu parameters", s->tx_nparams);
+	s->tx_order[s->tx_nparams++] = kind;
+}
+
 /*
- * Build the MAIL line for the upstream from the parsed path, keeping only
- * parameters the proxy understands and the upstream advertised.
+ * Validate the MAIL parameters against what this session was offered and
+ * keep them (smtp_mail_line makes the upstream's line from them).
  * Returns 0, or -1 after replying to the client.
  */
 static int
 smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 {
-	char *line = s->pending;
-	size_t linelen = sizeof s->pending, used;
 	unsigned long long size;
 	char *end;
 	size_t i;
-	int n;
 
-	n = snprintf(line, linelen, "MAIL FROM:<%s>", p->mailbox);
-	if (n < 0 || (size_t)n >= linelen)
-		fatalx("smtp_mail_params: path over limit");
-	used = (size_t)n;
+	s->tx_utf8 = 0;
+	s->tx_body = 0;
+	s->tx_ret = 0;
+	s->tx_has_size = 0;
+	s->tx_envid[0] = '\0';
+	s->tx_nparams = 0;
 	for (i = 0; i < p->nparams; i++) {
 		const struct smtp_param *pa = &p->params[i];
 
@@ -937,33 +1046,32 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 				smtp_error(s, "501 5.5.4 Bad SIZE parameter");
 				return -1;
 			}
-			if (size > s->cfg->limits.message_size) {
+			if (size > smtp_size_limit(s)) {
 				smtp_error(s, "552 5.3.4 Message size exceeds fixed limit");
 				return -1;
 			}
-			if (!smtp_upstream_has(s, SMTP_EHLO_SIZE))
-				continue;
-			n = snprintf(line + used, linelen - used, " SIZE=%llu", size);
+			s->tx_has_size = 1;
+			s->tx_size = size;
+			smtp_mail_param_keep(s, SMTP_MAIL_SIZE);
 		} else if (strcmp(pa->key, "SMTPUTF8") == 0 && !pa->has_value &&
 		    smtp_offer_smtputf8(s)) {
 			s->tx_utf8 = 1;
-			if (!smtp_upstream_has(s, SMTP_EHLO_SMTPUTF8))
-				continue;
-			n = snprintf(line + used, linelen - used, " SMTPUTF8");
+			smtp_mail_param_keep(s, SMTP_MAIL_SMTPUTF8);
 		} else if (strcmp(pa->key, "RET") == 0 && smtp_offer_dsn(s) &&
 		    pa->has_value && (strcasecmp(pa->value, "FULL") == 0 ||
 		    strcasecmp(pa->value, "HDRS") == 0)) {
-			n = snprintf(line + used, linelen - used, " RET=%s",
-			    strcasecmp(pa->value, "FULL") == 0 ? "FULL" : "HDRS");
+			s->tx_ret = strcasecmp(pa->value, "FULL") == 0 ? 1 : 2;
+			smtp_mail_param_keep(s, SMTP_MAIL_RET);
 		} else if (strcmp(pa->key, "ENVID") == 0 && smtp_offer_dsn(s)) {
 			/* RFC 3461 4.4: xtext, at most 100 characters. */
-			if (!pa->has_value || strlen(pa->value) > 100 ||
+			if (!pa->has_value ||
+			    strlen(pa->value) >= sizeof s->tx_envid ||
 			    !xtext_valid(pa->value)) {
 				smtp_error(s, "501 5.5.4 Bad ENVID parameter");
 				return -1;
 			}
-			n = snprintf(line + used, linelen - used, " ENVID=%s",
-			    pa->value);
+			snprintf(s->tx_envid, sizeof s->tx_envid, "%s", pa->value);
+			smtp_mail_param_keep(s, SMTP_MAIL_ENVID);
 		} else if (strcmp(pa->key, "AUTH") == 0 && smtp_auth_offered(s)) {
 			/*
 			 * RFC 4954 5: parse and discard.  The upstream gets no
@@ -974,7 +1082,6 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 				smtp_error(s, "501 5.5.4 Bad AUTH parameter");
 				return -1;
 			}
-			continue;
 		} else if (strcmp(pa->key, "BODY") == 0 && pa->has_value &&
 		    (strcasecmp(pa->value, "7BIT") == 0 ||
 		    strcasecmp(pa->value, "8BITMIME") == 0)) {
@@ -984,20 +1091,77 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 				smtp_error(s, "555 5.5.4 Unsupported parameter BODY=8BITMIME");
 				return -1;
 			}
-			if (!smtp_upstream_has(s, SMTP_EHLO_8BITMIME))
-				continue;
-			n = snprintf(line + used, linelen - used, " BODY=%s",
-			    eight ? "8BITMIME" : "7BIT");
+			s->tx_body = eight ? 8 : 7;
+			smtp_mail_param_keep(s, SMTP_MAIL_BODY);
 		} else {
 			smtp_error(s, "555 5.5.4 Unsupported parameter %s",
 			    pa->key);
 			return -1;
 		}
-		if (n < 0 || (size_t)n >= linelen - used)
-			fatalx("smtp_mail_params: line over limit");
-		used += (size_t)n;
 	}
 	return 0;
+}
+
+/*
+ * The MAIL line for this upstream connection, into s->pending: the kept
+ * parameters its EHLO allows.  SIZE and BODY=7BIT are information and
+ * are left out for an upstream without SIZE or 8BITMIME; SMTPUTF8,
+ * BODY=8BITMIME and DSN's RET/ENVID change what it must do, so one it
+ * lacks (it changed since the client's EHLO, or was not yet known) is
+ * returned and the MAIL is not sent.  NULL when the line is ready.
+ */
+static const char *
+smtp_mail_line(struct smtp_session *s)
+{
+	struct smtp_ehlo_caps caps;
+	char *line = s->pending;
+	size_t linelen = sizeof s->pending, used, i;
+	int n;
+
+	smtp_upstream_caps(s, &caps);
+	if (s->tx_utf8 && !(caps.flags & SMTP_EHLO_SMTPUTF8))
+		return "SMTPUTF8";
+	if (s->tx_body == 8 && !(caps.flags & SMTP_EHLO_8BITMIME))
+		return "8BITMIME";
+	if ((s->tx_ret || s->tx_envid[0]) && !(caps.flags & SMTP_EHLO_DSN))
+		return "DSN";
+	n = snprintf(line, linelen, "MAIL FROM:<%s>", s->mail_from);
+	if (n < 0 || (size_t)n >= linelen)
+		fatalx("smtp_mail_line: path over limit");
+	used = (size_t)n;
+	for (i = 0; i < s->tx_nparams; i++) {
+		switch (s->tx_order[i]) {
+		case SMTP_MAIL_SIZE:
+			if (!(caps.flags & SMTP_EHLO_SIZE))
+				continue;
+			n = snprintf(line + used, linelen - used, " SIZE=%llu",
+			    s->tx_size);
+			break;
+		case SMTP_MAIL_SMTPUTF8:
+			n = snprintf(line + used, linelen - used, " SMTPUTF8");
+			break;
+		case SMTP_MAIL_RET:
+			n = snprintf(line + used, linelen - used, " RET=%s",
+			    s->tx_ret == 1 ? "FULL" : "HDRS");
+			break;
+		case SMTP_MAIL_ENVID:
+			n = snprintf(line + used, linelen - used, " ENVID=%s",
+			    s->tx_envid);
+			break;
+		case SMTP_MAIL_BODY:
+			if (s->tx_body == 7 && !(caps.flags & SMTP_EHLO_8BITMIME))
+				continue;
+			n = snprintf(line + used, linelen - used, " BODY=%s",
+			    s->tx_body == 8 ? "8BITMIME" : "7BIT");
+			break;
+		default:
+			fatalx("smtp_mail_line: bad parameter %d", s->tx_order[i]);
+		}
+		if (n < 0 || (size_t)n >= linelen - used)
+			fatalx("smtp_mail_line: line over limit");
+		used += (size_t)n;
+	}
+	return NULL;
 }
 
 /*
@@ -1072,7 +1236,6 @@ smtp_cmd_mail(struct smtp_session *s, const char *args)
 		e = smtp_parse_path_utf8(args, SMTP_CMD_MAIL, &p);
 	if (smtp_path_refused(s, e, SMTP_CMD_MAIL))
 		return;
-	s->tx_utf8 = 0;
 	if (smtp_mail_params(s, &p) == -1)
 		return;
 	/* RFC 6531 3.4: a UTF-8 address needs SMTPUTF8 on this MAIL. */
@@ -1081,11 +1244,6 @@ smtp_cmd_mail(struct smtp_session *s, const char *args)
 		return;
 	}
 	if ((s->mail_from = strdup(p.mailbox)) == NULL)
-		fatalx("out of memory");
-	/* Kept for an envelope sent again after a filter's recipient edit. */
-	free(s->mail_params);
-	if ((s->mail_params = strdup(s->pending + strlen("MAIL FROM:<") +
-	    strlen(p.mailbox) + 1)) == NULL)
 		fatalx("out of memory");
 	/* What is logged for the message counts from here, whatever ends it. */
 	clock_gettime(CLOCK_MONOTONIC, &s->tx_start);
@@ -1184,6 +1342,12 @@ smtp_rcpt_params(struct smtp_session *s, const struct smtp_path *p, char *out,
 
 		if (!smtp_offer_dsn(s)) {
 			smtp_error(s, "555 5.5.4 Unsupported parameter %s", pa->key);
+			return -1;
+		}
+		if (!smtp_upstream_has(s, SMTP_EHLO_DSN)) {
+			/* Offered at EHLO, gone now (smtp_mail_line). */
+			smtp_reply(s, "451 4.3.0 Error: the upstream no longer "
+			    "offers DSN, try again later");
 			return -1;
 		}
 		if (strcmp(pa->key, "NOTIFY") == 0 && pa->has_value) {
@@ -1832,9 +1996,15 @@ smtp_envelope_next(struct smtp_session *s)
 		return;
 	}
 	if (s->replay_i == 1) {
-		snprintf(line, sizeof line, "MAIL FROM:<%s>%s", s->mail_from,
-		    s->mail_params ? s->mail_params : "");
-		upstream_command(s->up, line, smtp_envelope_reply, s);
+		/* The same connection as the first MAIL: the same line. */
+		if (smtp_mail_line(s) != NULL) {
+			smtp_log_message(s, "tempfail", "upstream extensions changed");
+			smtp_reply(s, "451 4.3.0 Error: the upstream's extensions "
+			    "changed, try again later");
+			smtp_message_done(s);
+			return;
+		}
+		upstream_command(s->up, s->pending, smtp_envelope_reply, s);
 		return;
 	}
 	if (s->replay_i - 2 < s->nrcpts) {
@@ -2204,7 +2374,10 @@ smtp_data_line(struct smtp_session *s, const char *line, size_t len,
 	    (s->header_bytes += len) > s->cfg->limits.header_size &&
 	    s->data_err == SMTP_DATA_OK)
 		s->data_err = SMTP_DATA_HEADER_TOO_BIG;
-	if (s->msg_bytes > s->cfg->limits.message_size &&
+	/* Fixed when the data starts: the upstream connection is open. */
+	if (s->tx_size_limit == 0)
+		s->tx_size_limit = smtp_size_limit(s);
+	if (s->msg_bytes > s->tx_size_limit &&
 	    s->data_err == SMTP_DATA_OK)
 		s->data_err = SMTP_DATA_TOO_BIG;
 	if (s->data_err != SMTP_DATA_OK)

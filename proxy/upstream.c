@@ -121,12 +121,15 @@ struct upstream {
 	unsigned		 wait_secs;	/* ... and its length */
 	int			 secret;	/* the next line is a credential: don't log it */
 	int			 ehlo_pipelined;	/* EHLO sent right behind XCLIENT */
+	int			 probe;		/* a capability probe: no client facts */
+	int			 ready;		/* got to READY once: caps are final */
 	int			 closing;
 };
 
 static pthread_mutex_t upstream_caps_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct smtp_ehlo_caps upstream_caps_shared;
 static int upstream_caps_known;
+static void (*upstream_unreachable_fn)(void);
 
 static const char *const upstream_err_names[UPSTREAM_ERR_COUNT] = {
 	[UPSTREAM_OK] = "ok",
@@ -182,13 +185,35 @@ upstream_caps_get(struct smtp_ehlo_caps *caps, int *known)
 	pthread_mutex_unlock(&upstream_caps_lock);
 }
 
+/*
+ * Publish what the upstream just said in the EHLO a connection ends
+ * with.  A change (or the first answer) is logged: the EHLO our clients
+ * get changes with it.
+ */
 void
 upstream_caps_set(const struct smtp_ehlo_caps *caps)
 {
+	char list[256];
+	int changed;
+
 	pthread_mutex_lock(&upstream_caps_lock);
+	changed = !upstream_caps_known ||
+	    upstream_caps_shared.flags != caps->flags ||
+	    upstream_caps_shared.size != caps->size ||
+	    strcmp(upstream_caps_shared.auth, caps->auth) != 0;
 	upstream_caps_shared = *caps;
 	upstream_caps_known = 1;
 	pthread_mutex_unlock(&upstream_caps_lock);
+	if (changed) {
+		smtp_ehlo_caps_format(caps, list, sizeof list);
+		log_info("upstream capabilities: %s", list);
+	}
+}
+
+void
+upstream_on_unreachable(void (*fn)(void))
+{
+	upstream_unreachable_fn = fn;
 }
 
 int
@@ -206,7 +231,7 @@ upstream_in_tx(const struct upstream *up)
 const struct smtp_ehlo_caps *
 upstream_caps(const struct upstream *up)
 {
-	return &up->caps;
+	return up->ready ? &up->caps : NULL;
 }
 
 static void
@@ -274,6 +299,13 @@ upstream_fail(struct upstream *up, enum upstream_err err, const char *why)
 	log_info("%016llx upstream error=\"%s\" state=%s detail=\"%.*s\"",
 	    up->sid, upstream_strerror(err), upstream_state_names[up->state],
 	    (int)strcspn(why, "\n"), why);
+	/*
+	 * A session found the MTA gone: what it advertises may change when
+	 * it comes back, so let the prober look (worker.c).
+	 */
+	if (err == UPSTREAM_ERR_CONNECT && !up->probe &&
+	    upstream_unreachable_fn != NULL)
+		upstream_unreachable_fn();
 	upstream_enter_state(up, UP_STATE_DEAD);
 	evtimer_del(up->deadline);
 	if (up->bev != NULL) {
@@ -393,7 +425,7 @@ upstream_send_client_facts(struct upstream *up, int xforward_now)
 	const char *adv;
 	int xclient;
 
-	if (!up->cfg->upstream_xclient)
+	if (!up->cfg->upstream_xclient || up->probe)
 		return 0;
 	if (up->caps.flags & SMTP_EHLO_XCLIENT) {
 		if (xforward_now)
@@ -441,6 +473,12 @@ upstream_send_client_facts(struct upstream *up, int xforward_now)
 static void
 upstream_ready(struct upstream *up)
 {
+	/*
+	 * The last EHLO (after STARTTLS and XCLIENT) is what the
+	 * connection works with: publish that one, not the ones before.
+	 */
+	up->ready = 1;
+	upstream_caps_set(&up->caps);
 	upstream_enter_state(up, UP_STATE_READY);
 	upstream_set_timeout(up, 0);
 	upstream_finish(up, UPSTREAM_OK, &up->reply);
@@ -613,7 +651,6 @@ upstream_reply(struct upstream *up)
 			return;
 		}
 		smtp_reply_ehlo_caps(&up->reply, &up->caps);
-		upstream_caps_set(&up->caps);
 		if (up->state == UP_STATE_EHLO && !up->tls &&
 		    (r = upstream_starttls(up)) != 0) {
 			if (r == -1)
@@ -974,6 +1011,7 @@ upstream_open(struct event_base *base, const struct config *cfg,
 	    client->helo ? client->helo : "");
 	up->client_esmtp = client->esmtp;
 	up->require_tls = client->require_tls;
+	up->probe = client->probe;
 	snprintf(up->client_name, sizeof up->client_name, "%s",
 	    client->name ? client->name : "[UNAVAILABLE]");
 	up->bev = bufferevent_socket_new(base, -1,
@@ -1153,19 +1191,12 @@ int
 upstream_probe(const struct config *cfg)
 {
 	struct upstream_probe_state ps = { 0 };
-	struct upstream_client cl = {
-		.addr = "127.0.0.1", .port = 0, .helo = "probe", .esmtp = 1,
-	};
+	struct upstream_client cl = UPSTREAM_CLIENT_PROBE;
 	struct upstream *up;
-
-	/* The probe must not pretend to be a client: no XCLIENT facts. */
-	struct config probe_cfg = *cfg;
-	probe_cfg.upstream_xclient = 0;
 
 	if ((ps.base = event_base_new()) == NULL)
 		return -1;
-	up = upstream_open(ps.base, &probe_cfg, &cl, 0, upstream_probe_done,
-	    &ps);
+	up = upstream_open(ps.base, cfg, &cl, 0, upstream_probe_done, &ps);
 	if (up == NULL) {
 		event_base_free(ps.base);
 		return -1;

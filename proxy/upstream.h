@@ -58,7 +58,12 @@ struct upstream_client {
 	int		 esmtp;		/* EHLO (1) or HELO (0) */
 	int		 require_tls;	/* never relay this client's mail in the clear */
 	const char	*name;		/* verified name, "[UNAVAILABLE]", "[TEMPUNAVAIL]" */
+	int		 probe;		/* a capability probe: no XCLIENT/XFORWARD */
 };
+
+/* What a capability probe tells upstream_open(): it is no client. */
+#define UPSTREAM_CLIENT_PROBE	{ .addr = "127.0.0.1", .helo = "probe", \
+	.esmtp = 1, .probe = 1 }
 
 typedef void (*upstream_done_fn)(void *arg, enum upstream_err,
     const struct smtp_reply *);
@@ -83,15 +88,23 @@ int		 upstream_idle(const struct upstream *);
  * final-dot reply or RSET 250 since), as its replies said: RSET first.
  */
 int		 upstream_in_tx(const struct upstream *);
+/* The extensions of this connection's last EHLO; NULL before it is ready. */
 const struct smtp_ehlo_caps *upstream_caps(const struct upstream *);
 const char	*upstream_strerror(enum upstream_err);
 
 /*
  * Process-wide knowledge of what the upstream supports: set by the
- * start-up probe and refreshed by every EHLO any session sends.
+ * start-up probe, the prober (worker.c) and the final EHLO of every
+ * upstream connection; a change is logged ("upstream capabilities: ...").
+ * known stays 0 until the upstream answered once.
  */
 void		 upstream_caps_get(struct smtp_ehlo_caps *, int *known);
 void		 upstream_caps_set(const struct smtp_ehlo_caps *);
+/*
+ * fn runs (on the thread of the session that saw it) whenever a
+ * session's connection to the upstream fails to open.
+ */
+void		 upstream_on_unreachable(void (*fn)(void));
 /* Blocking start-up probe (own event_base); 0 ok, -1 unreachable. */
 int		 upstream_probe(const struct config *);
 

@@ -23,6 +23,12 @@
  *	timeouts.shutdown_grace seconds before forcing them.  The loop then
  *	ends by itself once the last session and the last upstream QUIT are
  *	gone.
+ *
+ *	The prober (worker 0's loop) keeps the upstream's capabilities,
+ *	which every EHLO reply is built from, current: after the start-up
+ *	probe it connects every upstream.probe_interval seconds (EHLO,
+ *	QUIT), retries after 1, 2, 4 ... up to 30 seconds while the upstream
+ *	is unreachable, and looks at once when a session finds it gone.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -43,12 +49,14 @@
 #include "filter_chain.h"
 #include "log.h"
 #include "smtp_session.h"
+#include "upstream.h"
 #include "worker.h"
 
 #define WORKER_BACKLOG		511
 #define WORKER_ACCEPT_PAUSE_US	100000	/* no accepts for 0.1 s after running out of fds */
 #define WORKER_ACCEPT_LOG	10	/* seconds between "accept:" warnings */
 #define WORKER_CONN_BUCKETS	4096
+#define WORKER_PROBE_RETRY_MAX	30	/* seconds between probes of an unreachable upstream */
 
 /* Per-client-address connection count, shared by all workers. */
 struct worker_conn {
@@ -60,6 +68,24 @@ struct worker_conn {
 
 static pthread_mutex_t worker_chain_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct filter_chain *worker_chain;
+
+/*
+ * The capability prober.  Its timer and probe live on worker 0's loop;
+ * other threads only activate the timer, under worker_probe_lock, which
+ * also orders the kick against worker 0's stop: once stopped is set, no
+ * thread touches the timer or worker 0's base again.
+ */
+static pthread_mutex_t worker_probe_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	struct event_base	*base;
+	struct event		*ev;
+	struct upstream		*up;		/* the probe in flight */
+	struct config		*cfg;		/* held while it runs */
+	unsigned		 retry;		/* next back-off, seconds */
+	atomic_int		 failing;	/* the last probe failed */
+	atomic_int		 kicked;	/* a wake-up is pending */
+	atomic_int		 stopped;
+} worker_probe;
 
 static pthread_mutex_t worker_conn_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct worker_conn *worker_conn_table[WORKER_CONN_BUCKETS];
@@ -98,6 +124,129 @@ worker_chain_set(struct filter_chain *ch)
 	worker_chain = ch;
 	pthread_mutex_unlock(&worker_chain_lock);
 	filter_chain_unref(old);
+}
+
+static void
+worker_probe_after(unsigned secs)
+{
+	struct timeval tv = { .tv_sec = secs };
+
+	if (!atomic_load(&worker_probe.stopped))
+		evtimer_add(worker_probe.ev, &tv);
+}
+
+static void
+worker_probe_done(void *arg, enum upstream_err err, const struct smtp_reply *r)
+{
+	struct config *cfg = worker_probe.cfg;
+	unsigned next, cap;
+
+	(void)arg;
+	(void)r;
+	/* A QUIT when it answered; gone at once when it did not. */
+	upstream_close(worker_probe.up);
+	worker_probe.up = NULL;
+	worker_probe.cfg = NULL;
+	next = cfg->upstream_probe_interval;
+	if (err == UPSTREAM_OK) {
+		/* upstream_ready() published the capabilities. */
+		if (atomic_exchange(&worker_probe.failing, 0))
+			log_info("upstream %s reachable again",
+			    cfg->upstream_address);
+		worker_probe.retry = 0;
+	} else {
+		cap = next < WORKER_PROBE_RETRY_MAX ? next : WORKER_PROBE_RETRY_MAX;
+		worker_probe.retry = worker_probe.retry == 0 ? 1 :
+		    worker_probe.retry * 2 > cap ? cap : worker_probe.retry * 2;
+		/* One line an outage, not one a retry. */
+		if (!atomic_exchange(&worker_probe.failing, 1))
+			log_info("upstream probe failed: %s; retrying every "
+			    "%u s at most", upstream_strerror(err), cap);
+		else
+			log_debug("upstream probe failed: %s; next in %u s",
+			    upstream_strerror(err), worker_probe.retry);
+		next = worker_probe.retry;
+	}
+	config_unref(cfg);
+	worker_probe_after(next);
+}
+
+static void
+worker_probe_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstream_client cl = UPSTREAM_CLIENT_PROBE;
+	struct config *cfg;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	atomic_store(&worker_probe.kicked, 0);
+	if (atomic_load(&worker_probe.stopped) || worker_probe.up != NULL)
+		return;		/* the probe in flight reschedules */
+	cfg = worker_config_get();
+	/* SIGHUP may have changed the upstream to dir: (or back). */
+	if (cfg->upstream_kind != CONFIG_UPSTREAM_SMTP) {
+		worker_probe_after(cfg->upstream_probe_interval);
+		config_unref(cfg);
+		return;
+	}
+	worker_probe.cfg = cfg;
+	worker_probe.up = upstream_open(worker_probe.base, cfg, &cl, 0,
+	    worker_probe_done, NULL);
+	if (worker_probe.up == NULL) {
+		worker_probe.cfg = NULL;
+		worker_probe_after(cfg->upstream_probe_interval);
+		config_unref(cfg);
+	}
+}
+
+/*
+ * Probe now (any thread): a session could not reach the upstream, or the
+ * configuration was reloaded.  While probes fail, their back-off stands.
+ */
+void
+worker_probe_kick(void)
+{
+	pthread_mutex_lock(&worker_probe_lock);
+	if (worker_probe.ev != NULL && !atomic_load(&worker_probe.stopped) &&
+	    !atomic_load(&worker_probe.failing) &&
+	    !atomic_exchange(&worker_probe.kicked, 1))
+		event_active(worker_probe.ev, EV_TIMEOUT, 1);
+	pthread_mutex_unlock(&worker_probe_lock);
+}
+
+static int
+worker_probe_start(struct event_base *base, const struct config *cfg)
+{
+	struct smtp_ehlo_caps caps;
+	int known;
+
+	worker_probe.base = base;
+	if ((worker_probe.ev = evtimer_new(base, worker_probe_cb, NULL)) == NULL)
+		return -1;
+	upstream_on_unreachable(worker_probe_kick);
+	upstream_caps_get(&caps, &known);
+	/* Not reached at start: look again at once, then back off. */
+	atomic_store(&worker_probe.failing, !known);
+	worker_probe.retry = 0;
+	worker_probe_after(known ? cfg->upstream_probe_interval : 0);
+	return 0;
+}
+
+/* On worker 0's thread, at drain: the loop must be free to end. */
+static void
+worker_probe_stop(void)
+{
+	pthread_mutex_lock(&worker_probe_lock);
+	atomic_store(&worker_probe.stopped, 1);
+	pthread_mutex_unlock(&worker_probe_lock);
+	evtimer_del(worker_probe.ev);
+	if (worker_probe.up != NULL) {
+		upstream_close(worker_probe.up);
+		worker_probe.up = NULL;
+		config_unref(worker_probe.cfg);
+		worker_probe.cfg = NULL;
+	}
 }
 
 /* The address bytes that identify a client; v4-mapped v6 counts as v4. */
@@ -488,6 +637,8 @@ worker_drain_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	w->draining = 1;
 	evtimer_del(w->pause_ev);
+	if (w->id == 0)
+		worker_probe_stop();
 	worker_free_listeners(w);
 	smtp_session_drain_all(w, 0);
 	if (w->nsessions == 0)
@@ -551,6 +702,8 @@ worker_start(struct worker *w, unsigned id, const struct config *cfg)
 	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (worker_listeners_sync(w, cfg) == -1)
 		return -1;
+	if (id == 0 && worker_probe_start(w->base, cfg) == -1)
+		return -1;
 	if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
 		return -1;
 	return 0;
@@ -572,6 +725,12 @@ void
 worker_join(struct worker *w)
 {
 	pthread_join(w->thread, NULL);
+	if (w->id == 0 && worker_probe.ev != NULL) {
+		pthread_mutex_lock(&worker_probe_lock);
+		event_free(worker_probe.ev);
+		worker_probe.ev = NULL;
+		pthread_mutex_unlock(&worker_probe_lock);
+	}
 	worker_free_listeners(w);
 	event_free(w->drain_ev);
 	event_free(w->grace_ev);

@@ -70,6 +70,12 @@ void		 worker_join(struct worker *);
 /* Called by a session as it ends: the worker may finish its drain. */
 void		 worker_session_gone(struct worker *);
 
+/*
+ * Probe the upstream's capabilities now (any thread); the prober runs on
+ * worker 0 from worker_start() on.
+ */
+void		 worker_probe_kick(void);
+
 /* Process-wide concurrency limits; 0 admitted, -1 over a limit. */
 int		 worker_conn_acquire(const struct sockaddr *, const struct config *);
 void		 worker_conn_release(const struct sockaddr *);

@@ -48,7 +48,7 @@ __all__ = [
     'free_port', 'tmpdir', 'wait_for', 'set_timeout',
     'Frontmx', 'run_frontmx_t', 'frontmx_path', 'render_conf', 'base_conf',
     'SmtpClient', 'Reply', 'Upstream', 'Message', 'Gate', 'check_stream',
-    'dot_stuff', 'split_received', 'check_relayed', 'REPO',
+    'dot_stuff', 'split_received', 'check_relayed', 'ehlo_lines', 'REPO',
 ]
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
@@ -832,6 +832,14 @@ class SmtpClient:
         r = self.cmd('QUIT')
         self.close()
         return r
+
+
+def ehlo_lines(port):
+    """The keyword lines of a fresh session's EHLO reply (hostname left out)."""
+    c = SmtpClient(port)
+    e = c.start()
+    c.quit()
+    return list(e.lines[1:])
 
 
 def dot_stuff(body):
