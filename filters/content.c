@@ -13,7 +13,8 @@
  *	for a real filter.
  *
  *	Header rules run in on_header, body rules in on_body (lines are
- *	reassembled across chunks in a 1000-byte buffer), MIME and file name
+ *	reassembled across chunks in a buffer that grows to the longest line
+ *	the core let through, at most 1 MiB), MIME and file name
  *	rules in on_eom: GMime parses the message through a small read-only
  *	GMimeStream over api->msg_read(), so the message is never copied
  *	into memory a second time (the parser, being given a seekable
@@ -55,8 +56,15 @@
 
 #include "content.h"
 
-/* RFC 5321 4.5.3.1.6: 1000 octets with CRLF; longer lines are matched cut. */
-#define CONTENT_LINE_MAX	1000
+/*
+ * A body line is matched whole: the core refuses lines over its
+ * limits.line_length (1000 octets by default, RFC 5321 4.5.3.1.6, at most
+ * 1 MiB), and a rule must see the end of every line it lets through, or
+ * text pushed past octet 1000 would escape it.  Longer lines (not from
+ * the core) are matched cut.
+ */
+#define CONTENT_LINE_MAX	1048576
+#define CONTENT_LINE_START	1024	/* the buffer doubles from here */
 #define CONTENT_RULE_LINE_MAX	4096	/* one rule file line */
 #define CONTENT_RULES_MAX	10000	/* rules per file */
 #define CONTENT_TEXT_MAX	400	/* "550 5.7.1 " + text stays under 512 */
@@ -154,8 +162,9 @@ struct content_msg {
 	int			 decided;	/* a rule (or mime_limit) has decided */
 	unsigned		 nlogged;	/* WARN/match-error lines so far */
 	size_t			 linelen;
-	/* +1: the CR of a full-length line, stripped when its LF arrives */
-	unsigned char		 line[CONTENT_LINE_MAX + 1];
+	/* up to CONTENT_LINE_MAX + 1: the CR, stripped when its LF arrives */
+	unsigned char		*line;
+	size_t			 linecap;
 };
 
 /* GMimeStream reading the spooled message through api->msg_read(). */
@@ -671,6 +680,7 @@ content_msg_free(void *arg)
 	if (st == NULL)
 		return;
 	pcre2_match_data_free(st->md);
+	free(st->line);
 	free(st);
 }
 
@@ -1301,6 +1311,28 @@ content_on_header(void *inst, struct fmx_ctx *ctx, const char *name,
 	    value != NULL ? value : "", NULL);
 }
 
+/* Make room for want octets of a line (no more than the cap): 0, or -1. */
+static int
+content_line_room(struct content_msg *st, size_t want)
+{
+	size_t cap = st->linecap ? st->linecap : CONTENT_LINE_START;
+	unsigned char *p;
+
+	if (want > CONTENT_LINE_MAX + 1)
+		want = CONTENT_LINE_MAX + 1;
+	if (want <= st->linecap && st->line != NULL)
+		return 0;
+	while (cap < want)
+		cap *= 2;
+	if (cap > CONTENT_LINE_MAX + 1)
+		cap = CONTENT_LINE_MAX + 1;
+	if ((p = realloc(st->line, cap)) == NULL)
+		return -1;
+	st->line = p;
+	st->linecap = cap;
+	return 0;
+}
+
 /* One complete (or cut) body line from the buffer. */
 static enum fmx_verdict
 content_body_line(const struct content_inst *ci, struct fmx_ctx *ctx,
@@ -1341,7 +1373,12 @@ content_on_body(void *inst, struct fmx_ctx *ctx, const unsigned char *chunk,
 	while (len > 0 && !st->decided) {
 		nl = memchr(chunk, '\n', len);
 		n = nl != NULL ? (size_t)(nl - chunk) : len;
-		room = sizeof st->line - st->linelen;
+		if (content_line_room(st, st->linelen + n) == -1) {
+			ci->api->log(ctx, FMX_LOG_WARN,
+			    "content: error=\"out of memory\"");
+			return FMX_TEMPFAIL;
+		}
+		room = st->linecap - st->linelen;
 		memcpy(st->line + st->linelen, chunk, n < room ? n : room);
 		st->linelen += n < room ? n : room;
 		if (nl == NULL)

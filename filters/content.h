@@ -36,8 +36,10 @@
  *			  "Name: value" (white space around the colon
  *			  normalised to ": "); matched raw and RFC 2047-decoded
  *		body      each line of the message body as received (raw,
- *			  still transfer-encoded), without CRLF; lines over
- *			  1000 bytes are matched truncated to 1000
+ *			  still transfer-encoded), without CRLF, whole:
+ *			  the core's limits.line_length (1000 by default,
+ *			  at most 1 MiB) bounds them; longer ones are
+ *			  matched truncated to 1 MiB
  *		mime      each header field of every MIME entity below the
  *			  top-level header: the Content-* fields of the
  *			  message, every part's fields, the header of an

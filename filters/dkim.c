@@ -149,7 +149,14 @@
 #define DKIM_HDRVAL_MAX		900	/* the core's limit for a header value */
 #define DKIM_SIGHDR_BUF		2048
 #define DKIM_KEYFILE_MAX	(64 * 1024)
-#define DKIM_LINE_MAX		4096	/* one spooled line (the core allows 1000) */
+/*
+ * One spooled line: the core lets lines through up to its
+ * limits.line_length (1000 by default, at most 1 MiB), and header lines up
+ * to its header_size; the reader's buffer grows from 4 KiB to what the
+ * message needs, so a long first body line does not stop signing.
+ */
+#define DKIM_LINE_START		4096
+#define DKIM_LINE_MAX		(1048576 + 2)
 #define DKIM_FIELD_MAX		(256 * 1024)	/* one field read from the spool */
 #define DKIM_READ_CHUNK		16384
 #define DKIM_PROPS_MAX		256	/* the core's property buffer, NUL included */
@@ -321,6 +328,8 @@ struct dkim_reader {
 	size_t			 pos, len;
 	int			 eof;
 	unsigned char		 buf[DKIM_READ_CHUNK];
+	char			*line;		/* dkim_rd_line()'s, freed by the caller */
+	size_t			 linecap;
 };
 
 /* ---------------------------------------------------------------- */
@@ -1027,12 +1036,16 @@ dkim_rd_fill(struct dkim_reader *r)
 	return 1;
 }
 
-/* One line with its CRLF: 1 (a last line may lack it), 0 at the end, -1 error. */
+/*
+ * One line with its CRLF into r->line: 1 (a last line may lack it), 0 at
+ * the end, -1 error (out of memory, or over DKIM_LINE_MAX).
+ */
 static int
-dkim_rd_line(struct dkim_reader *r, char *line, size_t cap, size_t *lenp)
+dkim_rd_line(struct dkim_reader *r, size_t *lenp)
 {
 	const unsigned char *nl;
-	size_t len = 0, n;
+	size_t len = 0, n, cap;
+	char *p;
 	int rc;
 
 	for (;;) {
@@ -1044,9 +1057,20 @@ dkim_rd_line(struct dkim_reader *r, char *line, size_t cap, size_t *lenp)
 		}
 		nl = memchr(r->buf + r->pos, '\n', r->len - r->pos);
 		n = nl != NULL ? (size_t)(nl - (r->buf + r->pos)) + 1 : r->len - r->pos;
-		if (len + n > cap)
+		if (len + n > DKIM_LINE_MAX)
 			return -1;
-		memcpy(line + len, r->buf + r->pos, n);
+		if (len + n > r->linecap) {
+			for (cap = r->linecap ? r->linecap : DKIM_LINE_START;
+			    cap < len + n; cap *= 2)
+				;
+			if (cap > DKIM_LINE_MAX)
+				cap = DKIM_LINE_MAX;
+			if ((p = realloc(r->line, cap)) == NULL)
+				return -1;
+			r->line = p;
+			r->linecap = cap;
+		}
+		memcpy(r->line + len, r->buf + r->pos, n);
 		len += n;
 		r->pos += n;
 		if (nl != NULL) {
@@ -1054,6 +1078,14 @@ dkim_rd_line(struct dkim_reader *r, char *line, size_t cap, size_t *lenp)
 			return 1;
 		}
 	}
+}
+
+static void
+dkim_reader_free(struct dkim_reader *r)
+{
+	if (r != NULL)
+		free(r->line);
+	free(r);
 }
 
 /* Where the core starts a header field (smtp_session.c): name, blanks, ':'. */
@@ -1097,22 +1129,23 @@ dkim_feed_field(DKIM **h, size_t n, char *field, size_t len)
 /*
  * The header block from the spool, field by field, to every handle.  It
  * ends where the core's ends: at the empty line (consumed), or at the
- * first line that is no header field (left in line, its length in
+ * first line that is no header field (left in r->line, its length in
  * *pendlen: the first body line).  0 ok, -1 error.
  */
 static int
 dkim_spool_head(struct dkim_reader *r, DKIM **h, size_t n, size_t *nfields,
-    char *line, size_t *pendlen)
+    size_t *pendlen)
 {
-	char *field = NULL, *nf;
+	char *field = NULL, *nf, *line;
 	size_t flen = 0, fcap = 0, len;
 	int rc;
 
 	*nfields = 0;
 	*pendlen = 0;
 	for (;;) {
-		if ((rc = dkim_rd_line(r, line, DKIM_LINE_MAX, &len)) < 0)
+		if ((rc = dkim_rd_line(r, &len)) < 0)
 			goto fail;
+		line = r->line;
 		if (rc == 0)
 			break;
 		if (len == 2 && line[0] == '\r' && line[1] == '\n')
@@ -1157,7 +1190,7 @@ fail:
 /* The rest of the message to every handle that wants a body; -1 error. */
 static int
 dkim_spool_body(struct dkim_reader *r, DKIM **h, const int *want, size_t n,
-    char *pend, size_t pendlen, uint64_t *total)
+    size_t pendlen, uint64_t *total)
 {
 	size_t i;
 	int rc;
@@ -1165,7 +1198,7 @@ dkim_spool_body(struct dkim_reader *r, DKIM **h, const int *want, size_t n,
 	*total = 0;
 	if (pendlen > 0) {
 		for (i = 0; i < n; i++)
-			if (want[i] && dkim_body(h[i], (u_char *)pend, pendlen) !=
+			if (want[i] && dkim_body(h[i], (u_char *)r->line, pendlen) !=
 			    DKIM_STAT_OK)
 				return -1;
 		*total += pendlen;
@@ -1452,7 +1485,6 @@ dkim_verify_exact(struct dkim_msg *m, struct fmx_ctx *ctx, struct dkim_outcome *
 {
 	const struct fmx_api *api = m->di->api;
 	struct dkim_reader *r = NULL;
-	char *line = NULL;
 	size_t nfields, pendlen;
 	uint64_t total;
 	DKIM *h[1];
@@ -1460,13 +1492,12 @@ dkim_verify_exact(struct dkim_msg *m, struct fmx_ctx *ctx, struct dkim_outcome *
 	int want[1] = { 1 }, ret = -1;
 
 	if ((h[0] = dkim_verifier_new(m)) == NULL ||
-	    (r = calloc(1, sizeof *r)) == NULL ||
-	    (line = malloc(DKIM_LINE_MAX)) == NULL)
+	    (r = calloc(1, sizeof *r)) == NULL)
 		goto out;
 	r->api = api;
 	r->ctx = ctx;
 	m->no_fetch = 1;
-	if (dkim_spool_head(r, h, 1, &nfields, line, &pendlen) == -1 ||
+	if (dkim_spool_head(r, h, 1, &nfields, &pendlen) == -1 ||
 	    nfields != m->nfields)
 		goto out;
 	m->in_eoh = 1;
@@ -1475,7 +1506,7 @@ dkim_verify_exact(struct dkim_msg *m, struct fmx_ctx *ctx, struct dkim_outcome *
 	if (st != DKIM_STAT_OK && st != DKIM_STAT_NOSIG)
 		goto out;
 	want[0] = st == DKIM_STAT_OK;
-	if (dkim_spool_body(r, h, want, 1, line, pendlen, &total) != 0 ||
+	if (dkim_spool_body(r, h, want, 1, pendlen, &total) != 0 ||
 	    total != m->bodylen)
 		goto out;
 	if (want[0])
@@ -1489,8 +1520,7 @@ out:
 	m->no_fetch = 0;
 	if (h[0] != NULL)
 		dkim_free(h[0]);
-	free(line);
-	free(r);
+	dkim_reader_free(r);
 	return ret;
 }
 
@@ -1641,7 +1671,7 @@ dkim_sign_message(struct dkim_msg *m, struct fmx_ctx *ctx)
 	const struct dkim_key *k[DKIM_KEYS_PER_DOMAIN];
 	int want[DKIM_KEYS_PER_DOMAIN];
 	struct dkim_reader *r = NULL;
-	char *line = NULL, *val = NULL;
+	char *val = NULL;
 	size_t n = 0, i, nfields, pendlen;
 	uint64_t total;
 	DKIM_STAT st;
@@ -1667,12 +1697,11 @@ dkim_sign_message(struct dkim_msg *m, struct fmx_ctx *ctx)
 		want[i] = 1;
 	}
 	if ((r = calloc(1, sizeof *r)) == NULL ||
-	    (line = malloc(DKIM_LINE_MAX)) == NULL ||
 	    (val = malloc(DKIM_SIGHDR_BUF)) == NULL)
 		goto out;
 	r->api = api;
 	r->ctx = ctx;
-	if (dkim_spool_head(r, h, n, &nfields, line, &pendlen) == -1) {
+	if (dkim_spool_head(r, h, n, &nfields, &pendlen) == -1) {
 		api->log(ctx, FMX_LOG_WARN, "dkim: error=\"cannot read the message\"");
 		goto out;
 	}
@@ -1683,7 +1712,7 @@ dkim_sign_message(struct dkim_msg *m, struct fmx_ctx *ctx)
 			    dkim_getresultstr(st));
 			goto out;
 		}
-	if (dkim_spool_body(r, h, want, n, line, pendlen, &total) != 0) {
+	if (dkim_spool_body(r, h, want, n, pendlen, &total) != 0) {
 		api->log(ctx, FMX_LOG_WARN, "dkim: error=\"cannot read the message\"");
 		goto out;
 	}
@@ -1721,8 +1750,7 @@ out:
 		if (h[i] != NULL)
 			dkim_sign_free(h[i]);
 	free(val);
-	free(line);
-	free(r);
+	dkim_reader_free(r);
 	return ret;
 }
 

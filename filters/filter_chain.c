@@ -792,8 +792,9 @@ filter_replace_body(struct fmx_ctx *c, const void *body, size_t len)
 			filter_log(c, FMX_LOG_WARN, "refused body with bare CR/LF or NUL");
 			return -1;
 		}
+		/* No line the core itself would refuse (limits.line_length). */
 		linelen = p[i] == '\n' ? 0 : linelen + 1;
-		if (linelen > 998)
+		if (linelen + 1 > fs->chain->cfg->limits.line_length)
 			return -1;
 	}
 	if (len > 0 && p[len - 1] != '\n')

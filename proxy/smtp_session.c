@@ -190,7 +190,7 @@ struct smtp_session {
 	int			 bdat_last;
 	const char		*bdat_refuse;	/* consume the chunk, then this reply */
 	char			 bdat_reply[FILTER_REPLY_MAX];	/* a filter's refusal, kept */
-	char			 bdat_line[SMTP_TEXT_LINE_MAX + 2];	/* a line across chunks */
+	char			*text_line;	/* smtp_text_line(): one DATA line, or a BDAT line across chunks */
 	size_t			 bdat_linelen;
 	int			 bdat_long;	/* current line over the limit: skipping */
 	char			**rcpts;
@@ -2366,8 +2366,11 @@ smtp_data_line(struct smtp_session *s, const char *line, size_t len,
 		smtp_frame_unstuff(&line, &len);
 		content = len - 2;
 	}
-	/* 4.5.3.1.6: 1000 octets with CRLF, the stuffing dot not counted. */
-	if (len > SMTP_TEXT_LINE_MAX && s->data_err == SMTP_DATA_OK)
+	/*
+	 * 4.5.3.1.6: 1000 octets with CRLF, the stuffing dot not counted,
+	 * unless the admin raised limits.line_length.
+	 */
+	if (len > s->cfg->limits.line_length && s->data_err == SMTP_DATA_OK)
 		s->data_err = SMTP_DATA_LINE_TOO_LONG;
 	s->msg_bytes += len;
 	if (s->in_header && content > 0 &&
@@ -2579,6 +2582,22 @@ smtp_auth_input(struct smtp_session *s)
 
 /* ---- BDAT (RFC 3030) ---------------------------------------------------- */
 
+/*
+ * The buffer one message line is framed into, for DATA and BDAT alike
+ * (a transaction uses one of them): limits.line_length plus a stuffing
+ * dot and a spare octet, so up to 1 MiB when the admin raised it.  Made
+ * at the session's first message, kept to its end: idle sessions have
+ * none, and s->cfg does not change under a session.
+ */
+static char *
+smtp_text_line(struct smtp_session *s)
+{
+	if (s->text_line == NULL &&
+	    (s->text_line = malloc(s->cfg->limits.line_length + 2)) == NULL)
+		fatalx("out of memory");
+	return s->text_line;
+}
+
 static void	smtp_data_line(struct smtp_session *, const char *, size_t,
 		    enum smtp_line);
 
@@ -2586,6 +2605,7 @@ static void	smtp_data_line(struct smtp_session *, const char *, size_t,
 static void
 smtp_bdat_bytes(struct smtp_session *s, const char *p, size_t n)
 {
+	char *line = smtp_text_line(s);
 	const char *nl;
 	size_t take, len, i;
 	enum smtp_line kind;
@@ -2593,10 +2613,11 @@ smtp_bdat_bytes(struct smtp_session *s, const char *p, size_t n)
 	while (n > 0) {
 		nl = memchr(p, '\n', n);
 		take = nl ? (size_t)(nl - p) + 1 : n;
-		if (s->bdat_long || s->bdat_linelen + take > sizeof s->bdat_line) {
+		if (s->bdat_long ||
+		    s->bdat_linelen + take > s->cfg->limits.line_length + 2) {
 			/* Over 1000 octets: account for it, keep nothing. */
 			if (!s->bdat_long && s->data_err == SMTP_DATA_OK)
-				smtp_data_line(s, s->bdat_line, 2, SMTP_LINE_TOO_LONG);
+				smtp_data_line(s, line, 2, SMTP_LINE_TOO_LONG);
 			s->bdat_long = nl == NULL;
 			s->bdat_linelen = 0;
 			s->msg_bytes += take;
@@ -2604,7 +2625,7 @@ smtp_bdat_bytes(struct smtp_session *s, const char *p, size_t n)
 			n -= take;
 			continue;
 		}
-		memcpy(s->bdat_line + s->bdat_linelen, p, take);
+		memcpy(line + s->bdat_linelen, p, take);
 		s->bdat_linelen += take;
 		p += take;
 		n -= take;
@@ -2613,20 +2634,20 @@ smtp_bdat_bytes(struct smtp_session *s, const char *p, size_t n)
 		len = s->bdat_linelen;
 		s->bdat_linelen = 0;
 		kind = SMTP_LINE_OK;
-		if (len < 2 || s->bdat_line[len - 2] != '\r')
+		if (len < 2 || line[len - 2] != '\r')
 			kind = SMTP_LINE_BARE_EOL;	/* LF without CR */
 		for (i = 0; kind == SMTP_LINE_OK && i + 2 < len; i++) {
-			if (s->bdat_line[i] == '\r' || s->bdat_line[i] == '\n')
+			if (line[i] == '\r' || line[i] == '\n')
 				kind = SMTP_LINE_BARE_EOL;
-			else if (s->bdat_line[i] == '\0')
+			else if (line[i] == '\0')
 				kind = SMTP_LINE_NUL;
 		}
 		if (kind == SMTP_LINE_BARE_EOL && len < 2) {
 			/* a lone LF: account 2 octets so the line helper can cope */
-			s->bdat_line[1] = '\n';
+			line[1] = '\n';
 			len = 2;
 		}
-		smtp_data_line(s, s->bdat_line, len, kind);
+		smtp_data_line(s, line, len, kind);
 	}
 }
 
@@ -2920,14 +2941,14 @@ smtp_command(struct smtp_session *s, const char *line)
 static int
 smtp_data_input(struct smtp_session *s)
 {
-	char line[SMTP_TEXT_LINE_MAX + 2];
+	char *line = smtp_text_line(s);
 	enum smtp_line kind;
 	size_t len;
 
 	for (;;) {
 		/* One more octet than the limit: room for a stuffing dot. */
 		kind = smtp_frame_line(bufferevent_get_input(s->bev),
-		    &s->skipping, line, SMTP_TEXT_LINE_MAX + 1, &len);
+		    &s->skipping, line, s->cfg->limits.line_length + 1, &len);
 		if (kind == SMTP_LINE_NONE)
 			return 0;
 		if (kind == SMTP_LINE_OK && len == 3 && line[0] == '.') {
@@ -3612,6 +3633,7 @@ smtp_session_free(struct smtp_session *s)
 	spool_free(&s->spool);
 	spool_free(&s->newbody);
 	free(s->hdrs);
+	free(s->text_line);
 	if (s->bev != NULL)
 		bufferevent_free(s->bev);
 	worker_conn_release((const struct sockaddr *)&s->sa);

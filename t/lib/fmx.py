@@ -975,6 +975,8 @@ class Upstream:
       hold_data   see inject 'data'
       close_on_421  close after sending a 421 (default; False: stay open,
                   to see whether the proxy drops the connection itself)
+      line_max    longest text line (with CRLF, the stuffing dot not
+                  counted) before it is a violation; 1000 (RFC 5321)
 
     Like a strict real MTA (Postfix): a refused DATA leaves the transaction
     open (the next MAIL without RSET gets "503 5.5.1 Error: nested MAIL
@@ -1005,6 +1007,7 @@ class Upstream:
         self.inject_data_at = inject_data_at
         self.hold_data = hold_data
         self.close_on_421 = True
+        self.line_max = 1000        # text line limit with CRLF (limits.line_length)
         self._release = threading.Event()
         self.reset_in_data = reset_in_data
         self.silent_at = silent_at
@@ -1377,8 +1380,8 @@ class Upstream:
     def _data_line(self, c, st, line, body, strict):
         # RFC 5321 4.5.3.1.6: 1000 octets including CRLF, not counting
         # the leading dot duplicated for transparency
-        if len(line) - (1 if line.startswith(b'..') else 0) > 1000:
-            self._violation(c, 'text line over 1000 octets', line)
+        if len(line) - (1 if line.startswith(b'..') else 0) > self.line_max:
+            self._violation(c, 'text line over %d octets' % self.line_max, line)
         if strict and body == b'.':
             st['data'] = False
             with self.lock:

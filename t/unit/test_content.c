@@ -755,7 +755,7 @@ test_body_lines(const struct fmx_filter *f, void *inst)
 	struct fmx_ctx ctx;
 	enum fmx_verdict v;
 	size_t len, n, split;
-	char *body, *msg;
+	char *body, *big, *msg;
 	int good;
 
 	memset(&ctx, 0, sizeof ctx);
@@ -784,18 +784,20 @@ test_body_lines(const struct fmx_filter *f, void *inst)
 	if ((body = malloc(4096)) == NULL)
 		abort();
 
-	/* 1500 'B's then the tail: matched cut to 1000 bytes, tail unseen. */
+	/*
+	 * Lines are matched whole (the core bounds them by its
+	 * limits.line_length): text past byte 1000 cannot hide from a rule.
+	 */
 	memset(body, 'B', 1500);
 	strcpy(body + 1500, "LONGLINE-TAIL\nend\n");
 	msg = test_simple("", body, &len);
 	test_reset(&ctx);
 	v = test_feed(f, inst, &ctx, msg, len, 1);
-	ok(v == FMX_DISCARD && test_reason_is(&ctx, TEST_RULES, "B{1000}"),
-	    "body: over-long line matched as its first 1000 bytes (%s)",
+	ok(v == FMX_REJECT && strcmp(ctx.reply, "550 5.7.1 Long line tail") == 0,
+	    "body: a 1513-byte line is matched whole, its tail too (%s)",
 	    test_verdict_name(v));
 	free(msg);
 
-	/* The tail ending at byte 1000 is seen; one byte later it is cut. */
 	memset(body, 'B', 987);
 	strcpy(body + 987, "LONGLINE-TAIL\n");
 	msg = test_simple("", body, &len);
@@ -810,9 +812,22 @@ test_body_lines(const struct fmx_filter *f, void *inst)
 	msg = test_simple("", body, &len);
 	test_reset(&ctx);
 	v = test_feed(f, inst, &ctx, msg, len, 3);
-	ok(v == FMX_CONTINUE && ctx.nresult == 0,
-	    "body: a 1001-byte line loses its last byte (%s)", test_verdict_name(v));
+	ok(v == FMX_REJECT && strcmp(ctx.reply, "550 5.7.1 Long line tail") == 0,
+	    "body: a 1001-byte line is matched whole (%s)", test_verdict_name(v));
 	free(msg);
+
+	/* Past 1 MiB (more than the core lets through) a line is cut. */
+	if ((big = malloc(1048576 + 64)) == NULL)
+		abort();
+	memset(big, 'B', 1048576);
+	strcpy(big + 1048576, "LONGLINE-TAIL\n");
+	msg = test_simple("", big, &len);
+	test_reset(&ctx);
+	v = test_feed(f, inst, &ctx, msg, len, 65536);
+	ok(v == FMX_CONTINUE && ctx.nresult == 0,
+	    "body: a line over 1 MiB is matched cut (%s)", test_verdict_name(v));
+	free(msg);
+	free(big);
 
 	/* Exactly 1000 'B's and CRLF: the CR must not count as content. */
 	memset(body, 'B', 1000);
@@ -1098,7 +1113,7 @@ main(void)
 	void *inst;
 	int round;
 
-	plan(100);
+	plan(101);
 	test_rules_table();
 	test_rules_files();
 	test_init(f);
