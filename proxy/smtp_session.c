@@ -2804,12 +2804,26 @@ static void	smtp_readcb(struct bufferevent *, void *);
 static void	smtp_writecb(struct bufferevent *, void *);
 static void	smtp_eventcb(struct bufferevent *, short, void *);
 
+/*
+ * Unread client input kept: limits.pipeline_backlog, but never less than
+ * one whole text line (limits.line_length, plus the octet that shows it
+ * is too long), which the framer must see in one piece: an admin who
+ * raised line_length past the backlog would otherwise stall every long
+ * line.  Still bounded: both are bounded configuration values.
+ */
+static size_t
+smtp_backlog(const struct config *cfg)
+{
+	return cfg->limits.pipeline_backlog > cfg->limits.line_length + 1 ?
+	    cfg->limits.pipeline_backlog : cfg->limits.line_length + 1;
+}
+
 /* Callbacks, watermarks: the same on the plain and on the TLS bufferevent. */
 static void
 smtp_bev_setup(struct smtp_session *s)
 {
 	bufferevent_setcb(s->bev, smtp_readcb, smtp_writecb, smtp_eventcb, s);
-	bufferevent_setwatermark(s->bev, EV_READ, 0, s->cfg->limits.pipeline_backlog);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, smtp_backlog(s->cfg));
 	bufferevent_setwatermark(s->bev, EV_WRITE, SMTP_OUTPUT_HIGH / 2, 0);
 	/* Plain sockets are written directly (bev.h); TLS goes through libevent. */
 	if (bev_direct(s->bev))

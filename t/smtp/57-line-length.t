@@ -61,7 +61,8 @@ def main():
     up = Upstream()
     up.line_max = LONG
     mx = Frontmx(up, name='line_length %d' % LONG, conf={
-        'limits': {'line_length': LONG},
+        # a backlog shorter than a line: the session must still take it whole
+        'limits': {'line_length': LONG, 'pipeline_backlog': 2000},
         'filters': [content_filter(rules),
                     {'name': 'dkim', 'options': {
                         'sign': 'example.org:rsa:%s/rsa2048.pem' % dkim_tool.DATA,
