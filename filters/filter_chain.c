@@ -88,6 +88,24 @@ struct fmx_ctx {
 	int			 timer_msg;	/* armed during a message: ends with it */
 };
 
+/*
+ * What a connect, helo or mail hook answered, kept until the recipients'
+ * policies are known (delay_reject, Postfix's smtpd_delay_reject): read at
+ * each RCPT with that recipient's policy, and for the message at DATA
+ * with the transaction's.  Connect answers live as long as the session,
+ * helo answers until the next HELO, mail answers until the message ends.
+ */
+struct filter_held {
+	struct filter_held	*next;		/* chain order: phase, then filter */
+	enum filter_phase	 phase;
+	size_t			 idx;
+	enum fmx_verdict	 verdict;
+	int			 failed;	/* error, timeout, bad verdict: on_error */
+	char			 result[FILTER_RESULT_MAX];
+	char			 reason[FILTER_REASON_MAX];
+	char			*reply;		/* NULL: the default reply */
+};
+
 struct filter_ar {
 	char	method[32];
 	char	result[32];
@@ -132,6 +150,9 @@ struct filter_session {
 	/* Message state, reset by filter_session_msg_end(). */
 	int				 msg_open;
 	int				 msg_accepted;	/* a filter said ACCEPT */
+	int				 held_accepted;	/* a held ACCEPT, for this recipient */
+	struct filter_held		*held;		/* connect/helo/mail answers */
+	int				 held_oom;	/* one could not be kept */
 	struct filter_outcome		 outcome;
 	struct filter_edit		 edits[FILTER_EDITS_MAX];
 	size_t				 nedits;
@@ -1646,13 +1667,25 @@ filter_verdict_rank(enum fmx_verdict v)
 	}
 }
 
+/*
+ * The tag header lists filter=result for each filter that tagged the
+ * message (the result is what an admin wants to see, the action is in the
+ * policy); "tag" when the filter named no result.  A dry-run entry says
+ * what would have happened: "spf=fail (dry-run: would reject)".
+ */
 static void
-filter_tag(struct filter_session *fs, const char *name, const char *what)
+filter_tag(struct filter_session *fs, const char *name, const char *result,
+    enum fmx_verdict dry)
 {
 	size_t used = strlen(fs->outcome.tags);
 
-	snprintf(fs->outcome.tags + used, sizeof fs->outcome.tags - used, "%s%s=%s",
-	    used ? ", " : "", name, what);
+	if (dry != FMX_CONTINUE)
+		snprintf(fs->outcome.tags + used, sizeof fs->outcome.tags - used,
+		    "%s%s=%s (dry-run: would %s)", used ? ", " : "", name,
+		    result[0] ? result : "dry-run", filter_verdict_name(dry));
+	else
+		snprintf(fs->outcome.tags + used, sizeof fs->outcome.tags - used,
+		    "%s%s=%s", used ? ", " : "", name, result[0] ? result : "tag");
 }
 
 static void
@@ -1677,75 +1710,255 @@ filter_finish(struct filter_session *fs, enum fmx_verdict v,
 		done(fs->done_arg, &res);
 }
 
+/* What one hook answered, before the policy reads it. */
+struct filter_answer {
+	enum fmx_verdict	 verdict;
+	int			 failed;	/* error, timeout, bad verdict: on_error */
+	const char		*result;	/* api->set_result(), "" none */
+	const char		*reason;
+	const char		*reply;		/* api->set_reply(), "" default */
+};
+
+/*
+ * What an answer means under policy pol: on_error (the policy's, else the
+ * filter's), the policy's mapping of the named result, dry run.  *dry is
+ * the refusing verdict dry run turned into a relay, FMX_CONTINUE if none.
+ * quiet logs only refusals (the per-recipient reading of held answers).
+ */
+static enum fmx_verdict
+filter_decide(struct filter_session *fs, size_t idx,
+    const struct config_policy *pol, enum filter_phase phase,
+    const struct filter_answer *a, enum fmx_verdict *dry, int quiet)
+{
+	const struct config *cfg = fs->chain->cfg;
+	const struct config_filter *cf = fs->chain->inst[idx].cf;
+	enum config_action action;
+	enum fmx_verdict v = a->verdict;
+	const char *name = cf->name;
+
+	*dry = FMX_CONTINUE;
+	if (a->failed) {
+		/* A policy may override the filter's on_error per domain. */
+		if (!policy_action(cfg, pol, name, "on_error", &action))
+			action = cf->on_error;
+		v = filter_action_verdict(action);
+		if (!quiet || v == FMX_REJECT || v == FMX_TEMPFAIL)
+			log_warn("%016llx filter=%s phase=%s failed, on_error=%s",
+			    fs->session_id, name, filter_phase_name(phase),
+			    config_action_name(action));
+	} else if (a->result[0] != '\0' &&
+	    policy_action(cfg, pol, name, a->result, &action))
+		v = filter_action_verdict(action);
+	if (a->result[0] != '\0' &&
+	    (!quiet || v == FMX_REJECT || v == FMX_TEMPFAIL))
+		log_info("%016llx filter=%s phase=%s result=%s policy=%s "
+		    "verdict=%s%s%s", fs->session_id, name,
+		    filter_phase_name(phase), a->result,
+		    pol != NULL ? pol->name : "default", filter_verdict_name(v),
+		    a->reason[0] ? " reason=" : "", a->reason);
+	if (v != FMX_CONTINUE && v != FMX_ACCEPT && v != FMX_TAG &&
+	    policy_dry_run(cfg, pol, name)) {
+		if (!quiet)
+			log_info("%016llx filter=%s dry-run: would %s, relaying",
+			    fs->session_id, name, filter_verdict_name(v));
+		*dry = v;
+		v = FMX_CONTINUE;
+	}
+	return v;
+}
+
+/* Message-level bookkeeping of a decided verdict: tags, quarantine, discard. */
+static void
+filter_mark(struct filter_session *fs, size_t idx, enum fmx_verdict v,
+    const char *result, enum fmx_verdict dry)
+{
+	const char *name = fs->chain->inst[idx].cf->name;
+
+	if (dry != FMX_CONTINUE)
+		filter_tag(fs, name, result, dry);
+	if (v != FMX_TAG && v != FMX_QUARANTINE && v != FMX_DISCARD)
+		return;
+	if (v == FMX_TAG)
+		filter_tag(fs, name, result, FMX_CONTINUE);
+	if (filter_verdict_rank(v) > filter_verdict_rank(fs->outcome.verdict)) {
+		fs->outcome.verdict = v;
+		snprintf(fs->outcome.reason, sizeof fs->outcome.reason,
+		    "filter %s", name);
+	}
+}
+
+/* Forget held answers of phase and the phases after it (up to mail). */
+static void
+filter_held_clear(struct filter_session *fs, enum filter_phase phase)
+{
+	struct filter_held **hp = &fs->held, *h;
+
+	while ((h = *hp) != NULL) {
+		if (h->phase >= phase) {
+			*hp = h->next;
+			free(h->reply);
+			free(h);
+		} else
+			hp = &h->next;
+	}
+}
+
+/*
+ * Keep a connect, helo or mail answer until the recipients are known.
+ * Out of memory cannot drop it silently: it then stands as a failure,
+ * whose on_error every recipient gets.
+ */
+static void
+filter_hold(struct filter_session *fs, struct fmx_ctx *c, enum fmx_verdict v,
+    int failed)
+{
+	struct filter_held *h, **tail;
+
+	if ((h = calloc(1, sizeof *h)) == NULL) {
+		/* Never a silent accept: every recipient gets a 4xx. */
+		log_warn("%016llx filter=%s out of memory holding its verdict",
+		    fs->session_id, filter_ctx_name(c));
+		fs->held_oom = 1;
+		return;
+	}
+	h->phase = fs->phase;
+	h->idx = c->idx;
+	h->verdict = v;
+	h->failed = failed;
+	snprintf(h->result, sizeof h->result, "%s", c->result);
+	snprintf(h->reason, sizeof h->reason, "%s", c->reason);
+	if (c->reply[0] != '\0')
+		h->reply = strdup(c->reply);	/* NULL: the default reply */
+	for (tail = &fs->held; *tail != NULL; tail = &(*tail)->next)
+		;
+	*tail = h;
+	log_debug("%016llx filter=%s phase=%s result=%s verdict=%s held for the "
+	    "recipients' policy", fs->session_id, filter_ctx_name(c),
+	    filter_phase_name(fs->phase), c->result[0] ? c->result : "-",
+	    failed ? "error" : filter_verdict_name(v));
+}
+
+/*
+ * Read the held answers in chain order with policy pol, as the chain
+ * would have read them live: the first refusal or accept ends it.
+ * commit records the message-level outcome (once, at DATA).
+ */
+static enum fmx_verdict
+filter_held_apply(struct filter_session *fs, const struct config_policy *pol,
+    int commit, struct filter_result *res)
+{
+	const struct filter_held *h;
+	struct filter_answer a;
+	enum fmx_verdict v, dry;
+	static const char *const what[] = {
+		[FILTER_PH_CONNECT] = "connection",
+		[FILTER_PH_HELO] = "HELO",
+		[FILTER_PH_MAIL] = "sender",
+	};
+
+	memset(res, 0, sizeof *res);
+	res->verdict = FMX_CONTINUE;
+	if (fs->held_oom) {
+		res->verdict = FMX_TEMPFAIL;
+		snprintf(res->reply, sizeof res->reply,
+		    "451 4.3.0 Error: out of memory, try again later");
+		return res->verdict;
+	}
+	for (h = fs->held; h != NULL; h = h->next) {
+		a.verdict = h->verdict;
+		a.failed = h->failed;
+		a.result = h->result;
+		a.reason = h->reason;
+		a.reply = h->reply != NULL ? h->reply : "";
+		v = filter_decide(fs, h->idx, pol, h->phase, &a, &dry, !commit);
+		if (commit)
+			filter_mark(fs, h->idx, v, h->result, dry);
+		if (v != FMX_ACCEPT && v != FMX_REJECT && v != FMX_TEMPFAIL)
+			continue;
+		res->verdict = v;
+		if (v == FMX_ACCEPT)
+			return v;
+		snprintf(res->filter, sizeof res->filter, "%s",
+		    fs->chain->inst[h->idx].cf->name);
+		/* The filter's own reply if it fits the verdict, else say who refused. */
+		if (!h->failed && a.reply[0] != '\0' &&
+		    filter_reply_valid(a.reply, v == FMX_REJECT ? 5 : 4) == 0)
+			snprintf(res->reply, sizeof res->reply, "%s", a.reply);
+		else
+			snprintf(res->reply, sizeof res->reply, "%s %s %s %s by policy",
+			    v == FMX_REJECT ? "550" : "451",
+			    v == FMX_REJECT ? "5.7.1" : "4.7.1", what[h->phase],
+			    v == FMX_REJECT ? "rejected" : "deferred");
+		return v;
+	}
+	return FMX_CONTINUE;
+}
+
+enum fmx_verdict
+filter_session_held(struct filter_session *fs, const struct config_policy *pol,
+    struct filter_result *res)
+{
+	enum fmx_verdict v = filter_held_apply(fs, pol, 0, res);
+
+	fs->held_accepted = v == FMX_ACCEPT;
+	if (v == FMX_ACCEPT)
+		res->verdict = FMX_CONTINUE;
+	return res->verdict;
+}
+
 /*
  * Turn what a hook returned into what happens: policy mapping of its
  * result, dry-run, message-level bookkeeping.  Returns 1 to go on with the
- * next filter, 0 when the phase ended (done was called).
+ * next filter, 0 when the phase ended (done was called).  A connect, helo
+ * or mail answer of a delay_reject filter is held for the recipients'
+ * policies instead (smtpd_delay_reject); only a plain continue, or an
+ * accept that names no result (the same under every policy), acts now.
  */
 static int
 filter_apply(struct filter_session *fs, struct fmx_ctx *c, enum fmx_verdict v,
     int failed)
 {
-	const struct config *cfg = fs->chain->cfg;
 	const struct config_filter *cf = fs->chain->inst[c->idx].cf;
-	const struct config_policy *pol = fs->facts->policy;
-	enum config_action action;
-	const char *name = cf->name;
+	struct filter_answer a;
+	enum fmx_verdict dry;
 
+	if (!failed && ((unsigned)v >= FMX_VERDICT_COUNT || v == FMX_PENDING)) {
+		log_warn("%016llx filter=%s phase=%s returned invalid verdict %d",
+		    fs->session_id, cf->name, filter_phase_name(fs->phase),
+		    (int)v);
+		failed = 1;
+	}
 	if (failed) {
-		/* A policy may override the filter's on_error per domain. */
-		v = filter_action_verdict(policy_action(cfg, pol, name, "on_error",
-		    &action) ? action : cf->on_error);
-		log_warn("%016llx filter=%s phase=%s failed, on_error=%s",
-		    fs->session_id, name, filter_phase_name(fs->phase),
-		    config_action_name(cf->on_error));
 		c->reply[0] = '\0';
 		snprintf(c->result, sizeof c->result, "error");
-	} else if ((unsigned)v >= FMX_VERDICT_COUNT || v == FMX_PENDING) {
-		log_warn("%016llx filter=%s phase=%s returned invalid verdict %d, "
-		    "on_error=%s", fs->session_id, name,
-		    filter_phase_name(fs->phase), (int)v,
-		    config_action_name(cf->on_error));
-		v = filter_action_verdict(cf->on_error);
-		c->reply[0] = '\0';
-	} else if (c->result[0] != '\0' &&
-	    policy_action(cfg, pol, name, c->result, &action))
-		v = filter_action_verdict(action);
-	if (c->result[0] != '\0')
-		log_info("%016llx filter=%s phase=%s result=%s verdict=%s%s%s",
-		    fs->session_id, name, filter_phase_name(fs->phase),
-		    c->result, filter_verdict_name(v), c->reason[0] ? " reason=" : "",
-		    c->reason);
-	if (v != FMX_CONTINUE && v != FMX_ACCEPT && v != FMX_TAG &&
-	    policy_dry_run(cfg, pol, name)) {
-		log_info("%016llx filter=%s dry-run: would %s, relaying",
-		    fs->session_id, name, filter_verdict_name(v));
-		filter_tag(fs, name, "dry-run-");
-		snprintf(fs->outcome.tags + strlen(fs->outcome.tags),
-		    sizeof fs->outcome.tags - strlen(fs->outcome.tags), "%s",
-		    filter_verdict_name(v));
-		v = FMX_CONTINUE;
 	}
+	if (fs->phase <= FILTER_PH_MAIL && cf->delay_reject &&
+	    (failed || c->result[0] != '\0' ||
+	    (v != FMX_CONTINUE && v != FMX_ACCEPT))) {
+		filter_hold(fs, c, v, failed);
+		c->result[0] = '\0';
+		c->reason[0] = '\0';
+		return 1;
+	}
+	a.verdict = v;
+	a.failed = failed;
+	a.result = c->result;
+	a.reason = c->reason;
+	a.reply = c->reply;
+	v = filter_decide(fs, c->idx, fs->facts->policy, fs->phase, &a, &dry, 0);
+	filter_mark(fs, c->idx, v, c->result, dry);
 	c->result[0] = '\0';
 	c->reason[0] = '\0';
 	switch (v) {
 	case FMX_CONTINUE:
+	case FMX_TAG:
+	case FMX_QUARANTINE:
+	case FMX_DISCARD:
 		return 1;
 	case FMX_ACCEPT:
 		fs->msg_accepted = 1;
 		filter_finish(fs, FMX_CONTINUE, c);
 		return 0;
-	case FMX_TAG:
-	case FMX_QUARANTINE:
-	case FMX_DISCARD:
-		if (v == FMX_TAG)
-			filter_tag(fs, name, "tag");
-		if (filter_verdict_rank(v) > filter_verdict_rank(fs->outcome.verdict)) {
-			fs->outcome.verdict = v;
-			snprintf(fs->outcome.reason, sizeof fs->outcome.reason,
-			    "filter %s", name);
-		}
-		return 1;
 	case FMX_REJECT:
 	case FMX_TEMPFAIL:
 		filter_finish(fs, v, c);
@@ -1817,7 +2030,8 @@ filter_run(struct filter_session *fs)
 		c = &fs->ctx[fs->next];
 		fi = &fs->chain->inst[c->idx];
 		if (!filter_has_hook(fi->ops, fs->phase) ||
-		    (fs->msg_accepted && fs->phase >= FILTER_PH_MAIL)) {
+		    (fs->msg_accepted && fs->phase >= FILTER_PH_MAIL) ||
+		    (fs->held_accepted && fs->phase >= FILTER_PH_RCPT)) {
 			fs->next++;
 			continue;
 		}
@@ -1872,10 +2086,32 @@ filter_session_run(struct filter_session *fs, enum filter_phase phase,
     const struct filter_args *args, filter_done_fn done, void *arg)
 {
 	static const struct filter_args none;
+	struct filter_result res;
+	enum fmx_verdict v;
 
 	if (fs->done != NULL)
 		fatalx("filter_session_run: phase %s while %s runs",
 		    filter_phase_name(phase), filter_phase_name(fs->phase));
+	/* A phase run again replaces what it and the phases after it held. */
+	if (phase <= FILTER_PH_MAIL) {
+		filter_held_clear(fs, phase);
+		if (phase == FILTER_PH_CONNECT)
+			fs->held_oom = 0;
+	}
+	/* The message's policy is known: held answers count for it now. */
+	if (phase == FILTER_PH_DATA) {
+		fs->held_accepted = 0;
+		v = filter_held_apply(fs, fs->facts->policy, 1, &res);
+		if (v == FMX_ACCEPT)
+			fs->msg_accepted = 1;
+		else if (v == FMX_REJECT || v == FMX_TEMPFAIL) {
+			/* Not reached when each recipient passed the same reading. */
+			fs->phase = phase;
+			if (done != NULL)
+				done(arg, &res);
+			return;
+		}
+	}
 	fs->phase = phase;
 	fs->args = args ? *args : none;
 	fs->next = 0;
@@ -2036,6 +2272,8 @@ filter_session_msg_end(struct filter_session *fs, int aborted)
 	fs->nfacts = 0;
 	fs->msg_open = 0;
 	fs->msg_accepted = 0;
+	fs->held_accepted = 0;
+	filter_held_clear(fs, FILTER_PH_MAIL);
 	memset(&fs->outcome, 0, sizeof fs->outcome);
 }
 
@@ -2055,6 +2293,7 @@ filter_session_release(struct filter_session *fs)
 		if (c->timer != NULL)
 			event_free(c->timer);
 	}
+	filter_held_clear(fs, FILTER_PH_CONNECT);
 	event_free(fs->timeout);
 	pthread_mutex_destroy(&fs->lock);
 	filter_chain_unref(fs->chain);

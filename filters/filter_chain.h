@@ -29,6 +29,10 @@
  *	refusing action into a tag, and message-level outcomes (tag,
  *	quarantine, discard, Authentication-Results, header and recipient
  *	edits) accumulate until the session asks for them at end of message.
+ *	Answers of the connect, helo and mail phases are held instead (no
+ *	recipient, so no policy, is known yet): filter_session_held() reads
+ *	them at each RCPT with that recipient's policy, and the DATA phase
+ *	once more with the transaction's for the message's outcome.
  */
 #ifndef FRONTMX_FILTER_CHAIN_H
 #define FRONTMX_FILTER_CHAIN_H
@@ -152,6 +156,16 @@ size_t			 filter_session_auth_results(struct filter_session *, char *out,
  * closing): its done is never called, a late resume() is refused.
  */
 void			 filter_session_cancel(struct filter_session *);
+/*
+ * What the connect, helo and mail phases held for the recipients (filters
+ * with delay_reject, the default), read with one recipient's policy pol:
+ * REJECT or TEMPFAIL with res->reply for the RCPT reply, else CONTINUE.
+ * Call it before that recipient's rcpt phase; a held ACCEPT makes the
+ * chain skip its rcpt hooks.  The DATA phase reads them once more with
+ * the transaction's policy (facts->policy) for the message's outcome.
+ */
+enum fmx_verdict	 filter_session_held(struct filter_session *,
+			    const struct config_policy *, struct filter_result *);
 /* End of a message: aborted (RSET, error, disconnect) calls on_abort hooks. */
 void			 filter_session_msg_end(struct filter_session *, int aborted);
 /* Calls on_close hooks; safe with a hook still running on the pool. */

@@ -66,6 +66,15 @@
  *	current message.  A hook that returns an out-of-range value, or that
  *	a timeout overtakes, fails with the filter's configured on_error
  *	action (default tempfail).
+ *
+ *	What a connect, helo or mail hook answers (its verdict, result and
+ *	reply) is acted on at each RCPT, with the policy of that recipient's
+ *	domain, unless the filter's configuration says delay_reject = false:
+ *	the client's MAIL gets 250 and a refusal becomes the RCPT reply of
+ *	the recipients whose policy refuses.  Only FMX_ACCEPT without a
+ *	named result acts at once.  A connect or helo answer holds for every
+ *	message of the session (until the next HELO), a mail answer for its
+ *	transaction.
  */
 #ifndef FRONTMX_FILTER_H
 #define FRONTMX_FILTER_H

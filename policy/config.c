@@ -219,7 +219,8 @@ static const char *const config_keys_relay[] = { "domains", "networks", NULL };
 static const char *const config_keys_spool[] = { "directory", NULL };
 static const char *const config_keys_policy[] = { "default", "domains", NULL };
 static const char *const config_keys_filter[] = {
-	"name", "module", "timeout", "on_error", "dry_run", "options", NULL
+	"name", "module", "timeout", "on_error", "dry_run", "delay_reject",
+	"options", NULL
 };
 static const char *const config_keys_quarantine[] = { "directory", NULL };
 static const char *const config_keys_tag[] = { "header", "subject_prefix", NULL };
@@ -2008,6 +2009,7 @@ config_load_filter_entry(struct config_ctx *ctx, const config_setting_t *g,
 	f->timeout = CONFIG_FILTER_TIMEOUT;
 	f->on_error = CONFIG_ACTION_TEMPFAIL;
 	f->dry_run = -1;
+	f->delay_reject = 1;
 	if (config_check_keys(ctx, g, path, config_keys_filter,
 	    sizeof config_keys_filter[0]) == -1)
 		return -1;
@@ -2051,6 +2053,8 @@ config_load_filter_entry(struct config_ctx *ctx, const config_setting_t *g,
 		    CONFIG_ACTIONS_EXPECTED ")", path, act);
 
 	if (config_want_bool(ctx, g, path, "dry_run", &f->dry_run) == -1)
+		return -1;
+	if (config_want_bool(ctx, g, path, "delay_reject", &f->delay_reject) == -1)
 		return -1;
 
 	if ((r = config_want_group(ctx, g, path, "options", &opts)) == -1)

@@ -134,6 +134,7 @@ struct config_filter {
 	unsigned		 timeout;	/* seconds per hook call, default 30 */
 	enum config_action	 on_error;	/* default CONFIG_ACTION_TEMPFAIL */
 	int			 dry_run;	/* -1 unset, 0, 1 */
+	int			 delay_reject;	/* connect/helo/mail verdicts wait for RCPT (default 1) */
 	char			**options;	/* "key=value" strings from the options group */
 	size_t			 noptions;
 };

@@ -1395,6 +1395,7 @@ smtp_cmd_rcpt(struct smtp_session *s, const char *args)
 	struct smtp_path p;
 	enum smtp_parse_err e;
 	const struct config_policy *pol;
+	struct filter_result held;
 	char dsn[SMTP_PARAM_VALUE_MAX * 2 + 32];
 	int n;
 
@@ -1419,12 +1420,22 @@ smtp_cmd_rcpt(struct smtp_session *s, const char *args)
 		smtp_error(s, "554 5.7.1 <%s>: Relay access denied", p.mailbox);
 		return;
 	}
+	pol = policy_lookup(s->cfg, p.domain[0] ? p.domain : NULL);
+	/*
+	 * What connect, helo and mail found waited for this: acted on with
+	 * the recipient's own policy (Postfix's smtpd_delay_reject), before
+	 * the policy split, so a recipient refused anyway is told so now.
+	 */
+	if (filter_session_held(s->fs, pol, &held) != FMX_CONTINUE) {
+		s->rcpt_attempts++;
+		smtp_filter_refused(s, &held, "recipient");
+		return;
+	}
 	/*
 	 * One message, one policy: a recipient whose domain has another
 	 * policy than the first accepted one must come in its own
 	 * transaction; 452 makes the client retry it later (DESIGN.md).
 	 */
-	pol = policy_lookup(s->cfg, p.domain[0] ? p.domain : NULL);
 	if (s->nrcpts > 0 && s->policy != pol) {
 		smtp_reply(s, "452 4.5.3 Error: recipient has a different policy, "
 		    "send it in a separate transaction");

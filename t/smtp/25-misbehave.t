@@ -24,7 +24,9 @@ def body(tag):
 
 
 def mis(mode, so='misbehave', **kw):
-    e = {'name': 'mis', 'module': plugin(so), 'options': {'mode': mode}}
+    # delay_reject = false: these tests want the mail-phase failure acted
+    # on at MAIL; 34-phase-policy.t tests it held for the recipients.
+    e = {'name': 'mis', 'module': plugin(so), 'options': {'mode': mode}, 'delay_reject': False}
     opts = kw.pop('options', {})
     e['options'].update(opts)
     e.update(kw)

@@ -4,9 +4,10 @@
 # tag, temperror -> tempfail.
 #   pass       relayed with Received-SPF: pass (above the client's own
 #              fields) and Authentication-Results spf=pass smtp.mailfrom
-#   fail       550 5.7.23 at MAIL, nothing reaches the upstream
-#   softfail   relayed, tagged
-#   SERVFAIL   temperror -> 451 4.7.24, nothing relayed
+#   fail       550 5.7.23 at RCPT (the result waits for the recipient's
+#              policy, t/smtp/34-phase-policy.t), nothing relayed
+#   softfail   relayed, tagged with the result (spf=softfail)
+#   SERVFAIL   temperror -> 451 4.7.24 at RCPT, nothing relayed
 #   null sender   checked as postmaster@HELO (smtp.helo=)
 #   HELO fail  conclusive: 550 5.7.23 naming the HELO (RFC 7208 2.3)
 #   a forged Received-SPF from the client stays below ours
@@ -84,17 +85,19 @@ def main():
         unlike(head, rb'X-Frontmx-Tag', 'pass: not tagged')
     ok(('pass.example', 'TXT') in dns.queries, 'the record came from the DNS server')
 
-    # fail: 550 5.7.23 at MAIL; nothing reaches the upstream
+    # fail: 550 5.7.23 at RCPT; nothing reaches the upstream
     before = len(up.messages)
     r = c.transaction('alice@fail.example', [RCPT], body('alice@fail.example', 'spf-fail'))
-    reply_is(r['mail'], 550, '5.7.23', 'fail: MAIL rejected')
-    like(r['mail'].text, r'SPF validation failed for fail\.example: 127\.0\.0\.1 is not a '
+    reply_is(r['mail'], 250, None, 'fail: MAIL 250, the result waits for the recipient')
+    reply_is(r['rcpt'][0], 550, '5.7.23', 'fail: RCPT rejected')
+    like(r['rcpt'][0].text, r'SPF validation failed for fail\.example: 127\.0\.0\.1 is not a '
          r'permitted sender', 'fail: the reply says why')
-    ok(r['mail'].code != 250 and r['data'] is None, 'fail: no DATA')
-    ok(all(x.code != 250 for x in r['rcpt']), 'fail: RCPT not accepted after a rejected MAIL')
+    ok(r['data'] is None, 'fail: no DATA')
     is_(len(up.messages), before, 'fail: nothing relayed')
-    ok(not any('fail.example' in cmd for cmd in up.commands()),
-       'fail: the upstream never saw the sender')
+    ok(not any(cmd.upper().startswith('RCPT') and 'MAIL FROM:<alice@fail.example>' in prev
+               for prev, cmd in zip(up.commands(), up.commands()[1:])),
+       'fail: the upstream never got a recipient for it')
+    reply_is(c.cmd('RSET'), 250, None, 'fail: RSET')
 
     # softfail: relayed and tagged
     r = c.transaction('alice@soft.example', [RCPT], body('alice@soft.example', 'spf-soft'))
@@ -104,7 +107,8 @@ def main():
     m = relayed(up, 'spf-soft')
     ok(m is not None, 'softfail: relayed')
     if m is not None:
-        like(header_block(m.data), rb'(?m)^X-Frontmx-Tag: .*spf=tag', 'softfail: tagged')
+        like(header_block(m.data), rb'(?m)^X-Frontmx-Tag: .*spf=softfail\b',
+             'softfail: tagged with the result')
         like(header_block(m.data), rb'(?m)^Received-SPF: softfail ', 'softfail: Received-SPF')
         like(header_block(m.data), rb'spf=softfail smtp\.mailfrom=alice@soft\.example',
              'softfail: Authentication-Results')
@@ -112,8 +116,9 @@ def main():
     # DNS SERVFAIL: temperror -> tempfail -> 451 4.7.24
     before = len(up.messages)
     r = c.transaction('alice@broken.example', [RCPT], body('alice@broken.example', 'spf-temp'))
-    reply_is(r['mail'], 451, '4.7.24', 'SERVFAIL: temperror, MAIL deferred')
+    reply_is(r['rcpt'][0], 451, '4.7.24', 'SERVFAIL: temperror, RCPT deferred')
     is_(len(up.messages), before, 'SERVFAIL: nothing relayed')
+    reply_is(c.cmd('RSET'), 250, None, 'SERVFAIL: RSET')
 
     # a forged Received-SPF from the client stays below ours
     r = c.transaction('alice@pass.example', [RCPT], body(
@@ -149,8 +154,8 @@ def main():
     c = SmtpClient(mx.port)
     reply_is(c.start('liar.example'), 250, None, 'EHLO liar.example')
     r = c.transaction('alice@pass.example', [RCPT], body('alice@pass.example', 'spf-helo'))
-    reply_is(r['mail'], 550, '5.7.23', 'HELO fail: MAIL rejected')
-    like(r['mail'].text, r'for HELO liar\.example', 'HELO fail: the reply names the HELO')
+    reply_is(r['rcpt'][0], 550, '5.7.23', 'HELO fail: RCPT rejected')
+    like(r['rcpt'][0].text, r'for HELO liar\.example', 'HELO fail: the reply names the HELO')
     c.quit()
 
     is_(len(up.messages), count, 'exactly the accepted messages were relayed')
