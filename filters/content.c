@@ -41,6 +41,7 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -1086,6 +1087,51 @@ content_global_init(void)
 	g_mime_init();
 	content_stream_type = g_type_register_static(GMIME_TYPE_STREAM,
 	    "FrontmxContentStream", &info, 0);
+}
+
+long
+content_header_decode(const char *value, char *buf, size_t buflen)
+{
+	char *unfolded, *dec, *valid;
+	size_t i, j, len, cut;
+
+	if (value == NULL)
+		return -1;
+	(void)pthread_once(&content_once, content_global_init);
+	/* RFC 5322 2.2.3: unfolding removes each CRLF before white space. */
+	if ((unfolded = malloc(strlen(value) + 1)) == NULL)
+		return -1;
+	for (i = j = 0; value[i] != '\0'; i++)
+		if (!(value[i] == '\r' && value[i + 1] == '\n') &&
+		    !(value[i] == '\n' && i > 0 && value[i - 1] == '\r'))
+			unfolded[j++] = value[i];
+	unfolded[j] = '\0';
+	dec = g_mime_utils_header_decode_text(NULL, unfolded);
+	free(unfolded);
+	if (dec == NULL)
+		return -1;
+	/* A charset GMime mis-guessed must not hand the module invalid UTF-8. */
+	valid = g_utf8_make_valid(dec, -1);
+	g_free(dec);
+	if (valid == NULL)
+		return -1;
+	/* An encoded word may carry CR, LF, NUL...: never into a header or a log. */
+	len = strlen(valid);
+	for (i = 0; i < len; i++)
+		if (((unsigned char)valid[i] < 0x20 && valid[i] != '\t') ||
+		    valid[i] == 0x7f)
+			valid[i] = ' ';
+	if (buflen > 0) {
+		cut = len < buflen ? len : buflen - 1;
+		/* Back off to the start of a UTF-8 sequence that fits whole. */
+		if (cut < len)
+			while (cut > 0 && ((unsigned char)valid[cut] & 0xc0) == 0x80)
+				cut--;
+		memcpy(buf, valid, cut);
+		buf[cut] = '\0';
+	}
+	g_free(valid);
+	return len > LONG_MAX ? -1 : (long)len;
 }
 
 /* ---------------------------------------------------------------- */

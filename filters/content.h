@@ -100,4 +100,12 @@ int		 content_rules_load(const char *path, struct content_rules **out,
 size_t		 content_rules_count(const struct content_rules *);
 void		 content_rules_free(struct content_rules *);
 
+/*
+ * A header field value as a person reads it (api->header_decode): folds
+ * removed, RFC 2047 words decoded by GMime, UTF-8 made valid, control
+ * characters as spaces; snprintf() semantics, cut on a character
+ * boundary.  The length of the whole value, or -1 (NULL value, memory).
+ */
+long		 content_header_decode(const char *value, char *buf, size_t buflen);
+
 #endif

@@ -1207,6 +1207,19 @@ filter_api_msg_read(struct fmx_ctx *h, size_t off, void *buf, size_t len)
 	return r;
 }
 
+static long
+filter_api_header_decode(struct fmx_ctx *h, const char *value, char *buf,
+    size_t buflen)
+{
+	struct fmx_ctx *c;
+
+	/* A pure function, but a stale or foreign handle is refused like anywhere. */
+	if ((c = filter_api_enter(h, "header_decode")) == NULL)
+		return -1;
+	filter_api_leave(c);
+	return content_header_decode(value, buf, buflen);
+}
+
 static const struct fmx_api filter_api = {
 	.abi_major = FMX_ABI_MAJOR,
 	.abi_minor = FMX_ABI_MINOR,
@@ -1232,6 +1245,7 @@ static const struct fmx_api filter_api = {
 	.dns_query = filter_api_dns_query,
 	.timer = filter_api_timer,
 	.set_fact = filter_api_set_fact,
+	.header_decode = filter_api_header_decode,
 };
 
 /* ---- the chain --------------------------------------------------------- */

@@ -87,7 +87,7 @@ extern "C" {
 #endif
 
 #define FMX_ABI_MAJOR	1	/* incompatible change: loader refuses a mismatch */
-#define FMX_ABI_MINOR	0	/* appended members only */
+#define FMX_ABI_MINOR	1	/* appended members only */
 #define FMX_ENTRY_SYMBOL "fmx_filter_entry"
 
 #if defined(__GNUC__)
@@ -227,6 +227,24 @@ struct fmx_api {
 	 */
 	int		 (*set_fact)(struct fmx_ctx *, const char *key,
 			    const char *value);
+
+	/* ---- ABI 1.1: check api->abi_minor >= 1 before calling ---- */
+
+	/*
+	 * A header field value as a person reads it, e.g. the value on_header
+	 * gets: unfolded (each CRLF before white space removed, RFC 5322
+	 * 2.2.3), RFC 2047 encoded-words decoded and everything converted
+	 * to UTF-8 (by GMime; invalid sequences become U+FFFD), control
+	 * characters other than TAB that an encoded word may carry (CR, LF,
+	 * NUL...) turned into spaces.  Like snprintf(): writes at most buflen bytes including
+	 * the NUL into buf, which the module owns (a value cut short is cut
+	 * on a UTF-8 character boundary), and returns the length of the
+	 * whole decoded value, so a return >= buflen means buf was too
+	 * small.  -1 when value is NULL or memory ran out.  Nothing is
+	 * allocated for the module to free; any hook may call it.
+	 */
+	long		 (*header_decode)(struct fmx_ctx *, const char *value,
+			    char *buf, size_t buflen);
 };
 
 /* Module -> core.  Append-only within a major version. */

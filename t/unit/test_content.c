@@ -34,6 +34,8 @@
 #include <unistd.h>
 
 #include "frontmx_filter.h"
+#include <glib.h>
+
 #include "content.h"
 #include "tap.h"
 
@@ -1105,6 +1107,60 @@ test_threads(const struct fmx_filter *f, void *inst)
 	    started, TEST_THREAD_ROUNDS * 4, bad);
 }
 
+/* api->header_decode (content_header_decode): GMime's RFC 2047 decoding. */
+static void
+test_header_decode(void)
+{
+	static const struct {
+		const char	*value;
+		size_t		 buflen;
+		const char	*want;		/* NULL: only valid UTF-8 asked */
+		long		 wantlen;	/* -3: any length >= 0 */
+	} cases[] = {
+		{ "plain ascii", 64, "plain ascii", 11 },
+		{ "=?UTF-8?B?R3LDvMOfZQ==?=", 64, "Gr\xc3\xbc\xc3\x9f" "e", 7 },
+		{ "=?utf-8?q?Gr=C3=BC=C3=9Fe?=", 64, "Gr\xc3\xbc\xc3\x9f" "e", 7 },
+		/* adjacent encoded words across a fold: the space between goes (RFC 2047 6.2) */
+		{ "=?ISO-8859-1?Q?Caf=E9?=\r\n =?ISO-8859-1?Q?_au_lait?=", 64,
+		  "Caf\xc3\xa9 au lait", 13 },
+		{ "folded\r\n\tplain", 64, "folded\tplain", 12 },
+		{ "x =?UTF-8?B?w6k=?= y", 64, "x \xc3\xa9 y", 6 },
+		/* CR, LF and NUL carried by an encoded word become spaces */
+		{ "=?UTF-8?Q?a=0D=0ABcc:_x?=", 64, "a  Bcc: x", 9 },
+		{ "=?UTF-8?Q?a=00b?=", 64, NULL, -3 },
+		/* cut short: on a character boundary, the whole length returned */
+		{ "=?UTF-8?B?R3LDvMOfZQ==?=", 4, "Gr", 7 },
+		{ "=?UTF-8?B?R3LDvMOfZQ==?=", 5, "Gr\xc3\xbc", 7 },
+		{ "=?UTF-8?B?R3LDvMOfZQ==?=", 1, "", 7 },
+		/* not UTF-8 in, UTF-8 out */
+		{ "raw caf\xe9 \xff\xfe", 64, NULL, -3 },
+		{ "=?UTF-8?B?////?=", 64, NULL, -3 },
+		{ "=?no-such-charset?Q?abc?=", 64, NULL, -3 },
+		{ "", 64, "", 0 },
+	};
+	char buf[64];
+	size_t i, j;
+	long n;
+	int clean;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		memset(buf, 'Z', sizeof buf);
+		n = content_header_decode(cases[i].value, buf, cases[i].buflen);
+		for (clean = 1, j = 0; j < strlen(buf); j++)
+			if ((unsigned char)buf[j] < 0x20 && buf[j] != '\t')
+				clean = 0;
+		ok(n >= 0 && memchr(buf, '\0', cases[i].buflen) != NULL &&
+		    strlen(buf) < cases[i].buflen && g_utf8_validate(buf, -1, NULL) &&
+		    clean && (cases[i].wantlen == -3 || n == cases[i].wantlen) &&
+		    (cases[i].want == NULL || strcmp(buf, cases[i].want) == 0),
+		    "header_decode case %zu: %ld \"%s\"", i, n, buf);
+	}
+	memset(buf, 'Z', sizeof buf);
+	ok(content_header_decode("=?UTF-8?B?R3LDvMOfZQ==?=", buf, 0) == 7 &&
+	    buf[0] == 'Z', "header_decode with buflen 0: length only, buf untouched");
+	ok(content_header_decode(NULL, buf, sizeof buf) == -1, "header_decode(NULL): -1");
+}
+
 int
 main(void)
 {
@@ -1117,6 +1173,7 @@ main(void)
 	test_rules_table();
 	test_rules_files();
 	test_init(f);
+	test_header_decode();
 
 	if (f->init(&test_api, opts, 1, &inst) != 0) {
 		printf("Bail out! cannot init with %s: %s\n", TEST_RULES,

@@ -6,6 +6,7 @@
  * the tree.  The fmx_api below is a stub that records what modules do.
  */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,8 @@
 #include "tap.h"
 
 #define PLUGINS		"build/plugins/"
+#define FMX_STR(x)	#x
+#define FMX_XSTR(x)	FMX_STR(x)
 #define RCPT_ALLOW	"filters/examples/rcpt_allow.so"
 
 /* The stub core: one session, one message. */
@@ -92,10 +95,37 @@ stub_add_header(struct fmx_ctx *ctx, const char *name, const char *value)
 	return 0;
 }
 
+static int stub_decodes;
+
+/* Not GMime: the unit test of content_header_decode() checks the decoding. */
+static long
+stub_header_decode(struct fmx_ctx *ctx, const char *value, char *buf,
+    size_t buflen)
+{
+	(void)ctx;
+	stub_decodes++;
+	snprintf(buf, buflen, "decoded %s", value);
+	return (long)strlen(value) + 8;
+}
+
 static const struct fmx_api stub_api = {
 	.abi_major = FMX_ABI_MAJOR,
 	.abi_minor = FMX_ABI_MINOR,
 	.struct_size = sizeof(struct fmx_api),
+	.log = stub_log,
+	.msg_data = stub_msg_data,
+	.set_msg_data = stub_set_msg_data,
+	.set_reply = stub_set_reply,
+	.set_result = stub_set_result,
+	.add_header = stub_add_header,
+	.header_decode = stub_header_decode,
+};
+
+/* A 1.0 core: no header_decode, a smaller table. */
+static const struct fmx_api stub_api_1_0 = {
+	.abi_major = FMX_ABI_MAJOR,
+	.abi_minor = 0,
+	.struct_size = offsetof(struct fmx_api, header_decode),
 	.log = stub_log,
 	.msg_data = stub_msg_data,
 	.set_msg_data = stub_set_msg_data,
@@ -139,7 +169,8 @@ struct refuse_case {
 
 static const struct refuse_case refuse_cases[] = {
 	{ PLUGINS "bad_abi.so",
-	  { "built for filter ABI 2.0", "frontmx provides 1.0", "rebuild the module" } },
+	  { "built for filter ABI 2.0", "frontmx provides 1." FMX_XSTR(FMX_ABI_MINOR),
+	    "rebuild the module" } },
 	{ PLUGINS "no_entry.so",
 	  { "no fmx_filter_entry symbol", "not a frontmx filter module", NULL } },
 	{ PLUGINS "null_entry.so",
@@ -211,6 +242,57 @@ test_newer_minor(void)
 	    f->struct_size > sizeof *f, "table keeps the module's name, minor and size");
 	ok(f->on_mail != NULL && f->on_mail(NULL, NULL, "") == FMX_TEMPFAIL &&
 	    f->on_rcpt == NULL && f->init == NULL, "its hooks are there, absent ones NULL");
+	filter_loader_close(m);
+}
+
+/* ABI 1.1 appended api->header_decode: 1.0 modules load, 1.1 ones check. */
+static void
+test_minor_1_1(void)
+{
+	const struct fmx_filter *f;
+	struct filter_module *m = NULL;
+	struct fmx_ctx ctx;
+	void *inst = NULL;
+	char err[256] = "";
+	static const char *const opts[] = { "buflen=64" };
+
+	ok(FMX_ABI_MINOR >= 1 && offsetof(struct fmx_api, header_decode) >=
+	    offsetof(struct fmx_api, set_fact) + sizeof stub_api.set_fact,
+	    "header_decode is appended after every 1.0 member");
+	ok(filter_loader_open(PLUGINS "older_minor.so", &stub_api, &m, err,
+	    sizeof err) == 0 && m != NULL, "a module built against 1.0 loads %s", err);
+	if (m != NULL) {
+		f = filter_loader_table(m);
+		memset(&ctx, 0, sizeof ctx);
+		ok(f->abi_minor == 0 && f->on_eom(NULL, &ctx) == FMX_CONTINUE &&
+		    strcmp(ctx.hdr_value, "api 1." FMX_XSTR(FMX_ABI_MINOR)) == 0,
+		    "and runs against this core: %s", ctx.hdr_value);
+		filter_loader_close(m);
+	}
+
+	m = NULL;
+	ok(filter_loader_open(PLUGINS "decode_header.so", &stub_api, &m, err,
+	    sizeof err) == 0 && m != NULL, "a 1.1 module loads %s", err);
+	if (m == NULL)
+		return;
+	f = filter_loader_table(m);
+	ok(f->init(&stub_api, opts, 1, &inst) == 0, "decode_header init");
+	memset(&ctx, 0, sizeof ctx);
+	stub_decodes = 0;
+	ok(f->on_header(inst, &ctx, "Subject", "=?utf-8?q?x?=") == FMX_CONTINUE &&
+	    f->on_eom(inst, &ctx) == FMX_CONTINUE && stub_decodes == 1 &&
+	    ctx.headers == 2 && strcmp(ctx.hdr_value, "21") == 0,
+	    "on a 1.1 core it calls header_decode (length %s)", ctx.hdr_value);
+	ctx_reset(&ctx);
+	f->fini(inst);
+	ok(f->init(&stub_api_1_0, opts, 1, &inst) == 0, "decode_header init on a 1.0 core");
+	stub_decodes = 0;
+	ok(f->on_header(inst, &ctx, "Subject", "=?utf-8?q?x?=") == FMX_CONTINUE &&
+	    f->on_eom(inst, &ctx) == FMX_CONTINUE && stub_decodes == 0 &&
+	    ctx.headers == 2 && strcmp(ctx.hdr_value, "-2") == 0,
+	    "on a 1.0 core it does not call past the table (%s)", ctx.hdr_value);
+	ctx_reset(&ctx);
+	f->fini(inst);
 	filter_loader_close(m);
 }
 
@@ -430,6 +512,7 @@ test_check(void)
 
 	f = good;
 	f.abi_major = 0;
+	f.abi_minor = 0;
 	ok(filter_loader_check(&f, "o", err, sizeof err) == -1 &&
 	    has(err, "built for filter ABI 0.0"), "older major refused: %s", err);
 	ok(filter_loader_check(NULL, "o", err, sizeof err) == -1, "NULL table refused");
@@ -453,6 +536,7 @@ main(void)
 	test_refusals();
 	test_entry_declines();
 	test_newer_minor();
+	test_minor_1_1();
 	test_rcpt_allow();
 	test_misbehave();
 	return done_testing();
