@@ -214,6 +214,12 @@ def no_delay(dns):
     c.quit()
     ok(mx.alive(), 'no delay: frontmx still running')
     mx.finish()
+    bad = Frontmx(None, name='bad delay_reject', start=False, conf={
+        'filters': [{'name': 'spf', 'delay_reject': 'yes'}]}).conffile
+    rc, out = frontmx_t(bad)
+    ok(rc not in (0, None), 'frontmx -t: delay_reject = "yes" refused')
+    like(out, r'frontmx\.conf:\d+: .*delay_reject.* must be a boolean',
+         'frontmx -t: FILE:LINE: names the key')
 
 
 def early_module(phase, **opts):
