@@ -36,7 +36,9 @@ WAIT = 20       # upper bound for events that come at once: only guards hangs
 
 
 def mis(mode, so='misbehave', **kw):
-    e = {'name': 'mis', 'module': plugin(so), 'options': {'mode': mode}}
+    # delay_reject = false: a mail-phase failure answers the MAIL itself
+    # (held for RCPT by default, t/smtp/34-phase-policy.t).
+    e = {'name': 'mis', 'module': plugin(so), 'options': {'mode': mode}, 'delay_reject': False}
     e['options'].update(kw.pop('options', {}))
     e.update(kw)
     return e
