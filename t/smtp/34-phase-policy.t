@@ -18,7 +18,9 @@
 # for connect and helo answers, from a test module (t/plugins/phase_result.c):
 # a named result mapped per domain, a plain reject that a dry-run domain
 # relays, a connect-time tag that survives EHLO's reset into the message,
-# a mail-phase failure whose on_error a domain overrides.
+# a mail-phase failure whose on_error a domain overrides.  The sample
+# conf/frontmx.conf, with its spf entry enabled, through `frontmx check`;
+# a filter's own dry_run.
 import os
 import re
 import sys
@@ -189,6 +191,58 @@ def check_cases(dns):
     like(out, r'(?m)^verdict: tag 250 ', 'check mixed: verdict: tag')
 
 
+def sample_conf(dns):
+    # conf/frontmx.conf itself, with its spf filter entry uncommented: its
+    # own example.com policy (spf fail -> tag) must now have its effect
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'conf', 'frontmx.conf')
+    with open(src) as f:
+        text = f.read()
+    entry = ('#\t{\n#\t\t# SPF (RFC 7208) on MAIL FROM and HELO: adds Received-SPF.\n'
+             '#\t\tname = "spf";\n#\t},\n')
+    if not ok(entry in text, 'sample conf: has the commented spf entry'):
+        return
+    # the only live entry of the list: no trailing comma
+    text = text.replace(entry, '\t{ name = "spf"; }\n')
+    path = os.path.join(tmpdir('fmx-sample-'), 'frontmx.conf')
+    with open(path, 'w') as f:
+        f.write(text)
+    rc, out, err = frontmx_check(path, ip='127.0.0.1', helo='client.example',
+                                 sender='alice@fail.example', rcpts=['bob@example.com'],
+                                 message=body('alice@fail.example', 'sample'),
+                                 extra=['--dns', dns.address])
+    no_sanitizer(err, 'sample conf')
+    is_(rc, 0, 'sample conf: SPF fail to example.com relayed (its policy: fail -> tag)')
+    like(out, r'(?m)^verdict: tag 250 ', 'sample conf: verdict: tag')
+    like(out, r'(?m)^X-Frontmx-Tag: spf=fail$', 'sample conf: tagged with the result')
+
+
+def filter_dry_run(dns):
+    # the filter's own dry_run (filters entry) keeps working with held results
+    up = Upstream()
+    mx = Frontmx(up, name='frontmx filter dry_run', conf={
+        'dns': {'forward': [dns.address]},
+        'relay': {'domains': DOMAINS, 'networks': []},
+        'filters': [{'name': 'spf', 'timeout': 20, 'dry_run': True}],
+        'tag': {'header': 'X-Frontmx-Tag'},
+        'policy': {'default': {'spf': {'fail': 'reject'}},
+                   'domains': [{'domain': 'strict.example', 'dry_run': False}]},
+    })
+    c = SmtpClient(mx.port)
+    reply_is(c.start('client.example'), 250, None, 'filter dry_run: EHLO')
+    r = c.transaction('alice@fail.example', ['bob@default.example'], body('alice@fail.example', 'fd-1'))
+    reply_is(r['rcpt'][0], 250, None, 'filter dry_run: RCPT 250')
+    reply_is(r['dot'], 250, None, 'filter dry_run: relayed')
+    ok(up.wait_messages(1), 'filter dry_run: upstream got it')
+    m = relayed(up, 'fd-1')
+    if ok(m is not None, 'filter dry_run: found'):
+        like(tag_of(m.data) or b'', rb'spf=fail \(dry-run: would reject\)', 'filter dry_run: the note')
+    r = c.transaction('alice@fail.example', ['bob@strict.example'], body('alice@fail.example', 'fd-2'))
+    reply_is(r['rcpt'][0], 550, '5.7.23', 'filter dry_run: a domain with dry_run = false still rejects')
+    c.cmd('RSET')
+    c.quit()
+    mx.finish()
+
+
 def no_delay(dns):
     # delay_reject = false: the filter acts at MAIL with the default policy
     up = Upstream()
@@ -343,6 +397,8 @@ def main():
     ok(mx.alive(), 'frontmx still running')
     mx.finish()
     check_cases(dns)
+    sample_conf(dns)
+    filter_dry_run(dns)
     no_delay(dns)
     dns.stop()
 
