@@ -170,4 +170,6 @@ def main():
     done()
 
 
-run(main, timeout=240)
+# A hang guard only: ~200 `frontmx check` runs take 3 minutes alone under
+# ASan on a loaded 2-core machine, longer inside a parallel `make test`.
+run(main, timeout=900)
