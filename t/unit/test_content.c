@@ -1169,7 +1169,7 @@ main(void)
 	void *inst;
 	int round;
 
-	plan(101);
+	plan(101 + 17);	/* + test_header_decode */
 	test_rules_table();
 	test_rules_files();
 	test_init(f);
