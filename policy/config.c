@@ -39,7 +39,7 @@
  *	hash behind policy_lookup(); config_unref() frees it.
  *
  *	The filters list names the chain: an entry without module must name
- *	a built-in filter (config_builtin_filters[]), names are unique, and
+ *	a built-in filter (config_builtin_results[]), names are unique, and
  *	options are kept as "key=value" strings in file order for the
  *	module's init().  authserv_id (default hostname) must be an RFC 2045
  *	token, tag.header a field name and tag.subject_prefix free of
@@ -226,12 +226,43 @@ static const char *const config_keys_quarantine[] = { "directory", NULL };
 static const char *const config_keys_tag[] = { "header", "subject_prefix", NULL };
 
 /*
- * Filters built into the daemon: a `filters` entry without `module` must
- * name one of these.  Adding a built-in filter means adding its name here
- * (and its code in filters/); nothing else in the loader changes.
+ * Filters built into the daemon (config_builtin_results[] below): a
+ * `filters` entry without `module` must name one of these.  Adding a
+ * built-in filter means adding its row there (and its code in filters/);
+ * nothing else in the loader changes.
+ *
+ * The result names each built-in filter gives api->set_result(), the keys
+ * its policy group may map to actions ("on_error" is the core's, valid for
+ * every filter).  Keep in step with the filter: content.c content_actions[]
+ * and "mime_limit"; spf.c spf_result_names[]; dkim.c dkim_res_msg[] and
+ * "sign_error"; dmarc.c's set_result() calls.  A module's results are not
+ * knowable here (it may name any), so its groups take any valid name.
  */
-static const char *const config_builtin_filters[] = {
-	"content", "spf", "dkim", "dmarc", NULL
+static const char *const config_results_content[] = {
+	"accept", "tag", "quarantine", "tempfail", "reject", "discard",
+	"warn", "mime_limit", "on_error", NULL
+};
+static const char *const config_results_spf[] = {
+	"none", "neutral", "pass", "fail", "softfail", "temperror",
+	"permerror", "on_error", NULL
+};
+static const char *const config_results_dkim[] = {
+	"none", "permerror", "fail", "neutral", "temperror", "pass",
+	"sign_error", "on_error", NULL
+};
+static const char *const config_results_dmarc[] = {
+	"none", "pass", "fail", "reject", "quarantine", "temperror",
+	"permerror", "on_error", NULL
+};
+static const struct config_builtin_results {
+	const char		*name;	/* first: config_suggest() reads it */
+	const char *const	*results;
+} config_builtin_results[] = {
+	{ "content", config_results_content },
+	{ "spf", config_results_spf },
+	{ "dkim", config_results_dkim },
+	{ "dmarc", config_results_dmarc },
+	{ NULL, NULL }
 };
 
 static const char *const config_action_names[CONFIG_ACTION_COUNT] = {
@@ -473,8 +504,8 @@ config_filter_builtin(const char *name)
 {
 	size_t	i;
 
-	for (i = 0; config_builtin_filters[i] != NULL; i++)
-		if (strcmp(config_builtin_filters[i], name) == 0)
+	for (i = 0; config_builtin_results[i].name != NULL; i++)
+		if (strcmp(config_builtin_results[i].name, name) == 0)
 			return 1;
 	return 0;
 }
@@ -958,18 +989,41 @@ config_edit_distance(const char *a, const char *b)
 }
 
 /*
- * Reject every member of group whose name is not in rows.  rows is an
- * array of structs (or of plain strings) whose first member is the
- * const char * name, ending with a NULL name; stride is the row size.
- * This lets the limits table serve as its own list of keys.
+ * Look name up in rows, an array of structs (or of plain strings) whose
+ * first member is the const char * name, ending with a NULL name; stride
+ * is the row size.  1 if found; else 0 and *best the closest name within
+ * two edits, or NULL.  This lets the limits table serve as its own list
+ * of keys.
  */
+static int
+config_suggest(const char *name, const void *rows, size_t stride,
+    const char **best)
+{
+	const char	*key;
+	size_t		 d, bestd, j;
+
+	*best = NULL;
+	bestd = 3;	/* suggest only within two edits */
+	for (j = 0;; j++) {
+		memcpy(&key, (const char *)rows + j * stride, sizeof key);
+		if (key == NULL)
+			return 0;
+		if (strcmp(key, name) == 0)
+			return 1;
+		if ((d = config_edit_distance(name, key)) < bestd) {
+			bestd = d;
+			*best = key;
+		}
+	}
+}
+
+/* Reject every member of group whose name is not in rows (config_suggest). */
 static int
 config_check_keys(struct config_ctx *ctx, const config_setting_t *group,
     const char *path, const void *rows, size_t stride)
 {
 	const config_setting_t	*m;
-	const char		*name, *key, *best;
-	size_t			 d, bestd, j;
+	const char		*name, *best;
 	int			 i, n;
 
 	n = config_setting_length(group);
@@ -977,20 +1031,7 @@ config_check_keys(struct config_ctx *ctx, const config_setting_t *group,
 		m = config_setting_get_elem(group, (unsigned)i);
 		if ((name = config_setting_name(m)) == NULL)
 			continue;
-		best = NULL;
-		bestd = 3;	/* suggest only within two edits */
-		for (j = 0;; j++) {
-			memcpy(&key, (const char *)rows + j * stride, sizeof key);
-			if (key == NULL)
-				break;
-			if (strcmp(key, name) == 0)
-				break;
-			if ((d = config_edit_distance(name, key)) < bestd) {
-				bestd = d;
-				best = key;
-			}
-		}
-		if (key != NULL)
+		if (config_suggest(name, rows, stride, &best))
 			continue;
 		return config_fail(ctx, m, "unknown key '%s' %s%s%s%s%s%s", name,
 		    path[0] ? "in '" : "at top level", path, path[0] ? "'" : "",
@@ -1748,15 +1789,24 @@ config_load_spool(struct config_ctx *ctx, const config_setting_t *root,
 	return 0;
 }
 
-/* One filter group: spf = { fail = "reject"; dry_run = true; }. */
+/*
+ * One filter group: spf = { fail = "reject"; dry_run = true; }.  The
+ * filter must be in the chain (c->filters, loaded first): a group for
+ * one that never runs is a typo or a forgotten filters entry.  A
+ * built-in's result names are checked against config_builtin_results[].
+ */
 static int
-config_load_filter(struct config_ctx *ctx, const config_setting_t *g,
-    const char *parent, struct config_policy_filter *f)
+config_load_filter(struct config_ctx *ctx, const struct config *c,
+    const config_setting_t *g, const char *parent,
+    struct config_policy_filter *f)
 {
 	const config_setting_t	*m;
 	struct config_policy_rule *rule;
-	const char		*name, *s;
+	const struct config_filter *cf = NULL;
+	const char *const	*results = NULL;
+	const char		*name, *s, *best;
 	char			 path[CONFIG_PATH_MAX], mpath[CONFIG_PATH_MAX];
+	size_t			 k, d, bestd = 3;
 	int			 i, n;
 
 	name = config_setting_name(g);
@@ -1764,6 +1814,25 @@ config_load_filter(struct config_ctx *ctx, const config_setting_t *g,
 	if (!config_setting_is_group(g))
 		return config_fail(ctx, g, "'%s' must be a group of "
 		    "result = \"action\" settings", path);
+	best = NULL;
+	for (k = 0; k < c->nfilters && cf == NULL; k++) {
+		if (strcmp(c->filters[k].name, name) == 0)
+			cf = &c->filters[k];
+		else if ((d = config_edit_distance(name,
+		    c->filters[k].name)) < bestd) {
+			bestd = d;
+			best = c->filters[k].name;
+		}
+	}
+	if (cf == NULL)
+		return config_fail(ctx, g, "'%s': no filter '%s' in the "
+		    "'filters' chain%s%s%s", path, name,
+		    best ? " (did you mean '" : "", best ? best : "",
+		    best ? "'?)" : "");
+	if (cf->module == NULL)
+		for (k = 0; config_builtin_results[k].name != NULL; k++)
+			if (strcmp(config_builtin_results[k].name, name) == 0)
+				results = config_builtin_results[k].results;
 	f->name = config_xstrdup(name);
 	f->dry_run = -1;
 	n = config_setting_length(g);
@@ -1780,6 +1849,12 @@ config_load_filter(struct config_ctx *ctx, const config_setting_t *g,
 		if (!config_name_valid(name))
 			return config_fail(ctx, m, "unknown key '%s' in '%s' "
 			    "(result names are [a-z][a-z0-9_]*)", name, path);
+		if (results != NULL && !config_suggest(name, results,
+		    sizeof results[0], &best))
+			return config_fail(ctx, m, "unknown result '%s' in '%s': "
+			    "filter '%s' never gives it%s%s%s", name, path,
+			    f->name, best ? " (did you mean '" : "",
+			    best ? best : "", best ? "'?)" : "");
 		if (config_setting_type(m) != CONFIG_TYPE_STRING)
 			return config_fail(ctx, m, "'%s' must be a string "
 			    "(" CONFIG_ACTIONS_EXPECTED ")", mpath);
@@ -1824,9 +1899,9 @@ config_policy_add_domain(struct config_ctx *ctx, const config_setting_t *e,
  * without changes here.
  */
 static int
-config_load_policy_group(struct config_ctx *ctx, const config_setting_t *g,
-    const char *path, int entry, struct config_policy *p,
-    struct config_strset *seen)
+config_load_policy_group(struct config_ctx *ctx, const struct config *c,
+    const config_setting_t *g, const char *path, int entry,
+    struct config_policy *p, struct config_strset *seen)
 {
 	const config_setting_t	*m, *list = NULL;
 	const char		*name;
@@ -1877,7 +1952,7 @@ config_load_policy_group(struct config_ctx *ctx, const config_setting_t *g,
 		} else if (strcmp(name, "domain") != 0 &&
 		    strcmp(name, "domains") != 0 &&
 		    config_filter_name_valid(name)) {
-			if (config_load_filter(ctx, m, path,
+			if (config_load_filter(ctx, c, m, path,
 			    &p->filters[p->nfilters++]) == -1)
 				return -1;
 		} else
@@ -1913,7 +1988,7 @@ config_load_policy(struct config_ctx *ctx, const config_setting_t *root,
 		return -1;
 	if ((r = config_want_group(ctx, g, "policy", "default", &d)) == -1)
 		return -1;
-	if (r == 1 && config_load_policy_group(ctx, d, "policy.default", 0,
+	if (r == 1 && config_load_policy_group(ctx, c, d, "policy.default", 0,
 	    &c->policy_default, NULL) == -1)
 		return -1;
 
@@ -1927,7 +2002,7 @@ config_load_policy(struct config_ctx *ctx, const config_setting_t *root,
 	for (r = 0, i = 0; i < n && r == 0; i++) {
 		c->npolicies++;
 		config_path_index(path, sizeof path, "policy.domains", i);
-		r = config_load_policy_group(ctx, config_setting_get_elem(list,
+		r = config_load_policy_group(ctx, c, config_setting_get_elem(list,
 		    (unsigned)i), path, 1, &c->policies[i], seen);
 	}
 	config_strset_free(seen);
@@ -2252,8 +2327,9 @@ config_load_root(struct config_ctx *ctx, const config_setting_t *root,
 	    config_load_timeouts(ctx, root, c) == -1 ||
 	    config_load_relay(ctx, root, c) == -1 ||
 	    config_load_spool(ctx, root, c) == -1 ||
-	    config_load_policy(ctx, root, c) == -1 ||
+	    /* Filters first: a policy group must name a filter in the chain. */
 	    config_load_filters(ctx, root, c) == -1 ||
+	    config_load_policy(ctx, root, c) == -1 ||
 	    config_load_quarantine(ctx, root, c) == -1 ||
 	    config_load_authserv_id(ctx, root, c) == -1 ||
 	    config_load_tag(ctx, root, c) == -1)

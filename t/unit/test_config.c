@@ -36,6 +36,11 @@
 #define TEST_BASE \
 	"listen = ( { address = \"127.0.0.1:2525\"; } );\n" \
 	"upstream = { address = \"127.0.0.1:25\"; };\n"
+/* The same two lines, with a chain for policy groups to name. */
+#define TEST_PBASE \
+	"listen = ( { address = \"127.0.0.1:2525\"; } );\n" \
+	"upstream = { address = \"127.0.0.1:25\"; }; filters = ( { name = \"spf\"; }, " \
+	"{ name = \"dkim\"; }, { name = \"dmarc\"; }, { name = \"content\"; } );\n"
 
 struct test_config_case {
 	const char	*name;
@@ -97,16 +102,16 @@ static const struct test_config_case test_config_cases[] = {
 	  ":3: unknown key 'servers' in 'dns'" },
 	{ "unknown key in spool", NULL, TEST_BASE "spool = { dir = \"/tmp\"; };\n",
 	  ":3: unknown key 'dir' in 'spool'" },
-	{ "unknown key in policy", NULL, TEST_BASE "policy = { defaults = { }; };\n",
+	{ "unknown key in policy", NULL, TEST_PBASE "policy = { defaults = { }; };\n",
 	  ":3: unknown key 'defaults' in 'policy' (did you mean 'default'?)" },
 	{ "domain in the default policy", NULL,
-	  TEST_BASE "policy = { default = { domain = \"x.example\"; }; };\n",
+	  TEST_PBASE "policy = { default = { domain = \"x.example\"; }; };\n",
 	  ":3: unknown key 'domain' in 'policy.default'" },
 	{ "upper-case result name", NULL,
-	  TEST_BASE "policy = { default = {\n spf = { Fail = \"reject\"; };\n}; };\n",
+	  TEST_PBASE "policy = { default = {\n spf = { Fail = \"reject\"; };\n}; };\n",
 	  ":4: unknown key 'Fail' in 'policy.default.spf'" },
 	{ "bad filter name", NULL,
-	  TEST_BASE "policy = { default = { SPF = { fail = \"reject\"; }; }; };\n",
+	  TEST_PBASE "policy = { default = { SPF = { fail = \"reject\"; }; }; };\n",
 	  ":3: unknown key 'SPF' in 'policy.default'" },
 
 	/* Types and ranges. */
@@ -140,7 +145,7 @@ static const struct test_config_case test_config_cases[] = {
 	  "listen = ( { address = \"127.0.0.1:2525\"; } );\n"
 	  "upstream = { address = \"127.0.0.1:25\"; xclient = \"yes\"; };\n",
 	  ":2: 'upstream.xclient' must be a boolean" },
-	{ "dry_run not a bool", NULL, TEST_BASE "policy = { default = { dry_run = 1; }; };\n",
+	{ "dry_run not a bool", NULL, TEST_PBASE "policy = { default = { dry_run = 1; }; };\n",
 	  ":3: 'policy.default.dry_run' must be a boolean" },
 
 	/* listen. */
@@ -230,35 +235,35 @@ static const struct test_config_case test_config_cases[] = {
 
 	/* policy. */
 	{ "bad action", NULL,
-	  TEST_BASE "policy = {\n default = {\n  spf = { fail = \"bounce\"; };\n };\n};\n",
+	  TEST_PBASE "policy = {\n default = {\n  spf = { fail = \"bounce\"; };\n };\n};\n",
 	  ":5: unknown action 'bounce' (expected accept, tag, quarantine, tempfail, reject or discard)" },
 	{ "action in capitals", NULL,
-	  TEST_BASE "policy = { default = { spf = { fail = \"REJECT\"; }; }; };\n",
+	  TEST_PBASE "policy = { default = { spf = { fail = \"REJECT\"; }; }; };\n",
 	  ":3: unknown action 'REJECT'" },
 	{ "action not a string", NULL,
-	  TEST_BASE "policy = { default = { spf = { fail = 1; }; }; };\n",
+	  TEST_PBASE "policy = { default = { spf = { fail = 1; }; }; };\n",
 	  ":3: 'policy.default.spf.fail' must be a string" },
 	{ "filter not a group", NULL,
-	  TEST_BASE "policy = { default = { spf = \"reject\"; }; };\n",
+	  TEST_PBASE "policy = { default = { spf = \"reject\"; }; };\n",
 	  ":3: 'policy.default.spf' must be a group" },
 	{ "filter dry_run not a bool", NULL,
-	  TEST_BASE "policy = { default = { dkim = { dry_run = \"no\"; }; }; };\n",
+	  TEST_PBASE "policy = { default = { dkim = { dry_run = \"no\"; }; }; };\n",
 	  ":3: 'policy.default.dkim.dry_run' must be a boolean" },
 	{ "policy entry without a domain", NULL,
-	  TEST_BASE "policy = { domains = (\n { spf = { fail = \"tag\"; }; }\n); };\n",
+	  TEST_PBASE "policy = { domains = (\n { spf = { fail = \"tag\"; }; }\n); };\n",
 	  ":4: 'policy.domains[0]' needs 'domain' or 'domains'" },
 	{ "policy entry with a bad domain", NULL,
-	  TEST_BASE "policy = { domains = ( { domain = \"-x.example\"; } ); };\n",
+	  TEST_PBASE "policy = { domains = ( { domain = \"-x.example\"; } ); };\n",
 	  ":3: 'policy.domains[0].domain' entry '-x.example' is not a valid domain name" },
 	{ "duplicate policy domain across entries", NULL,
-	  TEST_BASE "policy = { domains = (\n { domain = \"a.example\"; },\n"
+	  TEST_PBASE "policy = { domains = (\n { domain = \"a.example\"; },\n"
 	  " { domains = [ \"b.example\", \"A.Example.\" ]; }\n); };\n",
 	  ":5: duplicate policy domain 'a.example' (already at line 4)" },
 	{ "duplicate policy domain in one entry", NULL,
-	  TEST_BASE "policy = { domains = ( { domain = \"a.example\"; domains = [ \"a.example\" ]; } ); };\n",
+	  TEST_PBASE "policy = { domains = ( { domain = \"a.example\"; domains = [ \"a.example\" ]; } ); };\n",
 	  ":3: duplicate policy domain 'a.example'" },
 	{ "policy.domains not a list", NULL,
-	  TEST_BASE "policy = { domains = [ \"a.example\" ]; };\n",
+	  TEST_PBASE "policy = { domains = [ \"a.example\" ]; };\n",
 	  ":3: 'policy.domains' must be a list of groups" },
 
 	/* filters. */
@@ -556,12 +561,12 @@ test_config_good(void)
 	ok(test_config_filter(p, "dkim") != NULL &&
 	    test_config_filter(p, "dkim")->dry_run == -1, "dkim dry_run unset = -1");
 	ok(test_config_rule(p, "dmarc", "quarantine") == CONFIG_ACTION_QUARANTINE &&
-	    test_config_rule(p, "content", "spam") == CONFIG_ACTION_DISCARD &&
-	    test_config_rule(p, "content", "clean") == CONFIG_ACTION_ACCEPT,
+	    test_config_rule(p, "content", "reject") == CONFIG_ACTION_DISCARD &&
+	    test_config_rule(p, "content", "accept") == CONFIG_ACTION_ACCEPT,
 	    "dmarc and content rules");
-	ok(test_config_filter(p, "my_filter2") != NULL &&
-	    test_config_filter(p, "my_filter2")->nrules == 0,
-	    "third-party filter name accepted");
+	ok(test_config_filter(p, "rcpt-allow") != NULL &&
+	    test_config_filter(p, "rcpt-allow")->nrules == 0,
+	    "module filter's group accepted");
 
 	ok(c->npolicies == 3, "three per-domain policies");
 	if (c->npolicies == 3) {
@@ -584,8 +589,8 @@ test_config_good(void)
 	}
 	ok(c->policy_index != NULL, "policy index built by config_load");
 
-	ok(c->nfilters == 3, "three filters");
-	if (c->nfilters == 3) {
+	ok(c->nfilters == 5, "five filters");
+	if (c->nfilters == 5) {
 		f = &c->filters[0];
 		ok(strcmp(f->name, "content") == 0 && f->module == NULL &&
 		    f->timeout == 5 && f->on_error == CONFIG_ACTION_REJECT &&

@@ -159,6 +159,7 @@ test_policy_many(void)
 	len = (size_t)snprintf(text, size,
 	    "listen = ( { address = \"127.0.0.1:2525\"; } );\n"
 	    "upstream = { address = \"127.0.0.1:25\"; };\n"
+	    "filters = ( { name = \"spf\"; } );\n"
 	    "policy = { domains = (\n");
 	for (i = 0; i < 5000; i++) {
 		n = snprintf(text + len, size - len,
@@ -215,7 +216,7 @@ test_policy_actions(void)
 		{ "deep.a.b.example.com", "spf", "fail",	CONFIG_ACTION_REJECT },
 		{ "mx.example.net",	"dmarc", "reject",	CONFIG_ACTION_DISCARD },
 		{ "example.org",	"spf",	"fail",		CONFIG_ACTION_REJECT },	  /* default */
-		{ "example.org",	"content", "spam",	CONFIG_ACTION_QUARANTINE },
+		{ "example.org",	"content", "tag",	CONFIG_ACTION_QUARANTINE },
 		{ "example.org",	"content", "ham",	-1 },
 		{ "example.org",	"nosuch", "fail",	-1 },
 		{ "example.org",	"SPF",	"fail",		-1 },	/* names are exact */
