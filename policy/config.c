@@ -928,7 +928,8 @@ config_where(struct config_ctx *ctx, const config_setting_t *g,
 	unsigned		 line;
 	char			 buf[PATH_MAX + 16];
 
-	if (name != NULL)
+	/* g is NULL for a group left out: its defaults belong to line 1. */
+	if (name != NULL && g != NULL)
 		m = config_setting_get_member(g, name);
 	file = config_source(ctx, m != NULL ? m : g, &line);
 	(void)snprintf(buf, sizeof buf, "%s:%u", file, line);
@@ -1506,6 +1507,7 @@ config_load_upstream(struct config_ctx *ctx, const config_setting_t *root,
 			    "\"dir:\" needs a directory, e.g. \"dir:./maildir\"");
 		c->upstream_kind = CONFIG_UPSTREAM_DIR;
 		c->upstream_dir = config_xstrdup(addr + 4);
+		c->upstream_dir_where = config_where(ctx, g, "address");
 	} else {
 		if (config_hostport_split(addr, host, sizeof host, port,
 		    sizeof port, &bracketed) == -1)
@@ -1786,6 +1788,7 @@ config_load_spool(struct config_ctx *ctx, const config_setting_t *root,
 			return -1;
 	}
 	c->spool_dir = config_xstrdup(dir);
+	c->spool_where = config_where(ctx, g, "directory");
 	return 0;
 }
 
@@ -2187,6 +2190,7 @@ config_load_quarantine(struct config_ctx *ctx, const config_setting_t *root,
 		return config_fail(ctx, g, "'quarantine' is missing "
 		    "'directory'");
 	c->quarantine_dir = config_xstrdup(dir);
+	c->quarantine_where = config_where(ctx, g, "directory");
 	return 0;
 }
 
@@ -2397,6 +2401,9 @@ config_free(struct config *c)
 	config_strset_free(c->relay_index);
 	free(c->relay_networks);
 	free(c->spool_dir);
+	free(c->spool_where);
+	free(c->upstream_dir_where);
+	free(c->quarantine_where);
 	config_free_policy(&c->policy_default);
 	for (i = 0; i < c->npolicies; i++)
 		config_free_policy(&c->policies[i]);

@@ -151,6 +151,7 @@ struct config {
 	char			*upstream_host;		/* SMTP: host part */
 	char			*upstream_port;		/* SMTP: port part */
 	char			*upstream_dir;		/* DIR: path */
+	char			*upstream_dir_where;	/* "FILE:LINE" of upstream.address */
 	char			*upstream_helo;		/* name we send in EHLO, default hostname */
 	int			 upstream_xclient;	/* 1 = use XCLIENT/XFORWARD when offered (default) */
 	enum config_tls_mode	 upstream_tls;		/* NONE, STARTTLS (default), REQUIRED, VERIFY */
@@ -176,6 +177,7 @@ struct config {
 	struct config_strset	*relay_index;		/* private; NULL = linear scan of relay_domains */
 
 	char			*spool_dir;		/* temp files for large messages, default "/tmp" */
+	char			*spool_where;		/* "FILE:LINE" of spool.directory (line 1: default) */
 
 	struct config_policy	 policy_default;
 	struct config_policy	*policies;		/* per-domain overrides */
@@ -185,6 +187,7 @@ struct config {
 	struct config_filter	*filters;		/* in chain order */
 	size_t			 nfilters;
 	char			*quarantine_dir;	/* NULL: quarantine acts as tempfail */
+	char			*quarantine_where;	/* "FILE:LINE" of quarantine.directory */
 	char			*authserv_id;		/* default hostname */
 	char			*tag_header;		/* default "X-Frontmx-Tag" */
 	char			*tag_subject_prefix;	/* default NULL: subject untouched */

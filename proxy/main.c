@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -73,19 +74,42 @@ main_raise_nofile(void)
 	}
 }
 
+/*
+ * The directories the daemon writes to, checked (and the Maildirs made)
+ * on the one path -t, start-up and SIGHUP share, so -t passes only a
+ * file the daemon will run with.  Errors are "FILE:LINE:" of the key
+ * that names the directory.
+ */
 static int
-main_prepare(const struct config *cfg)
+main_prepare(const struct config *cfg, char *err, size_t errlen)
 {
-	char err[CONFIG_ERR_MAX];
+	char why[CONFIG_ERR_MAX / 2];	/* room left for "FILE:LINE: quarantine " */
+	const char *spool_why;
+	struct stat st;
 
 	if (cfg->upstream_kind == CONFIG_UPSTREAM_DIR &&
-	    maildir_prepare(cfg->upstream_dir, err, sizeof err) == -1) {
-		log_warn("upstream %s", err);
+	    maildir_prepare(cfg->upstream_dir, why, sizeof why) == -1) {
+		snprintf(err, errlen, "%s: upstream %s", cfg->upstream_dir_where,
+		    why);
 		return -1;
 	}
 	if (cfg->quarantine_dir != NULL &&
-	    maildir_prepare(cfg->quarantine_dir, err, sizeof err) == -1) {
-		log_warn("quarantine %s", err);
+	    maildir_prepare(cfg->quarantine_dir, why, sizeof why) == -1) {
+		snprintf(err, errlen, "%s: quarantine %s", cfg->quarantine_where,
+		    why);
+		return -1;
+	}
+	/* Large messages are spooled there: it must take new files. */
+	spool_why = NULL;
+	if (stat(cfg->spool_dir, &st) == -1)
+		spool_why = strerror(errno);
+	else if (!S_ISDIR(st.st_mode))
+		spool_why = "not a directory";
+	else if (access(cfg->spool_dir, W_OK | X_OK) == -1)
+		spool_why = strerror(errno);
+	if (spool_why != NULL) {
+		snprintf(err, errlen, "%s: spool directory %s: %s",
+		    cfg->spool_where, cfg->spool_dir, spool_why);
 		return -1;
 	}
 	return 0;
@@ -101,7 +125,8 @@ main_load(const char *file, char *err, size_t errlen)
 	if ((cfg = config_load(file, err, errlen)) == NULL)
 		return NULL;
 	/* Certificates are checked like the rest of the file (-t, SIGHUP). */
-	if (tls_config_prepare(cfg, err, errlen) == -1) {
+	if (tls_config_prepare(cfg, err, errlen) == -1 ||
+	    main_prepare(cfg, err, errlen) == -1) {
 		config_unref(cfg);
 		return NULL;
 	}
@@ -115,18 +140,11 @@ main_reload(const char *file, struct worker *workers, unsigned nworkers)
 {
 	char err[CONFIG_ERR_MAX];
 	struct filter_chain *ch;
-	struct config *cfg;
 	unsigned i;
 
 	if ((ch = main_load(file, err, sizeof err)) == NULL) {
 		log_warn("reload failed, keeping the running configuration: %s",
 		    err);
-		return;
-	}
-	cfg = filter_chain_config(ch);
-	if (main_prepare(cfg) == -1) {
-		log_warn("reload failed, keeping the running configuration");
-		filter_chain_unref(ch);
 		return;
 	}
 	/*
@@ -218,10 +236,6 @@ main(int argc, char *argv[])
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-	if (main_prepare(cfg) == -1) {
-		filter_chain_unref(ch);
-		return 1;
-	}
 	/* XXX dns.forward is read once: a change needs a restart. */
 	if (dns_configure(cfg->dns_forward, cfg->ndns_forward,
 	    cfg->timeouts.dns) == -1) {

@@ -6,6 +6,8 @@
 # limits.pipeline_backlog shorter than the longest line a session must read
 # whole (1001 octets, 12290 with an AUTH listener) is refused at its line
 # instead of stalling every session; the minimum itself is accepted.
+# The directories the daemon writes to (quarantine and dir: Maildirs, the
+# spool) are checked by -t as by start-up (issue 9 item 3), at their key.
 import os
 import re
 import sys
@@ -17,7 +19,7 @@ D = tmpdir('fmx-where-')
 CERTS = make_cert(D, 'mx.test.example')
 
 
-def conf(port, listen_extra='', upstream_extra='', limits='', filters=''):
+def conf(port, listen_extra='', upstream_extra='', limits='', filters='', spool=None):
     """A configuration whose interesting lines are tagged '# @NAME'."""
     return ('hostname = "mx.test.example";\n'
             'listen = ( {\n'
@@ -27,8 +29,8 @@ def conf(port, listen_extra='', upstream_extra='', limits='', filters=''):
             'upstream = {\n'
             '  address = "127.0.0.1:%d";\n' % free_port() +
             upstream_extra +
-            '};\n'
-            'spool = { directory = "%s"; };\n' % D +
+            '};\n' +
+            (spool if spool is not None else 'spool = { directory = "%s"; };\n' % D) +
             'dns = { reverse = false; };\n'
             'limits = {\n'
             '  message_size = 1048576;\n' +
@@ -96,6 +98,31 @@ def main():
         is_(rc, 0, 'pipeline_backlog = %d (%s): accepted' % (lo, what))
         if rc != 0:
             diag(out)
+
+
+    # Directories: a regular file where one must be made or used.
+    blocker = os.path.join(D, 'a-file')
+    with open(blocker, 'w') as f:
+        f.write('not a directory\n')
+    both('quarantine under a file',
+         conf(port, filters='quarantine = {\n'
+              '  directory = "%s/q"; # @Q\n};\n' % blocker), 'Q', 'quarantine .*Not a directory')
+    # the first "address" is the listener's: put dir: on the upstream's
+    text = conf(port, upstream_extra='')
+    lines = text.split('\n')
+    i = lines.index('upstream = {')
+    lines[i + 1] = '  address = "dir:%s/md"; # @UP' % blocker
+    both('dir: upstream under a file', '\n'.join(lines), 'UP', 'upstream .*Not a directory')
+    both('spool directory missing',
+         conf(port, spool='spool = {\n  directory = "%s/none"; # @SP\n};\n' % D),
+         'SP', 'spool directory .*No such file')
+    both('spool directory is a file',
+         conf(port, spool='spool = {\n  directory = "%s"; # @SP\n};\n' % blocker),
+         'SP', 'spool directory .*not a directory')
+    qd = os.path.join(D, 'quarantine-ok')
+    rc, out, _ = run_frontmx_t(conf(port, filters='quarantine = { directory = "%s"; };\n' % qd))
+    is_(rc, 0, 'a quarantine directory that can be made: -t passes')
+    ok(os.path.isdir(os.path.join(qd, 'new')), '-t made the Maildir start-up would make')
 
 
 run(main, timeout=120)
