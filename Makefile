@@ -56,8 +56,9 @@ DEBS	 = build-essential pkg-config libevent-dev libconfig-dev libpcre2-dev \
 	   swaks libnet-ssleay-perl postfix python3-aiosmtpd python3-dnslib python3-dkim valgrind \
 	   libnss-wrapper libdb5.3 libgnutls-dane0 libgnutls30 libidn12 libnsl2 \
 	   libpcre2-8-0 libcrypt1 libidn2-0 clang libclang-rt-14-dev llvm-14
-# A real Exim 4.96 (Debian 12's default MTA) as a sending client, for
-# t/smtp/47-exim.t.  Installing exim4 would remove Postfix, so `make exim`
+# A real Exim 4.96 (Debian 12's default MTA) as a sending client for
+# t/smtp/47-exim.t and as the upstream of t/smtp/68-exim-upstream.t
+# (t/lib/exim.py).  Installing exim4 would remove Postfix, so `make exim`
 # downloads its two packages and unpacks them into build/exim; the shared
 # libraries it needs are in DEBS above, and libnss-wrapper lets the test
 # give its compiled-in user (Debian-exim) a uid without touching /etc.
@@ -226,7 +227,7 @@ help:
 	@echo "make deps   install missing Debian packages"
 	@echo "make run    deps + build + run with conf/frontmx.conf (foreground)"
 	@echo "make test   deps + build + ASan/UBSan build + the whole suite (prove)"
-	@echo "make exim   unpack Exim 4.96 into build/exim (a sending client for the tests)"
+	@echo "make exim   unpack Exim 4.96 into build/exim (client and upstream for the tests)"
 	@echo "make bench  throughput and memory against smtp-sink"
 	@echo "make fuzz   each libFuzzer harness of t/fuzz for FUZZ_TIME (60) seconds"
 

@@ -84,7 +84,7 @@ SWAKS_FEATURES = {
 FILES = {
     '/usr/share/publicsuffix/public_suffix_list.dat': ('publicsuffix', 'filters/dmarc.c (make run, 33-dmarc.t)'),
     '/usr/share/doc/python3-spf/rfc7208-tests.yml.gz': ('python3-spf', '30-spf-suite.t'),
-    '/usr/lib/x86_64-linux-gnu/libnss_wrapper.so': ('libnss-wrapper', '47-exim.t (LD_PRELOAD)'),
+    '/usr/lib/x86_64-linux-gnu/libnss_wrapper.so': ('libnss-wrapper', 't/lib/exim.py (LD_PRELOAD)'),
     '/usr/share/postfix/master.cf.dist': ('postfix', 't/lib/postfix.py (its copy, /etc/postfix/master.cf)'),
     '/etc/postfix/postfix-files': ('postfix', 't/lib/postfix.py (postfix check)'),
 }
@@ -328,7 +328,7 @@ def main():
     # the shared libraries of what `make run` starts, and of the Exim that
     # `make exim` unpacks without dpkg (so without its dependencies)
     for exe, users in (('frontmx', 'frontmx (make run)'),
-                       (os.path.join('build', 'exim', 'root', 'usr', 'sbin', 'exim4'), 'Exim of 47-exim.t')):
+                       (os.path.join('build', 'exim', 'root', 'usr', 'sbin', 'exim4'), 'Exim of t/lib/exim.py')):
         path = os.path.join(ROOT, exe)
         if not os.access(path, os.X_OK):
             continue

@@ -4,13 +4,8 @@
 # with QUIT and then shuts down its sending side: frontmx must still
 # answer everything (t/smtp/46-half-close.t has the scripted cases).
 #
-# Exim is not installed (it would replace Postfix): `make exim` unpacks
-# its Debian packages into build/exim.  It runs here with a private
-# configuration (-C): spool and logs in a temporary directory, one
-# manualroute router to frontmx's loopback port, no DNS.  Its binary has a
-# compiled-in user, Debian-exim; libnss_wrapper maps that name to a uid
-# (nobody's when the test runs as root, since Exim refuses uid 0 for it;
-# the caller's own otherwise) without touching /etc/passwd.
+# Exim runs with a private configuration (t/lib/exim.py): one
+# manualroute router to frontmx's loopback port.
 #
 # Four rounds, three messages each: one connection per message with
 # CHUNKING (BDAT LAST + QUIT), the same with DATA (hosts_try_chunking
@@ -18,33 +13,16 @@
 # one connection per message over STARTTLS.
 # Each message must reach the upstream exactly once, and Exim must log a
 # delivery (=>) for each and no deferral or failure.
-import glob
 import os
 import re
-import shutil
-import subprocess
 import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
 from fmx_tls import make_cert, listener, frontmx_listeners  # noqa: E402
-
-TOP = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
-EXIM = os.environ.get('EXIM') or os.path.join(TOP, 'build', 'exim', 'root', 'usr', 'sbin', 'exim4')
-NSS_WRAPPER = (glob.glob('/usr/lib/*/libnss_wrapper.so') + ['/usr/lib/libnss_wrapper.so'])[0]
-NOBODY = 65534
+from exim import Exim, available  # noqa: E402
 
 CONF = '''
-exim_path = %(exim)s
-spool_directory = %(dir)s/spool
-log_file_path = %(dir)s/log/%%slog
 log_selector = +smtp_confirmation +pipelining
-primary_hostname = exim.test.example
-qualify_domain = example.org
-host_lookup =
-rfc1413_hosts =
-tls_advertise_hosts =
-message_logs = false
-keep_environment = LD_PRELOAD : NSS_WRAPPER_PASSWD : NSS_WRAPPER_GROUP
 
 begin routers
 to_frontmx:
@@ -68,47 +46,10 @@ begin retry
 '''
 
 
-class Exim:
-    def __init__(self, port, chunking=True, tls=False):
-        self.dir = tmpdir('fmx-exim-')
-        os.chmod(self.dir, 0o755)
-        # The binary where Exim's own user can run it again (its exim_path).
-        self.exe = os.path.join(self.dir, 'exim4')
-        shutil.copy(EXIM, self.exe)
-        os.chmod(self.exe, 0o755)
-        uid, gid = os.getuid(), os.getgid()
-        if uid == 0:
-            uid = gid = NOBODY
-        for sub in ('spool', 'log'):
-            os.mkdir(os.path.join(self.dir, sub))
-            if os.getuid() == 0:
-                os.chown(os.path.join(self.dir, sub), uid, gid)
-        with open(os.path.join(self.dir, 'passwd'), 'w') as f:
-            f.write('root:x:0:0:root:/root:/bin/sh\n'
-                    'Debian-exim:x:%d:%d:Exim:%s:/bin/false\n' % (uid, gid, self.dir))
-        with open(os.path.join(self.dir, 'group'), 'w') as f:
-            f.write('root:x:0:\nDebian-exim:x:%d:\n' % gid)
-        self.conf = os.path.join(self.dir, 'exim.conf')
-        with open(self.conf, 'w') as f:
-            f.write(CONF % {'exim': self.exe, 'dir': self.dir, 'port': port,
-                            'chunking': '*' if chunking else '',
-                            'tls': 'hosts_require_tls = *\n  tls_verify_certificates =' if tls
-                            else 'hosts_avoid_tls = *'})
-        self.env = dict(os.environ, LD_PRELOAD=NSS_WRAPPER,
-                        NSS_WRAPPER_PASSWD=os.path.join(self.dir, 'passwd'),
-                        NSS_WRAPPER_GROUP=os.path.join(self.dir, 'group'))
-
-    def run(self, args, data=None):
-        p = subprocess.run([self.exe, '-C', self.conf] + args, input=data, env=self.env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
-        return p.returncode, p.stdout.decode('utf-8', 'replace')
-
-    def mainlog(self):
-        try:
-            with open(os.path.join(self.dir, 'log', 'mainlog')) as f:
-                return f.read()
-        except OSError:
-            return ''
+def sender(port, chunking=True, tls=False):
+    return Exim(CONF, {'port': port, 'chunking': '*' if chunking else '',
+                       'tls': 'hosts_require_tls = *\n  tls_verify_certificates =' if tls
+                       else 'hosts_avoid_tls = *'})
 
 
 def message(tag):
@@ -118,7 +59,7 @@ def message(tag):
 
 
 def round_(name, up, mx, chunking, queue_run, tls=False):
-    ex = Exim(mx.port, chunking, tls)
+    ex = sender(mx.port, chunking, tls)
     tags = ['%s-%d' % (name, i) for i in range(3)]
     before = len(up.messages)
     for t in tags:
@@ -158,13 +99,8 @@ def round_(name, up, mx, chunking, queue_run, tls=False):
 
 
 def main():
-    if not ok(os.access(EXIM, os.X_OK), 'Exim unpacked at %s (make exim)' % EXIM):
+    if not available():
         return
-    if not ok(os.path.exists(NSS_WRAPPER), 'libnss_wrapper installed (make deps)'):
-        return
-    ex = Exim(9)
-    rc, out = ex.run(['-bV'])
-    like(out.splitlines()[0] if out else '', r'^Exim version 4\.96\b', 'it is Exim 4.96')
     up = Upstream()
     mx = Frontmx(up)
     round_('bdat', up, mx, chunking=True, queue_run=False)
