@@ -69,7 +69,7 @@ PROVE	?= prove
 Q	 = $(if $(V),,@)
 E	 = $(if $(V),@true,@echo)
 
-.PHONY: all deps run test check unit asan bench clean help modules exim fuzz fuzzers
+.PHONY: all deps run test check unit asan bench bench-compare clean help modules exim fuzz fuzzers
 all: $(PROG)
 
 $(PROG): $(OBJS)
@@ -215,6 +215,12 @@ bench: deps
 	$(MAKE) all
 	t/bench/run
 
+# The bench of this tree against the build of revision REV, alternating in
+# one run (t/bench/compare): `make bench-compare REV=HEAD~5`.
+REV	?= HEAD
+bench-compare: deps
+	t/bench/compare $(REV)
+
 clean:
 	rm -rf build $(PROG) $(PROG)-asan filters/examples/rcpt_allow.so filters/examples/rcpt_allow.d
 
@@ -229,6 +235,7 @@ help:
 	@echo "make test   deps + build + ASan/UBSan build + the whole suite (prove)"
 	@echo "make exim   unpack Exim 4.96 into build/exim (client and upstream for the tests)"
 	@echo "make bench  throughput and memory against smtp-sink"
+	@echo "make bench-compare REV=R  the same bench, build of R vs this tree, alternating"
 	@echo "make fuzz   each libFuzzer harness of t/fuzz for FUZZ_TIME (60) seconds"
 
 # What each object, unit test and module read when it was last compiled
