@@ -8,7 +8,7 @@ WARN	 = -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
 	   -Wmissing-prototypes -Wmissing-declarations -Wcast-qual -Wformat=2
 CFLAGS	?= -O2 -g
 CFLAGS	+= -std=c11 -D_GNU_SOURCE -fstack-protector-strong $(WARN) -MMD -MP \
-	   -Iproxy -Ifilters -Ipolicy $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+	   -Iproxy -Ifilters -Ipolicy -Icommon $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS	+= $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -ldl
 LDLIBS += -lopendkim
 LDLIBS += $(shell pkg-config --libs libpsl)
@@ -41,9 +41,12 @@ SRCS	+= filters/dmarc.c
 # Policy and configuration
 SRCS	+= policy/config.c
 SRCS	+= policy/policy.c
+# Helpers every layer shares (proxy -> filters -> policy -> common)
+SRCS	+= common/strutil.c
 
 # Pure modules the unit tests link against (no libevent, no main).
-UNIT_SRCS = proxy/smtp_parse.c proxy/smtp_reply.c proxy/xtext.c proxy/haproxy.c policy/config.c policy/policy.c filters/content.c
+UNIT_SRCS = proxy/smtp_parse.c proxy/smtp_reply.c proxy/xtext.c proxy/haproxy.c policy/config.c policy/policy.c filters/content.c \
+	    common/strutil.c
 UNIT_TESTS = $(patsubst t/unit/%.c,build/unit/%,$(wildcard t/unit/test_*.c))
 
 OBJS	 = $(SRCS:%.c=build/rel/%.o)
@@ -158,12 +161,16 @@ build/fuzz/spf: filters/spf.c
 build/fuzz/dkim: filters/dkim.c
 build/fuzz/dmarc: filters/dmarc.c
 
+# Every harness links the common/ helpers (a parser in any layer may use
+# them); $(sort) drops the copy $(UNIT_SRCS) already names.
+FUZZ_COMMON = common/strutil.c
+
 fuzzers: $(FUZZ_BINS)
 
-build/fuzz/%: t/fuzz/%.c t/fuzz/fuzz.h $(UNIT_SRCS) proxy/smtp_frame.c
+build/fuzz/%: t/fuzz/%.c t/fuzz/fuzz.h $(UNIT_SRCS) proxy/smtp_frame.c $(FUZZ_COMMON)
 	@mkdir -p $(dir $@)
 	$(E) "  FUZZ    $@"
-	$(Q)$(FUZZ_CC) $(CFLAGS) $(FUZZ_FLAGS) -It/fuzz -Ifilters -o $@ $< $(FUZZ_SRCS) \
+	$(Q)$(FUZZ_CC) $(CFLAGS) $(FUZZ_FLAGS) -It/fuzz -Ifilters -o $@ $< $(sort $(FUZZ_SRCS) $(FUZZ_COMMON)) \
 	    $(LDFLAGS) $(LDLIBS)
 
 fuzz: deps
