@@ -16,7 +16,6 @@ LDLIBS += -lspf2 -lresolv
 
 # Data plane
 SRCS	+= proxy/main.c
-SRCS	+= proxy/log.c
 SRCS	+= proxy/worker.c
 SRCS	+= proxy/smtp_session.c
 SRCS	+= proxy/smtp_parse.c
@@ -42,6 +41,7 @@ SRCS	+= filters/dmarc.c
 SRCS	+= policy/config.c
 SRCS	+= policy/policy.c
 # Helpers every layer shares (proxy -> filters -> policy -> common)
+SRCS	+= common/log.c
 SRCS	+= common/strutil.c
 
 # Pure modules the unit tests link against (no libevent, no main).

@@ -4,6 +4,8 @@
  * stderr lines carry a UTC timestamp and the level; syslog adds its own.
  * Each line is formatted into one bounded buffer and written with a single
  * write(2), so lines from different worker threads never interleave.
+ * It lives in common/ because every layer logs: filters/ reaching up into
+ * proxy/ for it was an arrow against proxy -> filters -> policy -> common.
  */
 #include <stdarg.h>
 #include <stdio.h>
