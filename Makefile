@@ -35,6 +35,8 @@ SRCS	+= filters/filter_chain.c
 SRCS	+= filters/filter_loader.c
 SRCS	+= filters/content.c
 SRCS	+= filters/spf.c
+SRCS	+= filters/spf_record.c
+SRCS	+= filters/spf_dns.c
 SRCS	+= filters/dkim.c
 SRCS	+= filters/dmarc.c
 # Policy and configuration
@@ -157,7 +159,7 @@ build/fuzz/data_framer:	FUZZ_SRCS = proxy/smtp_frame.c
 build/fuzz/config:	FUZZ_SRCS = $(UNIT_SRCS)
 build/fuzz/content: filters/content.c
 # spf, dkim and dmarc #include their filter to reach its static parsers.
-build/fuzz/spf: filters/spf.c
+build/fuzz/spf: filters/spf.c filters/spf_record.c filters/spf_dns.c
 build/fuzz/dkim: filters/dkim.c
 build/fuzz/dmarc: filters/dmarc.c
 

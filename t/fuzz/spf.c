@@ -1,15 +1,18 @@
 /*
  * spf.c - fuzz the SPF record canonicaliser and DNS answer reader
- * (filters/spf.c, included whole to reach its static parsers)
+ * (filters/spf_record.c, spf_dns.c, spf.c, included whole to reach their
+ * static parsers)
  *
  * The first octet picks the target; the rest is
  *   0: a TXT record as a domain's owner publishes it: spf_record_canon()
  *      either refuses it with a reason or writes a record for libspf2
  *      that starts "v=spf1", fits its buffer and has no line end;
  *   1: a DNS answer packet for "example.com" (TXT, A, AAAA, MX or PTR by
- *      the second octet): spf_answer() stores a bounded result;
- *   2: a name from a record or macro expansion: spf_query_name().
+ *      the second octet): spf_dns_answer() stores a bounded result;
+ *   2: a name from a record or macro expansion: spf_record_query_name().
  */
+#include "../../filters/spf_record.c"
+#include "../../filters/spf_dns.c"
 #include "../../filters/spf.c"
 
 #include "fuzz.h"
@@ -46,9 +49,9 @@ fuzz_answer(const uint8_t *pkt, size_t len, int type)
 	m->family = type & 0x80 ? AF_INET6 : AF_INET;
 	memcpy(m->nonce, nonce, sizeof nonce);
 	m->zone_tail = &m->zone;
-	if ((e = spf_entry_want(m, "example.com", types[(type & 0x7f) % 5])) == NULL)
+	if ((e = spf_dns_entry_want(m, "example.com", types[(type & 0x7f) % 5])) == NULL)
 		abort();
-	spf_answer(e, (type & 0x40) ? 3 : 0, pkt, len);
+	spf_dns_answer(e, (type & 0x40) ? 3 : 0, pkt, len);
 	FUZZ_CHECK(e->state == SPF_ST_DONE);
 	FUZZ_CHECK(e->herrno == NETDB_SUCCESS || e->herrno == HOST_NOT_FOUND ||
 	    e->herrno == NO_DATA || e->herrno == TRY_AGAIN);
@@ -83,7 +86,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		n = size - 1 < sizeof raw - 1 ? size - 1 : sizeof raw - 1;
 		memcpy(raw, data + 1, n);
 		raw[n] = '\0';
-		if (spf_query_name(raw, out, sizeof out) == 0)
+		if (spf_record_query_name(raw, out, sizeof out) == 0)
 			FUZZ_CHECK(strlen(out) <= 4 * SPF_DOMAIN_MAX);
 		break;
 	}

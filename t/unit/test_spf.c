@@ -1,5 +1,5 @@
 /*
- * test_spf.c - unit tests for filters/spf.c
+ * test_spf.c - unit tests for filters/spf.c, spf_record.c, spf_dns.c
  *
  * NAME
  *	test_spf - the SPF filter against an in-test DNS zone
@@ -8,7 +8,8 @@
  *	build/unit/test_spf		(from the repository root; prints TAP)
  *
  * DESCRIPTION
- *	spf.c is included whole, so its record parser and DNS answer parser
+ *	spf_record.c, spf_dns.c and spf.c are included whole, so the record
+ *	parser and DNS answer parser
  *	are tested directly, and the filter runs against a stub struct
  *	fmx_api defined here.  The stub's dns_query() answers from a zone
  *	table with real DNS packets built here (header, question, answer
@@ -32,6 +33,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "spf_record.c"
+#include "spf_dns.c"
 #include "spf.c"
 #include "tap.h"
 
@@ -903,15 +906,15 @@ test_query_names(void)
 {
 	char out[SPF_NAME_BUF];
 
-	ok(spf_query_name("Foo.Example.COM.", out, sizeof out) == 0 &&
+	ok(spf_record_query_name("Foo.Example.COM.", out, sizeof out) == 0 &&
 	    strcmp(out, "foo.example.com") == 0, "query name: lower case, no final dot");
-	ok(spf_query_name("a\"b c.example.com", out, sizeof out) == 0 &&
+	ok(spf_record_query_name("a\"b c.example.com", out, sizeof out) == 0 &&
 	    strcmp(out, "a\\034b\\032c.example.com") == 0,
 	    "query name: specials escaped (%s)", out);
-	ok(spf_query_name("a..b", out, sizeof out) == -1 &&
-	    spf_query_name("", out, sizeof out) == -1 &&
-	    spf_query_name(".", out, sizeof out) == -1, "query name: empty labels refused");
-	ok(spf_query_name("x123456789012345678901234567890123456789012345678901234567890123.b",
+	ok(spf_record_query_name("a..b", out, sizeof out) == -1 &&
+	    spf_record_query_name("", out, sizeof out) == -1 &&
+	    spf_record_query_name(".", out, sizeof out) == -1, "query name: empty labels refused");
+	ok(spf_record_query_name("x123456789012345678901234567890123456789012345678901234567890123.b",
 	    out, sizeof out) == -1, "query name: a 64-octet label refused");
 	{
 		char longname[400];
@@ -921,7 +924,7 @@ test_query_names(void)
 		for (i = 0; i < 30; i++)
 			strcat(longname, "abcdefghi.");
 		strcat(longname, "example.com");
-		ok(spf_query_name(longname, out, sizeof out) == 0 && strlen(out) <= 253 &&
+		ok(spf_record_query_name(longname, out, sizeof out) == 0 && strlen(out) <= 253 &&
 		    strcmp(out + strlen(out) - 11, "example.com") == 0,
 		    "query name: over 253, the left labels go (4.8): %zu", strlen(out));
 	}
