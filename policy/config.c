@@ -81,6 +81,7 @@
 
 #include "config.h"
 #include "policy.h"
+#include "strutil.h"
 
 /* RFC 1035 2.3.4: 255 octets on the wire is 253 characters in text. */
 #define CONFIG_DOMAIN_MAX	253
@@ -319,18 +320,6 @@ config_xstrdup(const char *s)
  * The string set.
  */
 
-static size_t
-config_strset_hash(const char *s)
-{
-	uint64_t	h = 14695981039346656037ULL;
-
-	while (*s != '\0') {
-		h ^= (unsigned char)*s++;
-		h *= 1099511628211ULL;
-	}
-	return (size_t)h;
-}
-
 static struct config_strset *
 config_strset_new(void)
 {
@@ -357,7 +346,7 @@ config_strset_find(const struct config_strset *set, const char *key)
 	size_t	i;
 
 	/* Never full (load <= 1/2), so the probe always meets an empty slot. */
-	for (i = config_strset_hash(key) & set->mask; set->slots[i].key != NULL;
+	for (i = (size_t)str_hash(key) & set->mask; set->slots[i].key != NULL;
 	    i = (i + 1) & set->mask)
 		if (strcmp(set->slots[i].key, key) == 0)
 			return &set->slots[i];
@@ -377,7 +366,7 @@ config_strset_grow(struct config_strset *set)
 	for (i = 0; i < oldcap; i++) {
 		if (old[i].key == NULL)
 			continue;
-		for (j = config_strset_hash(old[i].key) & set->mask;
+		for (j = (size_t)str_hash(old[i].key) & set->mask;
 		    set->slots[j].key != NULL; j = (j + 1) & set->mask)
 			;
 		set->slots[j] = old[i];
@@ -396,7 +385,7 @@ config_strset_add(struct config_strset *set, const char *key, unsigned value)
 		return dup;
 	if ((set->count + 1) * 2 > set->mask + 1)
 		config_strset_grow(set);
-	for (i = config_strset_hash(key) & set->mask; set->slots[i].key != NULL;
+	for (i = (size_t)str_hash(key) & set->mask; set->slots[i].key != NULL;
 	    i = (i + 1) & set->mask)
 		;
 	set->slots[i].key = key;
@@ -408,15 +397,6 @@ config_strset_add(struct config_strset *set, const char *key, unsigned value)
 /*
  * Small parsers shared by the loader and the public helpers.
  */
-
-static void
-config_lower(char *s)
-{
-	/* ASCII only: tolower(3) would follow the locale. */
-	for (; *s != '\0'; s++)
-		if (*s >= 'A' && *s <= 'Z')
-			*s = (char)(*s - 'A' + 'a');
-}
 
 /* RFC 1035 host name syntax: letters, digits, inner hyphens, 63/253. */
 static int
@@ -457,7 +437,7 @@ config_domain_normalize(const char *s, char *buf, size_t size, int lead_dot)
 	if (len == 0 || len >= size)
 		return -1;
 	memcpy(buf, s, len + 1);
-	config_lower(buf);
+	str_lower(buf);
 	if (buf[len - 1] == '.')
 		buf[--len] = '\0';
 	if (lead_dot && buf[0] == '.')
@@ -803,7 +783,7 @@ config_relay_domain(const struct config *c, const char *domain)
 	if (len == 0 || len >= sizeof buf || domain[0] == '.')
 		return 0;
 	memcpy(buf, domain, len + 1);
-	config_lower(buf);
+	str_lower(buf);
 	if (buf[len - 1] == '.')
 		buf[--len] = '\0';
 	if (len == 0)

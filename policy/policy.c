@@ -36,6 +36,7 @@
 
 #include "config.h"
 #include "policy.h"
+#include "strutil.h"
 
 /* RFC 1035 2.3.4: 255 octets on the wire is 253 characters of text. */
 #define POLICY_DOMAIN_MAX	253
@@ -71,25 +72,6 @@ policy_oom(void)
 	abort();
 }
 
-static size_t
-policy_hash(const char *s)
-{
-	uint64_t	h = 14695981039346656037ULL;
-
-	while (*s != '\0') {
-		h ^= (unsigned char)*s++;
-		h *= 1099511628211ULL;
-	}
-	return (size_t)h;
-}
-
-static char
-policy_lower(char c)
-{
-	/* ASCII only: tolower(3) would follow the locale. */
-	return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
-}
-
 /* a[0..alen) equals b[0..blen) ignoring ASCII case. */
 static int
 policy_caseeq(const char *a, size_t alen, const char *b, size_t blen)
@@ -99,7 +81,8 @@ policy_caseeq(const char *a, size_t alen, const char *b, size_t blen)
 	if (alen != blen)
 		return 0;
 	for (i = 0; i < alen; i++)
-		if (policy_lower(a[i]) != policy_lower(b[i]))
+		if (str_ascii_lower((unsigned char)a[i]) !=
+		    str_ascii_lower((unsigned char)b[i]))
 			return 0;
 	return 1;
 }
@@ -138,7 +121,7 @@ policy_index_build(struct config *c)
 		for (j = 0; j < c->policies[i].ndomains; j++) {
 			const char *d = c->policies[i].domains[j];
 
-			for (k = policy_hash(d) & ix->mask;
+			for (k = (size_t)str_hash(d) & ix->mask;
 			    ix->slots[k].key != NULL; k = (k + 1) & ix->mask)
 				if (strcmp(ix->slots[k].key, d) == 0)
 					break;
@@ -169,7 +152,7 @@ policy_domain_normalize(const char *s, char *buf)
 	if (len == 0)
 		return -1;
 	for (i = 0; i < len; i++)
-		buf[i] = policy_lower(s[i]);
+		buf[i] = (char)str_ascii_lower((unsigned char)s[i]);
 	buf[len] = '\0';
 	if (buf[len - 1] == '.')
 		buf[--len] = '\0';
@@ -187,7 +170,7 @@ policy_find(const struct config *c, const char *name)
 
 	if (ix != NULL) {
 		/* Never full (load <= 1/2): the probe meets an empty slot. */
-		for (i = policy_hash(name) & ix->mask; ix->slots[i].key != NULL;
+		for (i = (size_t)str_hash(name) & ix->mask; ix->slots[i].key != NULL;
 		    i = (i + 1) & ix->mask)
 			if (strcmp(ix->slots[i].key, name) == 0)
 				return ix->slots[i].policy;

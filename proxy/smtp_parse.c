@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include "smtp_parse.h"
+#include "strutil.h"
 
 struct smtp_parse_verb_row {
 	enum smtp_cmd	 cmd;
@@ -109,12 +110,6 @@ static int
 smtp_parse_upper(int c)
 {
 	return (c >= 'a' && c <= 'z') ? c - 'a' + 'A' : c;
-}
-
-static int
-smtp_parse_lower(int c)
-{
-	return (c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c;
 }
 
 /* RFC 5321 4.1.2 atext (RFC 5322 3.2.3). */
@@ -507,7 +502,7 @@ smtp_parse_path_scan(const char *args, enum smtp_cmd cmd, struct smtp_path *out)
 	memcpy(out->local, local, llen);
 	out->local[llen] = '\0';
 	for (i = 0; i < dlen; i++)
-		out->domain[i] = (char)smtp_parse_lower((unsigned char)domain[i]);
+		out->domain[i] = (char)str_ascii_lower((unsigned char)domain[i]);
 	out->domain[dlen] = '\0';
 	memcpy(out->mailbox, local, llen);
 	out->mailbox[llen] = '@';

@@ -49,6 +49,7 @@
 #include "filter_chain.h"
 #include "log.h"
 #include "smtp_session.h"
+#include "strutil.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -274,12 +275,8 @@ worker_conn_key(const struct sockaddr *sa, uint8_t key[16])
 static size_t
 worker_conn_hash(int family, const uint8_t key[16])
 {
-	uint32_t h = 2166136261u;	/* FNV-1a */
-	size_t i;
-
-	for (i = 0; i < 16; i++)
-		h = (h ^ key[i]) * 16777619u;
-	return (h ^ (uint32_t)family) % WORKER_CONN_BUCKETS;
+	return (size_t)((str_hash_mem(key, 16) ^ (uint64_t)(unsigned)family) %
+	    WORKER_CONN_BUCKETS);
 }
 
 void
