@@ -2371,6 +2371,7 @@ config_free(struct config *c)
 	free(c->upstream_host);
 	free(c->upstream_port);
 	free(c->upstream_dir);
+	free(c->upstream_unix);
 	free(c->upstream_helo);
 	for (i = 0; i < c->ndns_forward; i++)
 		free(c->dns_forward[i]);

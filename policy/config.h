@@ -63,6 +63,7 @@ struct config_listener {
 enum config_upstream_kind {
 	CONFIG_UPSTREAM_SMTP = 0,	/* relay over SMTP to host:port */
 	CONFIG_UPSTREAM_DIR,		/* "dir:PATH" Maildir-style delivery */
+	CONFIG_UPSTREAM_LMTP,		/* "lmtp:host:port" or "lmtp:unix:PATH" (RFC 2033) */
 	CONFIG_UPSTREAM_CHECK,		/* `frontmx check`: nothing is delivered */
 	CONFIG_UPSTREAM_KIND_COUNT
 };
@@ -148,8 +149,9 @@ struct config {
 
 	enum config_upstream_kind upstream_kind;
 	char			*upstream_address;	/* as written */
-	char			*upstream_host;		/* SMTP: host part */
-	char			*upstream_port;		/* SMTP: port part */
+	char			*upstream_host;		/* SMTP, LMTP over TCP: host part */
+	char			*upstream_port;		/* SMTP, LMTP over TCP: port part */
+	char			*upstream_unix;		/* LMTP: "lmtp:unix:PATH" socket path */
 	char			*upstream_dir;		/* DIR: path */
 	char			*upstream_dir_where;	/* "FILE:LINE" of upstream.address */
 	char			*upstream_helo;		/* name we send in EHLO, default hostname */

@@ -28,6 +28,7 @@
 
 #include "check.h"
 #include "config.h"
+#include "deliver.h"
 #include "dns.h"
 #include "filter_chain.h"
 #include "log.h"
@@ -87,12 +88,8 @@ main_prepare(const struct config *cfg, char *err, size_t errlen)
 	const char *spool_why;
 	struct stat st;
 
-	if (cfg->upstream_kind == CONFIG_UPSTREAM_DIR &&
-	    maildir_prepare(cfg->upstream_dir, why, sizeof why) == -1) {
-		snprintf(err, errlen, "%s: upstream %s", cfg->upstream_dir_where,
-		    why);
+	if (deliver_prepare(cfg, err, errlen) == -1)
 		return -1;
-	}
 	if (cfg->quarantine_dir != NULL &&
 	    maildir_prepare(cfg->quarantine_dir, why, sizeof why) == -1) {
 		snprintf(err, errlen, "%s: quarantine %s", cfg->quarantine_where,
@@ -247,8 +244,7 @@ main(int argc, char *argv[])
 		log_warn("cannot start the filter thread pool");
 		return 1;
 	}
-	if (cfg->upstream_kind == CONFIG_UPSTREAM_SMTP &&
-	    upstream_probe(cfg) == -1)
+	if (deliver_probe(cfg) == -1)
 		log_warn("upstream %s not reachable at start; probing it until "
 		    "it answers", cfg->upstream_address);
 	worker_chain_set(ch);

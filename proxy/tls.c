@@ -9,6 +9,7 @@
 #include <openssl/x509v3.h>
 
 #include "config.h"
+#include "deliver.h"
 #include "tls.h"
 
 /* TLS 1.2 suites (1.3 has only good ones): forward secret, AEAD. */
@@ -117,7 +118,7 @@ tls_config_prepare(struct config *cfg, char *err, size_t errlen)
 		if ((l->tls_ctx = tls_server_ctx(l, err, errlen)) == NULL)
 			return -1;
 	}
-	if (cfg->upstream_kind == CONFIG_UPSTREAM_SMTP &&
+	if (deliver_upstream(cfg, NULL) &&
 	    cfg->upstream_tls != CONFIG_TLS_NONE &&
 	    (cfg->upstream_tls_ctx = tls_client_ctx(cfg, err, errlen)) == NULL)
 		return -1;
@@ -133,8 +134,9 @@ tls_server_ssl(const struct config_listener *l)
 SSL *
 tls_client_ssl(const struct config *cfg)
 {
+	/* "lmtp:unix:PATH" has no host: the name must come from tls_name. */
 	const char *name = cfg->upstream_tls_name ? cfg->upstream_tls_name :
-	    cfg->upstream_host;
+	    cfg->upstream_host ? cfg->upstream_host : "localhost";
 	SSL *ssl;
 
 	if (cfg->upstream_tls_ctx == NULL ||

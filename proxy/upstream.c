@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -114,6 +115,9 @@ struct upstream {
 	enum upstream_cmd	 cmd;		/* in UP_STATE_COMMAND */
 	unsigned		 expect;	/* replies owed for what we wrote */
 	int			 in_tx;		/* the upstream accepted a MAIL not yet ended */
+	unsigned		 tx_rcpts;	/* RCPTs it accepted in that transaction */
+	int			 lmtp;		/* RFC 2033: LHLO, a reply per recipient after the dot */
+	struct smtp_reply	*lmtp_kept;	/* the verdict so far, when several are owed */
 	int			 in_sasl;	/* it sent a 334: a SASL response is due */
 
 	int			 in_callback;	/* depth; defer the free */
@@ -271,6 +275,7 @@ upstream_free(struct upstream *up)
 		bufferevent_free(up->bev);
 	if (up->deadline != NULL)
 		event_free(up->deadline);
+	free(up->lmtp_kept);
 	free(up);
 }
 
@@ -368,7 +373,8 @@ upstream_send_ehlo(struct upstream *up, enum upstream_state next)
 		upstream_write_ehlo(up);
 		return;
 	}
-	snprintf(line, sizeof line, "EHLO %s", up->cfg->upstream_helo);
+	snprintf(line, sizeof line, "%s %s", up->lmtp ? "LHLO" : "EHLO",
+	    up->cfg->upstream_helo);
 	upstream_enter_state(up, next);
 	upstream_write_line(up, line);
 }
@@ -383,7 +389,7 @@ upstream_write_ehlo(struct upstream *up)
 	 * After XCLIENT the MTA takes the next EHLO's argument as the
 	 * client's HELO name (Postfix does), so repeat the client's own.
 	 */
-	snprintf(line, sizeof line, "EHLO %s",
+	snprintf(line, sizeof line, "%s %s", up->lmtp ? "LHLO" : "EHLO",
 	    up->client_helo[0] ? up->client_helo : up->cfg->upstream_helo);
 	upstream_write_line(up, line);
 }
@@ -616,26 +622,12 @@ upstream_code_ok(const struct upstream *up, const struct smtp_reply *r)
 	}
 }
 
-/* A complete, well-formed reply arrived. */
+/* A reply to the greeting, EHLO/LHLO, STARTTLS, XCLIENT or XFORWARD. */
 static void
-upstream_reply(struct upstream *up)
+upstream_reply_setup(struct upstream *up, int code)
 {
-	int code = up->reply.code;
-	char why[128];
 	int r;
 
-	if (!upstream_code_ok(up, &up->reply)) {
-		snprintf(why, sizeof why, "reply %d%s makes no sense in state %s",
-		    code, up->reply.nlines > 1 ? " (multi-line)" : "",
-		    upstream_state_names[up->state]);
-		upstream_fail(up, UPSTREAM_ERR_PROTOCOL, why);
-		return;
-	}
-	if (code == 421 && up->state != UP_STATE_QUIT) {
-		/* RFC 5321 3.8: the upstream is closing; nothing more comes. */
-		upstream_fail(up, UPSTREAM_ERR_CLOSED, up->reply.text);
-		return;
-	}
 	switch (up->state) {
 	case UP_STATE_GREETING:
 		if (code / 100 != 2) {
@@ -702,15 +694,70 @@ upstream_reply(struct upstream *up)
 		upstream_enter_state(up, UP_STATE_COMMAND);
 		upstream_write_line(up, up->pending);
 		break;
+	default:
+		fatalx("upstream_reply_setup: bad state %d", up->state);
+	}
+}
+
+/* The operation is over: back to idle, its reply to the session. */
+static void
+upstream_reply_done(struct upstream *up, const struct smtp_reply *r)
+{
+	upstream_enter_state(up, UP_STATE_READY);
+	upstream_set_timeout(up, 0);
+	upstream_finish(up, UPSTREAM_OK, r);
+}
+
+/*
+ * LMTP (RFC 2033 4.2): one reply per accepted recipient after the final
+ * dot, in RCPT order.  The session sends one recipient per transaction,
+ * so there is one; a filter that added recipients makes more, and the
+ * one reported is the least final: a 4xx if any (the client keeps the
+ * message and retries), else a 5xx if any, else the first 2xx.  Each is
+ * logged.  1 while more are owed.
+ */
+static int
+upstream_lmtp_rcpt_reply(struct upstream *up)
+{
+	const struct smtp_reply *r = &up->reply;
+	int rank = r->code / 100 == 4 ? 3 : r->code / 100 == 5 ? 2 : 1;
+	int kept = up->lmtp_kept == NULL ? 0 :
+	    up->lmtp_kept->code / 100 == 4 ? 3 : up->lmtp_kept->code / 100 == 5 ? 2 : 1;
+
+	log_info("%016llx upstream lmtp rcpt=%u/%u reply=\"%d %.*s\"", up->sid,
+	    up->tx_rcpts - up->expect, up->tx_rcpts, r->code,
+	    (int)strcspn(r->text, "\n"), r->text);
+	if (up->expect == 0 && up->lmtp_kept == NULL)
+		return 0;	/* the only one: it is the verdict */
+	if (up->lmtp_kept == NULL &&
+	    (up->lmtp_kept = malloc(sizeof *up->lmtp_kept)) == NULL)
+		fatalx("out of memory");
+	if (rank > kept)
+		*up->lmtp_kept = *r;
+	if (up->expect > 0) {
+		smtp_reply_init(&up->reply);
+		return 1;
+	}
+	up->reply = *up->lmtp_kept;
+	free(up->lmtp_kept);
+	up->lmtp_kept = NULL;
+	return 0;
+}
+
+/* A reply to MAIL, RCPT, RSET, AUTH..., to DATA, or to the final dot. */
+static void
+upstream_reply_tx(struct upstream *up, int code)
+{
+	switch (up->state) {
 	case UP_STATE_COMMAND:
 		up->in_sasl = up->cmd == UP_CMD_AUTH && code == 334;
-		if (up->cmd == UP_CMD_MAIL && code == 250)
-			up->in_tx = 1;
-		else if (up->cmd == UP_CMD_RSET && code == 250)
-			up->in_tx = 0;
-		upstream_enter_state(up, UP_STATE_READY);
-		upstream_set_timeout(up, 0);
-		upstream_finish(up, UPSTREAM_OK, &up->reply);
+		if ((up->cmd == UP_CMD_MAIL || up->cmd == UP_CMD_RSET) &&
+		    code == 250) {
+			up->in_tx = up->cmd == UP_CMD_MAIL;
+			up->tx_rcpts = 0;
+		} else if (up->cmd == UP_CMD_RCPT && code / 100 == 2)
+			up->tx_rcpts++;
+		upstream_reply_done(up, &up->reply);
 		break;
 	case UP_STATE_DATA_CMD:
 		if (code != 354) {
@@ -718,9 +765,13 @@ upstream_reply(struct upstream *up)
 			 * DATA itself refused (Postfix's smtpd_data_restrictions):
 			 * the MAIL transaction stays open until RSET.
 			 */
-			upstream_enter_state(up, UP_STATE_READY);
-			upstream_set_timeout(up, 0);
-			upstream_finish(up, UPSTREAM_OK, &up->reply);
+			upstream_reply_done(up, &up->reply);
+			return;
+		}
+		if (up->lmtp && up->tx_rcpts == 0) {
+			/* RFC 2033 4.2: no reply would be owed after the dot. */
+			upstream_fail(up, UPSTREAM_ERR_PROTOCOL,
+			    "354 to DATA without an accepted recipient");
 			return;
 		}
 		upstream_enter_state(up, UP_STATE_DATA_SEND);
@@ -732,11 +783,50 @@ upstream_reply(struct upstream *up)
 		upstream_writecb(up->bev, up);
 		break;
 	case UP_STATE_DATA_END:
+		if (up->lmtp && upstream_lmtp_rcpt_reply(up))
+			return;
 		/* Whatever the verdict, the transaction is over (RFC 5321 4.1.1.4). */
 		up->in_tx = 0;
-		upstream_enter_state(up, UP_STATE_READY);
-		upstream_set_timeout(up, 0);
-		upstream_finish(up, UPSTREAM_OK, &up->reply);
+		up->tx_rcpts = 0;
+		upstream_reply_done(up, &up->reply);
+		break;
+	default:
+		fatalx("upstream_reply_tx: bad state %d", up->state);
+	}
+}
+
+/* A complete, well-formed reply arrived. */
+static void
+upstream_reply(struct upstream *up)
+{
+	int code = up->reply.code;
+	char why[128];
+
+	if (!upstream_code_ok(up, &up->reply)) {
+		snprintf(why, sizeof why, "reply %d%s makes no sense in state %s",
+		    code, up->reply.nlines > 1 ? " (multi-line)" : "",
+		    upstream_state_names[up->state]);
+		upstream_fail(up, UPSTREAM_ERR_PROTOCOL, why);
+		return;
+	}
+	if (code == 421 && up->state != UP_STATE_QUIT) {
+		/* RFC 5321 3.8: the upstream is closing; nothing more comes. */
+		upstream_fail(up, UPSTREAM_ERR_CLOSED, up->reply.text);
+		return;
+	}
+	switch (up->state) {
+	case UP_STATE_GREETING:
+	case UP_STATE_EHLO:
+	case UP_STATE_EHLO_AGAIN:
+	case UP_STATE_STARTTLS:
+	case UP_STATE_XCLIENT:
+	case UP_STATE_XFORWARD:
+		upstream_reply_setup(up, code);
+		break;
+	case UP_STATE_COMMAND:
+	case UP_STATE_DATA_CMD:
+	case UP_STATE_DATA_END:
+		upstream_reply_tx(up, code);
 		break;
 	case UP_STATE_QUIT:
 		upstream_enter_state(up, UP_STATE_DEAD);
@@ -909,7 +999,7 @@ upstream_writecb(struct bufferevent *bev, void *arg)
 			if (!up->at_bol)
 				evbuffer_add(out, "\r\n", 2);
 			evbuffer_add(out, ".\r\n", 3);
-			up->expect++;
+			up->expect += up->lmtp ? up->tx_rcpts : 1;
 			upstream_enter_state(up, UP_STATE_DATA_END);
 			upstream_set_timeout(up,
 			    up->cfg->timeouts.upstream_data_end);
@@ -980,15 +1070,55 @@ upstream_eventcb(struct bufferevent *bev, short what, void *arg)
 		upstream_free(up);
 }
 
+/*
+ * Start connecting to the configured address: a unix socket (LMTP's
+ * "lmtp:unix:PATH"), else host and port.  -1 when it failed at once.
+ */
+static int
+upstream_connect(struct upstream *up)
+{
+	const struct config *cfg = up->cfg;
+	struct sockaddr_storage ss;
+	struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
+	socklen_t sslen = sizeof ss;
+	char hostport[600];
+
+	if (cfg->upstream_unix != NULL) {
+		memset(sun, 0, sizeof *sun);
+		sun->sun_family = AF_UNIX;
+		/* config.c bounds the path below sizeof sun_path. */
+		if (strlen(cfg->upstream_unix) >= sizeof sun->sun_path)
+			return -1;
+		memcpy(sun->sun_path, cfg->upstream_unix,
+		    strlen(cfg->upstream_unix) + 1);
+		return bufferevent_socket_connect(up->bev,
+		    (struct sockaddr *)sun, (int)sizeof *sun);
+	}
+	if (strchr(cfg->upstream_host, ':') != NULL)
+		snprintf(hostport, sizeof hostport, "[%s]:%s",
+		    cfg->upstream_host, cfg->upstream_port);
+	else
+		snprintf(hostport, sizeof hostport, "%s:%s",
+		    cfg->upstream_host, cfg->upstream_port);
+	if (evutil_parse_sockaddr_port(hostport, (struct sockaddr *)&ss,
+	    (int *)&sslen) == 0)
+		return bufferevent_socket_connect(up->bev,
+		    (struct sockaddr *)&ss, (int)sslen);
+	/*
+	 * XXX a host name: with no evdns base libevent resolves it with a
+	 * blocking getaddrinfo().  Numeric addresses (the usual upstream, on
+	 * loopback or a LAN) never block.
+	 */
+	return bufferevent_socket_connect_hostname(up->bev, NULL, AF_UNSPEC,
+	    cfg->upstream_host, atoi(cfg->upstream_port));
+}
+
 struct upstream *
 upstream_open(struct event_base *base, const struct config *cfg,
     const struct upstream_client *client, unsigned long long sid,
     upstream_done_fn done, void *arg)
 {
 	struct upstream *up;
-	struct sockaddr_storage ss;
-	socklen_t sslen = sizeof ss;
-	char hostport[600];
 	struct timeval ctv = { .tv_sec = cfg->timeouts.upstream_connect };
 	int r;
 
@@ -1012,6 +1142,7 @@ upstream_open(struct event_base *base, const struct config *cfg,
 	up->client_esmtp = client->esmtp;
 	up->require_tls = client->require_tls;
 	up->probe = client->probe;
+	up->lmtp = client->lmtp;
 	snprintf(up->client_name, sizeof up->client_name, "%s",
 	    client->name ? client->name : "[UNAVAILABLE]");
 	up->bev = bufferevent_socket_new(base, -1,
@@ -1025,24 +1156,7 @@ upstream_open(struct event_base *base, const struct config *cfg,
 	bufferevent_setwatermark(up->bev, EV_WRITE, UPSTREAM_WBUF_LOW, 0);
 	/* libevent times a pending connect with the write timeout. */
 	bufferevent_set_timeouts(up->bev, NULL, &ctv);
-	if (strchr(cfg->upstream_host, ':') != NULL)
-		snprintf(hostport, sizeof hostport, "[%s]:%s",
-		    cfg->upstream_host, cfg->upstream_port);
-	else
-		snprintf(hostport, sizeof hostport, "%s:%s",
-		    cfg->upstream_host, cfg->upstream_port);
-	if (evutil_parse_sockaddr_port(hostport, (struct sockaddr *)&ss,
-	    (int *)&sslen) == 0)
-		r = bufferevent_socket_connect(up->bev,
-		    (struct sockaddr *)&ss, (int)sslen);
-	else
-		/*
-		 * XXX a host name: with no evdns base libevent resolves it
-		 * with a blocking getaddrinfo().  Numeric addresses (the
-		 * usual upstream, on loopback or a LAN) never block.
-		 */
-		r = bufferevent_socket_connect_hostname(up->bev, NULL,
-		    AF_UNSPEC, cfg->upstream_host, atoi(cfg->upstream_port));
+	r = upstream_connect(up);
 	if (r == -1) {
 		/* Report from the loop, as promised, not from inside this call. */
 		bufferevent_trigger_event(up->bev, BEV_EVENT_ERROR,
@@ -1188,12 +1302,13 @@ upstream_probe_done(void *arg, enum upstream_err err,
 }
 
 int
-upstream_probe(const struct config *cfg)
+upstream_probe(const struct config *cfg, int lmtp)
 {
 	struct upstream_probe_state ps = { 0 };
 	struct upstream_client cl = UPSTREAM_CLIENT_PROBE;
 	struct upstream *up;
 
+	cl.lmtp = lmtp;
 	if ((ps.base = event_base_new()) == NULL)
 		return -1;
 	up = upstream_open(ps.base, cfg, &cl, 0, upstream_probe_done, &ps);

@@ -15,13 +15,22 @@
  *	connection is dead: the session tells its client 4xx and opens a new
  *	upstream at the next MAIL.
  *
- *	upstream_open() connects, reads the greeting, sends EHLO, then XCLIENT
+ *	upstream_open() connects (TCP, or a unix socket for
+ *	"lmtp:unix:PATH"), reads the greeting, sends EHLO, then XCLIENT
  *	(when offered, followed by a new EHLO as Postfix requires) or
  *	XFORWARD, and reports UPSTREAM_OK with the last EHLO reply.
  *	upstream_send_message() sends DATA, and on 354 the prepended header
  *	fields plus the spool, dot-stuffed, then the proxy's own final dot;
  *	the reply reported is the one to the final dot (or the non-354 reply
  *	to DATA).  Every reply is parsed strictly and bounded (smtp_reply.h).
+ *
+ *	With client->lmtp the dialogue is LMTP (RFC 2033): LHLO instead of
+ *	EHLO, and after the final dot one reply per RCPT the server accepted
+ *	in the transaction, each logged; the one reported is the only one,
+ *	or with several the least final (any 4xx, else any 5xx, else the
+ *	first 2xx).  One more or one less than owed is a protocol error.
+ *	deliver_lmtp.c keeps transactions to one recipient.
+ *
  *	upstream_close() sends QUIT when the connection is idle and frees it
  *	in the background; with an operation in flight it closes at once, so
  *	a message whose final dot was not yet sent is never delivered.
@@ -59,6 +68,7 @@ struct upstream_client {
 	int		 require_tls;	/* never relay this client's mail in the clear */
 	const char	*name;		/* verified name, "[UNAVAILABLE]", "[TEMPUNAVAIL]" */
 	int		 probe;		/* a capability probe: no XCLIENT/XFORWARD */
+	int		 lmtp;		/* speak LMTP (RFC 2033): deliver.c decides */
 };
 
 /* What a capability probe tells upstream_open(): it is no client. */
@@ -106,6 +116,6 @@ void		 upstream_caps_set(const struct smtp_ehlo_caps *);
  */
 void		 upstream_on_unreachable(void (*fn)(void));
 /* Blocking start-up probe (own event_base); 0 ok, -1 unreachable. */
-int		 upstream_probe(const struct config *);
+int		 upstream_probe(const struct config *, int lmtp);
 
 #endif

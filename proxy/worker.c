@@ -45,6 +45,7 @@
 #include <event2/listener.h>
 
 #include "config.h"
+#include "deliver.h"
 #include "dns.h"
 #include "filter_chain.h"
 #include "log.h"
@@ -186,7 +187,7 @@ worker_probe_cb(evutil_socket_t fd, short what, void *arg)
 		return;		/* the probe in flight reschedules */
 	cfg = worker_config_get();
 	/* SIGHUP may have changed the upstream to dir: (or back). */
-	if (cfg->upstream_kind != CONFIG_UPSTREAM_SMTP) {
+	if (!deliver_upstream(cfg, &cl.lmtp)) {
 		worker_probe_after(cfg->upstream_probe_interval);
 		config_unref(cfg);
 		return;

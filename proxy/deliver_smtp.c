@@ -1,0 +1,121 @@
+/*
+ * deliver_smtp.c - the SMTP backend: relay over upstream.c
+ *
+ * DESCRIPTION
+ *	One upstream connection per handle, kept between transactions: the
+ *	greeting, EHLO, STARTTLS and XCLIENT (or XFORWARD before each MAIL)
+ *	as upstream.c does them, then each operation as one command.  What
+ *	the client may be offered is this connection's EHLO once it is open,
+ *	else what the upstream last told anyone (upstream_caps_set); before
+ *	it ever answered, 8BITMIME, SMTPUTF8 and DSN are assumed (README
+ *	"Capabilities"): not offering them would make senders downgrade
+ *	8-bit bodies (breaking DKIM) or bounce SMTPUTF8 mail, while a
+ *	transaction that needs one the upstream then lacks only gets a 451.
+ *
+ *	deliver_lmtp.c shares these functions: LMTP is this dialogue with
+ *	LHLO and a reply per recipient, both inside upstream.c.
+ */
+#include <string.h>
+
+#include "config.h"
+#include "deliver.h"
+#include "deliver_smtp.h"
+#include "spool.h"
+#include "upstream.h"
+
+/* upstream.c's done: the handle's operation is over. */
+static void
+deliver_smtp_done(void *arg, enum upstream_err err, const struct smtp_reply *r)
+{
+	deliver_finish(arg, err, r);
+}
+
+int
+deliver_smtp_caps(const struct deliver *d, struct smtp_ehlo_caps *caps)
+{
+	const struct smtp_ehlo_caps *c;
+	int known;
+
+	if (d != NULL && d->up != NULL && (c = upstream_caps(d->up)) != NULL) {
+		*caps = *c;
+		return 1;
+	}
+	upstream_caps_get(caps, &known);
+	if (!known) {
+		memset(caps, 0, sizeof *caps);
+		caps->flags = SMTP_EHLO_8BITMIME | SMTP_EHLO_SMTPUTF8 |
+		    SMTP_EHLO_DSN;
+	}
+	return known;
+}
+
+/* The dialect was chosen by deliver.c: ops says which. */
+int
+deliver_smtp_open(struct deliver *d, const struct upstream_client *client)
+{
+	struct upstream_client cl = *client;
+
+	cl.lmtp = d->ops == &deliver_lmtp_ops;
+	d->up = upstream_open(d->base, d->cfg, &cl, d->sid, deliver_smtp_done,
+	    d);
+	return d->up == NULL ? -1 : 0;
+}
+
+void
+deliver_smtp_command(struct deliver *d, const char *line)
+{
+	upstream_command(d->up, line, deliver_smtp_done, d);
+}
+
+void
+deliver_smtp_data(struct deliver *d, const struct deliver_msg *msg)
+{
+	upstream_send_message(d->up, msg->head, msg->headlen, msg->spool,
+	    msg->spool_off, deliver_smtp_done, d);
+}
+
+void
+deliver_smtp_rset(struct deliver *d)
+{
+	upstream_command(d->up, "RSET", deliver_smtp_done, d);
+}
+
+void
+deliver_smtp_auth(struct deliver *d, const char *line)
+{
+	upstream_command_secret(d->up, line, deliver_smtp_done, d);
+}
+
+int
+deliver_smtp_idle(const struct deliver *d)
+{
+	return d->up != NULL && upstream_idle(d->up);
+}
+
+int
+deliver_smtp_in_tx(const struct deliver *d)
+{
+	return d->up != NULL && upstream_in_tx(d->up);
+}
+
+void
+deliver_smtp_close(struct deliver *d)
+{
+	upstream_close(d->up);
+	d->up = NULL;
+}
+
+const struct deliver_ops deliver_smtp_ops = {
+	.name = "smtp",
+	.flags = DELIVER_F_ENVELOPE,
+	.caps = deliver_smtp_caps,
+	.open = deliver_smtp_open,
+	.mail = deliver_smtp_command,
+	.rcpt = deliver_smtp_command,
+	.data = deliver_smtp_data,
+	.rset = deliver_smtp_rset,
+	.auth = deliver_smtp_auth,
+	.idle = deliver_smtp_idle,
+	.in_tx = deliver_smtp_in_tx,
+	.close = deliver_smtp_close,
+};
