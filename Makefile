@@ -43,6 +43,8 @@ SRCS	+= filters/spf.c
 SRCS	+= filters/spf_record.c
 SRCS	+= filters/spf_dns.c
 SRCS	+= filters/dkim.c
+SRCS	+= filters/dkim_sign.c
+SRCS	+= filters/dkim_dns.c
 SRCS	+= filters/dmarc.c
 # Policy and configuration
 SRCS	+= policy/config.c
@@ -165,7 +167,7 @@ build/fuzz/config:	FUZZ_SRCS = $(UNIT_SRCS)
 build/fuzz/content: filters/content.c
 # spf, dkim and dmarc #include their filter to reach its static parsers.
 build/fuzz/spf: filters/spf.c filters/spf_record.c filters/spf_dns.c
-build/fuzz/dkim: filters/dkim.c
+build/fuzz/dkim: filters/dkim.c filters/dkim_sign.c filters/dkim_dns.c
 build/fuzz/dmarc: filters/dmarc.c
 
 # Every harness links the common/ helpers (a parser in any layer may use

@@ -117,6 +117,17 @@
  * DIAGNOSTICS
  *	Log lines start with "dkim:" and are key=value; one INFO line per
  *	message with the result of each signature.
+ *
+ * FILES
+ *	dkim.c		this filter: options, instances, per-message state,
+ *			the hooks, verification and its results, reading
+ *			the message back from the spool.
+ *	dkim_sign.c	signing: trusted clients, the From domain, the
+ *			signing keys (loading, test signature), signing a
+ *			message from the spool.
+ *	dkim_dns.c	key records: TXT answer parsing, the per-message
+ *			key cache and the libopendkim key callbacks.
+ *	dkim_int.h	types and limits shared by the three.
  */
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -138,58 +149,7 @@
 #include <opendkim/dkim.h>
 
 #include "dkim.h"
-
-#define DKIM_SIGS_DEFAULT	5
-#define DKIM_SIGS_LIMIT		50
-#define DKIM_MINBITS_DEFAULT	1024	/* RFC 8301 3.2 */
-#define DKIM_MINBITS_LIMIT	4096
-#define DKIM_NAME_MAX		253	/* a DNS name without the final dot */
-#define DKIM_LABEL_MAX		63
-#define DKIM_KEYREC_MAX		1024	/* libopendkim's key buffer (BUFRSZ) */
-#define DKIM_HDRVAL_MAX		900	/* the core's limit for a header value */
-#define DKIM_SIGHDR_BUF		2048
-#define DKIM_KEYFILE_MAX	(64 * 1024)
-/*
- * One spooled line: the core lets lines through up to its
- * limits.line_length (1000 by default, at most 1 MiB), and header lines up
- * to its header_size; the reader's buffer grows from 4 KiB to what the
- * message needs, so a long first body line does not stop signing.
- */
-#define DKIM_LINE_START		4096
-#define DKIM_LINE_MAX		(1048576 + 2)
-#define DKIM_FIELD_MAX		(256 * 1024)	/* one field read from the spool */
-#define DKIM_READ_CHUNK		16384
-#define DKIM_PROPS_MAX		256	/* the core's property buffer, NUL included */
-#define DKIM_REASON_MAX		200
-#define DKIM_LOG_MAX		900
-#define DKIM_FACT_MAX		512
-#define DKIM_ALG_MAX		24
-#define DKIM_KEYS_MAX		64	/* `sign` entries */
-#define DKIM_KEYS_PER_DOMAIN	4
-#define DKIM_NETS_MAX		256
-#define DKIM_HDRNAMES_MAX	64
-#define DKIM_HDRNAME_MAX	64
-#define DKIM_OPTVAL_MAX		8192
-/* dkim_eoh() re-runs only after answers came; this bounds a confused library. */
-#define DKIM_EOH_ROUNDS		(DKIM_SIGS_LIMIT + 4)
-
-#define DKIM_SIGN_HEADERS_DEFAULT \
-	"from:from:reply-to:subject:date:message-id:to:cc:in-reply-to:" \
-	"references:mime-version:content-type:content-transfer-encoding:" \
-	"list-id:list-unsubscribe:list-unsubscribe-post"
-
-#define DKIM_SIGN_REPLY		"451 4.7.0 DKIM signing failed, try again later"
-
-/* Results, in the order a message result prefers them (higher wins). */
-enum dkim_res {
-	DKIM_RES_NONE = 0,
-	DKIM_RES_PERMERROR,
-	DKIM_RES_FAIL,
-	DKIM_RES_POLICY,	/* per signature; "neutral" for the message */
-	DKIM_RES_TEMPERROR,
-	DKIM_RES_PASS,
-	DKIM_RES_COUNT		/* must be last */
-};
+#include "dkim_int.h"
 
 static const char *const dkim_res_sig[DKIM_RES_COUNT] = {
 	[DKIM_RES_NONE] = "none",
@@ -209,139 +169,16 @@ static const char *const dkim_res_msg[DKIM_RES_COUNT] = {
 	[DKIM_RES_PASS] = "pass",
 };
 
-struct dkim_net {
-	int		family;
-	unsigned	prefix;
-	unsigned char	addr[16];
-};
-
-struct dkim_key {
-	char		*domain;
-	char		*selector;
-	char		*path;
-	char		*pem;		/* the file, NUL-terminated */
-	dkim_alg_t	 alg;		/* DKIM_SIGN_RSASHA256 or _ED25519SHA256 */
-	unsigned	 bits;
-};
-
-/* One configured instance; read-only after init. */
-struct dkim_inst {
-	const struct fmx_api	*api;
-	DKIM_LIB		*lib;
-	unsigned		 max_sigs;
-	unsigned		 min_bits;
-	int			 verify;
-	int			 sign_auth;
-	dkim_canon_t		 hcanon, bcanon;
-	struct dkim_net		*nets;
-	size_t			 nnets;
-	struct dkim_key		*keys;
-	size_t			 nkeys;
-	/* NULL-terminated for DKIM_OPTS_SIGNHDRS / _OVERSIGNHDRS */
-	char			*signhdrs[DKIM_HDRNAMES_MAX + 1];
-	char			*oversign[DKIM_HDRNAMES_MAX + 1];
-};
-
-enum dkim_keystate {
-	DKIM_KEY_PENDING = 0,
-	DKIM_KEY_FOUND,
-	DKIM_KEY_NONE,		/* NXDOMAIN, or no TXT record */
-	DKIM_KEY_TEMPFAIL,	/* SERVFAIL, timeout, no resolver */
-	DKIM_KEY_BADNAME,	/* d= or s= is not a DNS name */
-	DKIM_KEY_BADREC		/* unusable answer: too long, NUL inside */
-};
-
-struct dkim_msg;
-
-/* One key record of this message; also the DNS callback's argument. */
-struct dkim_keyent {
-	struct dkim_msg		*m;
-	enum dkim_keystate	 state;
-	char			 name[DKIM_NAME_MAX + 1];
-	char			*txt;
-};
-
-/*
- * Canonicalized body length (RFC 6376 3.4.3, 3.4.4), counted as the body
- * goes by, to tell whether an l= signature covers the whole body.
- */
-struct dkim_blen {
-	uint64_t	done;		/* through the last non-empty line */
-	uint64_t	blank;		/* empty lines since */
-	uint64_t	line;		/* the current line so far */
-	int		wsp;		/* relaxed: blanks pending */
-};
-
-/* Per message, owned by the core through api->set_msg_data(). */
-struct dkim_msg {
-	const struct dkim_inst	*di;
-	struct fmx_ctx		*ctx;		/* set for the current call only */
-	DKIM			*vd;		/* verifier; NULL: not verifying */
-	DKIM_STAT		 eoh_stat;
-	int			 eoh_done;
-	int			 waiting;	/* on_eoh returned FMX_PENDING */
-	int			 in_eoh;	/* inside dkim_eoh(): answers only record */
-	int			 no_fetch;	/* second pass: keys from the cache only */
-	int			 internal;	/* a library call failed */
-	unsigned		 outstanding;	/* DNS queries not answered yet */
-	int			 sign;		/* decided at eoh */
-	int			 need_blen;	/* some signature has l= */
-	size_t			 nfields;
-	size_t			 nsigfields;	/* DKIM-Signature fields */
-	size_t			 nfrom;
-	int			 from_bad;
-	char			 from_domain[DKIM_NAME_MAX + 1];
-	uint64_t		 bodylen;
-	struct dkim_blen	 blen[2];	/* [DKIM_CANON_SIMPLE], [_RELAXED] */
-	struct dkim_keyent	*keys;		/* max_sigs entries, never moved */
-	size_t			 nkeys;
-	char			 id[40];
-};
-
-/* One signature's outcome, as reported. */
-struct dkim_sigres {
-	enum dkim_res	 res;
-	const char	*why;		/* static text */
-	int		 simplehdr;	/* c=simple/...: exact header bytes matter */
-	char		 d[DKIM_NAME_MAX + 1];
-	char		 s[DKIM_NAME_MAX + 1];
-	char		 a[DKIM_ALG_MAX];
-	char		 b[9];
-};
-
-struct dkim_outcome {
-	enum dkim_res		 res;
-	const char		*why;
-	size_t			 nsigs;		/* considered (reported or not) */
-	size_t			 nrep;
-	size_t			 npass;
-	int			 simple_fail;
-	char			 pass[DKIM_FACT_MAX];
-	struct dkim_sigres	 rep[DKIM_SIGS_LIMIT];
-};
-
-/* The message as received, read back through api->msg_read(). */
-struct dkim_reader {
-	const struct fmx_api	*api;
-	struct fmx_ctx		*ctx;
-	size_t			 off;
-	size_t			 pos, len;
-	int			 eof;
-	unsigned char		 buf[DKIM_READ_CHUNK];
-	char			*line;		/* dkim_rd_line()'s, freed by the caller */
-	size_t			 linecap;
-};
-
 /* ---------------------------------------------------------------- */
 /* Small helpers */
 
-static int
+int
 dkim_is_wsp(int c)
 {
 	return c == ' ' || c == '\t';
 }
 
-static void
+void
 dkim_lower(char *s)
 {
 	for (; *s != '\0'; s++)
@@ -349,7 +186,7 @@ dkim_lower(char *s)
 }
 
 /* s, with surrounding blanks removed, copied into dst; -1 if it does not fit. */
-static int
+int
 dkim_trim_copy(char *dst, size_t dstlen, const char *s, size_t len)
 {
 	while (len > 0 && isspace((unsigned char)*s)) {
@@ -371,7 +208,7 @@ dkim_trim_copy(char *dst, size_t dstlen, const char *s, size_t len)
  * s= come from the sender; nothing else reaches the resolver or the
  * Authentication-Results field.
  */
-static int
+int
 dkim_name_ok(const char *s)
 {
 	size_t len = 0, label = 0;
@@ -433,7 +270,7 @@ dkim_bool(const char *v, int *out)
 	return 0;
 }
 
-static int
+int
 dkim_number(const char *s, unsigned long min, unsigned long max,
     unsigned *out)
 {
@@ -450,495 +287,13 @@ dkim_number(const char *s, unsigned long min, unsigned long max,
 	return 0;
 }
 
-/* ---------------------------------------------------------------- */
-/* Networks */
-
-static int
-dkim_net_parse(const char *s, struct dkim_net *n)
-{
-	char buf[INET6_ADDRSTRLEN + 8], *slash;
-	unsigned prefix, max, i;
-
-	if (strlen(s) >= sizeof buf)
-		return -1;
-	snprintf(buf, sizeof buf, "%s", s);
-	memset(n, 0, sizeof *n);
-	if ((slash = strchr(buf, '/')) != NULL)
-		*slash++ = '\0';
-	if (inet_pton(AF_INET, buf, n->addr) == 1) {
-		n->family = AF_INET;
-		max = 32;
-	} else if (inet_pton(AF_INET6, buf, n->addr) == 1) {
-		n->family = AF_INET6;
-		max = 128;
-	} else
-		return -1;
-	prefix = max;
-	if (slash != NULL && dkim_number(slash, 0, max, &prefix) == -1)
-		return -1;
-	n->prefix = prefix;
-	/* Host bits set ("10.1.2.3/8") is a typo, as in relay.networks. */
-	for (i = prefix; i < max; i++)
-		if (n->addr[i / 8] & (0x80 >> (i % 8)))
-			return -1;
-	return 0;
-}
-
-static int
-dkim_net_match(const struct dkim_net *n, int family, const unsigned char *a)
-{
-	unsigned full = n->prefix / 8, rest = n->prefix % 8;
-
-	if (n->family != family)
-		return 0;
-	if (memcmp(n->addr, a, full) != 0)
-		return 0;
-	if (rest == 0)
-		return 1;
-	return ((n->addr[full] ^ a[full]) & (0xff00 >> rest) & 0xff) == 0;
-}
-
-static int
-dkim_client_trusted(const struct dkim_inst *di, struct fmx_ctx *ctx)
-{
-	static const unsigned char v4mapped[12] =
-	    { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-	const char *addr, *auth;
-	unsigned char a[16];
-	int family;
-	size_t i;
-
-	if (di->sign_auth && (auth = di->api->get(ctx, "auth")) != NULL &&
-	    *auth != '\0')
-		return 1;
-	if (di->nnets == 0 || (addr = di->api->get(ctx, "client.addr")) == NULL)
-		return 0;
-	if (inet_pton(AF_INET, addr, a) == 1)
-		family = AF_INET;
-	else if (inet_pton(AF_INET6, addr, a) == 1) {
-		family = AF_INET6;
-		if (memcmp(a, v4mapped, sizeof v4mapped) == 0) {
-			memmove(a, a + 12, 4);
-			family = AF_INET;
-		}
-	} else
-		return 0;
-	for (i = 0; i < di->nnets; i++)
-		if (dkim_net_match(&di->nets[i], family, a))
-			return 1;
-	return 0;
-}
-
-/* ---------------------------------------------------------------- */
-/* The From domain, for choosing a signing key */
-
-/*
- * The domain of the one mailbox of a From field (RFC 5322 3.4, 3.6.2),
- * lower case.  -1 for none, several, a group, or a domain literal: such
- * mail is not signed (it would not align for DMARC either).  Comments
- * are dropped; quoted strings cannot hide a '@', ',' or '<'.
- */
-static int
-dkim_from_domain(const char *v, char *out, size_t outlen)
-{
-	char addr[1024], seg[1024];
-	size_t alen = 0, slen = 0, mailboxes = 0;
-	int depth = 0, inq = 0, inangle = 0, angled = 0;
-	int ws = 0, gap = 0, addr_gap = 0;
-	const char *at, *p;
-
-	addr[0] = '\0';
-	for (p = v;; p++) {
-		int c = (unsigned char)*p;
-
-		if (c != '\0' && inq) {
-			if (c == '\\' && p[1] != '\0')
-				p++;
-			else if (c == '"')
-				inq = 0;
-			if (slen + 1 < sizeof seg)
-				seg[slen++] = 'q';	/* a quoted octet: no meaning */
-			continue;
-		}
-		if (c != '\0' && depth > 0) {
-			if (c == '\\' && p[1] != '\0')
-				p++;
-			else if (c == '(')
-				depth++;
-			else if (c == ')')
-				depth--;
-			continue;
-		}
-		if (c == '\0' || (c == ',' && !inangle)) {
-			seg[slen] = '\0';
-			if (slen > 0 || angled) {
-				if (++mailboxes > 1)
-					return -1;
-				if (!angled) {
-					memcpy(addr, seg, slen + 1);
-					alen = slen;
-					addr_gap = gap;
-				}
-			}
-			slen = 0;
-			ws = gap = 0;
-			if (c == '\0')
-				break;
-			continue;
-		}
-		switch (c) {
-		case '"':
-			inq = 1;
-			break;
-		case '(':
-			depth = 1;
-			ws = 1;		/* a comment separates like a blank */
-			break;
-		case '<':
-			if (inangle || angled)
-				return -1;
-			inangle = 1;
-			slen = 0;
-			ws = gap = 0;
-			break;
-		case '>':
-			if (!inangle)
-				return -1;
-			inangle = 0;
-			angled = 1;
-			seg[slen] = '\0';
-			memcpy(addr, seg, slen + 1);
-			alen = slen;
-			addr_gap = gap;
-			slen = 0;
-			break;
-		case ':':
-		case ';':
-			if (!inangle)
-				return -1;	/* a group */
-			break;
-		case ' ':
-		case '\t':
-		case '\r':
-		case '\n':
-			ws = 1;
-			break;
-		default:
-			if (angled)
-				break;		/* display text after the address */
-			if (slen + 1 >= sizeof seg)
-				return -1;
-			/* "exa mple.com": blanks may only surround '.' and '@' */
-			if (ws && slen > 0 && seg[slen - 1] != '.' &&
-			    seg[slen - 1] != '@' && c != '.' && c != '@')
-				gap = 1;
-			ws = 0;
-			seg[slen++] = (char)c;
-		}
-	}
-	if (inq || depth > 0 || inangle || mailboxes != 1 || alen == 0 || addr_gap)
-		return -1;
-	if ((at = strrchr(addr, '@')) == NULL || at == addr || at[1] == '[')
-		return -1;
-	if (strlen(at + 1) >= outlen || !dkim_name_ok(at + 1))
-		return -1;
-	snprintf(out, outlen, "%s", at + 1);
-	dkim_lower(out);
-	return 0;
-}
-
-/* ---------------------------------------------------------------- */
-/* DNS: TXT answers */
-
-static int
-dkim_dns_skipname(const unsigned char *p, size_t len, size_t *off)
-{
-	size_t o = *off;
-	unsigned labels = 0;
-
-	while (o < len) {
-		unsigned c = p[o];
-
-		if (c == 0) {
-			*off = o + 1;
-			return 0;
-		}
-		if ((c & 0xc0) == 0xc0) {
-			if (o + 2 > len)
-				return -1;
-			*off = o + 2;
-			return 0;
-		}
-		if (c & 0xc0)
-			return -1;
-		o += 1 + c;
-		if (++labels > 127)
-			return -1;
-	}
-	return -1;
-}
-
-static unsigned
-dkim_get16(const unsigned char *p)
-{
-	return ((unsigned)p[0] << 8) | p[1];
-}
-
-/*
- * The key record in a TXT answer: the character-strings of one record
- * joined (RFC 6376 3.6.2.2), the first record that starts with v=DKIM1,
- * else the first one.  1 found, 0 no TXT record, -1 malformed packet,
- * -2 the record is unusable (over outlen, NUL inside).
- */
-static int
-dkim_txt_pick(const unsigned char *p, size_t len, char *out, size_t outlen)
-{
-	size_t off = 12, end, i, n, rdlen;
-	unsigned qd, an, type, cls;
-	char rec[DKIM_KEYREC_MAX + 1];
-	int found = 0, chosen_bad = 0;
-
-	if (len < 12)
-		return -1;
-	qd = dkim_get16(p + 4);
-	an = dkim_get16(p + 6);
-	while (qd-- > 0) {
-		if (dkim_dns_skipname(p, len, &off) == -1 || off + 4 > len)
-			return -1;
-		off += 4;
-	}
-	while (an-- > 0) {
-		if (dkim_dns_skipname(p, len, &off) == -1 || off + 10 > len)
-			return -1;
-		type = dkim_get16(p + off);
-		cls = dkim_get16(p + off + 2);
-		rdlen = dkim_get16(p + off + 8);
-		off += 10;
-		if (off + rdlen > len)
-			return -1;
-		end = off + rdlen;
-		if (type == 16 && cls == 1) {
-			int bad = 0;
-			const char *r;
-
-			for (n = 0, i = off; i < end;) {
-				size_t sl = p[i++];
-
-				if (i + sl > end)
-					return -1;
-				if (n + sl > DKIM_KEYREC_MAX || n + sl >= outlen ||
-				    memchr(p + i, '\0', sl) != NULL)
-					bad = 1;
-				else {
-					memcpy(rec + n, p + i, sl);
-					n += sl;
-				}
-				i += sl;
-			}
-			rec[n] = '\0';
-			for (r = rec; dkim_is_wsp(*r); r++)
-				;
-			if (!found || (!bad && strncmp(r, "v=DKIM1", 7) == 0 &&
-			    strncmp(out, "v=DKIM1", 7) != 0)) {
-				if (!bad)
-					snprintf(out, outlen, "%s", r);
-				else
-					out[0] = '\0';
-				chosen_bad = bad;
-				found = 1;
-			}
-		}
-		off = end;
-	}
-	if (!found)
-		return 0;
-	return chosen_bad ? -2 : 1;
-}
-
-/* ---------------------------------------------------------------- */
-/* Key cache and the libopendkim callbacks */
-
-static int	dkim_drive_eoh(struct dkim_msg *);
-
-static struct dkim_keyent *
-dkim_key_find(struct dkim_msg *m, const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < m->nkeys; i++)
-		if (strcasecmp(m->keys[i].name, name) == 0)
-			return &m->keys[i];
-	return NULL;
-}
-
-/* "<s>._domainkey.<d>" for a signature; -1 if s= or d= is no DNS name. */
-static int
-dkim_key_name(DKIM_SIGINFO *sig, char *name, size_t len)
-{
-	const char *d = (const char *)dkim_sig_getdomain(sig);
-	const char *s = (const char *)dkim_sig_getselector(sig);
-	int n;
-
-	if (!dkim_name_ok(d) || !dkim_name_ok(s))
-		return -1;
-	n = snprintf(name, len, "%s._domainkey.%s", s, d);
-	return n < 0 || (size_t)n >= len || n > DKIM_NAME_MAX ? -1 : 0;
-}
-
-static void
-dkim_dns_answer(struct fmx_ctx *ctx, void *arg, int rcode,
-    const unsigned char *pkt, size_t len)
-{
-	struct dkim_keyent *e = arg;
-	struct dkim_msg *m = e->m;
-	const struct fmx_api *api = m->di->api;
-	char rec[DKIM_KEYREC_MAX + 1];
-	int r;
-
-	if (rcode == 0 && pkt != NULL && len >= 12)
-		rcode = pkt[3] & 0x0f;		/* the packet is the authority */
-	rec[0] = '\0';
-	if (rcode == 3)
-		e->state = DKIM_KEY_NONE;
-	else if (rcode != 0 || pkt == NULL)
-		e->state = DKIM_KEY_TEMPFAIL;
-	else if ((r = dkim_txt_pick(pkt, len, rec, sizeof rec)) == 1) {
-		if ((e->txt = strdup(rec)) == NULL)
-			e->state = DKIM_KEY_TEMPFAIL;
-		else
-			e->state = DKIM_KEY_FOUND;
-	} else if (r == 0)
-		e->state = DKIM_KEY_NONE;
-	else if (r == -2)
-		e->state = DKIM_KEY_BADREC;
-	else
-		e->state = DKIM_KEY_TEMPFAIL;
-	if (m->outstanding > 0)
-		m->outstanding--;
-	/* Answered inside dns_query(), inside dkim_eoh(): the caller goes on. */
-	if (m->in_eoh || !m->waiting || m->outstanding > 0)
-		return;
-	m->ctx = ctx;
-	if (!m->eoh_done && !dkim_drive_eoh(m)) {
-		m->ctx = NULL;
-		return;
-	}
-	m->ctx = NULL;
-	m->waiting = 0;
-	api->resume(ctx, FMX_CONTINUE);
-}
-
-/* The cache entry for a signature's key, starting its query if new. */
-static struct dkim_keyent *
-dkim_key_get(struct dkim_msg *m, DKIM_SIGINFO *sig)
-{
-	const struct dkim_inst *di = m->di;
-	struct dkim_keyent *e;
-	char name[DKIM_NAME_MAX + 1];
-	int badname;
-
-	badname = dkim_key_name(sig, name, sizeof name) == -1;
-	if (badname)
-		snprintf(name, sizeof name, "(invalid)");
-	if ((e = dkim_key_find(m, name)) != NULL)
-		return e;
-	if (m->keys == NULL &&
-	    (m->keys = calloc(di->max_sigs, sizeof *m->keys)) == NULL)
-		return NULL;
-	if (m->nkeys >= di->max_sigs)
-		return NULL;
-	e = &m->keys[m->nkeys++];
-	e->m = m;
-	snprintf(e->name, sizeof e->name, "%s", name);
-	if (badname) {
-		e->state = DKIM_KEY_BADNAME;
-		return e;
-	}
-	if (m->no_fetch || m->ctx == NULL) {
-		e->state = DKIM_KEY_TEMPFAIL;	/* not fetched: never guess */
-		return e;
-	}
-	e->state = DKIM_KEY_PENDING;
-	m->outstanding++;
-	/* The answer may come before dns_query() returns (cache). */
-	if (di->api->dns_query(m->ctx, name, 16 /* TXT */, dkim_dns_answer, e) == -1) {
-		if (e->state == DKIM_KEY_PENDING) {
-			m->outstanding--;
-			e->state = DKIM_KEY_TEMPFAIL;
-		}
-	}
-	return e;
-}
-
-/*
- * Before any key is fetched: cap the work (RFC 6376 6.1), drop rsa-sha1
- * without a lookup (RFC 8301 3.1), and start every key query at once so
- * the answers arrive together.
- */
-static DKIM_CBSTAT
-dkim_prescreen_cb(DKIM *d, DKIM_SIGINFO **sigs, int nsigs)
-{
-	struct dkim_msg *m = dkim_get_user_context(d);
-	unsigned budget;
-	dkim_alg_t alg;
-	int i;
-
-	if (m == NULL)
-		return DKIM_CBSTAT_ERROR;
-	budget = m->di->max_sigs;
-	for (i = 0; i < nsigs; i++) {
-		if (dkim_sig_geterror(sigs[i]) != DKIM_SIGERROR_UNKNOWN)
-			continue;	/* broken already: reported, costs nothing */
-		if (dkim_sig_getsignalg(sigs[i], &alg) == DKIM_STAT_OK &&
-		    alg == DKIM_SIGN_RSASHA1) {
-			dkim_sig_ignore(sigs[i]);
-			continue;
-		}
-		if (budget == 0) {
-			dkim_sig_ignore(sigs[i]);
-			continue;
-		}
-		budget--;
-		if (dkim_sig_gettagvalue(sigs[i], 0, (u_char *)"l") != NULL)
-			m->need_blen = 1;
-		(void)dkim_key_get(m, sigs[i]);
-	}
-	return DKIM_CBSTAT_CONTINUE;
-}
-
-static DKIM_CBSTAT
-dkim_key_cb(DKIM *d, DKIM_SIGINFO *sig, u_char *buf, size_t buflen)
-{
-	struct dkim_msg *m = dkim_get_user_context(d);
-	struct dkim_keyent *e;
-
-	if (m == NULL || (e = dkim_key_get(m, sig)) == NULL)
-		return DKIM_CBSTAT_NOTFOUND;	/* classified as temperror */
-	switch (e->state) {
-	case DKIM_KEY_PENDING:
-		return DKIM_CBSTAT_TRYAGAIN;
-	case DKIM_KEY_FOUND:
-		if (strlen(e->txt) >= buflen)
-			return DKIM_CBSTAT_NOTFOUND;
-		memcpy(buf, e->txt, strlen(e->txt) + 1);
-		return DKIM_CBSTAT_CONTINUE;
-	default:
-		/*
-		 * NOTFOUND makes libopendkim mark the signature NOKEY and go
-		 * on with the others; ERROR would abort dkim_eoh().  What
-		 * really happened is in the cache, for the report.
-		 */
-		return DKIM_CBSTAT_NOTFOUND;
-	}
-}
-
 /*
  * dkim_eoh() until it stops asking for keys.  1: done (eoh_stat set),
  * 0: waiting for DNS.  It also waits while queries are outstanding after
  * dkim_eoh() finished, so that no answer can outlive the message state
  * it points to.
  */
-static int
+int
 dkim_drive_eoh(struct dkim_msg *m)
 {
 	unsigned round;
@@ -1080,7 +435,7 @@ dkim_rd_line(struct dkim_reader *r, size_t *lenp)
 	}
 }
 
-static void
+void
 dkim_reader_free(struct dkim_reader *r)
 {
 	if (r != NULL)
@@ -1132,7 +487,7 @@ dkim_feed_field(DKIM **h, size_t n, char *field, size_t len)
  * first line that is no header field (left in r->line, its length in
  * *pendlen: the first body line).  0 ok, -1 error.
  */
-static int
+int
 dkim_spool_head(struct dkim_reader *r, DKIM **h, size_t n, size_t *nfields,
     size_t *pendlen)
 {
@@ -1188,7 +543,7 @@ fail:
 }
 
 /* The rest of the message to every handle that wants a body; -1 error. */
-static int
+int
 dkim_spool_body(struct dkim_reader *r, DKIM **h, const int *want, size_t n,
     size_t pendlen, uint64_t *total)
 {
@@ -1280,11 +635,11 @@ dkim_nokey_why(struct dkim_msg *m, DKIM_SIGINFO *sig, enum dkim_res *res)
 	char name[DKIM_NAME_MAX + 1];
 	struct dkim_keyent *e;
 
-	if (dkim_key_name(sig, name, sizeof name) == -1) {
+	if (dkim_dns_key_name(sig, name, sizeof name) == -1) {
 		*res = DKIM_RES_PERMERROR;
 		return "d= or s= is not a domain name";
 	}
-	if ((e = dkim_key_find(m, name)) == NULL) {
+	if ((e = dkim_dns_key_find(m, name)) == NULL) {
 		*res = DKIM_RES_TEMPERROR;
 		return "key not looked up";
 	}
@@ -1582,179 +937,6 @@ dkim_report(struct dkim_msg *m, struct fmx_ctx *ctx, const struct dkim_outcome *
 }
 
 /* ---------------------------------------------------------------- */
-/* Signing */
-
-/*
- * libopendkim 2.11.0 (Debian 12, and upstream to date) frees the key
- * material of a signing handle only for RSA: dkim_free() has
- * "if (sig_keytype == DKIM_KEYTYPE_RSA) { BIO, EVP_PKEY, RSA, out }", so
- * every Ed25519 signature leaks its EVP_PKEY, BIO and output buffer
- * (about 550 octets).  The RSA branch frees exactly those members and
- * the RSA pointer is NULL for Ed25519, so relabelling a finished Ed25519
- * handle as RSA (0) lets dkim_free() release it all.  The struct mirrors
- * struct dkim_siginfo of dkim-types.h in that release; it is written only
- * when the library version matches and the public getters agree with it
- * field by field; otherwise the leak stays and nothing is touched.
- */
-struct dkim_siginfo_2_11 {
-	int		 sig_dnssec_key;
-	u_int		 sig_flags;
-	u_int		 sig_error;
-	u_int		 sig_bh;
-	u_int		 sig_version;
-	u_int		 sig_hashtype;
-	u_int		 sig_keytype;
-	u_int		 sig_keybits;
-	size_t		 sig_siglen;
-	size_t		 sig_keylen;
-	size_t		 sig_b64keylen;
-	int		 sig_query;
-	dkim_alg_t	 sig_signalg;
-	dkim_canon_t	 sig_hdrcanonalg;
-	dkim_canon_t	 sig_bodycanonalg;
-	uint64_t	 sig_timestamp;
-	u_char		*sig_domain;
-	u_char		*sig_selector;
-	u_char		*sig_sig;
-	u_char		*sig_key;
-	u_char		*sig_b64key;
-	void		*sig_context;
-	void		*sig_signature;
-	void		*sig_hdrcanon;
-	void		*sig_bodycanon;
-	void		*sig_taglist;
-	void		*sig_keytaglist;
-	void		*sig_sslerrbuf;
-};
-
-#define DKIM_LIB_2_11		0x020B0000
-#define DKIM_KEYTYPE_RSA_2_11	0
-#define DKIM_KEYTYPE_ED_2_11	1
-
-static void
-dkim_sign_free(DKIM *h)
-{
-	DKIM_SIGINFO **sigs;
-	struct dkim_siginfo_2_11 *s;
-	dkim_alg_t alg;
-	unsigned bits;
-	int n;
-
-	if (dkim_libversion() == DKIM_LIB_2_11 &&
-	    dkim_getsiglist(h, &sigs, &n) == DKIM_STAT_OK && n == 1 &&
-	    dkim_sig_getsignalg(sigs[0], &alg) == DKIM_STAT_OK &&
-	    alg == DKIM_SIGN_ED25519SHA256 &&
-	    dkim_sig_getkeysize(sigs[0], &bits) == DKIM_STAT_OK) {
-		s = (struct dkim_siginfo_2_11 *)sigs[0];
-		if (s->sig_signalg == alg && s->sig_keybits == bits &&
-		    s->sig_flags == dkim_sig_getflags(sigs[0]) &&
-		    s->sig_bh == (u_int)dkim_sig_getbh(sigs[0]) &&
-		    s->sig_domain == dkim_sig_getdomain(sigs[0]) &&
-		    s->sig_selector == dkim_sig_getselector(sigs[0]) &&
-		    s->sig_signature != NULL &&
-		    s->sig_keytype == DKIM_KEYTYPE_ED_2_11)
-			s->sig_keytype = DKIM_KEYTYPE_RSA_2_11;
-	}
-	dkim_free(h);
-}
-
-/*
- * Sign with every key of the From domain: one pass over the spool feeds
- * all signers.  0 signed, -1 failed (logged).
- */
-static int
-dkim_sign_message(struct dkim_msg *m, struct fmx_ctx *ctx)
-{
-	const struct dkim_inst *di = m->di;
-	const struct fmx_api *api = di->api;
-	DKIM *h[DKIM_KEYS_PER_DOMAIN];
-	const struct dkim_key *k[DKIM_KEYS_PER_DOMAIN];
-	int want[DKIM_KEYS_PER_DOMAIN];
-	struct dkim_reader *r = NULL;
-	char *val = NULL;
-	size_t n = 0, i, nfields, pendlen;
-	uint64_t total;
-	DKIM_STAT st;
-	int ret = -1;
-
-	for (i = 0; i < di->nkeys && n < DKIM_KEYS_PER_DOMAIN; i++)
-		if (strcasecmp(di->keys[i].domain, m->from_domain) == 0)
-			k[n++] = &di->keys[i];
-	for (i = 0; i < n; i++)
-		h[i] = NULL;
-	for (i = 0; i < n; i++) {
-		h[i] = dkim_sign(di->lib, (u_char *)m->id, NULL,
-		    (dkim_sigkey_t)k[i]->pem, (u_char *)k[i]->selector,
-		    (u_char *)k[i]->domain, di->hcanon, di->bcanon, k[i]->alg,
-		    -1, &st);
-		if (h[i] == NULL) {
-			api->log(ctx, FMX_LOG_WARN, "dkim: error=\"dkim_sign: %s\"",
-			    dkim_getresultstr(st));
-			goto out;
-		}
-		/* One line: the core takes header values without CR/LF. */
-		(void)dkim_set_margin(h[i], 0);
-		want[i] = 1;
-	}
-	if ((r = calloc(1, sizeof *r)) == NULL ||
-	    (val = malloc(DKIM_SIGHDR_BUF)) == NULL)
-		goto out;
-	r->api = api;
-	r->ctx = ctx;
-	if (dkim_spool_head(r, h, n, &nfields, &pendlen) == -1) {
-		api->log(ctx, FMX_LOG_WARN, "dkim: error=\"cannot read the message\"");
-		goto out;
-	}
-	for (i = 0; i < n; i++)
-		if ((st = dkim_eoh(h[i])) != DKIM_STAT_OK) {
-			api->log(ctx, FMX_LOG_WARN, "dkim: error=\"signing: %s\"",
-			    dkim_geterror(h[i]) ? dkim_geterror(h[i]) :
-			    dkim_getresultstr(st));
-			goto out;
-		}
-	if (dkim_spool_body(r, h, want, n, pendlen, &total) != 0) {
-		api->log(ctx, FMX_LOG_WARN, "dkim: error=\"cannot read the message\"");
-		goto out;
-	}
-	for (i = 0; i < n; i++) {
-		if ((st = dkim_eom(h[i], NULL)) != DKIM_STAT_OK ||
-		    (st = dkim_getsighdr(h[i], (u_char *)val, DKIM_SIGHDR_BUF,
-		    sizeof "DKIM-Signature: " - 1)) != DKIM_STAT_OK) {
-			api->log(ctx, FMX_LOG_WARN, "dkim: error=\"signing: %s\"",
-			    dkim_geterror(h[i]) ? dkim_geterror(h[i]) :
-			    dkim_getresultstr(st));
-			goto out;
-		}
-		if (strpbrk(val, "\r\n") != NULL ||
-		    api->insert_header(ctx, 0, "DKIM-Signature", val) == -1) {
-			api->log(ctx, FMX_LOG_WARN, "dkim: error=\"DKIM-Signature "
-			    "refused by the core (%zu octets)\" d=%s s=%s",
-			    strlen(val), k[i]->domain, k[i]->selector);
-			goto out;
-		}
-		api->log(ctx, FMX_LOG_INFO, "dkim: signed d=%s s=%s a=%s",
-		    k[i]->domain, k[i]->selector,
-		    k[i]->alg == DKIM_SIGN_ED25519SHA256 ? "ed25519-sha256" :
-		    "rsa-sha256");
-	}
-	if (total != m->bodylen || nfields != m->nfields)
-		api->log(ctx, FMX_LOG_WARN, "dkim: the spool (%zu fields, %llu body "
-		    "octets) differs from the hooks (%zu, %llu)", nfields,
-		    (unsigned long long)total, m->nfields,
-		    (unsigned long long)m->bodylen);
-	/* For DMARC on outbound mail: what the relayed message will carry. */
-	(void)api->set_fact(ctx, "dkim.signed", m->from_domain);
-	ret = 0;
-out:
-	for (i = 0; i < n; i++)
-		if (h[i] != NULL)
-			dkim_sign_free(h[i]);
-	free(val);
-	dkim_reader_free(r);
-	return ret;
-}
-
-/* ---------------------------------------------------------------- */
 /* Hooks */
 
 static enum fmx_verdict
@@ -1779,7 +961,7 @@ dkim_on_header(void *inst, struct fmx_ctx *ctx, const char *name,
 		 * OpenDKIM: a signature over it would not verify there.
 		 */
 		if (m->nfrom++ > 0 || strcasecmp(name, "From") != 0 ||
-		    dkim_from_domain(value, m->from_domain,
+		    dkim_sign_from_domain(value, m->from_domain,
 		    sizeof m->from_domain) == -1)
 			m->from_bad = 1;
 	}
@@ -1811,7 +993,7 @@ dkim_on_eoh(void *inst, struct fmx_ctx *ctx)
 	if ((m = dkim_msg_get(di, ctx)) == NULL)
 		return FMX_CONTINUE;
 	if (di->nkeys > 0 && m->nfrom == 1 && !m->from_bad &&
-	    dkim_client_trusted(di, ctx))
+	    dkim_sign_trusted(di, ctx))
 		for (i = 0; i < di->nkeys; i++)
 			if (strcasecmp(di->keys[i].domain, m->from_domain) == 0)
 				m->sign = 1;
@@ -1933,7 +1115,7 @@ dkim_option(const char *opt, char *key, size_t keylen, const char **value)
 }
 
 /* The next item of a comma or blank separated list into item; NULL at the end. */
-static const char *
+const char *
 dkim_list_next(const char *s, char *item, size_t len, int *toolong)
 {
 	size_t n;
@@ -1951,36 +1133,6 @@ dkim_list_next(const char *s, char *item, size_t len, int *toolong)
 	memcpy(item, s, n);
 	item[n] = '\0';
 	return s + n;
-}
-
-static int
-dkim_parse_trusted(struct dkim_inst *di, const char *v)
-{
-	char item[INET6_ADDRSTRLEN + 8];
-	const char *p = v;
-	int toolong;
-
-	while ((p = dkim_list_next(p, item, sizeof item, &toolong)) != NULL) {
-		if (di->nnets == DKIM_NETS_MAX) {
-			di->api->log(NULL, FMX_LOG_WARN, "dkim: trusted: more than "
-			    "%d networks", DKIM_NETS_MAX);
-			return -1;
-		}
-		if (di->nets == NULL &&
-		    (di->nets = calloc(DKIM_NETS_MAX, sizeof *di->nets)) == NULL)
-			return -1;
-		if (dkim_net_parse(item, &di->nets[di->nnets]) == -1) {
-			di->api->log(NULL, FMX_LOG_WARN, "dkim: trusted: \"%s\" is not "
-			    "an address or network (host bits must be zero)", item);
-			return -1;
-		}
-		di->nnets++;
-	}
-	if (toolong) {
-		di->api->log(NULL, FMX_LOG_WARN, "dkim: trusted: item too long");
-		return -1;
-	}
-	return 0;
 }
 
 static int
@@ -2061,244 +1213,6 @@ dkim_parse_canon(struct dkim_inst *di, const char *v)
 	return 0;
 }
 
-static char *
-dkim_read_file(const struct dkim_inst *di, const char *path)
-{
-	struct stat st;
-	char *buf = NULL;
-	ssize_t n;
-	size_t got = 0;
-	int fd;
-
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		di->api->log(NULL, FMX_LOG_WARN, "dkim: %s: %s", path, strerror(errno));
-		return NULL;
-	}
-	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
-	    st.st_size <= 0 || st.st_size > DKIM_KEYFILE_MAX) {
-		di->api->log(NULL, FMX_LOG_WARN, "dkim: %s: not a key file "
-		    "(a regular file of at most %d octets)", path, DKIM_KEYFILE_MAX);
-		goto fail;
-	}
-	if (st.st_mode & (S_IROTH | S_IWOTH))
-		di->api->log(NULL, FMX_LOG_WARN, "dkim: %s: private key readable "
-		    "by others (chmod 600 or 640)", path);
-	if ((buf = malloc((size_t)st.st_size + 1)) == NULL)
-		goto fail;
-	while (got < (size_t)st.st_size) {
-		n = read(fd, buf + got, (size_t)st.st_size - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			goto fail;
-		got += (size_t)n;
-	}
-	buf[got] = '\0';
-	close(fd);
-	if (strlen(buf) != got || strncmp(buf, "-----BEGIN ", 11) != 0 ||
-	    strstr(buf, "ENCRYPTED") != NULL) {
-		di->api->log(NULL, FMX_LOG_WARN, "dkim: %s: expected an unencrypted "
-		    "PEM private key", path);
-		free(buf);
-		return NULL;
-	}
-	return buf;
-fail:
-	free(buf);
-	close(fd);
-	return NULL;
-}
-
-/*
- * A test signature with one of each sign_headers field: proves the key
- * loads for alg, and measures the value the core will be handed.
- * 0 ok, -1 this algorithm does not fit the key, -2 too long.
- */
-static int
-dkim_key_test(const struct dkim_inst *di, struct dkim_key *k, dkim_alg_t alg,
-    size_t *vlen)
-{
-	char msg[DKIM_HDRNAMES_MAX * (DKIM_HDRNAME_MAX + 8) + 512];
-	char *val = NULL;
-	DKIM_SIGINFO **sigs;
-	DKIM_STAT st;
-	DKIM *h;
-	size_t i, off = 0;
-	int n, ret = -1, nsigs;
-	unsigned bits = 0;
-	char *p, *e;
-
-	h = dkim_sign(di->lib, (u_char *)"frontmx-keytest", NULL,
-	    (dkim_sigkey_t)k->pem, (u_char *)k->selector, (u_char *)k->domain,
-	    di->hcanon, di->bcanon, alg, -1, &st);
-	if (h == NULL)
-		return -1;
-	(void)dkim_set_margin(h, 0);
-	for (i = 0; di->signhdrs[i] != NULL; i++) {
-		n = snprintf(msg + off, sizeof msg - off, "%s: %s\r\n",
-		    di->signhdrs[i], strcmp(di->signhdrs[i], "from") == 0 ?
-		    "key test <postmaster@example.invalid>" : "x");
-		if (n < 0 || (size_t)n >= sizeof msg - off)
-			goto out;
-		off += (size_t)n;
-	}
-	/* Fields one at a time, as the signer gets them. */
-	for (p = msg; p < msg + off; p = e + 2) {
-		e = strstr(p, "\r\n");
-		if (dkim_header(h, (u_char *)p, (size_t)(e - p)) != DKIM_STAT_OK)
-			goto out;
-	}
-	if (dkim_eoh(h) != DKIM_STAT_OK ||
-	    dkim_body(h, (u_char *)"key test\r\n", 10) != DKIM_STAT_OK ||
-	    dkim_eom(h, NULL) != DKIM_STAT_OK ||
-	    (val = malloc(DKIM_SIGHDR_BUF)) == NULL ||
-	    dkim_getsighdr(h, (u_char *)val, DKIM_SIGHDR_BUF,
-	    sizeof "DKIM-Signature: " - 1) != DKIM_STAT_OK)
-		goto out;
-	if (dkim_getsiglist(h, &sigs, &nsigs) == DKIM_STAT_OK && nsigs > 0)
-		(void)dkim_sig_getkeysize(sigs[0], &bits);
-	k->bits = bits;
-	*vlen = strlen(val);
-	ret = *vlen > DKIM_HDRVAL_MAX ? -2 : 0;
-out:
-	free(val);
-	dkim_sign_free(h);
-	return ret;
-}
-
-/*
- * The key type from the PEM itself: "RSA PRIVATE KEY" is PKCS#1; a
- * PKCS#8 "PRIVATE KEY" names its algorithm by OID near the start of the
- * DER.  Not by trial: libopendkim leaks a key it fails to load.
- * DKIM_SIGN_UNKNOWN when neither.
- */
-static dkim_alg_t
-dkim_key_type(const char *pem)
-{
-	static const unsigned char oid_rsa[] =
-	    { 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01 };
-	static const unsigned char oid_ed25519[] = { 0x06, 0x03, 0x2b, 0x65, 0x70 };
-	static const char b64[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	unsigned char der[48];
-	const char *p, *c;
-	unsigned acc = 0, bits = 0;
-	size_t n = 0, i;
-
-	if (strncmp(pem, "-----BEGIN RSA PRIVATE KEY-----", 31) == 0)
-		return DKIM_SIGN_RSASHA256;
-	if (strncmp(pem, "-----BEGIN PRIVATE KEY-----", 27) != 0)
-		return DKIM_SIGN_UNKNOWN;
-	for (p = pem + 27; *p != '\0' && *p != '-' && n < sizeof der; p++) {
-		if ((c = strchr(b64, *p)) == NULL)
-			continue;	/* line ends, '=' */
-		acc = (acc << 6) | (unsigned)(c - b64);
-		if ((bits += 6) >= 8) {
-			bits -= 8;
-			der[n++] = (unsigned char)(acc >> bits);
-		}
-	}
-	for (i = 0; i + sizeof oid_rsa <= n; i++)
-		if (memcmp(der + i, oid_rsa, sizeof oid_rsa) == 0)
-			return DKIM_SIGN_RSASHA256;
-	for (i = 0; i + sizeof oid_ed25519 <= n; i++)
-		if (memcmp(der + i, oid_ed25519, sizeof oid_ed25519) == 0)
-			return DKIM_SIGN_ED25519SHA256;
-	return DKIM_SIGN_UNKNOWN;
-}
-
-static int
-dkim_key_load(struct dkim_inst *di, struct dkim_key *k)
-{
-	size_t vlen = 0;
-	int r = -1;
-
-	if ((k->pem = dkim_read_file(di, k->path)) == NULL)
-		return -1;
-	k->alg = dkim_key_type(k->pem);
-	if (k->alg == DKIM_SIGN_UNKNOWN ||
-	    (k->alg == DKIM_SIGN_ED25519SHA256 &&
-	    !dkim_libfeature(di->lib, DKIM_FEATURE_ED25519))) {
-		di->api->log(NULL, FMX_LOG_WARN, "dkim: %s: neither an RSA nor an "
-		    "Ed25519 private key (PEM, PKCS#1 or PKCS#8)", k->path);
-		return -1;
-	}
-	r = dkim_key_test(di, k, k->alg, &vlen);
-	if (r == -1) {
-		di->api->log(NULL, FMX_LOG_WARN, "dkim: %s: the %s key does not "
-		    "sign (damaged, or RSA under %u bits)", k->path,
-		    k->alg == DKIM_SIGN_RSASHA256 ? "RSA" : "Ed25519",
-		    DKIM_MINBITS_DEFAULT);
-		return -1;
-	}
-	if (r == -2) {
-		di->api->log(NULL, FMX_LOG_WARN, "dkim: %s: its DKIM-Signature "
-		    "would be %zu octets, over the %d the core accepts in one "
-		    "header value: use a smaller key or fewer sign_headers",
-		    k->path, vlen, DKIM_HDRVAL_MAX);
-		return -1;
-	}
-	if (k->alg == DKIM_SIGN_RSASHA256 && k->bits < 2048)
-		di->api->log(NULL, FMX_LOG_WARN, "dkim: %s: %u-bit RSA key; 2048 "
-		    "bits are recommended (RFC 8301 3.2)", k->path, k->bits);
-	return 0;
-}
-
-static int
-dkim_parse_sign(struct dkim_inst *di, const char *v)
-{
-	char item[DKIM_OPTVAL_MAX];
-	const char *p = v, *e;
-	struct dkim_key *k;
-	char *c1, *c2;
-	size_t len, i, same;
-
-	while (*p != '\0') {
-		e = strchr(p, ',');
-		len = e != NULL ? (size_t)(e - p) : strlen(p);
-		if (dkim_trim_copy(item, sizeof item, p, len) == -1)
-			return -1;
-		p += len + (e != NULL);
-		if (item[0] == '\0')
-			continue;
-		if (di->nkeys == DKIM_KEYS_MAX) {
-			di->api->log(NULL, FMX_LOG_WARN, "dkim: sign: more than %d "
-			    "keys", DKIM_KEYS_MAX);
-			return -1;
-		}
-		if ((c1 = strchr(item, ':')) == NULL ||
-		    (c2 = strchr(c1 + 1, ':')) == NULL) {
-			di->api->log(NULL, FMX_LOG_WARN, "dkim: sign: \"%s\": "
-			    "expected domain:selector:/path/key.pem", item);
-			return -1;
-		}
-		*c1 = *c2 = '\0';
-		if (!dkim_name_ok(item) || !dkim_name_ok(c1 + 1) || c2[1] == '\0') {
-			di->api->log(NULL, FMX_LOG_WARN, "dkim: sign: bad domain "
-			    "\"%s\", selector \"%s\" or empty path", item, c1 + 1);
-			return -1;
-		}
-		for (i = same = 0; i < di->nkeys; i++)
-			if (strcasecmp(di->keys[i].domain, item) == 0)
-				same++;
-		if (same == DKIM_KEYS_PER_DOMAIN) {
-			di->api->log(NULL, FMX_LOG_WARN, "dkim: sign: more than %d "
-			    "keys for %s", DKIM_KEYS_PER_DOMAIN, item);
-			return -1;
-		}
-		if (di->keys == NULL &&
-		    (di->keys = calloc(DKIM_KEYS_MAX, sizeof *di->keys)) == NULL)
-			return -1;
-		k = &di->keys[di->nkeys++];
-		if ((k->domain = strdup(item)) == NULL ||
-		    (k->selector = strdup(c1 + 1)) == NULL ||
-		    (k->path = strdup(c2 + 1)) == NULL)
-			return -1;
-		dkim_lower(k->domain);
-	}
-	return 0;
-}
-
 static void dkim_filter_fini(void *);
 
 static int
@@ -2321,8 +1235,8 @@ dkim_init_lib(struct dkim_inst *di)
 	    sizeof flags) != DKIM_STAT_OK ||
 	    dkim_options(di->lib, DKIM_OP_SETOPT, DKIM_OPTS_MINKEYBITS, &minbits,
 	    sizeof minbits) != DKIM_STAT_OK ||
-	    dkim_set_key_lookup(di->lib, dkim_key_cb) != DKIM_STAT_OK ||
-	    dkim_set_prescreen(di->lib, dkim_prescreen_cb) != DKIM_STAT_OK)
+	    dkim_set_key_lookup(di->lib, dkim_dns_key_cb) != DKIM_STAT_OK ||
+	    dkim_set_prescreen(di->lib, dkim_dns_prescreen_cb) != DKIM_STAT_OK)
 		return -1;
 	if (dkim_options(di->lib, DKIM_OP_SETOPT, DKIM_OPTS_SIGNHDRS,
 	    di->signhdrs, sizeof(char **)) != DKIM_STAT_OK ||
@@ -2390,7 +1304,7 @@ dkim_filter_init(const struct fmx_api *api, const char *const *options,
 		} else if (strcmp(key, "sign") == 0)
 			sign = value;
 		else if (strcmp(key, "trusted") == 0) {
-			if (dkim_parse_trusted(di, value) == -1)
+			if (dkim_sign_parse_trusted(di, value) == -1)
 				goto fail;
 		} else if (strcmp(key, "sign_headers") == 0)
 			headers = value;
@@ -2410,10 +1324,10 @@ dkim_filter_init(const struct fmx_api *api, const char *const *options,
 		api->log(NULL, FMX_LOG_WARN, "dkim: error=\"libopendkim set-up failed\"");
 		goto fail;
 	}
-	if (sign != NULL && dkim_parse_sign(di, sign) == -1)
+	if (sign != NULL && dkim_sign_parse_keys(di, sign) == -1)
 		goto fail;
 	for (i = 0; i < di->nkeys; i++)
-		if (dkim_key_load(di, &di->keys[i]) == -1)
+		if (dkim_sign_key_load(di, &di->keys[i]) == -1)
 			goto fail;
 	if (di->nkeys > 0 && di->nnets == 0 && !di->sign_auth)
 		api->log(NULL, FMX_LOG_WARN, "dkim: sign is set but no client is "

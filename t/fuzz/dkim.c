@@ -1,19 +1,21 @@
 /*
- * dkim.c - fuzz the DKIM parsers of frontmx (filters/dkim.c, included
+ * dkim.c - fuzz the DKIM parsers of frontmx (filters/dkim.c, dkim_sign.c, dkim_dns.c, included
  * whole to reach its static parsers; the DKIM-Signature and key tag
  * lists themselves are libopendkim's)
  *
  * The first octet picks the target; the rest is
- *   0: a DNS answer to a key query: dkim_txt_pick() returns the key
+ *   0: a DNS answer to a key query: dkim_dns_txt_pick() returns the key
  *      record (strings joined, v=DKIM1 preferred) within its buffer, with
  *      no NUL inside, or says why not;
- *   1: a From field value: dkim_from_domain() finds the one author
+ *   1: a From field value: dkim_sign_from_domain() finds the one author
  *      domain, a valid lower-case name, or refuses; and it agrees with
  *      the DMARC filter's own From parser (filters/dmarc.c), which picks
  *      the domain DMARC aligns with: a domain the signer would use must
  *      be the one DMARC checks;
  *   2: a header line: dkim_field_start() agrees with RFC 5322 2.2.
  */
+#include "../../filters/dkim_sign.c"
+#include "../../filters/dkim_dns.c"
 #include "../../filters/dkim.c"
 #include "../../filters/dmarc.c"
 
@@ -27,7 +29,7 @@ fuzz_from(const char *v)
 	size_t i;
 	int r1, r2;
 
-	r1 = dkim_from_domain(v, d1, sizeof d1);
+	r1 = dkim_sign_from_domain(v, d1, sizeof d1);
 	r2 = dmarc_from_parse(v, d2, sizeof d2, &err);
 	if (r1 == 0) {
 		FUZZ_CHECK(d1[0] != '\0' && dkim_name_ok(d1));
@@ -57,7 +59,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	switch (data[0] % 3) {
 	case 0:
 		memset(out, 'x', sizeof out);
-		r = dkim_txt_pick(data + 1, size - 1, out, sizeof out);
+		r = dkim_dns_txt_pick(data + 1, size - 1, out, sizeof out);
 		FUZZ_CHECK(r >= -2 && r <= 1);
 		if (r == 1)
 			FUZZ_CHECK(strlen(out) < sizeof out &&

@@ -1,5 +1,5 @@
 /*
- * test_dkim.c - unit tests for filters/dkim.c
+ * test_dkim.c - unit tests for filters/dkim.c, dkim_sign.c, dkim_dns.c
  *
  * NAME
  *	test_dkim - DKIM verification and signing against a stub core
@@ -8,7 +8,8 @@
  *	build/unit/test_dkim		(from the repository root; prints TAP)
  *
  * DESCRIPTION
- *	filters/dkim.c is compiled into this file (its helpers are static)
+ *	filters/dkim.c, dkim_sign.c and dkim_dns.c are compiled into this
+ *	file (their helpers are static)
  *	and driven through its struct fmx_filter like the core drives it:
  *	test_feed() splits a message the way smtp_session.c does (header
  *	fields with the one space after the colon dropped, the body in
@@ -26,6 +27,8 @@
  *	simple canonicalization) and verifies ours.  Keys and their TXT
  *	records are the fixtures in t/smtp/data/dkim/.
  */
+#include "dkim_sign.c"
+#include "dkim_dns.c"
 #include "dkim.c"
 
 #include <sys/wait.h>
@@ -902,7 +905,7 @@ test_from_parser(void)
 			snprintf(name + strlen(name), sizeof name - strlen(name), "%s",
 			    cases[i].in[k] == '\r' ? "\\r" : cases[i].in[k] == '\n' ? "\\n" :
 			    cases[i].in[k] == '#' ? "\\#" : (char[]){ cases[i].in[k], 0 });
-		r = dkim_from_domain(cases[i].in, out, sizeof out);
+		r = dkim_sign_from_domain(cases[i].in, out, sizeof out);
 		if (cases[i].want == NULL)
 			ok(r == -1, "From \"%s\": not signable", name);
 		else
@@ -954,18 +957,18 @@ test_txt_parser(void)
 	int bad = 0;
 
 	len = test_packet(pkt, "s._domainkey.example.com", 0, "v=DKIM1; p=abc", NULL);
-	ok(dkim_txt_pick(pkt, len, out, sizeof out) == 1 &&
+	ok(dkim_dns_txt_pick(pkt, len, out, sizeof out) == 1 &&
 	    strcmp(out, "v=DKIM1; p=abc") == 0, "TXT: one record");
 	len = test_packet(pkt, "s._domainkey.example.com", 0, "v=spf1 -all",
 	    "v=DKIM1; p=xyz");
-	ok(dkim_txt_pick(pkt, len, out, sizeof out) == 1 &&
+	ok(dkim_dns_txt_pick(pkt, len, out, sizeof out) == 1 &&
 	    strcmp(out, "v=DKIM1; p=xyz") == 0, "TXT: the v=DKIM1 record of two");
 	len = test_packet(pkt, "s._domainkey.example.com", 0, NULL, NULL);
-	ok(dkim_txt_pick(pkt, len, out, sizeof out) == 0, "TXT: NODATA");
+	ok(dkim_dns_txt_pick(pkt, len, out, sizeof out) == 0, "TXT: NODATA");
 	memset(big, 'A', sizeof big - 1);
 	big[sizeof big - 1] = '\0';
 	len = test_packet(pkt, "s._domainkey.example.com", 0, big, NULL);
-	ok(dkim_txt_pick(pkt, len, out, sizeof out) == -2,
+	ok(dkim_dns_txt_pick(pkt, len, out, sizeof out) == -2,
 	    "TXT: a record over libopendkim's 1024-octet buffer is refused");
 	/* every truncation of a valid packet: -1 or a clean answer, never a crash */
 	len = test_packet(pkt, "s._domainkey.example.com", 0, "v=DKIM1; p=abc",
@@ -974,7 +977,7 @@ test_txt_parser(void)
 		unsigned char *copy = malloc(cut ? cut : 1);	/* exact size: ASan sees overreads */
 
 		memcpy(copy, pkt, cut);
-		if (dkim_txt_pick(copy, cut, out, sizeof out) == 1 &&
+		if (dkim_dns_txt_pick(copy, cut, out, sizeof out) == 1 &&
 		    strncmp(out, "v=DKIM1", 7) != 0)
 			bad++;
 		free(copy);
@@ -985,11 +988,11 @@ test_txt_parser(void)
 	pkt[5] = 1;
 	pkt[12] = 0xc0;
 	pkt[13] = 12;
-	ok(dkim_txt_pick(pkt, 18, out, sizeof out) == 0 ||
-	    dkim_txt_pick(pkt, 18, out, sizeof out) == -1,
+	ok(dkim_dns_txt_pick(pkt, 18, out, sizeof out) == 0 ||
+	    dkim_dns_txt_pick(pkt, 18, out, sizeof out) == -1,
 	    "TXT: a pointer loop in the question ends");
 	pkt[12] = 0x40;
-	ok(dkim_txt_pick(pkt, 18, out, sizeof out) == -1, "TXT: bad label type");
+	ok(dkim_dns_txt_pick(pkt, 18, out, sizeof out) == -1, "TXT: bad label type");
 }
 
 static void
