@@ -39,6 +39,7 @@ SRCS	+= proxy/bev.c
 SRCS	+= filters/filter_chain.c
 SRCS	+= filters/filter_loader.c
 SRCS	+= filters/content.c
+SRCS	+= filters/content_rules.c
 SRCS	+= filters/spf.c
 SRCS	+= filters/spf_record.c
 SRCS	+= filters/spf_dns.c
@@ -54,7 +55,7 @@ SRCS	+= common/log.c
 SRCS	+= common/strutil.c
 
 # Pure modules the unit tests link against (no libevent, no main).
-UNIT_SRCS = proxy/smtp_parse.c proxy/smtp_reply.c proxy/xtext.c proxy/haproxy.c policy/config.c policy/policy.c filters/content.c \
+UNIT_SRCS = proxy/smtp_parse.c proxy/smtp_reply.c proxy/xtext.c proxy/haproxy.c policy/config.c policy/policy.c filters/content.c filters/content_rules.c \
 	    common/strutil.c
 UNIT_TESTS = $(patsubst t/unit/%.c,build/unit/%,$(wildcard t/unit/test_*.c))
 
@@ -164,7 +165,7 @@ build/fuzz/xtext:	FUZZ_SRCS = proxy/xtext.c
 build/fuzz/haproxy:	FUZZ_SRCS = proxy/haproxy.c
 build/fuzz/data_framer:	FUZZ_SRCS = proxy/smtp_frame.c
 build/fuzz/config:	FUZZ_SRCS = $(UNIT_SRCS)
-build/fuzz/content: filters/content.c
+build/fuzz/content: filters/content_rules.c
 # spf, dkim and dmarc #include their filter to reach its static parsers.
 build/fuzz/spf: filters/spf.c filters/spf_record.c filters/spf_dns.c
 build/fuzz/dkim: filters/dkim.c filters/dkim_sign.c filters/dkim_dns.c

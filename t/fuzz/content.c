@@ -1,5 +1,5 @@
 /*
- * content.c - fuzz the content rule file parser (filters/content.c,
+ * content.c - fuzz the content rule file parser (filters/content_rules.c,
  * included whole to see the compiled rules)
  *
  * The input is a rule file.  content_rules_load() either refuses it with
@@ -10,7 +10,7 @@
  * or an 8-bit octet in front of a client.
  */
 #define FUZZ_FILE
-#include "../../filters/content.c"
+#include "../../filters/content_rules.c"
 
 #include "fuzz.h"
 
