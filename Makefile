@@ -38,6 +38,7 @@ SRCS	+= proxy/bev.c
 # Filters
 SRCS	+= filters/filter_chain.c
 SRCS	+= filters/filter_loader.c
+SRCS	+= filters/filter_opt.c
 SRCS	+= filters/content.c
 SRCS	+= filters/content_rules.c
 SRCS	+= filters/spf.c
@@ -56,7 +57,7 @@ SRCS	+= common/strutil.c
 
 # Pure modules the unit tests link against (no libevent, no main).
 UNIT_SRCS = proxy/smtp_parse.c proxy/smtp_reply.c proxy/xtext.c proxy/haproxy.c policy/config.c policy/policy.c filters/content.c filters/content_rules.c \
-	    common/strutil.c
+	    filters/filter_opt.c common/strutil.c
 UNIT_TESTS = $(patsubst t/unit/%.c,build/unit/%,$(wildcard t/unit/test_*.c))
 
 OBJS	 = $(SRCS:%.c=build/rel/%.o)
@@ -123,6 +124,8 @@ $(filter-out build/unit/test_loader,$(UNIT_TESTS)): build/unit/%: build/unit/%.o
 # against frontmx_filter.h alone, in strict C99.
 MODULE_SRCS = $(wildcard t/plugins/*.c)
 MODULES	 = $(MODULE_SRCS:t/plugins/%.c=build/plugins/%.so) filters/examples/rcpt_allow.so
+ABI_PREV_SRCS = $(wildcard t/plugins/abi-prev/*.c)
+MODULES	+= $(ABI_PREV_SRCS:t/plugins/abi-prev/%.c=build/plugins/abi-prev/%.so)
 MODULE_CFLAGS = -std=c99 -pedantic -O2 -g -shared -fPIC -fvisibility=hidden $(WARN) -Ifilters -MMD -MP
 
 modules: $(MODULES)
@@ -139,10 +142,21 @@ filters/examples/rcpt_allow.so: filters/examples/rcpt_allow.c filters/frontmx_fi
 	$(E) "  CC      $@"
 	$(Q)$(CC) $(MODULE_CFLAGS) -o $@ $<
 
-# Links the loader alone; dlopen()s $(MODULES) at run time (see `unit`).
-build/unit/test_loader: build/unit/test_loader.o build/asan/filters/filter_loader.o
+# Modules built against the header of the previous minor (a copy of
+# frontmx_filter.h as main had it before the bump), never against ours:
+# they prove that a module nobody rebuilt still loads and works.
+build/plugins/abi-prev/%.so: t/plugins/abi-prev/%.c t/plugins/abi-prev/frontmx_filter.h
+	@mkdir -p $(dir $@)
+	$(E) "  CC      $@ (previous ABI minor)"
+	$(Q)$(CC) $(filter-out -Ifilters,$(MODULE_CFLAGS)) -It/plugins/abi-prev -o $@ $<
+
+# Links the loader and the option getters it hands modules; dlopen()s
+# $(MODULES) at run time (see `unit`).
+TEST_LOADER_OBJS = build/asan/filters/filter_loader.o build/asan/filters/filter_opt.o \
+	build/asan/common/strutil.o
+build/unit/test_loader: build/unit/test_loader.o $(TEST_LOADER_OBJS)
 	$(E) "  LD      $@"
-	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $< build/asan/filters/filter_loader.o -ldl
+	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $< $(TEST_LOADER_OBJS) -ldl
 
 unit: $(UNIT_TESTS) modules
 

@@ -34,6 +34,7 @@
 #include "dmarc.h"
 #include "filter_chain.h"
 #include "filter_loader.h"
+#include "filter_opt.h"
 #include "log.h"
 #include "policy.h"
 #include "spf.h"
@@ -590,44 +591,45 @@ filter_get(struct fmx_ctx *c, const char *key)
 
 	if (key == NULL)
 		return NULL;
-	if (strcmp(key, "client.addr") == 0)
+	if (strcmp(key, FMX_GET_CLIENT_ADDR) == 0)
 		return f->client_addr;
-	if (strcmp(key, "client.port") == 0) {
+	if (strcmp(key, FMX_GET_CLIENT_PORT) == 0) {
 		snprintf(c->getbuf, sizeof c->getbuf, "%u", f->client_port);
 		return c->getbuf;
 	}
-	if (strcmp(key, "client.name") == 0)
+	if (strcmp(key, FMX_GET_CLIENT_NAME) == 0)
 		return f->client_name ? f->client_name : "unknown";
-	if (strcmp(key, "helo") == 0)
+	if (strcmp(key, FMX_GET_HELO) == 0)
 		return f->helo;
-	if (strcmp(key, "hostname") == 0)
+	if (strcmp(key, FMX_GET_HOSTNAME) == 0)
 		return fs->chain->cfg->hostname;
-	if (strcmp(key, "tls") == 0)
+	if (strcmp(key, FMX_GET_TLS) == 0)
 		return f->tls ? f->tls : "no";
-	if (strcmp(key, "auth") == 0)
+	if (strcmp(key, FMX_GET_AUTH) == 0)
 		return f->auth;
-	if (strcmp(key, "session.id") == 0) {
+	if (strcmp(key, FMX_GET_SESSION_ID) == 0) {
 		snprintf(c->getbuf, sizeof c->getbuf, "%016llx", f->session_id);
 		return c->getbuf;
 	}
-	if (strcmp(key, "mail.from") == 0)
+	if (strcmp(key, FMX_GET_MAIL_FROM) == 0)
 		return f->mail_from;
-	if (strcmp(key, "queue.id") == 0)
+	if (strcmp(key, FMX_GET_QUEUE_ID) == 0)
 		return f->queue_id;
-	if (strcmp(key, "rcpt.count") == 0) {
+	if (strcmp(key, FMX_GET_RCPT_COUNT) == 0) {
 		snprintf(c->getbuf, sizeof c->getbuf, "%zu", f->nrcpts);
 		return c->getbuf;
 	}
-	if (strcmp(key, "policy") == 0)
+	if (strcmp(key, FMX_GET_POLICY) == 0)
 		return f->policy ? f->policy->name : "default";
-	if (strncmp(key, "fact.", 5) == 0) {
+	if (strncmp(key, FMX_GET_FACT_PREFIX, sizeof FMX_GET_FACT_PREFIX - 1) == 0) {
+		key += sizeof FMX_GET_FACT_PREFIX - 1;
 		for (i = 0; i < fs->nfacts; i++)
-			if (strcmp(fs->fact_key[i], key + 5) == 0)
+			if (strcmp(fs->fact_key[i], key) == 0)
 				return fs->fact_value[i];
 		return NULL;
 	}
-	if (strncmp(key, "filter.option.", 14) == 0) {
-		key += 14;
+	if (strncmp(key, FMX_GET_OPTION_PREFIX, sizeof FMX_GET_OPTION_PREFIX - 1) == 0) {
+		key += sizeof FMX_GET_OPTION_PREFIX - 1;
 		klen = strlen(key);
 		for (i = 0; i < cf->noptions; i++)
 			if (strncmp(cf->options[i], key, klen) == 0 &&
@@ -1246,6 +1248,12 @@ static const struct fmx_api filter_api = {
 	.timer = filter_api_timer,
 	.set_fact = filter_api_set_fact,
 	.header_decode = filter_api_header_decode,
+	/* Pure, no handle: built-in filters may call filter_opt_* directly. */
+	.option_string = filter_opt_string,
+	.option_bool = filter_opt_bool,
+	.option_uint = filter_opt_uint,
+	.option_list = filter_opt_list,
+	.option_check = filter_opt_check,
 };
 
 /* ---- the chain --------------------------------------------------------- */
@@ -1297,6 +1305,40 @@ filter_chain_err_where(const struct config_filter *cf, char *err, size_t errlen)
 	snprintf(err, errlen, "%s: %s", cf->where, msg);
 }
 
+/*
+ * init() one instance.  A bad value an option getter saw is the
+ * configuration's fault, not the module's: it fails the load with the
+ * option named even if init() went on and returned 0.
+ */
+static int
+filter_chain_init(struct filter_instance *fi, char *err, size_t errlen)
+{
+	const struct config_filter *cf = fi->cf;
+	char msg[FILTER_OPT_ERR_MAX];
+	int r = 0;
+
+	filter_opt_begin();
+	if (fi->ops->init != NULL)
+		r = fi->ops->init(&filter_api, (const char *const *)cf->options,
+		    cf->noptions, &fi->inst);
+	if (filter_opt_end(msg, sizeof msg) == -1) {
+		snprintf(err, errlen, "%s%sfilter %s: %s", cf->where ? cf->where : "",
+		    cf->where ? ": " : "", cf->name, msg);
+		if (r == 0 && fi->ops->fini != NULL)
+			fi->ops->fini(fi->inst);
+		return -1;
+	}
+	if (r != 0) {
+		snprintf(err, errlen, "%s: filter %s%s%s: initialisation "
+		    "failed (see the log above)", cf->where ? cf->where : "",
+		    cf->name, cf->module ? " " : "",
+		    cf->module ? cf->module : "");
+		return -1;
+	}
+	fi->initialised = 1;
+	return 0;
+}
+
 struct filter_chain *
 filter_chain_new(struct config *cfg, char *err, size_t errlen)
 {
@@ -1345,17 +1387,10 @@ filter_chain_new(struct config *cfg, char *err, size_t errlen)
 				return NULL;
 			}
 		}
-		if (fi->ops->init != NULL &&
-		    fi->ops->init(&filter_api, (const char *const *)cf->options,
-		    cf->noptions, &fi->inst) != 0) {
-			snprintf(err, errlen, "%s: filter %s%s%s: initialisation "
-			    "failed (see the log above)", cf->where ? cf->where : "",
-			    cf->name, cf->module ? " " : "",
-			    cf->module ? cf->module : "");
+		if (filter_chain_init(fi, err, errlen) == -1) {
 			filter_chain_free(ch);
 			return NULL;
 		}
-		fi->initialised = 1;
 		ch->wants |= filter_ops_phases(fi->ops);
 	}
 	return ch;

@@ -31,6 +31,12 @@
  *	check api->abi_minor (or api->struct_size) before calling a function
  *	added after the minor it was built with.
  *
+ *	1.0	the hooks and api up to set_fact
+ *	1.1	api->header_decode
+ *	1.2	api->option_string, option_bool, option_uint, option_list,
+ *		option_check (typed options for init); FMX_GET_* names for
+ *		the keys of api->get() and FMX_FACT_* for set_fact()
+ *
  * THREADING
  *	Hooks of one session never overlap, and run on the event-loop thread
  *	that owns the session, unless the filter sets FMX_FLAG_BLOCKING, in
@@ -87,7 +93,7 @@ extern "C" {
 #endif
 
 #define FMX_ABI_MAJOR	1	/* incompatible change: loader refuses a mismatch */
-#define FMX_ABI_MINOR	1	/* appended members only */
+#define FMX_ABI_MINOR	2	/* appended members only */
 #define FMX_ENTRY_SYMBOL "fmx_filter_entry"
 
 #if defined(__GNUC__)
@@ -118,6 +124,35 @@ enum fmx_log_level {
 
 #define FMX_FLAG_BLOCKING	0x0001u	/* hooks may block: run them on the thread pool */
 
+/*
+ * Keys of api->get().  Use the names, not the strings: a misspelt name
+ * does not compile, a misspelt string silently gets NULL.  The strings
+ * are the API (modules built before 1.2 pass them), so they never change.
+ */
+#define FMX_GET_CLIENT_ADDR	"client.addr"	/* numeric */
+#define FMX_GET_CLIENT_PORT	"client.port"
+#define FMX_GET_CLIENT_NAME	"client.name"	/* verified reverse name, or "unknown" */
+#define FMX_GET_HELO		"helo"		/* NULL before HELO/EHLO */
+#define FMX_GET_TLS		"tls"		/* "TLSv1.3 CIPHER", or "no" */
+#define FMX_GET_AUTH		"auth"		/* authenticated identity, NULL if none */
+#define FMX_GET_HOSTNAME	"hostname"	/* ours */
+#define FMX_GET_SESSION_ID	"session.id"	/* 16 hex digits, as in the log */
+#define FMX_GET_MAIL_FROM	"mail.from"	/* "" = null sender, NULL before MAIL */
+#define FMX_GET_QUEUE_ID	"queue.id"	/* NULL outside a message */
+#define FMX_GET_RCPT_COUNT	"rcpt.count"	/* accepted recipients so far */
+#define FMX_GET_POLICY		"policy"	/* name of the transaction's policy */
+/* A fact another filter set: FMX_GET_FACT(FMX_FACT_SPF_RESULT). */
+#define FMX_GET_FACT_PREFIX	"fact."
+#define FMX_GET_FACT(key)	FMX_GET_FACT_PREFIX key
+/* This filter's option: FMX_GET_OPTION("allow"); option_*() are typed. */
+#define FMX_GET_OPTION_PREFIX	"filter.option."
+#define FMX_GET_OPTION(key)	FMX_GET_OPTION_PREFIX key
+
+/* Facts the built-in filters set with api->set_fact(). */
+#define FMX_FACT_SPF_RESULT	"spf.result"	/* pass, fail, softfail, ... */
+#define FMX_FACT_SPF_DOMAIN	"spf.domain"	/* the domain SPF authenticated */
+#define FMX_FACT_DKIM_PASS	"dkim.pass"	/* d= domains of passing signatures */
+
 /* One (session, filter) pair: what every hook and api call is about. */
 struct fmx_ctx;
 
@@ -137,11 +172,8 @@ struct fmx_api {
 			    const char *fmt, ...) FMX_PRINTF(3, 4);
 
 	/*
-	 * Session facts by name; NULL when unknown.  Keys:
-	 * "client.addr", "client.port", "client.name", "helo", "tls",
-	 * "hostname" (ours), "session.id", "mail.from" ("" = null sender),
-	 * "queue.id", "rcpt.count", "policy" (name of the transaction's
-	 * effective policy), "filter.option.NAME" (this filter's options).
+	 * Session facts by name (the FMX_GET_* constants above); NULL when
+	 * unknown.
 	 */
 	const char	*(*get)(struct fmx_ctx *, const char *key);
 	/* The i-th accepted recipient of the message, NULL past the end. */
@@ -218,12 +250,11 @@ struct fmx_api {
 
 	/*
 	 * Per-message facts shared between filters, e.g. the SPF filter
-	 * sets "spf.result" and "spf.domain" and DMARC reads them with
-	 * get(ctx, "fact.spf.result").  Keys [a-z0-9._-], values printable
-	 * ASCII without CR/LF; cleared at the end of each message.  Known
-	 * keys: spf.result, spf.domain (the domain SPF authenticated),
-	 * dkim.pass (space-separated d= domains of passing signatures).
-	 * 0 ok, -1 refused.
+	 * sets FMX_FACT_SPF_RESULT and FMX_FACT_SPF_DOMAIN and DMARC reads
+	 * them with get(ctx, FMX_GET_FACT(FMX_FACT_SPF_RESULT)).  Keys
+	 * [a-z0-9._-], values printable ASCII without CR/LF; cleared at the
+	 * end of each message.  Known keys: the FMX_FACT_* constants
+	 * (dkim.pass is a space-separated list).  0 ok, -1 refused.
 	 */
 	int		 (*set_fact)(struct fmx_ctx *, const char *key,
 			    const char *value);
@@ -245,6 +276,49 @@ struct fmx_api {
 	 */
 	long		 (*header_decode)(struct fmx_ctx *, const char *value,
 			    char *buf, size_t buflen);
+
+	/* ---- ABI 1.2: check api->abi_minor >= 2 before calling ---- */
+
+	/*
+	 * Typed options, for init(): options and noptions are init()'s
+	 * arguments, and no ctx is needed.  They read a value the way
+	 * frontmx reads its own configuration, so every filter, built-in
+	 * or module, accepts the same spellings.
+	 *
+	 * Each returns 1 when key is set (*out then holds its value), 0 when
+	 * it is not (*out untouched: store the default there first), and -1
+	 * when the value is bad.  A bad value is also recorded by the core:
+	 * when init() returns, frontmx refuses the configuration (frontmx -t,
+	 * start, SIGHUP) with the line
+	 *	FILE:LINE: filter NAME: option KEY: what is wrong
+	 * whatever init() returned, so a module need not log it; it just
+	 * returns -1.  A key given twice is an error (option_list aside).
+	 *
+	 * option_string: the value as written, valid until init() returns.
+	 * option_bool: yes/no, true/false, on/off, 1/0, in any case; *out 1 or 0.
+	 * option_uint: decimal digits only, from min to max inclusive.
+	 * option_list: items separated by commas, and a key given several
+	 *	times adds its items in order; blanks around an item are
+	 *	dropped, empty items skipped.  *out is a NULL-terminated
+	 *	array of the items in ONE allocation, which the module owns and
+	 *	releases with free(); *count (count may be NULL) the number of
+	 *	items.  A key set to "" gives 1 and an empty array.
+	 * option_check: every option is "key=value" with key in known[]
+	 *	(NULL-terminated); call it first so that a misspelt option
+	 *	stops the start instead of being ignored.
+	 */
+	int		 (*option_string)(const char *const *options,
+			    size_t noptions, const char *key, const char **out);
+	int		 (*option_bool)(const char *const *options,
+			    size_t noptions, const char *key, int *out);
+	int		 (*option_uint)(const char *const *options,
+			    size_t noptions, const char *key, unsigned long long min,
+			    unsigned long long max, unsigned long long *out);
+	int		 (*option_list)(const char *const *options,
+			    size_t noptions, const char *key, char ***out,
+			    size_t *count);
+	int		 (*option_check)(const char *const *options,
+			    size_t noptions, const char *const *known);
 };
 
 /* Module -> core.  Append-only within a major version. */

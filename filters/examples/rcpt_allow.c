@@ -6,7 +6,9 @@
  *	allow_domains = "example.org,.example.net"	domains (".d": subdomains)
  * Other recipients get "550 5.1.1" and the result "reject"; postmaster is
  * always allowed (RFC 5321 4.5.1).  Each message gets the header
- * "X-Rcpt-Allow: checked N recipients".  Comparisons ignore case.
+ * "X-Rcpt-Allow: checked N recipients".  Comparisons ignore case.  The
+ * options are read with the typed getters of filter ABI 1.2, which also
+ * report a misspelt option or a bad value as a configuration error.
  *
  * cc -shared -fPIC -fvisibility=hidden -I filters -o rcpt_allow.so \
  *     filters/examples/rcpt_allow.c
@@ -20,38 +22,28 @@
 
 struct allow {
 	const struct fmx_api	*api;
-	char			*addrs;		/* "a@b.example,c@d.example", see normalize() */
-	char			*domains;
+	char			**addrs;	/* NULL-terminated, from api->option_list() */
+	char			**domains;
 };
 
-/* A copy of s in lower case without blanks, so entries compare as bytes. */
-static char *
-normalize(const char *s)
+/* Is s[0..n), in any case, entry, or one of the entries of list? */
+static int
+same(const char *entry, const char *s, size_t n)
 {
-	char *out, *p;
+	size_t i;
 
-	if ((out = p = malloc(strlen(s) + 1)) == NULL)
-		return NULL;
-	for (; *s != '\0'; s++)
-		if (!isspace((unsigned char)*s))
-			*p++ = (char)tolower((unsigned char)*s);
-	*p = '\0';
-	return out;
+	for (i = 0; i < n && tolower((unsigned char)entry[i]) ==
+	    tolower((unsigned char)s[i]); i++)
+		;
+	return i == n && entry[n] == '\0';
 }
 
-/* Is s[0..n), in any case, one of the comma-separated entries of list? */
 static int
-in_list(const char *list, const char *s, size_t n)
+in_list(char *const *list, const char *s, size_t n)
 {
-	size_t i, len;
-
-	for (; list != NULL && *list != '\0'; list += len + (list[len] == ',')) {
-		len = strcspn(list, ",");
-		for (i = 0; i < len && i < n && list[i] == tolower((unsigned char)s[i]); i++)
-			;
-		if (i == n && len == n)
+	for (; list != NULL && *list != NULL; list++)
+		if (same(*list, s, n))
 			return 1;
-	}
 	return 0;
 }
 
@@ -60,7 +52,7 @@ allow_fini(void *inst)
 {
 	struct allow *a = inst;
 
-	free(a->addrs);
+	free(a->addrs);		/* option_list(): one block each */
 	free(a->domains);
 	free(a);
 }
@@ -69,26 +61,24 @@ static int
 allow_init(const struct fmx_api *api, const char *const *options,
     size_t noptions, void **instance)
 {
+	static const char *const known[] = { "allow", "allow_domains", NULL };
 	struct allow *a;
-	char **slot;
-	size_t i;
 
 	if ((a = calloc(1, sizeof *a)) == NULL)
 		return -1;
 	a->api = api;
-	for (i = 0; i < noptions; i++) {
-		if (strncmp(options[i], "allow=", 6) == 0)
-			slot = &a->addrs;
-		else if (strncmp(options[i], "allow_domains=", 14) == 0)
-			slot = &a->domains;
-		else
-			goto fail;	/* a misspelt option must stop the start, not the mail */
-		free(*slot);
-		if ((*slot = normalize(strchr(options[i], '=') + 1)) == NULL)
-			goto fail;
+	/* A misspelt option must stop the start, not the mail: option_check. */
+	if (api->option_check(options, noptions, known) == -1 ||
+	    api->option_list(options, noptions, "allow", &a->addrs, NULL) == -1 ||
+	    api->option_list(options, noptions, "allow_domains", &a->domains,
+	    NULL) == -1)
+		goto fail;
+	if ((a->addrs == NULL || a->addrs[0] == NULL) &&
+	    (a->domains == NULL || a->domains[0] == NULL)) {
+		api->log(NULL, FMX_LOG_WARN, "rcpt_allow: set allow or "
+		    "allow_domains: an empty list would refuse every recipient");
+		goto fail;
 	}
-	if (a->addrs == NULL && a->domains == NULL)
-		goto fail;		/* would reject every recipient */
 	*instance = a;
 	return 0;
 fail:
@@ -114,7 +104,7 @@ allow_rcpt(void *inst, struct fmx_ctx *ctx, const char *rcpt)
 	}
 	(*count)++;
 
-	if (in_list("postmaster", rcpt, local) || in_list(a->addrs, rcpt, n))
+	if (same("postmaster", rcpt, local) || in_list(a->addrs, rcpt, n))
 		return FMX_CONTINUE;
 	/* "x@a.b.c" tries a.b.c, then .b.c and .c (entries that start with a dot) */
 	for (d = at != NULL ? at + 1 : NULL; d != NULL && *d != '\0';
@@ -150,12 +140,16 @@ static const struct fmx_filter rcpt_allow = {
 	.on_rcpt = allow_rcpt, .on_eom = allow_eom,
 };
 
-/* The one exported symbol.  Declining an api of another major keeps us safe. */
+/*
+ * The one exported symbol.  Declining an api of another major, or one
+ * older than 1.2 (no option_*), keeps us safe.
+ */
 __attribute__((visibility("default")))
 const struct fmx_filter *fmx_filter_entry(const struct fmx_api *);
 
 const struct fmx_filter *
 fmx_filter_entry(const struct fmx_api *api)
 {
-	return api->abi_major == FMX_ABI_MAJOR ? &rcpt_allow : NULL;
+	return api->abi_major == FMX_ABI_MAJOR && api->abi_minor >= 2 ?
+	    &rcpt_allow : NULL;
 }

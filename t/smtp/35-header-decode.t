@@ -7,6 +7,7 @@
 # a character boundary.  A module built against ABI 1.0
 # (t/plugins/older_minor.c) loads and runs next to them.
 import os
+import re
 import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
@@ -29,6 +30,9 @@ def utf8_cut(s, n):
 
 def main():
     dec, older = plugin('decode_header'), plugin('older_minor')
+    # the core's minor (1.1 when this test was written; 1.2 added option getters)
+    with open(os.path.join(REPO, 'filters', 'frontmx_filter.h')) as f:
+        minor = int(re.search(r'#define FMX_ABI_MINOR\s+(\d+)', f.read()).group(1))
     require_modules(dec, older)
     up = Upstream()
     mx = Frontmx(up, conf={
@@ -55,8 +59,8 @@ def main():
         is_(fields_named(m.data, 'X-Short-Length'),
             [b'X-Short-Length: %d\r\n' % len(want.encode())], name + ': short buffer: still the full length')
         is_(fields_named(m.data, 'Bcc'), [], name + ': no Bcc field smuggled')
-        is_(fields_named(m.data, 'X-Older-Minor'), [b'X-Older-Minor: api 1.1\r\n'],
-            name + ': the ABI 1.0 module ran, on a 1.1 core')
+        is_(fields_named(m.data, 'X-Older-Minor'), [b'X-Older-Minor: api 1.%d\r\n' % minor],
+            name + ': the ABI 1.0 module ran, on a 1.%d core' % minor)
     ok(mx.alive(), 'frontmx still running')
     mx.finish()
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "filter_loader.h"
+#include "filter_opt.h"
 #include "tap.h"
 
 #define PLUGINS		"build/plugins/"
@@ -39,11 +40,13 @@ __attribute__((format(printf, 3, 4)))
 static void
 stub_log(struct fmx_ctx *ctx, enum fmx_log_level level, const char *fmt, ...)
 {
+	static char init_log[256];	/* ctx is NULL in init and fini */
 	va_list ap;
 
 	(void)level;
 	va_start(ap, fmt);
-	vsnprintf(ctx->log, sizeof ctx->log, fmt, ap);
+	vsnprintf(ctx != NULL ? ctx->log : init_log,
+	    ctx != NULL ? sizeof ctx->log : sizeof init_log, fmt, ap);
 	va_end(ap);
 }
 
@@ -108,17 +111,32 @@ stub_header_decode(struct fmx_ctx *ctx, const char *value, char *buf,
 	return (long)strlen(value) + 8;
 }
 
+/* The old string keys still answer (t/plugins/abi-prev/prev_minor.c). */
+static const char *
+stub_get(struct fmx_ctx *ctx, const char *key)
+{
+	(void)ctx;
+	return strcmp(key, FMX_GET_CLIENT_ADDR) == 0 ? "192.0.2.1" : NULL;
+}
+
 static const struct fmx_api stub_api = {
 	.abi_major = FMX_ABI_MAJOR,
 	.abi_minor = FMX_ABI_MINOR,
 	.struct_size = sizeof(struct fmx_api),
 	.log = stub_log,
+	.get = stub_get,
 	.msg_data = stub_msg_data,
 	.set_msg_data = stub_set_msg_data,
 	.set_reply = stub_set_reply,
 	.set_result = stub_set_result,
 	.add_header = stub_add_header,
 	.header_decode = stub_header_decode,
+	/* The core's own getters: pure, and what modules of 1.2 call in init. */
+	.option_string = filter_opt_string,
+	.option_bool = filter_opt_bool,
+	.option_uint = filter_opt_uint,
+	.option_list = filter_opt_list,
+	.option_check = filter_opt_check,
 };
 
 /* A 1.0 core: no header_decode, a smaller table. */
@@ -293,6 +311,60 @@ test_minor_1_1(void)
 	    "on a 1.0 core it does not call past the table (%s)", ctx.hdr_value);
 	ctx_reset(&ctx);
 	f->fini(inst);
+	filter_loader_close(m);
+}
+
+/*
+ * ABI 1.2 appended the typed option getters: a module built against the
+ * 1.1 header (t/plugins/abi-prev/) loads and runs; rcpt_allow, which
+ * needs them, declines a 1.1 core and reports a misspelt option through
+ * them.
+ */
+static void
+test_minor_1_2(void)
+{
+	static const char *const bad_opts[] = { "alow=alice@example.com" };
+	struct fmx_api api_1_1 = stub_api;
+	const struct fmx_filter *f;
+	struct filter_module *m = NULL;
+	struct fmx_ctx ctx;
+	void *inst = NULL;
+	char err[256] = "", msg[FILTER_OPT_ERR_MAX] = "";
+
+	ok(FMX_ABI_MINOR >= 2 && offsetof(struct fmx_api, option_string) >=
+	    offsetof(struct fmx_api, header_decode) + sizeof stub_api.header_decode,
+	    "the option getters are appended after every 1.1 member");
+	ok(filter_loader_open(PLUGINS "abi-prev/prev_minor.so", &stub_api, &m, err,
+	    sizeof err) == 0 && m != NULL, "a module built against the 1.1 header "
+	    "loads %s", err);
+	if (m != NULL) {
+		f = filter_loader_table(m);
+		memset(&ctx, 0, sizeof ctx);
+		ok(f->abi_minor == 1 && f->init(&stub_api, NULL, 0, &inst) == 0 &&
+		    f->on_eom(inst, &ctx) == FMX_CONTINUE && ctx.headers == 1 &&
+		    strncmp(ctx.hdr_value, "built 1.1 core 1." FMX_XSTR(FMX_ABI_MINOR),
+		    17) == 0, "and runs against this core: %s", ctx.hdr_value);
+		f->fini(inst);
+		filter_loader_close(m);
+	}
+
+	api_1_1.abi_minor = 1;
+	api_1_1.struct_size = offsetof(struct fmx_api, option_string);
+	m = NULL;
+	ok(filter_loader_open(RCPT_ALLOW, &api_1_1, &m, err, sizeof err) == -1 &&
+	    has(err, "returned NULL"), "rcpt_allow declines a 1.1 core: %s", err);
+
+	err[0] = '\0';
+	ok(filter_loader_open(RCPT_ALLOW, &stub_api, &m, err, sizeof err) == 0,
+	    "rcpt_allow loads on this core %s", err);
+	if (m == NULL)
+		return;
+	f = filter_loader_table(m);
+	filter_opt_begin();
+	ok(f->init(&stub_api, bad_opts, 1, &inst) == -1 &&
+	    filter_opt_end(msg, sizeof msg) == -1 &&
+	    strcmp(msg, "option alow: unknown option (known: allow, "
+	    "allow_domains)") == 0, "a misspelt option is named: %s", msg);
 	filter_loader_close(m);
 }
 
@@ -527,7 +599,7 @@ test_check(void)
 int
 main(void)
 {
-	plan(90 + 8);	/* + test_minor_1_1 */
+	plan(90 + 8 + 6);	/* + test_minor_1_1, test_minor_1_2 */
 	if (access(PLUGINS "bad_abi.so", R_OK) == -1 || access(RCPT_ALLOW, R_OK) == -1) {
 		printf("Bail out! modules not built: run `make modules` from the top of the tree\n");
 		return 1;
@@ -537,6 +609,7 @@ main(void)
 	test_entry_declines();
 	test_newer_minor();
 	test_minor_1_1();
+	test_minor_1_2();
 	test_rcpt_allow();
 	test_misbehave();
 	return done_testing();
