@@ -50,13 +50,15 @@ SRCS	+= filters/dkim_dns.c
 SRCS	+= filters/dmarc.c
 # Policy and configuration
 SRCS	+= policy/config.c
+SRCS	+= policy/config_net.c
+SRCS	+= policy/config_filters.c
 SRCS	+= policy/policy.c
 # Helpers every layer shares (proxy -> filters -> policy -> common)
 SRCS	+= common/log.c
 SRCS	+= common/strutil.c
 
 # Pure modules the unit tests link against (no libevent, no main).
-UNIT_SRCS = proxy/smtp_parse.c proxy/smtp_reply.c proxy/xtext.c proxy/haproxy.c policy/config.c policy/policy.c filters/content.c filters/content_rules.c \
+UNIT_SRCS = proxy/smtp_parse.c proxy/smtp_reply.c proxy/xtext.c proxy/haproxy.c policy/config.c policy/config_net.c policy/config_filters.c policy/policy.c filters/content.c filters/content_rules.c \
 	    filters/filter_opt.c common/strutil.c
 UNIT_TESTS = $(patsubst t/unit/%.c,build/unit/%,$(wildcard t/unit/test_*.c))
 

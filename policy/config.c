@@ -1,11 +1,9 @@
 /*
- * config.c - frontmx configuration loader
+ * config.c - frontmx configuration loader: the core
  *
  * NAME
- *	config_load, config_ref, config_unref, config_action_name,
- *	config_action_parse, config_netmask_parse, config_netmask_match,
- *	config_relay_domain, config_sockaddr_parse - read and query the
- *	frontmx configuration
+ *	config_load, config_ref, config_unref - read the frontmx
+ *	configuration
  *
  * SYNOPSIS
  *	#include "config.h"
@@ -13,10 +11,6 @@
  *	struct config *config_load(const char *file, char *err, size_t errlen);
  *	void config_ref(struct config *c);
  *	void config_unref(struct config *c);
- *
- *	int config_relay_domain(const struct config *c, const char *domain);
- *	int config_netmask_match(const struct config_netmask *m, size_t n,
- *	    const struct sockaddr *sa);
  *
  * DESCRIPTION
  *	config_load() reads a libconfig file (see conf/frontmx.conf for every
@@ -31,19 +25,19 @@
  *	configuration and every string in it.  Taking a reference from a
  *	shared pointer that another thread may swap concurrently is the
  *	caller's problem (swap and ref under the same lock, or on one thread).
+ *	config_load() ends with policy_index_build() (policy.c), the hash
+ *	behind policy_lookup(); config_unref() frees it.
  *
- *	config_relay_domain() answers "do we accept mail for this domain"
- *	from a hash of relay.domains in time proportional to the number of
- *	labels in the domain, not to the size of the list.  For the same
- *	reason config_load() ends with policy_index_build() (policy.c), the
- *	hash behind policy_lookup(); config_unref() frees it.
- *
- *	The filters list names the chain: an entry without module must name
- *	a built-in filter (config_builtin_results[]), names are unique, and
- *	options are kept as "key=value" strings in file order for the
- *	module's init().  authserv_id (default hostname) must be an RFC 2045
- *	token, tag.header a field name and tag.subject_prefix free of
- *	control characters: all three end up in header fields.
+ *	The loader is cut in three by what a reader comes for (config_int.h
+ *	holds what they share): this file reads the file, reports errors,
+ *	gives typed access to settings, loads the small sections (hostname,
+ *	limits, timeouts, spool, quarantine, authserv_id, tag) and frees;
+ *	config_net.c loads everything that is an address (listen, upstream,
+ *	dns, relay) and answers relay questions; config_filters.c loads the
+ *	filter chain and the policy groups and names the actions.
+ *	authserv_id (default hostname) must be an RFC 2045 token, tag.header
+ *	a field name and tag.subject_prefix free of control characters: all
+ *	three end up in header fields.
  *
  * DIAGNOSTICS
  *	config_load() returns NULL and writes one line into err:
@@ -60,17 +54,12 @@
  *	1.5 resolves them; setting its include_dir would break absolute ones.
  */
 
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-
-#include <netinet/in.h>
-#include <arpa/inet.h>
 
 #include <errno.h>
 #include <libconfig.h>
 #include <limits.h>
-#include <netdb.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -80,28 +69,13 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "config_int.h"
 #include "policy.h"
 #include "strutil.h"
 
-/* RFC 1035 2.3.4: 255 octets on the wire is 253 characters in text. */
-#define CONFIG_DOMAIN_MAX	253
-#define CONFIG_LABEL_MAX	63
-/* Room for a leading ".", a trailing "." and the NUL. */
-#define CONFIG_DOMAIN_BUF	(CONFIG_DOMAIN_MAX + 3)
-/* Dotted key paths in messages: "policy.domains[12].spf". */
-#define CONFIG_PATH_MAX		128
-/* Filter and result names; also bounds the edit-distance rows. */
-#define CONFIG_NAME_MAX		32
-/* Text of an address in host:port or CIDR form, with scope id. */
-#define CONFIG_ADDR_MAX		(INET6_ADDRSTRLEN + IF_NAMESIZE + 16)
 /* How much source text config_int_literal_check() looks at. */
 #define CONFIG_SCAN_MAX		4096
 #define CONFIG_WORKERS_MAX	64
-#define CONFIG_TIMEOUT_MAX	86400
-#define CONFIG_PROBE_INTERVAL	300	/* seconds between upstream capability probes */
-/* filters[].timeout: one hook call; an hour is already a stuck filter. */
-#define CONFIG_FILTER_TIMEOUT_MAX 3600
-#define CONFIG_FILTER_TIMEOUT	30
 /* tag.header: RFC 5322 sets no limit; 64 keeps the field on one line. */
 #define CONFIG_HEADER_NAME_MAX	64
 /*
@@ -117,39 +91,16 @@
 #define CONFIG_SUBJECT_PREFIX_MAX 128
 #define CONFIG_TAG_HEADER	"X-Frontmx-Tag"
 
-#ifndef IF_NAMESIZE
-#define IF_NAMESIZE		16
-#endif
-
-/*
- * relay.domains can hold thousands of names and is consulted for every
- * RCPT, so it gets a hash set: open addressing, linear probing, a
- * power-of-two table kept at most half full, FNV-1a.  Not hsearch_r(3):
- * its ENTRY key is a non-const char * (a cast under -Wcast-qual), FIND
- * takes a non-const table so many worker threads reading it at once would
- * lean on an unwritten promise, the size is fixed at creation, and it is
- * a GNU extension.  This one is short, const-correct and read-only after
- * config_load(), so every worker can query it without a lock.  The keys
- * are chosen by the admin, not the peer, so probe lengths can't be
- * steered by an attacker.
- */
-struct config_strset_slot {
-	const char	*key;		/* NULL = empty; owned by the caller */
-	unsigned	 value;		/* caller's tag: a line number */
+static const char *const config_keys_root[] = {
+	"hostname", "workers", "listen", "upstream", "dns", "limits",
+	"timeouts", "relay", "spool", "policy", "filters", "quarantine",
+	"authserv_id", "tag", NULL
 };
+static const char *const config_keys_spool[] = { "directory", NULL };
+static const char *const config_keys_quarantine[] = { "directory", NULL };
+static const char *const config_keys_tag[] = { "header", "subject_prefix", NULL };
 
-struct config_strset {
-	struct config_strset_slot	*slots;
-	size_t				 mask;	/* capacity - 1 */
-	size_t				 count;
-};
-
-/* Where errors go while one file is being loaded. */
-struct config_ctx {
-	const char	*file;
-	char		*err;
-	size_t		 errlen;
-};
+static void	 config_free(struct config *);
 
 /* limits.* : one row per key, so defaults, ranges and the key check agree. */
 struct config_limit_row {
@@ -198,90 +149,6 @@ static const struct config_timeout_row config_timeout_rows[] = {
 	{ NULL, 0, 0 }
 };
 
-static const char *const config_keys_root[] = {
-	"hostname", "workers", "listen", "upstream", "dns", "limits",
-	"timeouts", "relay", "spool", "policy", "filters", "quarantine",
-	"authserv_id", "tag", NULL
-};
-static const char *const config_keys_listen[] = { "address", "tls", "cert", "key",
-	"proxy_protocol", "proxy_from", "auth", NULL };
-static const char *const config_keys_upstream[] = { "address", "helo", "xclient",
-	"tls", "tls_name", "tls_ca", "tls_if_client_tls", "probe_interval", NULL };
-
-static const char *const config_tls_modes[CONFIG_TLS_MODE_COUNT] = {
-	[CONFIG_TLS_NONE] = "none",
-	[CONFIG_TLS_STARTTLS] = "starttls",
-	[CONFIG_TLS_REQUIRED] = "required",
-	[CONFIG_TLS_IMPLICIT] = "implicit",
-	[CONFIG_TLS_VERIFY] = "verify",
-};
-static const char *const config_keys_dns[] = { "forward", "reverse", NULL };
-static const char *const config_keys_relay[] = { "domains", "networks", NULL };
-static const char *const config_keys_spool[] = { "directory", NULL };
-static const char *const config_keys_policy[] = { "default", "domains", NULL };
-static const char *const config_keys_filter[] = {
-	"name", "module", "timeout", "on_error", "dry_run", "delay_reject",
-	"options", NULL
-};
-static const char *const config_keys_quarantine[] = { "directory", NULL };
-static const char *const config_keys_tag[] = { "header", "subject_prefix", NULL };
-
-/*
- * Filters built into the daemon (config_builtin_results[] below): a
- * `filters` entry without `module` must name one of these.  Adding a
- * built-in filter means adding its row there (and its code in filters/);
- * nothing else in the loader changes.
- *
- * The result names each built-in filter gives api->set_result(), the keys
- * its policy group may map to actions ("on_error" is the core's, valid for
- * every filter).  Keep in step with the filter: content.c content_actions[]
- * and "mime_limit"; spf.c spf_result_names[]; dkim.c dkim_res_msg[] and
- * "sign_error"; dmarc.c's set_result() calls.  A module's results are not
- * knowable here (it may name any), so its groups take any valid name.
- */
-static const char *const config_results_content[] = {
-	"accept", "tag", "quarantine", "tempfail", "reject", "discard",
-	"warn", "mime_limit", "on_error", NULL
-};
-static const char *const config_results_spf[] = {
-	"none", "neutral", "pass", "fail", "softfail", "temperror",
-	"permerror", "on_error", NULL
-};
-static const char *const config_results_dkim[] = {
-	"none", "permerror", "fail", "neutral", "temperror", "pass",
-	"sign_error", "on_error", NULL
-};
-static const char *const config_results_dmarc[] = {
-	"none", "pass", "fail", "reject", "quarantine", "temperror",
-	"permerror", "on_error", NULL
-};
-static const struct config_builtin_results {
-	const char		*name;	/* first: config_suggest() reads it */
-	const char *const	*results;
-} config_builtin_results[] = {
-	{ "content", config_results_content },
-	{ "spf", config_results_spf },
-	{ "dkim", config_results_dkim },
-	{ "dmarc", config_results_dmarc },
-	{ NULL, NULL }
-};
-
-static const char *const config_action_names[CONFIG_ACTION_COUNT] = {
-	[CONFIG_ACTION_ACCEPT]		= "accept",
-	[CONFIG_ACTION_TAG]		= "tag",
-	[CONFIG_ACTION_QUARANTINE]	= "quarantine",
-	[CONFIG_ACTION_TEMPFAIL]	= "tempfail",
-	[CONFIG_ACTION_REJECT]		= "reject",
-	[CONFIG_ACTION_DISCARD]		= "discard",
-};
-
-#define CONFIG_ACTIONS_EXPECTED \
-	"accept, tag, quarantine, tempfail, reject or discard"
-
-static void	 config_free(struct config *);
-static int	 config_fail(struct config_ctx *, const config_setting_t *,
-		    const char *, ...) __attribute__((format(printf, 3, 4)));
-
 /*
  * Memory.  Running out while loading configuration is not something we
  * can report usefully to the peer; the style rule is that x*alloc aborts.
@@ -295,7 +162,7 @@ config_oom(void)
 	abort();
 }
 
-static void *
+void *
 config_xcalloc(size_t n, size_t size)
 {
 	void	*p;
@@ -306,7 +173,7 @@ config_xcalloc(size_t n, size_t size)
 	return p;
 }
 
-static char *
+char *
 config_xstrdup(const char *s)
 {
 	char	*p;
@@ -320,7 +187,7 @@ config_xstrdup(const char *s)
  * The string set.
  */
 
-static struct config_strset *
+struct config_strset *
 config_strset_new(void)
 {
 	struct config_strset	*set;
@@ -331,7 +198,7 @@ config_strset_new(void)
 	return set;
 }
 
-static void
+void
 config_strset_free(struct config_strset *set)
 {
 	if (set == NULL)
@@ -340,7 +207,7 @@ config_strset_free(struct config_strset *set)
 	free(set);
 }
 
-static const struct config_strset_slot *
+const struct config_strset_slot *
 config_strset_find(const struct config_strset *set, const char *key)
 {
 	size_t	i;
@@ -375,7 +242,7 @@ config_strset_grow(struct config_strset *set)
 }
 
 /* Insert key (not copied); returns NULL, or the slot that already had it. */
-static const struct config_strset_slot *
+const struct config_strset_slot *
 config_strset_add(struct config_strset *set, const char *key, unsigned value)
 {
 	const struct config_strset_slot	*dup;
@@ -399,7 +266,7 @@ config_strset_add(struct config_strset *set, const char *key, unsigned value)
  */
 
 /* RFC 1035 host name syntax: letters, digits, inner hyphens, 63/253. */
-static int
+int
 config_domain_valid(const char *s)
 {
 	size_t	len = 0, label = 0;
@@ -428,7 +295,7 @@ config_domain_valid(const char *s)
  * ignore too) and check the syntax.  With lead_dot a leading "." is kept:
  * it is relay.domains' "and subdomains" marker.  0 ok, -1 bad.
  */
-static int
+int
 config_domain_normalize(const char *s, char *buf, size_t size, int lead_dot)
 {
 	size_t	len;
@@ -445,370 +312,9 @@ config_domain_normalize(const char *s, char *buf, size_t size, int lead_dot)
 	return config_domain_valid(buf) ? 0 : -1;
 }
 
-/* Filter and result names: [a-z][a-z0-9_]*, short. */
-static int
-config_name_valid(const char *s)
-{
-	size_t	i;
-
-	if (!(s[0] >= 'a' && s[0] <= 'z'))
-		return 0;
-	for (i = 1; s[i] != '\0'; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') ||
-		    (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
-			return 0;
-	return i < CONFIG_NAME_MAX;
-}
-
-/*
- * Filter names: [a-z][a-z0-9_-]*, short.  The hyphen is allowed (unlike
- * in result names) because instance names like "rcpt-allow" are common
- * and libconfig accepts them as setting names in policy groups too.
- */
-static int
-config_filter_name_valid(const char *s)
-{
-	size_t	i;
-
-	if (!(s[0] >= 'a' && s[0] <= 'z'))
-		return 0;
-	for (i = 1; s[i] != '\0'; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') ||
-		    (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
-			return 0;
-	return i < CONFIG_NAME_MAX;
-}
-
-static int
-config_filter_builtin(const char *name)
-{
-	size_t	i;
-
-	for (i = 0; config_builtin_results[i].name != NULL; i++)
-		if (strcmp(config_builtin_results[i].name, name) == 0)
-			return 1;
-	return 0;
-}
-
-/* Decimal port, no sign, no leading junk: 0..65535.  0 ok, -1 bad. */
-static int
-config_port_parse(const char *s, unsigned *port)
-{
-	unsigned long	v = 0;
-	size_t		i;
-
-	for (i = 0; s[i] != '\0'; i++) {
-		if (s[i] < '0' || s[i] > '9' || i >= 5)
-			return -1;
-		v = v * 10 + (unsigned long)(s[i] - '0');
-	}
-	if (i == 0 || v > 65535)
-		return -1;
-	*port = (unsigned)v;
-	return 0;
-}
-
-/*
- * Split "host:port" or "[host]:port".  An unbracketed host may not hold a
- * colon: "::1:25" is ambiguous, so IPv6 needs the brackets.
- */
-static int
-config_hostport_split(const char *s, char *host, size_t hostlen, char *port,
-    size_t portlen, int *bracketed)
-{
-	const char	*h, *e, *p;
-	size_t		 n;
-
-	if (s[0] == '[') {
-		h = s + 1;
-		if ((e = strchr(h, ']')) == NULL || e[1] != ':')
-			return -1;
-		p = e + 2;
-		*bracketed = 1;
-	} else {
-		h = s;
-		if ((e = strchr(s, ':')) == NULL || strchr(e + 1, ':') != NULL)
-			return -1;
-		p = e + 1;
-		*bracketed = 0;
-	}
-	n = (size_t)(e - h);
-	if (n == 0 || n >= hostlen || strlen(p) >= portlen)
-		return -1;
-	memcpy(host, h, n);
-	host[n] = '\0';
-	memcpy(port, p, strlen(p) + 1);
-	return 0;
-}
-
-/* An IPv6 literal, optionally with a %scope (checked by getaddrinfo). */
-static int
-config_ipv6_valid(const char *s)
-{
-	char		 buf[INET6_ADDRSTRLEN];
-	struct in6_addr	 a;
-	size_t		 n;
-
-	n = strcspn(s, "%");
-	if (n >= sizeof buf)
-		return 0;
-	memcpy(buf, s, n);
-	buf[n] = '\0';
-	return inet_pton(AF_INET6, buf, &a) == 1;
-}
-
-static int
-config_ipv4_valid(const char *s)
-{
-	struct in_addr	a;
-
-	/* inet_pton, not inet_aton: "127.1" and "0x7f.1" are not addresses here. */
-	return inet_pton(AF_INET, s, &a) == 1;
-}
-
-/* Compare the first prefix bits of a and b. */
-static int
-config_prefix_equal(const uint8_t *a, const uint8_t *b, unsigned prefix)
-{
-	unsigned	bytes = prefix / 8, bits = prefix % 8;
-	uint8_t		mask;
-
-	if (memcmp(a, b, bytes) != 0)
-		return 0;
-	if (bits == 0)
-		return 1;
-	mask = (uint8_t)(0xff << (8 - bits));
-	return (a[bytes] & mask) == (b[bytes] & mask);
-}
-
-/*
- * The netmask parser behind both config_netmask_parse() and the loader.
- * *hostbits tells whether the address had bits set past the prefix: the
- * public parser just clears them, the loader calls it a mistake, because
- * "10.1.2.3/8" in relay.networks usually means the admin meant /32.
- */
-static int
-config_netmask_parse_bits(const char *s, struct config_netmask *m, int *hostbits)
-{
-	static const uint8_t	 mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-	char			 buf[INET6_ADDRSTRLEN];
-	const char		*slash;
-	uint8_t			 orig[16];
-	unsigned		 prefix, max, i;
-	size_t			 n;
-
-	memset(m, 0, sizeof *m);
-	slash = strchr(s, '/');
-	n = slash ? (size_t)(slash - s) : strlen(s);
-	if (n == 0 || n >= sizeof buf)
-		return -1;
-	memcpy(buf, s, n);
-	buf[n] = '\0';
-	if (inet_pton(AF_INET, buf, m->addr) == 1) {
-		m->family = AF_INET;
-		max = 32;
-	} else if (inet_pton(AF_INET6, buf, m->addr) == 1) {
-		m->family = AF_INET6;
-		max = 128;
-	} else
-		return -1;
-	prefix = max;
-	if (slash != NULL) {
-		/* Digits only: strtoul would take " 8", "+8" and "0x8". */
-		if (slash[1] == '\0' || strlen(slash + 1) > 3)
-			return -1;
-		for (prefix = 0, i = 1; slash[i] != '\0'; i++) {
-			if (slash[i] < '0' || slash[i] > '9')
-				return -1;
-			prefix = prefix * 10 + (unsigned)(slash[i] - '0');
-		}
-		if (prefix > max)
-			return -1;
-	}
-	memcpy(orig, m->addr, sizeof orig);
-	for (i = prefix; i < max; i++)
-		m->addr[i / 8] &= (uint8_t)~(0x80 >> (i % 8));
-	*hostbits = memcmp(orig, m->addr, max / 8) != 0;
-	/*
-	 * "::ffff:192.0.2.0/120" is an IPv4 network written the IPv6 way;
-	 * store it as IPv4 so it matches plain AF_INET peers as well.
-	 */
-	if (m->family == AF_INET6 && prefix >= 96 &&
-	    memcmp(m->addr, mapped, sizeof mapped) == 0) {
-		memmove(m->addr, m->addr + 12, 4);
-		memset(m->addr + 4, 0, 12);
-		m->family = AF_INET;
-		prefix -= 96;
-	}
-	m->prefix = prefix;
-	return 0;
-}
-
 /*
  * Public helpers.
  */
-
-const char *
-config_action_name(enum config_action a)
-{
-	/*
-	 * A bad value is a broken invariant, but this runs in log paths; a
-	 * visible "invalid" in a log line beats taking the daemon down.
-	 */
-	if ((unsigned)a >= CONFIG_ACTION_COUNT)
-		return "invalid";
-	return config_action_names[a];
-}
-
-int
-config_action_parse(const char *s, enum config_action *a)
-{
-	unsigned	i;
-
-	/* Exact lower case: the same word must mean the same thing everywhere. */
-	for (i = 0; i < CONFIG_ACTION_COUNT; i++)
-		if (strcmp(s, config_action_names[i]) == 0) {
-			*a = (enum config_action)i;
-			return 0;
-		}
-	return -1;
-}
-
-int
-config_netmask_parse(const char *s, struct config_netmask *m)
-{
-	int	hostbits;
-
-	return config_netmask_parse_bits(s, m, &hostbits);
-}
-
-int
-config_netmask_match(const struct config_netmask *m, size_t n,
-    const struct sockaddr *sa)
-{
-	struct sockaddr_in	sin;
-	struct sockaddr_in6	sin6;
-	uint8_t			a4[4], a6[16];
-	int			has4 = 0, has6 = 0;
-	size_t			i;
-
-	if (sa == NULL)
-		return 0;
-	/* memcpy, not a cast: sa may point into any byte buffer. */
-	switch (sa->sa_family) {
-	case AF_INET:
-		memcpy(&sin, sa, sizeof sin);
-		memcpy(a4, &sin.sin_addr, 4);
-		has4 = 1;
-		break;
-	case AF_INET6:
-		memcpy(&sin6, sa, sizeof sin6);
-		memcpy(a6, &sin6.sin6_addr, 16);
-		has6 = 1;
-		/* A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d. */
-		if (IN6_IS_ADDR_V4MAPPED(&sin6.sin6_addr)) {
-			memcpy(a4, a6 + 12, 4);
-			has4 = 1;
-		}
-		break;
-	default:
-		return 0;
-	}
-	for (i = 0; i < n; i++) {
-		if (m[i].family == AF_INET && has4 &&
-		    config_prefix_equal(m[i].addr, a4, m[i].prefix))
-			return 1;
-		if (m[i].family == AF_INET6 && has6 &&
-		    config_prefix_equal(m[i].addr, a6, m[i].prefix))
-			return 1;
-	}
-	return 0;
-}
-
-static in_port_t
-config_sockaddr_port(const struct sockaddr_storage *ss)
-{
-	struct sockaddr_in	sin;
-	struct sockaddr_in6	sin6;
-
-	if (ss->ss_family == AF_INET) {
-		memcpy(&sin, ss, sizeof sin);
-		return ntohs(sin.sin_port);
-	}
-	memcpy(&sin6, ss, sizeof sin6);
-	return ntohs(sin6.sin6_port);
-}
-
-int
-config_sockaddr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len)
-{
-	struct addrinfo	 hints, *res = NULL;
-	char		 host[CONFIG_ADDR_MAX], port[8];
-	unsigned	 p;
-	int		 bracketed;
-
-	if (config_hostport_split(s, host, sizeof host, port, sizeof port,
-	    &bracketed) == -1 || config_port_parse(port, &p) == -1)
-		return -1;
-	/* Brackets mean IPv6 and nothing else; no brackets mean IPv4. */
-	if (bracketed ? !config_ipv6_valid(host) : !config_ipv4_valid(host))
-		return -1;
-	memset(&hints, 0, sizeof hints);
-	hints.ai_family = bracketed ? AF_INET6 : AF_INET;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-	if (getaddrinfo(host, port, &hints, &res) != 0 || res == NULL)
-		return -1;
-	if (res->ai_addrlen > sizeof *ss) {
-		freeaddrinfo(res);
-		return -1;
-	}
-	memset(ss, 0, sizeof *ss);
-	memcpy(ss, res->ai_addr, res->ai_addrlen);
-	*len = res->ai_addrlen;
-	freeaddrinfo(res);
-	return 0;
-}
-
-int
-config_relay_domain(const struct config *c, const char *domain)
-{
-	char		 buf[CONFIG_DOMAIN_BUF];
-	const char	*p, *e;
-	size_t		 len, elen, i;
-
-	if (c == NULL || domain == NULL)
-		return 0;
-	len = strnlen(domain, sizeof buf);
-	if (len == 0 || len >= sizeof buf || domain[0] == '.')
-		return 0;
-	memcpy(buf, domain, len + 1);
-	str_lower(buf);
-	if (buf[len - 1] == '.')
-		buf[--len] = '\0';
-	if (len == 0)
-		return 0;
-
-	if (c->relay_index == NULL) {
-		/* A struct config built by hand (tests): scan the list. */
-		for (i = 0; i < c->nrelay_domains; i++) {
-			e = c->relay_domains[i];
-			elen = strlen(e);
-			if (e[0] == '.' ? len > elen &&
-			    strcmp(buf + len - elen, e) == 0 :
-			    strcmp(buf, e) == 0)
-				return 1;
-		}
-		return 0;
-	}
-	/* The name itself, then ".parent" for every parent: one probe a label. */
-	if (config_strset_find(c->relay_index, buf) != NULL)
-		return 1;
-	for (p = strchr(buf, '.'); p != NULL; p = strchr(p + 1, '.'))
-		if (config_strset_find(c->relay_index, p) != NULL)
-			return 1;
-	return 0;
-}
 
 void
 config_ref(struct config *c)
@@ -870,7 +376,7 @@ config_source(struct config_ctx *ctx, const config_setting_t *s,
 }
 
 /* "FILE:LINE: message" for setting s. */
-static int
+int
 config_fail(struct config_ctx *ctx, const config_setting_t *s,
     const char *fmt, ...)
 {
@@ -899,7 +405,7 @@ config_fail(struct config_ctx *ctx, const config_setting_t *s,
  * for errors found after parsing: a certificate or module that cannot be
  * loaded is reported at the line that names it.
  */
-static char *
+char *
 config_where(struct config_ctx *ctx, const config_setting_t *g,
     const char *name)
 {
@@ -917,7 +423,7 @@ config_where(struct config_ctx *ctx, const config_setting_t *g,
 }
 
 /* parent + "." + name into buf; a path too long for buf ends in "...". */
-static const char *
+const char *
 config_path(char *buf, size_t size, const char *parent, const char *name)
 {
 	int	n;
@@ -931,7 +437,7 @@ config_path(char *buf, size_t size, const char *parent, const char *name)
 	return buf;
 }
 
-static const char *
+const char *
 config_path_index(char *buf, size_t size, const char *parent, int i)
 {
 	int	n;
@@ -943,7 +449,7 @@ config_path_index(char *buf, size_t size, const char *parent, int i)
 }
 
 /* Levenshtein distance, capped: only used to suggest a close key. */
-static size_t
+size_t
 config_edit_distance(const char *a, const char *b)
 {
 	size_t	row[2][CONFIG_NAME_MAX + 1], la, lb, i, j, cost, v;
@@ -976,7 +482,7 @@ config_edit_distance(const char *a, const char *b)
  * two edits, or NULL.  This lets the limits table serve as its own list
  * of keys.
  */
-static int
+int
 config_suggest(const char *name, const void *rows, size_t stride,
     const char **best)
 {
@@ -999,7 +505,7 @@ config_suggest(const char *name, const void *rows, size_t stride,
 }
 
 /* Reject every member of group whose name is not in rows (config_suggest). */
-static int
+int
 config_check_keys(struct config_ctx *ctx, const config_setting_t *group,
     const char *path, const void *rows, size_t stride)
 {
@@ -1031,7 +537,7 @@ config_check_keys(struct config_ctx *ctx, const config_setting_t *group,
  * read it), trust libconfig rather than invent an error.  A file edited
  * in that instant can fail one reload; the next one reads it whole.
  */
-static int
+int
 config_int_literal_check(struct config_ctx *ctx, const config_setting_t *s,
     const char *path)
 {
@@ -1136,7 +642,7 @@ config_want_setting(const config_setting_t *group, const char *name,
 	return (*out = config_setting_get_member(group, name)) != NULL;
 }
 
-static int
+int
 config_want_string(struct config_ctx *ctx, const config_setting_t *group,
     const char *parent, const char *name, const char **out)
 {
@@ -1154,7 +660,7 @@ config_want_string(struct config_ctx *ctx, const config_setting_t *group,
 	return 1;
 }
 
-static int
+int
 config_bool_value(struct config_ctx *ctx, const config_setting_t *s,
     const char *path, int *out)
 {
@@ -1165,7 +671,7 @@ config_bool_value(struct config_ctx *ctx, const config_setting_t *s,
 	return 1;
 }
 
-static int
+int
 config_want_bool(struct config_ctx *ctx, const config_setting_t *group,
     const char *parent, const char *name, int *out)
 {
@@ -1178,7 +684,7 @@ config_want_bool(struct config_ctx *ctx, const config_setting_t *group,
 	    config_path(path, sizeof path, parent, name), out);
 }
 
-static int
+int
 config_want_int(struct config_ctx *ctx, const config_setting_t *group,
     const char *parent, const char *name, long long min, long long max,
     long long *out)
@@ -1208,7 +714,7 @@ config_want_int(struct config_ctx *ctx, const config_setting_t *group,
 	return 1;
 }
 
-static int
+int
 config_want_group(struct config_ctx *ctx, const config_setting_t *group,
     const char *parent, const char *name, const config_setting_t **out)
 {
@@ -1225,7 +731,7 @@ config_want_group(struct config_ctx *ctx, const config_setting_t *group,
 }
 
 /* A list ( ... ) whose elements are all groups. */
-static int
+int
 config_want_group_list(struct config_ctx *ctx, const config_setting_t *group,
     const char *parent, const char *name, const config_setting_t **out)
 {
@@ -1251,7 +757,7 @@ config_want_group_list(struct config_ctx *ctx, const config_setting_t *group,
 }
 
 /* [ "a", "b" ] or ( "a", "b" ): non-empty strings. */
-static int
+int
 config_want_strings(struct config_ctx *ctx, const config_setting_t *group,
     const char *parent, const char *name, const config_setting_t **out)
 {
@@ -1311,288 +817,6 @@ config_load_hostname(struct config_ctx *ctx, const config_setting_t *root,
 		    "system name '%s' is not a valid domain name", buf);
 	c->hostname = config_xstrdup(buf);
 	return 0;
-}
-
-/* tls = "none|starttls|required|implicit|verify"; allowed is a mask. */
-static int
-config_tls_mode(struct config_ctx *ctx, const config_setting_t *g,
-    const char *path, unsigned allowed, enum config_tls_mode dflt,
-    enum config_tls_mode *out)
-{
-	const char *v = NULL;
-	unsigned m;
-	int r;
-
-	*out = dflt;
-	if ((r = config_want_string(ctx, g, path, "tls", &v)) != 1)
-		return r;
-	/* The upstream's STARTTLS-when-offered mode reads better by its name. */
-	if (!(allowed & (1u << CONFIG_TLS_IMPLICIT)) &&
-	    strcmp(v, "opportunistic") == 0) {
-		*out = CONFIG_TLS_STARTTLS;
-		return 1;
-	}
-	for (m = 0; m < CONFIG_TLS_MODE_COUNT; m++)
-		if ((allowed & (1u << m)) && strcmp(v, config_tls_modes[m]) == 0) {
-			*out = (enum config_tls_mode)m;
-			return 1;
-		}
-	return config_fail(ctx, config_setting_get_member(g, "tls"),
-	    "'%s.tls' must be one of %s, not '%s'", path,
-	    (allowed & (1u << CONFIG_TLS_IMPLICIT)) ?
-	    "none, starttls, required, implicit" :
-	    "none, opportunistic, required, verify", v);
-}
-
-/* The per-listener keys beyond address: TLS, PROXY protocol, AUTH. */
-static int
-config_load_listen_extra(struct config_ctx *ctx, const config_setting_t *g,
-    const char *path, struct config_listener *l)
-{
-	const config_setting_t *list = NULL, *e;
-	const char *v = NULL;
-	int r, i, n, b;
-
-	if (config_tls_mode(ctx, g, path, (1u << CONFIG_TLS_NONE) |
-	    (1u << CONFIG_TLS_STARTTLS) | (1u << CONFIG_TLS_REQUIRED) |
-	    (1u << CONFIG_TLS_IMPLICIT), CONFIG_TLS_NONE, &l->tls) == -1)
-		return -1;
-	if ((r = config_want_string(ctx, g, path, "cert", &v)) == -1)
-		return -1;
-	if (r == 1) {
-		l->cert = config_xstrdup(v);
-		l->cert_where = config_where(ctx, g, "cert");
-	}
-	if ((r = config_want_string(ctx, g, path, "key", &v)) == -1)
-		return -1;
-	if (r == 1) {
-		l->key = config_xstrdup(v);
-		l->key_where = config_where(ctx, g, "key");
-	}
-	if (l->tls != CONFIG_TLS_NONE && (l->cert == NULL || l->key == NULL))
-		return config_fail(ctx, g, "'%s' has tls = \"%s\" but no cert "
-		    "and key", path, config_tls_modes[l->tls]);
-	b = 0;
-	if (config_want_bool(ctx, g, path, "proxy_protocol", &b) == -1)
-		return -1;
-	l->proxy_protocol = b;
-	if ((r = config_want_strings(ctx, g, path, "proxy_from", &list)) == -1)
-		return -1;
-	if (r == 1) {
-		n = config_setting_length(list);
-		l->proxy_from = config_xcalloc((size_t)n + 1, sizeof *l->proxy_from);
-		for (i = 0; i < n; i++) {
-			e = config_setting_get_elem(list, (unsigned)i);
-			v = config_setting_get_string(e);
-			if (config_netmask_parse(v, &l->proxy_from[l->nproxy_from]) == -1)
-				return config_fail(ctx, e, "'%s.proxy_from' entry "
-				    "'%s' is not an address or CIDR network",
-				    path, v);
-			l->nproxy_from++;
-		}
-	}
-	if (l->proxy_protocol && l->nproxy_from == 0)
-		return config_fail(ctx, g, "'%s' has proxy_protocol but no "
-		    "proxy_from (the addresses allowed to send the header)", path);
-	b = 0;
-	if (config_want_bool(ctx, g, path, "auth", &b) == -1)
-		return -1;
-	l->auth = b;
-	return 0;
-}
-
-static int
-config_load_listen(struct config_ctx *ctx, const config_setting_t *root,
-    struct config *c)
-{
-	const config_setting_t	*list = NULL, *g;
-	struct config_listener	*l;
-	const char		*addr = NULL;
-	char			 path[CONFIG_PATH_MAX];
-	in_port_t		 port;
-	size_t			 j;
-	int			 i, n, r;
-
-	if ((r = config_want_group_list(ctx, root, "", "listen", &list)) == -1)
-		return -1;
-	if (r == 0)
-		return config_fail(ctx, root, "missing required key 'listen'");
-	if ((n = config_setting_length(list)) == 0)
-		return config_fail(ctx, list, "'listen' needs at least one "
-		    "{ address = \"IP:port\"; }");
-	c->listeners = config_xcalloc((size_t)n, sizeof *c->listeners);
-	for (i = 0; i < n; i++) {
-		g = config_setting_get_elem(list, (unsigned)i);
-		config_path_index(path, sizeof path, "listen", i);
-		if (config_check_keys(ctx, g, path, config_keys_listen,
-		    sizeof config_keys_listen[0]) == -1)
-			return -1;
-		if ((r = config_want_string(ctx, g, path, "address", &addr)) == -1)
-			return -1;
-		if (r == 0)
-			return config_fail(ctx, g, "'%s' is missing 'address'",
-			    path);
-		l = &c->listeners[c->nlisteners];
-		l->address = config_xstrdup(addr);
-		c->nlisteners++;
-		g = config_setting_get_member(g, "address");
-		if (config_sockaddr_parse(addr, &l->sa, &l->salen) == -1)
-			return config_fail(ctx, g, "'%s.address' must be a "
-			    "numeric \"IPv4:port\" or \"[IPv6]:port\", not "
-			    "'%s'", path, addr);
-		port = config_sockaddr_port(&l->sa);
-		/* Port 0 would bind somewhere nobody knows about. */
-		if (port == 0)
-			return config_fail(ctx, g, "'%s.address' port must be "
-			    "1..65535", path);
-		if (config_load_listen_extra(ctx, config_setting_get_elem(list,
-		    (unsigned)i), path, l) == -1)
-			return -1;
-		for (j = 0; j + 1 < c->nlisteners; j++)
-			if (c->listeners[j].salen == l->salen &&
-			    memcmp(&c->listeners[j].sa, &l->sa, l->salen) == 0)
-				return config_fail(ctx, g, "duplicate listen "
-				    "address '%s'", addr);
-	}
-	return 0;
-}
-
-static int
-config_load_upstream(struct config_ctx *ctx, const config_setting_t *root,
-    struct config *c)
-{
-	const config_setting_t	*g = NULL, *s;
-	const char		*addr = NULL, *helo = NULL;
-	char			 host[CONFIG_ADDR_MAX], port[8];
-	unsigned		 p;
-	long long		 v;
-	int			 r, bracketed, xclient;
-
-	if ((r = config_want_group(ctx, root, "", "upstream", &g)) == -1)
-		return -1;
-	if (r == 0)
-		return config_fail(ctx, root, "missing required key 'upstream'");
-	if (config_check_keys(ctx, g, "upstream", config_keys_upstream,
-	    sizeof config_keys_upstream[0]) == -1)
-		return -1;
-	if ((r = config_want_string(ctx, g, "upstream", "address", &addr)) == -1)
-		return -1;
-	if (r == 0)
-		return config_fail(ctx, g, "'upstream' is missing 'address'");
-	s = config_setting_get_member(g, "address");
-	c->upstream_address = config_xstrdup(addr);
-	if (strncmp(addr, "dir:", 4) == 0) {
-		if (addr[4] == '\0')
-			return config_fail(ctx, s, "'upstream.address' "
-			    "\"dir:\" needs a directory, e.g. \"dir:./maildir\"");
-		c->upstream_kind = CONFIG_UPSTREAM_DIR;
-		c->upstream_dir = config_xstrdup(addr + 4);
-		c->upstream_dir_where = config_where(ctx, g, "address");
-	} else {
-		if (config_hostport_split(addr, host, sizeof host, port,
-		    sizeof port, &bracketed) == -1)
-			return config_fail(ctx, s, "'upstream.address' must be "
-			    "\"host:port\", \"[IPv6]:port\" or \"dir:PATH\", "
-			    "not '%s'", addr);
-		/* Digits and dots only is meant as IPv4: don't let 1.2.3.999 pass as a name. */
-		if (bracketed ? !config_ipv6_valid(host) :
-		    strspn(host, "0123456789.") == strlen(host) ?
-		    !config_ipv4_valid(host) : !config_domain_valid(host))
-			return config_fail(ctx, s, "'upstream.address' has a "
-			    "bad host '%s'", host);
-		if (config_port_parse(port, &p) == -1 || p == 0)
-			return config_fail(ctx, s, "'upstream.address' port "
-			    "must be 1..65535, not '%s'", port);
-		c->upstream_kind = CONFIG_UPSTREAM_SMTP;
-		c->upstream_host = config_xstrdup(host);
-		c->upstream_port = config_xstrdup(port);
-	}
-
-	if ((r = config_want_string(ctx, g, "upstream", "helo", &helo)) == -1)
-		return -1;
-	if (r == 1 && !config_domain_valid(helo))
-		return config_fail(ctx, config_setting_get_member(g, "helo"),
-		    "'upstream.helo' must be a valid domain name, not '%s'",
-		    helo);
-	c->upstream_helo = config_xstrdup(r == 1 ? helo : c->hostname);
-
-	xclient = 1;
-	if (config_want_bool(ctx, g, "upstream", "xclient", &xclient) == -1)
-		return -1;
-	c->upstream_xclient = xclient;
-	if (config_tls_mode(ctx, g, "upstream", (1u << CONFIG_TLS_NONE) |
-	    (1u << CONFIG_TLS_STARTTLS) | (1u << CONFIG_TLS_REQUIRED) |
-	    (1u << CONFIG_TLS_VERIFY), CONFIG_TLS_STARTTLS, &c->upstream_tls) == -1)
-		return -1;
-	if ((r = config_want_string(ctx, g, "upstream", "tls_name", &helo)) == -1)
-		return -1;
-	if (r == 1)
-		c->upstream_tls_name = config_xstrdup(helo);
-	if ((r = config_want_string(ctx, g, "upstream", "tls_ca", &helo)) == -1)
-		return -1;
-	if (r == 1)
-		c->upstream_tls_ca = config_xstrdup(helo);
-	c->upstream_where = config_where(ctx, g, r == 1 ? "tls_ca" : "tls");
-	xclient = 0;
-	if (config_want_bool(ctx, g, "upstream", "tls_if_client_tls", &xclient) == -1)
-		return -1;
-	c->upstream_tls_if_client_tls = xclient;
-	c->upstream_probe_interval = CONFIG_PROBE_INTERVAL;
-	if ((r = config_want_int(ctx, g, "upstream", "probe_interval", 1,
-	    CONFIG_TIMEOUT_MAX, &v)) == -1)
-		return -1;
-	if (r == 1)
-		c->upstream_probe_interval = (unsigned)v;
-	return 0;
-}
-
-static int
-config_load_dns(struct config_ctx *ctx, const config_setting_t *root,
-    struct config *c)
-{
-	const config_setting_t	*g = NULL, *list = NULL, *e = NULL;
-	struct in6_addr		 a6;
-	struct in_addr		 a4;
-	const char		*s = NULL, *at;
-	char			 ip[INET6_ADDRSTRLEN];
-	unsigned		 port;
-	size_t			 len;
-	int			 i, n, r;
-
-	c->dns_reverse = 1;
-	if ((r = config_want_group(ctx, root, "", "dns", &g)) != 1)
-		return r;
-	if (config_check_keys(ctx, g, "dns", config_keys_dns,
-	    sizeof config_keys_dns[0]) == -1)
-		return -1;
-	if (config_want_bool(ctx, g, "dns", "reverse", &c->dns_reverse) == -1)
-		return -1;
-	if ((r = config_want_strings(ctx, g, "dns", "forward", &list)) != 1)
-		return r;
-	n = config_setting_length(list);
-	c->dns_forward = config_xcalloc((size_t)n, sizeof *c->dns_forward);
-	for (i = 0; i < n; i++) {
-		e = config_setting_get_elem(list, (unsigned)i);
-		s = config_setting_get_string(e);
-		/* Last '@': IPv6 has colons, so '@' is the port separator. */
-		at = strrchr(s, '@');
-		len = at ? (size_t)(at - s) : strlen(s);
-		if (len == 0 || len >= sizeof ip)
-			goto bad;
-		memcpy(ip, s, len);
-		ip[len] = '\0';
-		if (inet_pton(AF_INET, ip, &a4) != 1 &&
-		    inet_pton(AF_INET6, ip, &a6) != 1)
-			goto bad;
-		if (at != NULL && (config_port_parse(at + 1, &port) == -1 ||
-		    port == 0))
-			goto bad;
-		c->dns_forward[c->ndns_forward++] = config_xstrdup(s);
-	}
-	return 0;
- bad:
-	return config_fail(ctx, e, "'dns.forward' entry '%s' must be \"IP\" "
-	    "or \"IP@port\" (port 1..65535)", s);
 }
 
 /*
@@ -1683,74 +907,6 @@ config_load_timeouts(struct config_ctx *ctx, const config_setting_t *root,
 }
 
 static int
-config_load_relay(struct config_ctx *ctx, const config_setting_t *root,
-    struct config *c)
-{
-	const config_setting_t	*g = NULL, *list = NULL, *e;
-	struct config_netmask	*m;
-	const char		*s;
-	char			 buf[CONFIG_DOMAIN_BUF], net[INET6_ADDRSTRLEN];
-	char			*d;
-	int			 i, n, r, hostbits;
-
-	if ((r = config_want_group(ctx, root, "", "relay", &g)) != 1)
-		return r;
-	if (config_check_keys(ctx, g, "relay", config_keys_relay,
-	    sizeof config_keys_relay[0]) == -1)
-		return -1;
-
-	if ((r = config_want_strings(ctx, g, "relay", "domains", &list)) == -1)
-		return -1;
-	if (r == 1) {
-		n = config_setting_length(list);
-		c->relay_domains = config_xcalloc((size_t)n,
-		    sizeof *c->relay_domains);
-		c->relay_index = config_strset_new();
-		for (i = 0; i < n; i++) {
-			e = config_setting_get_elem(list, (unsigned)i);
-			s = config_setting_get_string(e);
-			if (config_domain_normalize(s, buf, sizeof buf, 1) == -1)
-				return config_fail(ctx, e, "'relay.domains' "
-				    "entry '%s' is not a valid domain name", s);
-			d = config_xstrdup(buf);
-			/* A repeat is harmless: keep the first, drop this one. */
-			if (config_strset_add(c->relay_index, d, 0) != NULL) {
-				free(d);
-				continue;
-			}
-			c->relay_domains[c->nrelay_domains++] = d;
-		}
-	}
-
-	if ((r = config_want_strings(ctx, g, "relay", "networks", &list)) == -1)
-		return -1;
-	if (r == 1) {
-		n = config_setting_length(list);
-		c->relay_networks = config_xcalloc((size_t)n,
-		    sizeof *c->relay_networks);
-		for (i = 0; i < n; i++) {
-			e = config_setting_get_elem(list, (unsigned)i);
-			s = config_setting_get_string(e);
-			m = &c->relay_networks[i];
-			if (config_netmask_parse_bits(s, m, &hostbits) == -1)
-				return config_fail(ctx, e, "'relay.networks' "
-				    "entry '%s' is not an IP address or CIDR "
-				    "network", s);
-			if (hostbits) {
-				if (inet_ntop(m->family, m->addr, net,
-				    sizeof net) == NULL)
-					net[0] = '\0';
-				return config_fail(ctx, e, "'relay.networks' "
-				    "entry '%s': host bits set (the network is "
-				    "%s/%u)", s, net, m->prefix);
-			}
-			c->nrelay_networks++;
-		}
-	}
-	return 0;
-}
-
-static int
 config_load_spool(struct config_ctx *ctx, const config_setting_t *root,
     struct config *c)
 {
@@ -1770,383 +926,6 @@ config_load_spool(struct config_ctx *ctx, const config_setting_t *root,
 	c->spool_dir = config_xstrdup(dir);
 	c->spool_where = config_where(ctx, g, "directory");
 	return 0;
-}
-
-/*
- * One filter group: spf = { fail = "reject"; dry_run = true; }.  The
- * filter must be in the chain (c->filters, loaded first): a group for
- * one that never runs is a typo or a forgotten filters entry.  A
- * built-in's result names are checked against config_builtin_results[].
- */
-static int
-config_load_filter(struct config_ctx *ctx, const struct config *c,
-    const config_setting_t *g, const char *parent,
-    struct config_policy_filter *f)
-{
-	const config_setting_t	*m;
-	struct config_policy_rule *rule;
-	const struct config_filter *cf = NULL;
-	const char *const	*results = NULL;
-	const char		*name, *s, *best;
-	char			 path[CONFIG_PATH_MAX], mpath[CONFIG_PATH_MAX];
-	size_t			 k, d, bestd = 3;
-	int			 i, n;
-
-	name = config_setting_name(g);
-	config_path(path, sizeof path, parent, name);
-	if (!config_setting_is_group(g))
-		return config_fail(ctx, g, "'%s' must be a group of "
-		    "result = \"action\" settings", path);
-	best = NULL;
-	for (k = 0; k < c->nfilters && cf == NULL; k++) {
-		if (strcmp(c->filters[k].name, name) == 0)
-			cf = &c->filters[k];
-		else if ((d = config_edit_distance(name,
-		    c->filters[k].name)) < bestd) {
-			bestd = d;
-			best = c->filters[k].name;
-		}
-	}
-	if (cf == NULL)
-		return config_fail(ctx, g, "'%s': no filter '%s' in the "
-		    "'filters' chain%s%s%s", path, name,
-		    best ? " (did you mean '" : "", best ? best : "",
-		    best ? "'?)" : "");
-	if (cf->module == NULL)
-		for (k = 0; config_builtin_results[k].name != NULL; k++)
-			if (strcmp(config_builtin_results[k].name, name) == 0)
-				results = config_builtin_results[k].results;
-	f->name = config_xstrdup(name);
-	f->dry_run = -1;
-	n = config_setting_length(g);
-	f->rules = config_xcalloc((size_t)n, sizeof *f->rules);
-	for (i = 0; i < n; i++) {
-		m = config_setting_get_elem(g, (unsigned)i);
-		name = config_setting_name(m);
-		config_path(mpath, sizeof mpath, path, name);
-		if (strcmp(name, "dry_run") == 0) {
-			if (config_bool_value(ctx, m, mpath, &f->dry_run) == -1)
-				return -1;
-			continue;
-		}
-		if (!config_name_valid(name))
-			return config_fail(ctx, m, "unknown key '%s' in '%s' "
-			    "(result names are [a-z][a-z0-9_]*)", name, path);
-		if (results != NULL && !config_suggest(name, results,
-		    sizeof results[0], &best))
-			return config_fail(ctx, m, "unknown result '%s' in '%s': "
-			    "filter '%s' never gives it%s%s%s", name, path,
-			    f->name, best ? " (did you mean '" : "",
-			    best ? best : "", best ? "'?)" : "");
-		if (config_setting_type(m) != CONFIG_TYPE_STRING)
-			return config_fail(ctx, m, "'%s' must be a string "
-			    "(" CONFIG_ACTIONS_EXPECTED ")", mpath);
-		s = config_setting_get_string(m);
-		rule = &f->rules[f->nrules];
-		if (config_action_parse(s, &rule->action) == -1)
-			return config_fail(ctx, m, "unknown action '%s' "
-			    "(expected " CONFIG_ACTIONS_EXPECTED ")", s);
-		rule->result = config_xstrdup(name);
-		f->nrules++;
-	}
-	return 0;
-}
-
-/* Add one policy domain, refusing one already claimed by any policy. */
-static int
-config_policy_add_domain(struct config_ctx *ctx, const config_setting_t *e,
-    const char *path, struct config_policy *p, struct config_strset *seen)
-{
-	const struct config_strset_slot	*dup;
-	const char			*s;
-	char				 buf[CONFIG_DOMAIN_BUF];
-	char				*d;
-
-	s = config_setting_get_string(e);
-	if (config_domain_normalize(s, buf, sizeof buf, 0) == -1)
-		return config_fail(ctx, e, "'%s' entry '%s' is not a valid "
-		    "domain name", path, s);
-	d = config_xstrdup(buf);
-	p->domains[p->ndomains++] = d;
-	if ((dup = config_strset_add(seen, d,
-	    config_setting_source_line(e))) != NULL)
-		return config_fail(ctx, e, "duplicate policy domain '%s' "
-		    "(already at line %u)", d, dup->value);
-	return 0;
-}
-
-/*
- * A policy group: policy.default, or one policy.domains entry (entry = 1,
- * which also takes domain/domains).  Every other name that looks like a
- * filter name is a filter group, so third-party filters get policy
- * without changes here.
- */
-static int
-config_load_policy_group(struct config_ctx *ctx, const struct config *c,
-    const config_setting_t *g, const char *path, int entry,
-    struct config_policy *p, struct config_strset *seen)
-{
-	const config_setting_t	*m, *list = NULL;
-	const char		*name;
-	char			 mpath[CONFIG_PATH_MAX];
-	size_t			 nd = 0, nf = 0;
-	int			 i, j, n;
-
-	p->dry_run = -1;
-	n = config_setting_length(g);
-	/* First pass: sizes, so arrays are allocated once. */
-	for (i = 0; i < n; i++) {
-		m = config_setting_get_elem(g, (unsigned)i);
-		name = config_setting_name(m);
-		if (entry && strcmp(name, "domain") == 0)
-			nd++;
-		else if (entry && strcmp(name, "domains") == 0 &&
-		    config_setting_is_aggregate(m))
-			nd += (size_t)config_setting_length(m);
-		else if (strcmp(name, "dry_run") != 0 &&
-		    strcmp(name, "domain") != 0 && strcmp(name, "domains") != 0)
-			nf++;
-	}
-	p->domains = config_xcalloc(nd, sizeof *p->domains);
-	p->filters = config_xcalloc(nf, sizeof *p->filters);
-
-	for (i = 0; i < n; i++) {
-		m = config_setting_get_elem(g, (unsigned)i);
-		name = config_setting_name(m);
-		config_path(mpath, sizeof mpath, path, name);
-		if (strcmp(name, "dry_run") == 0) {
-			if (config_bool_value(ctx, m, mpath, &p->dry_run) == -1)
-				return -1;
-		} else if (entry && strcmp(name, "domain") == 0) {
-			if (config_setting_type(m) != CONFIG_TYPE_STRING)
-				return config_fail(ctx, m, "'%s' must be a "
-				    "string", mpath);
-			if (config_policy_add_domain(ctx, m, mpath, p,
-			    seen) == -1)
-				return -1;
-		} else if (entry && strcmp(name, "domains") == 0) {
-			if (config_want_strings(ctx, g, path, name, &list) == -1)
-				return -1;
-			for (j = 0; j < config_setting_length(list); j++)
-				if (config_policy_add_domain(ctx,
-				    config_setting_get_elem(list, (unsigned)j),
-				    mpath, p, seen) == -1)
-					return -1;
-		} else if (strcmp(name, "domain") != 0 &&
-		    strcmp(name, "domains") != 0 &&
-		    config_filter_name_valid(name)) {
-			if (config_load_filter(ctx, c, m, path,
-			    &p->filters[p->nfilters++]) == -1)
-				return -1;
-		} else
-			return config_fail(ctx, m, "unknown key '%s' in '%s'%s",
-			    name, path, strcmp(name, "domain") == 0 ||
-			    strcmp(name, "domains") == 0 ? " (domains belong "
-			    "in policy.domains entries)" : "");
-	}
-	if (entry) {
-		if (p->ndomains == 0)
-			return config_fail(ctx, g, "'%s' needs 'domain' or "
-			    "'domains'", path);
-		p->name = config_xstrdup(p->domains[0]);
-	}
-	return 0;
-}
-
-static int
-config_load_policy(struct config_ctx *ctx, const config_setting_t *root,
-    struct config *c)
-{
-	const config_setting_t	*g = NULL, *d = NULL, *list = NULL;
-	struct config_strset	*seen;
-	char			 path[CONFIG_PATH_MAX];
-	int			 i, n, r;
-
-	c->policy_default.name = config_xstrdup("default");
-	c->policy_default.dry_run = -1;
-	if ((r = config_want_group(ctx, root, "", "policy", &g)) != 1)
-		return r;
-	if (config_check_keys(ctx, g, "policy", config_keys_policy,
-	    sizeof config_keys_policy[0]) == -1)
-		return -1;
-	if ((r = config_want_group(ctx, g, "policy", "default", &d)) == -1)
-		return -1;
-	if (r == 1 && config_load_policy_group(ctx, c, d, "policy.default", 0,
-	    &c->policy_default, NULL) == -1)
-		return -1;
-
-	if ((r = config_want_group_list(ctx, g, "policy", "domains",
-	    &list)) != 1)
-		return r;
-	n = config_setting_length(list);
-	c->policies = config_xcalloc((size_t)n, sizeof *c->policies);
-	/* The domain strings live in c->policies; seen only points at them. */
-	seen = config_strset_new();
-	for (r = 0, i = 0; i < n && r == 0; i++) {
-		c->npolicies++;
-		config_path_index(path, sizeof path, "policy.domains", i);
-		r = config_load_policy_group(ctx, c, config_setting_get_elem(list,
-		    (unsigned)i), path, 1, &c->policies[i], seen);
-	}
-	config_strset_free(seen);
-	return r;
-}
-
-/* "key=value" for one filters[].options member; the module parses it. */
-static char *
-config_option_join(const char *key, const char *value)
-{
-	size_t	klen = strlen(key), vlen = strlen(value);
-	char	*s;
-
-	s = config_xcalloc(klen + vlen + 2, 1);
-	memcpy(s, key, klen);
-	s[klen] = '=';
-	memcpy(s + klen + 1, value, vlen + 1);
-	return s;
-}
-
-/*
- * filters[].options: a flat group whose values are strings, integers or
- * booleans, handed to the module's init() as "key=value" in file order
- * (the order the admin wrote is the only order a module can rely on).
- */
-static int
-config_load_filter_options(struct config_ctx *ctx, const config_setting_t *g,
-    const char *path, struct config_filter *f)
-{
-	const config_setting_t	*m;
-	const char		*key;
-	char			 mpath[CONFIG_PATH_MAX], num[32];
-	int			 i, n;
-
-	n = config_setting_length(g);
-	f->options = config_xcalloc((size_t)n, sizeof *f->options);
-	for (i = 0; i < n; i++) {
-		m = config_setting_get_elem(g, (unsigned)i);
-		key = config_setting_name(m);
-		config_path(mpath, sizeof mpath, path, key);
-		switch (config_setting_type(m)) {
-		case CONFIG_TYPE_STRING:
-			f->options[f->noptions++] = config_option_join(key,
-			    config_setting_get_string(m));
-			break;
-		case CONFIG_TYPE_INT:
-			if (config_int_literal_check(ctx, m, mpath) == -1)
-				return -1;
-			/* FALLTHROUGH */
-		case CONFIG_TYPE_INT64:
-			(void)snprintf(num, sizeof num, "%lld",
-			    (long long)config_setting_get_int64(m));
-			f->options[f->noptions++] = config_option_join(key, num);
-			break;
-		case CONFIG_TYPE_BOOL:
-			f->options[f->noptions++] = config_option_join(key,
-			    config_setting_get_bool(m) ? "true" : "false");
-			break;
-		default:
-			return config_fail(ctx, m, "'%s' must be a string, an "
-			    "integer or a boolean", mpath);
-		}
-	}
-	return 0;
-}
-
-/* One filters entry: { name = "spf"; } or { name = "x"; module = "x.so"; }. */
-static int
-config_load_filter_entry(struct config_ctx *ctx, const config_setting_t *g,
-    const char *path, struct config_filter *f, struct config_strset *seen)
-{
-	const struct config_strset_slot	*dup;
-	const config_setting_t		*s, *opts = NULL;
-	const char			*name = NULL, *module = NULL, *act = NULL;
-	char				 mpath[CONFIG_PATH_MAX];
-	long long			 v;
-	int				 r;
-
-	f->timeout = CONFIG_FILTER_TIMEOUT;
-	f->on_error = CONFIG_ACTION_TEMPFAIL;
-	f->dry_run = -1;
-	f->delay_reject = 1;
-	if (config_check_keys(ctx, g, path, config_keys_filter,
-	    sizeof config_keys_filter[0]) == -1)
-		return -1;
-
-	if ((r = config_want_string(ctx, g, path, "name", &name)) == -1)
-		return -1;
-	if (r == 0)
-		return config_fail(ctx, g, "'%s' is missing 'name'", path);
-	s = config_setting_get_member(g, "name");
-	if (!config_filter_name_valid(name))
-		return config_fail(ctx, s, "'%s.name' must be [a-z][a-z0-9_-]* "
-		    "(at most %d characters), not '%s'", path,
-		    CONFIG_NAME_MAX - 1, name);
-	f->name = config_xstrdup(name);
-	/* The name keys policy groups and logs: two filters can't share one. */
-	if ((dup = config_strset_add(seen, f->name,
-	    config_setting_source_line(s))) != NULL)
-		return config_fail(ctx, s, "duplicate filter name '%s' "
-		    "(already at line %u)", name, dup->value);
-
-	if ((r = config_want_string(ctx, g, path, "module", &module)) == -1)
-		return -1;
-	f->where = config_where(ctx, g, r == 1 ? "module" : NULL);
-	if (r == 1)
-		f->module = config_xstrdup(module);
-	else if (!config_filter_builtin(name))
-		return config_fail(ctx, s, "unknown built-in filter '%s' (set "
-		    "module = path for a third-party module)", name);
-
-	if ((r = config_want_int(ctx, g, path, "timeout", 1,
-	    CONFIG_FILTER_TIMEOUT_MAX, &v)) == -1)
-		return -1;
-	if (r == 1)
-		f->timeout = (unsigned)v;
-
-	if ((r = config_want_string(ctx, g, path, "on_error", &act)) == -1)
-		return -1;
-	if (r == 1 && config_action_parse(act, &f->on_error) == -1)
-		return config_fail(ctx, config_setting_get_member(g, "on_error"),
-		    "'%s.on_error': unknown action '%s' (expected "
-		    CONFIG_ACTIONS_EXPECTED ")", path, act);
-
-	if (config_want_bool(ctx, g, path, "dry_run", &f->dry_run) == -1)
-		return -1;
-	if (config_want_bool(ctx, g, path, "delay_reject", &f->delay_reject) == -1)
-		return -1;
-
-	if ((r = config_want_group(ctx, g, path, "options", &opts)) == -1)
-		return -1;
-	if (r == 1 && config_load_filter_options(ctx, opts,
-	    config_path(mpath, sizeof mpath, path, "options"), f) == -1)
-		return -1;
-	return 0;
-}
-
-static int
-config_load_filters(struct config_ctx *ctx, const config_setting_t *root,
-    struct config *c)
-{
-	const config_setting_t	*list = NULL;
-	struct config_strset	*seen;
-	char			 path[CONFIG_PATH_MAX];
-	int			 i, n, r;
-
-	if ((r = config_want_group_list(ctx, root, "", "filters", &list)) != 1)
-		return r;
-	n = config_setting_length(list);
-	c->filters = config_xcalloc((size_t)n, sizeof *c->filters);
-	/* The names live in c->filters; seen only points at them. */
-	seen = config_strset_new();
-	for (r = 0, i = 0; i < n && r == 0; i++) {
-		/* Count first: config_free() releases a half-built entry too. */
-		c->nfilters++;
-		config_path_index(path, sizeof path, "filters", i);
-		r = config_load_filter_entry(ctx, config_setting_get_elem(list,
-		    (unsigned)i), path, &c->filters[i], seen);
-	}
-	config_strset_free(seen);
-	return r;
 }
 
 static int
@@ -2319,24 +1098,6 @@ config_load_root(struct config_ctx *ctx, const config_setting_t *root,
 	    config_load_tag(ctx, root, c) == -1)
 		return -1;
 	return 0;
-}
-
-static void
-config_free_policy(struct config_policy *p)
-{
-	size_t	i, j;
-
-	free(p->name);
-	for (i = 0; i < p->ndomains; i++)
-		free(p->domains[i]);
-	free(p->domains);
-	for (i = 0; i < p->nfilters; i++) {
-		free(p->filters[i].name);
-		for (j = 0; j < p->filters[i].nrules; j++)
-			free(p->filters[i].rules[j].result);
-		free(p->filters[i].rules);
-	}
-	free(p->filters);
 }
 
 /* Frees a whole or a half-built configuration: counts track what exists. */

@@ -13,6 +13,11 @@
  *	a session takes a reference when it starts and drops it when it ends,
  *	so SIGHUP can swap the global pointer while old sessions finish on the
  *	configuration they started with.
+ *
+ *	The loader is policy/config.c (core, errors, small sections),
+ *	config_net.c (listen, upstream, dns, relay) and config_filters.c
+ *	(filters, policy groups, action names); config_int.h is private to
+ *	them.
  */
 #ifndef FRONTMX_CONFIG_H
 #define FRONTMX_CONFIG_H
@@ -30,7 +35,7 @@ struct config_netmask {
 	unsigned prefix;		/* 0..32 or 0..128 */
 };
 
-/* Private to config.c: the hash over relay_domains behind config_relay_domain(). */
+/* Private to config*.c (config_int.h): the hash behind config_relay_domain(). */
 struct config_strset;
 /* Private to policy.c: the hash over policy domains behind policy_lookup(). */
 struct policy_index;

@@ -1,0 +1,566 @@
+/*
+ * config_filters.c - frontmx configuration loader: filters and policy
+ *
+ * NAME
+ *	config_action_name, config_action_parse - the filter chain, the
+ *	policy groups and the action words they use
+ *
+ * SYNOPSIS
+ *	#include "config.h"
+ *
+ *	const char *config_action_name(enum config_action a);
+ *	int config_action_parse(const char *s, enum config_action *a);
+ *
+ * DESCRIPTION
+ *	Part of config_load() (config.c), cut out because it is the part
+ *	that grows with every filter: the `filters` list and the `policy`
+ *	groups that map each filter's results to actions.
+ *
+ *	The filters list names the chain: an entry without module must name
+ *	a built-in filter (config_builtin_results[]), names are unique, and
+ *	options are kept as "key=value" strings in file order for the
+ *	module's init().  It is loaded before policy: a policy group must
+ *	name a filter in the chain, and a built-in's group may only map the
+ *	results that filter gives (a typo gets did-you-mean).
+ *
+ *	config_action_name() and config_action_parse() convert between
+ *	enum config_action and its one spelling ("accept", "tag",
+ *	"quarantine", "tempfail", "reject", "discard").
+ */
+
+#include <libconfig.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "config_int.h"
+
+/* filters[].timeout: one hook call; an hour is already a stuck filter. */
+#define CONFIG_FILTER_TIMEOUT_MAX 3600
+#define CONFIG_FILTER_TIMEOUT	30
+
+static const char *const config_keys_policy[] = { "default", "domains", NULL };
+static const char *const config_keys_filter[] = {
+	"name", "module", "timeout", "on_error", "dry_run", "delay_reject",
+	"options", NULL
+};
+
+/*
+ * Filters built into the daemon (config_builtin_results[] below): a
+ * `filters` entry without `module` must name one of these.  Adding a
+ * built-in filter means adding its row there (and its code in filters/);
+ * nothing else in the loader changes.
+ *
+ * The result names each built-in filter gives api->set_result(), the keys
+ * its policy group may map to actions ("on_error" is the core's, valid for
+ * every filter).  Keep in step with the filter: content.c content_actions[]
+ * and "mime_limit"; spf.c spf_result_names[]; dkim.c dkim_res_msg[] and
+ * "sign_error"; dmarc.c's set_result() calls.  A module's results are not
+ * knowable here (it may name any), so its groups take any valid name.
+ */
+static const char *const config_results_content[] = {
+	"accept", "tag", "quarantine", "tempfail", "reject", "discard",
+	"warn", "mime_limit", "on_error", NULL
+};
+static const char *const config_results_spf[] = {
+	"none", "neutral", "pass", "fail", "softfail", "temperror",
+	"permerror", "on_error", NULL
+};
+static const char *const config_results_dkim[] = {
+	"none", "permerror", "fail", "neutral", "temperror", "pass",
+	"sign_error", "on_error", NULL
+};
+static const char *const config_results_dmarc[] = {
+	"none", "pass", "fail", "reject", "quarantine", "temperror",
+	"permerror", "on_error", NULL
+};
+static const struct config_builtin_results {
+	const char		*name;	/* first: config_suggest() reads it */
+	const char *const	*results;
+} config_builtin_results[] = {
+	{ "content", config_results_content },
+	{ "spf", config_results_spf },
+	{ "dkim", config_results_dkim },
+	{ "dmarc", config_results_dmarc },
+	{ NULL, NULL }
+};
+
+static const char *const config_action_names[CONFIG_ACTION_COUNT] = {
+	[CONFIG_ACTION_ACCEPT]		= "accept",
+	[CONFIG_ACTION_TAG]		= "tag",
+	[CONFIG_ACTION_QUARANTINE]	= "quarantine",
+	[CONFIG_ACTION_TEMPFAIL]	= "tempfail",
+	[CONFIG_ACTION_REJECT]		= "reject",
+	[CONFIG_ACTION_DISCARD]		= "discard",
+};
+
+#define CONFIG_ACTIONS_EXPECTED \
+	"accept, tag, quarantine, tempfail, reject or discard"
+
+/* Filter and result names: [a-z][a-z0-9_]*, short. */
+static int
+config_name_valid(const char *s)
+{
+	size_t	i;
+
+	if (!(s[0] >= 'a' && s[0] <= 'z'))
+		return 0;
+	for (i = 1; s[i] != '\0'; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') ||
+		    (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+			return 0;
+	return i < CONFIG_NAME_MAX;
+}
+
+/*
+ * Filter names: [a-z][a-z0-9_-]*, short.  The hyphen is allowed (unlike
+ * in result names) because instance names like "rcpt-allow" are common
+ * and libconfig accepts them as setting names in policy groups too.
+ */
+static int
+config_filter_name_valid(const char *s)
+{
+	size_t	i;
+
+	if (!(s[0] >= 'a' && s[0] <= 'z'))
+		return 0;
+	for (i = 1; s[i] != '\0'; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') ||
+		    (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
+			return 0;
+	return i < CONFIG_NAME_MAX;
+}
+
+static int
+config_filter_builtin(const char *name)
+{
+	size_t	i;
+
+	for (i = 0; config_builtin_results[i].name != NULL; i++)
+		if (strcmp(config_builtin_results[i].name, name) == 0)
+			return 1;
+	return 0;
+}
+
+const char *
+config_action_name(enum config_action a)
+{
+	/*
+	 * A bad value is a broken invariant, but this runs in log paths; a
+	 * visible "invalid" in a log line beats taking the daemon down.
+	 */
+	if ((unsigned)a >= CONFIG_ACTION_COUNT)
+		return "invalid";
+	return config_action_names[a];
+}
+
+int
+config_action_parse(const char *s, enum config_action *a)
+{
+	unsigned	i;
+
+	/* Exact lower case: the same word must mean the same thing everywhere. */
+	for (i = 0; i < CONFIG_ACTION_COUNT; i++)
+		if (strcmp(s, config_action_names[i]) == 0) {
+			*a = (enum config_action)i;
+			return 0;
+		}
+	return -1;
+}
+
+/*
+ * One filter group: spf = { fail = "reject"; dry_run = true; }.  The
+ * filter must be in the chain (c->filters, loaded first): a group for
+ * one that never runs is a typo or a forgotten filters entry.  A
+ * built-in's result names are checked against config_builtin_results[].
+ */
+static int
+config_load_filter(struct config_ctx *ctx, const struct config *c,
+    const config_setting_t *g, const char *parent,
+    struct config_policy_filter *f)
+{
+	const config_setting_t	*m;
+	struct config_policy_rule *rule;
+	const struct config_filter *cf = NULL;
+	const char *const	*results = NULL;
+	const char		*name, *s, *best;
+	char			 path[CONFIG_PATH_MAX], mpath[CONFIG_PATH_MAX];
+	size_t			 k, d, bestd = 3;
+	int			 i, n;
+
+	name = config_setting_name(g);
+	config_path(path, sizeof path, parent, name);
+	if (!config_setting_is_group(g))
+		return config_fail(ctx, g, "'%s' must be a group of "
+		    "result = \"action\" settings", path);
+	best = NULL;
+	for (k = 0; k < c->nfilters && cf == NULL; k++) {
+		if (strcmp(c->filters[k].name, name) == 0)
+			cf = &c->filters[k];
+		else if ((d = config_edit_distance(name,
+		    c->filters[k].name)) < bestd) {
+			bestd = d;
+			best = c->filters[k].name;
+		}
+	}
+	if (cf == NULL)
+		return config_fail(ctx, g, "'%s': no filter '%s' in the "
+		    "'filters' chain%s%s%s", path, name,
+		    best ? " (did you mean '" : "", best ? best : "",
+		    best ? "'?)" : "");
+	if (cf->module == NULL)
+		for (k = 0; config_builtin_results[k].name != NULL; k++)
+			if (strcmp(config_builtin_results[k].name, name) == 0)
+				results = config_builtin_results[k].results;
+	f->name = config_xstrdup(name);
+	f->dry_run = -1;
+	n = config_setting_length(g);
+	f->rules = config_xcalloc((size_t)n, sizeof *f->rules);
+	for (i = 0; i < n; i++) {
+		m = config_setting_get_elem(g, (unsigned)i);
+		name = config_setting_name(m);
+		config_path(mpath, sizeof mpath, path, name);
+		if (strcmp(name, "dry_run") == 0) {
+			if (config_bool_value(ctx, m, mpath, &f->dry_run) == -1)
+				return -1;
+			continue;
+		}
+		if (!config_name_valid(name))
+			return config_fail(ctx, m, "unknown key '%s' in '%s' "
+			    "(result names are [a-z][a-z0-9_]*)", name, path);
+		if (results != NULL && !config_suggest(name, results,
+		    sizeof results[0], &best))
+			return config_fail(ctx, m, "unknown result '%s' in '%s': "
+			    "filter '%s' never gives it%s%s%s", name, path,
+			    f->name, best ? " (did you mean '" : "",
+			    best ? best : "", best ? "'?)" : "");
+		if (config_setting_type(m) != CONFIG_TYPE_STRING)
+			return config_fail(ctx, m, "'%s' must be a string "
+			    "(" CONFIG_ACTIONS_EXPECTED ")", mpath);
+		s = config_setting_get_string(m);
+		rule = &f->rules[f->nrules];
+		if (config_action_parse(s, &rule->action) == -1)
+			return config_fail(ctx, m, "unknown action '%s' "
+			    "(expected " CONFIG_ACTIONS_EXPECTED ")", s);
+		rule->result = config_xstrdup(name);
+		f->nrules++;
+	}
+	return 0;
+}
+
+/* Add one policy domain, refusing one already claimed by any policy. */
+static int
+config_policy_add_domain(struct config_ctx *ctx, const config_setting_t *e,
+    const char *path, struct config_policy *p, struct config_strset *seen)
+{
+	const struct config_strset_slot	*dup;
+	const char			*s;
+	char				 buf[CONFIG_DOMAIN_BUF];
+	char				*d;
+
+	s = config_setting_get_string(e);
+	if (config_domain_normalize(s, buf, sizeof buf, 0) == -1)
+		return config_fail(ctx, e, "'%s' entry '%s' is not a valid "
+		    "domain name", path, s);
+	d = config_xstrdup(buf);
+	p->domains[p->ndomains++] = d;
+	if ((dup = config_strset_add(seen, d,
+	    config_setting_source_line(e))) != NULL)
+		return config_fail(ctx, e, "duplicate policy domain '%s' "
+		    "(already at line %u)", d, dup->value);
+	return 0;
+}
+
+/*
+ * A policy group: policy.default, or one policy.domains entry (entry = 1,
+ * which also takes domain/domains).  Every other name that looks like a
+ * filter name is a filter group, so third-party filters get policy
+ * without changes here.
+ */
+static int
+config_load_policy_group(struct config_ctx *ctx, const struct config *c,
+    const config_setting_t *g, const char *path, int entry,
+    struct config_policy *p, struct config_strset *seen)
+{
+	const config_setting_t	*m, *list = NULL;
+	const char		*name;
+	char			 mpath[CONFIG_PATH_MAX];
+	size_t			 nd = 0, nf = 0;
+	int			 i, j, n;
+
+	p->dry_run = -1;
+	n = config_setting_length(g);
+	/* First pass: sizes, so arrays are allocated once. */
+	for (i = 0; i < n; i++) {
+		m = config_setting_get_elem(g, (unsigned)i);
+		name = config_setting_name(m);
+		if (entry && strcmp(name, "domain") == 0)
+			nd++;
+		else if (entry && strcmp(name, "domains") == 0 &&
+		    config_setting_is_aggregate(m))
+			nd += (size_t)config_setting_length(m);
+		else if (strcmp(name, "dry_run") != 0 &&
+		    strcmp(name, "domain") != 0 && strcmp(name, "domains") != 0)
+			nf++;
+	}
+	p->domains = config_xcalloc(nd, sizeof *p->domains);
+	p->filters = config_xcalloc(nf, sizeof *p->filters);
+
+	for (i = 0; i < n; i++) {
+		m = config_setting_get_elem(g, (unsigned)i);
+		name = config_setting_name(m);
+		config_path(mpath, sizeof mpath, path, name);
+		if (strcmp(name, "dry_run") == 0) {
+			if (config_bool_value(ctx, m, mpath, &p->dry_run) == -1)
+				return -1;
+		} else if (entry && strcmp(name, "domain") == 0) {
+			if (config_setting_type(m) != CONFIG_TYPE_STRING)
+				return config_fail(ctx, m, "'%s' must be a "
+				    "string", mpath);
+			if (config_policy_add_domain(ctx, m, mpath, p,
+			    seen) == -1)
+				return -1;
+		} else if (entry && strcmp(name, "domains") == 0) {
+			if (config_want_strings(ctx, g, path, name, &list) == -1)
+				return -1;
+			for (j = 0; j < config_setting_length(list); j++)
+				if (config_policy_add_domain(ctx,
+				    config_setting_get_elem(list, (unsigned)j),
+				    mpath, p, seen) == -1)
+					return -1;
+		} else if (strcmp(name, "domain") != 0 &&
+		    strcmp(name, "domains") != 0 &&
+		    config_filter_name_valid(name)) {
+			if (config_load_filter(ctx, c, m, path,
+			    &p->filters[p->nfilters++]) == -1)
+				return -1;
+		} else
+			return config_fail(ctx, m, "unknown key '%s' in '%s'%s",
+			    name, path, strcmp(name, "domain") == 0 ||
+			    strcmp(name, "domains") == 0 ? " (domains belong "
+			    "in policy.domains entries)" : "");
+	}
+	if (entry) {
+		if (p->ndomains == 0)
+			return config_fail(ctx, g, "'%s' needs 'domain' or "
+			    "'domains'", path);
+		p->name = config_xstrdup(p->domains[0]);
+	}
+	return 0;
+}
+
+int
+config_load_policy(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	const config_setting_t	*g = NULL, *d = NULL, *list = NULL;
+	struct config_strset	*seen;
+	char			 path[CONFIG_PATH_MAX];
+	int			 i, n, r;
+
+	c->policy_default.name = config_xstrdup("default");
+	c->policy_default.dry_run = -1;
+	if ((r = config_want_group(ctx, root, "", "policy", &g)) != 1)
+		return r;
+	if (config_check_keys(ctx, g, "policy", config_keys_policy,
+	    sizeof config_keys_policy[0]) == -1)
+		return -1;
+	if ((r = config_want_group(ctx, g, "policy", "default", &d)) == -1)
+		return -1;
+	if (r == 1 && config_load_policy_group(ctx, c, d, "policy.default", 0,
+	    &c->policy_default, NULL) == -1)
+		return -1;
+
+	if ((r = config_want_group_list(ctx, g, "policy", "domains",
+	    &list)) != 1)
+		return r;
+	n = config_setting_length(list);
+	c->policies = config_xcalloc((size_t)n, sizeof *c->policies);
+	/* The domain strings live in c->policies; seen only points at them. */
+	seen = config_strset_new();
+	for (r = 0, i = 0; i < n && r == 0; i++) {
+		c->npolicies++;
+		config_path_index(path, sizeof path, "policy.domains", i);
+		r = config_load_policy_group(ctx, c, config_setting_get_elem(list,
+		    (unsigned)i), path, 1, &c->policies[i], seen);
+	}
+	config_strset_free(seen);
+	return r;
+}
+
+/* "key=value" for one filters[].options member; the module parses it. */
+static char *
+config_option_join(const char *key, const char *value)
+{
+	size_t	klen = strlen(key), vlen = strlen(value);
+	char	*s;
+
+	s = config_xcalloc(klen + vlen + 2, 1);
+	memcpy(s, key, klen);
+	s[klen] = '=';
+	memcpy(s + klen + 1, value, vlen + 1);
+	return s;
+}
+
+/*
+ * filters[].options: a flat group whose values are strings, integers or
+ * booleans, handed to the module's init() as "key=value" in file order
+ * (the order the admin wrote is the only order a module can rely on).
+ */
+static int
+config_load_filter_options(struct config_ctx *ctx, const config_setting_t *g,
+    const char *path, struct config_filter *f)
+{
+	const config_setting_t	*m;
+	const char		*key;
+	char			 mpath[CONFIG_PATH_MAX], num[32];
+	int			 i, n;
+
+	n = config_setting_length(g);
+	f->options = config_xcalloc((size_t)n, sizeof *f->options);
+	for (i = 0; i < n; i++) {
+		m = config_setting_get_elem(g, (unsigned)i);
+		key = config_setting_name(m);
+		config_path(mpath, sizeof mpath, path, key);
+		switch (config_setting_type(m)) {
+		case CONFIG_TYPE_STRING:
+			f->options[f->noptions++] = config_option_join(key,
+			    config_setting_get_string(m));
+			break;
+		case CONFIG_TYPE_INT:
+			if (config_int_literal_check(ctx, m, mpath) == -1)
+				return -1;
+			/* FALLTHROUGH */
+		case CONFIG_TYPE_INT64:
+			(void)snprintf(num, sizeof num, "%lld",
+			    (long long)config_setting_get_int64(m));
+			f->options[f->noptions++] = config_option_join(key, num);
+			break;
+		case CONFIG_TYPE_BOOL:
+			f->options[f->noptions++] = config_option_join(key,
+			    config_setting_get_bool(m) ? "true" : "false");
+			break;
+		default:
+			return config_fail(ctx, m, "'%s' must be a string, an "
+			    "integer or a boolean", mpath);
+		}
+	}
+	return 0;
+}
+
+/* One filters entry: { name = "spf"; } or { name = "x"; module = "x.so"; }. */
+static int
+config_load_filter_entry(struct config_ctx *ctx, const config_setting_t *g,
+    const char *path, struct config_filter *f, struct config_strset *seen)
+{
+	const struct config_strset_slot	*dup;
+	const config_setting_t		*s, *opts = NULL;
+	const char			*name = NULL, *module = NULL, *act = NULL;
+	char				 mpath[CONFIG_PATH_MAX];
+	long long			 v;
+	int				 r;
+
+	f->timeout = CONFIG_FILTER_TIMEOUT;
+	f->on_error = CONFIG_ACTION_TEMPFAIL;
+	f->dry_run = -1;
+	f->delay_reject = 1;
+	if (config_check_keys(ctx, g, path, config_keys_filter,
+	    sizeof config_keys_filter[0]) == -1)
+		return -1;
+
+	if ((r = config_want_string(ctx, g, path, "name", &name)) == -1)
+		return -1;
+	if (r == 0)
+		return config_fail(ctx, g, "'%s' is missing 'name'", path);
+	s = config_setting_get_member(g, "name");
+	if (!config_filter_name_valid(name))
+		return config_fail(ctx, s, "'%s.name' must be [a-z][a-z0-9_-]* "
+		    "(at most %d characters), not '%s'", path,
+		    CONFIG_NAME_MAX - 1, name);
+	f->name = config_xstrdup(name);
+	/* The name keys policy groups and logs: two filters can't share one. */
+	if ((dup = config_strset_add(seen, f->name,
+	    config_setting_source_line(s))) != NULL)
+		return config_fail(ctx, s, "duplicate filter name '%s' "
+		    "(already at line %u)", name, dup->value);
+
+	if ((r = config_want_string(ctx, g, path, "module", &module)) == -1)
+		return -1;
+	f->where = config_where(ctx, g, r == 1 ? "module" : NULL);
+	if (r == 1)
+		f->module = config_xstrdup(module);
+	else if (!config_filter_builtin(name))
+		return config_fail(ctx, s, "unknown built-in filter '%s' (set "
+		    "module = path for a third-party module)", name);
+
+	if ((r = config_want_int(ctx, g, path, "timeout", 1,
+	    CONFIG_FILTER_TIMEOUT_MAX, &v)) == -1)
+		return -1;
+	if (r == 1)
+		f->timeout = (unsigned)v;
+
+	if ((r = config_want_string(ctx, g, path, "on_error", &act)) == -1)
+		return -1;
+	if (r == 1 && config_action_parse(act, &f->on_error) == -1)
+		return config_fail(ctx, config_setting_get_member(g, "on_error"),
+		    "'%s.on_error': unknown action '%s' (expected "
+		    CONFIG_ACTIONS_EXPECTED ")", path, act);
+
+	if (config_want_bool(ctx, g, path, "dry_run", &f->dry_run) == -1)
+		return -1;
+	if (config_want_bool(ctx, g, path, "delay_reject", &f->delay_reject) == -1)
+		return -1;
+
+	if ((r = config_want_group(ctx, g, path, "options", &opts)) == -1)
+		return -1;
+	if (r == 1 && config_load_filter_options(ctx, opts,
+	    config_path(mpath, sizeof mpath, path, "options"), f) == -1)
+		return -1;
+	return 0;
+}
+
+int
+config_load_filters(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	const config_setting_t	*list = NULL;
+	struct config_strset	*seen;
+	char			 path[CONFIG_PATH_MAX];
+	int			 i, n, r;
+
+	if ((r = config_want_group_list(ctx, root, "", "filters", &list)) != 1)
+		return r;
+	n = config_setting_length(list);
+	c->filters = config_xcalloc((size_t)n, sizeof *c->filters);
+	/* The names live in c->filters; seen only points at them. */
+	seen = config_strset_new();
+	for (r = 0, i = 0; i < n && r == 0; i++) {
+		/* Count first: config_free() releases a half-built entry too. */
+		c->nfilters++;
+		config_path_index(path, sizeof path, "filters", i);
+		r = config_load_filter_entry(ctx, config_setting_get_elem(list,
+		    (unsigned)i), path, &c->filters[i], seen);
+	}
+	config_strset_free(seen);
+	return r;
+}
+
+void
+config_free_policy(struct config_policy *p)
+{
+	size_t	i, j;
+
+	free(p->name);
+	for (i = 0; i < p->ndomains; i++)
+		free(p->domains[i]);
+	free(p->domains);
+	for (i = 0; i < p->nfilters; i++) {
+		free(p->filters[i].name);
+		for (j = 0; j < p->filters[i].nrules; j++)
+			free(p->filters[i].rules[j].result);
+		free(p->filters[i].rules);
+	}
+	free(p->filters);
+}
