@@ -26,14 +26,9 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define CONFIG_ERR_MAX	512
+#include "netaddr.h"
 
-/* One address/prefix pair from relay.networks and similar lists. */
-struct config_netmask {
-	int	 family;		/* AF_INET or AF_INET6 */
-	uint8_t	 addr[16];		/* network order, masked */
-	unsigned prefix;		/* 0..32 or 0..128 */
-};
+#define CONFIG_ERR_MAX	512
 
 /* Private to config*.c (config_int.h): the hash behind config_relay_domain(). */
 struct config_strset;
@@ -59,7 +54,7 @@ struct config_listener {
 	char			*cert_where;	/* "FILE:LINE" of the cert key, for errors */
 	char			*key_where;	/* "FILE:LINE" of the key key */
 	int			 proxy_protocol;	/* expect a PROXY v1/v2 header */
-	struct config_netmask	*proxy_from;	/* who may send it */
+	struct netaddr_mask	*proxy_from;	/* who may send it */
 	size_t			 nproxy_from;
 	int			 auth;		/* submission: relay AUTH to the upstream */
 	void			*tls_ctx;	/* runtime SSL_CTX, owned by the proxy */
@@ -179,7 +174,7 @@ struct config {
 
 	char			**relay_domains;	/* lowercase; ".example.com" also matches subdomains */
 	size_t			 nrelay_domains;
-	struct config_netmask	*relay_networks;
+	struct netaddr_mask	*relay_networks;
 	size_t			 nrelay_networks;
 	struct config_strset	*relay_index;		/* private; NULL = linear scan of relay_domains */
 
@@ -209,11 +204,6 @@ void		 config_unref(struct config *);
 const char	*config_action_name(enum config_action);
 int		 config_action_parse(const char *, enum config_action *);
 
-/* Address matching: 1 if sa is inside one of the masks. */
-int		 config_netmask_match(const struct config_netmask *, size_t n,
-		    const struct sockaddr *sa);
-/* Parse "192.0.2.0/24", "2001:db8::/32" or a bare address; 0 ok, -1 bad. */
-int		 config_netmask_parse(const char *, struct config_netmask *);
 /* 1 if domain (any case) is in relay.domains (exact, or a ".parent" entry). */
 int		 config_relay_domain(const struct config *, const char *domain);
 /* Parse "host:port", "[v6]:port"; 0 ok, -1 bad. Resolves numerics only. */

@@ -2,16 +2,15 @@
  * config_net.c - frontmx configuration loader: addresses
  *
  * NAME
- *	config_netmask_parse, config_netmask_match, config_relay_domain,
- *	config_sockaddr_parse - the configuration sections that are
- *	addresses, and the questions asked of them
+ *	config_relay_domain, config_sockaddr_parse - the configuration
+ *	sections that are addresses, and the questions asked of them
  *
  * SYNOPSIS
  *	#include "config.h"
  *
  *	int config_relay_domain(const struct config *c, const char *domain);
- *	int config_netmask_match(const struct config_netmask *m, size_t n,
- *	    const struct sockaddr *sa);
+ *	int config_sockaddr_parse(const char *s, struct sockaddr_storage *ss,
+ *	    socklen_t *len);
  *
  * DESCRIPTION
  *	Part of config_load() (config.c), cut out because it is what an
@@ -22,9 +21,10 @@
  *
  *	config_relay_domain() answers "do we accept mail for this domain"
  *	from a hash of relay.domains in time proportional to the number of
- *	labels in the domain, not to the size of the list.
- *	config_netmask_match() tells whether an address is inside one of a
- *	list of networks; IPv4-mapped IPv6 peers match IPv4 networks.
+ *	labels in the domain, not to the size of the list.  Networks
+ *	(relay.networks, proxy_from) are parsed and matched by
+ *	common/netaddr.c; a network with host bits set is an error in
+ *	relay.networks, where "10.1.2.3/8" usually means the admin meant /32.
  */
 
 #include <sys/socket.h>
@@ -42,6 +42,7 @@
 
 #include "config.h"
 #include "config_int.h"
+#include "netaddr.h"
 #include "strutil.h"
 
 /* Text of an address in host:port or CIDR form, with scope id. */
@@ -67,19 +68,13 @@ static const char *const config_tls_modes[CONFIG_TLS_MODE_COUNT] = {
 static const char *const config_keys_dns[] = { "forward", "reverse", NULL };
 static const char *const config_keys_relay[] = { "domains", "networks", NULL };
 
-/* Decimal port, no sign, no leading junk: 0..65535.  0 ok, -1 bad. */
+/* Decimal port, no sign, no junk, at most 5 digits: 0..65535.  0 ok, -1. */
 static int
 config_port_parse(const char *s, unsigned *port)
 {
-	unsigned long	v = 0;
-	size_t		i;
+	unsigned long long	v;
 
-	for (i = 0; s[i] != '\0'; i++) {
-		if (s[i] < '0' || s[i] > '9' || i >= 5)
-			return -1;
-		v = v * 10 + (unsigned long)(s[i] - '0');
-	}
-	if (i == 0 || v > 65535)
+	if (strlen(s) > 5 || str_uint(s, 65535, &v) == -1)
 		return -1;
 	*port = (unsigned)v;
 	return 0;
@@ -141,135 +136,6 @@ config_ipv4_valid(const char *s)
 
 	/* inet_pton, not inet_aton: "127.1" and "0x7f.1" are not addresses here. */
 	return inet_pton(AF_INET, s, &a) == 1;
-}
-
-/* Compare the first prefix bits of a and b. */
-static int
-config_prefix_equal(const uint8_t *a, const uint8_t *b, unsigned prefix)
-{
-	unsigned	bytes = prefix / 8, bits = prefix % 8;
-	uint8_t		mask;
-
-	if (memcmp(a, b, bytes) != 0)
-		return 0;
-	if (bits == 0)
-		return 1;
-	mask = (uint8_t)(0xff << (8 - bits));
-	return (a[bytes] & mask) == (b[bytes] & mask);
-}
-
-/*
- * The netmask parser behind both config_netmask_parse() and the loader.
- * *hostbits tells whether the address had bits set past the prefix: the
- * public parser just clears them, the loader calls it a mistake, because
- * "10.1.2.3/8" in relay.networks usually means the admin meant /32.
- */
-static int
-config_netmask_parse_bits(const char *s, struct config_netmask *m, int *hostbits)
-{
-	static const uint8_t	 mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-	char			 buf[INET6_ADDRSTRLEN];
-	const char		*slash;
-	uint8_t			 orig[16];
-	unsigned		 prefix, max, i;
-	size_t			 n;
-
-	memset(m, 0, sizeof *m);
-	slash = strchr(s, '/');
-	n = slash ? (size_t)(slash - s) : strlen(s);
-	if (n == 0 || n >= sizeof buf)
-		return -1;
-	memcpy(buf, s, n);
-	buf[n] = '\0';
-	if (inet_pton(AF_INET, buf, m->addr) == 1) {
-		m->family = AF_INET;
-		max = 32;
-	} else if (inet_pton(AF_INET6, buf, m->addr) == 1) {
-		m->family = AF_INET6;
-		max = 128;
-	} else
-		return -1;
-	prefix = max;
-	if (slash != NULL) {
-		/* Digits only: strtoul would take " 8", "+8" and "0x8". */
-		if (slash[1] == '\0' || strlen(slash + 1) > 3)
-			return -1;
-		for (prefix = 0, i = 1; slash[i] != '\0'; i++) {
-			if (slash[i] < '0' || slash[i] > '9')
-				return -1;
-			prefix = prefix * 10 + (unsigned)(slash[i] - '0');
-		}
-		if (prefix > max)
-			return -1;
-	}
-	memcpy(orig, m->addr, sizeof orig);
-	for (i = prefix; i < max; i++)
-		m->addr[i / 8] &= (uint8_t)~(0x80 >> (i % 8));
-	*hostbits = memcmp(orig, m->addr, max / 8) != 0;
-	/*
-	 * "::ffff:192.0.2.0/120" is an IPv4 network written the IPv6 way;
-	 * store it as IPv4 so it matches plain AF_INET peers as well.
-	 */
-	if (m->family == AF_INET6 && prefix >= 96 &&
-	    memcmp(m->addr, mapped, sizeof mapped) == 0) {
-		memmove(m->addr, m->addr + 12, 4);
-		memset(m->addr + 4, 0, 12);
-		m->family = AF_INET;
-		prefix -= 96;
-	}
-	m->prefix = prefix;
-	return 0;
-}
-
-int
-config_netmask_parse(const char *s, struct config_netmask *m)
-{
-	int	hostbits;
-
-	return config_netmask_parse_bits(s, m, &hostbits);
-}
-
-int
-config_netmask_match(const struct config_netmask *m, size_t n,
-    const struct sockaddr *sa)
-{
-	struct sockaddr_in	sin;
-	struct sockaddr_in6	sin6;
-	uint8_t			a4[4], a6[16];
-	int			has4 = 0, has6 = 0;
-	size_t			i;
-
-	if (sa == NULL)
-		return 0;
-	/* memcpy, not a cast: sa may point into any byte buffer. */
-	switch (sa->sa_family) {
-	case AF_INET:
-		memcpy(&sin, sa, sizeof sin);
-		memcpy(a4, &sin.sin_addr, 4);
-		has4 = 1;
-		break;
-	case AF_INET6:
-		memcpy(&sin6, sa, sizeof sin6);
-		memcpy(a6, &sin6.sin6_addr, 16);
-		has6 = 1;
-		/* A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d. */
-		if (IN6_IS_ADDR_V4MAPPED(&sin6.sin6_addr)) {
-			memcpy(a4, a6 + 12, 4);
-			has4 = 1;
-		}
-		break;
-	default:
-		return 0;
-	}
-	for (i = 0; i < n; i++) {
-		if (m[i].family == AF_INET && has4 &&
-		    config_prefix_equal(m[i].addr, a4, m[i].prefix))
-			return 1;
-		if (m[i].family == AF_INET6 && has6 &&
-		    config_prefix_equal(m[i].addr, a6, m[i].prefix))
-			return 1;
-	}
-	return 0;
 }
 
 static in_port_t
@@ -428,7 +294,8 @@ config_load_listen_extra(struct config_ctx *ctx, const config_setting_t *g,
 		for (i = 0; i < n; i++) {
 			e = config_setting_get_elem(list, (unsigned)i);
 			v = config_setting_get_string(e);
-			if (config_netmask_parse(v, &l->proxy_from[l->nproxy_from]) == -1)
+			if (netaddr_mask_parse(v,
+			    &l->proxy_from[l->nproxy_from], NULL) == -1)
 				return config_fail(ctx, e, "'%s.proxy_from' entry "
 				    "'%s' is not an address or CIDR network",
 				    path, v);
@@ -644,7 +511,7 @@ config_load_relay(struct config_ctx *ctx, const config_setting_t *root,
     struct config *c)
 {
 	const config_setting_t	*g = NULL, *list = NULL, *e;
-	struct config_netmask	*m;
+	struct netaddr_mask	*m;
 	const char		*s;
 	char			 buf[CONFIG_DOMAIN_BUF], net[INET6_ADDRSTRLEN];
 	char			*d;
@@ -689,7 +556,7 @@ config_load_relay(struct config_ctx *ctx, const config_setting_t *root,
 			e = config_setting_get_elem(list, (unsigned)i);
 			s = config_setting_get_string(e);
 			m = &c->relay_networks[i];
-			if (config_netmask_parse_bits(s, m, &hostbits) == -1)
+			if (netaddr_mask_parse(s, m, &hostbits) == -1)
 				return config_fail(ctx, e, "'relay.networks' "
 				    "entry '%s' is not an IP address or CIDR "
 				    "network", s);

@@ -1385,7 +1385,7 @@ smtp_rcpt_allowed(struct smtp_session *s, const struct smtp_path *p)
 		return 1;
 	if (s->auth_id != NULL)		/* RFC 4954: our own authenticated users */
 		return 1;
-	return config_netmask_match(s->cfg->relay_networks,
+	return netaddr_mask_match(s->cfg->relay_networks,
 	    s->cfg->nrelay_networks, (const struct sockaddr *)&s->sa);
 }
 
@@ -3575,7 +3575,7 @@ smtp_session_start(struct worker *w, int fd, const struct sockaddr *sa,
 	    s->port);
 	if (s->listener != NULL && s->listener->proxy_protocol) {
 		/* Only the configured balancers may say who the client is. */
-		if (!config_netmask_match(s->listener->proxy_from,
+		if (!netaddr_mask_match(s->listener->proxy_from,
 		    s->listener->nproxy_from, sa)) {
 			log_info("%016llx smtp disconnect reason=proxy-not-allowed "
 			    "client=%s", s->id, s->addr);
