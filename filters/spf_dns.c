@@ -135,6 +135,180 @@ spf_dns_answer_name(const char *name, char *out, size_t outlen)
 	return 0;
 }
 
+/* The names an answer may hold records for: the question, then CNAMEs. */
+#define SPF_CHAIN_MAX	17
+
+/* What storing one answer record did. */
+enum spf_dns_store {
+	SPF_DNS_SKIP = 0,	/* not used (wrong size, over the cap, not SPF) */
+	SPF_DNS_KEPT,		/* stored: the name has data */
+	SPF_DNS_FAIL		/* broken or out of memory: TRY_AGAIN, stop */
+};
+
+/*
+ * The question must be ours: the same name, in the resolver's spelling.
+ * chain0 gets it (lower case, no final dot).  0, or -1.
+ */
+static int
+spf_dns_answer_question(const struct spf_entry *e, ns_msg *msg, char *chain0,
+    size_t chainlen)
+{
+	char	buf[NS_MAXDNAME], txt[SPF_RECORD_MAX + 1];
+	ns_rr	rr;
+
+	if (ns_msg_count(*msg, ns_s_qd) != 1 || ns_parserr(msg, ns_s_qd, 0, &rr) == -1 ||
+	    (int)ns_rr_type(rr) != e->type ||
+	    spf_dns_answer_name(ns_rr_name(rr), chain0, chainlen) == -1)
+		return -1;
+	if (ns_name_pton(e->name, (unsigned char *)buf, sizeof buf) == -1 ||
+	    ns_name_ntop((unsigned char *)buf, txt, sizeof txt) == -1 ||
+	    spf_dns_answer_name(txt, buf, sizeof buf) == -1 ||
+	    strcmp(buf, chain0) != 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * Follow CNAMEs from chain[0] (RRs may come in any order), at most
+ * SPF_CHAIN_MAX names.  The chain's length, or 0 for a broken packet.
+ */
+static size_t
+spf_dns_answer_chain(ns_msg *msg, char chain[][NS_MAXDNAME])
+{
+	char	buf[NS_MAXDNAME], txt[SPF_RECORD_MAX + 1];
+	ns_rr	rr;
+	size_t	nchain = 1, k;
+	int	count = ns_msg_count(*msg, ns_s_an), grew, r;
+
+	do {
+		grew = 0;
+		for (r = 0; r < count && nchain < SPF_CHAIN_MAX; r++) {
+			if (ns_parserr(msg, ns_s_an, r, &rr) == -1)
+				return 0;
+			if (ns_rr_type(rr) != ns_t_cname || ns_rr_class(rr) != ns_c_in ||
+			    spf_dns_answer_name(ns_rr_name(rr), buf, sizeof buf) == -1 ||
+			    strcmp(buf, chain[nchain - 1]) != 0)
+				continue;
+			if (ns_name_uncompress(ns_msg_base(*msg), ns_msg_end(*msg),
+			    ns_rr_rdata(rr), txt, sizeof txt) == -1 ||
+			    spf_dns_answer_name(txt, chain[nchain], NS_MAXDNAME) == -1)
+				return 0;
+			for (k = 0; k < nchain && strcmp(chain[k], chain[nchain]) != 0; k++)
+				;
+			if (k < nchain)
+				break;		/* a loop: what we have is all there is */
+			nchain++;
+			grew = 1;
+		}
+	} while (grew);
+	return nchain;
+}
+
+/* An A or AAAA record. */
+static enum spf_dns_store
+spf_dns_answer_addr(struct spf_entry *e, const ns_rr *rr)
+{
+	const unsigned char *rd = ns_rr_rdata(*rr);
+
+	if (e->type == ns_t_a) {
+		if (ns_rr_rdlen(*rr) != 4 || e->n >= SPF_ADDRS_MAX)
+			return SPF_DNS_SKIP;
+		if (e->a == NULL && (e->a = calloc(SPF_ADDRS_MAX, sizeof *e->a)) == NULL)
+			return SPF_DNS_FAIL;
+		memcpy(&e->a[e->n++], rd, 4);
+		return SPF_DNS_KEPT;
+	}
+	if (ns_rr_rdlen(*rr) != 16 || e->n >= SPF_ADDRS_MAX)
+		return SPF_DNS_SKIP;
+	if (e->aaaa == NULL &&
+	    (e->aaaa = calloc(SPF_ADDRS_MAX, sizeof *e->aaaa)) == NULL)
+		return SPF_DNS_FAIL;
+	memcpy(&e->aaaa[e->n++], rd, 16);
+	return SPF_DNS_KEPT;
+}
+
+/* An MX or PTR record: its target name. */
+static enum spf_dns_store
+spf_dns_answer_target(struct spf_entry *e, ns_msg *msg, const ns_rr *rr)
+{
+	char	buf[NS_MAXDNAME], txt[SPF_RECORD_MAX + 1];
+	const unsigned char *rd = ns_rr_rdata(*rr);
+
+	/* 4.6.4: only 10 are used (an 11th MX makes a permerror). */
+	if (e->n >= (e->type == ns_t_mx ? SPF_MX_KEEP : SPF_NAMES_MAX))
+		return SPF_DNS_SKIP;
+	if (e->type == ns_t_mx && ns_rr_rdlen(*rr) < 3)
+		return SPF_DNS_SKIP;
+	if (ns_name_uncompress(ns_msg_base(*msg), ns_msg_end(*msg),
+	    rd + (e->type == ns_t_mx ? 2 : 0), txt, sizeof txt) == -1)
+		return SPF_DNS_SKIP;
+	if (spf_dns_answer_name(txt, buf, sizeof buf) == -1)
+		buf[0] = '\0';	/* the root: RFC 7505 null MX */
+	if (e->names == NULL &&
+	    (e->names = calloc(SPF_MX_KEEP, sizeof *e->names)) == NULL)
+		return SPF_DNS_FAIL;
+	if ((e->names[e->n] = strdup(buf)) == NULL)
+		return SPF_DNS_FAIL;
+	e->n++;
+	return SPF_DNS_KEPT;
+}
+
+/*
+ * A TXT record: counted, and kept in canonical form when it is the one
+ * SPF record (4.5); a record that makes a permerror leaves e->why.
+ */
+static enum spf_dns_store
+spf_dns_answer_txt(struct spf_entry *e, const ns_rr *rr)
+{
+	char		 txt[SPF_RECORD_MAX + 1], canon[SPF_CANON_MAX];
+	const unsigned char *rd = ns_rr_rdata(*rr), *rdend = rd + ns_rr_rdlen(*rr);
+	size_t		 txtlen, i;
+	const char	*why;
+
+	/* 3.3: the strings of one TXT record are joined without spaces. */
+	for (txtlen = 0; rd < rdend; ) {
+		size_t sl = *rd++;
+
+		if (sl > (size_t)(rdend - rd))
+			return SPF_DNS_FAIL;
+		if (txtlen + sl <= SPF_RECORD_MAX)
+			memcpy(txt + txtlen, rd, sl);
+		txtlen += sl;
+		rd += sl;
+	}
+	e->n++;
+	/* 4.5: keep records that start with "v=spf1" and SP or end. */
+	if (txtlen < 6 || strncasecmp(txt, "v=spf1", 6) != 0 ||
+	    (txtlen > 6 && txt[6] != ' '))
+		return SPF_DNS_SKIP;
+	if (++e->nspf > 1) {
+		free(e->spf);
+		e->spf = NULL;
+		snprintf(e->why, sizeof e->why, "more than one SPF record");
+		return SPF_DNS_SKIP;
+	}
+	if (txtlen > SPF_RECORD_MAX) {
+		snprintf(e->why, sizeof e->why, "record too long");
+		return SPF_DNS_SKIP;
+	}
+	for (i = 0; i < txtlen; i++)
+		if (txt[i] == '\0')
+			break;
+	if (i < txtlen) {
+		snprintf(e->why, sizeof e->why, "NUL in record");
+		return SPF_DNS_SKIP;
+	}
+	txt[txtlen] = '\0';
+	if (spf_record_canon(txt, txtlen, e->m->family, e->m->nonce,
+	    canon, sizeof canon, &why) == -1) {
+		snprintf(e->why, sizeof e->why, "%s", why);
+		return SPF_DNS_SKIP;
+	}
+	if ((e->spf = strdup(canon)) == NULL)
+		return SPF_DNS_FAIL;
+	return SPF_DNS_KEPT;
+}
+
 /*
  * Store a DNS answer in e.  rcode is the RCODE (-1: no answer).  RFC
  * 7208 2.6.6 / 4.4: NXDOMAIN is HOST_NOT_FOUND, NOERROR without a record
@@ -145,15 +319,13 @@ spf_dns_answer_name(const char *name, char *out, size_t outlen)
 void
 spf_dns_answer(struct spf_entry *e, int rcode, const unsigned char *pkt, size_t len)
 {
-	char		 chain[17][NS_MAXDNAME];
-	char		 buf[NS_MAXDNAME], txt[SPF_RECORD_MAX + 1];
-	char		 canon[SPF_CANON_MAX];
+	char		 chain[SPF_CHAIN_MAX][NS_MAXDNAME];
+	char		 buf[NS_MAXDNAME];
 	ns_msg		 msg;
 	ns_rr		 rr;
-	size_t		 nchain = 1, k, txtlen, i;
-	int		 count, grew, r;
-	const unsigned char *rd, *rdend;
-	const char	*why;
+	size_t		 nchain, k;
+	int		 count, r;
+	enum spf_dns_store st;
 
 	e->state = SPF_ST_DONE;
 	e->herrno = TRY_AGAIN;
@@ -164,40 +336,10 @@ spf_dns_answer(struct spf_entry *e, int rcode, const unsigned char *pkt, size_t 
 	if (rcode != 0 || pkt == NULL || len == 0 || len > 65535 ||
 	    ns_initparse(pkt, (int)len, &msg) == -1 || ns_msg_getflag(msg, ns_f_tc))
 		return;
-	/* The question must be ours: the same name, in the resolver's spelling. */
-	if (ns_msg_count(msg, ns_s_qd) != 1 || ns_parserr(&msg, ns_s_qd, 0, &rr) == -1 ||
-	    (int)ns_rr_type(rr) != e->type ||
-	    spf_dns_answer_name(ns_rr_name(rr), chain[0], sizeof chain[0]) == -1)
-		return;
-	if (ns_name_pton(e->name, (unsigned char *)buf, sizeof buf) == -1 ||
-	    ns_name_ntop((unsigned char *)buf, txt, sizeof txt) == -1 ||
-	    spf_dns_answer_name(txt, buf, sizeof buf) == -1 ||
-	    strcmp(buf, chain[0]) != 0)
+	if (spf_dns_answer_question(e, &msg, chain[0], sizeof chain[0]) == -1 ||
+	    (nchain = spf_dns_answer_chain(&msg, chain)) == 0)
 		return;
 	count = ns_msg_count(msg, ns_s_an);
-	/* Follow CNAMEs (RRs may come in any order). */
-	do {
-		grew = 0;
-		for (r = 0; r < count && nchain < sizeof chain / sizeof chain[0]; r++) {
-			if (ns_parserr(&msg, ns_s_an, r, &rr) == -1)
-				return;
-			if (ns_rr_type(rr) != ns_t_cname || ns_rr_class(rr) != ns_c_in ||
-			    spf_dns_answer_name(ns_rr_name(rr), buf, sizeof buf) == -1 ||
-			    strcmp(buf, chain[nchain - 1]) != 0)
-				continue;
-			if (ns_name_uncompress(ns_msg_base(msg), ns_msg_end(msg),
-			    ns_rr_rdata(rr), txt, sizeof txt) == -1 ||
-			    spf_dns_answer_name(txt, chain[nchain], sizeof chain[0]) == -1)
-				return;
-			for (k = 0; k < nchain && strcmp(chain[k], chain[nchain]) != 0; k++)
-				;
-			if (k < nchain)
-				break;		/* a loop: what we have is all there is */
-			nchain++;
-			grew = 1;
-		}
-	} while (grew);
-
 	e->herrno = NO_DATA;
 	for (r = 0; r < count; r++) {
 		if (ns_parserr(&msg, ns_s_an, r, &rr) == -1) {
@@ -211,98 +353,31 @@ spf_dns_answer(struct spf_entry *e, int rcode, const unsigned char *pkt, size_t 
 			;
 		if (k == nchain)
 			continue;
-		rd = ns_rr_rdata(rr);
-		rdend = rd + ns_rr_rdlen(rr);
 		switch (e->type) {
 		case ns_t_a:
-			if (ns_rr_rdlen(rr) != 4 || e->n >= SPF_ADDRS_MAX)
-				continue;
-			if (e->a == NULL && (e->a = calloc(SPF_ADDRS_MAX, sizeof *e->a)) == NULL)
-				goto oom;
-			memcpy(&e->a[e->n++], rd, 4);
-			break;
 		case ns_t_aaaa:
-			if (ns_rr_rdlen(rr) != 16 || e->n >= SPF_ADDRS_MAX)
-				continue;
-			if (e->aaaa == NULL &&
-			    (e->aaaa = calloc(SPF_ADDRS_MAX, sizeof *e->aaaa)) == NULL)
-				goto oom;
-			memcpy(&e->aaaa[e->n++], rd, 16);
+			st = spf_dns_answer_addr(e, &rr);
 			break;
 		case ns_t_mx:
 		case ns_t_ptr:
-			/* 4.6.4: only 10 are used (an 11th MX makes a permerror). */
-			if (e->n >= (e->type == ns_t_mx ? SPF_MX_KEEP : SPF_NAMES_MAX))
-				continue;
-			if (e->type == ns_t_mx && ns_rr_rdlen(rr) < 3)
-				continue;
-			if (ns_name_uncompress(ns_msg_base(msg), ns_msg_end(msg),
-			    rd + (e->type == ns_t_mx ? 2 : 0), txt, sizeof txt) == -1)
-				continue;
-			if (spf_dns_answer_name(txt, buf, sizeof buf) == -1)
-				buf[0] = '\0';	/* the root: RFC 7505 null MX */
-			if (e->names == NULL &&
-			    (e->names = calloc(SPF_MX_KEEP, sizeof *e->names)) == NULL)
-				goto oom;
-			if ((e->names[e->n] = strdup(buf)) == NULL)
-				goto oom;
-			e->n++;
+			st = spf_dns_answer_target(e, &msg, &rr);
 			break;
 		case ns_t_txt:
-			/* 3.3: the strings of one TXT record are joined without spaces. */
-			for (txtlen = 0; rd < rdend; ) {
-				size_t sl = *rd++;
-
-				if (sl > (size_t)(rdend - rd)) {
-					e->herrno = TRY_AGAIN;
-					return;
-				}
-				if (txtlen + sl <= SPF_RECORD_MAX)
-					memcpy(txt + txtlen, rd, sl);
-				txtlen += sl;
-				rd += sl;
-			}
-			e->n++;
-			/* 4.5: keep records that start with "v=spf1" and SP or end. */
-			if (txtlen < 6 || strncasecmp(txt, "v=spf1", 6) != 0 ||
-			    (txtlen > 6 && txt[6] != ' '))
-				continue;
-			if (++e->nspf > 1) {
-				free(e->spf);
-				e->spf = NULL;
-				snprintf(e->why, sizeof e->why, "more than one SPF record");
-				continue;
-			}
-			if (txtlen > SPF_RECORD_MAX) {
-				snprintf(e->why, sizeof e->why, "record too long");
-				continue;
-			}
-			for (i = 0; i < txtlen; i++)
-				if (txt[i] == '\0')
-					break;
-			if (i < txtlen) {
-				snprintf(e->why, sizeof e->why, "NUL in record");
-				continue;
-			}
-			txt[txtlen] = '\0';
-			if (spf_record_canon(txt, txtlen, e->m->family, e->m->nonce,
-			    canon, sizeof canon, &why) == -1) {
-				snprintf(e->why, sizeof e->why, "%s", why);
-				continue;
-			}
-			if ((e->spf = strdup(canon)) == NULL)
-				goto oom;
+			st = spf_dns_answer_txt(e, &rr);
 			break;
 		default:
-			continue;
+			st = SPF_DNS_SKIP;
+			break;
 		}
-		e->herrno = NETDB_SUCCESS;
+		if (st == SPF_DNS_FAIL) {
+			e->herrno = TRY_AGAIN;
+			return;
+		}
+		if (st == SPF_DNS_KEPT)
+			e->herrno = NETDB_SUCCESS;
 	}
 	if (e->type == ns_t_txt && e->n > 0)
 		e->herrno = NETDB_SUCCESS;	/* TXT records, maybe none of them SPF */
-	return;
-oom:
-	e->herrno = TRY_AGAIN;
 }
 
 /* ------------------------------------------------------------------ */
@@ -447,117 +522,110 @@ spf_dns_p_order(struct spf_pass *p, const struct spf_entry *e)
 		p->p_ptr = e;
 }
 
-/*
- * libspf2's only resolver.  Roles of a lookup, told apart without
- * guessing:
- *	first TXT of the pass	the checked domain: not a term
- *	later TXT		include or redirect: a term
- *	MX; PTR (cached)	mx, ptr: a term
- *	PTR (not cached)	libspf2's p macro: counted once (4.6.4)
- *	A/AAAA, tagged name	address of an MX/PTR name: not a term
- *	A/AAAA after p's PTR	p macro validation (exact name order)
- *	other A/AAAA		a, exists: a term
- * A term's own lookup that finds nothing is a void lookup.
- */
-static SPF_dns_rr_t *
-spf_dns_layer_lookup(SPF_dns_server_t *s, const char *domain, ns_type type,
-    int should_cache)
-{
-	struct spf_pass	*p = spf_dns_cur;
-	struct spf_msg	*m;
-	struct spf_entry *e;
-	char		 raw[SPF_NAME_BUF], name[SPF_NAME_BUF], suffix[64];
-	char		 tag = 0;
-	size_t		 len, slen;
-	int		 any = 0, term = 0, pmacro = 0, pvalid = 0;
+/* One question libspf2 asks the layer, and its role (spf_dns_layer_lookup). */
+struct spf_dns_q {
+	SPF_dns_server_t *s;
+	const char	*domain;	/* as asked, tag removed */
+	ns_type		 type;
+	char		 raw[SPF_NAME_BUF];	/* no final dot, no any-suffix */
+	char		 tag;		/* SPF_TAG_*, 0 for none */
+	int		 any;		/* the x/0 suffix of this message */
+	int		 term;		/* an RFC 7208 4.6.4 term */
+	int		 pmacro;	/* libspf2's p macro PTR lookup */
+	int		 pvalid;	/* p macro validation of a PTR name */
+};
 
-	if (p == NULL || domain == NULL)
-		return spf_dns_rr_status(s, domain ? domain : "", type, TRY_AGAIN);
-	m = p->m;
-	/* RFC 7208 3.1, 4.4: only TXT; type SPF (99) is no longer used. */
-	if (type != ns_t_txt && type != ns_t_a && type != ns_t_aaaa &&
-	    type != ns_t_mx && type != ns_t_ptr)
-		return spf_dns_rr_status(s, domain, type, NO_DATA);
-	if (p->stopped)
-		return spf_dns_rr_status(s, domain, type, TRY_AGAIN);
+/* Take the tag, the final dot and the any-suffix off the asked name: 0, -1. */
+static int
+spf_dns_layer_name(const struct spf_pass *p, struct spf_dns_q *q,
+    const char *domain)
+{
+	char	suffix[64];
+	size_t	len, slen;
 
 	if ((domain[0] == SPF_TAG_MX || domain[0] == SPF_TAG_MX_ANY ||
 	    domain[0] == SPF_TAG_PTR) && domain[1] == '.') {
-		tag = domain[0];
+		q->tag = domain[0];
 		domain += 2;
 	}
-	if ((len = strlen(domain)) >= sizeof raw)
-		return spf_dns_rr_status(s, domain, type, HOST_NOT_FOUND);
-	memcpy(raw, domain, len + 1);
-	if (len > 0 && raw[len - 1] == '.')
-		raw[--len] = '\0';
-	snprintf(suffix, sizeof suffix, SPF_ANY_SUFFIX_FMT, m->nonce);
+	q->domain = domain;
+	if ((len = strlen(domain)) >= sizeof q->raw)
+		return -1;
+	memcpy(q->raw, domain, len + 1);
+	if (len > 0 && q->raw[len - 1] == '.')
+		q->raw[--len] = '\0';
+	snprintf(suffix, sizeof suffix, SPF_ANY_SUFFIX_FMT, p->m->nonce);
 	slen = strlen(suffix);
-	if (tag == 0 && len > slen && strcasecmp(raw + len - slen, suffix) == 0) {
-		any = 1;
-		raw[len - slen] = '\0';
+	if (q->tag == 0 && len > slen && strcasecmp(q->raw + len - slen, suffix) == 0) {
+		q->any = 1;
+		q->raw[len - slen] = '\0';
 	}
+	return 0;
+}
 
-	switch (type) {
+/*
+ * The role of the lookup (the table above), and the RFC 7208 4.6.4 count:
+ * 0, or -1 when this term is one too many (the pass is forced).
+ */
+static int
+spf_dns_layer_role(struct spf_pass *p, struct spf_dns_q *q, int should_cache)
+{
+	char	name[SPF_NAME_BUF];
+
+	switch (q->type) {
 	case ns_t_txt:
 		if (!p->first_done)
 			p->first_done = 1;
 		else
-			term = 1;
+			q->term = 1;
 		break;
 	case ns_t_mx:
-		term = 1;
+		q->term = 1;
 		break;
 	case ns_t_ptr:
 		if (should_cache)
-			term = 1;
+			q->term = 1;
 		else
-			pmacro = 1;
+			q->pmacro = 1;
 		break;
 	default:
-		if (tag != 0)
+		if (q->tag != 0)
 			break;
 		if (!should_cache && p->p_ptr != NULL && p->p_idx < p->p_n &&
-		    spf_dns_answer_name(raw, name, sizeof name) == 0 &&
+		    spf_dns_answer_name(q->raw, name, sizeof name) == 0 &&
 		    strcmp(name, p->p_ptr->names[p->p_order[p->p_idx]]) == 0) {
-			pvalid = 1;
+			q->pvalid = 1;
 			break;
 		}
-		term = 1;
+		q->term = 1;
 		break;
 	}
-	if (term && ++p->terms > SPF_TERMS_MAX) {
+	if (q->term && ++p->terms > SPF_TERMS_MAX) {
 		spf_dns_force(p, "more than 10 DNS-querying terms");
-		return spf_dns_rr_status(s, domain, type, TRY_AGAIN);
+		return -1;
 	}
-	if (pmacro && !p->p_counted) {
+	if (q->pmacro && !p->p_counted) {
 		p->p_counted = 1;
 		if (++p->terms > SPF_TERMS_MAX) {
 			spf_dns_force(p, "more than 10 DNS-querying terms");
-			return spf_dns_rr_status(s, domain, type, TRY_AGAIN);
+			return -1;
 		}
 	}
+	return 0;
+}
 
-	/* Names from DNS answers are in presentation form already. */
-	if ((tag != 0 || pvalid) ? spf_dns_answer_name(raw, name, sizeof name) :
-	    spf_record_query_name(raw, name, sizeof name))
-		return spf_dns_rr_status(s, domain, type, HOST_NOT_FOUND);
-
-	if ((e = spf_dns_entry_find(m, name, type)) == NULL || e->state != SPF_ST_DONE) {
-		if (e == NULL && (e = spf_dns_entry_want(m, name, type)) == NULL) {
-			/* The table is full (or no memory): temperror, not a miss. */
-			p->stopped = 1;
-			snprintf(p->why, sizeof p->why, "too many DNS lookups");
-			return spf_dns_rr_status(s, domain, type, TRY_AGAIN);
-		}
-		p->missed = 1;
-		p->stopped = 1;
-		return spf_dns_rr_status(s, domain, type, TRY_AGAIN);
-	}
+/* The answer to a question the table has answered (e is SPF_ST_DONE). */
+static SPF_dns_rr_t *
+spf_dns_layer_serve(struct spf_pass *p, const struct spf_dns_q *q,
+    struct spf_entry *e)
+{
+	SPF_dns_server_t *s = q->s;
+	const char	*domain = q->domain;
+	ns_type		 type = q->type;
 
 	switch (type) {
 	case ns_t_txt:
-		if (term && spf_dns_void(p, e) == -1)
+		if (q->term && spf_dns_void(p, e) == -1)
 			return spf_dns_rr_status(s, domain, type, TRY_AGAIN);
 		if (e->herrno != NETDB_SUCCESS)
 			return spf_dns_rr_status(s, domain, type, e->herrno);
@@ -582,10 +650,11 @@ spf_dns_layer_lookup(SPF_dns_server_t *s, const char *domain, ns_type type,
 			spf_dns_force(p, "more than 10 MX records");
 			return spf_dns_rr_status(s, domain, type, TRY_AGAIN);
 		}
-		return spf_dns_rr_build(s, domain, type, e, 0, any ? SPF_TAG_MX_ANY : SPF_TAG_MX,
+		return spf_dns_rr_build(s, domain, type, e, 0,
+		    q->any ? SPF_TAG_MX_ANY : SPF_TAG_MX,
 		    NULL);
 	case ns_t_ptr:
-		if (pmacro) {
+		if (q->pmacro) {
 			/*
 			 * 7.3: of the validated names, <domain> itself SHOULD
 			 * be used, else a subdomain of it, else any.  libspf2
@@ -599,20 +668,80 @@ spf_dns_layer_lookup(SPF_dns_server_t *s, const char *domain, ns_type type,
 			return spf_dns_rr_status(s, domain, type, TRY_AGAIN);
 		return spf_dns_rr_build(s, domain, type, e, 0, SPF_TAG_PTR, NULL);
 	default:
-		if (pvalid) {
+		if (q->pvalid) {
 			/* libspf2 stops at the first name that has the client's address */
-			if (spf_dns_has_client(m, e) || ++p->p_idx >= p->p_n)
+			if (spf_dns_has_client(p->m, e) || ++p->p_idx >= p->p_n)
 				p->p_ptr = NULL;
 			if (e->herrno == TRY_AGAIN)
 				return spf_dns_rr_status(s, domain, type, NO_DATA);
 			return spf_dns_rr_build(s, domain, type, e, 0, 0, NULL);
 		}
-		if (tag == SPF_TAG_PTR && e->herrno == TRY_AGAIN)
+		if (q->tag == SPF_TAG_PTR && e->herrno == TRY_AGAIN)
 			return spf_dns_rr_status(s, domain, type, NO_DATA);	/* 5.5: skip it */
-		if (term && spf_dns_void(p, e) == -1)
+		if (q->term && spf_dns_void(p, e) == -1)
 			return spf_dns_rr_status(s, domain, type, TRY_AGAIN);
-		return spf_dns_rr_build(s, domain, type, e, any || tag == SPF_TAG_MX_ANY, 0, NULL);
+		return spf_dns_rr_build(s, domain, type, e,
+		    q->any || q->tag == SPF_TAG_MX_ANY, 0, NULL);
 	}
+}
+
+/*
+ * libspf2's only resolver.  Roles of a lookup, told apart without
+ * guessing:
+ *	first TXT of the pass	the checked domain: not a term
+ *	later TXT		include or redirect: a term
+ *	MX; PTR (cached)	mx, ptr: a term
+ *	PTR (not cached)	libspf2's p macro: counted once (4.6.4)
+ *	A/AAAA, tagged name	address of an MX/PTR name: not a term
+ *	A/AAAA after p's PTR	p macro validation (exact name order)
+ *	other A/AAAA		a, exists: a term
+ * A term's own lookup that finds nothing is a void lookup.
+ */
+static SPF_dns_rr_t *
+spf_dns_layer_lookup(SPF_dns_server_t *s, const char *domain, ns_type type,
+    int should_cache)
+{
+	struct spf_pass	*p = spf_dns_cur;
+	struct spf_msg	*m;
+	struct spf_entry *e;
+	struct spf_dns_q q;
+	char		 name[SPF_NAME_BUF];
+
+	if (p == NULL || domain == NULL)
+		return spf_dns_rr_status(s, domain ? domain : "", type, TRY_AGAIN);
+	m = p->m;
+	/* RFC 7208 3.1, 4.4: only TXT; type SPF (99) is no longer used. */
+	if (type != ns_t_txt && type != ns_t_a && type != ns_t_aaaa &&
+	    type != ns_t_mx && type != ns_t_ptr)
+		return spf_dns_rr_status(s, domain, type, NO_DATA);
+	if (p->stopped)
+		return spf_dns_rr_status(s, domain, type, TRY_AGAIN);
+	memset(&q, 0, sizeof q);
+	q.s = s;
+	q.type = type;
+	if (spf_dns_layer_name(p, &q, domain) == -1)
+		return spf_dns_rr_status(s, q.domain, type, HOST_NOT_FOUND);
+	domain = q.domain;
+	if (spf_dns_layer_role(p, &q, should_cache) == -1)
+		return spf_dns_rr_status(s, domain, type, TRY_AGAIN);
+
+	/* Names from DNS answers are in presentation form already. */
+	if ((q.tag != 0 || q.pvalid) ? spf_dns_answer_name(q.raw, name, sizeof name) :
+	    spf_record_query_name(q.raw, name, sizeof name))
+		return spf_dns_rr_status(s, domain, type, HOST_NOT_FOUND);
+
+	if ((e = spf_dns_entry_find(m, name, type)) == NULL || e->state != SPF_ST_DONE) {
+		if (e == NULL && (e = spf_dns_entry_want(m, name, type)) == NULL) {
+			/* The table is full (or no memory): temperror, not a miss. */
+			p->stopped = 1;
+			snprintf(p->why, sizeof p->why, "too many DNS lookups");
+			return spf_dns_rr_status(s, domain, type, TRY_AGAIN);
+		}
+		p->missed = 1;
+		p->stopped = 1;
+		return spf_dns_rr_status(s, domain, type, TRY_AGAIN);
+	}
+	return spf_dns_layer_serve(p, &q, e);
 }
 
 /* The layer is stateless (the pass comes through spf_dns_cur): one for all. */

@@ -280,7 +280,245 @@ struct spf_canon {
 	int		 family;
 	const char	*nonce;
 	const char	*why;		/* permerror reason */
+	struct spf_buf	 redir;		/* redirect=, canonical, written last */
+	int		 nredirect, nexp;
 };
+
+/*
+ * One directive as parsed, for the rewrite.  t is the directive after its
+ * qualifier: namelen octets of mechanism name, then len octets of
+ * arguments at rest.
+ */
+struct spf_term {
+	enum spf_mech	 m;
+	char		 q;		/* qualifier; '+' is the default (4.6.2) */
+	const char	*t;
+	size_t		 namelen;
+	const char	*rest;
+	size_t		 len;
+	const char	*sp;		/* domain-spec, NULL if none */
+	size_t		 speclen;
+	int		 c4, c6;	/* cidr lengths, -1 if none */
+};
+
+/* Qualifier and mechanism name (RFC 7208 4.6.2, 5): 0, or -1 permerror. */
+static int
+spf_record_term_name(struct spf_canon *c, struct spf_term *d, const char *t,
+    size_t len)
+{
+	d->q = '+';
+	d->sp = NULL;
+	d->speclen = 0;
+	d->c4 = d->c6 = -1;
+	if (len > 0 && strchr("+-?~", t[0]) != NULL) {
+		d->q = t[0];
+		t++;
+		len--;
+	}
+	for (d->namelen = 0; d->namelen < len &&
+	    isalnum((unsigned char)t[d->namelen]); d->namelen++)
+		;
+	for (d->m = 0; d->m < SPF_M_COUNT; d->m++)
+		if (strlen(spf_mech_names[d->m]) == d->namelen &&
+		    strncasecmp(t, spf_mech_names[d->m], d->namelen) == 0)
+			break;
+	if (d->m == SPF_M_COUNT || d->namelen == 0) {
+		c->why = "unknown mechanism";		/* 5: permerror */
+		return -1;
+	}
+	d->t = t;
+	d->rest = t + d->namelen;
+	d->len = len - d->namelen;
+	if (d->len > 0 && d->rest[0] != ':' && d->rest[0] != '/') {
+		c->why = "unknown mechanism";
+		return -1;
+	}
+	return 0;
+}
+
+/* a and mx: [ ":" domain-spec ] [ ip4-cidr-length ] [ "/" ip6-cidr-length ] */
+static int
+spf_record_term_dual_cidr(struct spf_canon *c, struct spf_term *d)
+{
+	const char	*rest = d->rest;
+	size_t		 i, j = d->len;
+
+	for (i = j; i > 0 && isdigit((unsigned char)rest[i - 1]); i--)
+		;
+	if (i < j && i >= 2 && rest[i - 1] == '/' && rest[i - 2] == '/') {
+		if ((d->c6 = spf_record_cidr(rest + i, j - i, 128)) < 0) {
+			c->why = "bad ip6-cidr-length";
+			return -1;
+		}
+		j = i - 2;
+		for (i = j; i > 0 && isdigit((unsigned char)rest[i - 1]); i--)
+			;
+	}
+	if (i < j && i >= 1 && rest[i - 1] == '/') {
+		if ((d->c4 = spf_record_cidr(rest + i, j - i, 32)) < 0) {
+			c->why = "bad ip4-cidr-length";
+			return -1;
+		}
+		j = i - 1;
+	}
+	if (j > 0) {
+		if (rest[0] != ':' || j < 2) {
+			c->why = "syntax error in domain-spec";
+			return -1;
+		}
+		d->sp = rest + 1;
+		d->speclen = j - 1;
+	}
+	return 0;
+}
+
+/* ip4 and ip6: ":" network [ "/" cidr-length ] (RFC 7208 5.6). */
+static int
+spf_record_term_ip(struct spf_canon *c, struct spf_term *d)
+{
+	struct in_addr	 a4;
+	struct in6_addr	 a6;
+	const char	*rest = d->rest, *slash;
+	size_t		 i, len = d->len;
+	int		 v4 = d->m == SPF_M_IP4, v;
+
+	if (len < 2 || rest[0] != ':') {
+		c->why = "network required";
+		return -1;
+	}
+	slash = memchr(rest + 1, '/', len - 1);
+	i = slash ? (size_t)(slash - rest) : len;
+	if (v4 ? spf_record_ip4_network(rest + 1, i - 1, &a4) :
+	    spf_record_ip6_network(rest + 1, i - 1, &a6)) {
+		c->why = v4 ? "bad ip4-network" : "bad ip6-network";
+		return -1;
+	}
+	v = v4 ? 32 : 128;
+	if (slash != NULL && (v = spf_record_cidr(slash + 1, len - i - 1,
+	    v4 ? 32 : 128)) < 0) {
+		c->why = "bad cidr-length";
+		return -1;
+	}
+	if (v4)
+		d->c4 = v;
+	else
+		d->c6 = v;
+	return 0;
+}
+
+/* The arguments of the mechanism: 0, or -1 permerror (c->why set). */
+static int
+spf_record_term_args(struct spf_canon *c, struct spf_term *d)
+{
+	switch (d->m) {
+	case SPF_M_ALL:
+		if (d->len != 0) {
+			c->why = "syntax error in all";
+			return -1;
+		}
+		return 0;
+	case SPF_M_INCLUDE:
+	case SPF_M_EXISTS:
+	case SPF_M_PTR:
+		if (d->len == 0 && d->m == SPF_M_PTR)
+			return 0;
+		if (d->len < 2 || d->rest[0] != ':') {
+			c->why = d->m == SPF_M_PTR ? "syntax error in ptr" :
+			    "domain-spec required";
+			return -1;
+		}
+		d->sp = d->rest + 1;
+		d->speclen = d->len - 1;
+		return 0;
+	case SPF_M_A:
+	case SPF_M_MX:
+		return spf_record_term_dual_cidr(c, d);
+	case SPF_M_IP4:
+	case SPF_M_IP6:
+		return spf_record_term_ip(c, d);
+	default:
+		return 0;
+	}
+}
+
+/* " " [qualifier] name: the start of every rewritten term. */
+static void
+spf_record_term_start(struct spf_canon *c, const struct spf_term *d)
+{
+	spf_buf_putc(&c->out, ' ');
+	if (d->q != '+')
+		spf_buf_putc(&c->out, d->q);
+}
+
+/* a and mx in the rewrite; spec is the canonical domain-spec. */
+static void
+spf_record_write_a_mx(struct spf_canon *c, const struct spf_term *d,
+    const char *spec)
+{
+	char	suffix[64];
+	int	v;
+
+	spf_record_term_start(c, d);
+	spf_buf_puts(&c->out, spf_mech_names[d->m]);
+	v = c->family == AF_INET ? d->c4 : d->c6;
+	if (v == 0) {
+		/*
+		 * 5.3, 5.4: a /0 prefix matches when any address
+		 * record exists, which libspf2 (reading /0 as /32)
+		 * cannot say.  The lookup name gets a suffix only
+		 * this message knows; the layer then answers a
+		 * non-empty address set with the client's address.
+		 */
+		snprintf(suffix, sizeof suffix, SPF_ANY_SUFFIX_FMT, c->nonce);
+		spf_buf_putc(&c->out, ':');
+		spf_buf_puts(&c->out, d->sp != NULL ? spec : "%{d}");
+		spf_buf_puts(&c->out, suffix);
+		return;
+	}
+	if (d->sp != NULL) {
+		spf_buf_putc(&c->out, ':');
+		spf_buf_puts(&c->out, spec);
+	}
+	if (v > 0) {
+		snprintf(suffix, sizeof suffix, c->family == AF_INET ? "/%d" :
+		    "//%d", v);
+		spf_buf_puts(&c->out, suffix);
+	}
+}
+
+/* The canonical form of a valid term; spec is its canonical domain-spec. */
+static void
+spf_record_term_write(struct spf_canon *c, const struct spf_term *d,
+    const char *spec)
+{
+	switch (d->m) {
+	case SPF_M_IP4:
+	case SPF_M_IP6:
+		/* 5.6: ip4 never matches an IPv6 connection and vice versa. */
+		if ((d->m == SPF_M_IP4) != (c->family == AF_INET))
+			return;
+		spf_record_term_start(c, d);
+		if ((d->m == SPF_M_IP4 ? d->c4 : d->c6) == 0) {
+			/* x/0 matches every address; libspf2 reads /0 as /32. */
+			spf_buf_puts(&c->out, "all");
+			return;
+		}
+		spf_buf_put(&c->out, d->t, d->namelen + d->len);
+		return;
+	case SPF_M_A:
+	case SPF_M_MX:
+		spf_record_write_a_mx(c, d, spec);
+		return;
+	default:
+		spf_record_term_start(c, d);
+		spf_buf_puts(&c->out, spf_mech_names[d->m]);
+		if (d->sp != NULL) {
+			spf_buf_putc(&c->out, ':');
+			spf_buf_puts(&c->out, spec);
+		}
+		return;
+	}
+}
 
 /*
  * One directive (RFC 7208 4.6.2, 5): validate and append its canonical
@@ -289,122 +527,18 @@ struct spf_canon {
 static int
 spf_record_directive(struct spf_canon *c, const char *t, size_t len)
 {
+	struct spf_term	 d;
 	struct spf_buf	 spec;
 	char		 specbuf[SPF_RECORD_MAX + 1];
-	char		 suffix[64];
-	struct in_addr	 a4;
-	struct in6_addr	 a6;
-	size_t		 i, namelen, speclen = 0, data = 0, j;
-	const char	*rest, *sp = NULL, *slash;
-	enum spf_mech	 m;
-	char		 q = '+';
-	int		 c4 = -1, c6 = -1, v;
+	size_t		 data = 0;
 
-	if (len > 0 && strchr("+-?~", t[0]) != NULL) {
-		q = t[0];
-		t++;
-		len--;
-	}
-	for (namelen = 0; namelen < len && isalnum((unsigned char)t[namelen]); namelen++)
-		;
-	for (m = 0; m < SPF_M_COUNT; m++)
-		if (strlen(spf_mech_names[m]) == namelen &&
-		    strncasecmp(t, spf_mech_names[m], namelen) == 0)
-			break;
-	if (m == SPF_M_COUNT || namelen == 0) {
-		c->why = "unknown mechanism";		/* 5: permerror */
+	if (spf_record_term_name(c, &d, t, len) == -1 ||
+	    spf_record_term_args(c, &d) == -1)
 		return -1;
-	}
-	rest = t + namelen;
-	len -= namelen;
-	if (len > 0 && rest[0] != ':' && rest[0] != '/') {
-		c->why = "unknown mechanism";
-		return -1;
-	}
-
-	switch (m) {
-	case SPF_M_ALL:
-		if (len != 0) {
-			c->why = "syntax error in all";
-			return -1;
-		}
-		break;
-	case SPF_M_INCLUDE:
-	case SPF_M_EXISTS:
-	case SPF_M_PTR:
-		if (len == 0 && m == SPF_M_PTR)
-			break;
-		if (len < 2 || rest[0] != ':') {
-			c->why = m == SPF_M_PTR ? "syntax error in ptr" :
-			    "domain-spec required";
-			return -1;
-		}
-		sp = rest + 1;
-		speclen = len - 1;
-		break;
-	case SPF_M_A:
-	case SPF_M_MX:
-		/* [ ":" domain-spec ] [ ip4-cidr-length ] [ "/" ip6-cidr-length ] */
-		j = len;
-		for (i = j; i > 0 && isdigit((unsigned char)rest[i - 1]); i--)
-			;
-		if (i < j && i >= 2 && rest[i - 1] == '/' && rest[i - 2] == '/') {
-			if ((c6 = spf_record_cidr(rest + i, j - i, 128)) < 0) {
-				c->why = "bad ip6-cidr-length";
-				return -1;
-			}
-			j = i - 2;
-			for (i = j; i > 0 && isdigit((unsigned char)rest[i - 1]); i--)
-				;
-		}
-		if (i < j && i >= 1 && rest[i - 1] == '/') {
-			if ((c4 = spf_record_cidr(rest + i, j - i, 32)) < 0) {
-				c->why = "bad ip4-cidr-length";
-				return -1;
-			}
-			j = i - 1;
-		}
-		if (j > 0) {
-			if (rest[0] != ':' || j < 2) {
-				c->why = "syntax error in domain-spec";
-				return -1;
-			}
-			sp = rest + 1;
-			speclen = j - 1;
-		}
-		break;
-	case SPF_M_IP4:
-	case SPF_M_IP6:
-		if (len < 2 || rest[0] != ':') {
-			c->why = "network required";
-			return -1;
-		}
-		slash = memchr(rest + 1, '/', len - 1);
-		i = slash ? (size_t)(slash - rest) : len;
-		if (m == SPF_M_IP4 ? spf_record_ip4_network(rest + 1, i - 1, &a4) :
-		    spf_record_ip6_network(rest + 1, i - 1, &a6)) {
-			c->why = m == SPF_M_IP4 ? "bad ip4-network" : "bad ip6-network";
-			return -1;
-		}
-		v = m == SPF_M_IP4 ? 32 : 128;
-		if (slash != NULL && (v = spf_record_cidr(slash + 1, len - i - 1,
-		    m == SPF_M_IP4 ? 32 : 128)) < 0) {
-			c->why = "bad cidr-length";
-			return -1;
-		}
-		if (m == SPF_M_IP4)
-			c4 = v;
-		else
-			c6 = v;
-		break;
-	default:
-		break;
-	}
-
 	spec = (struct spf_buf){ specbuf, sizeof specbuf, 0, 0 };
 	specbuf[0] = '\0';
-	if (sp != NULL) {
-		if (spf_record_domain_spec(sp, speclen, &spec, &data) == -1) {
+	if (d.sp != NULL) {
+		if (spf_record_domain_spec(d.sp, d.speclen, &spec, &data) == -1) {
 			c->why = "syntax error in domain-spec";
 			return -1;
 		}
@@ -413,66 +547,71 @@ spf_record_directive(struct spf_canon *c, const char *t, size_t len)
 			return -1;
 		}
 	}
+	spf_record_term_write(c, &d, specbuf);
+	return 0;
+}
 
-	/* The rewrite; '+' is the default qualifier (4.6.2). */
-	switch (m) {
-	case SPF_M_IP4:
-	case SPF_M_IP6:
-		/* 5.6: ip4 never matches an IPv6 connection and vice versa. */
-		if ((m == SPF_M_IP4) != (c->family == AF_INET))
-			return 0;
-		spf_buf_putc(&c->out, ' ');
-		if (q != '+')
-			spf_buf_putc(&c->out, q);
-		if ((m == SPF_M_IP4 ? c4 : c6) == 0) {
-			/* x/0 matches every address; libspf2 reads /0 as /32. */
-			spf_buf_puts(&c->out, "all");
-			return 0;
-		}
-		spf_buf_put(&c->out, t, namelen + len);
+/*
+ * A term that is a modifier (RFC 7208 4.6.1: name "=" ..., name = ALPHA
+ * *( ALPHA / DIGIT / "-" / "_" / "." )): validate it and keep redirect's
+ * canonical domain-spec for the end.  1 it was a modifier, 0 it is a
+ * directive, -1 permerror (c->why set).
+ */
+static int
+spf_record_modifier(struct spf_canon *c, const char *t, size_t n)
+{
+	const char	*eq = memchr(t, '=', n);
+	size_t		 namelen = eq ? (size_t)(eq - t) : 0, data = 0;
+
+	if (eq == NULL || namelen == 0 || !isalpha((unsigned char)t[0]) ||
+	    strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789-_.") < namelen)
 		return 0;
-	case SPF_M_A:
-	case SPF_M_MX:
-		spf_buf_putc(&c->out, ' ');
-		if (q != '+')
-			spf_buf_putc(&c->out, q);
-		spf_buf_puts(&c->out, spf_mech_names[m]);
-		v = c->family == AF_INET ? c4 : c6;
-		if (v == 0) {
-			/*
-			 * 5.3, 5.4: a /0 prefix matches when any address
-			 * record exists, which libspf2 (reading /0 as /32)
-			 * cannot say.  The lookup name gets a suffix only
-			 * this message knows; the layer then answers a
-			 * non-empty address set with the client's address.
-			 */
-			snprintf(suffix, sizeof suffix, SPF_ANY_SUFFIX_FMT, c->nonce);
-			spf_buf_putc(&c->out, ':');
-			spf_buf_puts(&c->out, sp != NULL ? specbuf : "%{d}");
-			spf_buf_puts(&c->out, suffix);
-			return 0;
+	if (namelen == 8 && strncasecmp(t, "redirect", 8) == 0) {
+		/* 6: redirect and exp at most once each */
+		if (++c->nredirect > 1) {
+			c->why = "redirect appears twice";
+			return -1;
 		}
-		if (sp != NULL) {
-			spf_buf_putc(&c->out, ':');
-			spf_buf_puts(&c->out, specbuf);
+		if (spf_record_domain_spec(eq + 1, n - namelen - 1, &c->redir,
+		    &data) == -1 || c->redir.over || data > SPF_TERM_DATA_MAX) {
+			c->why = "syntax error in redirect";
+			return -1;
 		}
-		if (v > 0) {
-			snprintf(suffix, sizeof suffix, c->family == AF_INET ? "/%d" :
-			    "//%d", v);
-			spf_buf_puts(&c->out, suffix);
+	} else if (namelen == 3 && strncasecmp(t, "exp", 3) == 0) {
+		if (++c->nexp > 1) {
+			c->why = "exp appears twice";
+			return -1;
 		}
-		return 0;
-	default:
-		spf_buf_putc(&c->out, ' ');
-		if (q != '+')
-			spf_buf_putc(&c->out, q);
-		spf_buf_puts(&c->out, spf_mech_names[m]);
-		if (sp != NULL) {
-			spf_buf_putc(&c->out, ':');
-			spf_buf_puts(&c->out, specbuf);
+		if (spf_record_domain_spec(eq + 1, n - namelen - 1, NULL,
+		    &data) == -1) {
+			c->why = "syntax error in exp";
+			return -1;
 		}
-		return 0;
+	} else if (spf_record_macro_string(eq + 1, n - namelen - 1) == -1) {
+		/* 6: unknown modifiers are ignored, but must parse */
+		c->why = "syntax error in modifier";
+		return -1;
 	}
+	return 1;
+}
+
+/* The whole record before its terms: size, version (4.5), characters. */
+static const char *
+spf_record_head(const char *rec, size_t len)
+{
+	size_t	i;
+
+	if (len > SPF_RECORD_MAX)
+		return "record too long";
+	if (len < 6 || strncasecmp(rec, "v=spf1", 6) != 0 ||
+	    (len > 6 && rec[6] != ' '))
+		return "not an SPF record";
+	/* 3.1, 4.6.1: terms are printable ASCII separated by SP only. */
+	for (i = 0; i < len; i++)
+		if ((unsigned char)rec[i] < 0x20 || (unsigned char)rec[i] > 0x7e)
+			return "control or non-ASCII character in record";
+	return NULL;
 }
 
 /*
@@ -485,36 +624,21 @@ spf_record_canon(const char *rec, size_t len, int family, const char *nonce,
     char *out, size_t outlen, const char **why)
 {
 	struct spf_canon c;
-	struct spf_buf	 redir;
 	char		 redirbuf[SPF_RECORD_MAX + 1];
-	size_t		 i, start, n, namelen, data, sign, terms = 0;
-	int		 have_all = 0, nredirect = 0, nexp = 0;
-	const char	*t, *eq;
+	size_t		 i, start, n, sign, terms = 0;
+	int		 have_all = 0, r;
+	const char	*t;
 
+	memset(&c, 0, sizeof c);
 	c.out = (struct spf_buf){ out, outlen, 0, 0 };
 	c.family = family;
 	c.nonce = nonce;
-	c.why = NULL;
-	redir = (struct spf_buf){ redirbuf, sizeof redirbuf, 0, 0 };
+	c.redir = (struct spf_buf){ redirbuf, sizeof redirbuf, 0, 0 };
 	redirbuf[0] = '\0';
 	if (outlen > 0)
 		out[0] = '\0';
-	*why = NULL;
-	if (len > SPF_RECORD_MAX) {
-		*why = "record too long";
+	if ((*why = spf_record_head(rec, len)) != NULL)
 		return -1;
-	}
-	if (len < 6 || strncasecmp(rec, "v=spf1", 6) != 0 ||
-	    (len > 6 && rec[6] != ' ')) {
-		*why = "not an SPF record";
-		return -1;
-	}
-	/* 3.1, 4.6.1: terms are printable ASCII separated by SP only. */
-	for (i = 0; i < len; i++)
-		if ((unsigned char)rec[i] < 0x20 || (unsigned char)rec[i] > 0x7e) {
-			*why = "control or non-ASCII character in record";
-			return -1;
-		}
 	spf_buf_puts(&c.out, "v=spf1");
 	for (i = 6; i < len; ) {
 		while (i < len && rec[i] == ' ')
@@ -529,53 +653,19 @@ spf_record_canon(const char *rec, size_t len, int family, const char *nonce,
 			*why = "too many terms";
 			return -1;
 		}
-		/* modifier = name "=" ..., name = ALPHA *( ALPHA / DIGIT / "-" / "_" / "." ) */
-		eq = memchr(t, '=', n);
-		namelen = eq ? (size_t)(eq - t) : 0;
-		if (eq != NULL && namelen > 0 && isalpha((unsigned char)t[0]) &&
-		    strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-		    "0123456789-_.") >= namelen) {
-			data = 0;
-			if (namelen == 8 && strncasecmp(t, "redirect", 8) == 0) {
-				/* 6: redirect and exp at most once each */
-				if (++nredirect > 1) {
-					*why = "redirect appears twice";
-					return -1;
-				}
-				if (spf_record_domain_spec(eq + 1, n - namelen - 1, &redir,
-				    &data) == -1 || redir.over ||
-				    data > SPF_TERM_DATA_MAX) {
-					*why = "syntax error in redirect";
-					return -1;
-				}
-			} else if (namelen == 3 && strncasecmp(t, "exp", 3) == 0) {
-				if (++nexp > 1) {
-					*why = "exp appears twice";
-					return -1;
-				}
-				if (spf_record_domain_spec(eq + 1, n - namelen - 1, NULL,
-				    &data) == -1) {
-					*why = "syntax error in exp";
-					return -1;
-				}
-			} else if (spf_record_macro_string(eq + 1, n - namelen - 1) == -1) {
-				/* 6: unknown modifiers are ignored, but must parse */
-				*why = "syntax error in modifier";
-				return -1;
-			}
+		if ((r = spf_record_modifier(&c, t, n)) == 1)
 			continue;
-		}
 		/* t[0..n) is not terminated: compare within it. */
 		sign = strchr("+-?~", t[0]) != NULL;
-		if (n == 3 + sign && strncasecmp(t + sign, "all", 3) == 0)
+		if (r == 0 && n == 3 + sign && strncasecmp(t + sign, "all", 3) == 0)
 			have_all = 1;
-		if (spf_record_directive(&c, t, n) == -1) {
+		if (r == -1 || spf_record_directive(&c, t, n) == -1) {
 			*why = c.why;
 			return -1;
 		}
 	}
 	/* 6.1: redirect counts only when no mechanism matched and there is no "all". */
-	if (nredirect && !have_all) {
+	if (c.nredirect && !have_all) {
 		spf_buf_puts(&c.out, " redirect=");
 		spf_buf_puts(&c.out, redirbuf);
 	}
