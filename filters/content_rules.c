@@ -275,180 +275,254 @@ content_rules_clear(struct content_rule *r)
 	memset(r, 0, sizeof *r);
 }
 
-/* Parses one line; blank and comment lines add nothing. */
-static int
-content_rules_parse(struct content_rules *rules, char *s, unsigned line,
-    char *err, size_t errlen)
+/* One rule file line being parsed, and where its error goes. */
+struct content_line {
+	const char	*path;
+	unsigned	 line;
+	char		*err;
+	size_t		 errlen;
+	const char	*start;		/* the whole line, for error columns */
+	char		*s;		/* how far the parse got */
+};
+
+static void
+content_rules_skip_space(struct content_line *l)
 {
-	const char *path = rules->path, *start = s;
-	struct content_rule r;
-	const char *word, *pat, *c;
-	size_t wlen, plen, tlen;
-	uint32_t opts = 0;
-	int i;
+	while (content_rules_is_space(*l->s))
+		l->s++;
+}
 
-	while (content_rules_is_space(*s))
-		s++;
-	if (*s == '\0' || *s == '#')
-		return 0;
-	memset(&r, 0, sizeof r);
-	r.line = line;
+/* The scope word: 0, or -1 (error written). */
+static int
+content_rules_scope(struct content_line *l, struct content_rule *r)
+{
+	const char	*word;
+	size_t		 wlen;
+	int		 i;
 
-	/* Scope. */
-	for (word = s; *s != '\0' && !content_rules_is_space(*s); s++)
+	for (word = l->s; *l->s != '\0' && !content_rules_is_space(*l->s); l->s++)
 		;
-	wlen = (size_t)(s - word);
+	wlen = (size_t)(l->s - word);
 	for (i = 0; i < CONTENT_SCOPE_COUNT; i++)
 		if (content_rules_word_is(word, wlen, content_rules_scope_names[i]))
 			break;
 	if (i == CONTENT_SCOPE_COUNT) {
-		content_rules_err(err, errlen, path, line, "unknown scope \"%.*s\" "
+		content_rules_err(l->err, l->errlen, l->path, l->line, "unknown scope \"%.*s\" "
 		    "(expected header, body, mime or filename)",
 		    wlen > CONTENT_NAME_SHOW ? CONTENT_NAME_SHOW : (int)wlen, word);
 		return -1;
 	}
-	r.scope = (enum content_scope)i;
+	r->scope = (enum content_scope)i;
+	return 0;
+}
 
-	/* /pattern/flags */
-	while (content_rules_is_space(*s))
-		s++;
+/* The flags after the closing '/': 0, or -1 (error written). */
+static int
+content_rules_flags(struct content_line *l, uint32_t *opts)
+{
+	char *s;
+
+	for (s = l->s; *s != '\0' && !content_rules_is_space(*s); s++) {
+		switch (*s) {
+		case 'i':
+			*opts |= PCRE2_CASELESS;
+			break;
+		case 'm':
+			*opts |= PCRE2_MULTILINE;
+			break;
+		case 's':
+			*opts |= PCRE2_DOTALL;
+			break;
+		case 'x':
+			*opts |= PCRE2_EXTENDED;
+			break;
+		default:
+			if ((unsigned char)*s >= 0x21 && (unsigned char)*s < 0x7f)
+				content_rules_err(l->err, l->errlen, l->path, l->line,
+				    "unknown flag '%c' (expected i, m, s or x)", *s);
+			else
+				content_rules_err(l->err, l->errlen, l->path, l->line,
+				    "unknown flag byte 0x%02x (expected i, m, s or x)",
+				    (unsigned char)*s);
+			return -1;
+		}
+	}
+	l->s = s;
+	return 0;
+}
+
+/* /pattern/flags: the pattern as written, its length, PCRE2 options. */
+static int
+content_rules_pattern(struct content_line *l, const char **pat, size_t *plen,
+    uint32_t *opts)
+{
+	char *s;
+
+	content_rules_skip_space(l);
+	s = l->s;
 	if (*s == '\0') {
-		content_rules_err(err, errlen, path, line, "missing /pattern/");
+		content_rules_err(l->err, l->errlen, l->path, l->line, "missing /pattern/");
 		return -1;
 	}
 	if (*s == '!') {
-		content_rules_err(err, errlen, path, line,
+		content_rules_err(l->err, l->errlen, l->path, l->line,
 		    "negated patterns (!/.../) are not supported");
 		return -1;
 	}
 	if (*s != '/') {
-		content_rules_err(err, errlen, path, line,
+		content_rules_err(l->err, l->errlen, l->path, l->line,
 		    "pattern must be delimited by '/', found '%c'",
 		    (unsigned char)*s >= 0x21 && (unsigned char)*s < 0x7f ? *s : '?');
 		return -1;
 	}
-	pat = ++s;
+	*pat = ++s;
 	while (*s != '\0' && *s != '/') {
 		if (*s == '\\' && s[1] != '\0')
 			s++;	/* "\/" and "\\" stay in the pattern as written */
 		s++;
 	}
 	if (*s != '/') {
-		content_rules_err(err, errlen, path, line,
+		content_rules_err(l->err, l->errlen, l->path, l->line,
 		    "unterminated pattern (no closing '/'; write '/' inside as '\\/')");
 		return -1;
 	}
-	plen = (size_t)(s - pat);
-	if (plen == 0) {
-		content_rules_err(err, errlen, path, line, "empty pattern");
+	*plen = (size_t)(s - *pat);
+	if (*plen == 0) {
+		content_rules_err(l->err, l->errlen, l->path, l->line, "empty pattern");
 		return -1;
 	}
-	for (s++; *s != '\0' && !content_rules_is_space(*s); s++) {
-		switch (*s) {
-		case 'i':
-			opts |= PCRE2_CASELESS;
-			break;
-		case 'm':
-			opts |= PCRE2_MULTILINE;
-			break;
-		case 's':
-			opts |= PCRE2_DOTALL;
-			break;
-		case 'x':
-			opts |= PCRE2_EXTENDED;
-			break;
-		default:
-			if ((unsigned char)*s >= 0x21 && (unsigned char)*s < 0x7f)
-				content_rules_err(err, errlen, path, line,
-				    "unknown flag '%c' (expected i, m, s or x)", *s);
-			else
-				content_rules_err(err, errlen, path, line,
-				    "unknown flag byte 0x%02x (expected i, m, s or x)",
-				    (unsigned char)*s);
-			return -1;
-		}
-	}
+	l->s = s + 1;
+	return content_rules_flags(l, opts);
+}
 
-	/* Action. */
-	while (content_rules_is_space(*s))
-		s++;
-	if (*s == '\0') {
-		content_rules_err(err, errlen, path, line, "missing action after /pattern/");
+/* The action word (DEFER is TEMPFAIL): 0, or -1 (error written). */
+static int
+content_rules_action(struct content_line *l, struct content_rule *r)
+{
+	const char	*word;
+	size_t		 wlen;
+	int		 i;
+
+	content_rules_skip_space(l);
+	if (*l->s == '\0') {
+		content_rules_err(l->err, l->errlen, l->path, l->line,
+		    "missing action after /pattern/");
 		return -1;
 	}
-	for (word = s; *s != '\0' && !content_rules_is_space(*s); s++)
+	for (word = l->s; *l->s != '\0' && !content_rules_is_space(*l->s); l->s++)
 		;
-	wlen = (size_t)(s - word);
+	wlen = (size_t)(l->s - word);
 	for (i = 0; i < CONTENT_ACTION_COUNT; i++)
 		if (content_rules_word_is(word, wlen, content_rules_actions[i].name))
 			break;
 	if (i == CONTENT_ACTION_COUNT && content_rules_word_is(word, wlen, "DEFER"))
 		i = CONTENT_ACTION_TEMPFAIL;
 	if (i == CONTENT_ACTION_COUNT) {
-		content_rules_err(err, errlen, path, line, "unknown action \"%.*s\" "
+		content_rules_err(l->err, l->errlen, l->path, l->line, "unknown action \"%.*s\" "
 		    "(expected ACCEPT, TAG, QUARANTINE, TEMPFAIL, DEFER, REJECT, "
 		    "DISCARD or WARN)",
 		    wlen > CONTENT_NAME_SHOW ? CONTENT_NAME_SHOW : (int)wlen, word);
 		return -1;
 	}
-	r.action = (enum content_action)i;
+	r->action = (enum content_action)i;
+	return 0;
+}
 
-	/* Optional text: it ends up in SMTP replies and log lines. */
-	while (content_rules_is_space(*s))
-		s++;
+/* Optional text: it ends up in SMTP replies and log lines. */
+static int
+content_rules_text(struct content_line *l, struct content_rule *r)
+{
+	const char	*c, *s;
+	size_t		 tlen;
+
+	content_rules_skip_space(l);
+	s = l->s;
 	tlen = strlen(s);
 	while (tlen > 0 && content_rules_is_space(s[tlen - 1]))
 		tlen--;
 	for (c = s; c < s + tlen; c++) {
 		if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e) {
-			content_rules_err(err, errlen, path, line,
+			content_rules_err(l->err, l->errlen, l->path, l->line,
 			    "text contains a control or non-ASCII byte 0x%02x "
 			    "at column %zu", (unsigned char)*c,
-			    (size_t)(c - start) + 1);
+			    (size_t)(c - l->start) + 1);
 			return -1;
 		}
 	}
 	if (tlen > CONTENT_TEXT_MAX) {
-		content_rules_err(err, errlen, path, line,
+		content_rules_err(l->err, l->errlen, l->path, l->line,
 		    "text longer than %d characters", CONTENT_TEXT_MAX);
 		return -1;
 	}
-	if (tlen > 0 && (r.text = strndup(s, tlen)) == NULL) {
-		content_rules_err(err, errlen, path, line, "out of memory");
+	if (tlen > 0 && (r->text = strndup(s, tlen)) == NULL) {
+		content_rules_err(l->err, l->errlen, l->path, l->line, "out of memory");
 		return -1;
 	}
-	if ((r.action == CONTENT_ACTION_REJECT || r.action == CONTENT_ACTION_TEMPFAIL) &&
-	    content_rules_reply(&r, path, line, err, errlen) == -1) {
-		content_rules_clear(&r);
-		return -1;
-	}
+	return 0;
+}
 
-	if ((r.re = content_rules_compile(pat, plen, opts, path, line, err, errlen)) == NULL) {
-		content_rules_clear(&r);
-		return -1;
-	}
-
+/* Append r (taken over, or cleared on error): 0, or -1 (error written). */
+static int
+content_rules_add(struct content_rules *rules, struct content_rule *r,
+    struct content_line *l)
+{
 	if (rules->n == rules->cap) {
 		struct content_rule *v;
 		size_t cap = rules->cap ? rules->cap * 2 : 16;
 
 		if (rules->n >= CONTENT_RULES_MAX) {
-			content_rules_err(err, errlen, path, line,
+			content_rules_err(l->err, l->errlen, l->path, l->line,
 			    "too many rules (limit %d)", CONTENT_RULES_MAX);
-			content_rules_clear(&r);
+			content_rules_clear(r);
 			return -1;
 		}
 		if ((v = reallocarray(rules->v, cap, sizeof *v)) == NULL) {
-			content_rules_err(err, errlen, path, line, "out of memory");
-			content_rules_clear(&r);
+			content_rules_err(l->err, l->errlen, l->path, l->line,
+			    "out of memory");
+			content_rules_clear(r);
 			return -1;
 		}
 		rules->v = v;
 		rules->cap = cap;
 	}
-	rules->v[rules->n++] = r;
-	rules->scopes |= 1u << r.scope;
+	rules->v[rules->n++] = *r;
+	rules->scopes |= 1u << r->scope;
 	return 0;
+}
+
+/* Parses one line; blank and comment lines add nothing. */
+static int
+content_rules_parse(struct content_rules *rules, char *s, unsigned line,
+    char *err, size_t errlen)
+{
+	struct content_line l = { rules->path, line, err, errlen, s, s };
+	struct content_rule r;
+	const char	*pat;
+	size_t		 plen;
+	uint32_t	 opts = 0;
+
+	content_rules_skip_space(&l);
+	if (*l.s == '\0' || *l.s == '#')
+		return 0;
+	memset(&r, 0, sizeof r);
+	r.line = line;
+	if (content_rules_scope(&l, &r) == -1 ||
+	    content_rules_pattern(&l, &pat, &plen, &opts) == -1 ||
+	    content_rules_action(&l, &r) == -1)
+		return -1;
+	if (content_rules_text(&l, &r) == -1)
+		return -1;
+	if ((r.action == CONTENT_ACTION_REJECT || r.action == CONTENT_ACTION_TEMPFAIL) &&
+	    content_rules_reply(&r, l.path, line, err, errlen) == -1) {
+		content_rules_clear(&r);
+		return -1;
+	}
+	if ((r.re = content_rules_compile(pat, plen, opts, l.path, line, err,
+	    errlen)) == NULL) {
+		content_rules_clear(&r);
+		return -1;
+	}
+	return content_rules_add(rules, &r, &l);
 }
 
 int
