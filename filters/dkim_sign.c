@@ -143,6 +143,120 @@ dkim_sign_trusted(const struct dkim_inst *di, struct fmx_ctx *ctx)
 /* ---------------------------------------------------------------- */
 /* The From domain, for choosing a signing key */
 
+/* Where dkim_sign_from_domain() is in a From field value. */
+struct dkim_sign_from {
+	char	addr[1024];	/* the address found so far */
+	char	seg[1024];	/* the current segment, comments dropped */
+	size_t	alen, slen, mailboxes;
+	int	depth;		/* comment nesting */
+	int	inq, inangle, angled;
+	int	ws;		/* a blank (or comment) since the last octet */
+	int	gap;		/* a blank inside the segment: not an address */
+	int	addr_gap;
+};
+
+/*
+ * One octet inside a quoted string or a comment; returns p, moved over
+ * an escaped octet.  A quoted octet has no meaning: it stands as 'q'.
+ */
+static const char *
+dkim_sign_from_inner(struct dkim_sign_from *f, const char *p)
+{
+	int c = (unsigned char)*p;
+
+	if (f->inq) {
+		if (c == '\\' && p[1] != '\0')
+			p++;
+		else if (c == '"')
+			f->inq = 0;
+		if (f->slen + 1 < sizeof f->seg)
+			f->seg[f->slen++] = 'q';
+		return p;
+	}
+	if (c == '\\' && p[1] != '\0')
+		p++;
+	else if (c == '(')
+		f->depth++;
+	else if (c == ')')
+		f->depth--;
+	return p;
+}
+
+/* The end of a mailbox (',' outside <>, or the end): -1 for a second one. */
+static int
+dkim_sign_from_mailbox(struct dkim_sign_from *f)
+{
+	f->seg[f->slen] = '\0';
+	if (f->slen > 0 || f->angled) {
+		if (++f->mailboxes > 1)
+			return -1;
+		if (!f->angled) {
+			memcpy(f->addr, f->seg, f->slen + 1);
+			f->alen = f->slen;
+			f->addr_gap = f->gap;
+		}
+	}
+	f->slen = 0;
+	f->ws = f->gap = 0;
+	return 0;
+}
+
+/* Any other octet: 0, or -1 when the field is not one plain mailbox. */
+static int
+dkim_sign_from_octet(struct dkim_sign_from *f, int c)
+{
+	switch (c) {
+	case '"':
+		f->inq = 1;
+		break;
+	case '(':
+		f->depth = 1;
+		f->ws = 1;		/* a comment separates like a blank */
+		break;
+	case '<':
+		if (f->inangle || f->angled)
+			return -1;
+		f->inangle = 1;
+		f->slen = 0;
+		f->ws = f->gap = 0;
+		break;
+	case '>':
+		if (!f->inangle)
+			return -1;
+		f->inangle = 0;
+		f->angled = 1;
+		f->seg[f->slen] = '\0';
+		memcpy(f->addr, f->seg, f->slen + 1);
+		f->alen = f->slen;
+		f->addr_gap = f->gap;
+		f->slen = 0;
+		break;
+	case ':':
+	case ';':
+		if (!f->inangle)
+			return -1;	/* a group */
+		break;
+	case ' ':
+	case '\t':
+	case '\r':
+	case '\n':
+		f->ws = 1;
+		break;
+	default:
+		if (f->angled)
+			break;		/* display text after the address */
+		if (f->slen + 1 >= sizeof f->seg)
+			return -1;
+		/* "exa mple.com": blanks may only surround '.' and '@' */
+		if (f->ws && f->slen > 0 && f->seg[f->slen - 1] != '.' &&
+		    f->seg[f->slen - 1] != '@' && c != '.' && c != '@')
+			f->gap = 1;
+		f->ws = 0;
+		f->seg[f->slen++] = (char)c;
+	}
+	return 0;
+}
+
 /*
  * The domain of the one mailbox of a From field (RFC 5322 3.4, 3.6.2),
  * lower case.  -1 for none, several, a group, or a domain literal: such
@@ -152,104 +266,31 @@ dkim_sign_trusted(const struct dkim_inst *di, struct fmx_ctx *ctx)
 int
 dkim_sign_from_domain(const char *v, char *out, size_t outlen)
 {
-	char addr[1024], seg[1024];
-	size_t alen = 0, slen = 0, mailboxes = 0;
-	int depth = 0, inq = 0, inangle = 0, angled = 0;
-	int ws = 0, gap = 0, addr_gap = 0;
+	struct dkim_sign_from f;
 	const char *at, *p;
 
-	addr[0] = '\0';
+	memset(&f, 0, sizeof f);
 	for (p = v;; p++) {
 		int c = (unsigned char)*p;
 
-		if (c != '\0' && inq) {
-			if (c == '\\' && p[1] != '\0')
-				p++;
-			else if (c == '"')
-				inq = 0;
-			if (slen + 1 < sizeof seg)
-				seg[slen++] = 'q';	/* a quoted octet: no meaning */
+		if (c != '\0' && (f.inq || f.depth > 0)) {
+			p = dkim_sign_from_inner(&f, p);
 			continue;
 		}
-		if (c != '\0' && depth > 0) {
-			if (c == '\\' && p[1] != '\0')
-				p++;
-			else if (c == '(')
-				depth++;
-			else if (c == ')')
-				depth--;
-			continue;
-		}
-		if (c == '\0' || (c == ',' && !inangle)) {
-			seg[slen] = '\0';
-			if (slen > 0 || angled) {
-				if (++mailboxes > 1)
-					return -1;
-				if (!angled) {
-					memcpy(addr, seg, slen + 1);
-					alen = slen;
-					addr_gap = gap;
-				}
-			}
-			slen = 0;
-			ws = gap = 0;
+		if (c == '\0' || (c == ',' && !f.inangle)) {
+			if (dkim_sign_from_mailbox(&f) == -1)
+				return -1;
 			if (c == '\0')
 				break;
 			continue;
 		}
-		switch (c) {
-		case '"':
-			inq = 1;
-			break;
-		case '(':
-			depth = 1;
-			ws = 1;		/* a comment separates like a blank */
-			break;
-		case '<':
-			if (inangle || angled)
-				return -1;
-			inangle = 1;
-			slen = 0;
-			ws = gap = 0;
-			break;
-		case '>':
-			if (!inangle)
-				return -1;
-			inangle = 0;
-			angled = 1;
-			seg[slen] = '\0';
-			memcpy(addr, seg, slen + 1);
-			alen = slen;
-			addr_gap = gap;
-			slen = 0;
-			break;
-		case ':':
-		case ';':
-			if (!inangle)
-				return -1;	/* a group */
-			break;
-		case ' ':
-		case '\t':
-		case '\r':
-		case '\n':
-			ws = 1;
-			break;
-		default:
-			if (angled)
-				break;		/* display text after the address */
-			if (slen + 1 >= sizeof seg)
-				return -1;
-			/* "exa mple.com": blanks may only surround '.' and '@' */
-			if (ws && slen > 0 && seg[slen - 1] != '.' &&
-			    seg[slen - 1] != '@' && c != '.' && c != '@')
-				gap = 1;
-			ws = 0;
-			seg[slen++] = (char)c;
-		}
+		if (dkim_sign_from_octet(&f, c) == -1)
+			return -1;
 	}
-	if (inq || depth > 0 || inangle || mailboxes != 1 || alen == 0 || addr_gap)
+	if (f.inq || f.depth > 0 || f.inangle || f.mailboxes != 1 || f.alen == 0 ||
+	    f.addr_gap)
 		return -1;
-	if ((at = strrchr(addr, '@')) == NULL || at == addr || at[1] == '[')
+	if ((at = strrchr(f.addr, '@')) == NULL || at == f.addr || at[1] == '[')
 		return -1;
 	if (strlen(at + 1) >= outlen || !dkim_name_ok(at + 1))
 		return -1;
