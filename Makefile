@@ -37,6 +37,8 @@ SRCS	+= proxy/tls.c
 SRCS	+= proxy/bev.c
 # Filters
 SRCS	+= filters/filter_chain.c
+SRCS	+= filters/filter_api.c
+SRCS	+= filters/filter_pool.c
 SRCS	+= filters/filter_loader.c
 SRCS	+= filters/filter_opt.c
 SRCS	+= filters/content.c
