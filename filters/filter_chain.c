@@ -20,7 +20,7 @@
  *
  *	Each answer becomes an action in one place, filter_decide(): the
  *	policy says what a result or a failure means and whether the filter
- *	runs dry (policy_action(), policy_dry_run()); a failure - bad
+ *	runs dry (policy_decide() in policy/policy.c); a failure - bad
  *	verdict, timeout, refused module call - gets the filter's on_error
  *	action (default tempfail, like Postfix's milter_default_action),
  *	never a crash and never a silent accept.  A filter that timed out is
@@ -409,35 +409,30 @@ struct filter_answer {
 };
 
 /*
- * What an answer means under policy pol: on_error (the policy's, else the
- * filter's), the policy's mapping of the named result, dry run.  *dry is
- * the refusing verdict dry run turned into a relay, FMX_CONTINUE if none.
- * quiet logs only refusals (the per-recipient reading of held answers).
+ * What an answer means under policy pol.  policy_decide() says which
+ * action replaces the hook's verdict (on_error for a failure, the mapping
+ * of a named result, or none) and whether the filter runs dry there; this
+ * only turns that into a verdict and logs it.  *dry is the refusing
+ * verdict dry run turned into a relay, FMX_CONTINUE if none.  quiet logs
+ * only refusals (the per-recipient reading of held answers).
  */
 static enum fmx_verdict
 filter_decide(struct filter_session *fs, size_t idx,
     const struct config_policy *pol, enum filter_phase phase,
     const struct filter_answer *a, enum fmx_verdict *dry, int quiet)
 {
-	const struct config *cfg = fs->chain->cfg;
-	const struct config_filter *cf = fs->chain->inst[idx].cf;
-	enum config_action action;
+	const char *name = fs->chain->inst[idx].cf->name;
+	struct policy_decision d;
 	enum fmx_verdict v = a->verdict;
-	const char *name = cf->name;
 
 	*dry = FMX_CONTINUE;
-	if (a->failed) {
-		/* A policy may override the filter's on_error per domain. */
-		if (!policy_action(cfg, pol, name, "on_error", &action))
-			action = cf->on_error;
-		v = filter_action_verdict(action);
-		if (!quiet || v == FMX_REJECT || v == FMX_TEMPFAIL)
-			log_warn("%016llx filter=%s phase=%s failed, on_error=%s",
-			    fs->session_id, name, filter_phase_name(phase),
-			    config_action_name(action));
-	} else if (a->result[0] != '\0' &&
-	    policy_action(cfg, pol, name, a->result, &action))
-		v = filter_action_verdict(action);
+	d = policy_decide(fs->chain->cfg, pol, name, a->result, a->failed);
+	if (d.mapped)
+		v = filter_action_verdict(d.action);
+	if (a->failed && (!quiet || v == FMX_REJECT || v == FMX_TEMPFAIL))
+		log_warn("%016llx filter=%s phase=%s failed, on_error=%s",
+		    fs->session_id, name, filter_phase_name(phase),
+		    config_action_name(d.action));
 	if (a->result[0] != '\0' &&
 	    (!quiet || v == FMX_REJECT || v == FMX_TEMPFAIL))
 		log_info("%016llx filter=%s phase=%s result=%s policy=%s "
@@ -445,8 +440,8 @@ filter_decide(struct filter_session *fs, size_t idx,
 		    filter_phase_name(phase), a->result,
 		    pol != NULL ? pol->name : "default", filter_verdict_name(v),
 		    a->reason[0] ? " reason=" : "", a->reason);
-	if (v != FMX_CONTINUE && v != FMX_ACCEPT && v != FMX_TAG &&
-	    policy_dry_run(cfg, pol, name)) {
+	/* Dry run spares what would refuse the message, whoever chose it. */
+	if (d.dry_run && v != FMX_CONTINUE && v != FMX_ACCEPT && v != FMX_TAG) {
 		if (!quiet)
 			log_info("%016llx filter=%s dry-run: would %s, relaying",
 			    fs->session_id, name, filter_verdict_name(v));

@@ -25,7 +25,7 @@
  *	struct filter_facts and reads the message through struct filter_host.
  *
  *	Results a filter names with api->set_result() are mapped to actions
- *	by the transaction's policy (policy_action()), dry-run turns a
+ *	by the transaction's policy (policy_decide()), dry-run turns a
  *	refusing action into a tag, and message-level outcomes (tag,
  *	quarantine, discard, Authentication-Results, header and recipient
  *	edits) accumulate until the session asks for them at end of message.

@@ -3,7 +3,8 @@
  * Authentication-Results (RFC 8601)
  *
  * NAME
- *	policy_lookup, policy_action, policy_dry_run, policy_ar_render,
+ *	policy_lookup, policy_decide, policy_action, policy_dry_run,
+ *	policy_ar_render,
  *	policy_ar_is_ours, policy_header_is, policy_ar_keyword_valid,
  *	policy_authserv_id_valid, policy_index_build, policy_index_free -
  *	what the configuration says about one message
@@ -295,6 +296,44 @@ policy_dry_run(const struct config *c, const struct config_policy *p,
 			    c->filters[i].dry_run >= 0)
 				return c->filters[i].dry_run > 0;
 	return 0;
+}
+
+/* The filters entry named filter, NULL when the chain has none. */
+static const struct config_filter *
+policy_chain_filter(const struct config *c, const char *filter)
+{
+	size_t	i;
+
+	for (i = 0; c != NULL && i < c->nfilters; i++)
+		if (strcmp(c->filters[i].name, filter) == 0)
+			return &c->filters[i];
+	return NULL;
+}
+
+/*
+ * The one place a filter's answer becomes an action: the chain calls it
+ * once per answer and only maps the action to its verdict.  A failure
+ * always has an action (on_error: the policy's, else the filter's entry,
+ * else tempfail) so that a broken filter is never a silent accept.
+ */
+struct policy_decision
+policy_decide(const struct config *c, const struct config_policy *p,
+    const char *filter, const char *result, int failed)
+{
+	struct policy_decision		 d = { 0, CONFIG_ACTION_COUNT, 0 };
+	const struct config_filter	*cf;
+
+	if (filter == NULL)
+		return d;
+	if (failed) {
+		d.mapped = 1;
+		if (!policy_action(c, p, filter, "on_error", &d.action))
+			d.action = (cf = policy_chain_filter(c, filter)) != NULL ?
+			    cf->on_error : CONFIG_ACTION_TEMPFAIL;
+	} else if (result != NULL && result[0] != '\0')
+		d.mapped = policy_action(c, p, filter, result, &d.action);
+	d.dry_run = policy_dry_run(c, p, filter);
+	return d;
 }
 
 /*

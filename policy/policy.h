@@ -6,9 +6,8 @@
  *	#include "policy.h"
  *
  *	const struct config_policy *p = policy_lookup(cfg, "example.com");
- *	enum config_action a;
- *	if (policy_action(cfg, p, "spf", "fail", &a)) ...
- *	int dry = policy_dry_run(cfg, p, "spf");
+ *	struct policy_decision d = policy_decide(cfg, p, "spf", "fail", 0);
+ *	if (d.mapped) ... d.action ...; if (d.dry_run) ...
  *
  *	struct policy_ar_result r[] = {
  *		{ "spf", "pass", NULL, "smtp.mailfrom=a@b.example" },
@@ -33,6 +32,20 @@
  *	default.  With the index built by config_load() it costs one hash
  *	probe per label; a struct config built by hand (policy_index NULL)
  *	is scanned linearly.  Returns NULL only when cfg is NULL.
+ *
+ *	policy_decide() is what the filter chain asks about every answer a
+ *	filter gives, once: which action the policy takes, and whether the
+ *	filter runs dry there.  For a failed call (error, timeout, bad
+ *	verdict) mapped is 1 and action is on_error: p's (or the default's)
+ *	"on_error" rule for the filter, else the on_error of its `filters`
+ *	entry, else tempfail.  Otherwise mapped is 1 when result is not
+ *	NULL or "" and policy_action() has a rule for it (action then
+ *	replaces the filter's own verdict), and 0 when the filter's verdict
+ *	stands (action is CONFIG_ACTION_COUNT).  dry_run is
+ *	policy_dry_run(): when 1, a refusing outcome (reject, tempfail,
+ *	quarantine, discard), mapped or the filter's own, is relayed with a
+ *	dry-run tag instead; the caller applies it because only it knows the
+ *	filter's verdict.  filter NULL gives { 0, COUNT, 0 }.
  *
  *	policy_action() maps (filter, result) through p, then through the
  *	default policy: 1 with *out set, or 0 when neither has a rule (the
@@ -102,8 +115,19 @@ struct policy_ar_result {
 	const char	*props;		/* NULL or "smtp.mailfrom=a@b.example" ... */
 };
 
+/* What the policy makes of one filter answer: policy_decide(). */
+struct policy_decision {
+	int			 mapped;	/* 1: action replaces the filter's verdict */
+	enum config_action	 action;	/* when mapped; else CONFIG_ACTION_COUNT */
+	int			 dry_run;	/* refusing outcomes are only tagged */
+};
+
 const struct config_policy *
 		 policy_lookup(const struct config *, const char *domain);
+struct policy_decision
+		 policy_decide(const struct config *, const struct config_policy *,
+		    const char *filter, const char *result, int failed);
+/* policy_decide()'s parts, for its tests: the chain calls policy_decide(). */
 int		 policy_action(const struct config *, const struct config_policy *,
 		    const char *filter, const char *result, enum config_action *out);
 int		 policy_dry_run(const struct config *, const struct config_policy *,

@@ -259,6 +259,77 @@ test_policy_actions(void)
 }
 
 /*
+ * policy_decide(): the one call the filter chain makes per answer.  Each
+ * row names where its action and dry run come from in decide.conf.
+ */
+static void
+test_policy_decide(void)
+{
+	static const struct {
+		const char	*domain;
+		const char	*filter;
+		const char	*result;
+		int		 failed;
+		int		 mapped;
+		int		 action;	/* CONFIG_ACTION_COUNT: none */
+		int		 dry_run;
+		const char	*why;
+	} cases[] = {
+		{ "example.net", "spf", "fail", 0, 1, CONFIG_ACTION_REJECT, 0,
+		  "default's rule" },
+		{ "example.com", "spf", "fail", 0, 1, CONFIG_ACTION_TAG, 1,
+		  "domain's rule, domain's dry_run" },
+		{ "example.com", "spf", "pass", 0, 0, CONFIG_ACTION_COUNT, 1,
+		  "no rule: the filter's verdict stands, dry run still said" },
+		{ "example.com", "spf", "", 1, 1, CONFIG_ACTION_DISCARD, 1,
+		  "failure: domain's on_error rule" },
+		{ "example.com", "spf", "fail", 1, 1, CONFIG_ACTION_DISCARD, 1,
+		  "failure: the result is not looked up" },
+		{ "example.net", "spf", NULL, 1, 1, CONFIG_ACTION_TAG, 0,
+		  "failure: default's on_error rule beats the filters entry" },
+		{ "example.org", "content", "x", 1, 1, CONFIG_ACTION_QUARANTINE, 0,
+		  "failure: domain's on_error rule beats the filters entry" },
+		{ "example.net", "content", "", 1, 1, CONFIG_ACTION_REJECT, 0,
+		  "failure: the filters entry's on_error" },
+		{ "example.net", "dmarc", "", 1, 1, CONFIG_ACTION_TEMPFAIL, 0,
+		  "failure, on_error set nowhere: tempfail" },
+		{ "example.net", "nosuch", "fail", 1, 1, CONFIG_ACTION_TEMPFAIL, 0,
+		  "failure of a filter not in the chain: tempfail" },
+		{ "example.net", "dkim", "fail", 0, 1, CONFIG_ACTION_QUARANTINE, 1,
+		  "rule, dry_run from the filters entry" },
+		{ "example.net", "dkim", "", 0, 0, CONFIG_ACTION_COUNT, 1,
+		  "no result named: nothing mapped" },
+		{ "example.net", "dkim", NULL, 0, 0, CONFIG_ACTION_COUNT, 1,
+		  "NULL result: nothing mapped" },
+	};
+	struct policy_decision	 d;
+	struct config		*c;
+	char			 err[CONFIG_ERR_MAX];
+	size_t			 i;
+
+	c = config_load("t/unit/conf/decide.conf", err, sizeof err);
+	if (!ok(c != NULL, "decide.conf loads: %s", err))
+		return;
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		d = policy_decide(c, policy_lookup(c, cases[i].domain),
+		    cases[i].filter, cases[i].result, cases[i].failed);
+		ok(d.mapped == cases[i].mapped && (int)d.action == cases[i].action &&
+		    d.dry_run == cases[i].dry_run, "decide %s %s=%s%s: %s (%d %s %d)",
+		    cases[i].domain, cases[i].filter,
+		    cases[i].result ? cases[i].result : "NULL",
+		    cases[i].failed ? " failed" : "", cases[i].why, d.mapped,
+		    config_action_name(d.action), d.dry_run);
+	}
+	d = policy_decide(c, NULL, NULL, "fail", 1);
+	ok(d.mapped == 0 && d.action == CONFIG_ACTION_COUNT && d.dry_run == 0,
+	    "decide: NULL filter, nothing");
+	d = policy_decide(NULL, NULL, "spf", "fail", 1);
+	ok(d.mapped == 1 && d.action == CONFIG_ACTION_TEMPFAIL && d.dry_run == 0,
+	    "decide: no configuration, a failure is still tempfail");
+	config_unref(c);
+}
+
+/*
  * Dry run: one hand-built configuration per row, so each level can be
  * set or unset on its own.
  */
@@ -807,7 +878,7 @@ test_policy_syntax(void)
 int
 main(void)
 {
-	plan(231);
+	plan(231 + 16);	/* + test_policy_decide */
 	if (access("t/unit/conf/policy.conf", R_OK) == -1) {
 		printf("Bail out! run from the repository root\n");
 		return 1;
@@ -815,6 +886,7 @@ main(void)
 	test_policy_lookup();
 	test_policy_many();
 	test_policy_actions();
+	test_policy_decide();
 	test_policy_dry_run();
 	test_policy_ar_render();
 	test_policy_ar_ours();
