@@ -74,7 +74,8 @@ DEBS	 = build-essential pkg-config libevent-dev libconfig-dev libpcre2-dev \
 	   libopendkim-dev opendkim opendkim-tools libspf2-dev python3-spf python3-yaml \
 	   swaks libnet-ssleay-perl postfix python3-aiosmtpd python3-dnslib python3-dkim valgrind \
 	   libnss-wrapper libdb5.3 libgnutls-dane0 libgnutls30 libidn12 libnsl2 \
-	   libpcre2-8-0 libcrypt1 libidn2-0 clang libclang-rt-14-dev llvm-14
+	   libpcre2-8-0 libcrypt1 libidn2-0 clang libclang-rt-14-dev llvm-14 \
+	   dovecot-lmtpd
 # A real Exim 4.96 (Debian 12's default MTA) as a sending client for
 # t/smtp/47-exim.t and as the upstream of t/smtp/68-exim-upstream.t
 # (t/lib/exim.py).  Installing exim4 would remove Postfix, so `make exim`

@@ -362,8 +362,18 @@ check_exit_code(const char *action)
 	return CHECK_EXIT_HELD;
 }
 
-int
-check_main(int argc, char *argv[])
+/* What the command line asked for. */
+struct check_args {
+	const char	*file;
+	const char	*ip;
+	const char	*dns;
+	const char	*message;
+};
+
+/* The options into cs and a; 0 go on, else the exit code (-1: help, 0). */
+static int
+check_options(int argc, char *argv[], struct check_state *cs,
+    struct check_args *a)
 {
 	static const struct option longopts[] = {
 		{ "dns", required_argument, NULL, 'd' },
@@ -374,141 +384,181 @@ check_main(int argc, char *argv[])
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct check_state cs;
-	struct sockaddr_storage ss;
-	socklen_t sslen = 0;
-	struct filter_chain *ch;
-	struct config *cfg;
-	struct worker w;
-	char err[CONFIG_ERR_MAX];
-	const char *file = NULL, *ip = NULL, *dns = NULL;
-	int opt, sv[2], rc;
+	int opt;
 
-	memset(&cs, 0, sizeof cs);
-	cs.helo = "check.invalid";
-	cs.from = "";
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
-			file = optarg;
+			a->file = optarg;
 			break;
 		case 'd':
-			dns = optarg;
+			a->dns = optarg;
 			break;
 		case 'i':
-			ip = optarg;
+			a->ip = optarg;
 			break;
 		case 'e':
-			cs.helo = optarg;
+			cs->helo = optarg;
 			break;
 		case 'f':
-			cs.from = optarg;
+			cs->from = optarg;
 			break;
 		case 'r':
-			if (cs.nrcpts == CHECK_RCPTS_MAX) {
+			if (cs->nrcpts == CHECK_RCPTS_MAX) {
 				fprintf(stderr, "frontmx check: too many --rcpt\n");
 				return CHECK_EXIT_USAGE;
 			}
-			cs.rcpts[cs.nrcpts++] = optarg;
+			cs->rcpts[cs->nrcpts++] = optarg;
 			break;
 		case 'h':
 			check_usage();
-			return 0;
+			return -1;
 		default:
 			check_usage();
 			return CHECK_EXIT_USAGE;
 		}
 	}
-	if (file == NULL || ip == NULL || optind + 1 < argc) {
+	if (a->file == NULL || a->ip == NULL || optind + 1 < argc) {
 		check_usage();
 		return CHECK_EXIT_USAGE;
 	}
-	if (cs.nrcpts == 0)
-		cs.rcpts[cs.nrcpts++] = "postmaster";
-	if (check_sockaddr(ip, &ss, &sslen) == -1) {
-		fprintf(stderr, "frontmx check: --ip %s: not an IP address\n", ip);
-		return CHECK_EXIT_USAGE;
-	}
-	if (check_read_message(&cs, optind < argc ? argv[optind] : "-") == -1)
-		return CHECK_EXIT_USAGE;
+	a->message = optind < argc ? argv[optind] : "-";
+	if (cs->nrcpts == 0)
+		cs->rcpts[cs->nrcpts++] = "postmaster";
+	return 0;
+}
+
+/*
+ * The configuration, DNS (--dns replaces dns.forward, as if the file had
+ * said so) and the filter chain; NULL after saying why, *rc the exit code.
+ */
+static struct filter_chain *
+check_chain(const struct check_args *a, int *rc)
+{
+	struct filter_chain *ch;
+	struct config *cfg;
+	char err[CONFIG_ERR_MAX];
 
 	log_init(0, getenv("FRONTMX_CHECK_VERBOSE") != NULL);
-	if ((cfg = config_load(file, err, sizeof err)) == NULL) {
+	*rc = CHECK_EXIT_CONFIG;
+	if ((cfg = config_load(a->file, err, sizeof err)) == NULL) {
 		fprintf(stderr, "%s\n", err);
-		free(cs.message);
-		return CHECK_EXIT_CONFIG;
+		return NULL;
 	}
 	/* This configuration instance is ours alone: deliver nothing. */
 	cfg->upstream_kind = CONFIG_UPSTREAM_CHECK;
-	if (dns != NULL) {
-		/* --dns replaces dns.forward, as if the file had said so. */
+	if (a->dns != NULL) {
 		while (cfg->ndns_forward > 0)
 			free(cfg->dns_forward[--cfg->ndns_forward]);
 		free(cfg->dns_forward);
 		if ((cfg->dns_forward = calloc(1, sizeof *cfg->dns_forward)) == NULL ||
-		    (cfg->dns_forward[0] = strdup(dns)) == NULL)
+		    (cfg->dns_forward[0] = strdup(a->dns)) == NULL)
 			fatalx("out of memory");
 		cfg->ndns_forward = 1;
 	}
 	if (dns_configure(cfg->dns_forward, cfg->ndns_forward,
 	    cfg->timeouts.dns) == -1) {
-		fprintf(stderr, "frontmx check: bad DNS server %s\n", dns ? dns : "");
+		fprintf(stderr, "frontmx check: bad DNS server %s\n",
+		    a->dns ? a->dns : "");
 		config_unref(cfg);
-		free(cs.message);
-		return CHECK_EXIT_USAGE;
+		*rc = CHECK_EXIT_USAGE;
+		return NULL;
 	}
 	dns_install();
 	ch = filter_chain_new(cfg, err, sizeof err);
 	config_unref(cfg);
-	if (ch == NULL) {
+	if (ch == NULL)
 		fprintf(stderr, "%s\n", err);
-		free(cs.message);
-		return CHECK_EXIT_CONFIG;
-	}
+	return ch;
+}
+
+/*
+ * The daemon's own session over a socketpair; with upstream kind
+ * CONFIG_UPSTREAM_CHECK nothing leaves, check_report() hears what would
+ * have.  -1 if it cannot start.
+ */
+static int
+check_session(struct check_state *cs, struct filter_chain *ch,
+    const struct sockaddr_storage *ss, socklen_t sslen)
+{
+	struct worker w;
+	int sv[2];
+
 	if (filter_pool_start(2, 16) == -1 || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == -1) {
 		fprintf(stderr, "frontmx check: %s\n", strerror(errno));
-		return CHECK_EXIT_CONFIG;
+		return -1;
 	}
 	worker_chain_set(ch);
 	filter_chain_ref(ch);
 	memset(&w, 0, sizeof w);
 	TAILQ_INIT(&w.sessions);
-	w.base = cs.base = event_base_new();
+	w.base = cs->base = event_base_new();
 	evutil_make_socket_nonblocking(sv[0]);
 	evutil_make_socket_nonblocking(sv[1]);
-	if (worker_conn_acquire((struct sockaddr *)&ss, filter_chain_config(ch)) == -1)
+	if (worker_conn_acquire((const struct sockaddr *)ss, filter_chain_config(ch)) == -1)
 		fatalx("check: connection limit");
-	smtp_session_set_check(check_report, &cs);
-	smtp_session_start(&w, sv[0], (struct sockaddr *)&ss, sslen, ch,
+	smtp_session_set_check(check_report, cs);
+	smtp_session_start(&w, sv[0], (const struct sockaddr *)ss, sslen, ch,
 	    SIZE_MAX);
-	cs.bev = bufferevent_socket_new(cs.base, sv[1], BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(cs.bev, check_readcb, NULL, check_eventcb, &cs);
-	bufferevent_enable(cs.bev, EV_READ | EV_WRITE);
-	smtp_reply_init(&cs.reply);
-	event_base_dispatch(cs.base);
+	cs->bev = bufferevent_socket_new(cs->base, sv[1], BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(cs->bev, check_readcb, NULL, check_eventcb, cs);
+	bufferevent_enable(cs->bev, EV_READ | EV_WRITE);
+	smtp_reply_init(&cs->reply);
+	event_base_dispatch(cs->base);
 
-	bufferevent_free(cs.bev);
+	bufferevent_free(cs->bev);
 	/* Let the session see the close and free itself. */
-	event_base_loop(cs.base, EVLOOP_NONBLOCK);
+	event_base_loop(cs->base, EVLOOP_NONBLOCK);
 	smtp_session_free_all(&w);
-	event_base_free(cs.base);
+	event_base_free(cs->base);
 	worker_chain_set(NULL);
 	filter_pool_stop();
 	dns_shutdown();
+	return 0;
+}
 
-	if (cs.failed || cs.action[0] == '\0') {
+/* The verdict on stdout; the exit code. */
+static int
+check_print(const struct check_state *cs)
+{
+	if (cs->failed || cs->action[0] == '\0') {
 		fprintf(stderr, "frontmx check: the session ended unexpectedly\n");
-		free(cs.message);
-		free(cs.added);
 		return CHECK_EXIT_CONFIG;
 	}
 	/* The fields as a terminal shows them: LF line ends. */
-	for (size_t i = 0; cs.added != NULL && cs.added[i] != '\0'; i++)
-		if (cs.added[i] != '\r')
-			putchar(cs.added[i]);
-	printf("verdict: %s %s\n", cs.action, cs.last_reply);
-	rc = check_exit_code(cs.action);
+	for (size_t i = 0; cs->added != NULL && cs->added[i] != '\0'; i++)
+		if (cs->added[i] != '\r')
+			putchar(cs->added[i]);
+	printf("verdict: %s %s\n", cs->action, cs->last_reply);
+	return check_exit_code(cs->action);
+}
+
+int
+check_main(int argc, char *argv[])
+{
+	struct check_state cs;
+	struct check_args a;
+	struct sockaddr_storage ss;
+	socklen_t sslen = 0;
+	struct filter_chain *ch;
+	int rc;
+
+	memset(&cs, 0, sizeof cs);
+	memset(&a, 0, sizeof a);
+	cs.helo = "check.invalid";
+	cs.from = "";
+	if ((rc = check_options(argc, argv, &cs, &a)) != 0)
+		return rc == -1 ? 0 : rc;
+	if (check_sockaddr(a.ip, &ss, &sslen) == -1) {
+		fprintf(stderr, "frontmx check: --ip %s: not an IP address\n", a.ip);
+		return CHECK_EXIT_USAGE;
+	}
+	if (check_read_message(&cs, a.message) == -1)
+		return CHECK_EXIT_USAGE;
+	if ((ch = check_chain(&a, &rc)) != NULL)
+		rc = check_session(&cs, ch, &ss, sslen) == -1 ?
+		    CHECK_EXIT_CONFIG : check_print(&cs);
 	free(cs.message);
 	free(cs.added);
 	return rc;

@@ -977,6 +977,12 @@ class Upstream:
                   to see whether the proxy drops the connection itself)
       line_max    longest text line (with CRLF, the stuffing dot not
                   counted) before it is a violation; 1000 (RFC 5321)
+      lmtp        (constructor) speak LMTP (RFC 2033): LHLO instead of
+                  EHLO (EHLO and HELO are errors, 500), and after the
+                  final dot one reply per accepted RCPT ("250 2.0.0
+                  <rcpt> Ok ...").  on_dot then gives the whole answer to
+                  the dot: its text is sent as is (several replies, none,
+                  anything, or "" for nothing); Message.reply keeps it
 
     Like a strict real MTA (Postfix): a refused DATA leaves the transaction
     open (the next MAIL without RSET gets "503 5.5.1 Error: nested MAIL
@@ -996,7 +1002,8 @@ class Upstream:
                  on_rset=None, on_noop=None, on_quit=None, on_starttls=None,
                  refuse=False, reset_in_data=None, silent_at=None, garbage_at=None,
                  garbage=b'hello world\r\n', hostname='upstream.test', port=0,
-                 inject=None, inject_data_at=1, hold_data=False):
+                 inject=None, inject_data_at=1, hold_data=False, lmtp=False):
+        self.lmtp = lmtp
         self.ehlo_caps = list(DEFAULT_CAPS if ehlo_caps is None else ehlo_caps)
         self.banner = banner
         self.on_mail, self.on_rcpt, self.on_data, self.on_dot = on_mail, on_rcpt, on_data, on_dot
@@ -1283,6 +1290,16 @@ class Upstream:
             return True
         verb = cmd.split(' ', 1)[0].upper()
         arg = cmd[len(verb) + 1:] if ' ' in cmd else ''
+        if self.lmtp and verb in ('EHLO', 'HELO'):
+            self._error(c, '%s to an LMTP server' % verb)
+            self._respond(c, st, verb, '500 5.5.1 Error: this is LMTP, say LHLO')
+            return True
+        if self.lmtp and verb == 'LHLO':
+            verb = 'EHLO'
+        elif verb == 'LHLO':
+            self._error(c, 'LHLO to an SMTP server')
+            self._send(c, b'502 5.5.2 Error: command not recognized\r\n')
+            return True
         if verb in ('EHLO', 'HELO'):
             c.helo = arg
             st['greeted'] = True
@@ -1390,7 +1407,12 @@ class Upstream:
             m = Message(c.idx, c.helo, st['mail'], st['rcpts'], bytes(st['dbuf']),
                         bytes(st['draw']), c.xclient, c.xforward)
             st['mail'], st['rcpts'] = None, []
-            r = self._pick(self.on_dot, m, c, '250 2.0.0 Ok: queued as CAPT%04d' % seq)
+            if self.lmtp:
+                dflt = '\r\n'.join('250 2.0.0 <%s> Ok: queued as CAPT%04d' % (rcpt, seq)
+                                     for rcpt in m.rcpts)
+            else:
+                dflt = '250 2.0.0 Ok: queued as CAPT%04d' % seq
+            r = self._pick(self.on_dot, m, c, dflt)
             m.xforward_tx = list(st['xf_tx'])
             st['xf_tx'] = []
             # the reply the proxy really gets (None: silent or garbage),
@@ -1399,6 +1421,8 @@ class Upstream:
             with self.lock:
                 self.messages.append(m)
                 self.lock.notify_all()
+            if self.lmtp and r == '':
+                return True             # no reply at all: the script decides
             self._respond(c, st, 'DOT', r)
             return True
         st['draw'] += line

@@ -49,6 +49,7 @@ PROGRAMS = {
     'opendkim': ('opendkim', 't/lib/dkim_tool.py'),
     'opendkim-testmsg': ('opendkim-tools', 't/lib/dkim_tool.py'),
     'valgrind': ('valgrind', '19-valgrind.t'),
+    '/usr/sbin/dovecot': ('dovecot-core', '69-lmtp-dovecot.t (LMTP upstream)'),
     # t/bench/run's shell tools
     'awk': ('mawk', 't/bench/run'),
     'sed': ('sed', 't/bench/run'),
@@ -85,6 +86,7 @@ FILES = {
     '/usr/share/publicsuffix/public_suffix_list.dat': ('publicsuffix', 'filters/dmarc.c (make run, 33-dmarc.t)'),
     '/usr/share/doc/python3-spf/rfc7208-tests.yml.gz': ('python3-spf', '30-spf-suite.t'),
     '/usr/lib/x86_64-linux-gnu/libnss_wrapper.so': ('libnss-wrapper', 't/lib/exim.py (LD_PRELOAD)'),
+    '/usr/lib/dovecot/lmtp': ('dovecot-lmtpd', '69-lmtp-dovecot.t (LMTP upstream)'),
     '/usr/share/postfix/master.cf.dist': ('postfix', 't/lib/postfix.py (its copy, /etc/postfix/master.cf)'),
     '/etc/postfix/postfix-files': ('postfix', 't/lib/postfix.py (postfix check)'),
 }
