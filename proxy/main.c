@@ -122,7 +122,8 @@ main_load(const char *file, char *err, size_t errlen)
 	if ((cfg = config_load(file, err, errlen)) == NULL)
 		return NULL;
 	/* Certificates are checked like the rest of the file (-t, SIGHUP). */
-	if (tls_config_prepare(cfg, err, errlen) == -1 ||
+	if (tls_config_prepare(cfg, deliver_upstream(cfg, NULL), err,
+	    errlen) == -1 ||
 	    main_prepare(cfg, err, errlen) == -1) {
 		config_unref(cfg);
 		return NULL;

@@ -9,7 +9,6 @@
 #include <openssl/x509v3.h>
 
 #include "config.h"
-#include "deliver.h"
 #include "tls.h"
 
 /* TLS 1.2 suites (1.3 has only good ones): forward secret, AEAD. */
@@ -105,7 +104,7 @@ tls_client_ctx(const struct config *cfg, char *err, size_t errlen)
 }
 
 int
-tls_config_prepare(struct config *cfg, char *err, size_t errlen)
+tls_config_prepare(struct config *cfg, int upstream, char *err, size_t errlen)
 {
 	size_t i;
 
@@ -118,7 +117,7 @@ tls_config_prepare(struct config *cfg, char *err, size_t errlen)
 		if ((l->tls_ctx = tls_server_ctx(l, err, errlen)) == NULL)
 			return -1;
 	}
-	if (deliver_upstream(cfg, NULL) &&
+	if (upstream &&
 	    cfg->upstream_tls != CONFIG_TLS_NONE &&
 	    (cfg->upstream_tls_ctx = tls_client_ctx(cfg, err, errlen)) == NULL)
 		return -1;

@@ -2,7 +2,7 @@
  * tls.h - OpenSSL contexts for the listeners and the upstream
  *
  * SYNOPSIS
- *	tls_config_prepare(cfg, err, errlen);	after config_load, before use
+ *	tls_config_prepare(cfg, upstream, err, errlen);	after config_load
  *	ssl = tls_server_ssl(listener);		per STARTTLS / implicit session
  *	ssl = tls_client_ssl(cfg);		per upstream STARTTLS
  *	tls_describe(ssl, buf, len);		"TLSv1.3 TLS_AES_256_GCM_SHA384"
@@ -12,6 +12,8 @@
  *	it, so SIGHUP reloads certificates for new sessions while old
  *	sessions keep theirs.  TLS 1.2 is the minimum; TLS 1.2 cipher suites
  *	are ECDHE with AEAD only; compression and renegotiation are off.
+ *	The upstream's client context is made only when upstream says the
+ *	delivery backend talks to an upstream server (deliver_upstream()).
  */
 #ifndef FRONTMX_TLS_H
 #define FRONTMX_TLS_H
@@ -23,7 +25,8 @@
 struct config;
 struct config_listener;
 
-int	 tls_config_prepare(struct config *, char *err, size_t errlen);
+int	 tls_config_prepare(struct config *, int upstream, char *err,
+	    size_t errlen);
 SSL	*tls_server_ssl(const struct config_listener *);
 SSL	*tls_client_ssl(const struct config *);
 void	 tls_describe(SSL *, char *buf, size_t len);

@@ -43,10 +43,6 @@ ALLOWED_LOOPS = {
 }
 # The same for circles of three or more modules (sorted module names).
 ALLOWED_CIRCLES = {
-    # deliver.c -> upstream.h, upstream.c -> tls.h, tls.c -> deliver.h
-    # (tls_config_prepare() asks deliver_upstream() whether an upstream
-    # TLS context is needed); issue 10, deliver/common pieces.
-    ('proxy/deliver', 'proxy/tls', 'proxy/upstream'): 'issue 10, deliver piece',
 }
 
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
