@@ -28,6 +28,43 @@ str_lower(char *s)
 		*s = (char)str_ascii_lower((unsigned char)*s);
 }
 
+int
+str_ncasecmp(const char *a, const char *b, size_t n)
+{
+	int	ca, cb;
+
+	for (; n > 0; a++, b++, n--) {
+		ca = str_ascii_lower((unsigned char)*a);
+		cb = str_ascii_lower((unsigned char)*b);
+		if (ca != cb || ca == '\0')
+			return ca - cb;
+	}
+	return 0;
+}
+
+int
+str_casecmp(const char *a, const char *b)
+{
+	return str_ncasecmp(a, b, SIZE_MAX);
+}
+
+int
+str_mime_tokenc(int c)
+{
+	return c > ' ' && c < 0x7f && strchr("()<>@,;:\\\"/[]?=", c) == NULL;
+}
+
+int
+str_mime_token(const char *s, size_t max)
+{
+	size_t	i;
+
+	for (i = 0; s[i] != '\0'; i++)
+		if (i >= max || !str_mime_tokenc((unsigned char)s[i]))
+			return 0;
+	return i > 0;
+}
+
 /* s equals the lower-case word w, ignoring ASCII case. */
 static int
 str_word_eq(const char *s, const char *w)

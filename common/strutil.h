@@ -1,10 +1,10 @@
 /*
  * strutil.h - the one copy of the small string helpers every layer uses
  *
- * ASCII case folding (never the locale: a daemon that setlocale()s must
- * not change what it accepts), the one boolean spelling set, bounded
- * decimal numbers, FNV-1a hashing for the open-addressing tables, and the
- * "key=value" split of a filter option.  Pure functions, no allocation,
+ * ASCII case folding and comparison (never the locale: a daemon that
+ * setlocale()s must not change what it accepts), the one boolean spelling
+ * set, bounded decimal numbers, MIME tokens, FNV-1a hashing for the
+ * open-addressing tables, and the "key=value" split of a filter option.  Pure functions, no allocation,
  * safe from any thread.
  */
 #ifndef FRONTMX_STRUTIL_H
@@ -17,6 +17,16 @@
 int		str_ascii_lower(int c);
 /* Lower-case s in place, ASCII letters only. */
 void		str_lower(char *s);
+/*
+ * strcasecmp(3) and strncasecmp(3) that fold ASCII letters only, whatever
+ * the locale: <0, 0 or >0 as the folded bytes (unsigned) compare.
+ */
+int		str_casecmp(const char *a, const char *b);
+int		str_ncasecmp(const char *a, const char *b, size_t n);
+/* RFC 2045 5.1 token: US-ASCII but SPACE, CTLs and ()<>@,;:\"/[]?= */
+int		str_mime_tokenc(int c);
+/* 1 if s is 1..max token characters, else 0. */
+int		str_mime_token(const char *s, size_t max);
 /*
  * A boolean option value: yes/no, true/false, on/off, 1/0, letters in any
  * case (the one spelling set, README "Options").  *out = 1 or 0; returns

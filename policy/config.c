@@ -25,8 +25,6 @@
  *	configuration and every string in it.  Taking a reference from a
  *	shared pointer that another thread may swap concurrently is the
  *	caller's problem (swap and ref under the same lock, or on one thread).
- *	config_load() ends with policy_index_build() (policy.c), the hash
- *	behind policy_lookup(); config_unref() frees it.
  *
  *	The loader is cut in three by what a reader comes for (config_int.h
  *	holds what they share): this file reads the file, reports errors,
@@ -70,7 +68,6 @@
 
 #include "config.h"
 #include "config_int.h"
-#include "policy.h"
 #include "strutil.h"
 
 /* How much source text config_int_literal_check() looks at. */
@@ -990,12 +987,12 @@ config_load_authserv_id(struct config_ctx *ctx, const config_setting_t *root,
 	 * check compares against it, so a space or ';' would make our own
 	 * field unparseable and let forgeries through.
 	 */
-	if (!policy_authserv_id_valid(id))
+	if (!str_mime_token(id, CONFIG_AUTHSERV_MAX))
 		return config_fail(ctx, config_setting_get_member(root,
 		    "authserv_id"), "'authserv_id' must be an RFC 8601 "
 		    "authserv-id: printable ASCII without spaces or "
 		    "()<>@,;:\\\"/[]?= (at most %d characters), not '%s'",
-		    POLICY_AUTHSERV_MAX, config_printable(id, shown,
+		    CONFIG_AUTHSERV_MAX, config_printable(id, shown,
 		    sizeof shown));
 	c->authserv_id = config_xstrdup(id);
 	return 0;
@@ -1150,7 +1147,7 @@ config_free(struct config *c)
 	for (i = 0; i < c->npolicies; i++)
 		config_free_policy(&c->policies[i]);
 	free(c->policies);
-	policy_index_free(c->policy_index);
+	config_strset_free(c->policy_index);
 	for (i = 0; i < c->nfilters; i++) {
 		free(c->filters[i].name);
 		free(c->filters[i].module);
@@ -1211,9 +1208,7 @@ config_load(const char *file, char *err, size_t errlen)
 	if (config_load_root(&ctx, config_root_setting(&lc), c) == -1) {
 		config_free(c);
 		c = NULL;
-	} else
-		/* Before anyone else sees c: it is read-only from here on. */
-		policy_index_build(c);
+	}
 	config_destroy(&lc);
 	return c;
 }

@@ -29,11 +29,11 @@
 #include "netaddr.h"
 
 #define CONFIG_ERR_MAX	512
+/* Longest authserv_id: an RFC 2045 token (a domain name is at most 253). */
+#define CONFIG_AUTHSERV_MAX	255
 
-/* Private to config*.c (config_int.h): the hash behind config_relay_domain(). */
+/* Private to config*.c (config_int.h): relay.domains and policy domain hashes. */
 struct config_strset;
-/* Private to policy.c: the hash over policy domains behind policy_lookup(). */
-struct policy_index;
 
 enum config_tls_mode {
 	CONFIG_TLS_NONE = 0,		/* plaintext only */
@@ -184,7 +184,7 @@ struct config {
 	struct config_policy	 policy_default;
 	struct config_policy	*policies;		/* per-domain overrides */
 	size_t			 npolicies;
-	struct policy_index	*policy_index;		/* private; NULL = linear scan of policies */
+	struct config_strset	*policy_index;		/* private; NULL = linear scan of policies */
 
 	struct config_filter	*filters;		/* in chain order */
 	size_t			 nfilters;
@@ -204,6 +204,14 @@ void		 config_unref(struct config *);
 const char	*config_action_name(enum config_action);
 int		 config_action_parse(const char *, enum config_action *);
 
+/*
+ * The policy.domains entry that lists domain itself (lower case, no
+ * trailing dot: policy_lookup() normalises and walks the parents), or
+ * NULL.  One hash probe; a struct config built by hand (policy_index
+ * NULL) is scanned, any case.
+ */
+const struct config_policy *
+		 config_policy_find(const struct config *, const char *domain);
 /* 1 if domain (any case) is in relay.domains (exact, or a ".parent" entry). */
 int		 config_relay_domain(const struct config *, const char *domain);
 /* Parse "host:port", "[v6]:port"; 0 ok, -1 bad. Resolves numerics only. */

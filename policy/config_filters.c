@@ -2,14 +2,16 @@
  * config_filters.c - frontmx configuration loader: filters and policy
  *
  * NAME
- *	config_action_name, config_action_parse - the filter chain, the
- *	policy groups and the action words they use
+ *	config_action_name, config_action_parse, config_policy_find - the
+ *	filter chain, the policy groups and the action words they use
  *
  * SYNOPSIS
  *	#include "config.h"
  *
  *	const char *config_action_name(enum config_action a);
  *	int config_action_parse(const char *s, enum config_action *a);
+ *	const struct config_policy *config_policy_find(const struct config *c,
+ *	    const char *domain);
  *
  * DESCRIPTION
  *	Part of config_load() (config.c), cut out because it is the part
@@ -22,6 +24,11 @@
  *	module's init().  It is loaded before policy: a policy group must
  *	name a filter in the chain, and a built-in's group may only map the
  *	results that filter gives (a typo gets did-you-mean).
+ *
+ *	config_policy_find() is the exact-domain probe behind policy.c's
+ *	policy_lookup(), which walks the parents.  The index lives here, not
+ *	in policy.c, so that the loader never calls up into the code that
+ *	reads the configuration (t/meta/layers.t).
  *
  *	config_action_name() and config_action_parse() convert between
  *	enum config_action and its one spelling ("accept", "tag",
@@ -36,6 +43,7 @@
 
 #include "config.h"
 #include "config_int.h"
+#include "strutil.h"
 
 /* filters[].timeout: one hook call; an hour is already a stuck filter. */
 #define CONFIG_FILTER_TIMEOUT_MAX 3600
@@ -351,9 +359,9 @@ config_load_policy_group(struct config_ctx *ctx, const struct config *c,
 	return 0;
 }
 
-int
-config_load_policy(struct config_ctx *ctx, const config_setting_t *root,
-    struct config *c)
+static int
+config_load_policy_domains(struct config_ctx *ctx,
+    const config_setting_t *root, struct config *c)
 {
 	const config_setting_t	*g = NULL, *d = NULL, *list = NULL;
 	struct config_strset	*seen;
@@ -388,6 +396,53 @@ config_load_policy(struct config_ctx *ctx, const config_setting_t *root,
 	}
 	config_strset_free(seen);
 	return r;
+}
+
+/*
+ * The hash behind config_policy_find(): every policy domain to its
+ * entry's index, built once before the configuration is published (the
+ * same string set as relay.domains, so lookups need no lock).  Built even
+ * with no domains, so a loaded configuration always has one.
+ */
+static void
+config_policy_index(struct config *c)
+{
+	size_t	i, j;
+
+	c->policy_index = config_strset_new();
+	for (i = 0; i < c->npolicies; i++)
+		for (j = 0; j < c->policies[i].ndomains; j++)
+			/* config_load() refuses repeats; the first one stays. */
+			(void)config_strset_add(c->policy_index,
+			    c->policies[i].domains[j], (unsigned)i);
+}
+
+int
+config_load_policy(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	if (config_load_policy_domains(ctx, root, c) == -1)
+		return -1;
+	config_policy_index(c);
+	return 0;
+}
+
+const struct config_policy *
+config_policy_find(const struct config *c, const char *domain)
+{
+	const struct config_strset_slot	*slot;
+	size_t				 i, j;
+
+	if (c->policy_index != NULL) {
+		slot = config_strset_find(c->policy_index, domain);
+		return slot != NULL ? &c->policies[slot->value] : NULL;
+	}
+	/* A struct config built by hand (tests): scan, any case. */
+	for (i = 0; i < c->npolicies; i++)
+		for (j = 0; j < c->policies[i].ndomains; j++)
+			if (str_casecmp(c->policies[i].domains[j], domain) == 0)
+				return &c->policies[i];
+	return NULL;
 }
 
 /* "key=value" for one filters[].options member; the module parses it. */

@@ -6,8 +6,8 @@
  *	policy_lookup, policy_decide, policy_action, policy_dry_run,
  *	policy_ar_render,
  *	policy_ar_is_ours, policy_header_is, policy_ar_keyword_valid,
- *	policy_authserv_id_valid, policy_index_build, policy_index_free -
- *	what the configuration says about one message
+ *	policy_authserv_id_valid - what the configuration says about one
+ *	message
  *
  * SYNOPSIS
  *	#include "policy.h"
@@ -15,9 +15,11 @@
  * DESCRIPTION
  *	See policy.h for the contract of each function.  Everything here is
  *	a pure function of its arguments and of an immutable struct config:
- *	no global state, no locks, no allocation except in
- *	policy_index_build(), which config_load() calls once before the
- *	configuration is published.  Output goes into caller buffers with
+ *	no global state, no locks, no allocation.  The domain index behind
+ *	policy_lookup() is config's (config_policy_find()): built by
+ *	config_load() like relay.domains', so this file only reads the
+ *	configuration, and config.c never calls up into it.  Output goes
+ *	into caller buffers with
  *	stated maxima; input strings may be hostile (reasons come from DNS
  *	TXT records, header values from the client) and are never trusted
  *	to be short, ASCII or free of CR/LF.
@@ -46,34 +48,7 @@
 /* Longest "ptype.property" name, and longest method/result keyword. */
 #define POLICY_AR_NAME_MAX	64
 
-/*
- * The domain index: open addressing, linear probing, FNV-1a, a power of
- * two kept at most half full; the same scheme config.c uses for
- * relay.domains (see the comment there on why not hsearch_r).  Keys and
- * policies point into the struct config that owns the index, which is
- * read-only once published, so lookups need no lock.  Domains are chosen
- * by the admin, not the peer, so probe lengths can't be steered.
- */
-struct policy_index_slot {
-	const char			*key;		/* NULL = empty */
-	const struct config_policy	*policy;
-};
-
-struct policy_index {
-	struct policy_index_slot	*slots;
-	size_t				 mask;		/* capacity - 1 */
-};
-
-__attribute__((noreturn))
-static void
-policy_oom(void)
-{
-	/* Same rule as config.c: running out while loading aborts. */
-	fputs("frontmx: policy: out of memory\n", stderr);
-	abort();
-}
-
-/* a[0..alen) equals b[0..blen) ignoring ASCII case. */
+/* a[0..alen) equals b[0..blen) ignoring ASCII case (NULs included). */
 static int
 policy_caseeq(const char *a, size_t alen, const char *b, size_t blen)
 {
@@ -86,53 +61,6 @@ policy_caseeq(const char *a, size_t alen, const char *b, size_t blen)
 		    str_ascii_lower((unsigned char)b[i]))
 			return 0;
 	return 1;
-}
-
-void
-policy_index_free(struct policy_index *ix)
-{
-	if (ix == NULL)
-		return;
-	free(ix->slots);
-	free(ix);
-}
-
-void
-policy_index_build(struct config *c)
-{
-	struct policy_index	*ix;
-	size_t			 total = 0, cap = 16, i, j, k;
-
-	if (c == NULL)
-		return;
-	policy_index_free(c->policy_index);
-	c->policy_index = NULL;
-	for (i = 0; i < c->npolicies; i++)
-		total += c->policies[i].ndomains;
-	while (cap < total * 2) {
-		if (cap > SIZE_MAX / 4 / sizeof *ix->slots)
-			policy_oom();
-		cap *= 2;
-	}
-	if ((ix = calloc(1, sizeof *ix)) == NULL ||
-	    (ix->slots = calloc(cap, sizeof *ix->slots)) == NULL)
-		policy_oom();
-	ix->mask = cap - 1;
-	for (i = 0; i < c->npolicies; i++)
-		for (j = 0; j < c->policies[i].ndomains; j++) {
-			const char *d = c->policies[i].domains[j];
-
-			for (k = (size_t)str_hash(d) & ix->mask;
-			    ix->slots[k].key != NULL; k = (k + 1) & ix->mask)
-				if (strcmp(ix->slots[k].key, d) == 0)
-					break;
-			/* config_load() refuses repeats; keep the first anyway. */
-			if (ix->slots[k].key != NULL)
-				continue;
-			ix->slots[k].key = d;
-			ix->slots[k].policy = &c->policies[i];
-		}
-	c->policy_index = ix;
 }
 
 /*
@@ -163,30 +91,6 @@ policy_domain_normalize(const char *s, char *buf)
 	return 0;
 }
 
-static const struct config_policy *
-policy_find(const struct config *c, const char *name)
-{
-	const struct policy_index	*ix = c->policy_index;
-	size_t				 i, j;
-
-	if (ix != NULL) {
-		/* Never full (load <= 1/2): the probe meets an empty slot. */
-		for (i = (size_t)str_hash(name) & ix->mask; ix->slots[i].key != NULL;
-		    i = (i + 1) & ix->mask)
-			if (strcmp(ix->slots[i].key, name) == 0)
-				return ix->slots[i].policy;
-		return NULL;
-	}
-	/* A struct config built by hand (tests): scan, any case. */
-	for (i = 0; i < c->npolicies; i++)
-		for (j = 0; j < c->policies[i].ndomains; j++)
-			if (policy_caseeq(c->policies[i].domains[j],
-			    strlen(c->policies[i].domains[j]), name,
-			    strlen(name)))
-				return &c->policies[i];
-	return NULL;
-}
-
 const struct config_policy *
 policy_lookup(const struct config *c, const char *domain)
 {
@@ -203,7 +107,7 @@ policy_lookup(const struct config *c, const char *domain)
 	 * b.example.com, example.com, com.  One probe per label.
 	 */
 	for (s = buf;; s++) {
-		if ((p = policy_find(c, s)) != NULL)
+		if ((p = config_policy_find(c, s)) != NULL)
 			return p;
 		if ((s = strchr(s, '.')) == NULL)
 			return &c->policy_default;
@@ -347,13 +251,6 @@ policy_alnum(unsigned char c)
 	    (c >= '0' && c <= '9');
 }
 
-/* RFC 2045 5.1: any US-ASCII CHAR except SPACE, CTLs or tspecials. */
-static int
-policy_tokenc(unsigned char c)
-{
-	return c > ' ' && c < 0x7f && strchr("()<>@,;:\\\"/[]?=", c) == NULL;
-}
-
 /* RFC 5322 3.2.3 atext. */
 static int
 policy_atext(unsigned char c)
@@ -395,15 +292,8 @@ policy_ar_keyword_valid(const char *s, int version_ok)
 int
 policy_authserv_id_valid(const char *s)
 {
-	size_t	i;
-
-	if (s == NULL)
-		return 0;
 	/* RFC 8601 2.2: authserv-id = value; we only ever write the token form. */
-	for (i = 0; s[i] != '\0'; i++)
-		if (!policy_tokenc((unsigned char)s[i]) || i >= POLICY_AUTHSERV_MAX)
-			return 0;
-	return i > 0;
+	return s != NULL && str_mime_token(s, POLICY_AUTHSERV_MAX);
 }
 
 /*
@@ -578,7 +468,7 @@ policy_prop(char *dst, const char *name, size_t namelen, const char *v,
 	dst[namelen] = '=';
 	n = vstart = namelen + 1;
 	for (i = 0; i < vlen; i++)
-		if (!policy_tokenc((unsigned char)v[i]))
+		if (!str_mime_tokenc((unsigned char)v[i]))
 			tok = 0;
 	if (tok || policy_addr_syntax(v, vlen)) {
 		if (vlen > POLICY_AR_VALUE_MAX)
@@ -803,7 +693,7 @@ policy_ar_is_ours(const char *value, size_t len, const char *authserv_id)
 	 * ';', or junk) does not matter: a reader that stops at the token
 	 * sees our id, so the field must go.
 	 */
-	for (k = i; k < len && policy_tokenc((unsigned char)value[k]); k++)
+	for (k = i; k < len && str_mime_tokenc((unsigned char)value[k]); k++)
 		;
 	if (k == i)
 		return 0;

@@ -20,8 +20,8 @@
  *		drop the field;
  *
  * DESCRIPTION
- *	Pure functions over an immutable struct config: no allocation after
- *	policy_index_build(), no locks, no libevent, no sockets.  Every
+ *	Pure functions over an immutable struct config: no allocation, no
+ *	locks, no libevent, no sockets.  Every
  *	worker thread may call them at once on a configuration it holds a
  *	reference to.
  *
@@ -30,8 +30,9 @@
  *	the entry of its nearest listed parent, else &cfg->policy_default.
  *	NULL, "" or a malformed name (empty label, longer than 253) gets the
  *	default.  With the index built by config_load() it costs one hash
- *	probe per label; a struct config built by hand (policy_index NULL)
- *	is scanned linearly.  Returns NULL only when cfg is NULL.
+ *	probe per label (config_policy_find()); a struct config built by
+ *	hand (policy_index NULL) is scanned linearly.  Returns NULL only
+ *	when cfg is NULL.
  *
  *	policy_decide() is what the filter chain asks about every answer a
  *	filter gives, once: which action the policy takes, and whether the
@@ -86,9 +87,6 @@
  *	want, ignoring ASCII case and trailing blanks (RFC 5322 obsolete
  *	syntax allows "Name :", and a reader that accepts it must not be
  *	able to see a field we failed to recognise).
- *
- *	policy_index_build() is called by config_load(); policy_index_free()
- *	by config_unref().  Out of memory aborts, like config.c.
  */
 #ifndef FRONTMX_POLICY_H
 #define FRONTMX_POLICY_H
@@ -105,8 +103,8 @@
 #define POLICY_AR_REASON_MAX	256
 /* Longest property value rendered, quotes and escapes included. */
 #define POLICY_AR_VALUE_MAX	512
-/* Longest authserv-id accepted (a domain name is at most 253). */
-#define POLICY_AUTHSERV_MAX	255
+/* Longest authserv-id accepted: config.h's, which checks it at load. */
+#define POLICY_AUTHSERV_MAX	CONFIG_AUTHSERV_MAX
 
 struct policy_ar_result {
 	const char	*method;	/* "spf", "dkim", "dkim/1" */
@@ -167,7 +165,5 @@ void		 policy_put(struct policy_buf *, const char *, size_t);
 void		 policy_puts(struct policy_buf *, const char *);
 void		 policy_fold(struct policy_buf *);
 void		 policy_part(struct policy_buf *, const char *, size_t);
-void		 policy_index_build(struct config *);
-void		 policy_index_free(struct policy_index *);
 
 #endif

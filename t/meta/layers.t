@@ -37,9 +37,6 @@ ALLOWED_LOOPS = {
     # the worker creates sessions; issue 10's session piece gives the
     # session a small host struct instead, and deletes this entry.
     ('proxy/smtp_session', 'proxy/worker'): 'issue 10, session piece',
-    # config_load() builds policy.c's domain index and checks authserv_id
-    # with policy.c's syntax; both move down (issue 10, common piece).
-    ('policy/config', 'policy/policy'): 'issue 10, common piece',
 }
 # The same for circles of three or more modules (sorted module names).
 ALLOWED_CIRCLES = {

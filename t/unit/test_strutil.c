@@ -1,6 +1,7 @@
 /*
- * test_strutil.c - common/strutil.c: ASCII case, the boolean spelling
- * set, bounded decimals, FNV-1a 64, "key=value" option split (TAP).
+ * test_strutil.c - common/strutil.c: ASCII case and comparison, MIME
+ * tokens, the boolean spelling set, bounded decimals, FNV-1a 64,
+ * "key=value" option split (TAP).
  */
 #include <limits.h>
 #include <stdint.h>
@@ -10,6 +11,54 @@
 #include "tap.h"
 
 #define N(a)	(sizeof (a) / sizeof (a)[0])
+
+struct cmp_case {
+	const char	*a, *b;
+	size_t		 n;		/* for str_ncasecmp */
+	int		 sign;		/* of str_ncasecmp(a, b, n) */
+	int		 fullsign;	/* of str_casecmp(a, b) */
+};
+
+static const struct cmp_case cmp_cases[] = {
+	{ "", "", 5, 0, 0 },
+	{ "abc", "ABC", 3, 0, 0 },
+	{ "From", "fROM", 4, 0, 0 },
+	{ "abc", "abd", 3, -1, -1 },
+	{ "abd", "ABC", 3, 1, 1 },
+	{ "ab", "abc", 3, -1, -1 },		/* shorter sorts first */
+	{ "abc", "ab", 3, 1, 1 },
+	{ "abcX", "ABCy", 3, 0, -1 },		/* n stops before the difference */
+	{ "abcX", "ABCy", 4, -1, -1 },		/* one past: it counts */
+	{ "x", "y", 0, 0, -1 },			/* n = 0: equal */
+	{ "[", "{", 1, -1, -1 },		/* '[' is not a letter: no folding */
+	{ "@", "`", 1, -1, -1 },		/* around 'A' and 'a' */
+	{ "\xc4", "\xe4", 1, -1, -1 },	/* Latin-1 letters are bytes */
+	{ "a\x80", "A\x7f", 2, 1, 1 },	/* unsigned bytes */
+};
+
+struct token_case {
+	const char	*s;
+	size_t		 max;
+	int		 want;
+};
+
+static const struct token_case token_cases[] = {
+	{ "mx.example.net", 255, 1 },
+	{ "a", 1, 1 },
+	{ "ab", 1, 0 },				/* one past max */
+	{ "abc", 3, 1 },
+	{ "abcd", 3, 0 },
+	{ "", 255, 0 },
+	{ "a b", 255, 0 },
+	{ "a\tb", 255, 0 },
+	{ "a\x7f", 255, 0 },
+	{ "a\x80", 255, 0 },
+	{ "!#$%&'*+-.^_`{|}~", 255, 1 },
+	{ "a(", 255, 0 }, { "a)", 255, 0 }, { "a<", 255, 0 }, { "a>", 255, 0 },
+	{ "a@", 255, 0 }, { "a,", 255, 0 }, { "a;", 255, 0 }, { "a:", 255, 0 },
+	{ "a\\", 255, 0 }, { "a\"", 255, 0 }, { "a/", 255, 0 }, { "a[", 255, 0 },
+	{ "a]", 255, 0 }, { "a?", 255, 0 }, { "a=", 255, 0 },
+};
 
 struct bool_case {
 	const char	*in;
@@ -128,6 +177,43 @@ test_lower(void)
 	ok(s[0] == '\0', "str_lower: empty string");
 }
 
+static int
+sign(int v)
+{
+	return v < 0 ? -1 : v > 0;
+}
+
+static void
+test_casecmp(void)
+{
+	size_t	i;
+
+	for (i = 0; i < N(cmp_cases); i++) {
+		const struct cmp_case *t = &cmp_cases[i];
+
+		ok(sign(str_ncasecmp(t->a, t->b, t->n)) == t->sign &&
+		    sign(str_ncasecmp(t->b, t->a, t->n)) == -t->sign &&
+		    sign(str_casecmp(t->a, t->b)) == t->fullsign,
+		    "str_ncasecmp/str_casecmp case %zu", i);
+	}
+}
+
+static void
+test_token(void)
+{
+	size_t	i;
+	int	c, n = 0;
+
+	for (i = 0; i < N(token_cases); i++)
+		ok(str_mime_token(token_cases[i].s, token_cases[i].max) ==
+		    token_cases[i].want, "str_mime_token case %zu (max %zu)", i,
+		    token_cases[i].max);
+	for (c = -1; c < 256; c++)
+		n += str_mime_tokenc(c);
+	/* 94 printable ASCII characters, 15 tspecials (RFC 2045 5.1). */
+	ok(n == 94 - 15, "str_mime_tokenc: %d token characters", n);
+}
+
 static void
 test_bool(void)
 {
@@ -204,9 +290,11 @@ test_option(void)
 int
 main(void)
 {
-	plan(3 + (int)N(bool_cases) + 1 + (int)N(uint_cases) + 1 +
+	plan((int)N(cmp_cases) + (int)N(token_cases) + 1 + 3 + (int)N(bool_cases) + 1 + (int)N(uint_cases) + 1 +
 	    (int)N(hash_cases) + 2 + (int)N(opt_cases) + 1);
 	test_lower();
+	test_casecmp();
+	test_token();
 	test_bool();
 	test_uint();
 	test_hash();
