@@ -61,6 +61,7 @@
 
 #include "content.h"
 #include "content_int.h"
+#include "strutil.h"
 
 /* One configured instance. */
 struct content_inst {

@@ -150,6 +150,7 @@
 
 #include "dkim.h"
 #include "dkim_int.h"
+#include "strutil.h"
 
 static const char *const dkim_res_sig[DKIM_RES_COUNT] = {
 	[DKIM_RES_NONE] = "none",
@@ -176,13 +177,6 @@ int
 dkim_is_wsp(int c)
 {
 	return c == ' ' || c == '\t';
-}
-
-void
-dkim_lower(char *s)
-{
-	for (; *s != '\0'; s++)
-		*s = (char)tolower((unsigned char)*s);
 }
 
 /* s, with surrounding blanks removed, copied into dst; -1 if it does not fit. */
@@ -738,7 +732,7 @@ dkim_sig_result(struct dkim_msg *m, DKIM *d, DKIM_SIGINFO *sig,
 	r->simplehdr = hc == DKIM_CANON_SIMPLE;
 	if ((v = (const char *)dkim_sig_getdomain(sig)) != NULL && dkim_name_ok(v)) {
 		snprintf(r->d, sizeof r->d, "%s", v);
-		dkim_lower(r->d);
+		str_lower(r->d);
 	}
 	if ((v = (const char *)dkim_sig_getselector(sig)) != NULL && dkim_name_ok(v))
 		snprintf(r->s, sizeof r->s, "%s", v);
@@ -1159,7 +1153,7 @@ dkim_parse_headers(struct dkim_inst *di, const char *v)
 		for (i = 0; name[i] != '\0'; i++)
 			if (!isalnum((unsigned char)name[i]) && name[i] != '-')
 				goto bad;
-		dkim_lower(name);
+		str_lower(name);
 		for (i = 0; i < ns; i++)
 			if (strcmp(di->signhdrs[i], name) == 0)
 				break;

@@ -212,7 +212,6 @@ DKIM_CBSTAT dkim_dns_key_cb(DKIM *d, DKIM_SIGINFO *sig, u_char *buf, size_t bufl
 
 /* dkim.c */
 int dkim_is_wsp(int c);
-void dkim_lower(char *s);
 int dkim_trim_copy(char *dst, size_t dstlen, const char *s, size_t len);
 int dkim_name_ok(const char *s);
 int dkim_number(const char *s, unsigned long min, unsigned long max,

@@ -60,6 +60,7 @@
 #include <opendkim/dkim.h>
 
 #include "dkim_int.h"
+#include "strutil.h"
 
 /* ---------------------------------------------------------------- */
 /* Networks */
@@ -295,7 +296,7 @@ dkim_sign_from_domain(const char *v, char *out, size_t outlen)
 	if (strlen(at + 1) >= outlen || !dkim_name_ok(at + 1))
 		return -1;
 	snprintf(out, outlen, "%s", at + 1);
-	dkim_lower(out);
+	str_lower(out);
 	return 0;
 }
 
@@ -735,7 +736,7 @@ dkim_sign_parse_keys(struct dkim_inst *di, const char *v)
 		    (k->selector = strdup(c1 + 1)) == NULL ||
 		    (k->path = strdup(c2 + 1)) == NULL)
 			return -1;
-		dkim_lower(k->domain);
+		str_lower(k->domain);
 	}
 	return 0;
 }

@@ -127,6 +127,7 @@
 #include <libpsl.h>
 
 #include "dmarc.h"
+#include "strutil.h"
 
 #define DMARC_PSL_DEFAULT	"/usr/share/publicsuffix/public_suffix_list.dat"
 #define DMARC_DOMAIN_MAX	253	/* RFC 1035 2.3.4, without the final dot */
@@ -256,7 +257,7 @@ dmarc_domain_norm(const char *in, size_t len, char *out, const char **err)
 			*err = "invalid From domain";
 			return -1;
 		}
-		out[i] = (char)tolower(c);
+		out[i] = (char)str_ascii_lower(c);
 	}
 	if (label == 0) {
 		*err = "invalid From domain";

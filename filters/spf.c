@@ -125,6 +125,7 @@
 
 #include "spf.h"
 #include "spf_int.h"
+#include "strutil.h"
 
 static const char *const spf_result_names[SPF_R_COUNT] = {
 	[SPF_R_PASS] = "pass",
@@ -138,13 +139,6 @@ static const char *const spf_result_names[SPF_R_COUNT] = {
 
 /* ------------------------------------------------------------------ */
 /* Small helpers */
-
-void
-spf_lower(char *s)
-{
-	for (; *s != '\0'; s++)
-		*s = (char)tolower((unsigned char)*s);
-}
 
 static int
 spf_printable(const char *s)
@@ -446,7 +440,7 @@ spf_check_setup(struct spf_msg *m, struct spf_check *c, enum spf_identity id)
 	len = strlen(c->domain);
 	if (len > 0 && c->domain[len - 1] == '.')
 		c->domain[len - 1] = '\0';
-	spf_lower(c->domain);
+	str_lower(c->domain);
 	c->why[0] = '\0';
 	c->state = SPF_CK_RUN;
 }

@@ -65,6 +65,7 @@
 #include <spf2/spf.h>
 
 #include "spf_int.h"
+#include "strutil.h"
 
 /* The pass the layer serves, set by spf.c around each libspf2 call. */
 _Thread_local struct spf_pass *spf_dns_cur;
@@ -131,7 +132,7 @@ spf_dns_answer_name(const char *name, char *out, size_t outlen)
 		return -1;
 	memcpy(out, name, len);
 	out[len] = '\0';
-	spf_lower(out);
+	str_lower(out);
 	return 0;
 }
 

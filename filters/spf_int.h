@@ -237,7 +237,4 @@ void spf_dns_answer(struct spf_entry *e, int rcode, const unsigned char *pkt, si
 extern SPF_dns_server_t spf_dns_layer;
 extern _Thread_local struct spf_pass *spf_dns_cur;
 
-/* spf.c */
-void spf_lower(char *s);
-
 #endif

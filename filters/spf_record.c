@@ -45,6 +45,7 @@
 #include <strings.h>
 
 #include "spf_int.h"
+#include "strutil.h"
 
 /* ------------------------------------------------------------------ */
 /* SPF records: RFC 7208 4.5, 4.6, 5, 6, 7 */
@@ -720,7 +721,7 @@ spf_record_query_name(const char *raw, char *out, size_t outlen)
 		    ch == '!' || ch == '#' || ch == '\'' || ch == '^' || ch == '`' ||
 		    ch == '{' || ch == '|' || ch == '}' || ch == ',' || ch == ':' ||
 		    ch == '<' || ch == '>' || ch == '?' || ch == '[' || ch == ']')
-			spf_buf_putc(&b, (char)tolower(ch));
+			spf_buf_putc(&b, (char)str_ascii_lower(ch));
 		else {
 			snprintf(esc, sizeof esc, "\\%03u", ch);
 			spf_buf_puts(&b, esc);
