@@ -960,6 +960,7 @@ content_init(const struct fmx_api *api, const char *const *options,
 	const char *value;
 	unsigned long n;
 	size_t i;
+	int jit;
 
 	*instance = NULL;
 	if ((ci = calloc(1, sizeof *ci)) == NULL) {
@@ -997,12 +998,13 @@ content_init(const struct fmx_api *api, const char *const *options,
 			}
 			ci->max_parts = n;
 		} else if (strcmp(key, "jit") == 0) {
-			if (strcmp(value, "yes") != 0 && strcmp(value, "no") != 0) {
+			if (str_bool(value, &jit) == -1) {
 				api->log(NULL, FMX_LOG_WARN, "content: jit \"%s\" "
-				    "must be yes or no", value);
+				    "is not a boolean (yes/no, true/false, on/off, 1/0)",
+				    value);
 				goto fail;
 			}
-			ci->no_jit = strcmp(value, "no") == 0;
+			ci->no_jit = !jit;
 		} else {
 			api->log(NULL, FMX_LOG_WARN, "content: unknown option \"%s\" "
 			    "(expected rules, max_depth, max_parts or jit)", key);

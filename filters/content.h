@@ -19,7 +19,7 @@
  *	    rules = PATH	rule file (required)
  *	    max_depth = N	MIME nesting limit, 1..1000 (default 20)
  *	    max_parts = N	MIME entities per message, 1..100000 (default 500)
- *	    jit = yes|no	PCRE2 JIT (default yes); "no" interprets the
+ *	    jit = BOOLEAN	PCRE2 JIT (default yes); "no" interprets the
  *				patterns, slower, but checkable under valgrind
  *
  *	A message whose structure exceeds either limit gets the result

@@ -250,20 +250,6 @@ dkim_field_is(const char *name, const char *want)
 	return 1;
 }
 
-static int
-dkim_bool(const char *v, int *out)
-{
-	if (strcasecmp(v, "true") == 0 || strcasecmp(v, "yes") == 0 ||
-	    strcmp(v, "1") == 0)
-		*out = 1;
-	else if (strcasecmp(v, "false") == 0 || strcasecmp(v, "no") == 0 ||
-	    strcmp(v, "0") == 0)
-		*out = 0;
-	else
-		return -1;
-	return 0;
-}
-
 int
 dkim_number(const char *s, unsigned long min, unsigned long max,
     unsigned *out)
@@ -1289,10 +1275,10 @@ dkim_filter_init(const struct fmx_api *api, const char *const *options,
 			}
 		} else if (strcmp(key, "verify") == 0 ||
 		    strcmp(key, "sign_authenticated") == 0) {
-			if (dkim_bool(value, strcmp(key, "verify") == 0 ?
+			if (str_bool(value, strcmp(key, "verify") == 0 ?
 			    &di->verify : &di->sign_auth) == -1) {
 				api->log(NULL, FMX_LOG_WARN, "dkim: %s \"%s\" is not "
-				    "true or false", key, value);
+				    "a boolean (yes/no, true/false, on/off, 1/0)", key, value);
 				goto fail;
 			}
 		} else if (strcmp(key, "sign") == 0)

@@ -100,7 +100,7 @@
  *			(Debian package publicsuffix), and libpsl's built-in
  *			list if that cannot be read.  A PATH that cannot be
  *			read refuses the configuration.
- *	honor_pct = yes|no	(default yes) apply pct=; no enforces the
+ *	honor_pct = BOOLEAN	(default yes) apply pct=; no enforces the
  *			policy for every failing message.
  *	pct_seed = STRING	make the pct= sample deterministic: a hash
  *			of STRING and the message's Message-ID (its queue id
@@ -1289,19 +1289,6 @@ dmarc_eom(void *inst, struct fmx_ctx *ctx)
 	return dmarc_run(di, ctx, st);
 }
 
-/* yes/no, true/false, on/off, 1/0: 1 or 0, -1 for anything else. */
-static int
-dmarc_bool(const char *v)
-{
-	if (strcasecmp(v, "yes") == 0 || strcasecmp(v, "true") == 0 ||
-	    strcasecmp(v, "on") == 0 || strcmp(v, "1") == 0)
-		return 1;
-	if (strcasecmp(v, "no") == 0 || strcasecmp(v, "false") == 0 ||
-	    strcasecmp(v, "off") == 0 || strcmp(v, "0") == 0)
-		return 0;
-	return -1;
-}
-
 static void
 dmarc_fini(void *inst)
 {
@@ -1339,9 +1326,10 @@ dmarc_init(const struct fmx_api *api, const char *const *options,
 		if (klen == 3 && strncmp(options[i], "psl", 3) == 0)
 			path = eq + 1;
 		else if (klen == 9 && strncmp(options[i], "honor_pct", 9) == 0) {
-			if ((b = dmarc_bool(eq + 1)) == -1) {
+			if (str_bool(eq + 1, &b) == -1) {
 				api->log(NULL, FMX_LOG_WARN, "dmarc: honor_pct "
-				    "\"%s\" is not yes or no", eq + 1);
+				    "\"%s\" is not a boolean (yes/no, true/false, "
+				    "on/off, 1/0)", eq + 1);
 				goto fail;
 			}
 			di->honor_pct = b;

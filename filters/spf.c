@@ -78,7 +78,7 @@
  *	  (check_host() has no such rule).
  *
  * OPTIONS
- *	helo = yes|no (default yes): check the HELO identity too.
+ *	helo = BOOLEAN (default yes): check the HELO identity too.
  *	max_passes = N (default 30, 1..1000): evaluations per identity
  *	    before giving up with temperror.  The elapsed time is bounded by
  *	    the filter's `timeout` (default 30 s; RFC 7208 4.6.4 asks for at
@@ -876,20 +876,6 @@ spf_on_eom(void *instance, struct fmx_ctx *ctx)
 /* ------------------------------------------------------------------ */
 /* Instances */
 
-static int
-spf_bool(const char *v, int *out)
-{
-	if (strcasecmp(v, "yes") == 0 || strcasecmp(v, "true") == 0 ||
-	    strcasecmp(v, "on") == 0 || strcmp(v, "1") == 0)
-		*out = 1;
-	else if (strcasecmp(v, "no") == 0 || strcasecmp(v, "false") == 0 ||
-	    strcasecmp(v, "off") == 0 || strcmp(v, "0") == 0)
-		*out = 0;
-	else
-		return -1;
-	return 0;
-}
-
 static void
 spf_fini(void *instance)
 {
@@ -924,7 +910,7 @@ spf_init(const struct fmx_api *api, const char *const *options, size_t noptions,
 			goto bad;
 		v = eq + 1;
 		if ((size_t)(eq - options[i]) == 4 && strncmp(options[i], "helo", 4) == 0) {
-			if (spf_bool(v, &si->helo) == -1)
+			if (str_bool(v, &si->helo) == -1)
 				goto bad;
 		} else if ((size_t)(eq - options[i]) == 10 &&
 		    strncmp(options[i], "max_passes", 10) == 0) {

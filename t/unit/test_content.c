@@ -564,6 +564,9 @@ test_init(const struct fmx_filter *f)
 	const char *o_unknown[] = { ("rules=" TEST_RULES), "maxdepth=3" };
 	const char *o_noeq[] = { "rules" };
 	const char *o_spaces[] = { (" rules = " TEST_RULES), "max_parts = 40 " };
+	const char *o_jit_on[] = { ("rules=" TEST_RULES), "jit=on" };
+	const char *o_jit_off[] = { ("rules=" TEST_RULES), "jit=False" };
+	const char *o_jit_bad[] = { ("rules=" TEST_RULES), "jit=maybe" };
 	char path[256], want[300];
 	const char *o_bad[1];
 	void *inst;
@@ -602,6 +605,17 @@ test_init(const struct fmx_filter *f)
 	ok(f->init(&test_api, o_spaces, 2, &inst) == 0 && inst != NULL,
 	    "init: spaces around key and value");
 	f->fini(inst);
+
+	/* jit takes the one spelling set (str_bool): it took yes/no only. */
+	ok(f->init(&test_api, o_jit_on, 2, &inst) == 0 && inst != NULL,
+	    "init: jit=on accepted");
+	f->fini(inst);
+	ok(f->init(&test_api, o_jit_off, 2, &inst) == 0 && inst != NULL,
+	    "init: jit=False accepted");
+	f->fini(inst);
+	ok(f->init(&test_api, o_jit_bad, 2, &inst) == -1 &&
+	    test_logged(&test_initlog, "jit \"maybe\" is not a boolean"),
+	    "init: jit=maybe refused");
 }
 
 /* ---------------------------------------------------------------- */
@@ -1169,7 +1183,7 @@ main(void)
 	void *inst;
 	int round;
 
-	plan(101 + 17);	/* + test_header_decode */
+	plan(104 + 17);	/* + test_header_decode */
 	test_rules_table();
 	test_rules_files();
 	test_init(f);

@@ -1048,6 +1048,15 @@ test_init_options(void)
 		ok(test_inst(o) == NULL, "init: verify=false without keys refused");
 	}
 	{
+		/* The one spelling set (str_bool): "on" was refused before. */
+		const char *o[] = { "verify=on", "sign_authenticated=OFF", NULL };
+		void *on = test_inst(o);
+
+		ok(on != NULL, "init: verify=on, sign_authenticated=OFF accepted");
+		if (on != NULL)
+			dkim_filter()->fini(on);
+	}
+	{
 		const char *o[] = { "sign=example.com:sel", NULL };
 		ok(test_inst(o) == NULL, "init: sign entry without a path refused");
 	}
@@ -1733,7 +1742,7 @@ main(void)
 {
 	void *inst;
 
-	plan(158);
+	plan(159);
 	if (access(TEST_DATA "rsa2048.pem", R_OK) != 0) {
 		printf("Bail out! run from the repository root (%s missing)\n",
 		    TEST_DATA "rsa2048.pem");

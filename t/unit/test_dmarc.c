@@ -1258,6 +1258,8 @@ test_init(const struct fmx_filter *f)
 		{ "honor_pct=yes", 0 },
 		{ "honor_pct=false", 0 },
 		{ "honor_pct=maybe", -1 },
+		{ "honor_pct=on", 0 },		/* the one spelling set (str_bool) */
+		{ "honor_pct=OFF", 0 },
 		{ "pct_seed=42", 0 },
 		{ "bogus=1", -1 },
 		{ "noequals", -1 },
@@ -1289,7 +1291,7 @@ main(void)
 	size_t i;
 	int m;
 
-	plan(590);
+	plan(592);
 	(void)test_initlog;
 	/* An 5000-byte DMARC record, for the length limit. */
 	snprintf(test_longtxt, sizeof test_longtxt, "v=DMARC1; p=reject; rua=mailto:");

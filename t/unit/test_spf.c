@@ -1218,6 +1218,7 @@ test_options(void)
 	};
 	static const char *const good[] = {
 		"helo=true", "helo=false", "helo=1", "helo=off", "max_passes=1000",
+		"helo=on", "helo=NO",		/* the one spelling set (str_bool) */
 		"explanation=see https://mx.example/spf.html",
 	};
 	static const char *const expl[] = { "explanation=see https://mx.example/spf" };
@@ -1344,7 +1345,7 @@ test_suite_cases(void)
 int
 main(void)
 {
-	plan(507);
+	plan(509);
 	test_default_inst = test_instance(NULL, 0);
 	ok(test_default_inst != NULL, "instance with no options");
 	test_parser();
