@@ -909,44 +909,25 @@ content_on_eom(void *inst, struct fmx_ctx *ctx)
  * too would be a double free.
  */
 
+/*
+ * A number option: str_uint's digits, from min to max.  Blanks after
+ * them are the admin's layout (" max_parts = 40 " is 40), as around the
+ * key and before the value (str_option_split).
+ */
 static int
-content_option(const char *opt, char *key, size_t keylen, const char **value)
+content_uint(const char *v, unsigned long long min, unsigned long long max,
+    unsigned long long *out)
 {
-	const char *eq, *k = opt, *ke;
+	char	buf[24];
+	size_t	n = strlen(v);
 
-	if ((eq = strchr(opt, '=')) == NULL)
+	while (n > 0 && content_rules_is_space((unsigned char)v[n - 1]))
+		n--;
+	if (n >= sizeof buf)
 		return -1;
-	while (content_rules_is_space(*k))
-		k++;
-	for (ke = eq; ke > k && content_rules_is_space(ke[-1]); ke--)
-		;
-	if ((size_t)(ke - k) >= keylen)
-		return -1;
-	memcpy(key, k, (size_t)(ke - k));
-	key[ke - k] = '\0';
-	for (eq++; content_rules_is_space(*eq); eq++)
-		;
-	*value = eq;
-	return 0;
-}
-
-static int
-content_number(const char *s, unsigned long min, unsigned long max,
-    unsigned long *out)
-{
-	char *end;
-	unsigned long v;
-
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	while (content_rules_is_space(*end))
-		end++;
-	if (errno != 0 || *end != '\0' || v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
+	memcpy(buf, v, n);
+	buf[n] = '\0';
+	return str_uint(buf, max, out) == -1 || *out < min ? -1 : 0;
 }
 
 static void content_fini(void *);
@@ -958,7 +939,7 @@ content_init(const struct fmx_api *api, const char *const *options,
 	struct content_inst *ci;
 	char err[CONTENT_ERR_MAX], key[32], *path = NULL;
 	const char *value;
-	unsigned long n;
+	unsigned long long n;
 	size_t i;
 	int jit;
 
@@ -972,7 +953,7 @@ content_init(const struct fmx_api *api, const char *const *options,
 	ci->max_parts = CONTENT_PARTS_DEFAULT;
 
 	for (i = 0; i < noptions; i++) {
-		if (content_option(options[i], key, sizeof key, &value) == -1) {
+		if (str_option_split(options[i], key, sizeof key, &value) == -1) {
 			api->log(NULL, FMX_LOG_WARN, "content: bad option \"%s\" "
 			    "(expected key=value)", options[i]);
 			goto fail;
@@ -984,14 +965,14 @@ content_init(const struct fmx_api *api, const char *const *options,
 				goto fail;
 			}
 		} else if (strcmp(key, "max_depth") == 0) {
-			if (content_number(value, 1, CONTENT_DEPTH_MAX, &n) == -1) {
+			if (content_uint(value, 1, CONTENT_DEPTH_MAX, &n) == -1) {
 				api->log(NULL, FMX_LOG_WARN, "content: max_depth \"%s\" "
 				    "is not a number from 1 to %d", value, CONTENT_DEPTH_MAX);
 				goto fail;
 			}
 			ci->max_depth = (unsigned)n;
 		} else if (strcmp(key, "max_parts") == 0) {
-			if (content_number(value, 1, CONTENT_PARTS_MAX, &n) == -1) {
+			if (content_uint(value, 1, CONTENT_PARTS_MAX, &n) == -1) {
 				api->log(NULL, FMX_LOG_WARN, "content: max_parts \"%s\" "
 				    "is not a number from 1 to %d", value, CONTENT_PARTS_MAX);
 				goto fail;

@@ -250,23 +250,6 @@ dkim_field_is(const char *name, const char *want)
 	return 1;
 }
 
-int
-dkim_number(const char *s, unsigned long min, unsigned long max,
-    unsigned *out)
-{
-	char *end;
-	unsigned long v;
-
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < min || v > max)
-		return -1;
-	*out = (unsigned)v;
-	return 0;
-}
-
 /*
  * dkim_eoh() until it stops asking for keys.  1: done (eoh_stat set),
  * 0: waiting for DNS.  It also waits while queries are outstanding after
@@ -1079,21 +1062,6 @@ dkim_on_eom(void *inst, struct fmx_ctx *ctx)
 /* ---------------------------------------------------------------- */
 /* Configuration */
 
-static int
-dkim_option(const char *opt, char *key, size_t keylen, const char **value)
-{
-	const char *eq;
-
-	if ((eq = strchr(opt, '=')) == NULL)
-		return -1;
-	if (dkim_trim_copy(key, keylen, opt, (size_t)(eq - opt)) == -1)
-		return -1;
-	for (eq++; isspace((unsigned char)*eq); eq++)
-		;
-	*value = eq;
-	return 0;
-}
-
 /* The next item of a comma or blank separated list into item; NULL at the end. */
 const char *
 dkim_list_next(const char *s, char *item, size_t len, int *toolong)
@@ -1237,6 +1205,7 @@ dkim_filter_init(const struct fmx_api *api, const char *const *options,
 	struct dkim_inst *di;
 	char key[32];
 	const char *value, *sign = NULL, *headers = DKIM_SIGN_HEADERS_DEFAULT;
+	unsigned long long n;
 	size_t i;
 
 	*instance = NULL;
@@ -1252,27 +1221,29 @@ dkim_filter_init(const struct fmx_api *api, const char *const *options,
 	di->hcanon = DKIM_CANON_RELAXED;
 	di->bcanon = DKIM_CANON_RELAXED;
 	for (i = 0; i < noptions; i++) {
-		if (dkim_option(options[i], key, sizeof key, &value) == -1 ||
+		if (str_option_split(options[i], key, sizeof key, &value) == -1 ||
 		    strlen(value) >= DKIM_OPTVAL_MAX) {
 			api->log(NULL, FMX_LOG_WARN, "dkim: bad option \"%.64s\" "
 			    "(expected key=value)", options[i]);
 			goto fail;
 		}
 		if (strcmp(key, "max_signatures") == 0) {
-			if (dkim_number(value, 1, DKIM_SIGS_LIMIT, &di->max_sigs) == -1) {
+			if (str_uint(value, DKIM_SIGS_LIMIT, &n) == -1 || n < 1) {
 				api->log(NULL, FMX_LOG_WARN, "dkim: max_signatures "
 				    "\"%s\" is not a number from 1 to %d", value,
 				    DKIM_SIGS_LIMIT);
 				goto fail;
 			}
+			di->max_sigs = (unsigned)n;
 		} else if (strcmp(key, "min_key_bits") == 0) {
-			if (dkim_number(value, DKIM_MINBITS_DEFAULT,
-			    DKIM_MINBITS_LIMIT, &di->min_bits) == -1) {
+			if (str_uint(value, DKIM_MINBITS_LIMIT, &n) == -1 ||
+			    n < DKIM_MINBITS_DEFAULT) {
 				api->log(NULL, FMX_LOG_WARN, "dkim: min_key_bits \"%s\" "
 				    "is not a number from %d to %d (RFC 8301)", value,
 				    DKIM_MINBITS_DEFAULT, DKIM_MINBITS_LIMIT);
 				goto fail;
 			}
+			di->min_bits = (unsigned)n;
 		} else if (strcmp(key, "verify") == 0 ||
 		    strcmp(key, "sign_authenticated") == 0) {
 			if (str_bool(value, strcmp(key, "verify") == 0 ?

@@ -214,8 +214,6 @@ DKIM_CBSTAT dkim_dns_key_cb(DKIM *d, DKIM_SIGINFO *sig, u_char *buf, size_t bufl
 int dkim_is_wsp(int c);
 int dkim_trim_copy(char *dst, size_t dstlen, const char *s, size_t len);
 int dkim_name_ok(const char *s);
-int dkim_number(const char *s, unsigned long min, unsigned long max,
-    unsigned *out);
 int dkim_drive_eoh(struct dkim_msg *m);
 void dkim_reader_free(struct dkim_reader *r);
 int dkim_spool_head(struct dkim_reader *r, DKIM **h, size_t n, size_t *nfields,

@@ -70,6 +70,7 @@ dkim_sign_net_parse(const char *s, struct dkim_net *n)
 {
 	char buf[INET6_ADDRSTRLEN + 8], *slash;
 	unsigned prefix, max, i;
+	unsigned long long v;
 
 	if (strlen(s) >= sizeof buf)
 		return -1;
@@ -86,8 +87,11 @@ dkim_sign_net_parse(const char *s, struct dkim_net *n)
 	} else
 		return -1;
 	prefix = max;
-	if (slash != NULL && dkim_number(slash, 0, max, &prefix) == -1)
-		return -1;
+	if (slash != NULL) {
+		if (str_uint(slash, max, &v) == -1)
+			return -1;
+		prefix = (unsigned)v;
+	}
 	n->prefix = prefix;
 	/* Host bits set ("10.1.2.3/8") is a typo, as in relay.networks. */
 	for (i = prefix; i < max; i++)

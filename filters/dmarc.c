@@ -1305,8 +1305,9 @@ dmarc_init(const struct fmx_api *api, const char *const *options,
     size_t noptions, void **instance)
 {
 	struct dmarc_inst *di;
-	const char *path = NULL, *eq;
-	size_t i, klen;
+	const char *path = NULL, *v;
+	char key[16];
+	size_t i;
 	int b;
 
 	*instance = NULL;
@@ -1317,30 +1318,28 @@ dmarc_init(const struct fmx_api *api, const char *const *options,
 	di->api = api;
 	di->honor_pct = 1;
 	for (i = 0; i < noptions; i++) {
-		if ((eq = strchr(options[i], '=')) == NULL) {
-			api->log(NULL, FMX_LOG_WARN, "dmarc: bad option \"%s\" "
+		if (str_option_split(options[i], key, sizeof key, &v) == -1) {
+			api->log(NULL, FMX_LOG_WARN, "dmarc: bad option \"%.64s\" "
 			    "(expected key=value)", options[i]);
 			goto fail;
 		}
-		klen = (size_t)(eq - options[i]);
-		if (klen == 3 && strncmp(options[i], "psl", 3) == 0)
-			path = eq + 1;
-		else if (klen == 9 && strncmp(options[i], "honor_pct", 9) == 0) {
-			if (str_bool(eq + 1, &b) == -1) {
+		if (strcmp(key, "psl") == 0)
+			path = v;
+		else if (strcmp(key, "honor_pct") == 0) {
+			if (str_bool(v, &b) == -1) {
 				api->log(NULL, FMX_LOG_WARN, "dmarc: honor_pct "
 				    "\"%s\" is not a boolean (yes/no, true/false, "
-				    "on/off, 1/0)", eq + 1);
+				    "on/off, 1/0)", v);
 				goto fail;
 			}
 			di->honor_pct = b;
-		} else if (klen == 8 && strncmp(options[i], "pct_seed", 8) == 0) {
+		} else if (strcmp(key, "pct_seed") == 0) {
 			di->pct_seeded = 1;
-			di->pct_seed = dmarc_hash(0xcbf29ce484222325ULL, eq + 1);
+			di->pct_seed = dmarc_hash(0xcbf29ce484222325ULL, v);
 			di->pct_seed = dmarc_hash(di->pct_seed, "\n");
 		} else {
-			api->log(NULL, FMX_LOG_WARN, "dmarc: unknown option \"%.*s\" "
-			    "(expected psl, honor_pct or pct_seed)", (int)klen,
-			    options[i]);
+			api->log(NULL, FMX_LOG_WARN, "dmarc: unknown option \"%s\" "
+			    "(expected psl, honor_pct or pct_seed)", key);
 			goto fail;
 		}
 	}

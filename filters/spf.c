@@ -894,9 +894,9 @@ spf_init(const struct fmx_api *api, const char *const *options, size_t noptions,
 {
 	struct spf_inst	*si;
 	SPF_response_t	*resp = NULL;
-	const char	*eq, *v;
-	char		*end;
-	unsigned long	 n;
+	const char	*v;
+	char		 key[16];
+	unsigned long long n;
 	size_t		 i;
 
 	pthread_once(&spf_once, spf_global_init);
@@ -906,22 +906,16 @@ spf_init(const struct fmx_api *api, const char *const *options, size_t noptions,
 	si->helo = 1;
 	si->max_passes = SPF_PASSES_DEFAULT;
 	for (i = 0; i < noptions; i++) {
-		if ((eq = strchr(options[i], '=')) == NULL)
+		if (str_option_split(options[i], key, sizeof key, &v) == -1)
 			goto bad;
-		v = eq + 1;
-		if ((size_t)(eq - options[i]) == 4 && strncmp(options[i], "helo", 4) == 0) {
+		if (strcmp(key, "helo") == 0) {
 			if (str_bool(v, &si->helo) == -1)
 				goto bad;
-		} else if ((size_t)(eq - options[i]) == 10 &&
-		    strncmp(options[i], "max_passes", 10) == 0) {
-			errno = 0;
-			n = strtoul(v, &end, 10);
-			if (errno != 0 || end == v || *end != '\0' || n < 1 ||
-			    n > SPF_PASSES_LIMIT || v[0] == '-')
+		} else if (strcmp(key, "max_passes") == 0) {
+			if (str_uint(v, SPF_PASSES_LIMIT, &n) == -1 || n < 1)
 				goto bad;
 			si->max_passes = (unsigned)n;
-		} else if ((size_t)(eq - options[i]) == 11 &&
-		    strncmp(options[i], "explanation", 11) == 0) {
+		} else if (strcmp(key, "explanation") == 0) {
 			if (strlen(v) > SPF_EXPLANATION_MAX || !spf_printable(v))
 				goto bad;
 			snprintf(si->explanation, sizeof si->explanation, "%s", v);
