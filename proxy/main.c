@@ -158,41 +158,41 @@ main_reload(const char *file, struct worker *workers, unsigned nworkers)
 	worker_probe_kick();
 }
 
-int
-main(int argc, char *argv[])
+/* What the command line asked for. */
+struct main_opts {
+	const char	*file;
+	int		 check;		/* -t */
+	int		 use_syslog;	/* -s */
+	int		 verbose;	/* -v */
+};
+
+/* Parse the daemon's options: -1 to go on, else the exit status. */
+static int
+main_options(int argc, char *argv[], struct main_opts *o)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct worker workers[MAIN_WORKERS_MAX];
-	char err[CONFIG_ERR_MAX];
-	const char *file = NULL;
-	struct filter_chain *ch;
-	struct config *cfg;
-	sigset_t set;
-	unsigned nworkers, i;
-	int opt, check = 0, use_syslog = 0, verbose = 0, sig;
-	long ncpu;
+	int	opt;
 
-	if (argc > 1 && strcmp(argv[1], "check") == 0)
-		return check_main(argc - 1, argv + 1);
+	memset(o, 0, sizeof *o);
 	while ((opt = getopt_long(argc, argv, "c:hstv", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
-			file = optarg;
+			o->file = optarg;
 			break;
 		case 'h':
 			main_usage(stdout);
 			return 0;
 		case 's':
-			use_syslog = 1;
+			o->use_syslog = 1;
 			break;
 		case 't':
-			check = 1;
+			o->check = 1;
 			break;
 		case 'v':
-			verbose = 1;
+			o->verbose = 1;
 			break;
 		default:
 			main_usage(stderr);
@@ -205,77 +205,100 @@ main(int argc, char *argv[])
 		main_usage(stderr);
 		return 64;
 	}
-	if (file == NULL) {
+	if (o->file == NULL) {
 		main_usage(stderr);
 		return 64;
 	}
-	log_init(use_syslog, verbose);
-	/* -t loads the modules and rule files too: a bad one fails the check. */
-	if ((ch = main_load(file, err, sizeof err)) == NULL) {
-		fprintf(stderr, "%s\n", err);
-		return 1;
-	}
-	cfg = filter_chain_config(ch);
-	if (check) {
-		filter_chain_unref(ch);
-		return 0;
-	}
+	return -1;
+}
 
+/*
+ * Process-wide set-up before any thread exists: libevent locking, the
+ * descriptor limit, SIGPIPE ignored, and HUP/TERM/INT blocked so that
+ * every thread inherits the mask and only main_wait() takes them.
+ */
+static int
+main_process_setup(sigset_t *set)
+{
 	if (evthread_use_pthreads() == -1) {
 		log_warn("libevent has no pthreads support");
-		return 1;
+		return -1;
 	}
 	main_raise_nofile();
 	signal(SIGPIPE, SIG_IGN);
-	/* Block before any thread exists: every thread inherits the mask. */
-	sigemptyset(&set);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	sigemptyset(set);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+	return 0;
+}
+
+/* Resolver, filter thread pool, upstream probe, then the workers. */
+static int
+main_start(struct filter_chain *ch, struct worker *workers,
+    unsigned *nworkers)
+{
+	const struct config	*cfg = filter_chain_config(ch);
+	long			 ncpu;
+	unsigned		 i;
 
 	/* XXX dns.forward is read once: a change needs a restart. */
 	if (dns_configure(cfg->dns_forward, cfg->ndns_forward,
 	    cfg->timeouts.dns) == -1) {
 		log_warn("dns: bad forward list");
-		return 1;
+		return -1;
 	}
 	dns_install();
 	if (filter_pool_start(MAIN_POOL_THREADS, MAIN_POOL_QUEUE) == -1) {
 		log_warn("cannot start the filter thread pool");
-		return 1;
+		return -1;
 	}
 	if (deliver_probe(cfg) == -1)
 		log_warn("upstream %s not reachable at start; probing it until "
 		    "it answers", cfg->upstream_address);
 	worker_chain_set(ch);
 
-	nworkers = cfg->workers;
-	if (nworkers == 0) {
+	*nworkers = cfg->workers;
+	if (*nworkers == 0) {
 		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-		nworkers = ncpu > 0 ? (unsigned)ncpu : 1;
+		*nworkers = ncpu > 0 ? (unsigned)ncpu : 1;
 	}
-	if (nworkers > MAIN_WORKERS_MAX)
-		nworkers = MAIN_WORKERS_MAX;
-	for (i = 0; i < nworkers; i++) {
+	if (*nworkers > MAIN_WORKERS_MAX)
+		*nworkers = MAIN_WORKERS_MAX;
+	for (i = 0; i < *nworkers; i++) {
 		if (worker_start(&workers[i], i, cfg) == -1) {
 			log_warn("cannot start worker %u", i);
-			return 1;
+			return -1;
 		}
 	}
-	log_info("frontmx started workers=%u listen=%s upstream=%s", nworkers,
+	log_info("frontmx started workers=%u listen=%s upstream=%s", *nworkers,
 	    cfg->listeners[0].address, cfg->upstream_address);
+	return 0;
+}
+
+/* Serve until SIGTERM or SIGINT, reloading on SIGHUP; returns the signal. */
+static int
+main_wait(const char *file, const sigset_t *set, struct worker *workers,
+    unsigned nworkers)
+{
+	int	sig;
 
 	for (;;) {
-		if (sigwait(&set, &sig) != 0)
+		if (sigwait(set, &sig) != 0)
 			continue;
-		if (sig == SIGHUP) {
-			main_reload(file, workers, nworkers);
-			continue;
-		}
-		break;
+		if (sig != SIGHUP)
+			return sig;
+		main_reload(file, workers, nworkers);
 	}
-	log_info("signal %d: draining", sig);
+}
+
+/* Drain and join the workers, then release what main_start() took. */
+static void
+main_stop(struct worker *workers, unsigned nworkers)
+{
+	unsigned	i;
+
 	for (i = 0; i < nworkers; i++)
 		worker_drain(&workers[i]);
 	for (i = 0; i < nworkers; i++)
@@ -284,6 +307,39 @@ main(int argc, char *argv[])
 	filter_pool_stop();
 	dns_shutdown();
 	libevent_global_shutdown();
+}
+
+int
+main(int argc, char *argv[])
+{
+	struct worker		 workers[MAIN_WORKERS_MAX];
+	struct main_opts	 o;
+	char			 err[CONFIG_ERR_MAX];
+	struct filter_chain	*ch;
+	sigset_t		 set;
+	unsigned		 nworkers = 0;
+	int			 r, sig;
+
+	if (argc > 1 && strcmp(argv[1], "check") == 0)
+		return check_main(argc - 1, argv + 1);
+	if ((r = main_options(argc, argv, &o)) != -1)
+		return r;
+	log_init(o.use_syslog, o.verbose);
+	/* -t loads the modules and rule files too: a bad one fails the check. */
+	if ((ch = main_load(o.file, err, sizeof err)) == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	if (o.check) {
+		filter_chain_unref(ch);
+		return 0;
+	}
+	if (main_process_setup(&set) == -1 ||
+	    main_start(ch, workers, &nworkers) == -1)
+		return 1;
+	sig = main_wait(o.file, &set, workers, nworkers);
+	log_info("signal %d: draining", sig);
+	main_stop(workers, nworkers);
 	log_info("frontmx stopped");
 	return 0;
 }
