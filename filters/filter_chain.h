@@ -33,6 +33,10 @@
  *	recipient, so no policy, is known yet): filter_session_held() reads
  *	them at each RCPT with that recipient's policy, and the DATA phase
  *	once more with the transaction's for the message's outcome.
+ *
+ *	filter_chain.c runs the chain, filter_api.c implements the struct
+ *	fmx_api modules call (and filter_resolver_set()), filter_pool.c the
+ *	thread pool; filter_int.h holds what the three share.
  */
 #ifndef FRONTMX_FILTER_CHAIN_H
 #define FRONTMX_FILTER_CHAIN_H
@@ -197,7 +201,7 @@ struct filter_resolver {
 };
 void			 filter_resolver_set(const struct filter_resolver *);
 
-/* Start/stop the thread pool for FMX_FLAG_BLOCKING filters. */
+/* Start/stop the thread pool for FMX_FLAG_BLOCKING filters (filter_pool.c). */
 int			 filter_pool_start(unsigned threads, unsigned queue_max);
 void			 filter_pool_stop(void);
 
