@@ -59,10 +59,11 @@ SRCS	+= policy/policy.c
 SRCS	+= common/log.c
 SRCS	+= common/strutil.c
 SRCS	+= common/netaddr.c
+SRCS	+= common/dnsmsg.c
 
 # Pure modules the unit tests link against (no libevent, no main).
 UNIT_SRCS = proxy/smtp_parse.c proxy/smtp_reply.c proxy/xtext.c proxy/haproxy.c policy/config.c policy/config_net.c policy/config_filters.c policy/policy.c filters/content.c filters/content_rules.c \
-	    filters/filter_opt.c common/strutil.c common/netaddr.c
+	    filters/filter_opt.c common/strutil.c common/netaddr.c common/dnsmsg.c
 UNIT_TESTS = $(patsubst t/unit/%.c,build/unit/%,$(wildcard t/unit/test_*.c))
 
 OBJS	 = $(SRCS:%.c=build/rel/%.o)
@@ -193,7 +194,7 @@ build/fuzz/dmarc: filters/dmarc.c
 
 # Every harness links the common/ helpers (a parser in any layer may use
 # them); $(sort) drops the copy $(UNIT_SRCS) already names.
-FUZZ_COMMON = common/strutil.c common/netaddr.c
+FUZZ_COMMON = common/strutil.c common/netaddr.c common/dnsmsg.c
 
 fuzzers: $(FUZZ_BINS)
 
