@@ -4,8 +4,10 @@
  * flag, count, name, items), option_bool(flag), option_uint(count, 1 to
  * 10), option_string(name) and option_list(items); a bad one fails
  * init() and the core's error names it.  At eom it adds what it read:
- *	X-Typed-Options: flag=F count=N name=S items=A|B|C (K)
- * with the defaults flag=0 count=5 name=- and no items.
+ *	X-Typed-Options: flag=F count=N name=S items=A|B|C (K) client=ADDR
+ *	    helo=NAME option.name=S
+ * with the defaults flag=0 count=5 name=- and no items; the last three
+ * come from api->get() with the FMX_GET_* names of 1.2.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,14 +64,19 @@ static enum fmx_verdict
 typed_eom(void *inst, struct fmx_ctx *ctx)
 {
 	struct typed *t = inst;
+	const char *addr = t->api->get(ctx, FMX_GET_CLIENT_ADDR);
+	const char *helo = t->api->get(ctx, FMX_GET_HELO);
+	const char *name = t->api->get(ctx, FMX_GET_OPTION("name"));
 	char v[512], items[256] = "";
 	size_t i, used = 0;
 
 	for (i = 0; i < t->nitems && used < sizeof items; i++)
 		used += (size_t)snprintf(items + used, sizeof items - used, "%s%s",
 		    i > 0 ? "|" : "", t->items[i]);
-	snprintf(v, sizeof v, "flag=%d count=%llu name=%s items=%s (%zu)",
-	    t->flag, t->count, t->namebuf, items, t->nitems);
+	snprintf(v, sizeof v, "flag=%d count=%llu name=%s items=%s (%zu) client=%s "
+	    "helo=%s option.name=%s", t->flag, t->count, t->namebuf, items,
+	    t->nitems, addr != NULL ? addr : "-", helo != NULL ? helo : "-",
+	    name != NULL ? name : "-");
 	t->api->add_header(ctx, "X-Typed-Options", v);
 	return FMX_CONTINUE;
 }

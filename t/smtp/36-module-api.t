@@ -63,11 +63,12 @@ def main():
     ok(up.wait_messages(1), 'typed options: the upstream got it')
     if up.messages:
         got = fields_named(up.messages[0].data, 'X-Typed-Options')
-        want = [b'X-Typed-Options: flag=%d count=%d name=n%d items=a|b|c (3)\r\n'
-                % (v, 3 + i % 2, i) for i, (_, v) in enumerate(BOOLS)]
-        want.append(b'X-Typed-Options: flag=0 count=5 name=- items= (0)\r\n')
+        facts = b' client=127.0.0.1 helo=client.example option.name=%s\r\n'
+        want = [b'X-Typed-Options: flag=%d count=%d name=n%d items=a|b|c (3)'
+                % (v, 3 + i % 2, i) + facts % (b'n%d' % i) for i, (_, v) in enumerate(BOOLS)]
+        want.append(b'X-Typed-Options: flag=0 count=5 name=- items= (0)' + facts % b'-')
         is_(sorted(got), sorted(want), 'each spelling read as its boolean; number, '
-            'string and list as written; defaults when unset')
+            'string and list as written; defaults when unset; get() by FMX_GET_* names')
     mx.finish()
 
     # the daemon itself knows integer and boolean options as strings too
