@@ -67,7 +67,7 @@ check_reply(const struct smtp_reply *r)
 	FUZZ_CHECK(memchr(r->text, '\r', r->textlen) == NULL);
 	if (smtp_reply_enhanced(r->text, r->code, esc, sizeof esc) > 0)
 		FUZZ_CHECK(esc[0] - '0' == r->code / 100);
-	/* As smtp_relay_reply() does, then with the codes the session forces. */
+	/* As smtp_chat_upstream() does, then with the codes the session forces. */
 	snprintf(dflt, sizeof dflt, "%d.0.0", r->code / 100 == 3 ? 2 :
 	    r->code / 100);
 	check_render(r, 0, dflt);

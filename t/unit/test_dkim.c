@@ -11,7 +11,7 @@
  *	filters/dkim.c, dkim_sign.c and dkim_dns.c are compiled into this
  *	file (their helpers are static)
  *	and driven through its struct fmx_filter like the core drives it:
- *	test_feed() splits a message the way smtp_session.c does (header
+ *	test_feed() splits a message the way smtp_eom.c does (header
  *	fields with the one space after the colon dropped, the body in
  *	chunks), calls on_header, on_eoh, on_body, on_eom, and frees the
  *	per-message data afterwards.
@@ -563,7 +563,7 @@ test_ctx_end(struct fmx_ctx *ctx)
 	ctx->data_free = NULL;
 }
 
-/* Same rule as smtp_header_start(): name, blanks, ':'. */
+/* Same rule as smtp_data_header_start(): name, blanks, ':'. */
 static int
 test_field_start(const char *line, size_t len)
 {
@@ -571,7 +571,7 @@ test_field_start(const char *line, size_t len)
 }
 
 /*
- * One message through the hooks, as smtp_replay_step() does; returns the
+ * One message through the hooks, as smtp_eom_replay_step() does; returns the
  * eom verdict (or the first verdict that is not CONTINUE).  With
  * ctx->dns_defer, a PENDING on_eoh is answered by test_dns_flush().
  */

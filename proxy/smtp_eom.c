@@ -1,0 +1,498 @@
+/*
+ * smtp_eom.c - end of message: filter replay, decision, header block
+ *
+ * DESCRIPTION
+ *	The spooled message is replayed to the filters (each header field,
+ *	end of headers, the body in 64 KiB chunks, then eom), so they get
+ *	the view milter streaming would, from one spool and no second copy.
+ *
+ *	At eom the outcome decides: refuse, discard, quarantine, or relay
+ *	with the recipient edits applied and the header block rebuilt: our
+ *	Received, Authentication-Results and tag first, the client's fields
+ *	minus a forged Authentication-Results, with the filters' inserted,
+ *	changed and added fields and the tagged Subject.  The body stays in
+ *	the spool (or a filter's replacement body); smtp_relay.c sends the
+ *	header block and the body.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "config.h"
+#include "filter_chain.h"
+#include "log.h"
+#include "policy.h"
+#include "smtp_int.h"
+#include "smtp_parse.h"
+#include "smtp_reply.h"
+#include "spool.h"
+
+static int	smtp_eom_build_head(struct smtp_session *s,
+	    const struct filter_outcome *o);
+static void	smtp_eom_replay_step(struct smtp_session *s);
+
+/*
+ * RFC 5321 4.4 trace field; every part comes from validated input.  The
+ * client controls most of it (a 255-octet HELO, a 253-octet PTR name it
+ * owns, a 256-octet path), so it is written word by word and folded
+ * (RFC 5322 2.2.3) wherever a line would pass 78 octets: no word is
+ * longer than a domain plus a few octets, so no line can pass 998.
+ * SMTP_RECEIVED_MAX holds the longest possible field; -1 (logged) if
+ * that sum were ever wrong, never a truncated field.
+ */
+static int
+smtp_eom_received(struct smtp_session *s)
+{
+	struct policy_buf b = { s->received, sizeof s->received, 0, 0, 0 };
+	char date[64], word[SMTP_PATH_MAX + 8];
+	const char *proto;
+	struct tm tm;
+	time_t now = time(NULL);
+	int n;
+
+	localtime_r(&now, &tm);
+	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	policy_puts(&b, "Received: from");
+	policy_part(&b, s->helo, strlen(s->helo));
+	n = snprintf(word, sizeof word, "(%s", s->name);
+	policy_part(&b, word, (size_t)n);
+	n = snprintf(word, sizeof word, "[%s])", s->addr);
+	policy_part(&b, word, (size_t)n);
+	/* The TLS details in a comment, as Postfix does. */
+	if (s->tls == SMTP_TLS_ACTIVE) {
+		policy_fold(&b);
+		policy_puts(&b, "(using ");
+		policy_puts(&b, s->tls_desc);
+		policy_puts(&b, ")");
+	}
+	policy_fold(&b);
+	policy_puts(&b, "by");
+	policy_part(&b, s->cfg->hostname, strlen(s->cfg->hostname));
+	policy_part(&b, "(frontmx) with", 14);
+	proto = smtp_proto_name((s->esmtp ? SMTP_PROTO_ESMTP : 0) |
+	    (s->tls == SMTP_TLS_ACTIVE ? SMTP_PROTO_TLS : 0) |
+	    (s->auth_id != NULL ? SMTP_PROTO_AUTH : 0) |
+	    (s->tx_utf8 ? SMTP_PROTO_UTF8 : 0));
+	policy_part(&b, proto, strlen(proto));
+	n = snprintf(word, sizeof word, "id %016llx.%lu%s", s->id, s->messages,
+	    s->nrcpts == 1 ? "" : ";");
+	policy_part(&b, word, (size_t)n);
+	if (s->nrcpts == 1) {
+		policy_fold(&b);
+		policy_puts(&b, "for");
+		n = snprintf(word, sizeof word, "<%s>;", s->rcpts[0]);
+		policy_part(&b, word, (size_t)n);
+	}
+	policy_fold(&b);
+	policy_puts(&b, date);
+	policy_put(&b, "\r\n", 2);
+	if (b.overflow) {
+		log_warn("%016llx smtp Received field over %zu octets", s->id,
+		    sizeof s->received);
+		return -1;
+	}
+	s->receivedlen = b.len;
+	return 0;
+}
+
+/* Append to the relayed header block (smtp_eom_build_head() checks head_overflow). */
+static void
+smtp_eom_head_add(struct smtp_session *s, size_t cap, const char *p, size_t len)
+{
+	/* Sized for the worst case; should that sum be wrong, 451, not a crash. */
+	if (s->head_overflow || s->headlen + len > cap) {
+		s->head_overflow = 1;
+		return;
+	}
+	memcpy(s->head + s->headlen, p, len);
+	s->headlen += len;
+}
+
+/* Field name match, any case, old-style blanks before the colon allowed. */
+static int
+smtp_eom_field_is(const char *field, size_t len, const char *name)
+{
+	const char *colon = memchr(field, ':', len);
+
+	return colon != NULL &&
+	    policy_header_is(field, (size_t)(colon - field), name);
+}
+
+static void
+smtp_eom_head_field(struct smtp_session *s, size_t cap, const char *name,
+    const char *value)
+{
+	smtp_eom_head_add(s, cap, name, strlen(name));
+	smtp_eom_head_add(s, cap, ": ", 2);
+	smtp_eom_head_add(s, cap, value, strlen(value));
+	smtp_eom_head_add(s, cap, "\r\n", 2);
+}
+
+/* Edits for position pos (0 = before the first original field). */
+static void
+smtp_eom_head_inserts(struct smtp_session *s, size_t cap,
+    const struct filter_outcome *o, size_t pos)
+{
+	size_t e;
+
+	for (e = 0; e < o->nedits; e++)
+		if (o->edits[e].kind == FILTER_EDIT_INSERT && o->edits[e].index == pos)
+			smtp_eom_head_field(s, cap, o->edits[e].name, o->edits[e].value);
+}
+
+/*
+ * Build the header block the upstream will see: our Received, our
+ * Authentication-Results, the tag, then the client's fields minus any
+ * Authentication-Results that claims our authserv-id (RFC 8601 5), with
+ * the filters' edits applied.  Everything added was validated (no CR/LF
+ * inside a value), so the only line ends are the ones written here.
+ */
+static int
+smtp_eom_build_head(struct smtp_session *s, const struct filter_outcome *o)
+{
+	char *src = NULL;
+	size_t cap, i, e, k, occ, vlen, extra = 0;
+	const char *f, *value;
+	int subject_done = 0, changed;
+
+	for (e = 0; e < o->nedits; e++)
+		extra += strlen(o->edits[e].name) + 4 +
+		    (o->edits[e].value ? strlen(o->edits[e].value) : 0);
+	cap = s->eoh_off + s->receivedlen + SMTP_EXTRA_HEADERS + extra +
+	    (s->cfg->tag_subject_prefix ? strlen(s->cfg->tag_subject_prefix) + 3 : 0) + 2;
+	if ((s->head = malloc(cap)) == NULL)
+		return -1;
+	s->headlen = 0;
+	s->head_overflow = 0;
+	if (s->eoh_off > 0) {
+		if ((src = malloc(s->eoh_off)) == NULL ||
+		    spool_read(&s->spool, 0, src, s->eoh_off) != (ssize_t)s->eoh_off) {
+			free(src);
+			return -1;
+		}
+	}
+	smtp_eom_head_add(s, cap, s->received, s->receivedlen);
+	s->headlen += filter_session_auth_results(s->fs, s->head + s->headlen,
+	    SMTP_EXTRA_HEADERS / 2);
+	if (o->tags[0] != '\0')
+		smtp_eom_head_field(s, cap, s->cfg->tag_header, o->tags);
+	smtp_eom_head_inserts(s, cap, o, 0);
+	s->head_prefix = s->headlen;
+	for (i = 0; i < s->nhdrs; i++) {
+		f = src + s->hdrs[i].off;
+		vlen = s->hdrs[i].len;
+		value = memchr(f, ':', vlen);
+		value = value ? value + 1 : f + vlen;
+		if (smtp_eom_field_is(f, vlen, "Authentication-Results") &&
+		    policy_ar_is_ours(value, (size_t)(f + vlen - value),
+		    s->cfg->authserv_id)) {
+			log_info("%016llx smtp removed forged Authentication-Results",
+			    s->id);
+			smtp_eom_head_inserts(s, cap, o, i + 1);
+			continue;
+		}
+		/* change_header(name, n, value): the n-th field of that name. */
+		changed = 0;
+		for (e = 0; e < o->nedits && !changed; e++) {
+			const struct filter_edit *ed = &o->edits[e];
+
+			if (ed->kind != FILTER_EDIT_CHANGE ||
+			    !smtp_eom_field_is(f, vlen, ed->name))
+				continue;
+			for (k = 0, occ = 0; k <= i; k++)
+				if (smtp_eom_field_is(src + s->hdrs[k].off, s->hdrs[k].len,
+				    ed->name))
+					occ++;
+			if (occ != ed->index)
+				continue;
+			changed = 1;
+			if (ed->value != NULL)
+				smtp_eom_head_field(s, cap, ed->name, ed->value);
+		}
+		if (changed) {
+			smtp_eom_head_inserts(s, cap, o, i + 1);
+			continue;
+		}
+		if (!subject_done && o->verdict == FMX_TAG &&
+		    s->cfg->tag_subject_prefix != NULL &&
+		    smtp_eom_field_is(f, vlen, "Subject")) {
+			const char *prefix = s->cfg->tag_subject_prefix;
+			const char *eol;
+			size_t plen = strlen(prefix);
+
+			subject_done = 1;
+			while (value < f + vlen && (*value == ' ' || *value == '\t'))
+				value++;
+			eol = memchr(value, '\r', (size_t)(f + vlen - value));
+			smtp_eom_head_add(s, cap, "Subject: ", 9);
+			if (eol != NULL && 9 + plen + (size_t)(eol - value) >
+			    SMTP_HEADER_LINE_MAX) {
+				/*
+				 * The client's first line was already near the
+				 * 998-octet limit (RFC 5322 2.1.1): fold between
+				 * the prefix and the old subject instead.
+				 */
+				while (plen > 0 && (prefix[plen - 1] == ' ' ||
+				    prefix[plen - 1] == '\t'))
+					plen--;
+				smtp_eom_head_add(s, cap, prefix, plen);
+				smtp_eom_head_add(s, cap, "\r\n ", 3);
+			} else
+				smtp_eom_head_add(s, cap, prefix, plen);
+			smtp_eom_head_add(s, cap, value, (size_t)(f + vlen - value));
+		} else
+			smtp_eom_head_add(s, cap, f, vlen);
+		smtp_eom_head_inserts(s, cap, o, i + 1);
+	}
+	s->head_added = s->headlen;
+	for (e = 0; e < o->nedits; e++)
+		if (o->edits[e].kind == FILTER_EDIT_ADD)
+			smtp_eom_head_field(s, cap, o->edits[e].name, o->edits[e].value);
+	/* Header fields the client sent after a non-header line stay in the body. */
+	free(src);
+	if (o->body != NULL) {
+		/* The new body replaces everything after the header block. */
+		smtp_eom_head_add(s, cap, "\r\n", 2);
+		s->use_newbody = 1;
+		if (spool_append(&s->newbody, o->body, o->bodylen) == -1 ||
+		    spool_flush(&s->newbody) == -1)
+			return -1;
+	}
+	if (s->head_overflow) {
+		log_warn("%016llx smtp header block over its %zu-octet bound",
+		    s->id, cap);
+		return -1;
+	}
+	return 0;
+}
+
+/* Recipient edits from the filters: 0 ok, -1 nothing left to deliver to. */
+static int
+smtp_eom_rcpt_edits(struct smtp_session *s, const struct filter_outcome *o,
+    int *changed)
+{
+	struct smtp_path p;
+	char line[SMTP_PATH_MAX + 16];
+	size_t i, j;
+
+	*changed = 0;
+	for (i = 0; i < o->ndel_rcpts; i++)
+		for (j = 0; j < s->nrcpts; j++)
+			if (strcasecmp(s->rcpts[j], o->del_rcpts[i]) == 0) {
+				log_info("%016llx filter removed rcpt=<%s>", s->id,
+				    s->rcpts[j]);
+				free(s->rcpts[j]);
+				free(s->rcpt_params[j]);
+				s->nrcpts--;
+				s->rcpts[j] = s->rcpts[s->nrcpts];
+				s->rcpt_params[j] = s->rcpt_params[s->nrcpts];
+				*changed = 1;
+				break;
+			}
+	for (i = 0; i < o->nadd_rcpts; i++) {
+		/* Re-parse exactly like a client's RCPT: no smuggling via modules. */
+		snprintf(line, sizeof line, "TO:<%s>", o->add_rcpts[i]);
+		if (smtp_parse_path(line, SMTP_CMD_RCPT, &p) != SMTP_PARSE_OK) {
+			log_warn("%016llx filter added invalid rcpt ignored", s->id);
+			continue;
+		}
+		log_info("%016llx filter added rcpt=<%s>", s->id, p.mailbox);
+		/* The api gives an added recipient no DSN parameters. */
+		smtp_mail_rcpt_add(s, p.mailbox, NULL);
+		*changed = 1;
+	}
+	return s->nrcpts > 0 ? 0 : -1;
+}
+
+static void
+smtp_eom_done(void *arg, const struct filter_result *res)
+{
+	struct smtp_session *s = arg;
+	const struct filter_outcome *o;
+	int rcpts_changed;
+
+	if (smtp_filter_refused(s, res, "message")) {
+		smtp_chat_log_message(s, "refused", res->filter);
+		smtp_tx_done(s);
+		return;
+	}
+	o = filter_session_outcome(s->fs);
+	if (smtp_eom_rcpt_edits(s, o, &rcpts_changed) == -1) {
+		smtp_chat_log_message(s, "discarded", "filters removed every recipient");
+		smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->queue_id);
+		smtp_tx_done(s);
+		return;
+	}
+	if (smtp_eom_received(s) == -1 || smtp_eom_build_head(s, o) == -1) {
+		smtp_chat_log_message(s, "tempfail", "out of memory or spool error");
+		smtp_reply(s, "451 4.3.0 Error: local error, try again later");
+		smtp_tx_done(s);
+		return;
+	}
+	if (s->cfg->upstream_kind == CONFIG_UPSTREAM_CHECK &&
+	    (o->verdict == FMX_DISCARD || o->verdict == FMX_QUARANTINE)) {
+		smtp_relay_check_deliver(s, o->verdict == FMX_DISCARD ? "discard" :
+		    "quarantine");
+		return;
+	}
+	switch (o->verdict) {
+	case FMX_DISCARD:
+		/* The client keeps no responsibility: logging the decision is the record. */
+		smtp_chat_log_message(s, "discarded", o->reason);
+		smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->queue_id);
+		smtp_tx_done(s);
+		return;
+	case FMX_QUARANTINE:
+		if (s->cfg->quarantine_dir == NULL ||
+		    smtp_relay_write_dir(s, s->cfg->quarantine_dir, 1, o->reason) == -1) {
+			/* Nowhere safe to keep it: the client keeps it. */
+			smtp_chat_log_message(s, "tempfail", "quarantine unavailable");
+			smtp_reply(s, "451 4.3.0 Error: quarantine unavailable, try again later");
+		} else {
+			smtp_chat_log_message(s, "quarantined", o->reason);
+			smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->queue_id);
+		}
+		smtp_tx_done(s);
+		return;
+	default:
+		break;
+	}
+	if (rcpts_changed && s->cfg->upstream_kind == CONFIG_UPSTREAM_SMTP) {
+		s->replay_i = 0;
+		s->replay_off = 0;
+		smtp_enter_state(s, SMTP_STATE_WAIT);
+		smtp_relay_envelope_next(s);
+		return;
+	}
+	smtp_relay_message(s);
+}
+
+static void
+smtp_eom_replay_done(void *arg, const struct filter_result *res)
+{
+	struct smtp_session *s = arg;
+
+	if (smtp_filter_refused(s, res, "message")) {
+		smtp_chat_log_message(s, "refused", res->filter);
+		smtp_tx_done(s);
+		return;
+	}
+	/* Filters usually answer at once: iterate there instead of recursing per header. */
+	if (s->in_replay)
+		s->replay_again = 1;
+	else
+		smtp_eom_replay_next(s);
+}
+
+long
+smtp_eom_msg_read(void *arg, size_t off, void *buf, size_t len)
+{
+	struct smtp_session *s = arg;
+
+	return (long)spool_read(&s->spool, (off_t)off, buf, len);
+}
+
+/*
+ * Feed the spooled message to the filters: each header field, end of
+ * headers, the body in chunks, then eom.  Nothing was relayed yet, so
+ * replaying at end of data gives the filters the same view milter
+ * streaming would, with one spool and no second copy.  replay_i walks the
+ * header fields, replay_off the body.
+ */
+
+void
+smtp_eom_replay_next(struct smtp_session *s)
+{
+	do {
+		s->replay_again = 0;
+		s->in_replay = 1;
+		smtp_eom_replay_step(s);
+		s->in_replay = 0;
+	} while (s->replay_again);
+}
+
+/* Our own disk failed under the message: the client keeps it (451). */
+static void
+smtp_eom_replay_failed(struct smtp_session *s)
+{
+	free(s->replay_buf);
+	s->replay_buf = NULL;
+	s->replay_i = 0;
+	s->replay_off = 0;
+	smtp_chat_log_message(s, "tempfail", "spool read error");
+	smtp_reply(s, "451 4.3.0 Error: local error, try again later");
+	smtp_tx_done(s);
+}
+
+static void
+smtp_eom_replay_step(struct smtp_session *s)
+{
+	struct filter_args a;
+	size_t body_start = s->eoh_off, len;
+	ssize_t n;
+	char *colon;
+
+	memset(&a, 0, sizeof a);
+	smtp_facts(s);
+	if (s->replay_i < s->nhdrs && filter_chain_wants(s->chain, FILTER_PH_HEADER)) {
+		const struct smtp_hdr *h = &s->hdrs[s->replay_i++];
+
+		free(s->replay_buf);
+		if ((s->replay_buf = malloc(h->len + 1)) == NULL)
+			fatalx("out of memory");
+		if (spool_read(&s->spool, (off_t)h->off, s->replay_buf, h->len) !=
+		    (ssize_t)h->len) {
+			smtp_eom_replay_failed(s);
+			return;
+		}
+		len = h->len - 2;	/* without the final CRLF */
+		s->replay_buf[len] = '\0';
+		colon = strchr(s->replay_buf, ':');
+		*colon = '\0';
+		/* obsolete "Name :" syntax: the name is without the blanks */
+		for (len = (size_t)(colon - s->replay_buf); len > 0 &&
+		    (s->replay_buf[len - 1] == ' ' || s->replay_buf[len - 1] == '\t'); len--)
+			s->replay_buf[len - 1] = '\0';
+		a.str = s->replay_buf;
+		a.str2 = colon + 1;
+		/* milter convention: drop the one space after the colon */
+		if (*a.str2 == ' ')
+			a.str2++;
+		filter_session_run(s->fs, FILTER_PH_HEADER, &a, smtp_eom_replay_done, s);
+		return;
+	}
+	if (s->replay_i == s->nhdrs || !filter_chain_wants(s->chain, FILTER_PH_HEADER)) {
+		s->replay_i = s->nhdrs + 1;
+		if (filter_chain_wants(s->chain, FILTER_PH_EOH)) {
+			filter_session_run(s->fs, FILTER_PH_EOH, &a, smtp_eom_replay_done, s);
+			return;
+		}
+	}
+	/* The body proper starts after the empty line that ends the header. */
+	if (s->replay_off == 0)
+		s->replay_off = body_start + (s->eoh_blank ? 2 : 0);
+	if (filter_chain_wants(s->chain, FILTER_PH_BODY) &&
+	    s->replay_off < s->spool.size) {
+		free(s->replay_buf);
+		if ((s->replay_buf = malloc(SMTP_BODY_CHUNK)) == NULL)
+			fatalx("out of memory");
+		n = spool_read(&s->spool, (off_t)s->replay_off, s->replay_buf,
+		    SMTP_BODY_CHUNK);
+		if (n <= 0) {
+			smtp_eom_replay_failed(s);
+			return;
+		}
+		s->replay_off += (size_t)n;
+		a.data = (const unsigned char *)s->replay_buf;
+		a.len = (size_t)n;
+		filter_session_run(s->fs, FILTER_PH_BODY, &a, smtp_eom_replay_done, s);
+		return;
+	}
+	free(s->replay_buf);
+	s->replay_buf = NULL;
+	s->replay_i = 0;
+	s->replay_off = 0;
+	filter_session_run(s->fs, FILTER_PH_EOM, &a, smtp_eom_done, s);
+}

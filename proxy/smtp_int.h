@@ -1,0 +1,301 @@
+/*
+ * smtp_int.h - private to the smtp_* files: the session and its helpers
+ *
+ * DESCRIPTION
+ *	struct smtp_session (one client connection, its transaction and its
+ *	upstream), its state and enums, and the prototypes the smtp_*.c
+ *	files share, grouped by the file that defines them.  Nothing outside
+ *	proxy/smtp_*.c includes this; the public interface is
+ *	smtp_session.h.
+ *
+ *	Names: each file's functions carry its prefix (smtp_chat_,
+ *	smtp_peer_, smtp_auth_, smtp_mail_, smtp_data_, smtp_eom_,
+ *	smtp_relay_); smtp_session.c keeps the family's bare smtp_ prefix
+ *	(smtp_enter_state, smtp_resume, smtp_cmd_*), and smtp_reply() and
+ *	smtp_error() in smtp_chat.c keep theirs because every file calls
+ *	them.
+ */
+#ifndef FRONTMX_SMTP_INT_H
+#define FRONTMX_SMTP_INT_H
+
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <stddef.h>
+#include <time.h>
+
+#include <event2/util.h>
+
+#include "config.h"
+#include "filter_chain.h"
+#include "smtp_frame.h"
+#include "smtp_parse.h"
+#include "smtp_reply.h"
+#include "spool.h"
+#include "upstream.h"
+
+struct bufferevent;
+struct event;
+struct worker;
+
+#include "xtext.h"
+
+#define SMTP_REPLY_BUF		(SMTP_REPLY_TEXT_MAX + 2048)
+/*
+ * The longest Received field: "from" HELO (255), "(" PTR name (255),
+ * "[" address (46) "])", the TLS comment (96), "by" hostname (255),
+ * "(frontmx) with UTF8SMTPSA id" and the id (40), "for <" path (256) ">;",
+ * the date (64), every separator a 3-octet fold, and room to spare.
+ */
+#define SMTP_RECEIVED_MAX	2048
+#define SMTP_HELO_MAX		SMTP_DOMAIN_MAX
+#define SMTP_QUIT_TIMEOUT	10	/* seconds to flush the last reply */
+#define SMTP_BODY_CHUNK		65536	/* body bytes per on_body call (API promise) */
+#define SMTP_HEADER_LINE_MAX	998	/* RFC 5322 2.1.1, without the CRLF */
+#define SMTP_EXTRA_HEADERS	8192	/* room for Received, A-R, tag and edits */
+#define SMTP_OUTPUT_HIGH	65536	/* replies a client leaves unread before we stop reading it */
+#define SMTP_PROXY_TIMEOUT	10	/* seconds for a load balancer's PROXY header */
+#define SMTP_AUTH_LINE_MAX	12290	/* RFC 4954 4: 12288 octets plus CRLF */
+
+enum smtp_state {
+	SMTP_STATE_PROXY = 0,	/* waiting for the PROXY protocol header */
+	SMTP_STATE_CONNECT,	/* connect filters, then the greeting */
+	SMTP_STATE_COMMAND,	/* reading commands */
+	SMTP_STATE_WAIT,	/* a filter or the upstream owes us an answer */
+	SMTP_STATE_DATA,	/* reading message lines */
+	SMTP_STATE_BDAT,	/* reading a BDAT chunk (RFC 3030) */
+	SMTP_STATE_AUTH,	/* reading a SASL response line (RFC 4954) */
+	SMTP_STATE_RELAY,	/* message going upstream; input paused */
+	SMTP_STATE_QUIT,	/* flushing the last reply, then close */
+	SMTP_STATE_COUNT	/* must be last */
+};
+
+/* Why a message is refused once its final dot arrives. */
+enum smtp_data_err {
+	SMTP_DATA_OK = 0,
+	SMTP_DATA_BARE_EOL,	/* bare CR or LF */
+	SMTP_DATA_NUL,
+	SMTP_DATA_LINE_TOO_LONG,
+	SMTP_DATA_TOO_BIG,
+	SMTP_DATA_HEADER_TOO_BIG,
+	SMTP_DATA_SPOOL,	/* our disk */
+	SMTP_DATA_ERR_COUNT	/* must be last */
+};
+
+enum smtp_rdns {
+	SMTP_RDNS_OK = 0,	/* PTR name whose addresses include the client's */
+	SMTP_RDNS_NONE,		/* no PTR, or the name does not point back */
+	SMTP_RDNS_TEMP,		/* DNS failed: try again later */
+	SMTP_RDNS_PTR,		/* looking up the PTR */
+	SMTP_RDNS_FORWARD	/* looking up the name's addresses */
+};
+
+enum smtp_tls {
+	SMTP_TLS_NONE = 0,
+	SMTP_TLS_HANDSHAKE,	/* STARTTLS answered or implicit TLS: handshake running */
+	SMTP_TLS_ACTIVE
+};
+
+/* The MAIL parameters relayed, kept in the order the client gave them. */
+enum smtp_mail_param {
+	SMTP_MAIL_SIZE = 0,
+	SMTP_MAIL_SMTPUTF8,
+	SMTP_MAIL_RET,
+	SMTP_MAIL_ENVID,
+	SMTP_MAIL_BODY,
+	SMTP_MAIL_PARAM_COUNT	/* must be last */
+};
+
+/* One header field of the spooled message. */
+struct smtp_hdr {
+	size_t	off;		/* in the spool */
+	size_t	len;		/* including folds and the final CRLF */
+};
+
+struct smtp_session {
+	unsigned long long	 id;
+	struct worker		*worker;
+	struct filter_chain	*chain;		/* holds cfg */
+	struct config		*cfg;
+	struct filter_session	*fs;
+	struct filter_facts	 facts;
+	const struct config_listener *listener;	/* NULL for `frontmx check` */
+	enum smtp_tls		 tls;
+	char			 tls_desc[96];	/* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
+	struct bufferevent	*bev;
+	enum smtp_state		 state;
+	TAILQ_ENTRY(smtp_session) entry;
+
+	struct sockaddr_storage	 sa;
+	char			 addr[INET6_ADDRSTRLEN];
+	unsigned		 port;
+	/* The client's name: verified both ways, or why not (RFC 1912 2.1). */
+	char			 name[SMTP_DOMAIN_MAX + 1];	/* "unknown" when none */
+	enum smtp_rdns		 rdns;
+	unsigned long long	 rdns_id;
+	int			 rdns_waiting;
+	char			 helo[SMTP_HELO_MAX + 1];
+	int			 esmtp;
+	unsigned		 offer;		/* SMTP_EHLO_* pass-through extensions our EHLO offered */
+	size_t			 errors;
+	int			 skipping;	/* discarding an over-long line */
+	int			 draining;	/* SIGTERM: close when idle */
+	int			 processing;	/* inside smtp_process(): don't recurse */
+	int			 output_full;	/* client not reading its replies: paused */
+	int			 eof;		/* client shut its side: answer what it sent, close */
+	struct event		*quit_timer;	/* waiting for TLS bytes to leave */
+	struct event		*deadline;	/* the whole wait: smtp_deadline() */
+	int			 line_timed;	/* deadline set for the line awaited */
+	struct timespec		 data_by;	/* the message must be in by then; 0: none */
+	int			 quit_polls;
+
+	/* Transaction. */
+	char			*mail_from;	/* NULL: no MAIL yet */
+	int			 tx_utf8;	/* MAIL had SMTPUTF8 (RFC 6531) */
+	/* MAIL parameters as validated; the upstream line is made at send. */
+	int			 tx_body;	/* 0, 7 (BODY=7BIT) or 8 (BODY=8BITMIME) */
+	int			 tx_ret;	/* 0, 1 RET=FULL, 2 RET=HDRS */
+	int			 tx_has_size;
+	unsigned long long	 tx_size;
+	char			 tx_envid[101];	/* RFC 3461 4.4: xtext, 100 at most */
+	enum smtp_mail_param	 tx_order[SMTP_MAIL_PARAM_COUNT];	/* as the client gave them */
+	size_t			 tx_nparams;
+	size_t			 tx_size_limit;	/* smtp_relay_size_limit() at the data's start; 0 before */
+	int			 bdat;		/* this transaction's message comes in BDAT chunks */
+	unsigned long long	 bdat_left;	/* bytes of the current chunk still to read */
+	unsigned long long	 bdat_total;	/* octets of this message's chunks so far */
+	int			 bdat_last;
+	const char		*bdat_refuse;	/* consume the chunk, then this reply */
+	char			 bdat_reply[FILTER_REPLY_MAX];	/* a filter's refusal, kept */
+	char			*text_line;	/* smtp_data_text_line(): one DATA line, or a BDAT line across chunks */
+	size_t			 bdat_linelen;
+	int			 bdat_long;	/* current line over the limit: skipping */
+	char			**rcpts;
+	char			**rcpt_params;	/* " NOTIFY=.. ORCPT=.." each, or NULL */
+	size_t			 nrcpts;
+	size_t			 rcpt_attempts;
+	struct spool		 spool;
+	enum smtp_data_err	 data_err;
+	int			 in_header;
+	size_t			 header_bytes;
+	size_t			 msg_bytes;
+	struct timespec		 tx_start;
+	char			 received[SMTP_RECEIVED_MAX];
+	size_t			 receivedlen;
+	const struct config_policy *policy;	/* of the first accepted recipient */
+	struct smtp_hdr		*hdrs;
+	size_t			 nhdrs;
+	size_t			 hdrcap;
+	size_t			 eoh_off;	/* spool offset where the body part starts */
+	int			 eoh_blank;	/* ... with the empty line that ends the header */
+	char			 queue_id[40];
+	char			*head;		/* header block as relayed */
+	size_t			 headlen;
+	size_t			 head_prefix;	/* fields we put before the client's */
+	size_t			 head_added;	/* start of the fields appended after them */
+	int			 head_overflow;	/* smtp_eom_head_add() ran out of room */
+	struct spool		 newbody;	/* a filter's replacement body */
+	int			 use_newbody;
+	size_t			 replay_i;	/* header/body replay to the filters */
+	int			 in_replay;	/* inside smtp_eom_replay_next(): loop, don't recurse */
+	int			 replay_again;
+	size_t			 replay_off;
+	char			*replay_buf;
+
+	/* Upstream. */
+	struct upstream		*up;
+	int			 up_reused;	/* this MAIL went over a kept connection */
+	int			 mail_retried;
+	char			 pending[SMTP_CMD_LINE_MAX + SMTP_PARAMS_MAX * 8];	/* command to relay */
+	char			 pending_rcpt[SMTP_PATH_MAX + 1];
+	char			 pending_dsn[SMTP_PARAM_VALUE_MAX * 2 + 32];	/* its DSN parameters */
+	upstream_done_fn	 pending_cb;	/* who gets the reply to pending */
+	char			*auth_id;	/* authenticated identity (RFC 4954), set on 235 only */
+	char			*auth_claim;	/* the name in the exchange, until the upstream says 235 */
+	char			 auth_mech[24];
+	int			 auth_step;	/* SASL responses relayed so far */
+	unsigned long		 messages;
+};
+
+/* smtp_session.c */
+void	smtp_data_clock_stop(struct smtp_session *s);
+void	smtp_read_on(struct smtp_session *s);
+void	smtp_enter_state(struct smtp_session *s, enum smtp_state state);
+void	smtp_tx_reset(struct smtp_session *s);
+void	smtp_facts(struct smtp_session *s);
+void	smtp_filter(struct smtp_session *s, enum filter_phase phase,
+	    const char *str, filter_done_fn done);
+int	smtp_filter_refused(struct smtp_session *s,
+	    const struct filter_result *res, const char *what);
+void	smtp_resume(struct smtp_session *s, enum smtp_state state);
+void	smtp_tx_done(struct smtp_session *s);
+void	smtp_process(struct smtp_session *s);
+void	smtp_readcb(struct bufferevent *bev, void *arg);
+void	smtp_eventcb(struct bufferevent *bev, short what, void *arg);
+void	smtp_connect_filters(struct smtp_session *s);
+void	smtp_session_free(struct smtp_session *s);
+
+/* smtp_chat.c */
+__attribute__((format(printf, 2, 3)))
+void	smtp_reply(struct smtp_session *s, const char *fmt, ...);
+__attribute__((format(printf, 2, 3)))
+void	smtp_error(struct smtp_session *s, const char *fmt, ...);
+void	smtp_chat_upstream(struct smtp_session *s, const struct smtp_reply *r,
+	    const char *dflt_ok);
+void	smtp_chat_log_message(struct smtp_session *s, const char *result,
+	    const char *reply);
+void	smtp_chat_setup(struct smtp_session *s);
+int	smtp_chat_tls_wrap(struct smtp_session *s);
+int	smtp_chat_quit_later(struct smtp_session *s);
+void	smtp_chat_quit_flushed(struct smtp_session *s);
+void	smtp_chat_writecb(struct bufferevent *bev, void *arg);
+
+/* smtp_peer.c */
+void	smtp_peer_lookup(struct smtp_session *s);
+void	smtp_peer_set(struct smtp_session *s, const struct sockaddr *sa);
+void	smtp_peer_proxy_input(struct smtp_session *s);
+
+/* smtp_auth.c */
+void	smtp_auth_offer(const struct smtp_session *s, char *out, size_t outlen);
+int	smtp_auth_offered(const struct smtp_session *s);
+void	smtp_auth_cmd(struct smtp_session *s, const char *args);
+int	smtp_auth_input(struct smtp_session *s);
+
+/* smtp_mail.c */
+int	smtp_mail_offer_8bitmime(const struct smtp_session *s);
+int	smtp_mail_offer_smtputf8(const struct smtp_session *s);
+int	smtp_mail_offer_dsn(const struct smtp_session *s);
+void	smtp_mail_cmd_mail(struct smtp_session *s, const char *args);
+void	smtp_mail_rcpt_add(struct smtp_session *s, const char *rcpt,
+	    const char *params);
+void	smtp_mail_rcpt_accepted(struct smtp_session *s);
+void	smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args);
+
+/* smtp_data.c */
+void	smtp_data_cmd_data(struct smtp_session *s, const char *args);
+int	smtp_data_bdat_input(struct smtp_session *s);
+void	smtp_data_cmd_bdat(struct smtp_session *s, const char *args);
+int	smtp_data_input(struct smtp_session *s);
+
+/* smtp_eom.c */
+long	smtp_eom_msg_read(void *arg, size_t off, void *buf, size_t len);
+void	smtp_eom_replay_next(struct smtp_session *s);
+
+/* smtp_relay.c */
+void	smtp_relay_failed(struct smtp_session *s, enum upstream_err err);
+int	smtp_relay_has(const struct smtp_session *s, unsigned flag);
+unsigned	smtp_relay_offer_flags(const struct smtp_session *s);
+size_t	smtp_relay_size_limit(const struct smtp_session *s);
+void	smtp_relay_mail_reply(void *arg, enum upstream_err err,
+	    const struct smtp_reply *r);
+void	smtp_relay_mail_start(struct smtp_session *s);
+const char *smtp_relay_mail_line(struct smtp_session *s);
+void	smtp_relay_rcpt_reply(void *arg, enum upstream_err err,
+	    const struct smtp_reply *r);
+int	smtp_relay_write_dir(struct smtp_session *s, const char *dir,
+	    int single, const char *note);
+void	smtp_relay_check_deliver(struct smtp_session *s, const char *action);
+void	smtp_relay_message(struct smtp_session *s);
+void	smtp_relay_envelope_next(struct smtp_session *s);
+
+#endif

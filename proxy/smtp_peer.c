@@ -1,0 +1,245 @@
+/*
+ * smtp_peer.c - who the client is: PROXY protocol glue, client name
+ *
+ * DESCRIPTION
+ *	smtp_peer_set() records the peer address as text and port, from the
+ *	TCP connection or from a load balancer's PROXY header.
+ *	smtp_peer_proxy_input() reads that header before the greeting (the
+ *	pure v1/v2 parser is haproxy.c), re-counts the connection under the
+ *	real client address, and puts TLS over the socket on an implicit-TLS
+ *	listener.
+ *
+ *	smtp_peer_lookup() names the client by forward-confirmed reverse DNS
+ *	(RFC 1912 2.1): a PTR name counts only when its own addresses include
+ *	the client's.  The result (s->rdns) is OK, NONE or TEMP; loopback is
+ *	"localhost" without asking.  When the name is known, or known to be
+ *	unknown, the connect phase of the filters runs
+ *	(smtp_connect_filters).
+ */
+#include <arpa/inet.h>
+#include <arpa/nameser.h>
+#include <ctype.h>
+#include <netinet/in.h>
+#include <resolv.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "config.h"
+#include "dns.h"
+#include "haproxy.h"
+#include "log.h"
+#include "smtp_int.h"
+#include "smtp_parse.h"
+#include "worker.h"
+
+static void	smtp_peer_rdns_answer(void *arg, int rcode,
+	    const unsigned char *pkt, size_t len);
+
+static int
+smtp_peer_rdns_start(struct smtp_session *s, const char *qname, int type)
+{
+	unsigned long long id;
+
+	s->rdns_waiting = 1;
+	id = dns_lookup(bufferevent_get_base(s->bev), qname, type,
+	    smtp_peer_rdns_answer, s);
+	if (id == 0) {
+		s->rdns_waiting = 0;
+		return -1;
+	}
+	if (s->rdns_waiting)		/* not answered from the cache already */
+		s->rdns_id = id;
+	return 0;
+}
+
+/* Done: name the client, then the connect phase of the filters. */
+static void
+smtp_peer_rdns_done(struct smtp_session *s, enum smtp_rdns result)
+{
+	s->rdns = result;
+	if (result != SMTP_RDNS_OK)
+		snprintf(s->name, sizeof s->name, "unknown");
+	log_debug("%016llx smtp client=%s name=%s", s->id, s->addr, s->name);
+	smtp_connect_filters(s);
+}
+
+/*
+ * One answer: the PTR (then ask for the name's addresses), or those
+ * addresses (then the name counts only if the client's is among them:
+ * a PTR alone is whatever the address owner wants it to be).
+ */
+static void
+smtp_peer_rdns_answer(void *arg, int rcode, const unsigned char *pkt, size_t len)
+{
+	struct smtp_session *s = arg;
+	char name[NS_MAXDNAME];
+	unsigned char want[16];
+	ns_msg msg;
+	ns_rr rr;
+	int i, n, family = s->sa.ss_family, found = 0;
+
+	s->rdns_waiting = 0;
+	s->rdns_id = 0;
+	if (rcode < 0 || rcode == ns_r_servfail) {
+		smtp_peer_rdns_done(s, SMTP_RDNS_TEMP);
+		return;
+	}
+	if (rcode != ns_r_noerror || ns_initparse(pkt, (int)len, &msg) == -1) {
+		smtp_peer_rdns_done(s, SMTP_RDNS_NONE);
+		return;
+	}
+	n = ns_msg_count(msg, ns_s_an);
+	if (s->rdns == SMTP_RDNS_PTR) {
+		for (i = 0; i < n && !found; i++)
+			if (ns_parserr(&msg, ns_s_an, i, &rr) == 0 &&
+			    ns_rr_type(rr) == ns_t_ptr &&
+			    dn_expand(ns_msg_base(msg), ns_msg_end(msg), ns_rr_rdata(rr),
+			    name, sizeof name) > 0 && strlen(name) <= SMTP_DOMAIN_MAX &&
+			    smtp_parse_domain(name) == 0)
+				found = 1;
+		if (!found) {
+			smtp_peer_rdns_done(s, SMTP_RDNS_NONE);
+			return;
+		}
+		for (i = 0; name[i] != '\0'; i++)
+			name[i] = (char)tolower((unsigned char)name[i]);
+		snprintf(s->name, sizeof s->name, "%.255s", name);	/* <= 255: checked */
+		s->rdns = SMTP_RDNS_FORWARD;
+		if (smtp_peer_rdns_start(s, s->name, family == AF_INET6 ? ns_t_aaaa :
+		    ns_t_a) == -1)
+			smtp_peer_rdns_done(s, SMTP_RDNS_TEMP);
+		return;
+	}
+	if (family == AF_INET6)
+		memcpy(want, &((struct sockaddr_in6 *)&s->sa)->sin6_addr, 16);
+	else
+		memcpy(want, &((struct sockaddr_in *)&s->sa)->sin_addr, 4);
+	for (i = 0; i < n && !found; i++)
+		if (ns_parserr(&msg, ns_s_an, i, &rr) == 0 &&
+		    ((family == AF_INET && ns_rr_type(rr) == ns_t_a &&
+		    ns_rr_rdlen(rr) == 4) ||
+		    (family == AF_INET6 && ns_rr_type(rr) == ns_t_aaaa &&
+		    ns_rr_rdlen(rr) == 16)) &&
+		    memcmp(ns_rr_rdata(rr), want, ns_rr_rdlen(rr)) == 0)
+			found = 1;
+	smtp_peer_rdns_done(s, found ? SMTP_RDNS_OK : SMTP_RDNS_NONE);
+}
+
+/*
+ * Who is this client?  Loopback is "localhost" without asking; with
+ * dns.reverse off, or without a resolver, nobody is named.
+ */
+void
+smtp_peer_lookup(struct smtp_session *s)
+{
+	char q[80];
+	const unsigned char *a;
+	int i, n;
+
+	snprintf(s->name, sizeof s->name, "unknown");
+	if (s->sa.ss_family == AF_INET) {
+		a = (const unsigned char *)&((struct sockaddr_in *)&s->sa)->sin_addr;
+		if (a[0] == 127) {
+			snprintf(s->name, sizeof s->name, "localhost");
+			smtp_peer_rdns_done(s, SMTP_RDNS_OK);
+			return;
+		}
+		snprintf(q, sizeof q, "%u.%u.%u.%u.in-addr.arpa", a[3], a[2], a[1],
+		    a[0]);
+	} else {
+		a = ((struct sockaddr_in6 *)&s->sa)->sin6_addr.s6_addr;
+		if (IN6_IS_ADDR_LOOPBACK((const struct in6_addr *)a)) {
+			snprintf(s->name, sizeof s->name, "localhost");
+			smtp_peer_rdns_done(s, SMTP_RDNS_OK);
+			return;
+		}
+		for (i = 15, n = 0; i >= 0; i--)
+			n += snprintf(q + n, sizeof q - (size_t)n, "%x.%x.",
+			    a[i] & 0x0f, a[i] >> 4);
+		snprintf(q + n, sizeof q - (size_t)n, "ip6.arpa");
+	}
+	if (!s->cfg->dns_reverse || s->listener == NULL) {
+		smtp_peer_rdns_done(s, SMTP_RDNS_NONE);
+		return;
+	}
+	s->rdns = SMTP_RDNS_PTR;
+	if (smtp_peer_rdns_start(s, q, ns_t_ptr) == -1)
+		smtp_peer_rdns_done(s, SMTP_RDNS_TEMP);
+}
+
+/* The peer address (TCP, or from the PROXY header) as text and port. */
+void
+smtp_peer_set(struct smtp_session *s, const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+
+		memcpy(&s->sa, s6, sizeof *s6);
+		inet_ntop(AF_INET6, &s6->sin6_addr, s->addr, sizeof s->addr);
+		s->port = ntohs(s6->sin6_port);
+	} else {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+
+		memcpy(&s->sa, s4, sizeof *s4);
+		inet_ntop(AF_INET, &s4->sin_addr, s->addr, sizeof s->addr);
+		s->port = ntohs(s4->sin_port);
+	}
+}
+
+/*
+ * PROXY protocol (haproxy's proxy-protocol.txt), before our greeting: the
+ * client says nothing until it sees 220, so everything in the buffer now
+ * is the balancer's.  A bad or missing header closes the connection: it
+ * was never an SMTP client we could answer.
+ */
+void
+smtp_peer_proxy_input(struct smtp_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct sockaddr_storage real;
+	unsigned char h[HAPROXY_MAX];
+	size_t have = evbuffer_get_length(in), used;
+	ev_ssize_t n;
+	enum haproxy_status r;
+
+	if (have == 0)
+		return;
+	n = evbuffer_copyout(in, h, have < sizeof h ? have : sizeof h);
+	if (n <= 0)
+		return;
+	r = haproxy_parse(h, (size_t)n, &used, &real);
+	if (r == HAPROXY_MORE)
+		return;
+	if (r == HAPROXY_BAD)
+		goto bad;
+	evbuffer_drain(in, used);
+	if (r == HAPROXY_ADDR) {
+		char was[INET6_ADDRSTRLEN];
+
+		snprintf(was, sizeof was, "%s", s->addr);
+		worker_conn_release((const struct sockaddr *)&s->sa);
+		smtp_peer_set(s, (const struct sockaddr *)&real);
+		log_info("%016llx smtp proxy client=%s port=%u via=%s", s->id,
+		    s->addr, s->port, was);
+		if (worker_conn_acquire((const struct sockaddr *)&s->sa, s->cfg) == -1) {
+			/* Count it anyway so that smtp_session_free can release it. */
+			worker_conn_force((const struct sockaddr *)&s->sa);
+			smtp_reply(s, "421 4.7.0 Error: too many connections");
+			smtp_enter_state(s, SMTP_STATE_QUIT);
+			return;
+		}
+	}
+	/* haproxy in front of port 465: the header is in clear, TLS follows. */
+	if (s->listener->tls == CONFIG_TLS_IMPLICIT && smtp_chat_tls_wrap(s) == -1)
+		goto bad;
+	smtp_enter_state(s, SMTP_STATE_CONNECT);
+	smtp_peer_lookup(s);
+	return;
+bad:
+	log_info("%016llx smtp disconnect reason=bad-proxy-header client=%s",
+	    s->id, s->addr);
+	smtp_session_free(s);
+}
