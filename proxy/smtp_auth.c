@@ -187,10 +187,8 @@ smtp_auth_cancelled(void *arg, enum upstream_err err, const struct smtp_reply *r
 	struct smtp_session *s = arg;
 
 	(void)r;
-	if (err != UPSTREAM_OK) {
-		upstream_close(s->up);
-		s->up = NULL;
-	}
+	if (err != UPSTREAM_OK)
+		smtp_relay_close(s);
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
 

@@ -20,7 +20,6 @@
 #include <strings.h>
 #include <time.h>
 
-#include "config.h"
 #include "filter_chain.h"
 #include "log.h"
 #include "policy.h"
@@ -331,12 +330,8 @@ smtp_eom_done(void *arg, const struct filter_result *res)
 		smtp_tx_done(s);
 		return;
 	}
-	if (s->cfg->upstream_kind == CONFIG_UPSTREAM_CHECK &&
-	    (o->verdict == FMX_DISCARD || o->verdict == FMX_QUARANTINE)) {
-		smtp_relay_check_deliver(s, o->verdict == FMX_DISCARD ? "discard" :
-		    "quarantine");
+	if (smtp_relay_reported(s, o->verdict))
 		return;
-	}
 	switch (o->verdict) {
 	case FMX_DISCARD:
 		/* The client keeps no responsibility: logging the decision is the record. */
@@ -359,14 +354,7 @@ smtp_eom_done(void *arg, const struct filter_result *res)
 	default:
 		break;
 	}
-	if (rcpts_changed && s->cfg->upstream_kind == CONFIG_UPSTREAM_SMTP) {
-		s->replay_i = 0;
-		s->replay_off = 0;
-		smtp_enter_state(s, SMTP_STATE_WAIT);
-		smtp_relay_envelope_next(s);
-		return;
-	}
-	smtp_relay_message(s);
+	smtp_relay_deliver(s, rcpts_changed);
 }
 
 static void

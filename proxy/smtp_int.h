@@ -282,20 +282,18 @@ long	smtp_eom_msg_read(void *arg, size_t off, void *buf, size_t len);
 void	smtp_eom_replay_next(struct smtp_session *s);
 
 /* smtp_relay.c */
+void	smtp_relay_close(struct smtp_session *s);
+void	smtp_relay_cancel(struct smtp_session *s);
 void	smtp_relay_failed(struct smtp_session *s, enum upstream_err err);
 int	smtp_relay_has(const struct smtp_session *s, unsigned flag);
 unsigned	smtp_relay_offer_flags(const struct smtp_session *s);
 size_t	smtp_relay_size_limit(const struct smtp_session *s);
-void	smtp_relay_mail_reply(void *arg, enum upstream_err err,
-	    const struct smtp_reply *r);
 void	smtp_relay_mail_start(struct smtp_session *s);
-const char *smtp_relay_mail_line(struct smtp_session *s);
-void	smtp_relay_rcpt_reply(void *arg, enum upstream_err err,
-	    const struct smtp_reply *r);
 int	smtp_relay_write_dir(struct smtp_session *s, const char *dir,
 	    int single, const char *note);
-void	smtp_relay_check_deliver(struct smtp_session *s, const char *action);
-void	smtp_relay_message(struct smtp_session *s);
-void	smtp_relay_envelope_next(struct smtp_session *s);
+void	smtp_relay_mail(struct smtp_session *s);
+void	smtp_relay_rcpt(struct smtp_session *s);
+int	smtp_relay_reported(struct smtp_session *s, enum fmx_verdict verdict);
+void	smtp_relay_deliver(struct smtp_session *s, int rcpts_changed);
 
 #endif

@@ -29,7 +29,6 @@
 #include "policy.h"
 #include "smtp_int.h"
 #include "smtp_parse.h"
-#include "upstream.h"
 #include "xtext.h"
 
 /*
@@ -65,13 +64,7 @@ smtp_mail_done(void *arg, const struct filter_result *res)
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
 	}
-	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP) {
-		smtp_reply(s, "250 2.1.0 Ok");
-		smtp_resume(s, SMTP_STATE_COMMAND);
-		return;
-	}
-	s->pending_cb = smtp_relay_mail_reply;
-	smtp_relay_mail_start(s);
+	smtp_relay_mail(s);
 }
 
 static int
@@ -314,13 +307,7 @@ smtp_mail_rcpt_done(void *arg, const struct filter_result *res)
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
 	}
-	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP) {
-		smtp_reply(s, "250 2.1.5 Ok");
-		smtp_mail_rcpt_accepted(s);
-		smtp_resume(s, SMTP_STATE_COMMAND);
-		return;
-	}
-	upstream_command(s->up, s->pending, smtp_relay_rcpt_reply, s);
+	smtp_relay_rcpt(s);
 }
 
 /*

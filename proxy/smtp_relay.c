@@ -35,11 +35,36 @@
 static smtp_check_fn smtp_check_cb;
 static void *smtp_check_arg;
 
+static const char *smtp_relay_mail_line(struct smtp_session *);
+static void	smtp_relay_envelope_next(struct smtp_session *);
+
+/*
+ * Drop the upstream connection (none is fine): the next MAIL opens a
+ * fresh one.
+ */
 void
-smtp_relay_failed(struct smtp_session *s, enum upstream_err err)
+smtp_relay_close(struct smtp_session *s)
 {
 	upstream_close(s->up);
 	s->up = NULL;
+}
+
+/*
+ * The session stops (closing, or freed next): an upstream operation in
+ * flight drops its connection, so a message the client will hear nothing
+ * about is not relayed on.  An idle connection stays for smtp_relay_close.
+ */
+void
+smtp_relay_cancel(struct smtp_session *s)
+{
+	if (s->up != NULL && !upstream_idle(s->up))
+		smtp_relay_close(s);
+}
+
+void
+smtp_relay_failed(struct smtp_session *s, enum upstream_err err)
+{
+	smtp_relay_close(s);
 	switch (err) {
 	case UPSTREAM_ERR_CONNECT:
 	case UPSTREAM_ERR_REJECTED:
@@ -135,7 +160,7 @@ smtp_relay_size_limit(const struct smtp_session *s)
 	return lim;
 }
 
-void
+static void
 smtp_relay_mail_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 {
 	struct smtp_session *s = arg;
@@ -269,6 +294,22 @@ smtp_relay_mail_start(struct smtp_session *s)
 }
 
 /*
+ * MAIL passed the filters: relay it (opening the upstream), or, for a
+ * dir: or check upstream that takes nothing before the message, 250.
+ */
+void
+smtp_relay_mail(struct smtp_session *s)
+{
+	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP) {
+		smtp_reply(s, "250 2.1.0 Ok");
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	s->pending_cb = smtp_relay_mail_reply;
+	smtp_relay_mail_start(s);
+}
+
+/*
  * The MAIL line for this upstream connection, into s->pending: the kept
  * parameters its EHLO allows.  SIZE and BODY=7BIT are information and
  * are left out for an upstream without SIZE or 8BITMIME; SMTPUTF8,
@@ -276,7 +317,7 @@ smtp_relay_mail_start(struct smtp_session *s)
  * lacks (it changed since the client's EHLO, or was not yet known) is
  * returned and the MAIL is not sent.  NULL when the line is ready.
  */
-const char *
+static const char *
 smtp_relay_mail_line(struct smtp_session *s)
 {
 	struct smtp_ehlo_caps caps;
@@ -330,7 +371,7 @@ smtp_relay_mail_line(struct smtp_session *s)
 	return NULL;
 }
 
-void
+static void
 smtp_relay_rcpt_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 {
 	struct smtp_session *s = arg;
@@ -344,6 +385,19 @@ smtp_relay_rcpt_reply(void *arg, enum upstream_err err, const struct smtp_reply 
 	if (r->code / 100 == 2)
 		smtp_mail_rcpt_accepted(s);
 	smtp_resume(s, SMTP_STATE_COMMAND);
+}
+
+/* RCPT passed the filters: relay s->pending, or accept it here. */
+void
+smtp_relay_rcpt(struct smtp_session *s)
+{
+	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP) {
+		smtp_reply(s, "250 2.1.5 Ok");
+		smtp_mail_rcpt_accepted(s);
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	upstream_command(s->up, s->pending, smtp_relay_rcpt_reply, s);
 }
 
 static void
@@ -415,7 +469,7 @@ smtp_session_set_check(smtp_check_fn fn, void *arg)
 }
 
 /* `frontmx check`: report instead of delivering; the client sees 250. */
-void
+static void
 smtp_relay_check_deliver(struct smtp_session *s, const char *action)
 {
 	struct smtp_check_report r;
@@ -440,7 +494,7 @@ smtp_relay_check_deliver(struct smtp_session *s, const char *action)
 	smtp_tx_done(s);
 }
 
-void
+static void
 smtp_relay_message(struct smtp_session *s)
 {
 	struct spool *sp;
@@ -508,7 +562,7 @@ smtp_relay_envelope_reply(void *arg, enum upstream_err err, const struct smtp_re
  * (a UTF-8 address must not go out without SMTPUTF8, nor a DSN request
  * be lost).
  */
-void
+static void
 smtp_relay_envelope_next(struct smtp_session *s)
 {
 	char line[sizeof s->pending];
@@ -539,6 +593,38 @@ smtp_relay_envelope_next(struct smtp_session *s)
 		smtp_chat_log_message(s, "tempfail", "no recipient left after edits");
 		smtp_reply(s, "451 4.3.0 Error: no recipient accepted, try again later");
 		smtp_tx_done(s);
+		return;
+	}
+	smtp_relay_message(s);
+}
+
+/*
+ * `frontmx check` reports a discard or a quarantine instead of doing it:
+ * 1 when it did (the transaction is over), 0 for the caller to act.
+ */
+int
+smtp_relay_reported(struct smtp_session *s, enum fmx_verdict verdict)
+{
+	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_CHECK ||
+	    (verdict != FMX_DISCARD && verdict != FMX_QUARANTINE))
+		return 0;
+	smtp_relay_check_deliver(s, verdict == FMX_DISCARD ? "discard" :
+	    "quarantine");
+	return 1;
+}
+
+/*
+ * The message is to go on, with its header block built: recipient edits
+ * on an SMTP upstream send the envelope again first.
+ */
+void
+smtp_relay_deliver(struct smtp_session *s, int rcpts_changed)
+{
+	if (rcpts_changed && s->cfg->upstream_kind == CONFIG_UPSTREAM_SMTP) {
+		s->replay_i = 0;
+		s->replay_off = 0;
+		smtp_enter_state(s, SMTP_STATE_WAIT);
+		smtp_relay_envelope_next(s);
 		return;
 	}
 	smtp_relay_message(s);

@@ -64,7 +64,6 @@
 #include "smtp_session.h"
 #include "spool.h"
 #include "tls.h"
-#include "upstream.h"
 #include "worker.h"
 
 struct smtp_verb {
@@ -412,11 +411,9 @@ smtp_cmd_helo_common(struct smtp_session *s, const char *args, int esmtp)
 	 * XFORWARD HELO=): a new name needs a new connection, unless that
 	 * one carries the client's AUTH.
 	 */
-	if (s->up != NULL && s->auth_id == NULL &&
-	    (strcmp(s->helo, args) != 0 || s->esmtp != esmtp)) {
-		upstream_close(s->up);
-		s->up = NULL;
-	}
+	if (s->auth_id == NULL &&
+	    (strcmp(s->helo, args) != 0 || s->esmtp != esmtp))
+		smtp_relay_close(s);
 	snprintf(s->helo, sizeof s->helo, "%s", args);
 	s->esmtp = esmtp;
 	smtp_enter_state(s, SMTP_STATE_WAIT);
@@ -536,8 +533,7 @@ smtp_cmd_starttls(struct smtp_session *s, const char *args)
 	s->auth_id = NULL;
 	s->helo[0] = '\0';
 	s->esmtp = 0;
-	upstream_close(s->up);
-	s->up = NULL;
+	smtp_relay_close(s);
 	s->tls = SMTP_TLS_HANDSHAKE;
 	smtp_enter_state(s, SMTP_STATE_COMMAND);
 }
@@ -804,8 +800,7 @@ smtp_timed_out(struct smtp_session *s)
 		smtp_chat_log_message(s, "aborted", "client timeout");
 	smtp_reply(s, "421 4.4.2 %s Error: timeout exceeded", s->cfg->hostname);
 	/* Drop the upstream mid-transaction: nothing half-done is relayed. */
-	upstream_close(s->up);
-	s->up = NULL;
+	smtp_relay_close(s);
 	smtp_enter_state(s, SMTP_STATE_QUIT);
 }
 
@@ -922,10 +917,8 @@ smtp_session_drain(struct smtp_session *s, int force)
 	if (force || (s->state == SMTP_STATE_COMMAND && s->mail_from == NULL)) {
 		smtp_reply(s, "421 4.3.2 %s Service shutting down",
 		    s->cfg->hostname);
-		if (force) {
-			upstream_close(s->up);
-			s->up = NULL;
-		}
+		if (force)
+			smtp_relay_close(s);
 		smtp_enter_state(s, SMTP_STATE_QUIT);
 	}
 }
@@ -945,10 +938,7 @@ smtp_cancel_async(struct smtp_session *s)
 		dns_cancel(bufferevent_get_base(s->bev), s->rdns_id);
 	s->rdns_waiting = 0;
 	s->rdns_id = 0;
-	if (s->up != NULL && !upstream_idle(s->up)) {
-		upstream_close(s->up);
-		s->up = NULL;
-	}
+	smtp_relay_cancel(s);
 }
 
 void
@@ -958,7 +948,7 @@ smtp_session_free(struct smtp_session *s)
 
 	/* Before on_abort runs (smtp_tx_reset): it may call resume(). */
 	smtp_cancel_async(s);
-	upstream_close(s->up);
+	smtp_relay_close(s);
 	smtp_tx_reset(s);
 	filter_session_free(s->fs);
 	free(s->auth_id);
