@@ -20,6 +20,7 @@
 #include <opendkim/dkim.h>
 
 #include "frontmx_filter.h"
+#include "netaddr.h"
 
 #define DKIM_SIGS_DEFAULT	5
 #define DKIM_SIGS_LIMIT		50
@@ -73,12 +74,6 @@ enum dkim_res {
 	DKIM_RES_COUNT		/* must be last */
 };
 
-struct dkim_net {
-	int		family;
-	unsigned	prefix;
-	unsigned char	addr[16];
-};
-
 struct dkim_key {
 	char		*domain;
 	char		*selector;
@@ -97,7 +92,7 @@ struct dkim_inst {
 	int			 verify;
 	int			 sign_auth;
 	dkim_canon_t		 hcanon, bcanon;
-	struct dkim_net		*nets;
+	struct netaddr_mask	*nets;
 	size_t			 nnets;
 	struct dkim_key		*keys;
 	size_t			 nkeys;

@@ -60,89 +60,25 @@
 #include <opendkim/dkim.h>
 
 #include "dkim_int.h"
+#include "netaddr.h"
 #include "strutil.h"
 
 /* ---------------------------------------------------------------- */
-/* Networks */
+/* Trusted clients */
 
-static int
-dkim_sign_net_parse(const char *s, struct dkim_net *n)
-{
-	char buf[INET6_ADDRSTRLEN + 8], *slash;
-	unsigned prefix, max, i;
-	unsigned long long v;
-
-	if (strlen(s) >= sizeof buf)
-		return -1;
-	snprintf(buf, sizeof buf, "%s", s);
-	memset(n, 0, sizeof *n);
-	if ((slash = strchr(buf, '/')) != NULL)
-		*slash++ = '\0';
-	if (inet_pton(AF_INET, buf, n->addr) == 1) {
-		n->family = AF_INET;
-		max = 32;
-	} else if (inet_pton(AF_INET6, buf, n->addr) == 1) {
-		n->family = AF_INET6;
-		max = 128;
-	} else
-		return -1;
-	prefix = max;
-	if (slash != NULL) {
-		if (str_uint(slash, max, &v) == -1)
-			return -1;
-		prefix = (unsigned)v;
-	}
-	n->prefix = prefix;
-	/* Host bits set ("10.1.2.3/8") is a typo, as in relay.networks. */
-	for (i = prefix; i < max; i++)
-		if (n->addr[i / 8] & (0x80 >> (i % 8)))
-			return -1;
-	return 0;
-}
-
-static int
-dkim_sign_net_match(const struct dkim_net *n, int family, const unsigned char *a)
-{
-	unsigned full = n->prefix / 8, rest = n->prefix % 8;
-
-	if (n->family != family)
-		return 0;
-	if (memcmp(n->addr, a, full) != 0)
-		return 0;
-	if (rest == 0)
-		return 1;
-	return ((n->addr[full] ^ a[full]) & (0xff00 >> rest) & 0xff) == 0;
-}
-
+/* Is the client trusted: authenticated (sign_authenticated), or in `trusted`? */
 int
 dkim_sign_trusted(const struct dkim_inst *di, struct fmx_ctx *ctx)
 {
-	static const unsigned char v4mapped[12] =
-	    { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 	const char *addr, *auth;
-	unsigned char a[16];
-	int family;
-	size_t i;
 
 	if (di->sign_auth && (auth = di->api->get(ctx, "auth")) != NULL &&
 	    *auth != '\0')
 		return 1;
 	if (di->nnets == 0 || (addr = di->api->get(ctx, "client.addr")) == NULL)
 		return 0;
-	if (inet_pton(AF_INET, addr, a) == 1)
-		family = AF_INET;
-	else if (inet_pton(AF_INET6, addr, a) == 1) {
-		family = AF_INET6;
-		if (memcmp(a, v4mapped, sizeof v4mapped) == 0) {
-			memmove(a, a + 12, 4);
-			family = AF_INET;
-		}
-	} else
-		return 0;
-	for (i = 0; i < di->nnets; i++)
-		if (dkim_sign_net_match(&di->nets[i], family, a))
-			return 1;
-	return 0;
+	/* An IPv4-mapped IPv6 client matches IPv4 networks (netaddr.h). */
+	return netaddr_mask_match_text(di->nets, di->nnets, addr);
 }
 
 /* ---------------------------------------------------------------- */
@@ -482,7 +418,7 @@ dkim_sign_parse_trusted(struct dkim_inst *di, const char *v)
 {
 	char item[INET6_ADDRSTRLEN + 8];
 	const char *p = v;
-	int toolong;
+	int toolong, hostbits;
 
 	while ((p = dkim_list_next(p, item, sizeof item, &toolong)) != NULL) {
 		if (di->nnets == DKIM_NETS_MAX) {
@@ -493,7 +429,9 @@ dkim_sign_parse_trusted(struct dkim_inst *di, const char *v)
 		if (di->nets == NULL &&
 		    (di->nets = calloc(DKIM_NETS_MAX, sizeof *di->nets)) == NULL)
 			return -1;
-		if (dkim_sign_net_parse(item, &di->nets[di->nnets]) == -1) {
+		/* Host bits set ("10.1.2.3/8") is a typo, as in relay.networks. */
+		if (netaddr_mask_parse(item, &di->nets[di->nnets], &hostbits) == -1 ||
+		    hostbits) {
 			di->api->log(NULL, FMX_LOG_WARN, "dkim: trusted: \"%s\" is not "
 			    "an address or network (host bits must be zero)", item);
 			return -1;
