@@ -103,9 +103,10 @@
  *	honor_pct = BOOLEAN	(default yes) apply pct=; no enforces the
  *			policy for every failing message.
  *	pct_seed = STRING	make the pct= sample deterministic: a hash
- *			of STRING and the message's Message-ID (its queue id
- *			when it has none).  Without it the sample is
- *			arc4random(), which a sender cannot steer.  For tests.
+ *			of STRING (at most 255 characters) and the message's
+ *			Message-ID (its queue id when it has none).  Without
+ *			it the sample is arc4random(), which a sender cannot
+ *			steer.  For tests.
  *
  * THREADING
  *	The instance (options, PSL context) is read-only after init and
@@ -138,6 +139,7 @@
 #define DMARC_RECORD_MAX	4096	/* one TXT record, strings joined */
 #define DMARC_FACT_MAX		512	/* the core's longest fact value */
 #define DMARC_MSGID_MAX		255	/* bytes of Message-ID kept for pct */
+#define DMARC_SEED_MAX		255	/* the pct_seed option */
 #define DMARC_REASON_MAX	200
 #define DMARC_ERR_MAX		96
 #define DMARC_NOTE_MAX		128
@@ -186,7 +188,7 @@ struct dmarc_inst {
 	const psl_ctx_t		*psl;
 	int			 honor_pct;
 	int			 pct_seeded;
-	uint64_t		 pct_seed;	/* hash of the pct_seed option */
+	char			 pct_seed[DMARC_SEED_MAX + 1];
 };
 
 /* Per message, owned by the core through api->set_msg_data(). */
@@ -928,17 +930,7 @@ dmarc_dns_scan(const unsigned char *pkt, size_t len, struct dmarc_record *rec)
 /* ---------------------------------------------------------------- */
 /* The filter */
 
-/* FNV-1a, then the SplitMix64 finaliser so that every bit counts. */
-static uint64_t
-dmarc_hash(uint64_t h, const char *s)
-{
-	for (; *s != '\0'; s++) {
-		h ^= (unsigned char)*s;
-		h *= 0x100000001b3ULL;
-	}
-	return h;
-}
-
+/* The SplitMix64 finaliser, after FNV-1a, so that every bit counts. */
 static uint64_t
 dmarc_mix(uint64_t z)
 {
@@ -955,12 +947,14 @@ dmarc_mix(uint64_t z)
 static unsigned
 dmarc_pct_sample(const struct dmarc_inst *di, const struct dmarc_msg *st)
 {
-	uint64_t h;
+	char buf[DMARC_SEED_MAX + 1 + sizeof st->msgid + sizeof st->queue_id];
 
 	if (!di->pct_seeded)
 		return arc4random_uniform(100);
-	h = dmarc_hash(di->pct_seed, st->msgid[0] != '\0' ? st->msgid : st->queue_id);
-	return (unsigned)(dmarc_mix(h) % 100);
+	/* FNV-1a (str_hash) of "SEED\nID": the ID cannot pose as part of the seed. */
+	snprintf(buf, sizeof buf, "%s\n%s", di->pct_seed,
+	    st->msgid[0] != '\0' ? st->msgid : st->queue_id);
+	return (unsigned)(dmarc_mix(str_hash(buf)) % 100);
 }
 
 /*
@@ -1334,9 +1328,13 @@ dmarc_init(const struct fmx_api *api, const char *const *options,
 			}
 			di->honor_pct = b;
 		} else if (strcmp(key, "pct_seed") == 0) {
+			if (strlen(v) > DMARC_SEED_MAX) {
+				api->log(NULL, FMX_LOG_WARN, "dmarc: pct_seed longer "
+				    "than %d characters", DMARC_SEED_MAX);
+				goto fail;
+			}
 			di->pct_seeded = 1;
-			di->pct_seed = dmarc_hash(0xcbf29ce484222325ULL, v);
-			di->pct_seed = dmarc_hash(di->pct_seed, "\n");
+			snprintf(di->pct_seed, sizeof di->pct_seed, "%s", v);
 		} else {
 			api->log(NULL, FMX_LOG_WARN, "dmarc: unknown option \"%s\" "
 			    "(expected psl, honor_pct or pct_seed)", key);
