@@ -52,43 +52,10 @@
 #include <opendkim/dkim.h>
 
 #include "dkim_int.h"
+#include "dnsmsg.h"
 
 /* ---------------------------------------------------------------- */
 /* DNS: TXT answers */
-
-static int
-dkim_dns_skipname(const unsigned char *p, size_t len, size_t *off)
-{
-	size_t o = *off;
-	unsigned labels = 0;
-
-	while (o < len) {
-		unsigned c = p[o];
-
-		if (c == 0) {
-			*off = o + 1;
-			return 0;
-		}
-		if ((c & 0xc0) == 0xc0) {
-			if (o + 2 > len)
-				return -1;
-			*off = o + 2;
-			return 0;
-		}
-		if (c & 0xc0)
-			return -1;
-		o += 1 + c;
-		if (++labels > 127)
-			return -1;
-	}
-	return -1;
-}
-
-static unsigned
-dkim_dns_get16(const unsigned char *p)
-{
-	return ((unsigned)p[0] << 8) | p[1];
-}
 
 /*
  * The key record in a TXT answer: the character-strings of one record
@@ -99,63 +66,39 @@ dkim_dns_get16(const unsigned char *p)
 static int
 dkim_dns_txt_pick(const unsigned char *p, size_t len, char *out, size_t outlen)
 {
-	size_t off = 12, end, i, n, rdlen;
-	unsigned qd, an, type, cls;
+	struct dnsmsg m;
+	struct dnsmsg_rr rr;
+	size_t n;
 	char rec[DKIM_KEYREC_MAX + 1];
-	int found = 0, chosen_bad = 0;
+	int found = 0, chosen_bad = 0, more, cut;
 
-	if (len < 12)
+	if (outlen == 0 || dnsmsg_open(&m, p, len) == -1)
 		return -1;
-	qd = dkim_dns_get16(p + 4);
-	an = dkim_dns_get16(p + 6);
-	while (qd-- > 0) {
-		if (dkim_dns_skipname(p, len, &off) == -1 || off + 4 > len)
-			return -1;
-		off += 4;
-	}
-	while (an-- > 0) {
-		if (dkim_dns_skipname(p, len, &off) == -1 || off + 10 > len)
-			return -1;
-		type = dkim_dns_get16(p + off);
-		cls = dkim_dns_get16(p + off + 2);
-		rdlen = dkim_dns_get16(p + off + 8);
-		off += 10;
-		if (off + rdlen > len)
-			return -1;
-		end = off + rdlen;
-		if (type == 16 && cls == 1) {
-			int bad = 0;
-			const char *r;
+	while ((more = dnsmsg_next(&m, &rr)) == 1) {
+		int bad;
+		const char *r;
 
-			for (n = 0, i = off; i < end;) {
-				size_t sl = p[i++];
-
-				if (i + sl > end)
-					return -1;
-				if (n + sl > DKIM_KEYREC_MAX || n + sl >= outlen ||
-				    memchr(p + i, '\0', sl) != NULL)
-					bad = 1;
-				else {
-					memcpy(rec + n, p + i, sl);
-					n += sl;
-				}
-				i += sl;
-			}
-			rec[n] = '\0';
-			for (r = rec; dkim_is_wsp(*r); r++)
-				;
-			if (!found || (!bad && strncmp(r, "v=DKIM1", 7) == 0 &&
-			    strncmp(out, "v=DKIM1", 7) != 0)) {
-				if (!bad)
-					snprintf(out, outlen, "%s", r);
-				else
-					out[0] = '\0';
-				chosen_bad = bad;
-				found = 1;
-			}
+		if (rr.type != DNSMSG_TXT || rr.class != DNSMSG_IN)
+			continue;
+		/* Longer than libopendkim's buffer or the caller's: unusable. */
+		if ((cut = dnsmsg_txt(&rr, rec, outlen < sizeof rec ? outlen :
+		    sizeof rec, &n)) == -1)
+			return -1;
+		bad = cut || memchr(rec, '\0', n) != NULL;
+		for (r = rec; dkim_is_wsp(*r); r++)
+			;
+		if (!found || (!bad && strncmp(r, "v=DKIM1", 7) == 0 &&
+		    strncmp(out, "v=DKIM1", 7) != 0)) {
+			if (!bad)
+				snprintf(out, outlen, "%s", r);
+			else
+				out[0] = '\0';
+			chosen_bad = bad;
+			found = 1;
 		}
-		off = end;
 	}
+	if (more == -1)
+		return -1;
 	if (!found)
 		return 0;
 	return chosen_bad ? -2 : 1;

@@ -128,6 +128,7 @@
 #include <libpsl.h>
 
 #include "dmarc.h"
+#include "dnsmsg.h"
 #include "strutil.h"
 
 #define DMARC_PSL_DEFAULT	"/usr/share/publicsuffix/public_suffix_list.dat"
@@ -144,10 +145,7 @@
 #define DMARC_ERR_MAX		96
 #define DMARC_NOTE_MAX		128
 #define DMARC_TXT		16	/* RR type TXT */
-#define DMARC_CLASS_IN		1
 #define DMARC_RCODE_NXDOMAIN	3
-#define DMARC_DNS_HDR		12
-#define DMARC_DNS_LABELS_MAX	128	/* a name has at most 127 labels */
 
 enum dmarc_policy {
 	DMARC_P_UNSET = 0,	/* tag absent */
@@ -832,39 +830,6 @@ dmarc_record_parse(const char *txt, size_t len, struct dmarc_record *rec)
 /* ---------------------------------------------------------------- */
 /* DNS answer */
 
-/* Skips a possibly compressed name at *pos (RFC 1035 4.1.4). */
-static int
-dmarc_dns_skip_name(const unsigned char *pkt, size_t len, size_t *pos)
-{
-	size_t p = *pos;
-	unsigned labels;
-
-	for (labels = 0; labels < DMARC_DNS_LABELS_MAX; labels++) {
-		if (p >= len)
-			return -1;
-		if (pkt[p] == 0) {
-			*pos = p + 1;
-			return 0;
-		}
-		if ((pkt[p] & 0xc0) == 0xc0) {
-			if (p + 2 > len)
-				return -1;
-			*pos = p + 2;
-			return 0;
-		}
-		if ((pkt[p] & 0xc0) != 0)
-			return -1;
-		p += 1 + (size_t)pkt[p];
-	}
-	return -1;
-}
-
-static unsigned
-dmarc_u16(const unsigned char *p)
-{
-	return (unsigned)p[0] << 8 | p[1];
-}
-
 /*
  * Reads the TXT records of an answer packet (RFC 1035 4.1, 3.3.14; the
  * character-strings of one record are joined).  Returns the number of
@@ -873,58 +838,28 @@ dmarc_u16(const unsigned char *p)
 static int
 dmarc_dns_scan(const unsigned char *pkt, size_t len, struct dmarc_record *rec)
 {
-	char txt[DMARC_RECORD_MAX];
+	char txt[DMARC_RECORD_MAX + 1];
 	struct dmarc_record r;
-	size_t pos = DMARC_DNS_HDR, rdend, tlen;
-	unsigned qd, an, i, type, class, rdlen, slen;
-	int n = 0, too_long;
+	struct dnsmsg m;
+	struct dnsmsg_rr rr;
+	size_t tlen;
+	int n = 0, too_long, more;
 
-	if (pkt == NULL || len < DMARC_DNS_HDR)
+	if (dnsmsg_open(&m, pkt, len) == -1)
 		return -1;
-	qd = dmarc_u16(pkt + 4);
-	an = dmarc_u16(pkt + 6);
-	for (i = 0; i < qd; i++) {
-		if (dmarc_dns_skip_name(pkt, len, &pos) == -1 || pos + 4 > len)
+	while ((more = dnsmsg_next(&m, &rr)) == 1) {
+		if (rr.type != DNSMSG_TXT || rr.class != DNSMSG_IN)
+			continue;	/* CNAME on the way, or a stray RR */
+		/* A record over DMARC_RECORD_MAX is parsed cut, and flagged. */
+		if ((too_long = dnsmsg_txt(&rr, txt, sizeof txt, &tlen)) == -1)
 			return -1;
-		pos += 4;
-	}
-	for (i = 0; i < an; i++) {
-		if (dmarc_dns_skip_name(pkt, len, &pos) == -1 || pos + 10 > len)
-			return -1;
-		type = dmarc_u16(pkt + pos);
-		class = dmarc_u16(pkt + pos + 2);
-		rdlen = dmarc_u16(pkt + pos + 8);
-		pos += 10;
-		if (pos + rdlen > len)
-			return -1;
-		rdend = pos + rdlen;
-		if (type != DMARC_TXT || class != DMARC_CLASS_IN) {
-			pos = rdend;	/* CNAME on the way, or a stray RR */
-			continue;
-		}
-		tlen = 0;
-		too_long = 0;
-		while (pos < rdend) {
-			slen = pkt[pos++];
-			if (pos + slen > rdend)
-				return -1;
-			if (tlen + slen > sizeof txt) {
-				too_long = 1;
-				slen = (unsigned)(sizeof txt - tlen);
-			}
-			memcpy(txt + tlen, pkt + pos, slen);
-			tlen += slen;
-			pos += slen;
-			if (too_long)
-				pos = rdend;
-		}
 		if (dmarc_record_parse(txt, tlen, &r) == 1) {
 			r.too_long = too_long;
 			if (n++ == 0)
 				*rec = r;
 		}
 	}
-	return n;
+	return more == -1 ? -1 : n;
 }
 
 /* ---------------------------------------------------------------- */
