@@ -67,10 +67,12 @@ SRCS	+= common/log.c
 SRCS	+= common/strutil.c
 SRCS	+= common/netaddr.c
 SRCS	+= common/dnsmsg.c
+SRCS	+= common/linebuf.c
 
 # Pure modules the unit tests link against (no libevent, no main).
 UNIT_SRCS = proxy/smtp_parse.c proxy/smtp_reply.c proxy/xtext.c proxy/haproxy.c policy/config.c policy/config_net.c policy/config_filters.c policy/policy.c filters/content.c filters/content_rules.c \
-	    filters/filter_opt.c common/strutil.c common/netaddr.c common/dnsmsg.c
+	    filters/filter_opt.c common/strutil.c common/netaddr.c common/dnsmsg.c \
+	    common/linebuf.c
 UNIT_TESTS = $(patsubst t/unit/%.c,build/unit/%,$(wildcard t/unit/test_*.c))
 
 OBJS	 = $(SRCS:%.c=build/rel/%.o)
@@ -201,7 +203,7 @@ build/fuzz/dmarc: filters/dmarc.c
 
 # Every harness links the common/ helpers (a parser in any layer may use
 # them); $(sort) drops the copy $(UNIT_SRCS) already names.
-FUZZ_COMMON = common/strutil.c common/netaddr.c common/dnsmsg.c
+FUZZ_COMMON = common/strutil.c common/netaddr.c common/dnsmsg.c common/linebuf.c
 
 fuzzers: $(FUZZ_BINS)
 

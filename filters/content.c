@@ -61,6 +61,7 @@
 
 #include "content.h"
 #include "content_int.h"
+#include "linebuf.h"
 #include "strutil.h"
 
 /* One configured instance. */
@@ -79,8 +80,7 @@ struct content_msg {
 	unsigned		 nlogged;	/* WARN/match-error lines so far */
 	size_t			 linelen;
 	/* up to CONTENT_LINE_MAX + 1: the CR, stripped when its LF arrives */
-	unsigned char		*line;
-	size_t			 linecap;
+	struct linebuf		 line;
 };
 
 /* GMimeStream reading the spooled message through api->msg_read(). */
@@ -123,7 +123,7 @@ content_msg_free(void *arg)
 	if (st == NULL)
 		return;
 	pcre2_match_data_free(st->md);
-	free(st->line);
+	linebuf_free(&st->line);
 	free(st);
 }
 
@@ -799,28 +799,6 @@ content_on_header(void *inst, struct fmx_ctx *ctx, const char *name,
 	    value != NULL ? value : "", NULL);
 }
 
-/* Make room for want octets of a line (no more than the cap): 0, or -1. */
-static int
-content_line_room(struct content_msg *st, size_t want)
-{
-	size_t cap = st->linecap ? st->linecap : CONTENT_LINE_START;
-	unsigned char *p;
-
-	if (want > CONTENT_LINE_MAX + 1)
-		want = CONTENT_LINE_MAX + 1;
-	if (want <= st->linecap && st->line != NULL)
-		return 0;
-	while (cap < want)
-		cap *= 2;
-	if (cap > CONTENT_LINE_MAX + 1)
-		cap = CONTENT_LINE_MAX + 1;
-	if ((p = realloc(st->line, cap)) == NULL)
-		return -1;
-	st->line = p;
-	st->linecap = cap;
-	return 0;
-}
-
 /* One complete (or cut) body line from the buffer. */
 static enum fmx_verdict
 content_body_line(const struct content_inst *ci, struct fmx_ctx *ctx,
@@ -829,12 +807,12 @@ content_body_line(const struct content_inst *ci, struct fmx_ctx *ctx,
 	size_t len = st->linelen;
 	enum fmx_verdict v;
 
-	if (len > 0 && st->line[len - 1] == '\r')
+	if (len > 0 && st->line.p[len - 1] == '\r')
 		len--;
 	if (len > CONTENT_LINE_MAX)
 		len = CONTENT_LINE_MAX;
 	v = content_eval(ci, ctx, st, CONTENT_SCOPE_BODY,
-	    (const char *)st->line, len, NULL, 0);
+	    st->line.p, len, NULL, 0);
 	st->linelen = 0;
 	return v;
 }
@@ -852,7 +830,7 @@ content_on_body(void *inst, struct fmx_ctx *ctx, const unsigned char *chunk,
 	struct content_msg *st;
 	const unsigned char *nl;
 	enum fmx_verdict v;
-	size_t n, room;
+	size_t n, room, want;
 
 	if (!(ci->rules->scopes & (1u << CONTENT_SCOPE_BODY)))
 		return FMX_CONTINUE;
@@ -861,13 +839,16 @@ content_on_body(void *inst, struct fmx_ctx *ctx, const unsigned char *chunk,
 	while (len > 0 && !st->decided) {
 		nl = memchr(chunk, '\n', len);
 		n = nl != NULL ? (size_t)(nl - chunk) : len;
-		if (content_line_room(st, st->linelen + n) == -1) {
+		/* An over-long line is kept cut at the cap, not refused. */
+		want = st->linelen + n;
+		if (linebuf_reserve(&st->line, want < CONTENT_LINE_MAX + 1 ? want :
+		    CONTENT_LINE_MAX + 1, CONTENT_LINE_START, CONTENT_LINE_MAX + 1) == -1) {
 			ci->api->log(ctx, FMX_LOG_WARN,
 			    "content: error=\"out of memory\"");
 			return FMX_TEMPFAIL;
 		}
-		room = st->linecap - st->linelen;
-		memcpy(st->line + st->linelen, chunk, n < room ? n : room);
+		room = st->line.cap - st->linelen;
+		memcpy(st->line.p + st->linelen, chunk, n < room ? n : room);
 		st->linelen += n < room ? n : room;
 		if (nl == NULL)
 			break;

@@ -362,8 +362,7 @@ static int
 dkim_rd_line(struct dkim_reader *r, size_t *lenp)
 {
 	const unsigned char *nl;
-	size_t len = 0, n, cap;
-	char *p;
+	size_t len = 0, n;
 	int rc;
 
 	for (;;) {
@@ -375,20 +374,11 @@ dkim_rd_line(struct dkim_reader *r, size_t *lenp)
 		}
 		nl = memchr(r->buf + r->pos, '\n', r->len - r->pos);
 		n = nl != NULL ? (size_t)(nl - (r->buf + r->pos)) + 1 : r->len - r->pos;
-		if (len + n > DKIM_LINE_MAX)
+		/* Over DKIM_LINE_MAX is an error here: the signature needs it all. */
+		if (linebuf_reserve(&r->line, len + n, DKIM_LINE_START,
+		    DKIM_LINE_MAX) == -1)
 			return -1;
-		if (len + n > r->linecap) {
-			for (cap = r->linecap ? r->linecap : DKIM_LINE_START;
-			    cap < len + n; cap *= 2)
-				;
-			if (cap > DKIM_LINE_MAX)
-				cap = DKIM_LINE_MAX;
-			if ((p = realloc(r->line, cap)) == NULL)
-				return -1;
-			r->line = p;
-			r->linecap = cap;
-		}
-		memcpy(r->line + len, r->buf + r->pos, n);
+		memcpy(r->line.p + len, r->buf + r->pos, n);
 		len += n;
 		r->pos += n;
 		if (nl != NULL) {
@@ -402,7 +392,7 @@ void
 dkim_reader_free(struct dkim_reader *r)
 {
 	if (r != NULL)
-		free(r->line);
+		linebuf_free(&r->line);
 	free(r);
 }
 
@@ -463,7 +453,7 @@ dkim_spool_head(struct dkim_reader *r, DKIM **h, size_t n, size_t *nfields,
 	for (;;) {
 		if ((rc = dkim_rd_line(r, &len)) < 0)
 			goto fail;
-		line = r->line;
+		line = r->line.p;
 		if (rc == 0)
 			break;
 		if (len == 2 && line[0] == '\r' && line[1] == '\n')
@@ -516,7 +506,7 @@ dkim_spool_body(struct dkim_reader *r, DKIM **h, const int *want, size_t n,
 	*total = 0;
 	if (pendlen > 0) {
 		for (i = 0; i < n; i++)
-			if (want[i] && dkim_body(h[i], (u_char *)r->line, pendlen) !=
+			if (want[i] && dkim_body(h[i], (u_char *)r->line.p, pendlen) !=
 			    DKIM_STAT_OK)
 				return -1;
 		*total += pendlen;

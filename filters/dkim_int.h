@@ -20,6 +20,7 @@
 #include <opendkim/dkim.h>
 
 #include "frontmx_filter.h"
+#include "linebuf.h"
 #include "netaddr.h"
 
 #define DKIM_SIGS_DEFAULT	5
@@ -187,8 +188,7 @@ struct dkim_reader {
 	size_t			 pos, len;
 	int			 eof;
 	unsigned char		 buf[DKIM_READ_CHUNK];
-	char			*line;		/* dkim_rd_line()'s, freed by the caller */
-	size_t			 linecap;
+	struct linebuf		 line;		/* dkim_rd_line()'s, freed by the caller */
 };
 
 /* dkim_sign.c */
