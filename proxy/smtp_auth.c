@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <event2/bufferevent.h>
 #include <openssl/evp.h>
@@ -25,6 +24,7 @@
 #include "log.h"
 #include "smtp_frame.h"
 #include "smtp_int.h"
+#include "strutil.h"
 #include "upstream.h"
 
 /*
@@ -76,18 +76,18 @@ smtp_auth_learn(struct smtp_session *s, const char *b64)
 	}
 	if (n <= 0)
 		return;
-	if (strcasecmp(s->auth_mech, "PLAIN") == 0) {
+	if (str_casecmp(s->auth_mech, "PLAIN") == 0) {
 		if ((nul = memchr(dec, '\0', (size_t)n)) == NULL)
 			return;
 		id = nul + 1;
 		if ((nul = memchr(id, '\0', (size_t)(dec + n - id))) == NULL)
 			return;
 		n = (int)(nul - id);
-	} else if (strcasecmp(s->auth_mech, "CRAM-MD5") == 0) {
+	} else if (str_casecmp(s->auth_mech, "CRAM-MD5") == 0) {
 		if ((nul = memchr(dec, ' ', (size_t)n)) == NULL)
 			return;
 		n = (int)(nul - dec);
-	} else if (strcasecmp(s->auth_mech, "LOGIN") != 0)
+	} else if (str_casecmp(s->auth_mech, "LOGIN") != 0)
 		return;
 	/* An identity goes into logs and headers: printable, no CR/LF. */
 	for (int i = 0; i < n; i++)
@@ -228,9 +228,9 @@ smtp_auth_input(struct smtp_session *s)
 		return 1;
 	}
 	line[len - 2] = '\0';
-	if (s->auth_step++ == 0 && strcasecmp(s->auth_mech, "LOGIN") == 0)
+	if (s->auth_step++ == 0 && str_casecmp(s->auth_mech, "LOGIN") == 0)
 		smtp_auth_learn(s, line);
-	else if (s->auth_step == 1 && strcasecmp(s->auth_mech, "LOGIN") != 0)
+	else if (s->auth_step == 1 && str_casecmp(s->auth_mech, "LOGIN") != 0)
 		smtp_auth_learn(s, line);
 	smtp_enter_state(s, SMTP_STATE_WAIT);
 	upstream_command_secret(s->up, line, smtp_auth_reply, s);

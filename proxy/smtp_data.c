@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -28,6 +27,7 @@
 #include "smtp_frame.h"
 #include "smtp_int.h"
 #include "spool.h"
+#include "strutil.h"
 
 /* A new message is about to be read (DATA or the first BDAT chunk). */
 static void
@@ -400,7 +400,7 @@ smtp_data_cmd_bdat(struct smtp_session *s, const char *args)
 	errno = 0;
 	size = strtoull(p, &end, 10);
 	if (p[0] < '0' || p[0] > '9' || errno != 0 || end - p > 20 ||
-	    (*end != '\0' && strcasecmp(end, " LAST") != 0)) {
+	    (*end != '\0' && str_casecmp(end, " LAST") != 0)) {
 		smtp_reply(s, "501 5.5.4 Syntax: BDAT size [LAST]");
 		smtp_reply(s, "421 4.5.0 %s Error: cannot find the end of the chunk",
 		    s->cfg->hostname);

@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "filter_chain.h"
@@ -27,6 +26,7 @@
 #include "smtp_parse.h"
 #include "smtp_reply.h"
 #include "spool.h"
+#include "strutil.h"
 
 static int	smtp_eom_build_head(struct smtp_session *s,
 	    const struct filter_outcome *o);
@@ -279,7 +279,7 @@ smtp_eom_rcpt_edits(struct smtp_session *s, const struct filter_outcome *o,
 	*changed = 0;
 	for (i = 0; i < o->ndel_rcpts; i++)
 		for (j = 0; j < s->nrcpts; j++)
-			if (strcasecmp(s->rcpts[j], o->del_rcpts[i]) == 0) {
+			if (str_casecmp(s->rcpts[j], o->del_rcpts[i]) == 0) {
 				log_info("%016llx filter removed rcpt=<%s>", s->id,
 				    s->rcpts[j]);
 				free(s->rcpts[j]);

@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "config.h"
@@ -29,6 +28,7 @@
 #include "policy.h"
 #include "smtp_int.h"
 #include "smtp_parse.h"
+#include "strutil.h"
 #include "xtext.h"
 
 /*
@@ -131,9 +131,9 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 			s->tx_utf8 = 1;
 			smtp_mail_param_keep(s, SMTP_MAIL_SMTPUTF8);
 		} else if (strcmp(pa->key, "RET") == 0 && smtp_mail_offer_dsn(s) &&
-		    pa->has_value && (strcasecmp(pa->value, "FULL") == 0 ||
-		    strcasecmp(pa->value, "HDRS") == 0)) {
-			s->tx_ret = strcasecmp(pa->value, "FULL") == 0 ? 1 : 2;
+		    pa->has_value && (str_casecmp(pa->value, "FULL") == 0 ||
+		    str_casecmp(pa->value, "HDRS") == 0)) {
+			s->tx_ret = str_casecmp(pa->value, "FULL") == 0 ? 1 : 2;
 			smtp_mail_param_keep(s, SMTP_MAIL_RET);
 		} else if (strcmp(pa->key, "ENVID") == 0 && smtp_mail_offer_dsn(s)) {
 			/* RFC 3461 4.4: xtext, at most 100 characters. */
@@ -156,9 +156,9 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 				return -1;
 			}
 		} else if (strcmp(pa->key, "BODY") == 0 && pa->has_value &&
-		    (strcasecmp(pa->value, "7BIT") == 0 ||
-		    strcasecmp(pa->value, "8BITMIME") == 0)) {
-			int eight = strcasecmp(pa->value, "8BITMIME") == 0;
+		    (str_casecmp(pa->value, "7BIT") == 0 ||
+		    str_casecmp(pa->value, "8BITMIME") == 0)) {
+			int eight = str_casecmp(pa->value, "8BITMIME") == 0;
 
 			if (eight && !smtp_mail_offer_8bitmime(s)) {
 				smtp_error(s, "555 5.5.4 Unsupported parameter BODY=8BITMIME");
