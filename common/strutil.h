@@ -4,8 +4,8 @@
  * ASCII case folding and comparison (never the locale: a daemon that
  * setlocale()s must not change what it accepts), the one boolean spelling
  * set, bounded decimal numbers, MIME tokens, FNV-1a hashing for the
- * open-addressing tables, and the "key=value" split of a filter option.  Pure functions, no allocation,
- * safe from any thread.
+ * open-addressing tables, and the "key=value" split of a filter option.
+ * Pure functions, no allocation, safe from any thread.
  */
 #ifndef FRONTMX_STRUTIL_H
 #define FRONTMX_STRUTIL_H
@@ -29,7 +29,7 @@ int		str_mime_tokenc(int c);
 int		str_mime_token(const char *s, size_t max);
 /*
  * A boolean option value: yes/no, true/false, on/off, 1/0, letters in any
- * case (the one spelling set, README "Options").  *out = 1 or 0; returns
+ * case (the one spelling set, README: filters[].options).  *out = 1 or 0; returns
  * 0, or -1 (out untouched) for anything else, NULL and "" included.
  */
 int		str_bool(const char *v, int *out);
