@@ -1151,6 +1151,69 @@ dkim_parse_canon(struct dkim_inst *di, const char *v)
 	return 0;
 }
 
+/* A text option through api->option_string(), at most DKIM_OPTVAL_MAX. */
+static int
+dkim_option_text(const struct dkim_inst *di, const char *const *options,
+    size_t noptions, const char *key, const char **out)
+{
+	const char *v;
+	int r;
+
+	if ((r = di->api->option_string(options, noptions, key, &v)) != 1)
+		return r;
+	if (strlen(v) >= DKIM_OPTVAL_MAX) {
+		di->api->log(NULL, FMX_LOG_WARN, "dkim: %s: longer than %d "
+		    "characters", key, DKIM_OPTVAL_MAX - 1);
+		return -1;
+	}
+	*out = v;
+	return 1;
+}
+
+/*
+ * The options, through the getters every module has (API 1.2), so that a
+ * bad value is named by the core as FILE:LINE: filter dkim: option KEY.
+ * sign and sign_headers are left in *sign and *headers for later.
+ */
+static int
+dkim_init_options(struct dkim_inst *di, const char *const *options,
+    size_t noptions, const char **sign, const char **headers)
+{
+	static const char *const known[] = { "max_signatures", "min_key_bits",
+	    "verify", "sign", "trusted", "sign_authenticated", "sign_headers",
+	    "canon", NULL };
+	const struct fmx_api *api = di->api;
+	unsigned long long sigs = DKIM_SIGS_DEFAULT, bits = DKIM_MINBITS_DEFAULT;
+	const char *trusted = NULL, *canon = NULL;
+
+	if (api->option_check(options, noptions, known) == -1) {
+		api->log(NULL, FMX_LOG_WARN, "dkim: unknown option, or one that "
+		    "is not key=value (expected max_signatures, min_key_bits, "
+		    "verify, sign, trusted, sign_authenticated, sign_headers or "
+		    "canon)");
+		return -1;
+	}
+	if (api->option_uint(options, noptions, "max_signatures", 1,
+	    DKIM_SIGS_LIMIT, &sigs) == -1 ||
+	    api->option_uint(options, noptions, "min_key_bits",
+	    DKIM_MINBITS_DEFAULT, DKIM_MINBITS_LIMIT, &bits) == -1 ||
+	    api->option_bool(options, noptions, "verify", &di->verify) == -1 ||
+	    api->option_bool(options, noptions, "sign_authenticated",
+	    &di->sign_auth) == -1 ||
+	    dkim_option_text(di, options, noptions, "sign", sign) == -1 ||
+	    dkim_option_text(di, options, noptions, "sign_headers", headers) == -1 ||
+	    dkim_option_text(di, options, noptions, "trusted", &trusted) == -1 ||
+	    dkim_option_text(di, options, noptions, "canon", &canon) == -1)
+		return -1;
+	di->max_sigs = (unsigned)sigs;
+	di->min_bits = (unsigned)bits;	/* RFC 8301 3.2 */
+	if (trusted != NULL && dkim_sign_parse_trusted(di, trusted) == -1)
+		return -1;
+	if (canon != NULL && dkim_parse_canon(di, canon) == -1)
+		return -1;
+	return 0;
+}
+
 static void dkim_filter_fini(void *);
 
 static int
@@ -1193,9 +1256,7 @@ dkim_filter_init(const struct fmx_api *api, const char *const *options,
     size_t noptions, void **instance)
 {
 	struct dkim_inst *di;
-	char key[32];
-	const char *value, *sign = NULL, *headers = DKIM_SIGN_HEADERS_DEFAULT;
-	unsigned long long n;
+	const char *sign = NULL, *headers = DKIM_SIGN_HEADERS_DEFAULT;
 	size_t i;
 
 	*instance = NULL;
@@ -1210,55 +1271,8 @@ dkim_filter_init(const struct fmx_api *api, const char *const *options,
 	di->sign_auth = 1;
 	di->hcanon = DKIM_CANON_RELAXED;
 	di->bcanon = DKIM_CANON_RELAXED;
-	for (i = 0; i < noptions; i++) {
-		if (str_option_split(options[i], key, sizeof key, &value) == -1 ||
-		    strlen(value) >= DKIM_OPTVAL_MAX) {
-			api->log(NULL, FMX_LOG_WARN, "dkim: bad option \"%.64s\" "
-			    "(expected key=value)", options[i]);
-			goto fail;
-		}
-		if (strcmp(key, "max_signatures") == 0) {
-			if (str_uint(value, DKIM_SIGS_LIMIT, &n) == -1 || n < 1) {
-				api->log(NULL, FMX_LOG_WARN, "dkim: max_signatures "
-				    "\"%s\" is not a number from 1 to %d", value,
-				    DKIM_SIGS_LIMIT);
-				goto fail;
-			}
-			di->max_sigs = (unsigned)n;
-		} else if (strcmp(key, "min_key_bits") == 0) {
-			if (str_uint(value, DKIM_MINBITS_LIMIT, &n) == -1 ||
-			    n < DKIM_MINBITS_DEFAULT) {
-				api->log(NULL, FMX_LOG_WARN, "dkim: min_key_bits \"%s\" "
-				    "is not a number from %d to %d (RFC 8301)", value,
-				    DKIM_MINBITS_DEFAULT, DKIM_MINBITS_LIMIT);
-				goto fail;
-			}
-			di->min_bits = (unsigned)n;
-		} else if (strcmp(key, "verify") == 0 ||
-		    strcmp(key, "sign_authenticated") == 0) {
-			if (str_bool(value, strcmp(key, "verify") == 0 ?
-			    &di->verify : &di->sign_auth) == -1) {
-				api->log(NULL, FMX_LOG_WARN, "dkim: %s \"%s\" is not "
-				    "a boolean (yes/no, true/false, on/off, 1/0)", key, value);
-				goto fail;
-			}
-		} else if (strcmp(key, "sign") == 0)
-			sign = value;
-		else if (strcmp(key, "trusted") == 0) {
-			if (dkim_sign_parse_trusted(di, value) == -1)
-				goto fail;
-		} else if (strcmp(key, "sign_headers") == 0)
-			headers = value;
-		else if (strcmp(key, "canon") == 0) {
-			if (dkim_parse_canon(di, value) == -1)
-				goto fail;
-		} else {
-			api->log(NULL, FMX_LOG_WARN, "dkim: unknown option \"%s\" "
-			    "(expected max_signatures, min_key_bits, verify, sign, "
-			    "trusted, sign_authenticated, sign_headers or canon)", key);
-			goto fail;
-		}
-	}
+	if (dkim_init_options(di, options, noptions, &sign, &headers) == -1)
+		goto fail;
 	if (dkim_parse_headers(di, headers) == -1)
 		goto fail;
 	if (dkim_init_lib(di) == -1) {

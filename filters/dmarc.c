@@ -1234,10 +1234,9 @@ dmarc_init(const struct fmx_api *api, const char *const *options,
     size_t noptions, void **instance)
 {
 	struct dmarc_inst *di;
-	const char *path = NULL, *v;
-	char key[16];
-	size_t i;
-	int b;
+	static const char *const known[] = { "psl", "honor_pct", "pct_seed", NULL };
+	const char *path = NULL, *seed = NULL;
+	int seeded;
 
 	*instance = NULL;
 	if ((di = calloc(1, sizeof *di)) == NULL) {
@@ -1246,35 +1245,24 @@ dmarc_init(const struct fmx_api *api, const char *const *options,
 	}
 	di->api = api;
 	di->honor_pct = 1;
-	for (i = 0; i < noptions; i++) {
-		if (str_option_split(options[i], key, sizeof key, &v) == -1) {
-			api->log(NULL, FMX_LOG_WARN, "dmarc: bad option \"%.64s\" "
-			    "(expected key=value)", options[i]);
+	/* The getters every module has (API 1.2): the core names a bad value. */
+	if (api->option_check(options, noptions, known) == -1 ||
+	    api->option_string(options, noptions, "psl", &path) == -1 ||
+	    api->option_bool(options, noptions, "honor_pct", &di->honor_pct) == -1 ||
+	    (seeded = api->option_string(options, noptions, "pct_seed",
+	    &seed)) == -1) {
+		api->log(NULL, FMX_LOG_WARN, "dmarc: invalid options (known: psl = "
+		    "PATH, honor_pct = boolean, pct_seed = STRING)");
+		goto fail;
+	}
+	if (seeded) {
+		if (strlen(seed) > DMARC_SEED_MAX) {
+			api->log(NULL, FMX_LOG_WARN, "dmarc: pct_seed longer "
+			    "than %d characters", DMARC_SEED_MAX);
 			goto fail;
 		}
-		if (strcmp(key, "psl") == 0)
-			path = v;
-		else if (strcmp(key, "honor_pct") == 0) {
-			if (str_bool(v, &b) == -1) {
-				api->log(NULL, FMX_LOG_WARN, "dmarc: honor_pct "
-				    "\"%s\" is not a boolean (yes/no, true/false, "
-				    "on/off, 1/0)", v);
-				goto fail;
-			}
-			di->honor_pct = b;
-		} else if (strcmp(key, "pct_seed") == 0) {
-			if (strlen(v) > DMARC_SEED_MAX) {
-				api->log(NULL, FMX_LOG_WARN, "dmarc: pct_seed longer "
-				    "than %d characters", DMARC_SEED_MAX);
-				goto fail;
-			}
-			di->pct_seeded = 1;
-			snprintf(di->pct_seed, sizeof di->pct_seed, "%s", v);
-		} else {
-			api->log(NULL, FMX_LOG_WARN, "dmarc: unknown option \"%s\" "
-			    "(expected psl, honor_pct or pct_seed)", key);
-			goto fail;
-		}
+		di->pct_seeded = 1;
+		snprintf(di->pct_seed, sizeof di->pct_seed, "%s", seed);
 	}
 	if (path != NULL) {
 		if (*path == '\0' || (di->psl_owned = psl_load_file(path)) == NULL) {

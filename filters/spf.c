@@ -892,36 +892,29 @@ static int
 spf_init(const struct fmx_api *api, const char *const *options, size_t noptions,
     void **instance)
 {
+	static const char *const known[] = { "helo", "max_passes", "explanation",
+	    NULL };
 	struct spf_inst	*si;
 	SPF_response_t	*resp = NULL;
-	const char	*v;
-	char		 key[16];
-	unsigned long long n;
-	size_t		 i;
+	const char	*expl = "";
+	unsigned long long n = SPF_PASSES_DEFAULT;
 
 	pthread_once(&spf_once, spf_global_init);
 	if ((si = calloc(1, sizeof *si)) == NULL)
 		return -1;
 	si->api = api;
 	si->helo = 1;
-	si->max_passes = SPF_PASSES_DEFAULT;
-	for (i = 0; i < noptions; i++) {
-		if (str_option_split(options[i], key, sizeof key, &v) == -1)
-			goto bad;
-		if (strcmp(key, "helo") == 0) {
-			if (str_bool(v, &si->helo) == -1)
-				goto bad;
-		} else if (strcmp(key, "max_passes") == 0) {
-			if (str_uint(v, SPF_PASSES_LIMIT, &n) == -1 || n < 1)
-				goto bad;
-			si->max_passes = (unsigned)n;
-		} else if (strcmp(key, "explanation") == 0) {
-			if (strlen(v) > SPF_EXPLANATION_MAX || !spf_printable(v))
-				goto bad;
-			snprintf(si->explanation, sizeof si->explanation, "%s", v);
-		} else
-			goto bad;
-	}
+	/* The getters every module has (API 1.2): the core names a bad value. */
+	if (api->option_check(options, noptions, known) == -1 ||
+	    api->option_bool(options, noptions, "helo", &si->helo) == -1 ||
+	    api->option_uint(options, noptions, "max_passes", 1, SPF_PASSES_LIMIT,
+	    &n) == -1 ||
+	    api->option_string(options, noptions, "explanation", &expl) == -1)
+		goto bad;
+	si->max_passes = (unsigned)n;
+	if (strlen(expl) > SPF_EXPLANATION_MAX || !spf_printable(expl))
+		goto bad;
+	snprintf(si->explanation, sizeof si->explanation, "%s", expl);
 	if ((si->server = SPF_server_new_dns(&spf_dns_layer, 0)) == NULL) {
 		api->log(NULL, FMX_LOG_WARN, "spf: cannot create the libspf2 server");
 		spf_fini(si);
@@ -944,9 +937,9 @@ spf_init(const struct fmx_api *api, const char *const *options, size_t noptions,
 	*instance = si;
 	return 0;
 bad:
-	api->log(NULL, FMX_LOG_WARN, "spf: invalid option \"%.64s\" (known: "
-	    "helo = yes|no, max_passes = 1..%d, explanation = text of at most %d "
-	    "printable characters)", options[i], SPF_PASSES_LIMIT, SPF_EXPLANATION_MAX);
+	api->log(NULL, FMX_LOG_WARN, "spf: invalid options (known: helo = "
+	    "boolean, max_passes = 1..%d, explanation = text of at most %d "
+	    "printable characters)", SPF_PASSES_LIMIT, SPF_EXPLANATION_MAX);
 	spf_fini(si);
 	return -1;
 }

@@ -33,6 +33,7 @@
 
 #include <sys/wait.h>
 
+#include "filter_opt.h"
 #include "tap.h"
 
 #define TEST_DATA	"t/smtp/data/dkim/"
@@ -526,6 +527,12 @@ static const struct fmx_api test_api = {
 	.resume = test_resume,
 	.dns_query = test_dns_query,
 	.set_fact = test_set_fact,
+	/* API 1.2: the core's own option getters (filters/filter_opt.c). */
+	.option_string = filter_opt_string,
+	.option_bool = filter_opt_bool,
+	.option_uint = filter_opt_uint,
+	.option_list = filter_opt_list,
+	.option_check = filter_opt_check,
 };
 
 /* ---------------------------------------------------------------- */
@@ -1046,6 +1053,16 @@ test_init_options(void)
 	{
 		const char *o[] = { "verify=false", NULL };
 		ok(test_inst(o) == NULL, "init: verify=false without keys refused");
+	}
+	{
+		/* Through the core's getters (API 1.2): the core names it. */
+		const char *o[] = { "max_signatures=0", NULL };
+		char msg[FILTER_OPT_ERR_MAX] = "";
+
+		filter_opt_begin();
+		ok(test_inst(o) == NULL && filter_opt_end(msg, sizeof msg) == -1 &&
+		    strcmp(msg, "option max_signatures: \"0\" is not a number from 1 "
+		    "to 50") == 0, "init: max_signatures=0 named by the core: %s", msg);
 	}
 	{
 		/* The one spelling set (str_bool): "on" was refused before. */
@@ -1742,7 +1759,7 @@ main(void)
 {
 	void *inst;
 
-	plan(159);
+	plan(160);
 	if (access(TEST_DATA "rsa2048.pem", R_OK) != 0) {
 		printf("Bail out! run from the repository root (%s missing)\n",
 		    TEST_DATA "rsa2048.pem");

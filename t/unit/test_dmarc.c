@@ -28,6 +28,7 @@
 
 #include "dmarc.c"
 
+#include "filter_opt.h"
 #include "tap.h"
 
 #define TEST_LINE_MAX	512
@@ -396,6 +397,12 @@ static const struct fmx_api test_api = {
 	.add_auth_result = test_add_auth_result,
 	.resume = test_resume,
 	.dns_query = test_dns_query,
+	/* API 1.2: the core's own option getters (filters/filter_opt.c). */
+	.option_string = filter_opt_string,
+	.option_bool = filter_opt_bool,
+	.option_uint = filter_opt_uint,
+	.option_list = filter_opt_list,
+	.option_check = filter_opt_check,
 };
 
 /* What the core does after eom or abort. */
@@ -1280,6 +1287,19 @@ test_init(const struct fmx_filter *f)
 		if (r == 0)
 			f->fini(inst);
 	}
+
+	/* Through the core's getters (API 1.2): the core names a bad value. */
+	{
+		const char *bad = "honor_pct=maybe";
+		char msg[FILTER_OPT_ERR_MAX] = "";
+
+		filter_opt_begin();
+		r = f->init(&test_api, &bad, 1, &inst);
+		ok(r == -1 && filter_opt_end(msg, sizeof msg) == -1 &&
+		    strcmp(msg, "option honor_pct: \"maybe\" is not a boolean "
+		    "(yes/no, true/false, on/off, 1/0)") == 0,
+		    "honor_pct=maybe named by the core: %s", msg);
+	}
 }
 
 int
@@ -1291,7 +1311,7 @@ main(void)
 	size_t i;
 	int m;
 
-	plan(592);
+	plan(593);
 	(void)test_initlog;
 	/* An 5000-byte DMARC record, for the length limit. */
 	snprintf(test_longtxt, sizeof test_longtxt, "v=DMARC1; p=reject; rua=mailto:");

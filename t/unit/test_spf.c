@@ -36,6 +36,7 @@
 #include "spf_record.c"
 #include "spf_dns.c"
 #include "spf.c"
+#include "filter_opt.h"
 #include "tap.h"
 
 #define TEST_QUEUE_MAX	512
@@ -467,6 +468,12 @@ static const struct fmx_api test_api = {
 	.resume = test_resume,
 	.dns_query = test_dns_query,
 	.set_fact = test_set_fact,
+	/* API 1.2: the core's own option getters (filters/filter_opt.c). */
+	.option_string = filter_opt_string,
+	.option_bool = filter_opt_bool,
+	.option_uint = filter_opt_uint,
+	.option_list = filter_opt_list,
+	.option_check = filter_opt_check,
 };
 
 /* ------------------------------------------------------------------ */
@@ -1208,6 +1215,30 @@ test_helo(void)
 	spf_filter()->fini(inst);
 }
 
+/*
+ * Options go through the core's getters (API 1.2): a bad value is
+ * recorded for the core's "FILE:LINE: filter spf: option KEY: ..." line.
+ */
+static void
+test_options_core(void)
+{
+	static const char *const bad[] = { "helo=maybe" };
+	static const char *const unknown[] = { "colour=blue" };
+	char msg[FILTER_OPT_ERR_MAX] = "";
+	void *inst;
+
+	filter_opt_begin();
+	inst = test_instance(bad, 1);
+	ok(inst == NULL && filter_opt_end(msg, sizeof msg) == -1 &&
+	    strcmp(msg, "option helo: \"maybe\" is not a boolean (yes/no, "
+	    "true/false, on/off, 1/0)") == 0, "bad helo named by the core: %s", msg);
+	filter_opt_begin();
+	inst = test_instance(unknown, 1);
+	ok(inst == NULL && filter_opt_end(msg, sizeof msg) == -1 &&
+	    strncmp(msg, "option colour: unknown option (known: helo, max_passes, "
+	    "explanation)", 70) == 0, "unknown option named by the core: %s", msg);
+}
+
 static void
 test_options(void)
 {
@@ -1345,7 +1376,7 @@ test_suite_cases(void)
 int
 main(void)
 {
-	plan(509);
+	plan(511);
 	test_default_inst = test_instance(NULL, 0);
 	ok(test_default_inst != NULL, "instance with no options");
 	test_parser();
@@ -1356,6 +1387,7 @@ main(void)
 	test_mechanisms();
 	test_helo();
 	test_options();
+	test_options_core();
 	test_hostile();
 	test_suite_cases();
 	spf_filter()->fini(test_default_inst);
