@@ -17,6 +17,7 @@ LDLIBS += -lspf2 -lresolv
 # Data plane
 SRCS	+= proxy/main.c
 SRCS	+= proxy/worker.c
+SRCS	+= proxy/limit.c
 SRCS	+= proxy/smtp_session.c
 SRCS	+= proxy/smtp_peer.c
 SRCS	+= proxy/smtp_chat.c

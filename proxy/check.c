@@ -36,6 +36,7 @@
 #include "config.h"
 #include "dns.h"
 #include "filter_chain.h"
+#include "limit.h"
 #include "log.h"
 #include "smtp_reply.h"
 #include "smtp_session.h"
@@ -482,7 +483,7 @@ static int
 check_session(struct check_state *cs, struct filter_chain *ch,
     const struct sockaddr_storage *ss, socklen_t sslen)
 {
-	struct worker w;
+	struct smtp_host host;
 	int sv[2];
 
 	if (filter_pool_start(2, 16) == -1 || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == -1) {
@@ -491,15 +492,15 @@ check_session(struct check_state *cs, struct filter_chain *ch,
 	}
 	worker_chain_set(ch);
 	filter_chain_ref(ch);
-	memset(&w, 0, sizeof w);
-	TAILQ_INIT(&w.sessions);
-	w.base = cs->base = event_base_new();
+	memset(&host, 0, sizeof host);
+	TAILQ_INIT(&host.sessions);
+	host.base = cs->base = event_base_new();
 	evutil_make_socket_nonblocking(sv[0]);
 	evutil_make_socket_nonblocking(sv[1]);
-	if (worker_conn_acquire((const struct sockaddr *)ss, filter_chain_config(ch)) == -1)
+	if (limit_conn_acquire((const struct sockaddr *)ss, filter_chain_config(ch)) == -1)
 		fatalx("check: connection limit");
 	smtp_session_set_check(check_report, cs);
-	smtp_session_start(&w, sv[0], (const struct sockaddr *)ss, sslen, ch,
+	smtp_session_start(&host, sv[0], (const struct sockaddr *)ss, sslen, ch,
 	    SIZE_MAX);
 	cs->bev = bufferevent_socket_new(cs->base, sv[1], BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(cs->bev, check_readcb, NULL, check_eventcb, cs);
@@ -510,7 +511,7 @@ check_session(struct check_state *cs, struct filter_chain *ch,
 	bufferevent_free(cs->bev);
 	/* Let the session see the close and free itself. */
 	event_base_loop(cs->base, EVLOOP_NONBLOCK);
-	smtp_session_free_all(&w);
+	smtp_session_free_all(&host);
 	event_base_free(cs->base);
 	worker_chain_set(NULL);
 	filter_pool_stop();

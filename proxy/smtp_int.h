@@ -36,7 +36,7 @@
 
 struct bufferevent;
 struct event;
-struct worker;
+struct smtp_host;
 
 #include "xtext.h"
 
@@ -114,7 +114,7 @@ struct smtp_hdr {
 
 struct smtp_session {
 	unsigned long long	 id;
-	struct worker		*worker;
+	struct smtp_host	*host;		/* who runs it (smtp_session.h) */
 	struct filter_chain	*chain;		/* holds cfg */
 	struct config		*cfg;
 	struct filter_session	*fs;

@@ -30,10 +30,10 @@
 #include "config.h"
 #include "dns.h"
 #include "haproxy.h"
+#include "limit.h"
 #include "log.h"
 #include "smtp_int.h"
 #include "smtp_parse.h"
-#include "worker.h"
 
 static void	smtp_peer_rdns_answer(void *arg, int rcode,
 	    const unsigned char *pkt, size_t len);
@@ -220,13 +220,13 @@ smtp_peer_proxy_input(struct smtp_session *s)
 		char was[INET6_ADDRSTRLEN];
 
 		snprintf(was, sizeof was, "%s", s->addr);
-		worker_conn_release((const struct sockaddr *)&s->sa);
+		limit_conn_release((const struct sockaddr *)&s->sa);
 		smtp_peer_set(s, (const struct sockaddr *)&real);
 		log_info("%016llx smtp proxy client=%s port=%u via=%s", s->id,
 		    s->addr, s->port, was);
-		if (worker_conn_acquire((const struct sockaddr *)&s->sa, s->cfg) == -1) {
+		if (limit_conn_acquire((const struct sockaddr *)&s->sa, s->cfg) == -1) {
 			/* Count it anyway so that smtp_session_free can release it. */
-			worker_conn_force((const struct sockaddr *)&s->sa);
+			limit_conn_force((const struct sockaddr *)&s->sa);
 			smtp_reply(s, "421 4.7.0 Error: too many connections");
 			smtp_enter_state(s, SMTP_STATE_QUIT);
 			return;

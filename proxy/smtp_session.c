@@ -56,6 +56,7 @@
 #include "config.h"
 #include "dns.h"
 #include "filter_chain.h"
+#include "limit.h"
 #include "log.h"
 #include "netaddr.h"
 #include "smtp_frame.h"
@@ -64,7 +65,6 @@
 #include "smtp_session.h"
 #include "spool.h"
 #include "tls.h"
-#include "worker.h"
 
 struct smtp_verb {
 	enum smtp_cmd	 cmd;
@@ -818,23 +818,23 @@ smtp_connect_done(void *arg, const struct filter_result *res)
 }
 
 void
-smtp_session_start(struct worker *w, int fd, const struct sockaddr *sa,
+smtp_session_start(struct smtp_host *h, int fd, const struct sockaddr *sa,
     socklen_t salen, struct filter_chain *chain, size_t listener)
 {
 	struct smtp_session *s;
-	struct event_base *base = w->base;
+	struct event_base *base = h->base;
 	struct config *cfg = filter_chain_config(chain);
 	struct filter_host host;
 
 	if ((s = calloc(1, sizeof *s)) == NULL) {
 		close(fd);
-		worker_conn_release(sa);
+		limit_conn_release(sa);
 		filter_chain_unref(chain);
 		return;
 	}
 	s->id = atomic_fetch_add(&smtp_session_seq, 1) + 1 +
 	    ((unsigned long long)time(NULL) << 24);
-	s->worker = w;
+	s->host = h;
 	s->chain = chain;
 	s->cfg = cfg;
 	(void)salen;
@@ -868,15 +868,15 @@ smtp_session_start(struct worker *w, int fd, const struct sockaddr *sa,
 		if (s->deadline != NULL)
 			event_free(s->deadline);
 		filter_session_free(s->fs);
-		worker_conn_release(sa);
+		limit_conn_release(sa);
 		filter_chain_unref(chain);
 		free(s);
 		return;
 	}
 	/* Bound what a client can make us buffer ahead of our replies. */
 	smtp_chat_setup(s);
-	TAILQ_INSERT_TAIL(&w->sessions, s, entry);
-	w->nsessions++;
+	TAILQ_INSERT_TAIL(&h->sessions, s, entry);
+	h->nsessions++;
 	log_info("%016llx smtp connect client=%s port=%u", s->id, s->addr,
 	    s->port);
 	if (s->listener != NULL && s->listener->proxy_protocol) {
@@ -944,7 +944,7 @@ smtp_cancel_async(struct smtp_session *s)
 void
 smtp_session_free(struct smtp_session *s)
 {
-	struct worker *w = s->worker;
+	struct smtp_host *h = s->host;
 
 	/* Before on_abort runs (smtp_tx_reset): it may call resume(). */
 	smtp_cancel_async(s);
@@ -962,31 +962,32 @@ smtp_session_free(struct smtp_session *s)
 	free(s->text_line);
 	if (s->bev != NULL)
 		bufferevent_free(s->bev);
-	worker_conn_release((const struct sockaddr *)&s->sa);
-	TAILQ_REMOVE(&w->sessions, s, entry);
-	w->nsessions--;
+	limit_conn_release((const struct sockaddr *)&s->sa);
+	TAILQ_REMOVE(&h->sessions, s, entry);
+	h->nsessions--;
 	filter_chain_unref(s->chain);
 	free(s);
-	worker_session_gone(w);
+	if (h->gone != NULL)
+		h->gone(h->arg);
 }
 
 void
-smtp_session_drain_all(struct worker *w, int force)
+smtp_session_drain_all(struct smtp_host *h, int force)
 {
 	struct smtp_session *s, *next;
 
 	/* Draining never frees synchronously, but be safe against it. */
-	for (s = TAILQ_FIRST(&w->sessions); s != NULL; s = next) {
+	for (s = TAILQ_FIRST(&h->sessions); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, entry);
 		smtp_session_drain(s, force);
 	}
 }
 
 void
-smtp_session_free_all(struct worker *w)
+smtp_session_free_all(struct smtp_host *h)
 {
 	struct smtp_session *s;
 
-	while ((s = TAILQ_FIRST(&w->sessions)) != NULL)
+	while ((s = TAILQ_FIRST(&h->sessions)) != NULL)
 		smtp_session_free(s);
 }

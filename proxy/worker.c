@@ -1,5 +1,5 @@
 /*
- * worker.c - worker threads, listeners, drain, connection limits
+ * worker.c - worker threads, listeners, drain
  *
  * DESCRIPTION
  *	Each worker owns one event_base and its own SO_REUSEPORT socket per
@@ -13,6 +13,11 @@
  *	configuration's entry for its socket's address, so a reordered list
  *	never gives one port another's TLS or PROXY settings.  A session
  *	keeps the configuration it started with to its end.
+ *
+ *	The worker counts each connection it accepts (limit.c) and hands it
+ *	to smtp_session_start() with its struct smtp_host: the event base,
+ *	the session list, and the callback by which a freed session lets a
+ *	drain finish.  The worker calls the session, never the reverse.
  *
  *	At the fd limit accept() fails with the client still queued; the
  *	worker answers that client 421 with a reserve descriptor, pauses its
@@ -48,25 +53,17 @@
 #include "deliver.h"
 #include "dns.h"
 #include "filter_chain.h"
+#include "limit.h"
 #include "log.h"
 #include "smtp_session.h"
-#include "strutil.h"
 #include "upstream.h"
 #include "worker.h"
 
 #define WORKER_BACKLOG		511
 #define WORKER_ACCEPT_PAUSE_US	100000	/* no accepts for 0.1 s after running out of fds */
 #define WORKER_ACCEPT_LOG	10	/* seconds between "accept:" warnings */
-#define WORKER_CONN_BUCKETS	4096
 #define WORKER_PROBE_RETRY_MAX	30	/* seconds between probes of an unreachable upstream */
 
-/* Per-client-address connection count, shared by all workers. */
-struct worker_conn {
-	struct worker_conn	*next;
-	int			 family;
-	uint8_t			 addr[16];
-	size_t			 count;
-};
 
 static pthread_mutex_t worker_chain_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct filter_chain *worker_chain;
@@ -89,9 +86,6 @@ static struct {
 	atomic_int		 stopped;
 } worker_probe;
 
-static pthread_mutex_t worker_conn_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct worker_conn *worker_conn_table[WORKER_CONN_BUCKETS];
-static size_t worker_conn_total;
 
 struct filter_chain *
 worker_chain_get(void)
@@ -251,104 +245,6 @@ worker_probe_stop(void)
 	}
 }
 
-/* The address bytes that identify a client; v4-mapped v6 counts as v4. */
-static int
-worker_conn_key(const struct sockaddr *sa, uint8_t key[16])
-{
-	memset(key, 0, 16);
-	if (sa->sa_family == AF_INET) {
-		memcpy(key, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-		return AF_INET;
-	}
-	if (sa->sa_family == AF_INET6) {
-		const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-
-		if (IN6_IS_ADDR_V4MAPPED(a)) {
-			memcpy(key, &a->s6_addr[12], 4);
-			return AF_INET;
-		}
-		memcpy(key, a, 16);
-		return AF_INET6;
-	}
-	return AF_UNSPEC;
-}
-
-static size_t
-worker_conn_hash(int family, const uint8_t key[16])
-{
-	return (size_t)((str_hash_mem(key, 16) ^ (uint64_t)(unsigned)family) %
-	    WORKER_CONN_BUCKETS);
-}
-
-void
-worker_conn_force(const struct sockaddr *sa)
-{
-	static const struct config unlimited = {
-		.limits = { .connections = SIZE_MAX, .connections_per_ip = 0 },
-	};
-
-	if (worker_conn_acquire(sa, &unlimited) == -1)
-		fatalx("worker_conn_force: out of memory");
-}
-
-int
-worker_conn_acquire(const struct sockaddr *sa, const struct config *cfg)
-{
-	struct worker_conn *c;
-	uint8_t key[16];
-	int family = worker_conn_key(sa, key);
-	size_t b = worker_conn_hash(family, key);
-	int rc = 0;
-
-	pthread_mutex_lock(&worker_conn_lock);
-	for (c = worker_conn_table[b]; c != NULL; c = c->next)
-		if (c->family == family && memcmp(c->addr, key, 16) == 0)
-			break;
-	if (worker_conn_total >= cfg->limits.connections ||
-	    (c != NULL && cfg->limits.connections_per_ip != 0 &&
-	    c->count >= cfg->limits.connections_per_ip)) {
-		rc = -1;
-		goto out;
-	}
-	if (c == NULL) {
-		if ((c = calloc(1, sizeof *c)) == NULL) {
-			rc = -1;
-			goto out;
-		}
-		c->family = family;
-		memcpy(c->addr, key, 16);
-		c->next = worker_conn_table[b];
-		worker_conn_table[b] = c;
-	}
-	c->count++;
-	worker_conn_total++;
-out:
-	pthread_mutex_unlock(&worker_conn_lock);
-	return rc;
-}
-
-void
-worker_conn_release(const struct sockaddr *sa)
-{
-	struct worker_conn *c, **pp;
-	uint8_t key[16];
-	int family = worker_conn_key(sa, key);
-	size_t b = worker_conn_hash(family, key);
-
-	pthread_mutex_lock(&worker_conn_lock);
-	for (pp = &worker_conn_table[b]; (c = *pp) != NULL; pp = &c->next)
-		if (c->family == family && memcmp(c->addr, key, 16) == 0)
-			break;
-	if (c == NULL)
-		fatalx("worker_conn_release: unknown client");
-	worker_conn_total--;
-	if (--c->count == 0) {
-		*pp = c->next;
-		free(c);
-	}
-	pthread_mutex_unlock(&worker_conn_lock);
-}
-
 /* Same address and port (what a listen entry is matched by on reload). */
 static int
 worker_sa_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
@@ -411,7 +307,7 @@ worker_accept(struct evconnlistener *l, evutil_socket_t fd,
 		filter_chain_unref(ch);
 		return;
 	}
-	if (worker_conn_acquire(sa, filter_chain_config(ch)) == -1) {
+	if (limit_conn_acquire(sa, filter_chain_config(ch)) == -1) {
 		/* Best effort: the socket is fresh, a short write is harmless. */
 		if (write(fd, busy, sizeof busy - 1) < 0)
 			log_debug("worker: 421 write: %s", strerror(errno));
@@ -420,7 +316,7 @@ worker_accept(struct evconnlistener *l, evutil_socket_t fd,
 		filter_chain_unref(ch);
 		return;
 	}
-	smtp_session_start(w, fd, sa, (socklen_t)salen, ch, index);
+	smtp_session_start(&w->host, fd, sa, (socklen_t)salen, ch, index);
 }
 
 static void
@@ -620,8 +516,8 @@ worker_grace_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	log_info("worker %u grace period over, closing %zu sessions", w->id,
-	    w->nsessions);
-	smtp_session_drain_all(w, 1);
+	    w->host.nsessions);
+	smtp_session_drain_all(&w->host, 1);
 }
 
 static void
@@ -638,10 +534,10 @@ worker_drain_cb(evutil_socket_t fd, short what, void *arg)
 	if (w->id == 0)
 		worker_probe_stop();
 	worker_free_listeners(w);
-	smtp_session_drain_all(w, 0);
-	if (w->nsessions == 0)
+	smtp_session_drain_all(&w->host, 0);
+	if (w->host.nsessions == 0)
 		dns_release(w->base);
-	if (w->nsessions > 0) {
+	if (w->host.nsessions > 0) {
 		cfg = worker_config_get();
 		tv.tv_sec = cfg->timeouts.shutdown_grace;
 		config_unref(cfg);
@@ -649,10 +545,13 @@ worker_drain_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-void
-worker_session_gone(struct worker *w)
+/* A session was freed (struct smtp_host): a drain may be complete. */
+static void
+worker_session_gone(void *arg)
 {
-	if (w->draining && w->nsessions == 0) {
+	struct worker *w = arg;
+
+	if (w->draining && w->host.nsessions == 0) {
 		evtimer_del(w->grace_ev);
 		dns_release(w->base);
 	}
@@ -665,7 +564,7 @@ worker_main(void *arg)
 
 	event_base_dispatch(w->base);
 	/* Forced exit with sessions left (should not happen): free them. */
-	smtp_session_free_all(w);
+	smtp_session_free_all(&w->host);
 	return NULL;
 }
 
@@ -677,7 +576,9 @@ worker_start(struct worker *w, unsigned id, const struct config *cfg)
 	memset(w, 0, sizeof *w);
 	w->id = id;
 	w->reserve_fd = -1;
-	TAILQ_INIT(&w->sessions);
+	TAILQ_INIT(&w->host.sessions);
+	w->host.gone = worker_session_gone;
+	w->host.arg = w;
 	/*
 	 * The epoll changelist folds the add/delete pairs a bufferevent makes
 	 * within one loop iteration into one epoll_ctl (or none).
@@ -689,6 +590,7 @@ worker_start(struct worker *w, unsigned id, const struct config *cfg)
 	event_config_free(ecfg);
 	if (w->base == NULL)
 		return -1;
+	w->host.base = w->base;
 	w->drain_ev = event_new(w->base, -1, 0, worker_drain_cb, w);
 	w->grace_ev = evtimer_new(w->base, worker_grace_cb, w);
 	w->reload_ev = event_new(w->base, -1, 0, worker_reload_cb, w);

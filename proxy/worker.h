@@ -1,7 +1,7 @@
 /*
  * worker.h - worker threads: one event_base and one SO_REUSEPORT listener
- * set each; the sessions they accepted; process-wide connection counts;
- * the current configuration.
+ * set each; the sessions they accepted (struct smtp_host); the current
+ * configuration.  Connection counts are limit.h.
  */
 #ifndef FRONTMX_WORKER_H
 #define FRONTMX_WORKER_H
@@ -11,6 +11,8 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <time.h>
+
+#include "smtp_session.h"
 
 struct config;
 struct event;
@@ -48,8 +50,7 @@ struct worker {
 	time_t			 accept_log_at;	/* last "accept:" warning */
 	unsigned long		 accept_failed;	/* accept errors since then */
 	int			 draining;
-	size_t			 nsessions;
-	TAILQ_HEAD(, smtp_session) sessions;
+	struct smtp_host	 host;		/* its sessions; they call back through it */
 };
 
 /*
@@ -67,19 +68,11 @@ void		 worker_drain(struct worker *);
 /* After worker_chain_set() on SIGHUP: bind new listen addresses, close gone ones. */
 void		 worker_reload(struct worker *);
 void		 worker_join(struct worker *);
-/* Called by a session as it ends: the worker may finish its drain. */
-void		 worker_session_gone(struct worker *);
 
 /*
  * Probe the upstream's capabilities now (any thread); the prober runs on
  * worker 0 from worker_start() on.
  */
 void		 worker_probe_kick(void);
-
-/* Process-wide concurrency limits; 0 admitted, -1 over a limit. */
-int		 worker_conn_acquire(const struct sockaddr *, const struct config *);
-void		 worker_conn_release(const struct sockaddr *);
-/* Count a connection even over the limits (it is about to be refused). */
-void		 worker_conn_force(const struct sockaddr *);
 
 #endif

@@ -33,10 +33,6 @@ LAYERS = ['proxy', 'filters', 'policy', 'common']
 # Loops that exist today and are being removed, each with who removes it.
 # Delete an entry when its loop is gone: a stale entry fails (d).
 ALLOWED_LOOPS = {
-    # The session reports back to the worker (counters, session list) and
-    # the worker creates sessions; issue 10's session piece gives the
-    # session a small host struct instead, and deletes this entry.
-    ('proxy/smtp_session', 'proxy/worker'): 'issue 10, session piece',
 }
 # The same for circles of three or more modules (sorted module names).
 ALLOWED_CIRCLES = {
