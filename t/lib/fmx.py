@@ -17,7 +17,8 @@ Run by Debian's /usr/bin/python3 (aiosmtpd, dnslib, dkim live there).
     run(main)                      # TAP plan, cleanup, exit status
 
 Pieces:
-  TAP            ok(), is_(), like(), unlike(), reply_is(), diag(), done()
+  TAP            ok(), is_(), like(), unlike(), reply_is(), diag(), done();
+                 with todo(reason): the assertions inside are TAP TODO
   processes      every process started here is killed at exit (atexit and
                  try/finally in run()); the test process is a child
                  subreaper, so daemonised grandchildren are found and killed
@@ -43,7 +44,7 @@ import time
 import traceback
 
 __all__ = [
-    'ok', 'is_', 'isnt', 'like', 'unlike', 'diag', 'note', 'skip', 'done', 'run',
+    'ok', 'is_', 'isnt', 'like', 'unlike', 'diag', 'note', 'skip', 'todo', 'done', 'run',
     'reply_is', 'failed_count',
     'free_port', 'tmpdir', 'wait_for', 'set_timeout',
     'Frontmx', 'run_frontmx_t', 'frontmx_path', 'render_conf', 'base_conf',
@@ -55,7 +56,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 
 # ---------------------------------------------------------------- TAP
 
-_tap = {'n': 0, 'failed': 0, 'done': False}
+_tap = {'n': 0, 'failed': 0, 'done': False, 'todo': None}
 _tap_lock = threading.Lock()
 
 
@@ -79,10 +80,16 @@ def ok(cond, name=''):
     with _tap_lock:
         _tap['n'] += 1
         n = _tap['n']
+        why = _tap['todo']
+        if why is not None:
+            # TAP TODO: a known bug on main; prove counts it as passed,
+            # and reports it as "unexpectedly succeeded" once fixed
+            name += ' # TODO %s' % why.replace('\n', ' ').replace('#', '')
         if cond:
             _out('ok %d - %s\n' % (n, name))
         else:
-            _tap['failed'] += 1
+            if why is None:
+                _tap['failed'] += 1
             _out('not ok %d - %s\n' % (n, name))
             # where the failing assertion is, for the reader of the TAP
             for fr in reversed(traceback.extract_stack()[:-1]):
@@ -90,6 +97,22 @@ def ok(cond, name=''):
                     _out('#   at %s line %d\n' % (os.path.basename(fr.filename), fr.lineno))
                     break
     return bool(cond)
+
+
+class todo:
+    """with todo('reason'): the assertions inside are TAP TODO (a known
+    bug the test documents: their failure does not fail the file)."""
+
+    def __init__(self, why):
+        self.why = why
+
+    def __enter__(self):
+        self.saved, _tap['todo'] = _tap['todo'], self.why
+        return self
+
+    def __exit__(self, *exc):
+        _tap['todo'] = self.saved
+        return False
 
 
 def skip(name, why=''):
