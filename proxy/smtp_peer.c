@@ -18,7 +18,6 @@
  */
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
-#include <ctype.h>
 #include <netinet/in.h>
 #include <resolv.h>
 #include <stdio.h>
@@ -34,6 +33,7 @@
 #include "log.h"
 #include "smtp_int.h"
 #include "smtp_parse.h"
+#include "strutil.h"
 
 static void	smtp_peer_rdns_answer(void *arg, int rcode,
 	    const unsigned char *pkt, size_t len);
@@ -104,8 +104,8 @@ smtp_peer_rdns_answer(void *arg, int rcode, const unsigned char *pkt, size_t len
 			smtp_peer_rdns_done(s, SMTP_RDNS_NONE);
 			return;
 		}
-		for (i = 0; name[i] != '\0'; i++)
-			name[i] = (char)tolower((unsigned char)name[i]);
+		/* ASCII only: tolower(3) would follow the locale. */
+		str_lower(name);
 		snprintf(s->name, sizeof s->name, "%.255s", name);	/* <= 255: checked */
 		s->rdns = SMTP_RDNS_FORWARD;
 		if (smtp_peer_rdns_start(s, s->name, family == AF_INET6 ? ns_t_aaaa :
