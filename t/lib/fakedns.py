@@ -11,6 +11,8 @@
     dns.hold(name)         # answers for name wait until dns.release()
     dns.waiting(name)      # how many queries for name are being held
     dns.release()          # answer every held query now (and later ones)
+    dns.release(name)      # only those for name (the others stay held)
+    dns.answered(name)     # how many answers for name were sent
     dns.stop()
 
 Names not in the zone get NXDOMAIN; names present without the asked type
@@ -38,6 +40,11 @@ class _Resolver(BaseResolver):
         self.owner = owner
 
     def resolve(self, request, handler):
+        reply = self._resolve(request)
+        self.owner._answered(str(request.q.qname))
+        return reply
+
+    def _resolve(self, request):
         reply = request.reply()
         qname = str(request.q.qname)
         qtype = QTYPE[request.q.qtype]
@@ -49,8 +56,8 @@ class _Resolver(BaseResolver):
         if held:
             # An answer outstanding for as long as the test wants: it
             # goes out (normally) when the test calls release().
-            self.owner.released.wait(30)
-            with self.owner.lock:
+            with self.owner.cond:
+                self.owner.cond.wait_for(lambda: _norm(qname) not in self.owner.held, 30)
                 self.owner.nwaiting[_norm(qname)] -= 1
         with self.owner.lock:
             entry = self.owner.zone.get(_norm(qname))
@@ -97,7 +104,8 @@ class FakeDNS:
         self.stopping = threading.Event()
         self.held = set()
         self.nwaiting = {}
-        self.released = threading.Event()
+        self.nanswered = {}
+        self.cond = threading.Condition(self.lock)
 
     def set(self, name, records):
         with self.lock:
@@ -109,16 +117,27 @@ class FakeDNS:
     def hold(self, name):
         with self.lock:
             self.held.add(_norm(name))
-            self.released.clear()
 
     def waiting(self, name):
         with self.lock:
             return self.nwaiting.get(_norm(name), 0)
 
-    def release(self):
+    def release(self, name=None):
+        with self.cond:
+            if name is None:
+                self.held.clear()
+            else:
+                self.held.discard(_norm(name))
+            self.cond.notify_all()
+
+    def _answered(self, qname):
         with self.lock:
-            self.held.clear()
-        self.released.set()
+            self.nanswered[_norm(qname)] = self.nanswered.get(_norm(qname), 0) + 1
+
+    def answered(self, name):
+        # counted as the answer is handed to dnslib, which sends it at once
+        with self.lock:
+            return self.nanswered.get(_norm(name), 0)
 
     def start(self):
         # Same port for UDP and TCP (large TXT answers fall back to TCP).
@@ -151,7 +170,7 @@ class FakeDNS:
 
     def stop(self):
         self.stopping.set()
-        self.released.set()
+        self.release()
         for srv in self.servers:
             try:
                 srv.stop()

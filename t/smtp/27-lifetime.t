@@ -18,7 +18,6 @@
 import os
 import re
 import socket
-import struct
 import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
@@ -78,16 +77,6 @@ def drive(c, phase):
     return ok_
 
 
-def vanish(c):
-    """The client goes away at once: a reset, not a half-close (which
-    frontmx answers to the end, t/smtp/46-half-close.t)."""
-    try:
-        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-    except OSError:
-        pass
-    c.close()
-
-
 def nothing_relayed(up, name):
     is_(len(up.messages), 0, name + ': no message reached the upstream')
     ok(not any(x.upper() == 'DATA' for x in up.commands()),
@@ -106,7 +95,7 @@ def resume_abort():
         ok(drive(c, phase), '%s: driven to the pending hook' % phase)
         ok(wait_log(mx, r'filter=mis misbehave pending phase=%s' % phase),
            '%s: the hook is pending' % phase)
-        vanish(c)
+        c.vanish()
         ok(wait_log(mx, r'smtp disconnect reason='), '%s: the session ended' % phase)
         if phase in ('mail', 'rcpt', 'data', 'eom'):
             # on_abort runs for a message that had started (MAIL onward)
@@ -185,7 +174,7 @@ def resume_thread():
     c = SmtpClient(mx.port, timeout=WAIT)
     drive(c, 'mail')
     ok(wait_log(mx, r'misbehave pending phase=mail'), 'thread: MAIL pending')
-    vanish(c)
+    c.vanish()
     ok(wait_log(mx, r'misbehave thread resume=-?\d+ \(after close\)'),
        'thread: the module\'s thread resumed after the close')
     like(mx.log(), r'misbehave thread resume=-1 \(after close\)',
@@ -225,7 +214,7 @@ def blocking_after_close():
     cs.append(SmtpClient(mx.port, timeout=WAIT))
     ok(wait_log(mx, r'smtp connect', 6), 'blocking: a fifth session is queued')
     for c in cs:
-        vanish(c)
+        c.vanish()
     ok(wait_log(mx, r'smtp disconnect', 6), 'blocking: the five sessions ended')
     ok(wait_log(mx, r'misbehave woke', 4), 'blocking: the hooks woke up')
     woke = re.findall(r'misbehave woke arg=(\S+) helo=(\S+) from=(\S+) add_header=(-?\d+)', mx.log())
@@ -265,7 +254,7 @@ def upstream_pending():
         if stage == 'DOT':
             ok(wait_for(lambda: any(line == b'.\r\n' for cn in up.conns[probe:] for line in cn.lines), WAIT),
                'silent DOT: the final dot reached the upstream')
-        vanish(c)
+        c.vanish()
         ok(wait_log(mx, r'smtp disconnect reason='), 'silent %s: session ended' % stage)
         ok(wait_for(lambda: all(cn.closed for cn in up.conns), WAIT),
            'silent %s: frontmx dropped the upstream connection' % stage)
@@ -281,7 +270,7 @@ def upstream_pending():
     drive(c, 'data')
     reply_is(c.reply(), 354, None, 'mid-DATA: 354')
     c.send(b'From: alice@example.org\r\nSubject: half\r\n\r\nfirst half\r\n')
-    vanish(c)
+    c.vanish()
     ok(wait_log(mx, r'smtp disconnect reason='), 'mid-DATA: session ended')
     nothing_relayed(up, 'mid-DATA')
     mx.finish()
@@ -310,7 +299,7 @@ def dns_pending():
     c.send(proxy_v1('TCP4', '198.51.100.7', '192.0.2.1', 40000, 25))
     ok(wait_for(lambda: dns.waiting('7.100.51.198.in-addr.arpa') > 0, WAIT),
        'rDNS: the PTR query is outstanding')
-    vanish(c)
+    c.vanish()
     ok(wait_log(mx, r'smtp disconnect reason='), 'rDNS: session ended')
     dns.release()
     # The answer arrives for nobody; a new session is named as usual.
@@ -333,7 +322,7 @@ def dns_pending():
     c.start()
     c.send(b'MAIL FROM:<a@held.example>\r\n')
     ok(wait_for(lambda: dns.waiting('held.example') > 0, WAIT), 'SPF: the TXT query is outstanding')
-    vanish(c)
+    c.vanish()
     ok(wait_log(mx, r'smtp disconnect reason='), 'SPF: session ended')
     dns.release()
     c = SmtpClient(mx.port, timeout=WAIT)
@@ -368,7 +357,7 @@ def dns_pending():
         reply_is(c.cmd('DATA'), 354, None, '%s: DATA 354' % what)
         c.send(dot_stuff(msg) + b'.\r\n')
         ok(wait_for(lambda: dns.waiting(held) > 0, WAIT), '%s: the query is outstanding' % what)
-        vanish(c)
+        c.vanish()
         ok(wait_log(mx, r'smtp disconnect reason='), '%s: session ended' % what)
         dns.release()
         nothing_relayed(up, what)
