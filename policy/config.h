@@ -64,7 +64,6 @@ enum config_upstream_kind {
 	CONFIG_UPSTREAM_SMTP = 0,	/* relay over SMTP to host:port */
 	CONFIG_UPSTREAM_DIR,		/* "dir:PATH" Maildir-style delivery */
 	CONFIG_UPSTREAM_LMTP,		/* "lmtp:host:port" or "lmtp:unix:PATH" (RFC 2033) */
-	CONFIG_UPSTREAM_CHECK,		/* `frontmx check`: nothing is delivered */
 	CONFIG_UPSTREAM_KIND_COUNT
 };
 

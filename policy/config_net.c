@@ -368,16 +368,46 @@ config_load_listen(struct config_ctx *ctx, const config_setting_t *root,
 	return 0;
 }
 
+/*
+ * The "host:port" or "[IPv6]:port" of upstream.address (after "lmtp:"
+ * when prefix says so) into c->upstream_host and c->upstream_port.
+ */
+static int
+config_upstream_hostport(struct config_ctx *ctx, const config_setting_t *s,
+    const char *addr, const char *prefix, struct config *c)
+{
+	char		 host[CONFIG_ADDR_MAX], port[8];
+	unsigned	 p;
+	int		 bracketed;
+
+	if (config_hostport_split(addr, host, sizeof host, port,
+	    sizeof port, &bracketed) == -1)
+		return config_fail(ctx, s, "'upstream.address' must be "
+		    "\"%shost:port\", \"%s[IPv6]:port\" or \"%s\", not '%s%s'",
+		    prefix, prefix, prefix[0] ? "lmtp:unix:PATH" : "dir:PATH",
+		    prefix, addr);
+	/* Digits and dots only is meant as IPv4: don't let 1.2.3.999 pass as a name. */
+	if (bracketed ? !config_ipv6_valid(host) :
+	    strspn(host, "0123456789.") == strlen(host) ?
+	    !config_ipv4_valid(host) : !config_domain_valid(host))
+		return config_fail(ctx, s, "'upstream.address' has a "
+		    "bad host '%s'", host);
+	if (config_port_parse(port, &p) == -1 || p == 0)
+		return config_fail(ctx, s, "'upstream.address' port "
+		    "must be 1..65535, not '%s'", port);
+	c->upstream_host = config_xstrdup(host);
+	c->upstream_port = config_xstrdup(port);
+	return 0;
+}
+
 int
 config_load_upstream(struct config_ctx *ctx, const config_setting_t *root,
     struct config *c)
 {
 	const config_setting_t	*g = NULL, *s;
 	const char		*addr = NULL, *helo = NULL;
-	char			 host[CONFIG_ADDR_MAX], port[8];
-	unsigned		 p;
 	long long		 v;
-	int			 r, bracketed, xclient;
+	int			 r, xclient;
 
 	if ((r = config_want_group(ctx, root, "", "upstream", &g)) == -1)
 		return -1;
@@ -399,24 +429,23 @@ config_load_upstream(struct config_ctx *ctx, const config_setting_t *root,
 		c->upstream_kind = CONFIG_UPSTREAM_DIR;
 		c->upstream_dir = config_xstrdup(addr + 4);
 		c->upstream_dir_where = config_where(ctx, g, "address");
+	} else if (strncmp(addr, "lmtp:unix:", 10) == 0) {
+		/* sun_path holds 108 octets with the NUL (unix(7)). */
+		if (addr[10] != '/' || strlen(addr + 10) > 107)
+			return config_fail(ctx, s, "'upstream.address' "
+			    "\"lmtp:unix:\" needs an absolute socket path of at most "
+			    "107 octets, e.g. \"lmtp:unix:/run/dovecot/lmtp\", not '%s'",
+			    addr);
+		c->upstream_kind = CONFIG_UPSTREAM_LMTP;
+		c->upstream_unix = config_xstrdup(addr + 10);
+	} else if (strncmp(addr, "lmtp:", 5) == 0) {
+		if (config_upstream_hostport(ctx, s, addr + 5, "lmtp:", c) == -1)
+			return -1;
+		c->upstream_kind = CONFIG_UPSTREAM_LMTP;
 	} else {
-		if (config_hostport_split(addr, host, sizeof host, port,
-		    sizeof port, &bracketed) == -1)
-			return config_fail(ctx, s, "'upstream.address' must be "
-			    "\"host:port\", \"[IPv6]:port\" or \"dir:PATH\", "
-			    "not '%s'", addr);
-		/* Digits and dots only is meant as IPv4: don't let 1.2.3.999 pass as a name. */
-		if (bracketed ? !config_ipv6_valid(host) :
-		    strspn(host, "0123456789.") == strlen(host) ?
-		    !config_ipv4_valid(host) : !config_domain_valid(host))
-			return config_fail(ctx, s, "'upstream.address' has a "
-			    "bad host '%s'", host);
-		if (config_port_parse(port, &p) == -1 || p == 0)
-			return config_fail(ctx, s, "'upstream.address' port "
-			    "must be 1..65535, not '%s'", port);
+		if (config_upstream_hostport(ctx, s, addr, "", c) == -1)
+			return -1;
 		c->upstream_kind = CONFIG_UPSTREAM_SMTP;
-		c->upstream_host = config_xstrdup(host);
-		c->upstream_port = config_xstrdup(port);
 	}
 
 	if ((r = config_want_string(ctx, g, "upstream", "helo", &helo)) == -1)

@@ -10,8 +10,10 @@
  *	The message goes through the daemon's own SMTP session code over a
  *	socketpair: same framing, same relay control, same filters, same
  *	policy, same header rendering.  Only delivery differs: the session
- *	reports what it would relay (upstream kind CONFIG_UPSTREAM_CHECK).
- *	So what `check` says is what the daemon does, by construction.
+ *	delivers through the check backend (deliver_check.c, handed to it
+ *	as its smtp_host's struct deliver_override), which reports what would
+ *	have left.  So what `check` says is what the daemon does, by
+ *	construction.
  *
  *	Output: the header fields the proxy would add, then
  *	"verdict: ACTION SMTP-REPLY".  Exit 0 relay (accept, tag), 2 reject,
@@ -34,6 +36,7 @@
 
 #include "check.h"
 #include "config.h"
+#include "deliver.h"
 #include "dns.h"
 #include "filter_chain.h"
 #include "limit.h"
@@ -316,8 +319,9 @@ check_eventcb(struct bufferevent *bev, short what, void *arg)
 	event_base_loopexit(cs->base, NULL);
 }
 
+/* deliver_check.c tells us what the session would have delivered. */
 static void
-check_report(void *arg, const struct smtp_check_report *r)
+check_report(void *arg, const struct deliver_check_report *r)
 {
 	struct check_state *cs = arg;
 
@@ -447,8 +451,6 @@ check_chain(const struct check_args *a, int *rc)
 		fprintf(stderr, "%s\n", err);
 		return NULL;
 	}
-	/* This configuration instance is ours alone: deliver nothing. */
-	cfg->upstream_kind = CONFIG_UPSTREAM_CHECK;
 	if (a->dns != NULL) {
 		while (cfg->ndns_forward > 0)
 			free(cfg->dns_forward[--cfg->ndns_forward]);
@@ -475,14 +477,16 @@ check_chain(const struct check_args *a, int *rc)
 }
 
 /*
- * The daemon's own session over a socketpair; with upstream kind
- * CONFIG_UPSTREAM_CHECK nothing leaves, check_report() hears what would
- * have.  -1 if it cannot start.
+ * The daemon's own session over a socketpair, delivering through the
+ * check backend (deliver_check.c) instead of upstream.address: nothing
+ * leaves, check_report() hears what would have.  -1 if it cannot start.
  */
 static int
 check_session(struct check_state *cs, struct filter_chain *ch,
     const struct sockaddr_storage *ss, socklen_t sslen)
 {
+	struct deliver_check dc = { .fn = check_report, .arg = cs };
+	struct deliver_override o = { .ops = &deliver_check_ops, .arg = &dc };
 	struct smtp_host host;
 	int sv[2];
 
@@ -494,12 +498,12 @@ check_session(struct check_state *cs, struct filter_chain *ch,
 	filter_chain_ref(ch);
 	memset(&host, 0, sizeof host);
 	TAILQ_INIT(&host.sessions);
+	host.deliver = &o;
 	host.base = cs->base = event_base_new();
 	evutil_make_socket_nonblocking(sv[0]);
 	evutil_make_socket_nonblocking(sv[1]);
 	if (limit_conn_acquire((const struct sockaddr *)ss, filter_chain_config(ch)) == -1)
 		fatalx("check: connection limit");
-	smtp_session_set_check(check_report, cs);
 	smtp_session_start(&host, sv[0], (const struct sockaddr *)ss, sslen, ch,
 	    SIZE_MAX);
 	cs->bev = bufferevent_socket_new(cs->base, sv[1], BEV_OPT_CLOSE_ON_FREE);

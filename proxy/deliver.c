@@ -12,7 +12,7 @@
  *	delivers on the next loop turn; closing the handle cancels it, so a
  *	reply never reaches a session that is gone.
  *
- *	main.c, worker.c and tls.c ask deliver_upstream(), deliver_prepare()
+ *	main.c and worker.c ask deliver_upstream(), deliver_prepare()
  *	and deliver_probe() instead of testing the kind themselves.
  */
 #include <stdarg.h>
@@ -91,10 +91,16 @@ deliver_flags(const struct deliver_ops *ops)
 	return ops->flags;
 }
 
-const char *
-deliver_name(const struct deliver_ops *ops)
+const struct deliver_ops *
+deliver_backend(const struct deliver *d)
 {
-	return ops->name;
+	return d->ops;
+}
+
+const char *
+deliver_result(const struct deliver_ops *ops, const char *action)
+{
+	return ops->result != NULL ? ops->result : action;
 }
 
 /* The synchronous backends' reply, one loop turn later. */

@@ -83,6 +83,7 @@ struct deliver;
 
 struct deliver_ops {
 	const char	*name;		/* "smtp", "lmtp", "dir", "check": logs */
+	const char	*result;	/* the log's word for a 2xx; NULL: the action */
 	unsigned	 flags;		/* DELIVER_F_* */
 	/* What the client may be offered; d NULL before a handle is open. 1 known. */
 	int		(*caps)(const struct deliver *, struct smtp_ehlo_caps *);
@@ -144,11 +145,13 @@ int		 deliver_auth(struct deliver *, const char *line, deliver_done_fn,
 int		 deliver_idle(const struct deliver *);
 int		 deliver_in_tx(const struct deliver *);
 unsigned	 deliver_flags(const struct deliver_ops *);
-const char	*deliver_name(const struct deliver_ops *);
+const struct deliver_ops *deliver_backend(const struct deliver *);
+/* The message log's result for a delivered message (relayed, delivered, the action). */
+const char	*deliver_result(const struct deliver_ops *, const char *action);
 void		 deliver_close(struct deliver *);
 
 /*
- * For the process around the sessions (main.c, worker.c, tls.c), so that
+ * For the process around the sessions (main.c, worker.c), so that
  * they need not know the kinds either.  deliver_upstream(): 1 when the
  * configured backend talks to an upstream server through upstream.c
  * (then *lmtp, when not NULL, says in which dialect), 0 otherwise.

@@ -12,7 +12,8 @@
  *	DELIVER_F_REPORT makes the session bring discard and quarantine here
  *	too, so that check reports them instead of doing them.
  *
- *	It offers what the Maildir backend offers: 8BITMIME and SMTPUTF8.
+ *	Its envelope operations and offer are deliver.c's deliver_local_*,
+ *	as for the Maildir backend: 8BITMIME and SMTPUTF8.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,7 @@ deliver_check_data(struct deliver *d, const struct deliver_msg *msg)
 
 const struct deliver_ops deliver_check_ops = {
 	.name = "check",
+	.result = NULL,
 	.flags = DELIVER_F_REPORT,
 	.caps = deliver_local_caps,
 	.open = deliver_local_open,

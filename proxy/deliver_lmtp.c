@@ -28,6 +28,7 @@
 
 const struct deliver_ops deliver_lmtp_ops = {
 	.name = "lmtp",
+	.result = "relayed",
 	.flags = DELIVER_F_ONE_RCPT | DELIVER_F_ENVELOPE,
 	.caps = deliver_smtp_caps,
 	.open = deliver_smtp_open,

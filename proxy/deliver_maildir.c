@@ -10,9 +10,12 @@
  *	comes through the loop (deliver_reply_later), as deliver.h promises
  *	for every backend.
  *
- *	What the client is offered: 8BITMIME and SMTPUTF8 (the files keep
- *	8-bit content as it came), no DSN (a Maildir sends no notices), no
- *	SIZE beyond limits.message_size, no AUTH.
+ *	The envelope operations and what the client is offered are
+ *	deliver.c's deliver_local_* (shared with check): 8BITMIME and
+ *	SMTPUTF8, no DSN (a Maildir sends no notices), no AUTH.
+ *
+ *	deliver_maildir_quarantine() writes the quarantine's one copy for
+ *	the session, whatever the backend.
  */
 #include <stdio.h>
 #include <string.h>
@@ -71,6 +74,7 @@ deliver_maildir_quarantine(const struct config *cfg, unsigned long long sid,
 
 const struct deliver_ops deliver_maildir_ops = {
 	.name = "dir",
+	.result = "delivered",
 	.flags = 0,
 	.caps = deliver_local_caps,
 	.open = deliver_local_open,

@@ -107,6 +107,7 @@ deliver_smtp_close(struct deliver *d)
 
 const struct deliver_ops deliver_smtp_ops = {
 	.name = "smtp",
+	.result = "relayed",
 	.flags = DELIVER_F_ENVELOPE,
 	.caps = deliver_smtp_caps,
 	.open = deliver_smtp_open,

@@ -34,16 +34,15 @@
 void
 smtp_auth_offer(const struct smtp_session *s, char *out, size_t outlen)
 {
-	struct smtp_ehlo_caps caps;
-	int known;
+	char mechs[128];
 
 	out[0] = '\0';
 	if (s->listener == NULL || !s->listener->auth ||
 	    s->tls != SMTP_TLS_ACTIVE || s->auth_id != NULL)
 		return;
-	upstream_caps_get(&caps, &known);
-	if (known && (caps.flags & SMTP_EHLO_AUTH) && caps.auth[0] != '\0')
-		snprintf(out, outlen, "250-AUTH %.100s\n", caps.auth);
+	smtp_relay_auth_mechs(s, mechs, sizeof mechs);
+	if (mechs[0] != '\0')
+		snprintf(out, outlen, "250-AUTH %.100s\n", mechs);
 }
 
 int
@@ -208,7 +207,7 @@ smtp_auth_input(struct smtp_session *s)
 		free(line);
 		return 0;
 	}
-	if (kind != SMTP_LINE_OK || s->up == NULL) {
+	if (kind != SMTP_LINE_OK || s->dl == NULL) {
 		free(line);
 		smtp_auth_forget(s);
 		smtp_error(s, "501 5.5.2 Error: bad SASL response");
@@ -219,12 +218,9 @@ smtp_auth_input(struct smtp_session *s)
 		 * than hanging up mid-exchange: a QUIT there would be taken
 		 * as a (wrong) password and counted against our address.
 		 */
-		if (s->up == NULL) {
-			smtp_enter_state(s, SMTP_STATE_COMMAND);
-			return 1;
-		}
 		smtp_enter_state(s, SMTP_STATE_WAIT);
-		upstream_command_secret(s->up, "*", smtp_auth_cancelled, s);
+		if (smtp_relay_auth(s, "*", smtp_auth_cancelled) == -1)
+			smtp_enter_state(s, SMTP_STATE_COMMAND);
 		return 1;
 	}
 	line[len - 2] = '\0';
@@ -233,7 +229,12 @@ smtp_auth_input(struct smtp_session *s)
 	else if (s->auth_step == 1 && str_casecmp(s->auth_mech, "LOGIN") != 0)
 		smtp_auth_learn(s, line);
 	smtp_enter_state(s, SMTP_STATE_WAIT);
-	upstream_command_secret(s->up, line, smtp_auth_reply, s);
+	if (smtp_relay_auth(s, line, smtp_auth_reply) == -1) {
+		/* A backend without AUTH (never offered it): nothing to relay to. */
+		smtp_auth_forget(s);
+		smtp_reply(s, "502 5.5.1 Error: command not implemented");
+		smtp_enter_state(s, SMTP_STATE_COMMAND);
+	}
 	free(line);
 	return 1;
 }

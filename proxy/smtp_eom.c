@@ -341,7 +341,7 @@ smtp_eom_done(void *arg, const struct filter_result *res)
 		return;
 	case FMX_QUARANTINE:
 		if (s->cfg->quarantine_dir == NULL ||
-		    smtp_relay_write_dir(s, s->cfg->quarantine_dir, 1, o->reason) == -1) {
+		    smtp_relay_quarantine(s, o->reason) == -1) {
 			/* Nowhere safe to keep it: the client keeps it. */
 			smtp_chat_log_message(s, "tempfail", "quarantine unavailable");
 			smtp_reply(s, "451 4.3.0 Error: quarantine unavailable, try again later");

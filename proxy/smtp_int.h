@@ -203,7 +203,7 @@ struct smtp_session {
 	char			*replay_buf;
 
 	/* Upstream. */
-	struct upstream		*up;
+	struct deliver		*dl;		/* deliver.h: upstream, Maildir or check */
 	int			 up_reused;	/* this MAIL went over a kept connection */
 	int			 mail_retried;
 	char			 pending[SMTP_CMD_LINE_MAX + SMTP_PARAMS_MAX * 8];	/* command to relay */
@@ -286,11 +286,15 @@ void	smtp_relay_close(struct smtp_session *s);
 void	smtp_relay_cancel(struct smtp_session *s);
 void	smtp_relay_failed(struct smtp_session *s, enum upstream_err err);
 int	smtp_relay_has(const struct smtp_session *s, unsigned flag);
+void	smtp_relay_auth_mechs(const struct smtp_session *s, char *out,
+	    size_t outlen);
+int	smtp_relay_auth(struct smtp_session *s, const char *line,
+	    upstream_done_fn done);
+int	smtp_relay_rcpt_full(const struct smtp_session *s);
 unsigned	smtp_relay_offer_flags(const struct smtp_session *s);
 size_t	smtp_relay_size_limit(const struct smtp_session *s);
 void	smtp_relay_mail_start(struct smtp_session *s);
-int	smtp_relay_write_dir(struct smtp_session *s, const char *dir,
-	    int single, const char *note);
+int	smtp_relay_quarantine(struct smtp_session *s, const char *note);
 void	smtp_relay_mail(struct smtp_session *s);
 void	smtp_relay_rcpt(struct smtp_session *s);
 int	smtp_relay_reported(struct smtp_session *s, enum fmx_verdict verdict);

@@ -428,6 +428,12 @@ smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args)
 		    "send it in a separate transaction");
 		return;
 	}
+	/* LMTP: one recipient per transaction (smtp_relay_rcpt_full). */
+	if (smtp_relay_rcpt_full(s)) {
+		smtp_reply(s, "452 4.5.3 Error: one recipient per message here, "
+		    "send the others in a new transaction");
+		return;
+	}
 	s->rcpt_attempts++;
 	snprintf(s->pending_rcpt, sizeof s->pending_rcpt, "%s", p.mailbox);
 	snprintf(s->pending_dsn, sizeof s->pending_dsn, "%s", dsn);

@@ -1,19 +1,27 @@
 /*
- * smtp_relay.c - the delivery side: upstream SMTP, dir:, check
+ * smtp_relay.c - the session's side of delivery (deliver.h)
  *
  * DESCRIPTION
- *	Everything that talks to where the mail goes.  The upstream's
- *	capabilities decide what the client is offered
- *	(smtp_relay_offer_flags, smtp_relay_size_limit).  MAIL opens (or
- *	reuses, after RSET when owed) the upstream connection and is relayed
- *	with the parameters this connection allows (smtp_relay_mail_line);
- *	RCPT follows; the message is sent from the spool with the header
- *	block built at eom.  Recipient edits make the envelope go again
- *	(RSET, MAIL, every RCPT).  A dir: upstream writes the message into a
- *	Maildir instead, and `frontmx check` reports instead of delivering.
+ *	Everything that talks to where the mail goes, through one struct
+ *	deliver handle (s->dl) whatever the backend: an SMTP or LMTP
+ *	upstream, a dir: Maildir, or `frontmx check`'s report.  The backend
+ *	is picked when a transaction opens the handle (deliver_choose:
+ *	upstream.address, or the host's override for check) and nothing
+ *	here asks which one it is; its flags say what the session must do
+ *	(one recipient per transaction for LMTP, the envelope again after
+ *	recipient edits, discard and quarantine reported by check).
  *
- *	Every upstream failure becomes a 4xx to the client and closes the
- *	upstream connection (smtp_relay_failed): nothing is lost.
+ *	The backend's capabilities decide what the client is offered
+ *	(smtp_relay_offer_flags, smtp_relay_size_limit).  MAIL opens (or
+ *	reuses, after RSET when owed) the handle and is relayed with the
+ *	parameters it allows (smtp_relay_mail_line); RCPT follows; the
+ *	message goes from the spool with the header block built at eom, and
+ *	the backend's reply to it is the client's.  Recipient edits make the
+ *	envelope go again (RSET, MAIL, every RCPT) where RCPTs were already
+ *	given.  The quarantine is a Maildir (deliver_maildir_quarantine).
+ *
+ *	Every delivery failure becomes a 4xx to the client and closes the
+ *	handle (smtp_relay_failed): nothing is lost.
  */
 #include <netinet/in.h>
 #include <stdio.h>
@@ -24,18 +32,17 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "deliver.h"
 #include "filter_chain.h"
 #include "log.h"
-#include "maildir.h"
 #include "smtp_int.h"
 #include "smtp_session.h"
 #include "spool.h"
 #include "upstream.h"
 
-static smtp_check_fn smtp_check_cb;
-static void *smtp_check_arg;
-
 static const char *smtp_relay_mail_line(struct smtp_session *);
+static const char *smtp_relay_action(struct smtp_session *);
+static struct spool *smtp_relay_spool(struct smtp_session *, size_t *);
 static void	smtp_relay_envelope_next(struct smtp_session *);
 
 /*
@@ -45,8 +52,8 @@ static void	smtp_relay_envelope_next(struct smtp_session *);
 void
 smtp_relay_close(struct smtp_session *s)
 {
-	upstream_close(s->up);
-	s->up = NULL;
+	deliver_close(s->dl);
+	s->dl = NULL;
 }
 
 /*
@@ -57,7 +64,7 @@ smtp_relay_close(struct smtp_session *s)
 void
 smtp_relay_cancel(struct smtp_session *s)
 {
-	if (s->up != NULL && !upstream_idle(s->up))
+	if (s->dl != NULL && !deliver_idle(s->dl))
 		smtp_relay_close(s);
 }
 
@@ -87,29 +94,27 @@ smtp_relay_failed(struct smtp_session *s, enum upstream_err err)
 }
 
 /*
- * The upstream's extensions: the connection's own once it is open, else
- * the last the upstream told anyone (upstream_caps_set).  Before it ever
- * answered, 8BITMIME, SMTPUTF8 and DSN are assumed (README
- * "Capabilities"): not offering them would make senders downgrade 8-bit
- * bodies (breaking DKIM) or bounce SMTPUTF8 mail, while a transaction that
- * needs one the upstream then lacks only gets a 451 (smtp_relay_mail_line).
+ * The backend: the open handle's, else the one a transaction would get
+ * now (the configured upstream, or the host's override for check).
  */
-static void
+static const struct deliver_ops *
+smtp_relay_ops(const struct smtp_session *s)
+{
+	if (s->dl != NULL)
+		return deliver_backend(s->dl);
+	return deliver_choose(s->cfg, s->host->deliver);
+}
+
+/*
+ * The backend's extensions (deliver_caps): an upstream connection's own
+ * once it is open, else what the upstream last told anyone, else those
+ * assumed (README "Capabilities"); a Maildir's fixed set.  1 when known,
+ * 0 assumed.
+ */
+static int
 smtp_relay_caps(const struct smtp_session *s, struct smtp_ehlo_caps *caps)
 {
-	const struct smtp_ehlo_caps *c;
-	int known;
-
-	if (s->up != NULL && (c = upstream_caps(s->up)) != NULL) {
-		*caps = *c;
-		return;
-	}
-	upstream_caps_get(caps, &known);
-	if (!known) {
-		memset(caps, 0, sizeof *caps);
-		caps->flags = SMTP_EHLO_8BITMIME | SMTP_EHLO_SMTPUTF8 |
-		    SMTP_EHLO_DSN;
-	}
+	return deliver_caps(smtp_relay_ops(s), s->dl, caps);
 }
 
 int
@@ -117,27 +122,60 @@ smtp_relay_has(const struct smtp_session *s, unsigned flag)
 {
 	struct smtp_ehlo_caps caps;
 
-	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP)
-		return 0;
 	smtp_relay_caps(s, &caps);
 	return (caps.flags & flag) != 0;
 }
 
 /*
- * The pass-through extensions to advertise: 8BITMIME and SMTPUTF8 when
- * the upstream has them (a dir: upstream stores 8-bit content as is),
- * DSN only with the upstream's own support (a Maildir sends none).
+ * The pass-through extensions to advertise: 8BITMIME, SMTPUTF8 and DSN
+ * as far as the backend has them (a dir: upstream stores 8-bit content
+ * as is and sends no DSN).
  */
 unsigned
 smtp_relay_offer_flags(const struct smtp_session *s)
 {
 	struct smtp_ehlo_caps caps;
 
-	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP)
-		return SMTP_EHLO_8BITMIME | SMTP_EHLO_SMTPUTF8;
 	smtp_relay_caps(s, &caps);
 	return caps.flags & (SMTP_EHLO_8BITMIME | SMTP_EHLO_SMTPUTF8 |
 	    SMTP_EHLO_DSN);
+}
+
+/*
+ * The AUTH mechanisms to offer: what the upstream said, never what it is
+ * assumed to have; "" when it offers none (LMTP, Maildir, check).
+ */
+void
+smtp_relay_auth_mechs(const struct smtp_session *s, char *out, size_t outlen)
+{
+	struct smtp_ehlo_caps caps;
+
+	out[0] = '\0';
+	if (deliver_caps(smtp_relay_ops(s), NULL, &caps) &&
+	    (caps.flags & SMTP_EHLO_AUTH))
+		snprintf(out, outlen, "%s", caps.auth);
+}
+
+/* An AUTH line or SASL response to the upstream; -1 the backend has none. */
+int
+smtp_relay_auth(struct smtp_session *s, const char *line, deliver_done_fn done)
+{
+	if (s->dl == NULL)
+		return -1;
+	return deliver_auth(s->dl, line, done, s);
+}
+
+/*
+ * LMTP answers the final dot once per recipient and the client hears one
+ * reply: with one recipient per transaction that reply is the
+ * recipient's own, so nothing is lost or delivered twice (deliver.h).
+ * 1 when this RCPT must wait for a transaction of its own.
+ */
+int
+smtp_relay_rcpt_full(const struct smtp_session *s)
+{
+	return s->nrcpts > 0 &&
+	    (deliver_flags(smtp_relay_ops(s)) & DELIVER_F_ONE_RCPT);
 }
 
 /*
@@ -152,8 +190,6 @@ smtp_relay_size_limit(const struct smtp_session *s)
 	struct smtp_ehlo_caps caps;
 	size_t lim = s->cfg->limits.message_size;
 
-	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP)
-		return lim;
 	smtp_relay_caps(s, &caps);
 	if ((caps.flags & SMTP_EHLO_SIZE) && caps.size > 0 && caps.size < lim)
 		lim = caps.size;
@@ -172,8 +208,7 @@ smtp_relay_mail_reply(void *arg, enum upstream_err err, const struct smtp_reply 
 	 */
 	if (err == UPSTREAM_ERR_CLOSED && s->up_reused && !s->mail_retried) {
 		s->mail_retried = 1;
-		upstream_close(s->up);
-		s->up = NULL;
+		smtp_relay_close(s);
 		smtp_relay_mail_start(s);
 		return;
 	}
@@ -197,8 +232,7 @@ smtp_relay_rset_reply(void *arg, enum upstream_err err, const struct smtp_reply 
 
 	if (err != UPSTREAM_OK || r->code != 250) {
 		/* Out of step with the upstream: start over with a new connection. */
-		upstream_close(s->up);
-		s->up = NULL;
+		smtp_relay_close(s);
 	}
 	smtp_relay_mail_start(s);
 }
@@ -213,7 +247,10 @@ smtp_relay_send_pending(struct smtp_session *s)
 	const char *missing;
 
 	if (s->pending_cb != smtp_relay_mail_reply) {
-		upstream_command_secret(s->up, s->pending, s->pending_cb, s);
+		if (smtp_relay_auth(s, s->pending, s->pending_cb) == -1) {
+			smtp_reply(s, "502 5.5.1 Error: command not implemented");
+			smtp_resume(s, SMTP_STATE_COMMAND);
+		}
 		return;
 	}
 	if ((missing = smtp_relay_mail_line(s)) != NULL) {
@@ -227,7 +264,7 @@ smtp_relay_send_pending(struct smtp_session *s)
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
 	}
-	upstream_command(s->up, s->pending, s->pending_cb, s);
+	deliver_mail(s->dl, s->pending, s->pending_cb, s);
 }
 
 static void
@@ -248,7 +285,10 @@ smtp_relay_opened(void *arg, enum upstream_err err,
 	smtp_relay_send_pending(s);
 }
 
-/* Open (or reuse, after RSET if owed) the upstream, then relay MAIL. */
+/*
+ * Open (or reuse, after RSET if owed) the delivery handle, then relay
+ * MAIL (or AUTH).  A new handle gets its backend here, once.
+ */
 void
 smtp_relay_mail_start(struct smtp_session *s)
 {
@@ -256,20 +296,18 @@ smtp_relay_mail_start(struct smtp_session *s)
 	struct event_base *base;
 
 	/* The MTA closed an idle connection (its own timeout): just reopen. */
-	if (s->up != NULL && !upstream_idle(s->up)) {
-		upstream_close(s->up);
-		s->up = NULL;
-	}
+	if (s->dl != NULL && !deliver_idle(s->dl))
+		smtp_relay_close(s);
 	/*
 	 * The upstream's own record of its transaction, not ours: a refused
 	 * DATA, a message our filters stopped, a client RSET or EHLO all
 	 * leave its MAIL open, and only RSET (or a new connection) ends it.
 	 */
-	if (s->up != NULL && upstream_in_tx(s->up)) {
-		upstream_command(s->up, "RSET", smtp_relay_rset_reply, s);
+	if (s->dl != NULL && deliver_in_tx(s->dl)) {
+		deliver_rset(s->dl, smtp_relay_rset_reply, s);
 		return;
 	}
-	if (s->up != NULL) {
+	if (s->dl != NULL) {
 		s->up_reused = 1;
 		smtp_relay_send_pending(s);
 		return;
@@ -286,25 +324,19 @@ smtp_relay_mail_start(struct smtp_session *s)
 	cl.name = s->rdns == SMTP_RDNS_OK ? s->name :
 	    s->rdns == SMTP_RDNS_TEMP ? "[TEMPUNAVAIL]" : "[UNAVAILABLE]";
 	base = bufferevent_get_base(s->bev);
-	s->up = upstream_open(base, s->cfg, &cl, s->id, smtp_relay_opened, s);
-	if (s->up == NULL) {
+	s->dl = deliver_open(base, s->cfg, s->id,
+	    deliver_choose(s->cfg, s->host->deliver), s->host->deliver, &cl,
+	    smtp_relay_opened, s);
+	if (s->dl == NULL) {
 		smtp_relay_failed(s, UPSTREAM_ERR_LOCAL);
 		smtp_resume(s, SMTP_STATE_COMMAND);
 	}
 }
 
-/*
- * MAIL passed the filters: relay it (opening the upstream), or, for a
- * dir: or check upstream that takes nothing before the message, 250.
- */
+/* MAIL passed the filters: relay it, opening the handle when needed. */
 void
 smtp_relay_mail(struct smtp_session *s)
 {
-	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP) {
-		smtp_reply(s, "250 2.1.0 Ok");
-		smtp_resume(s, SMTP_STATE_COMMAND);
-		return;
-	}
 	s->pending_cb = smtp_relay_mail_reply;
 	smtp_relay_mail_start(s);
 }
@@ -387,17 +419,11 @@ smtp_relay_rcpt_reply(void *arg, enum upstream_err err, const struct smtp_reply 
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
 
-/* RCPT passed the filters: relay s->pending, or accept it here. */
+/* RCPT passed the filters: relay s->pending. */
 void
 smtp_relay_rcpt(struct smtp_session *s)
 {
-	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_SMTP) {
-		smtp_reply(s, "250 2.1.5 Ok");
-		smtp_mail_rcpt_accepted(s);
-		smtp_resume(s, SMTP_STATE_COMMAND);
-		return;
-	}
-	upstream_command(s->up, s->pending, smtp_relay_rcpt_reply, s);
+	deliver_rcpt(s->dl, s->pending, smtp_relay_rcpt_reply, s);
 }
 
 static void
@@ -414,10 +440,27 @@ smtp_relay_message_reply(void *arg, enum upstream_err err, const struct smtp_rep
 	}
 	snprintf(first, sizeof first, "%d %.*s", r->code,
 	    (int)strcspn(r->text, "\n"), r->text);
-	smtp_chat_log_message(s, r->code / 100 == 2 ? "relayed" :
+	smtp_chat_log_message(s, r->code / 100 == 2 ?
+	    deliver_result(deliver_backend(s->dl), smtp_relay_action(s)) :
 	    r->code / 100 == 4 ? "tempfail" : "rejected", first);
 	smtp_chat_upstream(s, r, "2.0.0");
 	smtp_tx_done(s);
+}
+
+/* What the filters decided, as check reports it and the log names it. */
+static const char *
+smtp_relay_action(struct smtp_session *s)
+{
+	switch (filter_session_outcome(s->fs)->verdict) {
+	case FMX_TAG:
+		return "tag";
+	case FMX_DISCARD:
+		return "discard";
+	case FMX_QUARANTINE:
+		return "quarantine";
+	default:
+		return "accept";
+	}
 }
 
 static struct spool *
@@ -431,96 +474,46 @@ smtp_relay_spool(struct smtp_session *s, size_t *off)
 	return &s->spool;
 }
 
+/* The message as a backend takes it: envelope, header block, spool. */
+static void
+smtp_relay_msg(struct smtp_session *s, struct deliver_msg *m)
+{
+	memset(m, 0, sizeof *m);
+	m->queue_id = s->queue_id;
+	m->mail_from = s->mail_from;
+	m->rcpts = (const char *const *)s->rcpts;
+	m->nrcpts = s->nrcpts;
+	m->head = s->head;
+	m->headlen = s->headlen;
+	m->head_prefix = s->head_prefix;
+	m->head_added = s->head_added;
+	m->spool = smtp_relay_spool(s, &m->spool_off);
+	m->action = smtp_relay_action(s);
+}
+
 /*
- * Write the message into a Maildir-style directory: the dir: upstream
- * (one copy per recipient) or the quarantine (one copy, every recipient
- * listed).  0 ok, -1 logged.
+ * Into the quarantine directory: one copy listing every recipient, the
+ * reason in its first header field.  0 ok, -1 logged.
  */
 int
-smtp_relay_write_dir(struct smtp_session *s, const char *dir, int single,
-    const char *note)
+smtp_relay_quarantine(struct smtp_session *s, const char *note)
 {
-	struct maildir_request req;
-	char err[512];
+	struct deliver_msg m;
 
-	memset(&req, 0, sizeof req);
-	req.dir = dir;
-	req.hostname = s->cfg->hostname;
-	req.mail_from = s->mail_from;
-	req.rcpts = (const char *const *)s->rcpts;
-	req.nrcpts = s->nrcpts;
-	req.prepend = s->head;
-	req.prependlen = s->headlen;
-	req.spool = smtp_relay_spool(s, &req.spool_off);
-	req.single = single;
-	req.note = note;
-	if (maildir_deliver(&req, err, sizeof err) == -1) {
-		log_warn("%016llx maildir dir=%s error=\"%s\"", s->id, dir, err);
-		return -1;
-	}
-	return 0;
+	smtp_relay_msg(s, &m);
+	return deliver_maildir_quarantine(s->cfg, s->id, s->cfg->quarantine_dir,
+	    &m, note);
 }
 
-void
-smtp_session_set_check(smtp_check_fn fn, void *arg)
-{
-	smtp_check_cb = fn;
-	smtp_check_arg = arg;
-}
-
-/* `frontmx check`: report instead of delivering; the client sees 250. */
-static void
-smtp_relay_check_deliver(struct smtp_session *s, const char *action)
-{
-	struct smtp_check_report r;
-	char *added;
-	size_t n;
-
-	n = s->head_prefix + (s->headlen - s->head_added);
-	if ((added = malloc(n + 1)) == NULL)
-		fatalx("out of memory");
-	memcpy(added, s->head, s->head_prefix);
-	memcpy(added + s->head_prefix, s->head + s->head_added,
-	    s->headlen - s->head_added);
-	added[n] = '\0';
-	r.action = action;
-	r.added = added;
-	r.addedlen = n;
-	if (smtp_check_cb != NULL)
-		smtp_check_cb(smtp_check_arg, &r);
-	free(added);
-	smtp_chat_log_message(s, action, "check");
-	smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->queue_id);
-	smtp_tx_done(s);
-}
-
+/* The message goes to the backend; its reply is the client's. */
 static void
 smtp_relay_message(struct smtp_session *s)
 {
-	struct spool *sp;
-	size_t off;
+	struct deliver_msg m;
 
-	if (s->cfg->upstream_kind == CONFIG_UPSTREAM_CHECK) {
-		smtp_relay_check_deliver(s, filter_session_outcome(s->fs)->verdict ==
-		    FMX_TAG ? "tag" : "accept");
-		return;
-	}
-
-	if (s->cfg->upstream_kind == CONFIG_UPSTREAM_DIR) {
-		if (smtp_relay_write_dir(s, s->cfg->upstream_dir, 0, NULL) == -1) {
-			smtp_chat_log_message(s, "tempfail", "local delivery failed");
-			smtp_reply(s, "451 4.3.0 Error: local delivery failed, try again later");
-		} else {
-			smtp_chat_log_message(s, "delivered", "250 maildir");
-			smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->queue_id);
-		}
-		smtp_tx_done(s);
-		return;
-	}
 	smtp_enter_state(s, SMTP_STATE_RELAY);
-	sp = smtp_relay_spool(s, &off);
-	upstream_send_message(s->up, s->head, s->headlen, sp, off,
-	    smtp_relay_message_reply, s);
+	smtp_relay_msg(s, &m);
+	deliver_data(s->dl, &m, smtp_relay_message_reply, s);
 }
 
 /*
@@ -568,7 +561,7 @@ smtp_relay_envelope_next(struct smtp_session *s)
 	char line[sizeof s->pending];
 
 	if (s->replay_i == 0) {
-		upstream_command(s->up, "RSET", smtp_relay_envelope_reply, s);
+		deliver_rset(s->dl, smtp_relay_envelope_reply, s);
 		return;
 	}
 	if (s->replay_i == 1) {
@@ -580,13 +573,13 @@ smtp_relay_envelope_next(struct smtp_session *s)
 			smtp_tx_done(s);
 			return;
 		}
-		upstream_command(s->up, s->pending, smtp_relay_envelope_reply, s);
+		deliver_mail(s->dl, s->pending, smtp_relay_envelope_reply, s);
 		return;
 	}
 	if (s->replay_i - 2 < s->nrcpts) {
 		snprintf(line, sizeof line, "RCPT TO:<%s>%s", s->rcpts[s->replay_i - 2],
 		    s->rcpt_params[s->replay_i - 2] ? s->rcpt_params[s->replay_i - 2] : "");
-		upstream_command(s->up, line, smtp_relay_envelope_reply, s);
+		deliver_rcpt(s->dl, line, smtp_relay_envelope_reply, s);
 		return;
 	}
 	if (s->replay_off == 0) {
@@ -599,28 +592,30 @@ smtp_relay_envelope_next(struct smtp_session *s)
 }
 
 /*
- * `frontmx check` reports a discard or a quarantine instead of doing it:
- * 1 when it did (the transaction is over), 0 for the caller to act.
+ * A DELIVER_F_REPORT backend (`frontmx check`) is given a discard or a
+ * quarantine as a message, to report instead of doing it: 1 when it
+ * was (the reply comes from the backend), 0 for the caller to act.
  */
 int
 smtp_relay_reported(struct smtp_session *s, enum fmx_verdict verdict)
 {
-	if (s->cfg->upstream_kind != CONFIG_UPSTREAM_CHECK ||
+	if (!(deliver_flags(deliver_backend(s->dl)) & DELIVER_F_REPORT) ||
 	    (verdict != FMX_DISCARD && verdict != FMX_QUARANTINE))
 		return 0;
-	smtp_relay_check_deliver(s, verdict == FMX_DISCARD ? "discard" :
-	    "quarantine");
+	smtp_relay_message(s);
 	return 1;
 }
 
 /*
  * The message is to go on, with its header block built: recipient edits
- * on an SMTP upstream send the envelope again first.
+ * on a backend that already has the RCPTs (SMTP, LMTP) send the
+ * envelope again first.
  */
 void
 smtp_relay_deliver(struct smtp_session *s, int rcpts_changed)
 {
-	if (rcpts_changed && s->cfg->upstream_kind == CONFIG_UPSTREAM_SMTP) {
+	if (rcpts_changed &&
+	    (deliver_flags(deliver_backend(s->dl)) & DELIVER_F_ENVELOPE)) {
 		s->replay_i = 0;
 		s->replay_off = 0;
 		smtp_enter_state(s, SMTP_STATE_WAIT);

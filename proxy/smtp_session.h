@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <stddef.h>
 
+struct deliver_override;
 struct event_base;
 struct filter_chain;
 struct smtp_session;
@@ -29,24 +30,12 @@ struct smtp_host {
 	void			*arg;
 	size_t			 nsessions;
 	TAILQ_HEAD(, smtp_session) sessions;
+	/* The delivery backend when not upstream.address's (check.c); or NULL. */
+	const struct deliver_override *deliver;
 };
 
 void	smtp_session_start(struct smtp_host *, int fd, const struct sockaddr *,
 	    socklen_t, struct filter_chain *, size_t listener);
-/*
- * `frontmx check`: with upstream kind CONFIG_UPSTREAM_CHECK the session
- * delivers nothing and reports, for each message that would be relayed,
- * quarantined or discarded, the action and the header fields the proxy
- * adds.  Process-wide; only the check command sets it.
- */
-struct smtp_check_report {
-	const char	*action;	/* accept, tag, quarantine, discard */
-	const char	*added;		/* header fields, CRLF lines */
-	size_t		 addedlen;
-};
-typedef void (*smtp_check_fn)(void *arg, const struct smtp_check_report *);
-void	smtp_session_set_check(smtp_check_fn, void *arg);
-
 /*
  * SIGTERM, for every session of the host: an idle one is told 421 and
  * closed, a busy one finishes first unless force is set.

@@ -195,6 +195,22 @@ static const struct test_config_case test_config_cases[] = {
 	{ "upstream with a newline and a tab, quoted safely", NULL,
 	  "listen = ( { address = \"127.0.0.1:2525\"; } );\nupstream = { address = \"mx\\n\\tx\"; };\n",
 	  ":2: 'upstream.address' must be \"host:port\", \"[IPv6]:port\" or \"dir:PATH\", not 'mx??x'" },
+	/* LMTP (RFC 2033): "lmtp:host:port" or "lmtp:unix:PATH". */
+	{ "upstream lmtp over TCP", NULL,
+	  "listen = ( { address = \"127.0.0.1:2525\"; } );\nupstream = { address = \"lmtp:127.0.0.1:24\"; };\n",
+	  NULL },
+	{ "upstream lmtp over a unix socket", NULL,
+	  "listen = ( { address = \"127.0.0.1:2525\"; } );\nupstream = { address = \"lmtp:unix:/run/dovecot/lmtp\"; };\n",
+	  NULL },
+	{ "upstream lmtp without port", NULL,
+	  "listen = ( { address = \"127.0.0.1:2525\"; } );\nupstream = { address = \"lmtp:mx.example.net\"; };\n",
+	  ":2: 'upstream.address' must be \"lmtp:host:port\", \"lmtp:[IPv6]:port\" or \"lmtp:unix:PATH\", not 'lmtp:mx.example.net'" },
+	{ "upstream lmtp relative unix path", NULL,
+	  "listen = ( { address = \"127.0.0.1:2525\"; } );\nupstream = { address = \"lmtp:unix:run/lmtp\"; };\n",
+	  ":2: 'upstream.address' \"lmtp:unix:\" needs an absolute socket path" },
+	{ "upstream lmtp bad port", NULL,
+	  "listen = ( { address = \"127.0.0.1:2525\"; } );\nupstream = { address = \"lmtp:127.0.0.1:0\"; };\n",
+	  ":2: 'upstream.address' port must be 1..65535, not '0'" },
 	{ "upstream bad IPv4", NULL,
 	  "listen = ( { address = \"127.0.0.1:2525\"; } );\nupstream = { address = \"1.2.3.999:25\"; };\n",
 	  ":2: 'upstream.address' has a bad host '1.2.3.999'" },
@@ -665,6 +681,35 @@ test_config_defaults(void)
 	config_unref(c);
 }
 
+/* The two LMTP forms land in host/port or the socket path. */
+static void
+test_config_lmtp(void)
+{
+	struct config	*c;
+	char		 err[CONFIG_ERR_MAX], path[PATH_MAX];
+
+	if (test_config_write("listen = ( { address = \"127.0.0.1:2525\"; } );\n"
+	    "upstream = { address = \"lmtp:[::1]:24\"; };\n", path, sizeof path) == -1)
+		return;
+	c = config_load(path, err, sizeof err);
+	unlink(path);
+	ok(c != NULL && c->upstream_kind == CONFIG_UPSTREAM_LMTP &&
+	    strcmp(c->upstream_host, "::1") == 0 &&
+	    strcmp(c->upstream_port, "24") == 0 && c->upstream_unix == NULL,
+	    "lmtp:[::1]:24 is LMTP to ::1 port 24");
+	config_unref(c);
+	if (test_config_write("listen = ( { address = \"127.0.0.1:2525\"; } );\n"
+	    "upstream = { address = \"lmtp:unix:/run/dovecot/lmtp\"; };\n", path,
+	    sizeof path) == -1)
+		return;
+	c = config_load(path, err, sizeof err);
+	unlink(path);
+	ok(c != NULL && c->upstream_kind == CONFIG_UPSTREAM_LMTP &&
+	    strcmp(c->upstream_unix, "/run/dovecot/lmtp") == 0 &&
+	    c->upstream_host == NULL, "lmtp:unix:PATH is LMTP to that socket");
+	config_unref(c);
+}
+
 static void
 test_config_sample(void)
 {
@@ -889,7 +934,7 @@ main(void)
 	struct config	*c;
 	char		 small[16];
 
-	plan(356);
+	plan(366);
 	/* prove runs us from the repository root; fixtures are relative to it. */
 	if (access("t/unit/conf/good.conf", R_OK) == -1) {
 		printf("Bail out! run from the repository root\n");
@@ -899,6 +944,7 @@ main(void)
 	test_config_good();
 	test_config_defaults();
 	test_config_sample();
+	test_config_lmtp();
 	test_config_sockaddr_parse();
 	test_config_relay();
 	test_config_many_domains();
