@@ -140,7 +140,7 @@ smtp_auth_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
 
-void
+int
 smtp_auth_cmd(struct smtp_session *s, const char *args)
 {
 	char offer[160];
@@ -150,22 +150,20 @@ smtp_auth_cmd(struct smtp_session *s, const char *args)
 	smtp_auth_offer(s, offer, sizeof offer);
 	if (offer[0] == '\0' && s->auth_id == NULL) {
 		smtp_error(s, "502 5.5.1 Error: command not implemented");
-		return;
+		return SMTP_VERB_OK;
 	}
 	if (s->auth_id != NULL) {
 		smtp_error(s, "503 5.5.1 Error: already authenticated");
-		return;
+		return SMTP_VERB_OK;
 	}
 	if (s->mail_from != NULL) {
 		smtp_error(s, "503 5.5.1 Error: AUTH not allowed in a mail transaction");
-		return;
+		return SMTP_VERB_OK;
 	}
 	sp = strchr(args, ' ');
 	n = sp ? (int)(sp - args) : (int)strlen(args);
-	if (n == 0 || n >= (int)sizeof s->auth_mech) {
-		smtp_error(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
-		return;
-	}
+	if (n == 0 || n >= (int)sizeof s->auth_mech)
+		return SMTP_VERB_SYNTAX;
 	snprintf(s->auth_mech, sizeof s->auth_mech, "%.*s", n, args);
 	s->auth_step = 0;
 	if (sp != NULL)
@@ -174,6 +172,7 @@ smtp_auth_cmd(struct smtp_session *s, const char *args)
 	s->pending_cb = smtp_auth_reply;
 	smtp_enter_state(s, SMTP_STATE_WAIT);
 	smtp_relay_mail_start(s);
+	return SMTP_VERB_OK;
 }
 
 /*

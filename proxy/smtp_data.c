@@ -57,30 +57,18 @@ smtp_data_start_done(void *arg, const struct filter_result *res)
 	smtp_resume(s, SMTP_STATE_DATA);
 }
 
-void
+int
 smtp_data_cmd_data(struct smtp_session *s, const char *args)
 {
-	if (*args != '\0') {
-		smtp_error(s, "501 5.5.4 Syntax: DATA");
-		return;
-	}
-	if (s->mail_from == NULL) {
-		smtp_error(s, "503 5.5.1 Error: need MAIL command");
-		return;
-	}
+	(void)args;
 	if (s->bdat) {
 		/* RFC 3030 3: DATA and BDAT never mix in one transaction. */
 		smtp_error(s, "503 5.5.1 Error: BDAT transaction in progress");
-		return;
-	}
-	if (s->nrcpts == 0) {
-		smtp_error(s, s->rcpt_attempts ?
-		    "554 5.5.1 Error: no valid recipients" :
-		    "503 5.5.1 Error: need RCPT command");
-		return;
+		return SMTP_VERB_OK;
 	}
 	smtp_enter_state(s, SMTP_STATE_WAIT);
 	smtp_filter(s, FILTER_PH_DATA, NULL, smtp_data_start_done);
+	return SMTP_VERB_OK;
 }
 
 /* The client's final dot arrived: refuse a bad message, else run the filters. */
@@ -386,7 +374,7 @@ smtp_data_bdat_start_done(void *arg, const struct filter_result *res)
 	smtp_resume(s, SMTP_STATE_BDAT);
 }
 
-void
+int
 smtp_data_cmd_bdat(struct smtp_session *s, const char *args)
 {
 	unsigned long long size;
@@ -405,24 +393,21 @@ smtp_data_cmd_bdat(struct smtp_session *s, const char *args)
 		smtp_reply(s, "421 4.5.0 %s Error: cannot find the end of the chunk",
 		    s->cfg->hostname);
 		smtp_enter_state(s, SMTP_STATE_QUIT);
-		return;
+		return SMTP_VERB_OK;
 	}
 	s->bdat_left = size;
 	s->bdat_last = *end != '\0';
-	s->bdat_refuse = NULL;
-	if (s->mail_from == NULL)
-		s->bdat_refuse = "503 5.5.1 Error: need MAIL command";
-	else if (s->nrcpts == 0)
-		s->bdat_refuse = s->rcpt_attempts ?
-		    "554 5.5.1 Error: no valid recipients" :
-		    "503 5.5.1 Error: need RCPT command";
+	/* The preconditions the verb table leaves to BDAT (smtp_verb_unmet). */
+	s->bdat_refuse = smtp_verb_unmet(s, SMTP_VERB_NEED_MAIL |
+	    SMTP_VERB_NEED_RCPT);
 	if (s->bdat_refuse != NULL || s->bdat) {
 		smtp_enter_state(s, SMTP_STATE_BDAT);
-		return;
+		return SMTP_VERB_OK;
 	}
 	/* First chunk of the message: the data phase filters run first. */
 	smtp_enter_state(s, SMTP_STATE_WAIT);
 	smtp_filter(s, FILTER_PH_DATA, NULL, smtp_data_bdat_start_done);
+	return SMTP_VERB_OK;
 }
 
 /* Consume buffered message lines; 1 if the final dot was seen. */

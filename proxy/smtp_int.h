@@ -106,6 +106,21 @@ enum smtp_mail_param {
 	SMTP_MAIL_PARAM_COUNT	/* must be last */
 };
 
+/*
+ * A verb's preconditions (the verb table, smtp_session.c): the dispatcher
+ * checks them in this order and writes their 501/503/530 replies itself.
+ */
+#define SMTP_VERB_NO_ARGS	0x01	/* 501 Syntax when arguments follow */
+#define SMTP_VERB_ARGS		0x02	/* 501 Syntax when none do */
+#define SMTP_VERB_NEED_HELO	0x04	/* 503 send HELO/EHLO first */
+#define SMTP_VERB_NEED_MAIL	0x08	/* 503 need MAIL command */
+#define SMTP_VERB_NEED_RCPT	0x10	/* 503 need RCPT, 554 after refused ones */
+#define SMTP_VERB_PRE_TLS	0x20	/* allowed before STARTTLS where TLS is required */
+
+/* What a verb function returns. */
+#define SMTP_VERB_OK		0	/* it answered, or started what will */
+#define SMTP_VERB_SYNTAX	(-1)	/* the dispatcher answers 501 Syntax */
+
 /* One header field of the spooled message. */
 struct smtp_hdr {
 	size_t	off;		/* in the spool */
@@ -234,6 +249,7 @@ void	smtp_readcb(struct bufferevent *bev, void *arg);
 void	smtp_eventcb(struct bufferevent *bev, short what, void *arg);
 void	smtp_connect_filters(struct smtp_session *s);
 void	smtp_session_free(struct smtp_session *s);
+const char *smtp_verb_unmet(const struct smtp_session *s, unsigned flags);
 
 /* smtp_chat.c */
 __attribute__((format(printf, 2, 3)))
@@ -258,23 +274,23 @@ void	smtp_peer_proxy_input(struct smtp_session *s);
 /* smtp_auth.c */
 void	smtp_auth_offer(const struct smtp_session *s, char *out, size_t outlen);
 int	smtp_auth_offered(const struct smtp_session *s);
-void	smtp_auth_cmd(struct smtp_session *s, const char *args);
+int	smtp_auth_cmd(struct smtp_session *s, const char *args);
 int	smtp_auth_input(struct smtp_session *s);
 
 /* smtp_mail.c */
 int	smtp_mail_offer_8bitmime(const struct smtp_session *s);
 int	smtp_mail_offer_smtputf8(const struct smtp_session *s);
 int	smtp_mail_offer_dsn(const struct smtp_session *s);
-void	smtp_mail_cmd_mail(struct smtp_session *s, const char *args);
+int	smtp_mail_cmd_mail(struct smtp_session *s, const char *args);
 void	smtp_mail_rcpt_add(struct smtp_session *s, const char *rcpt,
 	    const char *params);
 void	smtp_mail_rcpt_accepted(struct smtp_session *s);
-void	smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args);
+int	smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args);
 
 /* smtp_data.c */
-void	smtp_data_cmd_data(struct smtp_session *s, const char *args);
+int	smtp_data_cmd_data(struct smtp_session *s, const char *args);
 int	smtp_data_bdat_input(struct smtp_session *s);
-void	smtp_data_cmd_bdat(struct smtp_session *s, const char *args);
+int	smtp_data_cmd_bdat(struct smtp_session *s, const char *args);
 int	smtp_data_input(struct smtp_session *s);
 
 /* smtp_eom.c */

@@ -217,42 +217,33 @@ smtp_mail_path_refused(struct smtp_session *s, enum smtp_parse_err e,
 	return 1;
 }
 
-void
+int
 smtp_mail_cmd_mail(struct smtp_session *s, const char *args)
 {
 	struct smtp_path p;
 	enum smtp_parse_err e;
 
-	if (s->helo[0] == '\0') {
-		smtp_error(s, "503 5.5.1 Error: send HELO/EHLO first");
-		return;
-	}
 	if (s->mail_from != NULL) {
 		smtp_error(s, "503 5.5.1 Error: nested MAIL command");
-		return;
-	}
-	if (s->listener != NULL && s->listener->tls == CONFIG_TLS_REQUIRED &&
-	    s->tls != SMTP_TLS_ACTIVE) {
-		smtp_error(s, "530 5.7.0 Must issue a STARTTLS command first");
-		return;
+		return SMTP_VERB_OK;
 	}
 	if (s->draining) {
 		smtp_reply(s, "421 4.3.2 %s Service shutting down",
 		    s->cfg->hostname);
 		smtp_enter_state(s, SMTP_STATE_QUIT);
-		return;
+		return SMTP_VERB_OK;
 	}
 	e = smtp_parse_path(args, SMTP_CMD_MAIL, &p);
 	if (e == SMTP_PARSE_8BIT && smtp_mail_offer_smtputf8(s))
 		e = smtp_parse_path_utf8(args, SMTP_CMD_MAIL, &p);
 	if (smtp_mail_path_refused(s, e, SMTP_CMD_MAIL))
-		return;
+		return SMTP_VERB_OK;
 	if (smtp_mail_params(s, &p) == -1)
-		return;
+		return SMTP_VERB_OK;
 	/* RFC 6531 3.4: a UTF-8 address needs SMTPUTF8 on this MAIL. */
 	if (!s->tx_utf8 && !smtp_mail_is_ascii(p.mailbox)) {
 		smtp_error(s, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
-		return;
+		return SMTP_VERB_OK;
 	}
 	if ((s->mail_from = strdup(p.mailbox)) == NULL)
 		fatalx("out of memory");
@@ -264,6 +255,7 @@ smtp_mail_cmd_mail(struct smtp_session *s, const char *args)
 	s->mail_retried = 0;
 	smtp_enter_state(s, SMTP_STATE_WAIT);
 	smtp_filter(s, FILTER_PH_MAIL, s->mail_from, smtp_mail_done);
+	return SMTP_VERB_OK;
 }
 
 /* A recipient with its RCPT parameters as relayed (NULL or "": none). */
@@ -376,7 +368,7 @@ smtp_mail_rcpt_allowed(struct smtp_session *s, const struct smtp_path *p)
 	    s->cfg->nrelay_networks, (const struct sockaddr *)&s->sa);
 }
 
-void
+int
 smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args)
 {
 	struct smtp_path p;
@@ -386,26 +378,22 @@ smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args)
 	char dsn[SMTP_PARAM_VALUE_MAX * 2 + 32];
 	int n;
 
-	if (s->mail_from == NULL) {
-		smtp_error(s, "503 5.5.1 Error: need MAIL command");
-		return;
-	}
 	e = s->tx_utf8 ? smtp_parse_path_utf8(args, SMTP_CMD_RCPT, &p) :
 	    smtp_parse_path(args, SMTP_CMD_RCPT, &p);
 	if (smtp_mail_path_refused(s, e, SMTP_CMD_RCPT))
-		return;
+		return SMTP_VERB_OK;
 	if (smtp_mail_rcpt_params(s, &p, dsn, sizeof dsn) == -1)
-		return;
+		return SMTP_VERB_OK;
 	if (s->nrcpts >= s->cfg->limits.recipients) {
 		/* RFC 5321 4.5.3.1.10: 452, so the client retries the rest later. */
 		smtp_reply(s, "452 4.5.3 Error: too many recipients");
-		return;
+		return SMTP_VERB_OK;
 	}
 	if (!smtp_mail_rcpt_allowed(s, &p)) {
 		log_info("%016llx smtp reject=relay client=%s rcpt=<%s>", s->id,
 		    s->addr, p.mailbox);
 		smtp_error(s, "554 5.7.1 <%s>: Relay access denied", p.mailbox);
-		return;
+		return SMTP_VERB_OK;
 	}
 	pol = policy_lookup(s->cfg, p.domain[0] ? p.domain : NULL);
 	/*
@@ -416,7 +404,7 @@ smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args)
 	if (filter_session_held(s->fs, pol, &held) != FMX_CONTINUE) {
 		s->rcpt_attempts++;
 		smtp_filter_refused(s, &held, "recipient");
-		return;
+		return SMTP_VERB_OK;
 	}
 	/*
 	 * One message, one policy: a recipient whose domain has another
@@ -426,7 +414,7 @@ smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args)
 	if (s->nrcpts > 0 && s->policy != pol) {
 		smtp_reply(s, "452 4.5.3 Error: recipient has a different policy, "
 		    "send it in a separate transaction");
-		return;
+		return SMTP_VERB_OK;
 	}
 	/* LMTP: one recipient per transaction (smtp_relay_rcpt_full). */
 	if (smtp_relay_rcpt_full(s)) {
@@ -450,4 +438,5 @@ smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args)
 
 		filter_session_run(s->fs, FILTER_PH_RCPT, &a, smtp_mail_rcpt_done, s);
 	}
+	return SMTP_VERB_OK;
 }

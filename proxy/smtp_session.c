@@ -66,9 +66,12 @@
 #include "spool.h"
 #include "tls.h"
 
+/* One row of the verb table (smtp_verbs, smtp_command). */
 struct smtp_verb {
 	enum smtp_cmd	 cmd;
-	void		(*fn)(struct smtp_session *, const char *args);
+	const char	*syntax;	/* after "501 5.5.4 Syntax: " */
+	unsigned	 flags;		/* SMTP_VERB_* preconditions */
+	int		(*fn)(struct smtp_session *, const char *args);
 };
 
 static atomic_ullong smtp_session_seq;
@@ -395,15 +398,11 @@ smtp_helo_done(void *arg, const struct filter_result *res)
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
 
-static void
+static int
 smtp_cmd_helo_common(struct smtp_session *s, const char *args, int esmtp)
 {
-	if (*args == '\0' || smtp_parse_helo(args) == -1 ||
-	    strlen(args) > SMTP_HELO_MAX) {
-		smtp_error(s, "501 5.5.4 Syntax: %s hostname",
-		    esmtp ? "EHLO" : "HELO");
-		return;
-	}
+	if (smtp_parse_helo(args) == -1 || strlen(args) > SMTP_HELO_MAX)
+		return SMTP_VERB_SYNTAX;
 	/* RFC 5321 4.1.4: EHLO/HELO resets the transaction like RSET. */
 	smtp_tx_reset(s);
 	/*
@@ -418,18 +417,19 @@ smtp_cmd_helo_common(struct smtp_session *s, const char *args, int esmtp)
 	s->esmtp = esmtp;
 	smtp_enter_state(s, SMTP_STATE_WAIT);
 	smtp_filter(s, FILTER_PH_HELO, s->helo, smtp_helo_done);
+	return SMTP_VERB_OK;
 }
 
-static void
+static int
 smtp_cmd_ehlo(struct smtp_session *s, const char *args)
 {
-	smtp_cmd_helo_common(s, args, 1);
+	return smtp_cmd_helo_common(s, args, 1);
 }
 
-static void
+static int
 smtp_cmd_helo(struct smtp_session *s, const char *args)
 {
-	smtp_cmd_helo_common(s, args, 0);
+	return smtp_cmd_helo_common(s, args, 0);
 }
 
 /* The transaction is over (whatever the outcome): back to commands. */
@@ -445,70 +445,72 @@ smtp_tx_done(struct smtp_session *s)
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
 
-static void
+static int
 smtp_cmd_rset(struct smtp_session *s, const char *args)
 {
-	if (*args != '\0') {
-		smtp_error(s, "501 5.5.4 Syntax: RSET");
-		return;
-	}
+	(void)args;
 	smtp_tx_reset(s);
 	smtp_reply(s, "250 2.0.0 Ok");
+	return SMTP_VERB_OK;
 }
 
-static void
+static int
 smtp_cmd_noop(struct smtp_session *s, const char *args)
 {
 	(void)args;
 	smtp_reply(s, "250 2.0.0 Ok");
+	return SMTP_VERB_OK;
 }
 
-static void
+static int
 smtp_cmd_quit(struct smtp_session *s, const char *args)
 {
 	(void)args;
 	smtp_reply(s, "221 2.0.0 Bye");
 	smtp_enter_state(s, SMTP_STATE_QUIT);
+	return SMTP_VERB_OK;
 }
 
-static void
+static int
 smtp_cmd_vrfy(struct smtp_session *s, const char *args)
 {
-	if (*args == '\0') {
-		smtp_error(s, "501 5.5.4 Syntax: VRFY address");
-		return;
-	}
+	(void)args;
 	/* RFC 5321 3.5.3: 252 when we won't verify but will accept mail. */
 	smtp_reply(s, "252 2.0.0 Send some mail, I'll try my best");
+	return SMTP_VERB_OK;
 }
 
-static void
+static int
 smtp_cmd_help(struct smtp_session *s, const char *args)
 {
 	(void)args;
 	smtp_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+	return SMTP_VERB_OK;
 }
 
-static void
+static int
+smtp_cmd_not_implemented(struct smtp_session *s, const char *args)
+{
+	(void)args;
+	smtp_error(s, "502 5.5.1 Error: command not implemented");
+	return SMTP_VERB_OK;
+}
+
+static int
 smtp_cmd_starttls(struct smtp_session *s, const char *args)
 {
 	struct evbuffer *in;
 
-	if (*args != '\0') {
-		smtp_error(s, "501 5.5.4 Syntax: STARTTLS");
-		return;
-	}
+	(void)args;
 	if (s->tls != SMTP_TLS_NONE) {
 		smtp_error(s, "503 5.5.1 Error: TLS already active");
-		return;
+		return SMTP_VERB_OK;
 	}
-	if (!smtp_starttls_offered(s)) {
-		smtp_error(s, "502 5.5.1 Error: command not implemented");
-		return;
-	}
+	if (!smtp_starttls_offered(s))
+		return smtp_cmd_not_implemented(s, args);
 	if (s->listener->tls_ctx == NULL) {
 		smtp_reply(s, "454 4.7.0 TLS not available due to temporary reason");
-		return;
+		return SMTP_VERB_OK;
 	}
 	smtp_reply(s, "220 2.0.0 Ready to start TLS");
 	/*
@@ -525,7 +527,7 @@ smtp_cmd_starttls(struct smtp_session *s, const char *args)
 	if (smtp_chat_tls_wrap(s) == -1) {
 		smtp_reply(s, "421 4.7.0 %s TLS setup failed", s->cfg->hostname);
 		smtp_enter_state(s, SMTP_STATE_QUIT);
-		return;
+		return SMTP_VERB_OK;
 	}
 	/* RFC 3207 4.2: forget everything learnt before TLS; EHLO again. */
 	smtp_tx_reset(s);
@@ -536,49 +538,97 @@ smtp_cmd_starttls(struct smtp_session *s, const char *args)
 	smtp_relay_close(s);
 	s->tls = SMTP_TLS_HANDSHAKE;
 	smtp_enter_state(s, SMTP_STATE_COMMAND);
+	return SMTP_VERB_OK;
 }
 
-static void
-smtp_cmd_not_implemented(struct smtp_session *s, const char *args)
-{
-	(void)args;
-	smtp_error(s, "502 5.5.1 Error: command not implemented");
-}
-
+/*
+ * The verbs and what each needs before it runs (SMTP_VERB_* in smtp_int.h).
+ * PRE_TLS: allowed before STARTTLS on a listener that requires TLS;
+ * AUTH and BDAT refuse for themselves (AUTH is not offered before TLS,
+ * BDAT must consume its chunk first), the rest answer 502 anyway.
+ */
 static const struct smtp_verb smtp_verbs[] = {
-	{ SMTP_CMD_HELO,	smtp_cmd_helo },
-	{ SMTP_CMD_EHLO,	smtp_cmd_ehlo },
-	{ SMTP_CMD_MAIL,	smtp_mail_cmd_mail },
-	{ SMTP_CMD_RCPT,	smtp_mail_cmd_rcpt },
-	{ SMTP_CMD_DATA,	smtp_data_cmd_data },
-	{ SMTP_CMD_RSET,	smtp_cmd_rset },
-	{ SMTP_CMD_NOOP,	smtp_cmd_noop },
-	{ SMTP_CMD_QUIT,	smtp_cmd_quit },
-	{ SMTP_CMD_VRFY,	smtp_cmd_vrfy },
-	{ SMTP_CMD_HELP,	smtp_cmd_help },
-	/* Never relayed: a client's XCLIENT/AUTH/BDAT would desynchronise us. */
-	{ SMTP_CMD_EXPN,	smtp_cmd_not_implemented },
-	{ SMTP_CMD_STARTTLS,	smtp_cmd_starttls },
-	{ SMTP_CMD_AUTH,	smtp_auth_cmd },
-	{ SMTP_CMD_BDAT,	smtp_data_cmd_bdat },
-	{ SMTP_CMD_XCLIENT,	smtp_cmd_not_implemented },
-	{ SMTP_CMD_XFORWARD,	smtp_cmd_not_implemented },
+	{ SMTP_CMD_HELO, "HELO hostname",
+	    SMTP_VERB_ARGS | SMTP_VERB_PRE_TLS, smtp_cmd_helo },
+	{ SMTP_CMD_EHLO, "EHLO hostname",
+	    SMTP_VERB_ARGS | SMTP_VERB_PRE_TLS, smtp_cmd_ehlo },
+	{ SMTP_CMD_MAIL, NULL, SMTP_VERB_NEED_HELO, smtp_mail_cmd_mail },
+	{ SMTP_CMD_RCPT, NULL, SMTP_VERB_NEED_MAIL, smtp_mail_cmd_rcpt },
+	{ SMTP_CMD_DATA, "DATA", SMTP_VERB_NO_ARGS | SMTP_VERB_NEED_MAIL |
+	    SMTP_VERB_NEED_RCPT, smtp_data_cmd_data },
+	{ SMTP_CMD_RSET, "RSET", SMTP_VERB_NO_ARGS | SMTP_VERB_PRE_TLS,
+	    smtp_cmd_rset },
+	{ SMTP_CMD_NOOP, NULL, SMTP_VERB_PRE_TLS, smtp_cmd_noop },
+	{ SMTP_CMD_QUIT, NULL, SMTP_VERB_PRE_TLS, smtp_cmd_quit },
+	{ SMTP_CMD_VRFY, "VRFY address", SMTP_VERB_ARGS | SMTP_VERB_PRE_TLS,
+	    smtp_cmd_vrfy },
+	{ SMTP_CMD_HELP, NULL, SMTP_VERB_PRE_TLS, smtp_cmd_help },
+	{ SMTP_CMD_STARTTLS, "STARTTLS", SMTP_VERB_NO_ARGS | SMTP_VERB_PRE_TLS,
+	    smtp_cmd_starttls },
+	{ SMTP_CMD_AUTH, "AUTH mechanism [initial-response]", SMTP_VERB_PRE_TLS,
+	    smtp_auth_cmd },
+	{ SMTP_CMD_BDAT, NULL, SMTP_VERB_PRE_TLS, smtp_data_cmd_bdat },
+	/* Never taken from a client: they would make us lie to the upstream. */
+	{ SMTP_CMD_EXPN, NULL, SMTP_VERB_PRE_TLS, smtp_cmd_not_implemented },
+	{ SMTP_CMD_XCLIENT, NULL, SMTP_VERB_PRE_TLS, smtp_cmd_not_implemented },
+	{ SMTP_CMD_XFORWARD, NULL, SMTP_VERB_PRE_TLS, smtp_cmd_not_implemented },
 };
 
+/*
+ * The refusal for the first of the NEED_* preconditions in flags that the
+ * session does not meet, or NULL.  BDAT uses it too, after its chunk.
+ */
+const char *
+smtp_verb_unmet(const struct smtp_session *s, unsigned flags)
+{
+	if ((flags & SMTP_VERB_NEED_HELO) && s->helo[0] == '\0')
+		return "503 5.5.1 Error: send HELO/EHLO first";
+	if ((flags & SMTP_VERB_NEED_MAIL) && s->mail_from == NULL)
+		return "503 5.5.1 Error: need MAIL command";
+	if ((flags & SMTP_VERB_NEED_RCPT) && s->nrcpts == 0)
+		return s->rcpt_attempts ? "554 5.5.1 Error: no valid recipients" :
+		    "503 5.5.1 Error: need RCPT command";
+	return NULL;
+}
+
+/*
+ * One command line: find the verb, check its preconditions in the
+ * order the table's flags list them, run it.  The 501 and 503 replies
+ * for those are written here only.
+ */
 static void
 smtp_command(struct smtp_session *s, const char *line)
 {
+	const struct smtp_verb *v = NULL;
 	enum smtp_cmd cmd;
-	const char *args;
+	const char *args, *unmet;
 	size_t i;
 
 	cmd = smtp_parse_verb(line, &args);
 	for (i = 0; i < sizeof smtp_verbs / sizeof smtp_verbs[0]; i++)
-		if (smtp_verbs[i].cmd == cmd) {
-			smtp_verbs[i].fn(s, args);
-			return;
-		}
-	smtp_error(s, "502 5.5.2 Error: command not recognized");
+		if (smtp_verbs[i].cmd == cmd)
+			v = &smtp_verbs[i];
+	if (v == NULL) {
+		smtp_error(s, "502 5.5.2 Error: command not recognized");
+		return;
+	}
+	if (((v->flags & SMTP_VERB_NO_ARGS) && *args != '\0') ||
+	    ((v->flags & SMTP_VERB_ARGS) && *args == '\0')) {
+		smtp_error(s, "501 5.5.4 Syntax: %s", v->syntax);
+		return;
+	}
+	if ((unmet = smtp_verb_unmet(s, v->flags)) != NULL) {
+		smtp_error(s, "%s", unmet);
+		return;
+	}
+	if (!(v->flags & SMTP_VERB_PRE_TLS) && s->listener != NULL &&
+	    s->listener->tls == CONFIG_TLS_REQUIRED &&
+	    s->tls != SMTP_TLS_ACTIVE) {
+		smtp_error(s, "530 5.7.0 Must issue a STARTTLS command first");
+		return;
+	}
+	if (v->fn(s, args) == SMTP_VERB_SYNTAX)
+		smtp_error(s, "501 5.5.4 Syntax: %s", v->syntax);
 }
 
 /*
