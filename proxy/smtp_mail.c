@@ -420,7 +420,7 @@ smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args)
 	if (smtp_relay_rcpt_full(s)) {
 		smtp_reply(s, "452 4.5.3 Error: one recipient per message here, "
 		    "send the others in a new transaction");
-		return;
+		return SMTP_VERB_OK;
 	}
 	s->rcpt_attempts++;
 	snprintf(s->pending_rcpt, sizeof s->pending_rcpt, "%s", p.mailbox);
