@@ -1,5 +1,5 @@
 /*
- * upstream.c - SMTP client towards the upstream MTA
+ * upstream.c - SMTP (and LMTP) client towards the upstream MTA
  *
  * A bufferevent state machine.  The upstream is an MTA we trust to deliver,
  * not to be well-formed: every reply line is framed strictly (CRLF only,
@@ -17,6 +17,11 @@
  * command.  The upstream's transaction state (MAIL open or not) is
  * tracked from the replies themselves, so the session can RSET exactly
  * when the upstream still holds one.
+ *
+ * The same machine speaks LMTP (RFC 2033) for deliver_lmtp.c: LHLO for
+ * EHLO, a unix socket for "lmtp:unix:PATH", and after the final dot one
+ * reply owed per RCPT the server accepted in the transaction (tx_rcpts),
+ * so an extra or a missing one is out of step like any other.
  */
 #include <errno.h>
 #include <netinet/in.h>

@@ -9,10 +9,15 @@
 # code.  Whatever it does, the client never gets 250 for a recipient the
 # server did not accept, and no recipient gets two copies; every broken
 # answer is a 451 4.x and a new connection next time.
+#
+# A filter that adds a recipient (t/plugins/rcpt_edit.c) makes the
+# envelope go again with two RCPTs: two replies after the dot, and the
+# client hears 250 only when both are 2xx, the 4xx when one is.
 import os
 import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
+from fmx_filters import plugin, require_modules  # noqa: E402
 import socket  # noqa: E402
 
 BODY = b'From: alice@example.org\r\nSubject: lmtp\r\n\r\nto a scripted LMTP server\r\n'
@@ -149,6 +154,37 @@ def main():
         is_(copies.get(rcpt, 0), 1, '%s: the client\'s 250 stands for one copy' % rcpt)
     ok('gone@example.com' not in copies, 'the refused recipient was never delivered')
     check_stream(up, len(up.messages), 'LMTP stream')
+    mx.finish()
+    added_recipient()
+
+
+def added_recipient():
+    if not require_modules(plugin('rcpt_edit')):
+        return
+    up = Upstream(lmtp=True, ehlo_caps=['PIPELINING', '8BITMIME', 'ENHANCEDSTATUSCODES'])
+    mx = Frontmx('lmtp:127.0.0.1:%d' % up.port, name='frontmx (lmtp, added recipient)',
+                 conf={'filters': [{'name': 'rcpt_edit', 'module': plugin('rcpt_edit'),
+                                    'options': {'add': 'archive@example.com'}}]})
+    c = session(mx)
+    reply_is(one(c, 'first@example.com', 'added, all 250'), 250, None,
+             'added: 250 when both recipients got 250')
+    m = up.messages[-1] if up.messages else None
+    is_(m.rcpts if m else None, ['first@example.com', 'archive@example.com'],
+        'added: the envelope went again with both recipients')
+    up.on_dot = lambda m, conn: ('250 2.0.0 <%s> Ok\r\n450 4.2.0 <%s> busy'
+                                 % (m.rcpts[0], m.rcpts[1]))
+    dot = one(c, 'second@example.com', 'added, one 450')
+    reply_is(dot, 450, '4.2.0', 'added: the 450 of one recipient is the client\'s reply, not 250')
+    up.on_dot = None
+    conn = up.conns[-1]
+    c.quit()
+    # frontmx ends the connection with QUIT: it was in step, not dropped
+    ok(wait_for(lambda: conn.closed, 10) and conn.commands[-1] == 'QUIT',
+       'added: both replies were read in step, the connection ended with QUIT')
+    is_(sum(1 for x in conn.commands if x == 'DATA'), 2,
+        'added: both messages went down that one connection')
+    check_stream(up, 2, 'added: LMTP stream')
+    like(mx.log(), r'lmtp rcpt=2/2 reply="450', 'added: each per-recipient reply is logged')
     mx.finish()
 
 
