@@ -15,8 +15,9 @@
  * DESCRIPTION
  *	Part of config_load() (config.c), cut out because it is what an
  *	admin's address mistakes meet: listen (addresses, TLS mode, PROXY
- *	protocol, AUTH), upstream (host:port, [IPv6]:port or dir:PATH, its
- *	TLS), dns (resolver addresses) and relay (domains, networks).
+ *	protocol, AUTH), upstream (host:port, [IPv6]:port, lmtp:host:port,
+ *	lmtp:unix:PATH or dir:PATH, its TLS), dns (resolver addresses) and
+ *	relay (domains, networks).
  *	Addresses are numeric only: nothing here resolves a name.
  *
  *	config_relay_domain() answers "do we accept mail for this domain"
