@@ -13,7 +13,8 @@
  *		 resumes with it (double=1: and resumes a second time, with
  *		 the opposite verdict, which the core must refuse).
  *	eom=1	 on_eom too starts a timer (ms=) and pends; the timer
- *		 resumes with CONTINUE.
+ *		 resumes with REJECT if the sender contains "eomfail", else
+ *		 CONTINUE.
  *
  * The callbacks get the message state as their argument: the API says
  * they never run after the end of that message, so a callback that ran
@@ -103,26 +104,32 @@ slow_async_msg_free(void *arg)
 	free(m);
 }
 
-/* The answer for the message m: keep it, or hand it to the waiting RCPT. */
+/*
+ * The answer for the message m: keep it, or hand it to the waiting RCPT.
+ * resume() may run the session on through the client's pipelined
+ * commands before it returns (RSET, the next MAIL...), freeing m: nothing
+ * of m is read after it.
+ */
 static void
 slow_async_answer(struct fmx_ctx *ctx, struct slow_async_msg *m,
     enum fmx_verdict v)
 {
 	const struct fmx_api *api = m->sa->api;
-	int r1 = 0, r2 = 0;
+	int r1 = 0, r2 = 0, twice = m->sa->twice, waiting = m->waiting;
+	unsigned tag = m->tag;
 
+	api->log(ctx, FMX_LOG_INFO, "slow_async answer tag=%u from=%s "
+	    "verdict=%s", tag, m->from, slow_async_verdict_name(v));
 	m->answered = 1;
 	m->verdict = v;
-	if (m->waiting) {
-		m->waiting = 0;
-		r1 = api->resume(ctx, v);
-		if (m->sa->twice)
-			r2 = api->resume(ctx, v == FMX_REJECT ? FMX_CONTINUE :
-			    FMX_REJECT);
-	}
-	api->log(ctx, FMX_LOG_INFO, "slow_async answer tag=%u from=%s "
-	    "verdict=%s resume=%d again=%d", m->tag, m->from,
-	    slow_async_verdict_name(v), r1, r2);
+	m->waiting = 0;
+	if (!waiting)
+		return;
+	r1 = api->resume(ctx, v);
+	if (twice)
+		r2 = api->resume(ctx, v == FMX_REJECT ? FMX_CONTINUE : FMX_REJECT);
+	api->log(ctx, FMX_LOG_INFO, "slow_async resumed tag=%u resume=%d again=%d",
+	    tag, r1, r2);
 }
 
 static void
@@ -200,11 +207,17 @@ static void
 slow_async_eom_cb(struct fmx_ctx *ctx, void *arg)
 {
 	struct slow_async_msg *m = arg;
+	const struct fmx_api *api = m->sa->api;
+	enum fmx_verdict v;
+	unsigned tag = m->tag;
 	int r;
 
-	r = m->sa->api->resume(ctx, FMX_CONTINUE);
-	m->sa->api->log(ctx, FMX_LOG_INFO, "slow_async eom answer tag=%u "
-	    "resume=%d", m->tag, r);
+	v = strstr(m->from, "eomfail") != NULL ? FMX_REJECT : FMX_CONTINUE;
+	api->log(ctx, FMX_LOG_INFO, "slow_async eom answer tag=%u verdict=%s",
+	    tag, slow_async_verdict_name(v));
+	r = api->resume(ctx, v);	/* ends the message: m is freed */
+	api->log(ctx, FMX_LOG_INFO, "slow_async eom resumed tag=%u resume=%d",
+	    tag, r);
 }
 
 static enum fmx_verdict
