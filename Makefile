@@ -132,7 +132,7 @@ build/unit/%.o: t/unit/%.c
 	$(E) "  CC      $<"
 	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -It/unit -c -o $@ $<
 
-$(filter-out build/unit/test_loader,$(UNIT_TESTS)): build/unit/%: build/unit/%.o $(UNIT_OBJS)
+$(filter-out build/unit/test_loader build/unit/test_deliver,$(UNIT_TESTS)): build/unit/%: build/unit/%.o $(UNIT_OBJS)
 	$(E) "  LD      $@"
 	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $< $(UNIT_OBJS) $(LDLIBS)
 
@@ -174,6 +174,13 @@ TEST_LOADER_OBJS = build/asan/filters/filter_loader.o build/asan/filters/filter_
 build/unit/test_loader: build/unit/test_loader.o $(TEST_LOADER_OBJS)
 	$(E) "  LD      $@"
 	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $< $(TEST_LOADER_OBJS) -ldl
+
+# deliver.c's backends reach upstream.c, TLS and the configuration: the
+# daemon's objects but main.o.
+TEST_DELIVER_OBJS = $(filter-out build/asan/proxy/main.o,$(ASAN_OBJS))
+build/unit/test_deliver: build/unit/test_deliver.o $(TEST_DELIVER_OBJS)
+	$(E) "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $< $(TEST_DELIVER_OBJS) $(LDFLAGS) $(LDLIBS)
 
 unit: $(UNIT_TESTS) modules
 
