@@ -8,10 +8,14 @@
 # TLS, takes arguments) into one verb table (issue 10).
 #
 # States: start (greeting only), helo (HELO), ehlo (EHLO), mail (EHLO,
-# MAIL), rcpt (EHLO, MAIL, RCPT) on a listener without TLS; the same on a
-# STARTTLS listener (STARTTLS offered); on a tls = "required" listener
+# MAIL), rcpt (EHLO, MAIL, RCPT), rcpt-refused (its only RCPT refused),
+# helo-rcpt (HELO, MAIL, RCPT), bdat-open (a BDAT chunk, not the LAST),
+# done (a message delivered) on a listener without TLS; start, ehlo and
+# mail on a STARTTLS listener (tls-*); on a tls = "required" listener
 # before STARTTLS (req-start, req-ehlo) and inside TLS (req-tls: STARTTLS,
-# EHLO; req-tls-mail: and MAIL).
+# EHLO; req-tls-mail: and MAIL); on a listener with auth = true before
+# STARTTLS (auth-ehlo) and inside TLS before and after the new EHLO
+# (auth-tls, auth-tls-ehlo, auth-tls-mail).
 #
 # A cell whose answer today is wrong per the RFCs is asserted on today's
 # answer and, as TAP TODO with the reason, on the RFC one (RFC_TODO).
@@ -23,6 +27,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
 from fmx_tls import *  # noqa: E402,F403
+from fmx_auth import AuthUpstream  # noqa: E402
 
 MX = 'mx.test.example'
 SENDER = 'alice@example.org'
@@ -66,7 +71,8 @@ VERBS = [
     ('QUIT', b'QUIT'),
 ]
 
-# listener index, (command, expected code) before the cell, TLS first.
+# listener index ('auth': the AUTH daemon's), (command, expected code)
+# before the cell, TLS first.
 # A command may be bytes: sent as is (a message body), then its reply read.
 EHLO = ('EHLO client.example', 250)
 MAIL = ('MAIL FROM:<%s>' % SENDER, 250)
@@ -92,6 +98,12 @@ STATES = {
     'req-ehlo': (2, [EHLO], False),
     'req-tls': (2, [EHLO], True),
     'req-tls-mail': (2, [EHLO, MAIL], True),
+    # a second daemon, listener with auth = true before an upstream that
+    # offers AUTH (fmx_auth.AuthUpstream): AUTH is offered inside TLS only
+    'auth-ehlo': ('auth', [EHLO], False),
+    'auth-tls': ('auth', [], True),             # STARTTLS done, no EHLO since
+    'auth-tls-ehlo': ('auth', [EHLO], True),
+    'auth-tls-mail': ('auth', [EHLO, MAIL], True),
 }
 
 # Replies after which the session does not read commands: None = a NOOP
@@ -105,8 +117,9 @@ AFTER = {221: 'close', 421: 'close', 354: 'skip', 220: 'skip', 334: 'skip'}
 S503, S501, S502 = (503, '5.5.1'), (501, '5.5.4'), (502, '5.5.1')
 UNKNOWN = (502, '5.5.2')
 MAIL_OK, RCPT_250 = (250, '2.1.0'), (250, '2.1.5')
-OPEN = ('mail', 'rcpt', 'rcpt-refused', 'helo-rcpt', 'bdat-open', 'tls-mail', 'req-tls-mail')
-GREETED = ('helo', 'ehlo', 'done', 'tls-ehlo', 'req-tls')
+OPEN = ('mail', 'rcpt', 'rcpt-refused', 'helo-rcpt', 'bdat-open', 'tls-mail', 'req-tls-mail',
+        'auth-tls-mail')
+GREETED = ('helo', 'ehlo', 'done', 'tls-ehlo', 'req-tls', 'auth-ehlo', 'auth-tls-ehlo')
 EXPECT = {
     'HELO': (S501, {}),
     'HELO x': ((250, None), {}),
@@ -143,11 +156,17 @@ EXPECT = {
     # offered on the starttls and required listeners until TLS is up
     'STARTTLS': (S502, {'tls-start': (220, '2.0.0'), 'tls-ehlo': (220, '2.0.0'),
                         'tls-mail': (220, '2.0.0'), 'req-start': (220, '2.0.0'),
-                        'req-ehlo': (220, '2.0.0'), 'req-tls': S503, 'req-tls-mail': S503}),
+                        'req-ehlo': (220, '2.0.0'), 'req-tls': S503, 'req-tls-mail': S503,
+                        'auth-ehlo': (220, '2.0.0'), 'auth-tls': S503,
+                        'auth-tls-ehlo': S503, 'auth-tls-mail': S503}),
     'STARTTLS x': (S501, {}),
-    # no listener here offers AUTH (t/smtp/44-auth.t tests it offered)
-    'AUTH': (S502, {}),
-    'AUTH x': (S502, {}),
+    # offered inside TLS on the auth listener only (not before STARTTLS);
+    # there the upstream decides (235: alice's credentials); never in a
+    # transaction.  After STARTTLS AUTH does not wait for the new EHLO
+    # (auth-tls), MAIL does.
+    'AUTH': (S502, {'auth-tls': S501, 'auth-tls-ehlo': S501, 'auth-tls-mail': S503}),
+    'AUTH x': (S502, {'auth-tls': (235, '2.7.0'), 'auth-tls-ehlo': (235, '2.7.0'),
+                      'auth-tls-mail': S503}),
     'XCLIENT x': (S502, {}),
     'XFORWARD x': (S502, {}),
     'LHLO x': (UNKNOWN, {}),
@@ -179,10 +198,10 @@ for _st in ('req-start', 'req-ehlo'):
         RFC_TODO[(_st, _v)] = ((530, '5.7.0'), R530)
 
 
-def reach(mx, ctx, state):
+def reach(ports, ctx, state):
     """A fresh connection in state; None if it could not get there."""
     li, cmds, tls = STATES[state]
-    c = TlsClient(mx.ports[li], timeout=15)
+    c = TlsClient(ports[li], timeout=15)
     if c.greeting().code != 220:
         return None
     if tls:
@@ -202,10 +221,10 @@ def reach(mx, ctx, state):
     return c
 
 
-def cell(mx, ctx, state, name, data):
+def cell(ports, ctx, state, name, data):
     """(reply, after): the cell's reply, then 'in step' / 'closed' /
     'skip' / what the NOOP got instead."""
-    c = reach(mx, ctx, state)
+    c = reach(ports, ctx, state)
     if c is None:
         return None, 'could not reach the state'
     if b'\r\n' in data:
@@ -242,10 +261,15 @@ def main():
                            conf={'relay': {'domains': ['example.com'],
                                            'networks': ['192.0.2.0/24']}},
                            name='frontmx (plain, starttls, required listeners)')
+    aup = AuthUpstream(users={'alice': 'secret'})
+    amx = frontmx_listeners(aup, [listener('starttls', certs, auth=True)],
+                            name='frontmx (starttls listener with auth)')
+    ports = dict(enumerate(mx.ports))
+    ports['auth'] = amx.ports[0]
     dump = os.environ.get('VERB_TABLE_DUMP')
     for state in STATES:
         for name, data in VERBS:
-            r, after = cell(mx, ctx, state, name, data)
+            r, after = cell(ports, ctx, state, name, data)
             got = (r.code, r.enh) if r is not None else None
             if dump:
                 diag('    (%r, %r): %r,' % (state, name, got))
@@ -268,6 +292,11 @@ def main():
     # the 'done' state delivered one message per cell, nothing else did
     check_stream(up, len(VERBS), 'upstream')
     mx.finish()
+    ok(amx.alive(), 'AUTH daemon alive after every cell')
+    with aup.lock:
+        errs = list(aup.errors)
+    is_(errs, [], 'AUTH upstream: no protocol violations (AUTH twice, in a transaction, ...)')
+    amx.finish()
 
 
 run(main, timeout=300)
