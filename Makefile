@@ -16,6 +16,7 @@ LDLIBS += -lspf2 -lresolv
 
 # Data plane
 SRCS	+= proxy/main.c
+SRCS	+= proxy/runtime.c
 SRCS	+= proxy/worker.c
 SRCS	+= proxy/limit.c
 SRCS	+= proxy/smtp_session.c

@@ -1103,14 +1103,6 @@ config_free(struct config *c)
 {
 	size_t	i, j;
 
-	/* The proxy's SSL_CTXs go first: it alone knows how to free them. */
-	if (c->tls_ctx_free != NULL) {
-		for (i = 0; i < c->nlisteners; i++)
-			if (c->listeners[i].tls_ctx != NULL)
-				c->tls_ctx_free(c->listeners[i].tls_ctx);
-		if (c->upstream_tls_ctx != NULL)
-			c->tls_ctx_free(c->upstream_tls_ctx);
-	}
 	free(c->file);
 	free(c->hostname);
 	for (i = 0; i < c->nlisteners; i++) {

@@ -57,7 +57,6 @@ struct config_listener {
 	struct netaddr_mask	*proxy_from;	/* who may send it */
 	size_t			 nproxy_from;
 	int			 auth;		/* submission: relay AUTH to the upstream */
-	void			*tls_ctx;	/* runtime SSL_CTX, owned by the proxy */
 };
 
 enum config_upstream_kind {
@@ -161,8 +160,6 @@ struct config {
 	char			*upstream_where;	/* "FILE:LINE" of tls_ca (or upstream.tls) */
 	int			 upstream_tls_if_client_tls;	/* no plaintext relay of TLS-received mail */
 	unsigned		 upstream_probe_interval;	/* seconds between capability probes, default 300 */
-	void			*upstream_tls_ctx;	/* runtime SSL_CTX, owned by the proxy */
-	void			(*tls_ctx_free)(void *);	/* frees the SSL_CTXs at the last unref */
 
 	char			**dns_forward;		/* "127.0.0.1@5353"; none = system resolver */
 	int			 dns_reverse;		/* look up clients' names (FCrDNS), default 1 */

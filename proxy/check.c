@@ -41,6 +41,7 @@
 #include "filter_chain.h"
 #include "limit.h"
 #include "log.h"
+#include "runtime.h"
 #include "smtp_reply.h"
 #include "smtp_session.h"
 #include "worker.h"
@@ -488,23 +489,27 @@ check_session(struct check_state *cs, struct filter_chain *ch,
 	struct deliver_check dc = { .fn = check_report, .arg = cs };
 	struct deliver_override o = { .ops = &deliver_check_ops, .arg = &dc };
 	struct smtp_host host;
+	struct runtime *rt;
 	int sv[2];
 
-	if (filter_pool_start(2, 16) == -1 || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == -1) {
+	/* No TLS contexts: the check session has no listener. */
+	if ((rt = runtime_from_chain(ch)) == NULL ||
+	    filter_pool_start(2, 16) == -1 || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == -1) {
 		fprintf(stderr, "frontmx check: %s\n", strerror(errno));
+		runtime_unref(rt);
 		return -1;
 	}
-	worker_chain_set(ch);
-	filter_chain_ref(ch);
+	worker_runtime_set(rt);
+	runtime_ref(rt);
 	memset(&host, 0, sizeof host);
 	TAILQ_INIT(&host.sessions);
 	host.deliver = &o;
 	host.base = cs->base = event_base_new();
 	evutil_make_socket_nonblocking(sv[0]);
 	evutil_make_socket_nonblocking(sv[1]);
-	if (limit_conn_acquire((const struct sockaddr *)ss, filter_chain_config(ch)) == -1)
+	if (limit_conn_acquire((const struct sockaddr *)ss, runtime_config(rt)) == -1)
 		fatalx("check: connection limit");
-	smtp_session_start(&host, sv[0], (const struct sockaddr *)ss, sslen, ch,
+	smtp_session_start(&host, sv[0], (const struct sockaddr *)ss, sslen, rt,
 	    SIZE_MAX);
 	cs->bev = bufferevent_socket_new(cs->base, sv[1], BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(cs->bev, check_readcb, NULL, check_eventcb, cs);
@@ -517,7 +522,7 @@ check_session(struct check_state *cs, struct filter_chain *ch,
 	event_base_loop(cs->base, EVLOOP_NONBLOCK);
 	smtp_session_free_all(&host);
 	event_base_free(cs->base);
-	worker_chain_set(NULL);
+	worker_runtime_set(NULL);
 	filter_pool_stop();
 	dns_shutdown();
 	return 0;

@@ -69,13 +69,13 @@ deliver_prepare(const struct config *cfg, char *err, size_t errlen)
 }
 
 int
-deliver_probe(const struct config *cfg)
+deliver_probe(const struct config *cfg, struct ssl_ctx_st *tls_ctx)
 {
 	int lmtp;
 
 	if (!deliver_upstream(cfg, &lmtp))
 		return 0;
-	return upstream_probe(cfg, lmtp);
+	return upstream_probe(cfg, tls_ctx, lmtp);
 }
 
 int
@@ -116,7 +116,7 @@ deliver_later_cb(evutil_socket_t fd, short what, void *arg)
 
 struct deliver *
 deliver_open(struct event_base *base, const struct config *cfg,
-    unsigned long long sid, const struct deliver_ops *ops,
+    struct ssl_ctx_st *tls_ctx, unsigned long long sid, const struct deliver_ops *ops,
     const struct deliver_override *o, const struct upstream_client *client,
     deliver_done_fn done, void *arg)
 {
@@ -128,6 +128,7 @@ deliver_open(struct event_base *base, const struct config *cfg,
 	d->arg = o != NULL ? o->arg : NULL;
 	d->base = base;
 	d->cfg = cfg;
+	d->tls_ctx = tls_ctx;
 	d->sid = sid;
 	deliver_begin(d, done, arg);
 	if (ops->open(d, client) == -1) {

@@ -53,6 +53,7 @@
 #include "smtp_reply.h"
 #include "upstream.h"
 
+struct ssl_ctx_st;
 struct config;
 struct event;
 struct event_base;
@@ -109,6 +110,7 @@ struct deliver {
 	void			*arg;		/* the override's argument (check's report) */
 	struct event_base	*base;
 	const struct config	*cfg;
+	struct ssl_ctx_st	*tls_ctx;	/* the runtime's upstream context */
 	unsigned long long	 sid;
 	deliver_done_fn		 done;		/* the operation in flight */
 	void			*done_arg;
@@ -129,7 +131,8 @@ const struct deliver_ops *deliver_choose(const struct config *,
 int		 deliver_caps(const struct deliver_ops *, const struct deliver *,
 		    struct smtp_ehlo_caps *);
 struct deliver	*deliver_open(struct event_base *, const struct config *,
-		    unsigned long long sid, const struct deliver_ops *,
+		    struct ssl_ctx_st *tls_ctx, unsigned long long sid,
+		    const struct deliver_ops *,
 		    const struct deliver_override *, const struct upstream_client *,
 		    deliver_done_fn, void *arg);
 void		 deliver_mail(struct deliver *, const char *line, deliver_done_fn,
@@ -161,7 +164,7 @@ void		 deliver_close(struct deliver *);
  */
 int		 deliver_upstream(const struct config *, int *lmtp);
 int		 deliver_prepare(const struct config *, char *err, size_t errlen);
-int		 deliver_probe(const struct config *);
+int		 deliver_probe(const struct config *, struct ssl_ctx_st *tls_ctx);
 
 /*
  * `frontmx check` (deliver_check.c): the override's arg is a struct

@@ -56,8 +56,8 @@ deliver_smtp_open(struct deliver *d, const struct upstream_client *client)
 	struct upstream_client cl = *client;
 
 	cl.lmtp = d->ops == &deliver_lmtp_ops;
-	d->up = upstream_open(d->base, d->cfg, &cl, d->sid, deliver_smtp_done,
-	    d);
+	d->up = upstream_open(d->base, d->cfg, d->tls_ctx, &cl, d->sid,
+	    deliver_smtp_done, d);
 	return d->up == NULL ? -1 : 0;
 }
 

@@ -20,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -32,8 +31,7 @@
 #include "dns.h"
 #include "filter_chain.h"
 #include "log.h"
-#include "maildir.h"
-#include "tls.h"
+#include "runtime.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -75,72 +73,14 @@ main_raise_nofile(void)
 	}
 }
 
-/*
- * The directories the daemon writes to, checked (and the Maildirs made)
- * on the one path -t, start-up and SIGHUP share, so -t passes only a
- * file the daemon will run with.  Errors are "FILE:LINE:" of the key
- * that names the directory.
- */
-static int
-main_prepare(const struct config *cfg, char *err, size_t errlen)
-{
-	char why[CONFIG_ERR_MAX / 2];	/* room left for "FILE:LINE: quarantine " */
-	const char *spool_why;
-	struct stat st;
-
-	if (deliver_prepare(cfg, err, errlen) == -1)
-		return -1;
-	if (cfg->quarantine_dir != NULL &&
-	    maildir_prepare(cfg->quarantine_dir, why, sizeof why) == -1) {
-		snprintf(err, errlen, "%s: quarantine %s", cfg->quarantine_where,
-		    why);
-		return -1;
-	}
-	/* Large messages are spooled there: it must take new files. */
-	spool_why = NULL;
-	if (stat(cfg->spool_dir, &st) == -1)
-		spool_why = strerror(errno);
-	else if (!S_ISDIR(st.st_mode))
-		spool_why = "not a directory";
-	else if (access(cfg->spool_dir, W_OK | X_OK) == -1)
-		spool_why = strerror(errno);
-	if (spool_why != NULL) {
-		snprintf(err, errlen, "%s: spool directory %s: %s",
-		    cfg->spool_where, cfg->spool_dir, spool_why);
-		return -1;
-	}
-	return 0;
-}
-
-/* Configuration plus its filter chain (modules loaded and initialised). */
-static struct filter_chain *
-main_load(const char *file, char *err, size_t errlen)
-{
-	struct filter_chain *ch;
-	struct config *cfg;
-
-	if ((cfg = config_load(file, err, errlen)) == NULL)
-		return NULL;
-	/* Certificates are checked like the rest of the file (-t, SIGHUP). */
-	if (tls_config_prepare(cfg, deliver_upstream(cfg, NULL), err,
-	    errlen) == -1 ||
-	    main_prepare(cfg, err, errlen) == -1) {
-		config_unref(cfg);
-		return NULL;
-	}
-	ch = filter_chain_new(cfg, err, errlen);
-	config_unref(cfg);
-	return ch;
-}
-
 static void
 main_reload(const char *file, struct worker *workers, unsigned nworkers)
 {
 	char err[CONFIG_ERR_MAX];
-	struct filter_chain *ch;
+	struct runtime *rt;
 	unsigned i;
 
-	if ((ch = main_load(file, err, sizeof err)) == NULL) {
+	if ((rt = runtime_load(file, err, sizeof err)) == NULL) {
 		log_warn("reload failed, keeping the running configuration: %s",
 		    err);
 		return;
@@ -150,7 +90,7 @@ main_reload(const char *file, struct worker *workers, unsigned nworkers)
 	 * at once; each worker then binds new addresses and closes the
 	 * ones no longer listed (worker.c).
 	 */
-	worker_chain_set(ch);
+	worker_runtime_set(rt);
 	for (i = 0; i < nworkers; i++)
 		worker_reload(&workers[i]);
 	log_info("configuration reloaded from %s", file);
@@ -236,10 +176,9 @@ main_process_setup(sigset_t *set)
 
 /* Resolver, filter thread pool, upstream probe, then the workers. */
 static int
-main_start(struct filter_chain *ch, struct worker *workers,
-    unsigned *nworkers)
+main_start(struct runtime *rt, struct worker *workers, unsigned *nworkers)
 {
-	const struct config	*cfg = filter_chain_config(ch);
+	const struct config	*cfg = runtime_config(rt);
 	long			 ncpu;
 	unsigned		 i;
 
@@ -254,10 +193,10 @@ main_start(struct filter_chain *ch, struct worker *workers,
 		log_warn("cannot start the filter thread pool");
 		return -1;
 	}
-	if (deliver_probe(cfg) == -1)
+	if (deliver_probe(cfg, runtime_client_ctx(rt)) == -1)
 		log_warn("upstream %s not reachable at start; probing it until "
 		    "it answers", cfg->upstream_address);
-	worker_chain_set(ch);
+	worker_runtime_set(rt);
 
 	*nworkers = cfg->workers;
 	if (*nworkers == 0) {
@@ -303,7 +242,7 @@ main_stop(struct worker *workers, unsigned nworkers)
 		worker_drain(&workers[i]);
 	for (i = 0; i < nworkers; i++)
 		worker_join(&workers[i]);
-	worker_chain_set(NULL);
+	worker_runtime_set(NULL);
 	filter_pool_stop();
 	dns_shutdown();
 	libevent_global_shutdown();
@@ -315,7 +254,7 @@ main(int argc, char *argv[])
 	struct worker		 workers[MAIN_WORKERS_MAX];
 	struct main_opts	 o;
 	char			 err[CONFIG_ERR_MAX];
-	struct filter_chain	*ch;
+	struct runtime		*rt;
 	sigset_t		 set;
 	unsigned		 nworkers = 0;
 	int			 r, sig;
@@ -326,16 +265,16 @@ main(int argc, char *argv[])
 		return r;
 	log_init(o.use_syslog, o.verbose);
 	/* -t loads the modules and rule files too: a bad one fails the check. */
-	if ((ch = main_load(o.file, err, sizeof err)) == NULL) {
+	if ((rt = runtime_load(o.file, err, sizeof err)) == NULL) {
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
 	if (o.check) {
-		filter_chain_unref(ch);
+		runtime_unref(rt);
 		return 0;
 	}
 	if (main_process_setup(&set) == -1 ||
-	    main_start(ch, workers, &nworkers) == -1)
+	    main_start(rt, workers, &nworkers) == -1)
 		return 1;
 	sig = main_wait(o.file, &set, workers, nworkers);
 	log_info("signal %d: draining", sig);

@@ -170,7 +170,7 @@ smtp_chat_tls_wrap(struct smtp_session *s)
 	struct bufferevent *tls;
 	SSL *ssl;
 
-	if ((ssl = tls_server_ssl(s->listener)) == NULL)
+	if ((ssl = tls_server_ssl(s->tls_ctx)) == NULL)
 		return -1;
 	tls = bufferevent_openssl_filter_new(bufferevent_get_base(s->bev), s->bev,
 	    ssl, BUFFEREVENT_SSL_ACCEPTING,

@@ -130,8 +130,10 @@ struct smtp_hdr {
 struct smtp_session {
 	unsigned long long	 id;
 	struct smtp_host	*host;		/* who runs it (smtp_session.h) */
-	struct filter_chain	*chain;		/* holds cfg */
-	struct config		*cfg;
+	struct runtime		*rt;		/* owns chain, cfg and tls_ctx */
+	struct filter_chain	*chain;		/* rt's */
+	struct config		*cfg;		/* rt's */
+	struct ssl_ctx_st	*tls_ctx;	/* rt's for this listener; NULL: no TLS */
 	struct filter_session	*fs;
 	struct filter_facts	 facts;
 	const struct config_listener *listener;	/* NULL for `frontmx check` */

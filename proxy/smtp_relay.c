@@ -35,6 +35,7 @@
 #include "deliver.h"
 #include "filter_chain.h"
 #include "log.h"
+#include "runtime.h"
 #include "smtp_int.h"
 #include "smtp_session.h"
 #include "spool.h"
@@ -324,7 +325,7 @@ smtp_relay_mail_start(struct smtp_session *s)
 	cl.name = s->rdns == SMTP_RDNS_OK ? s->name :
 	    s->rdns == SMTP_RDNS_TEMP ? "[TEMPUNAVAIL]" : "[UNAVAILABLE]";
 	base = bufferevent_get_base(s->bev);
-	s->dl = deliver_open(base, s->cfg, s->id,
+	s->dl = deliver_open(base, s->cfg, runtime_client_ctx(s->rt), s->id,
 	    deliver_choose(s->cfg, s->host->deliver), s->host->deliver, &cl,
 	    smtp_relay_opened, s);
 	if (s->dl == NULL) {

@@ -59,6 +59,7 @@
 #include "limit.h"
 #include "log.h"
 #include "netaddr.h"
+#include "runtime.h"
 #include "smtp_frame.h"
 #include "smtp_int.h"
 #include "smtp_parse.h"
@@ -508,7 +509,7 @@ smtp_cmd_starttls(struct smtp_session *s, const char *args)
 	}
 	if (!smtp_starttls_offered(s))
 		return smtp_cmd_not_implemented(s, args);
-	if (s->listener->tls_ctx == NULL) {
+	if (s->tls_ctx == NULL) {
 		smtp_reply(s, "454 4.7.0 TLS not available due to temporary reason");
 		return SMTP_VERB_OK;
 	}
@@ -869,24 +870,26 @@ smtp_connect_done(void *arg, const struct filter_result *res)
 
 void
 smtp_session_start(struct smtp_host *h, int fd, const struct sockaddr *sa,
-    socklen_t salen, struct filter_chain *chain, size_t listener)
+    socklen_t salen, struct runtime *rt, size_t listener)
 {
 	struct smtp_session *s;
 	struct event_base *base = h->base;
-	struct config *cfg = filter_chain_config(chain);
+	struct config *cfg = runtime_config(rt);
 	struct filter_host host;
 
 	if ((s = calloc(1, sizeof *s)) == NULL) {
 		close(fd);
 		limit_conn_release(sa);
-		filter_chain_unref(chain);
+		runtime_unref(rt);
 		return;
 	}
 	s->id = atomic_fetch_add(&smtp_session_seq, 1) + 1 +
 	    ((unsigned long long)time(NULL) << 24);
 	s->host = h;
-	s->chain = chain;
+	s->rt = rt;
+	s->chain = runtime_chain(rt);
 	s->cfg = cfg;
+	s->tls_ctx = runtime_server_ctx(rt, listener);
 	(void)salen;
 	smtp_peer_set(s, sa);
 	spool_init(&s->spool, cfg->limits.spool_memory, cfg->spool_dir);
@@ -894,7 +897,7 @@ smtp_session_start(struct smtp_host *h, int fd, const struct sockaddr *sa,
 	s->listener = listener < cfg->nlisteners ? &cfg->listeners[listener] : NULL;
 	if (s->listener != NULL && s->listener->tls == CONFIG_TLS_IMPLICIT &&
 	    !s->listener->proxy_protocol) {
-		SSL *ssl = tls_server_ssl(s->listener);
+		SSL *ssl = tls_server_ssl(s->tls_ctx);
 
 		s->bev = ssl == NULL ? NULL : bufferevent_openssl_socket_new(base, fd,
 		    ssl, BUFFEREVENT_SSL_ACCEPTING,
@@ -908,7 +911,7 @@ smtp_session_start(struct smtp_host *h, int fd, const struct sockaddr *sa,
 	host.msg_read = smtp_eom_msg_read;
 	host.arg = s;
 	smtp_facts(s);
-	s->fs = filter_session_new(chain, base, &s->facts, &host);
+	s->fs = filter_session_new(s->chain, base, &s->facts, &host);
 	s->deadline = evtimer_new(base, smtp_deadline_cb, s);
 	if (s->bev == NULL || s->fs == NULL || s->deadline == NULL) {
 		if (s->bev != NULL)
@@ -919,7 +922,7 @@ smtp_session_start(struct smtp_host *h, int fd, const struct sockaddr *sa,
 			event_free(s->deadline);
 		filter_session_free(s->fs);
 		limit_conn_release(sa);
-		filter_chain_unref(chain);
+		runtime_unref(rt);
 		free(s);
 		return;
 	}
@@ -1015,7 +1018,7 @@ smtp_session_free(struct smtp_session *s)
 	limit_conn_release((const struct sockaddr *)&s->sa);
 	TAILQ_REMOVE(&h->sessions, s, entry);
 	h->nsessions--;
-	filter_chain_unref(s->chain);
+	runtime_unref(s->rt);
 	free(s);
 	if (h->gone != NULL)
 		h->gone(h->arg);

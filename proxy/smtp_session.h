@@ -4,8 +4,8 @@
  * SYNOPSIS
  *	smtp_session_start() takes ownership of fd, of one count of the
  *	client's address in limit.h (released when the session ends), and of
- *	a filter chain reference (the chain holds the session's
- *	configuration).  The session runs on host->base, links itself into
+ *	a runtime reference (runtime.h: its configuration, filter chain and
+ *	TLS contexts).  The session runs on host->base, links itself into
  *	host->sessions, and frees itself when the dialogue ends; after each
  *	free it calls host->gone(host->arg) when set, so its owner (the
  *	worker, or `frontmx check`) can finish a drain.  The session never
@@ -20,7 +20,7 @@
 
 struct deliver_override;
 struct event_base;
-struct filter_chain;
+struct runtime;
 struct smtp_session;
 
 /* What a session needs from whoever runs it. */
@@ -35,7 +35,7 @@ struct smtp_host {
 };
 
 void	smtp_session_start(struct smtp_host *, int fd, const struct sockaddr *,
-	    socklen_t, struct filter_chain *, size_t listener);
+	    socklen_t, struct runtime *, size_t listener);
 /*
  * SIGTERM, for every session of the host: an idle one is told 421 and
  * closed, a busy one finishes first unless force is set.

@@ -1,5 +1,9 @@
 /*
  * tls.c - OpenSSL contexts for STARTTLS, implicit TLS and the upstream
+ *
+ * Builds the contexts from a configuration's listen and upstream keys;
+ * runtime.c owns them (one set per loaded configuration, swapped and
+ * freed with it), so struct config carries no OpenSSL state.
  */
 #include <stdio.h>
 #include <string.h>
@@ -27,12 +31,6 @@ tls_error(char *buf, size_t len)
 	return buf;
 }
 
-static void
-tls_ctx_free(void *ctx)
-{
-	SSL_CTX_free(ctx);
-}
-
 static int
 tls_ctx_common(SSL_CTX *ctx)
 {
@@ -42,7 +40,7 @@ tls_ctx_common(SSL_CTX *ctx)
 	    SSL_CTX_set_cipher_list(ctx, TLS_CIPHERS_12) == 1 ? 0 : -1;
 }
 
-static SSL_CTX *
+SSL_CTX *
 tls_server_ctx(const struct config_listener *l, char *err, size_t errlen)
 {
 	char e[256];
@@ -73,7 +71,7 @@ tls_server_ctx(const struct config_listener *l, char *err, size_t errlen)
 	return ctx;
 }
 
-static SSL_CTX *
+SSL_CTX *
 tls_client_ctx(const struct config *cfg, char *err, size_t errlen)
 {
 	char e[256];
@@ -103,43 +101,21 @@ tls_client_ctx(const struct config *cfg, char *err, size_t errlen)
 	return ctx;
 }
 
-int
-tls_config_prepare(struct config *cfg, int upstream, char *err, size_t errlen)
+SSL *
+tls_server_ssl(SSL_CTX *ctx)
 {
-	size_t i;
-
-	cfg->tls_ctx_free = tls_ctx_free;
-	for (i = 0; i < cfg->nlisteners; i++) {
-		struct config_listener *l = &cfg->listeners[i];
-
-		if (l->tls == CONFIG_TLS_NONE)
-			continue;
-		if ((l->tls_ctx = tls_server_ctx(l, err, errlen)) == NULL)
-			return -1;
-	}
-	if (upstream &&
-	    cfg->upstream_tls != CONFIG_TLS_NONE &&
-	    (cfg->upstream_tls_ctx = tls_client_ctx(cfg, err, errlen)) == NULL)
-		return -1;
-	return 0;
+	return ctx != NULL ? SSL_new(ctx) : NULL;
 }
 
 SSL *
-tls_server_ssl(const struct config_listener *l)
-{
-	return l->tls_ctx ? SSL_new(l->tls_ctx) : NULL;
-}
-
-SSL *
-tls_client_ssl(const struct config *cfg)
+tls_client_ssl(SSL_CTX *ctx, const struct config *cfg)
 {
 	/* "lmtp:unix:PATH" has no host: the name must come from tls_name. */
 	const char *name = cfg->upstream_tls_name ? cfg->upstream_tls_name :
 	    cfg->upstream_host ? cfg->upstream_host : "localhost";
 	SSL *ssl;
 
-	if (cfg->upstream_tls_ctx == NULL ||
-	    (ssl = SSL_new(cfg->upstream_tls_ctx)) == NULL)
+	if (ctx == NULL || (ssl = SSL_new(ctx)) == NULL)
 		return NULL;
 	/* SNI only for names; the verified name is checked by OpenSSL. */
 	if (strchr(name, ':') == NULL && strspn(name, "0123456789.") != strlen(name))

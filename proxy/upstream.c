@@ -91,6 +91,7 @@ struct upstream {
 	struct event_base	*base;
 	char			 pending[UPSTREAM_CMD_MAX];	/* MAIL waiting for XFORWARD's 250 */
 	const struct config	*cfg;
+	SSL_CTX			*tls_ctx;	/* the runtime's; NULL: no STARTTLS */
 	unsigned long long	 sid;
 	enum upstream_state	 state;
 	struct smtp_reply	 reply;
@@ -524,7 +525,7 @@ static int
 upstream_starttls(struct upstream *up)
 {
 	if (up->tls != 0 || up->cfg->upstream_tls == CONFIG_TLS_NONE ||
-	    up->cfg->upstream_tls_ctx == NULL)
+	    up->tls_ctx == NULL)
 		return up->require_tls ? -1 : 0;
 	if (!(up->caps.flags & SMTP_EHLO_STARTTLS))
 		return upstream_tls_required(up) ? -1 : 0;
@@ -549,7 +550,7 @@ upstream_start_tls(struct upstream *up)
 		    "discarded", up->sid, evbuffer_get_length(in));
 		evbuffer_drain(in, evbuffer_get_length(in));
 	}
-	if ((ssl = tls_client_ssl(up->cfg)) == NULL) {
+	if ((ssl = tls_client_ssl(up->tls_ctx, up->cfg)) == NULL) {
 		upstream_fail(up, UPSTREAM_ERR_LOCAL, "TLS setup failed");
 		return;
 	}
@@ -1120,8 +1121,8 @@ upstream_connect(struct upstream *up)
 
 struct upstream *
 upstream_open(struct event_base *base, const struct config *cfg,
-    const struct upstream_client *client, unsigned long long sid,
-    upstream_done_fn done, void *arg)
+    SSL_CTX *tls_ctx, const struct upstream_client *client,
+    unsigned long long sid, upstream_done_fn done, void *arg)
 {
 	struct upstream *up;
 	struct timeval ctv = { .tv_sec = cfg->timeouts.upstream_connect };
@@ -1134,6 +1135,7 @@ upstream_open(struct event_base *base, const struct config *cfg,
 		return NULL;
 	}
 	up->cfg = cfg;
+	up->tls_ctx = tls_ctx;
 	up->base = base;
 	up->sid = sid;
 	up->done = done;
@@ -1307,7 +1309,7 @@ upstream_probe_done(void *arg, enum upstream_err err,
 }
 
 int
-upstream_probe(const struct config *cfg, int lmtp)
+upstream_probe(const struct config *cfg, SSL_CTX *tls_ctx, int lmtp)
 {
 	struct upstream_probe_state ps = { 0 };
 	struct upstream_client cl = UPSTREAM_CLIENT_PROBE;
@@ -1316,7 +1318,8 @@ upstream_probe(const struct config *cfg, int lmtp)
 	cl.lmtp = lmtp;
 	if ((ps.base = event_base_new()) == NULL)
 		return -1;
-	up = upstream_open(ps.base, cfg, &cl, 0, upstream_probe_done, &ps);
+	up = upstream_open(ps.base, cfg, tls_ctx, &cl, 0, upstream_probe_done,
+	    &ps);
 	if (up == NULL) {
 		event_base_free(ps.base);
 		return -1;

@@ -42,6 +42,7 @@
 
 #include "smtp_reply.h"
 
+struct ssl_ctx_st;
 struct event_base;
 struct config;
 struct spool;
@@ -78,9 +79,10 @@ struct upstream_client {
 typedef void (*upstream_done_fn)(void *arg, enum upstream_err,
     const struct smtp_reply *);
 
+/* tls_ctx: the runtime's client context (runtime.h); NULL: no STARTTLS. */
 struct upstream	*upstream_open(struct event_base *, const struct config *,
-		    const struct upstream_client *, unsigned long long sid,
-		    upstream_done_fn, void *arg);
+		    struct ssl_ctx_st *tls_ctx, const struct upstream_client *,
+		    unsigned long long sid, upstream_done_fn, void *arg);
 void		 upstream_command(struct upstream *, const char *line,
 		    upstream_done_fn, void *arg);
 /* The same for AUTH lines and SASL responses: the line is never logged. */
@@ -116,6 +118,7 @@ void		 upstream_caps_set(const struct smtp_ehlo_caps *);
  */
 void		 upstream_on_unreachable(void (*fn)(void));
 /* Blocking start-up probe (own event_base); 0 ok, -1 unreachable. */
-int		 upstream_probe(const struct config *, int lmtp);
+int		 upstream_probe(const struct config *, struct ssl_ctx_st *tls_ctx,
+		    int lmtp);
 
 #endif

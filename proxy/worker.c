@@ -55,6 +55,7 @@
 #include "filter_chain.h"
 #include "limit.h"
 #include "log.h"
+#include "runtime.h"
 #include "smtp_session.h"
 #include "upstream.h"
 #include "worker.h"
@@ -65,8 +66,8 @@
 #define WORKER_PROBE_RETRY_MAX	30	/* seconds between probes of an unreachable upstream */
 
 
-static pthread_mutex_t worker_chain_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct filter_chain *worker_chain;
+static pthread_mutex_t worker_rt_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct runtime *worker_rt;
 
 /*
  * The capability prober.  Its timer and probe live on worker 0's loop;
@@ -79,7 +80,7 @@ static struct {
 	struct event_base	*base;
 	struct event		*ev;
 	struct upstream		*up;		/* the probe in flight */
-	struct config		*cfg;		/* held while it runs */
+	struct runtime		*rt;		/* held while it runs */
 	unsigned		 retry;		/* next back-off, seconds */
 	atomic_int		 failing;	/* the last probe failed */
 	atomic_int		 kicked;	/* a wake-up is pending */
@@ -87,39 +88,39 @@ static struct {
 } worker_probe;
 
 
-struct filter_chain *
-worker_chain_get(void)
+struct runtime *
+worker_runtime_get(void)
 {
-	struct filter_chain *ch;
+	struct runtime *rt;
 
-	pthread_mutex_lock(&worker_chain_lock);
-	ch = worker_chain;
-	filter_chain_ref(ch);
-	pthread_mutex_unlock(&worker_chain_lock);
-	return ch;
+	pthread_mutex_lock(&worker_rt_lock);
+	rt = worker_rt;
+	runtime_ref(rt);
+	pthread_mutex_unlock(&worker_rt_lock);
+	return rt;
 }
 
 struct config *
 worker_config_get(void)
 {
-	struct filter_chain *ch = worker_chain_get();
-	struct config *cfg = filter_chain_config(ch);
+	struct runtime *rt = worker_runtime_get();
+	struct config *cfg = runtime_config(rt);
 
 	config_ref(cfg);
-	filter_chain_unref(ch);
+	runtime_unref(rt);
 	return cfg;
 }
 
 void
-worker_chain_set(struct filter_chain *ch)
+worker_runtime_set(struct runtime *rt)
 {
-	struct filter_chain *old;
+	struct runtime *old;
 
-	pthread_mutex_lock(&worker_chain_lock);
-	old = worker_chain;
-	worker_chain = ch;
-	pthread_mutex_unlock(&worker_chain_lock);
-	filter_chain_unref(old);
+	pthread_mutex_lock(&worker_rt_lock);
+	old = worker_rt;
+	worker_rt = rt;
+	pthread_mutex_unlock(&worker_rt_lock);
+	runtime_unref(old);
 }
 
 static void
@@ -134,7 +135,8 @@ worker_probe_after(unsigned secs)
 static void
 worker_probe_done(void *arg, enum upstream_err err, const struct smtp_reply *r)
 {
-	struct config *cfg = worker_probe.cfg;
+	struct runtime *rt = worker_probe.rt;
+	const struct config *cfg = runtime_config(rt);
 	unsigned next, cap;
 
 	(void)arg;
@@ -142,7 +144,7 @@ worker_probe_done(void *arg, enum upstream_err err, const struct smtp_reply *r)
 	/* A QUIT when it answered; gone at once when it did not. */
 	upstream_close(worker_probe.up);
 	worker_probe.up = NULL;
-	worker_probe.cfg = NULL;
+	worker_probe.rt = NULL;
 	next = cfg->upstream_probe_interval;
 	if (err == UPSTREAM_OK) {
 		/* upstream_ready() published the capabilities. */
@@ -163,7 +165,7 @@ worker_probe_done(void *arg, enum upstream_err err, const struct smtp_reply *r)
 			    upstream_strerror(err), worker_probe.retry);
 		next = worker_probe.retry;
 	}
-	config_unref(cfg);
+	runtime_unref(rt);
 	worker_probe_after(next);
 }
 
@@ -171,7 +173,8 @@ static void
 worker_probe_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct upstream_client cl = UPSTREAM_CLIENT_PROBE;
-	struct config *cfg;
+	const struct config *cfg;
+	struct runtime *rt;
 
 	(void)fd;
 	(void)what;
@@ -179,20 +182,21 @@ worker_probe_cb(evutil_socket_t fd, short what, void *arg)
 	atomic_store(&worker_probe.kicked, 0);
 	if (atomic_load(&worker_probe.stopped) || worker_probe.up != NULL)
 		return;		/* the probe in flight reschedules */
-	cfg = worker_config_get();
+	rt = worker_runtime_get();
+	cfg = runtime_config(rt);
 	/* SIGHUP may have changed the upstream to dir: (or back). */
 	if (!deliver_upstream(cfg, &cl.lmtp)) {
 		worker_probe_after(cfg->upstream_probe_interval);
-		config_unref(cfg);
+		runtime_unref(rt);
 		return;
 	}
-	worker_probe.cfg = cfg;
-	worker_probe.up = upstream_open(worker_probe.base, cfg, &cl, 0,
-	    worker_probe_done, NULL);
+	worker_probe.rt = rt;
+	worker_probe.up = upstream_open(worker_probe.base, cfg,
+	    runtime_client_ctx(rt), &cl, 0, worker_probe_done, NULL);
 	if (worker_probe.up == NULL) {
-		worker_probe.cfg = NULL;
+		worker_probe.rt = NULL;
 		worker_probe_after(cfg->upstream_probe_interval);
-		config_unref(cfg);
+		runtime_unref(rt);
 	}
 }
 
@@ -240,8 +244,8 @@ worker_probe_stop(void)
 	if (worker_probe.up != NULL) {
 		upstream_close(worker_probe.up);
 		worker_probe.up = NULL;
-		config_unref(worker_probe.cfg);
-		worker_probe.cfg = NULL;
+		runtime_unref(worker_probe.rt);
+		worker_probe.rt = NULL;
 	}
 }
 
@@ -288,35 +292,35 @@ worker_accept(struct evconnlistener *l, evutil_socket_t fd,
 	static const char gone[] = "421 4.3.2 Error: no longer listening here\r\n";
 	struct worker_listener *wl = arg;
 	struct worker *w = wl->worker;
-	struct filter_chain *ch;
+	struct runtime *rt;
 	size_t index;
 
 	(void)l;
-	ch = worker_chain_get();
+	rt = worker_runtime_get();
 	/*
 	 * The settings are those of the current configuration's entry for
 	 * this socket's address, never of whatever sits at the same place
 	 * in the list.  A socket whose address was just removed (this
 	 * worker has not closed it yet) takes no more connections.
 	 */
-	index = worker_listener_index(filter_chain_config(ch), &wl->sa);
+	index = worker_listener_index(runtime_config(rt), &wl->sa);
 	if (index == SIZE_MAX) {
 		if (write(fd, gone, sizeof gone - 1) < 0)
 			log_debug("worker: 421 write: %s", strerror(errno));
 		close(fd);
-		filter_chain_unref(ch);
+		runtime_unref(rt);
 		return;
 	}
-	if (limit_conn_acquire(sa, filter_chain_config(ch)) == -1) {
+	if (limit_conn_acquire(sa, runtime_config(rt)) == -1) {
 		/* Best effort: the socket is fresh, a short write is harmless. */
 		if (write(fd, busy, sizeof busy - 1) < 0)
 			log_debug("worker: 421 write: %s", strerror(errno));
 		log_info("connection refused reason=limit");
 		close(fd);
-		filter_chain_unref(ch);
+		runtime_unref(rt);
 		return;
 	}
-	smtp_session_start(&w->host, fd, sa, (socklen_t)salen, ch, index);
+	smtp_session_start(&w->host, fd, sa, (socklen_t)salen, rt, index);
 }
 
 static void

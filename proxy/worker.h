@@ -17,6 +17,7 @@
 struct config;
 struct event;
 struct filter_chain;
+struct runtime;
 struct event_base;
 struct evconnlistener;
 struct smtp_session;
@@ -54,18 +55,18 @@ struct worker {
 };
 
 /*
- * The current filter chain (which holds its configuration), with a
- * reference the caller must drop.  worker_config_get() is the same for
- * callers that only need the configuration.
+ * The current runtime (configuration, filter chain, TLS contexts:
+ * runtime.h), with a reference the caller must drop.  worker_config_get()
+ * is the same for callers that only need the configuration.
  */
-struct filter_chain *worker_chain_get(void);
+struct runtime	*worker_runtime_get(void);
 struct config	*worker_config_get(void);
-/* Install a new chain (the old one lives on in its sessions); takes the reference. */
-void		 worker_chain_set(struct filter_chain *);
+/* Install a new runtime (the old one lives on in its sessions); takes the reference. */
+void		 worker_runtime_set(struct runtime *);
 
 int		 worker_start(struct worker *, unsigned id, const struct config *);
 void		 worker_drain(struct worker *);
-/* After worker_chain_set() on SIGHUP: bind new listen addresses, close gone ones. */
+/* After worker_runtime_set() on SIGHUP: bind new listen addresses, close gone ones. */
 void		 worker_reload(struct worker *);
 void		 worker_join(struct worker *);
 
