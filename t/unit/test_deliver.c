@@ -120,7 +120,7 @@ test_deliver_choose(const char *tmp)
 		    "lmtp:unix: is the LMTP backend, one recipient per transaction");
 		ok(deliver_upstream(c, &lmtp) == 1 && lmtp == 1,
 		    "LMTP talks to an upstream in LMTP");
-		ok(deliver_probe(c) == -1, "the LMTP probe of a missing socket fails");
+		ok(deliver_probe(c, NULL) == -1, "the LMTP probe of a missing socket fails");
 	}
 	config_unref(c);
 	ok(deliver_flags(&deliver_check_ops) == DELIVER_F_REPORT &&
@@ -161,7 +161,7 @@ test_deliver_local(const char *tmp)
 		event_base_free(base);
 		return;
 	}
-	d = deliver_open(base, c, 1, deliver_choose(c, NULL), NULL, &cl,
+	d = deliver_open(base, c, NULL, 1, deliver_choose(c, NULL), NULL, &cl,
 	    test_deliver_done, &t);
 	ok(d != NULL && t.calls == 0, "open: no reply inside the call");
 	test_deliver_turn(base);
@@ -222,7 +222,7 @@ test_deliver_local(const char *tmp)
 		closedir(dp);
 	}
 	rmdir(sub);
-	d = deliver_open(base, c, 2, deliver_choose(c, NULL), NULL, &cl,
+	d = deliver_open(base, c, NULL, 2, deliver_choose(c, NULL), NULL, &cl,
 	    test_deliver_done, &t);
 	test_deliver_turn(base);
 	deliver_data(d, &m, test_deliver_done, &t);
@@ -233,7 +233,7 @@ test_deliver_local(const char *tmp)
 	deliver_close(d);
 
 	/* check: the same envelope, reported instead of written. */
-	d = deliver_open(base, c, 3, deliver_choose(c, &o), &o, &cl,
+	d = deliver_open(base, c, NULL, 3, deliver_choose(c, &o), &o, &cl,
 	    test_deliver_done, &t);
 	test_deliver_turn(base);
 	deliver_data(d, &m, test_deliver_done, &t);
