@@ -41,7 +41,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/queue.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,6 +64,7 @@
 #include "smtp_parse.h"
 #include "smtp_session.h"
 #include "spool.h"
+#include "strutil.h"
 #include "tls.h"
 
 /* One row of the verb table (smtp_verbs, smtp_command). */
@@ -736,7 +736,7 @@ smtp_process_once(struct smtp_session *s)
 		case SMTP_LINE_OK:
 			line[len - 2] = '\0';
 			/* Never log credentials (an AUTH initial response). */
-			if (strncasecmp(line, "AUTH ", 5) == 0)
+			if (str_ncasecmp(line, "AUTH ", 5) == 0)
 				log_debug("%016llx smtp <<< AUTH (credentials not logged)",
 				    s->id);
 			else
