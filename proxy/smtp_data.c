@@ -44,18 +44,17 @@ smtp_data_init(struct smtp_session *s)
 }
 
 static void
-smtp_data_start_done(void *arg, const struct filter_result *res)
+smtp_data_proceed(struct smtp_session *s, const struct filter_result *res)
 {
-	struct smtp_session *s = arg;
-
-	if (smtp_filter_refused(s, res, "message")) {
-		smtp_resume(s, SMTP_STATE_COMMAND);
-		return;
-	}
+	(void)res;
 	smtp_data_init(s);
 	smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 	smtp_resume(s, SMTP_STATE_DATA);
 }
+
+const struct smtp_step smtp_data_step_data = {
+	FILTER_PH_DATA, "message", NULL, smtp_data_proceed
+};
 
 int
 smtp_data_cmd_data(struct smtp_session *s, const char *args)
@@ -66,8 +65,7 @@ smtp_data_cmd_data(struct smtp_session *s, const char *args)
 		smtp_error(s, "503 5.5.1 Error: BDAT transaction in progress");
 		return SMTP_VERB_OK;
 	}
-	smtp_enter_state(s, SMTP_STATE_WAIT);
-	smtp_filter(s, FILTER_PH_DATA, NULL, smtp_data_start_done);
+	smtp_verb_filter(s, NULL);
 	return SMTP_VERB_OK;
 }
 
@@ -355,11 +353,14 @@ smtp_data_bdat_input(struct smtp_session *s)
 	return 1;
 }
 
+/*
+ * The data phase's verdict on a BDAT message, whatever it is: a refusal
+ * waits until the chunk is consumed (smtp_data_bdat_input), so this step
+ * has no `what` and the funnel answers nothing itself.
+ */
 static void
-smtp_data_bdat_start_done(void *arg, const struct filter_result *res)
+smtp_data_bdat_start(struct smtp_session *s, const struct filter_result *res)
 {
-	struct smtp_session *s = arg;
-
 	if (res->verdict == FMX_REJECT || res->verdict == FMX_TEMPFAIL) {
 		s->bdat_refuse = res->reply[0] ? res->reply :
 		    res->verdict == FMX_REJECT ? "550 5.7.1 message rejected by policy" :
@@ -373,6 +374,10 @@ smtp_data_bdat_start_done(void *arg, const struct filter_result *res)
 	}
 	smtp_resume(s, SMTP_STATE_BDAT);
 }
+
+const struct smtp_step smtp_data_step_bdat = {
+	FILTER_PH_DATA, NULL, NULL, smtp_data_bdat_start
+};
 
 int
 smtp_data_cmd_bdat(struct smtp_session *s, const char *args)
@@ -405,8 +410,7 @@ smtp_data_cmd_bdat(struct smtp_session *s, const char *args)
 		return SMTP_VERB_OK;
 	}
 	/* First chunk of the message: the data phase filters run first. */
-	smtp_enter_state(s, SMTP_STATE_WAIT);
-	smtp_filter(s, FILTER_PH_DATA, NULL, smtp_data_bdat_start_done);
+	smtp_verb_filter(s, NULL);
 	return SMTP_VERB_OK;
 }
 

@@ -305,18 +305,22 @@ smtp_eom_rcpt_edits(struct smtp_session *s, const struct filter_outcome *o,
 	return s->nrcpts > 0 ? 0 : -1;
 }
 
+/* A filter refused the message (its reply is out): the transaction ends. */
 static void
-smtp_eom_done(void *arg, const struct filter_result *res)
+smtp_eom_refused(struct smtp_session *s, const struct filter_result *res)
 {
-	struct smtp_session *s = arg;
+	smtp_chat_log_message(s, "refused", res->filter);
+	smtp_tx_done(s);
+}
+
+/* Every filter had its say: act on the outcome. */
+static void
+smtp_eom_decide(struct smtp_session *s, const struct filter_result *res)
+{
 	const struct filter_outcome *o;
 	int rcpts_changed;
 
-	if (smtp_filter_refused(s, res, "message")) {
-		smtp_chat_log_message(s, "refused", res->filter);
-		smtp_tx_done(s);
-		return;
-	}
+	(void)res;
 	o = filter_session_outcome(s->fs);
 	if (smtp_eom_rcpt_edits(s, o, &rcpts_changed) == -1) {
 		smtp_chat_log_message(s, "discarded", "filters removed every recipient");
@@ -358,21 +362,28 @@ smtp_eom_done(void *arg, const struct filter_result *res)
 }
 
 static void
-smtp_eom_replay_done(void *arg, const struct filter_result *res)
+smtp_eom_replay_proceed(struct smtp_session *s, const struct filter_result *res)
 {
-	struct smtp_session *s = arg;
-
-	if (smtp_filter_refused(s, res, "message")) {
-		smtp_chat_log_message(s, "refused", res->filter);
-		smtp_tx_done(s);
-		return;
-	}
+	(void)res;
 	/* Filters usually answer at once: iterate there instead of recursing per header. */
 	if (s->in_replay)
 		s->replay_again = 1;
 	else
 		smtp_eom_replay_next(s);
 }
+
+static const struct smtp_step smtp_eom_step_header = {
+	FILTER_PH_HEADER, "message", smtp_eom_refused, smtp_eom_replay_proceed
+};
+static const struct smtp_step smtp_eom_step_eoh = {
+	FILTER_PH_EOH, "message", smtp_eom_refused, smtp_eom_replay_proceed
+};
+static const struct smtp_step smtp_eom_step_body = {
+	FILTER_PH_BODY, "message", smtp_eom_refused, smtp_eom_replay_proceed
+};
+static const struct smtp_step smtp_eom_step_eom = {
+	FILTER_PH_EOM, "message", smtp_eom_refused, smtp_eom_decide
+};
 
 long
 smtp_eom_msg_read(void *arg, size_t off, void *buf, size_t len)
@@ -448,13 +459,13 @@ smtp_eom_replay_step(struct smtp_session *s)
 		/* milter convention: drop the one space after the colon */
 		if (*a.str2 == ' ')
 			a.str2++;
-		filter_session_run(s->fs, FILTER_PH_HEADER, &a, smtp_eom_replay_done, s);
+		smtp_filter_run(s, &smtp_eom_step_header, &a);
 		return;
 	}
 	if (s->replay_i == s->nhdrs || !filter_chain_wants(s->chain, FILTER_PH_HEADER)) {
 		s->replay_i = s->nhdrs + 1;
 		if (filter_chain_wants(s->chain, FILTER_PH_EOH)) {
-			filter_session_run(s->fs, FILTER_PH_EOH, &a, smtp_eom_replay_done, s);
+			smtp_filter_run(s, &smtp_eom_step_eoh, &a);
 			return;
 		}
 	}
@@ -475,12 +486,12 @@ smtp_eom_replay_step(struct smtp_session *s)
 		s->replay_off += (size_t)n;
 		a.data = (const unsigned char *)s->replay_buf;
 		a.len = (size_t)n;
-		filter_session_run(s->fs, FILTER_PH_BODY, &a, smtp_eom_replay_done, s);
+		smtp_filter_run(s, &smtp_eom_step_body, &a);
 		return;
 	}
 	free(s->replay_buf);
 	s->replay_buf = NULL;
 	s->replay_i = 0;
 	s->replay_off = 0;
-	filter_session_run(s->fs, FILTER_PH_EOM, &a, smtp_eom_done, s);
+	smtp_filter_run(s, &smtp_eom_step_eom, &a);
 }

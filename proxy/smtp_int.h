@@ -37,6 +37,7 @@
 struct bufferevent;
 struct event;
 struct smtp_host;
+struct smtp_session;
 
 #include "xtext.h"
 
@@ -121,6 +122,31 @@ enum smtp_mail_param {
 #define SMTP_VERB_OK		0	/* it answered, or started what will */
 #define SMTP_VERB_SYNTAX	(-1)	/* the dispatcher answers 501 Syntax */
 
+/*
+ * One filter phase the session runs, and what follows its verdict.  Every
+ * phase answers through one completion funnel (smtp_filter_done): a reject
+ * or tempfail is answered there (the filter's reply, or a default naming
+ * `what`) and then handed to refused (NULL: back to commands); any other
+ * verdict goes to proceed.  With what NULL, proceed sees every verdict.
+ */
+struct smtp_step {
+	enum filter_phase phase;
+	const char	*what;
+	void		(*refused)(struct smtp_session *,
+			    const struct filter_result *);
+	void		(*proceed)(struct smtp_session *,
+			    const struct filter_result *);
+};
+
+/* One row of the verb table (smtp_verbs, smtp_command). */
+struct smtp_verb {
+	enum smtp_cmd	 cmd;
+	const char	*syntax;	/* after "501 5.5.4 Syntax: " */
+	unsigned	 flags;		/* SMTP_VERB_* preconditions */
+	const struct smtp_step *step;	/* its filter phase (smtp_verb_filter), or NULL */
+	int		(*fn)(struct smtp_session *, const char *args);
+};
+
 /* One header field of the spooled message. */
 struct smtp_hdr {
 	size_t	off;		/* in the spool */
@@ -141,6 +167,8 @@ struct smtp_session {
 	char			 tls_desc[96];	/* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
 	struct bufferevent	*bev;
 	enum smtp_state		 state;
+	const struct smtp_verb	*verb;		/* the command being handled */
+	const struct smtp_step	*step;		/* the filter phase running */
 	TAILQ_ENTRY(smtp_session) entry;
 
 	struct sockaddr_storage	 sa;
@@ -240,8 +268,11 @@ void	smtp_read_on(struct smtp_session *s);
 void	smtp_enter_state(struct smtp_session *s, enum smtp_state state);
 void	smtp_tx_reset(struct smtp_session *s);
 void	smtp_facts(struct smtp_session *s);
-void	smtp_filter(struct smtp_session *s, enum filter_phase phase,
-	    const char *str, filter_done_fn done);
+void	smtp_filter(struct smtp_session *s, const struct smtp_step *st,
+	    const char *str);
+void	smtp_filter_run(struct smtp_session *s, const struct smtp_step *st,
+	    const struct filter_args *a);
+void	smtp_verb_filter(struct smtp_session *s, const char *str);
 int	smtp_filter_refused(struct smtp_session *s,
 	    const struct filter_result *res, const char *what);
 void	smtp_resume(struct smtp_session *s, enum smtp_state state);
@@ -280,6 +311,7 @@ int	smtp_auth_cmd(struct smtp_session *s, const char *args);
 int	smtp_auth_input(struct smtp_session *s);
 
 /* smtp_mail.c */
+extern const struct smtp_step smtp_mail_step_mail, smtp_mail_step_rcpt;
 int	smtp_mail_offer_8bitmime(const struct smtp_session *s);
 int	smtp_mail_offer_smtputf8(const struct smtp_session *s);
 int	smtp_mail_offer_dsn(const struct smtp_session *s);
@@ -290,6 +322,7 @@ void	smtp_mail_rcpt_accepted(struct smtp_session *s);
 int	smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args);
 
 /* smtp_data.c */
+extern const struct smtp_step smtp_data_step_data, smtp_data_step_bdat;
 int	smtp_data_cmd_data(struct smtp_session *s, const char *args);
 int	smtp_data_bdat_input(struct smtp_session *s);
 int	smtp_data_cmd_bdat(struct smtp_session *s, const char *args);

@@ -53,19 +53,26 @@ smtp_mail_offer_dsn(const struct smtp_session *s)
 	return (s->offer & SMTP_EHLO_DSN) != 0;
 }
 
+/* A refused sender opens no transaction. */
 static void
-smtp_mail_done(void *arg, const struct filter_result *res)
+smtp_mail_refused(struct smtp_session *s, const struct filter_result *res)
 {
-	struct smtp_session *s = arg;
+	(void)res;
+	free(s->mail_from);
+	s->mail_from = NULL;
+	smtp_resume(s, SMTP_STATE_COMMAND);
+}
 
-	if (smtp_filter_refused(s, res, "sender")) {
-		free(s->mail_from);
-		s->mail_from = NULL;
-		smtp_resume(s, SMTP_STATE_COMMAND);
-		return;
-	}
+static void
+smtp_mail_proceed(struct smtp_session *s, const struct filter_result *res)
+{
+	(void)res;
 	smtp_relay_mail(s);
 }
+
+const struct smtp_step smtp_mail_step_mail = {
+	FILTER_PH_MAIL, "sender", smtp_mail_refused, smtp_mail_proceed
+};
 
 static int
 smtp_mail_is_ascii(const char *p)
@@ -253,8 +260,7 @@ smtp_mail_cmd_mail(struct smtp_session *s, const char *args)
 	snprintf(s->queue_id, sizeof s->queue_id, "%016llx.%lu", s->id,
 	    s->messages);
 	s->mail_retried = 0;
-	smtp_enter_state(s, SMTP_STATE_WAIT);
-	smtp_filter(s, FILTER_PH_MAIL, s->mail_from, smtp_mail_done);
+	smtp_verb_filter(s, s->mail_from);
 	return SMTP_VERB_OK;
 }
 
@@ -291,16 +297,15 @@ smtp_mail_rcpt_accepted(struct smtp_session *s)
 }
 
 static void
-smtp_mail_rcpt_done(void *arg, const struct filter_result *res)
+smtp_mail_rcpt_proceed(struct smtp_session *s, const struct filter_result *res)
 {
-	struct smtp_session *s = arg;
-
-	if (smtp_filter_refused(s, res, "recipient")) {
-		smtp_resume(s, SMTP_STATE_COMMAND);
-		return;
-	}
+	(void)res;
 	smtp_relay_rcpt(s);
 }
+
+const struct smtp_step smtp_mail_step_rcpt = {
+	FILTER_PH_RCPT, "recipient", NULL, smtp_mail_rcpt_proceed
+};
 
 /*
  * RCPT parameters: DSN's NOTIFY and ORCPT (RFC 3461 4.1, 4.2) when the
@@ -436,7 +441,7 @@ smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args)
 	{
 		struct filter_args a = { .str = s->pending_rcpt };
 
-		filter_session_run(s->fs, FILTER_PH_RCPT, &a, smtp_mail_rcpt_done, s);
+		smtp_filter_run(s, s->verb->step, &a);
 	}
 	return SMTP_VERB_OK;
 }

@@ -67,14 +67,6 @@
 #include "strutil.h"
 #include "tls.h"
 
-/* One row of the verb table (smtp_verbs, smtp_command). */
-struct smtp_verb {
-	enum smtp_cmd	 cmd;
-	const char	*syntax;	/* after "501 5.5.4 Syntax: " */
-	unsigned	 flags;		/* SMTP_VERB_* preconditions */
-	int		(*fn)(struct smtp_session *, const char *args);
-};
-
 static atomic_ullong smtp_session_seq;
 
 static const char *const smtp_state_names[SMTP_STATE_COUNT] = {
@@ -308,18 +300,6 @@ smtp_facts(struct smtp_session *s)
 	f->policy = s->policy;
 }
 
-void
-smtp_filter(struct smtp_session *s, enum filter_phase phase, const char *str,
-    filter_done_fn done)
-{
-	struct filter_args a;
-
-	memset(&a, 0, sizeof a);
-	a.str = str;
-	smtp_facts(s);
-	filter_session_run(s->fs, phase, &a, done, s);
-}
-
 /*
  * Filter verdicts other than continue/accept end the command here.  The
  * reply a filter supplies was validated by the chain; the defaults name the
@@ -362,6 +342,57 @@ smtp_resume(struct smtp_session *s, enum smtp_state state)
 		smtp_process(s);
 }
 
+/*
+ * The completion funnel: every filter phase's verdict comes back here
+ * (struct smtp_step).  The phase running is s->step: one at a time, and
+ * a session that stops cancels it first (smtp_cancel_async).
+ */
+static void
+smtp_filter_done(void *arg, const struct filter_result *res)
+{
+	struct smtp_session *s = arg;
+	const struct smtp_step *st = s->step;
+
+	if (st->what != NULL && smtp_filter_refused(s, res, st->what)) {
+		if (st->refused != NULL)
+			st->refused(s, res);
+		else
+			smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	st->proceed(s, res);
+}
+
+/* Run st's phase with a; the caller refreshed s->facts (smtp_facts). */
+void
+smtp_filter_run(struct smtp_session *s, const struct smtp_step *st,
+    const struct filter_args *a)
+{
+	s->step = st;
+	filter_session_run(s->fs, st->phase, a, smtp_filter_done, s);
+}
+
+/* Run st's phase with str as its argument. */
+void
+smtp_filter(struct smtp_session *s, const struct smtp_step *st,
+    const char *str)
+{
+	struct filter_args a;
+
+	memset(&a, 0, sizeof a);
+	a.str = str;
+	smtp_facts(s);
+	smtp_filter_run(s, st, &a);
+}
+
+/* The current verb's phase (its row's step): the client waits for it. */
+void
+smtp_verb_filter(struct smtp_session *s, const char *str)
+{
+	smtp_enter_state(s, SMTP_STATE_WAIT);
+	smtp_filter(s, s->verb->step, str);
+}
+
 static int
 smtp_starttls_offered(const struct smtp_session *s)
 {
@@ -370,17 +401,22 @@ smtp_starttls_offered(const struct smtp_session *s)
 	    s->listener->tls == CONFIG_TLS_REQUIRED);
 }
 
+/* A refused name is forgotten: the client must say HELO/EHLO again. */
 static void
-smtp_helo_done(void *arg, const struct filter_result *res)
+smtp_helo_refused(struct smtp_session *s, const struct filter_result *res)
 {
-	struct smtp_session *s = arg;
+	(void)res;
+	s->helo[0] = '\0';
+	smtp_resume(s, SMTP_STATE_COMMAND);
+}
+
+/* The HELO/EHLO reply, EHLO's with what the proxy itself honours. */
+static void
+smtp_helo_proceed(struct smtp_session *s, const struct filter_result *res)
+{
 	char auth[160];
 
-	if (smtp_filter_refused(s, res, "HELO")) {
-		s->helo[0] = '\0';
-		smtp_resume(s, SMTP_STATE_COMMAND);
-		return;
-	}
+	(void)res;
 	s->offer = smtp_relay_offer_flags(s);
 	if (!s->esmtp) {
 		smtp_reply(s, "250 %s", s->cfg->hostname);
@@ -399,6 +435,10 @@ smtp_helo_done(void *arg, const struct filter_result *res)
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
 
+static const struct smtp_step smtp_helo_step = {
+	FILTER_PH_HELO, "HELO", smtp_helo_refused, smtp_helo_proceed
+};
+
 static int
 smtp_cmd_helo_common(struct smtp_session *s, const char *args, int esmtp)
 {
@@ -416,8 +456,7 @@ smtp_cmd_helo_common(struct smtp_session *s, const char *args, int esmtp)
 		smtp_relay_close(s);
 	snprintf(s->helo, sizeof s->helo, "%s", args);
 	s->esmtp = esmtp;
-	smtp_enter_state(s, SMTP_STATE_WAIT);
-	smtp_filter(s, FILTER_PH_HELO, s->helo, smtp_helo_done);
+	smtp_verb_filter(s, s->helo);
 	return SMTP_VERB_OK;
 }
 
@@ -548,32 +587,39 @@ smtp_cmd_starttls(struct smtp_session *s, const char *args)
  * AUTH and BDAT refuse for themselves (AUTH is not offered before TLS,
  * BDAT must consume its chunk first), the rest answer 502 anyway.
  */
+#define PRE_TLS		SMTP_VERB_PRE_TLS
+#define NEED_MAIL	SMTP_VERB_NEED_MAIL
 static const struct smtp_verb smtp_verbs[] = {
-	{ SMTP_CMD_HELO, "HELO hostname",
-	    SMTP_VERB_ARGS | SMTP_VERB_PRE_TLS, smtp_cmd_helo },
-	{ SMTP_CMD_EHLO, "EHLO hostname",
-	    SMTP_VERB_ARGS | SMTP_VERB_PRE_TLS, smtp_cmd_ehlo },
-	{ SMTP_CMD_MAIL, NULL, SMTP_VERB_NEED_HELO, smtp_mail_cmd_mail },
-	{ SMTP_CMD_RCPT, NULL, SMTP_VERB_NEED_MAIL, smtp_mail_cmd_rcpt },
-	{ SMTP_CMD_DATA, "DATA", SMTP_VERB_NO_ARGS | SMTP_VERB_NEED_MAIL |
-	    SMTP_VERB_NEED_RCPT, smtp_data_cmd_data },
-	{ SMTP_CMD_RSET, "RSET", SMTP_VERB_NO_ARGS | SMTP_VERB_PRE_TLS,
-	    smtp_cmd_rset },
-	{ SMTP_CMD_NOOP, NULL, SMTP_VERB_PRE_TLS, smtp_cmd_noop },
-	{ SMTP_CMD_QUIT, NULL, SMTP_VERB_PRE_TLS, smtp_cmd_quit },
-	{ SMTP_CMD_VRFY, "VRFY address", SMTP_VERB_ARGS | SMTP_VERB_PRE_TLS,
+	/* verb, its syntax for 501, preconditions, filter phase, function */
+	{ SMTP_CMD_HELO, "HELO hostname", SMTP_VERB_ARGS | PRE_TLS,
+	    &smtp_helo_step, smtp_cmd_helo },
+	{ SMTP_CMD_EHLO, "EHLO hostname", SMTP_VERB_ARGS | PRE_TLS,
+	    &smtp_helo_step, smtp_cmd_ehlo },
+	{ SMTP_CMD_MAIL, NULL, SMTP_VERB_NEED_HELO,
+	    &smtp_mail_step_mail, smtp_mail_cmd_mail },
+	{ SMTP_CMD_RCPT, NULL, NEED_MAIL,
+	    &smtp_mail_step_rcpt, smtp_mail_cmd_rcpt },
+	{ SMTP_CMD_DATA, "DATA", SMTP_VERB_NO_ARGS | NEED_MAIL | SMTP_VERB_NEED_RCPT,
+	    &smtp_data_step_data, smtp_data_cmd_data },
+	{ SMTP_CMD_BDAT, NULL, PRE_TLS,
+	    &smtp_data_step_bdat, smtp_data_cmd_bdat },
+	{ SMTP_CMD_RSET, "RSET", SMTP_VERB_NO_ARGS | PRE_TLS, NULL, smtp_cmd_rset },
+	{ SMTP_CMD_NOOP, NULL, PRE_TLS, NULL, smtp_cmd_noop },
+	{ SMTP_CMD_QUIT, NULL, PRE_TLS, NULL, smtp_cmd_quit },
+	{ SMTP_CMD_VRFY, "VRFY address", SMTP_VERB_ARGS | PRE_TLS, NULL,
 	    smtp_cmd_vrfy },
-	{ SMTP_CMD_HELP, NULL, SMTP_VERB_PRE_TLS, smtp_cmd_help },
-	{ SMTP_CMD_STARTTLS, "STARTTLS", SMTP_VERB_NO_ARGS | SMTP_VERB_PRE_TLS,
+	{ SMTP_CMD_HELP, NULL, PRE_TLS, NULL, smtp_cmd_help },
+	{ SMTP_CMD_STARTTLS, "STARTTLS", SMTP_VERB_NO_ARGS | PRE_TLS, NULL,
 	    smtp_cmd_starttls },
-	{ SMTP_CMD_AUTH, "AUTH mechanism [initial-response]", SMTP_VERB_PRE_TLS,
+	{ SMTP_CMD_AUTH, "AUTH mechanism [initial-response]", PRE_TLS, NULL,
 	    smtp_auth_cmd },
-	{ SMTP_CMD_BDAT, NULL, SMTP_VERB_PRE_TLS, smtp_data_cmd_bdat },
 	/* Never taken from a client: they would make us lie to the upstream. */
-	{ SMTP_CMD_EXPN, NULL, SMTP_VERB_PRE_TLS, smtp_cmd_not_implemented },
-	{ SMTP_CMD_XCLIENT, NULL, SMTP_VERB_PRE_TLS, smtp_cmd_not_implemented },
-	{ SMTP_CMD_XFORWARD, NULL, SMTP_VERB_PRE_TLS, smtp_cmd_not_implemented },
+	{ SMTP_CMD_EXPN, NULL, PRE_TLS, NULL, smtp_cmd_not_implemented },
+	{ SMTP_CMD_XCLIENT, NULL, PRE_TLS, NULL, smtp_cmd_not_implemented },
+	{ SMTP_CMD_XFORWARD, NULL, PRE_TLS, NULL, smtp_cmd_not_implemented },
 };
+#undef PRE_TLS
+#undef NEED_MAIL
 
 /*
  * The refusal for the first of the NEED_* preconditions in flags that the
@@ -628,6 +674,7 @@ smtp_command(struct smtp_session *s, const char *line)
 		smtp_error(s, "530 5.7.0 Must issue a STARTTLS command first");
 		return;
 	}
+	s->verb = v;
 	if (v->fn(s, args) == SMTP_VERB_SYNTAX)
 		smtp_error(s, "501 5.5.4 Syntax: %s", v->syntax);
 }
@@ -855,18 +902,26 @@ smtp_timed_out(struct smtp_session *s)
 	smtp_enter_state(s, SMTP_STATE_QUIT);
 }
 
+/* A refused connection gets the filter's reply and is closed. */
 static void
-smtp_connect_done(void *arg, const struct filter_result *res)
+smtp_connect_refused(struct smtp_session *s, const struct filter_result *res)
 {
-	struct smtp_session *s = arg;
+	(void)res;
+	smtp_enter_state(s, SMTP_STATE_QUIT);
+}
 
-	if (smtp_filter_refused(s, res, "connection")) {
-		smtp_enter_state(s, SMTP_STATE_QUIT);
-		return;
-	}
+static void
+smtp_connect_proceed(struct smtp_session *s, const struct filter_result *res)
+{
+	(void)res;
 	smtp_reply(s, "220 %s ESMTP frontmx", s->cfg->hostname);
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
+
+static const struct smtp_step smtp_connect_step = {
+	FILTER_PH_CONNECT, "connection", smtp_connect_refused,
+	smtp_connect_proceed
+};
 
 void
 smtp_session_start(struct smtp_host *h, int fd, const struct sockaddr *sa,
@@ -955,7 +1010,7 @@ void
 smtp_connect_filters(struct smtp_session *s)
 {
 	s->processing = 1;
-	smtp_filter(s, FILTER_PH_CONNECT, NULL, smtp_connect_done);
+	smtp_filter(s, &smtp_connect_step, NULL);
 	s->processing = 0;
 	if (s->state == SMTP_STATE_COMMAND)
 		smtp_process(s);
