@@ -28,8 +28,6 @@
 #include "spool.h"
 #include "strutil.h"
 
-static int	smtp_eom_build_head(struct smtp_session *s,
-	    const struct filter_outcome *o);
 static void	smtp_eom_replay_step(struct smtp_session *s);
 
 /*
@@ -141,26 +139,131 @@ smtp_eom_head_inserts(struct smtp_session *s, size_t cap,
 			smtp_eom_head_field(s, cap, o->edits[e].name, o->edits[e].value);
 }
 
+/* The header block's bound: every part sized for its worst case. */
+static size_t
+smtp_eom_head_cap(const struct smtp_session *s, const struct filter_outcome *o)
+{
+	size_t e, extra = 0;
+
+	for (e = 0; e < o->nedits; e++)
+		extra += strlen(o->edits[e].name) + 4 +
+		    (o->edits[e].value ? strlen(o->edits[e].value) : 0);
+	return s->eoh_off + s->receivedlen + SMTP_EXTRA_HEADERS + extra +
+	    (s->cfg->tag_subject_prefix ? strlen(s->cfg->tag_subject_prefix) + 3 : 0) + 2;
+}
+
+/*
+ * change_header(name, n, value) for the client's field i (src holds the
+ * header part): the n-th field of that name is replaced, or dropped when
+ * value is NULL.  1 when an edit applied to this field.
+ */
+static int
+smtp_eom_head_change(struct smtp_session *s, size_t cap,
+    const struct filter_outcome *o, const char *src, size_t i)
+{
+	const char *f = src + s->hdrs[i].off;
+	size_t vlen = s->hdrs[i].len, e, k, occ;
+	int changed = 0;
+
+	for (e = 0; e < o->nedits && !changed; e++) {
+		const struct filter_edit *ed = &o->edits[e];
+
+		if (ed->kind != FILTER_EDIT_CHANGE ||
+		    !smtp_eom_field_is(f, vlen, ed->name))
+			continue;
+		for (k = 0, occ = 0; k <= i; k++)
+			if (smtp_eom_field_is(src + s->hdrs[k].off, s->hdrs[k].len,
+			    ed->name))
+				occ++;
+		if (occ != ed->index)
+			continue;
+		changed = 1;
+		if (ed->value != NULL)
+			smtp_eom_head_field(s, cap, ed->name, ed->value);
+	}
+	return changed;
+}
+
+/* The tagged Subject field f (vlen octets, value after its colon). */
+static void
+smtp_eom_head_subject(struct smtp_session *s, size_t cap, const char *f,
+    size_t vlen, const char *value)
+{
+	const char *prefix = s->cfg->tag_subject_prefix;
+	const char *eol;
+	size_t plen = strlen(prefix);
+
+	while (value < f + vlen && (*value == ' ' || *value == '\t'))
+		value++;
+	eol = memchr(value, '\r', (size_t)(f + vlen - value));
+	smtp_eom_head_add(s, cap, "Subject: ", 9);
+	if (eol != NULL && 9 + plen + (size_t)(eol - value) >
+	    SMTP_HEADER_LINE_MAX) {
+		/*
+		 * The client's first line was already near the 998-octet
+		 * limit (RFC 5322 2.1.1): fold between the prefix and the
+		 * old subject instead.
+		 */
+		while (plen > 0 && (prefix[plen - 1] == ' ' ||
+		    prefix[plen - 1] == '\t'))
+			plen--;
+		smtp_eom_head_add(s, cap, prefix, plen);
+		smtp_eom_head_add(s, cap, "\r\n ", 3);
+	} else
+		smtp_eom_head_add(s, cap, prefix, plen);
+	smtp_eom_head_add(s, cap, value, (size_t)(f + vlen - value));
+}
+
+/*
+ * The client's fields (src holds its header part), minus any
+ * Authentication-Results that claims our authserv-id (RFC 8601 5), with
+ * the filters' changes, inserts and the tagged Subject.
+ */
+static void
+smtp_eom_head_client(struct smtp_session *s, size_t cap,
+    const struct filter_outcome *o, const char *src)
+{
+	size_t i, vlen;
+	const char *f, *value;
+	int subject_done = 0;
+
+	for (i = 0; i < s->nhdrs; i++) {
+		f = src + s->hdrs[i].off;
+		vlen = s->hdrs[i].len;
+		value = memchr(f, ':', vlen);
+		value = value ? value + 1 : f + vlen;
+		if (smtp_eom_field_is(f, vlen, "Authentication-Results") &&
+		    policy_ar_is_ours(value, (size_t)(f + vlen - value),
+		    s->cfg->authserv_id)) {
+			log_info("%016llx smtp removed forged Authentication-Results",
+			    s->id);
+		} else if (smtp_eom_head_change(s, cap, o, src, i)) {
+			/* replaced or dropped */
+		} else if (!subject_done && o->verdict == FMX_TAG &&
+		    s->cfg->tag_subject_prefix != NULL &&
+		    smtp_eom_field_is(f, vlen, "Subject")) {
+			subject_done = 1;
+			smtp_eom_head_subject(s, cap, f, vlen, value);
+		} else
+			smtp_eom_head_add(s, cap, f, vlen);
+		smtp_eom_head_inserts(s, cap, o, i + 1);
+	}
+}
+
 /*
  * Build the header block the upstream will see: our Received, our
- * Authentication-Results, the tag, then the client's fields minus any
- * Authentication-Results that claims our authserv-id (RFC 8601 5), with
- * the filters' edits applied.  Everything added was validated (no CR/LF
- * inside a value), so the only line ends are the ones written here.
+ * Authentication-Results, the tag, then the client's fields as edited
+ * (smtp_eom_head_client), then the fields the filters added.  Everything
+ * added was validated (no CR/LF inside a value), so the only line ends
+ * are the ones written here.
  */
 static int
 smtp_eom_build_head(struct smtp_session *s, const struct filter_outcome *o)
 {
 	char *src = NULL;
-	size_t cap, i, e, k, occ, vlen, extra = 0;
-	const char *f, *value;
-	int subject_done = 0, changed;
+	size_t cap, e;
 
-	for (e = 0; e < o->nedits; e++)
-		extra += strlen(o->edits[e].name) + 4 +
-		    (o->edits[e].value ? strlen(o->edits[e].value) : 0);
-	cap = s->eoh_off + s->receivedlen + SMTP_EXTRA_HEADERS + extra +
-	    (s->cfg->tag_subject_prefix ? strlen(s->cfg->tag_subject_prefix) + 3 : 0) + 2;
+	cap = smtp_eom_head_cap(s, o);
 	if ((s->head = malloc(cap)) == NULL)
 		return -1;
 	s->headlen = 0;
@@ -179,72 +282,7 @@ smtp_eom_build_head(struct smtp_session *s, const struct filter_outcome *o)
 		smtp_eom_head_field(s, cap, s->cfg->tag_header, o->tags);
 	smtp_eom_head_inserts(s, cap, o, 0);
 	s->head_prefix = s->headlen;
-	for (i = 0; i < s->nhdrs; i++) {
-		f = src + s->hdrs[i].off;
-		vlen = s->hdrs[i].len;
-		value = memchr(f, ':', vlen);
-		value = value ? value + 1 : f + vlen;
-		if (smtp_eom_field_is(f, vlen, "Authentication-Results") &&
-		    policy_ar_is_ours(value, (size_t)(f + vlen - value),
-		    s->cfg->authserv_id)) {
-			log_info("%016llx smtp removed forged Authentication-Results",
-			    s->id);
-			smtp_eom_head_inserts(s, cap, o, i + 1);
-			continue;
-		}
-		/* change_header(name, n, value): the n-th field of that name. */
-		changed = 0;
-		for (e = 0; e < o->nedits && !changed; e++) {
-			const struct filter_edit *ed = &o->edits[e];
-
-			if (ed->kind != FILTER_EDIT_CHANGE ||
-			    !smtp_eom_field_is(f, vlen, ed->name))
-				continue;
-			for (k = 0, occ = 0; k <= i; k++)
-				if (smtp_eom_field_is(src + s->hdrs[k].off, s->hdrs[k].len,
-				    ed->name))
-					occ++;
-			if (occ != ed->index)
-				continue;
-			changed = 1;
-			if (ed->value != NULL)
-				smtp_eom_head_field(s, cap, ed->name, ed->value);
-		}
-		if (changed) {
-			smtp_eom_head_inserts(s, cap, o, i + 1);
-			continue;
-		}
-		if (!subject_done && o->verdict == FMX_TAG &&
-		    s->cfg->tag_subject_prefix != NULL &&
-		    smtp_eom_field_is(f, vlen, "Subject")) {
-			const char *prefix = s->cfg->tag_subject_prefix;
-			const char *eol;
-			size_t plen = strlen(prefix);
-
-			subject_done = 1;
-			while (value < f + vlen && (*value == ' ' || *value == '\t'))
-				value++;
-			eol = memchr(value, '\r', (size_t)(f + vlen - value));
-			smtp_eom_head_add(s, cap, "Subject: ", 9);
-			if (eol != NULL && 9 + plen + (size_t)(eol - value) >
-			    SMTP_HEADER_LINE_MAX) {
-				/*
-				 * The client's first line was already near the
-				 * 998-octet limit (RFC 5322 2.1.1): fold between
-				 * the prefix and the old subject instead.
-				 */
-				while (plen > 0 && (prefix[plen - 1] == ' ' ||
-				    prefix[plen - 1] == '\t'))
-					plen--;
-				smtp_eom_head_add(s, cap, prefix, plen);
-				smtp_eom_head_add(s, cap, "\r\n ", 3);
-			} else
-				smtp_eom_head_add(s, cap, prefix, plen);
-			smtp_eom_head_add(s, cap, value, (size_t)(f + vlen - value));
-		} else
-			smtp_eom_head_add(s, cap, f, vlen);
-		smtp_eom_head_inserts(s, cap, o, i + 1);
-	}
+	smtp_eom_head_client(s, cap, o, src);
 	s->head_added = s->headlen;
 	for (e = 0; e < o->nedits; e++)
 		if (o->edits[e].kind == FILTER_EDIT_ADD)
