@@ -27,6 +27,7 @@ SRCS	+= proxy/smtp_mail.c
 SRCS	+= proxy/smtp_data.c
 SRCS	+= proxy/smtp_eom.c
 SRCS	+= proxy/smtp_relay.c
+SRCS	+= proxy/smtp_tx.c
 SRCS	+= proxy/smtp_parse.c
 SRCS	+= proxy/smtp_reply.c
 SRCS	+= proxy/xtext.c

@@ -156,7 +156,7 @@ smtp_auth_cmd(struct smtp_session *s, const char *args)
 		smtp_error(s, "503 5.5.1 Error: already authenticated");
 		return SMTP_VERB_OK;
 	}
-	if (s->mail_from != NULL) {
+	if (s->tx != NULL) {
 		smtp_error(s, "503 5.5.1 Error: AUTH not allowed in a mail transaction");
 		return SMTP_VERB_OK;
 	}

@@ -109,8 +109,8 @@ smtp_chat_elapsed(const struct smtp_session *s)
 	struct timespec now;
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (double)(now.tv_sec - s->tx_start.tv_sec) +
-	    (double)(now.tv_nsec - s->tx_start.tv_nsec) / 1e9;
+	return (double)(now.tv_sec - s->tx->start.tv_sec) +
+	    (double)(now.tv_nsec - s->tx->start.tv_nsec) / 1e9;
 }
 
 void
@@ -121,16 +121,16 @@ smtp_chat_log_message(struct smtp_session *s, const char *result, const char *re
 	int n;
 
 	rcpts[0] = '\0';
-	for (i = 0; i < s->nrcpts && used < sizeof rcpts; i++) {
+	for (i = 0; i < s->tx->nrcpts && used < sizeof rcpts; i++) {
 		n = snprintf(rcpts + used, sizeof rcpts - used, "%s<%s>",
-		    i ? "," : "", s->rcpts[i]);
+		    i ? "," : "", s->tx->rcpts[i]);
 		if (n < 0)
 			break;
 		used += (size_t)n;
 	}
 	log_info("%016llx message client=%s from=<%s> rcpts=%zu to=%s size=%zu "
 	    "result=%s reply=\"%s\" duration=%.3f", s->id, s->addr,
-	    s->mail_from ? s->mail_from : "", s->nrcpts, rcpts, s->msg_bytes,
+	    s->tx->mail_from ? s->tx->mail_from : "", s->tx->nrcpts, rcpts, s->tx->msg_bytes,
 	    result, reply, smtp_chat_elapsed(s));
 }
 

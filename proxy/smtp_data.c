@@ -34,13 +34,13 @@ static void
 smtp_data_init(struct smtp_session *s)
 {
 	spool_reset(&s->spool);
-	s->nhdrs = 0;
-	s->eoh_off = 0;
-	s->eoh_blank = 0;
-	s->data_err = SMTP_DATA_OK;
-	s->in_header = 1;
-	s->header_bytes = 0;
-	s->msg_bytes = 0;
+	s->tx->nhdrs = 0;
+	s->tx->eoh_off = 0;
+	s->tx->eoh_blank = 0;
+	s->tx->data_err = SMTP_DATA_OK;
+	s->tx->in_header = 1;
+	s->tx->header_bytes = 0;
+	s->tx->msg_bytes = 0;
 }
 
 static void
@@ -60,7 +60,7 @@ int
 smtp_data_cmd_data(struct smtp_session *s, const char *args)
 {
 	(void)args;
-	if (s->bdat) {
+	if (s->tx->bdat) {
 		/* RFC 3030 3: DATA and BDAT never mix in one transaction. */
 		smtp_error(s, "503 5.5.1 Error: BDAT transaction in progress");
 		return SMTP_VERB_OK;
@@ -76,11 +76,11 @@ smtp_data_end(struct smtp_session *s)
 	const char *reply = NULL;
 
 	smtp_data_clock_stop(s);
-	if (s->data_err == SMTP_DATA_OK && spool_flush(&s->spool) == -1)
-		s->data_err = SMTP_DATA_SPOOL;
-	if (s->in_header)
-		s->eoh_off = s->spool.size;	/* header only, no body */
-	switch (s->data_err) {
+	if (s->tx->data_err == SMTP_DATA_OK && spool_flush(&s->spool) == -1)
+		s->tx->data_err = SMTP_DATA_SPOOL;
+	if (s->tx->in_header)
+		s->tx->eoh_off = s->spool.size;	/* header only, no body */
+	switch (s->tx->data_err) {
 	case SMTP_DATA_OK:
 		break;
 	case SMTP_DATA_BARE_EOL:
@@ -102,21 +102,25 @@ smtp_data_end(struct smtp_session *s)
 		reply = "451 4.3.0 Error: local spool error, try again later";
 		break;
 	default:
-		fatalx("smtp_data_end: bad error %d", s->data_err);
+		fatalx("smtp_data_end: bad error %d", s->tx->data_err);
 	}
 	if (reply != NULL) {
 		smtp_chat_log_message(s, "refused", reply);
 		smtp_tx_reset(s);
 		smtp_enter_state(s, SMTP_STATE_COMMAND);
-		if (s->data_err == SMTP_DATA_SPOOL)
-			smtp_reply(s, "%s", reply);
-		else
-			smtp_error(s, "%s", reply);
+		/*
+		 * XXX Meant: our own spool failing (SMTP_DATA_SPOOL) is no
+		 * client error, smtp_reply() instead.  The test always read
+		 * the error after the reset had cleared it, so every refusal
+		 * has counted against limits.errors; kept so (issue 10 moves
+		 * code, behaviour stays).
+		 */
+		smtp_error(s, "%s", reply);
 		return;
 	}
 	smtp_enter_state(s, SMTP_STATE_WAIT);
-	s->replay_i = 0;
-	s->replay_off = 0;
+	s->tx->replay_i = 0;
+	s->tx->replay_off = 0;
 	smtp_eom_replay_next(s);
 }
 
@@ -156,31 +160,31 @@ smtp_data_track_header(struct smtp_session *s, const char *line, size_t len,
 	size_t cap;
 
 	if (content == 0) {
-		s->in_header = 0;
-		s->eoh_off = s->spool.size;
-		s->eoh_blank = 1;
+		s->tx->in_header = 0;
+		s->tx->eoh_off = s->spool.size;
+		s->tx->eoh_blank = 1;
 	} else if (line[0] == ' ' || line[0] == '\t') {
-		if (s->nhdrs > 0)
-			s->hdrs[s->nhdrs - 1].len += len;
+		if (s->tx->nhdrs > 0)
+			s->tx->hdrs[s->tx->nhdrs - 1].len += len;
 		else {
-			s->in_header = 0;	/* a fold with nothing to fold */
-			s->eoh_off = s->spool.size;
+			s->tx->in_header = 0;	/* a fold with nothing to fold */
+			s->tx->eoh_off = s->spool.size;
 		}
 	} else if (smtp_data_header_start(line, content)) {
-		if (s->nhdrs == s->hdrcap) {
-			cap = s->hdrcap ? s->hdrcap * 2 : 32;
-			if ((h = realloc(s->hdrs, cap * sizeof *h)) == NULL)
+		if (s->tx->nhdrs == s->tx->hdrcap) {
+			cap = s->tx->hdrcap ? s->tx->hdrcap * 2 : 32;
+			if ((h = realloc(s->tx->hdrs, cap * sizeof *h)) == NULL)
 				fatalx("out of memory");
-			s->hdrs = h;
-			s->hdrcap = cap;
+			s->tx->hdrs = h;
+			s->tx->hdrcap = cap;
 		}
-		s->hdrs[s->nhdrs].off = s->spool.size;
-		s->hdrs[s->nhdrs].len = len;
-		s->nhdrs++;
+		s->tx->hdrs[s->tx->nhdrs].off = s->spool.size;
+		s->tx->hdrs[s->tx->nhdrs].len = len;
+		s->tx->nhdrs++;
 	} else {
 		/* Not a header field: like Postfix, the body starts here. */
-		s->in_header = 0;
-		s->eoh_off = s->spool.size;
+		s->tx->in_header = 0;
+		s->tx->eoh_off = s->spool.size;
 	}
 }
 
@@ -195,16 +199,16 @@ smtp_data_line(struct smtp_session *s, const char *line, size_t len,
 	case SMTP_LINE_OK:
 		break;
 	case SMTP_LINE_BARE_EOL:
-		if (s->data_err == SMTP_DATA_OK)
-			s->data_err = SMTP_DATA_BARE_EOL;
+		if (s->tx->data_err == SMTP_DATA_OK)
+			s->tx->data_err = SMTP_DATA_BARE_EOL;
 		break;
 	case SMTP_LINE_NUL:
-		if (s->data_err == SMTP_DATA_OK)
-			s->data_err = SMTP_DATA_NUL;
+		if (s->tx->data_err == SMTP_DATA_OK)
+			s->tx->data_err = SMTP_DATA_NUL;
 		break;
 	case SMTP_LINE_TOO_LONG:
-		if (s->data_err == SMTP_DATA_OK)
-			s->data_err = SMTP_DATA_LINE_TOO_LONG;
+		if (s->tx->data_err == SMTP_DATA_OK)
+			s->tx->data_err = SMTP_DATA_LINE_TOO_LONG;
 		return;
 	default:
 		fatalx("smtp_data_line: bad kind %d", kind);
@@ -213,7 +217,7 @@ smtp_data_line(struct smtp_session *s, const char *line, size_t len,
 	 * Un-stuff (RFC 5321 4.5.2); the writer re-stuffs its own output.
 	 * BDAT content is not stuffed (RFC 3030 2).
 	 */
-	if (!s->bdat) {
+	if (!s->tx->bdat) {
 		smtp_frame_unstuff(&line, &len);
 		content = len - 2;
 	}
@@ -221,25 +225,25 @@ smtp_data_line(struct smtp_session *s, const char *line, size_t len,
 	 * 4.5.3.1.6: 1000 octets with CRLF, the stuffing dot not counted,
 	 * unless the admin raised limits.line_length.
 	 */
-	if (len > s->cfg->limits.line_length && s->data_err == SMTP_DATA_OK)
-		s->data_err = SMTP_DATA_LINE_TOO_LONG;
-	s->msg_bytes += len;
-	if (s->in_header && content > 0 &&
-	    (s->header_bytes += len) > s->cfg->limits.header_size &&
-	    s->data_err == SMTP_DATA_OK)
-		s->data_err = SMTP_DATA_HEADER_TOO_BIG;
+	if (len > s->cfg->limits.line_length && s->tx->data_err == SMTP_DATA_OK)
+		s->tx->data_err = SMTP_DATA_LINE_TOO_LONG;
+	s->tx->msg_bytes += len;
+	if (s->tx->in_header && content > 0 &&
+	    (s->tx->header_bytes += len) > s->cfg->limits.header_size &&
+	    s->tx->data_err == SMTP_DATA_OK)
+		s->tx->data_err = SMTP_DATA_HEADER_TOO_BIG;
 	/* Fixed when the data starts: the upstream connection is open. */
-	if (s->tx_size_limit == 0)
-		s->tx_size_limit = smtp_relay_size_limit(s);
-	if (s->msg_bytes > s->tx_size_limit &&
-	    s->data_err == SMTP_DATA_OK)
-		s->data_err = SMTP_DATA_TOO_BIG;
-	if (s->data_err != SMTP_DATA_OK)
+	if (s->tx->size_limit == 0)
+		s->tx->size_limit = smtp_relay_size_limit(s);
+	if (s->tx->msg_bytes > s->tx->size_limit &&
+	    s->tx->data_err == SMTP_DATA_OK)
+		s->tx->data_err = SMTP_DATA_TOO_BIG;
+	if (s->tx->data_err != SMTP_DATA_OK)
 		return;		/* keep reading to the dot, store nothing */
-	if (s->in_header)
+	if (s->tx->in_header)
 		smtp_data_track_header(s, line, len, content);
 	if (spool_append(&s->spool, line, len) == -1)
-		s->data_err = SMTP_DATA_SPOOL;
+		s->tx->data_err = SMTP_DATA_SPOOL;
 }
 
 /*
@@ -270,26 +274,26 @@ smtp_data_bdat_bytes(struct smtp_session *s, const char *p, size_t n)
 	while (n > 0) {
 		nl = memchr(p, '\n', n);
 		take = nl ? (size_t)(nl - p) + 1 : n;
-		if (s->bdat_long ||
-		    s->bdat_linelen + take > s->cfg->limits.line_length + 2) {
+		if (s->tx->bdat_long ||
+		    s->tx->bdat_linelen + take > s->cfg->limits.line_length + 2) {
 			/* Over 1000 octets: account for it, keep nothing. */
-			if (!s->bdat_long && s->data_err == SMTP_DATA_OK)
+			if (!s->tx->bdat_long && s->tx->data_err == SMTP_DATA_OK)
 				smtp_data_line(s, line, 2, SMTP_LINE_TOO_LONG);
-			s->bdat_long = nl == NULL;
-			s->bdat_linelen = 0;
-			s->msg_bytes += take;
+			s->tx->bdat_long = nl == NULL;
+			s->tx->bdat_linelen = 0;
+			s->tx->msg_bytes += take;
 			p += take;
 			n -= take;
 			continue;
 		}
-		memcpy(line + s->bdat_linelen, p, take);
-		s->bdat_linelen += take;
+		memcpy(line + s->tx->bdat_linelen, p, take);
+		s->tx->bdat_linelen += take;
 		p += take;
 		n -= take;
 		if (nl == NULL)
 			break;
-		len = s->bdat_linelen;
-		s->bdat_linelen = 0;
+		len = s->tx->bdat_linelen;
+		s->tx->bdat_linelen = 0;
 		kind = SMTP_LINE_OK;
 		if (len < 2 || line[len - 2] != '\r')
 			kind = SMTP_LINE_BARE_EOL;	/* LF without CR */
@@ -325,7 +329,7 @@ smtp_data_bdat_input(struct smtp_session *s)
 		s->bdat_left -= take;
 		/* A refused chunk is consumed, not counted: it is no message's. */
 		if (s->bdat_refuse == NULL) {
-			s->bdat_total += take;
+			s->tx->bdat_total += take;
 			smtp_data_bdat_bytes(s, buf, take);
 		}
 	}
@@ -335,7 +339,7 @@ smtp_data_bdat_input(struct smtp_session *s)
 		/* The octets are gone, the client is in step: now say no. */
 		s->bdat_refuse = NULL;
 		smtp_data_clock_stop(s);
-		if (s->mail_from != NULL)
+		if (s->tx != NULL)
 			smtp_tx_reset(s);
 		smtp_enter_state(s, SMTP_STATE_COMMAND);
 		smtp_error(s, "%s", refuse);
@@ -343,10 +347,10 @@ smtp_data_bdat_input(struct smtp_session *s)
 	}
 	if (!s->bdat_last) {
 		smtp_enter_state(s, SMTP_STATE_COMMAND);
-		smtp_reply(s, "250 2.0.0 %llu octets received", s->bdat_total);
+		smtp_reply(s, "250 2.0.0 %llu octets received", s->tx->bdat_total);
 		return 1;
 	}
-	if (s->bdat_linelen > 0 || s->bdat_long)
+	if (s->tx->bdat_linelen > 0 || s->tx->bdat_long)
 		/* A last line without CRLF: the message still ends in one. */
 		smtp_data_bdat_bytes(s, "\r\n", 2);
 	smtp_data_end(s);
@@ -370,7 +374,7 @@ smtp_data_bdat_start(struct smtp_session *s, const struct filter_result *res)
 		s->bdat_refuse = s->bdat_reply;
 	} else {
 		smtp_data_init(s);
-		s->bdat = 1;
+		s->tx->bdat = 1;
 	}
 	smtp_resume(s, SMTP_STATE_BDAT);
 }
@@ -405,7 +409,7 @@ smtp_data_cmd_bdat(struct smtp_session *s, const char *args)
 	/* The preconditions the verb table leaves to BDAT (smtp_verb_unmet). */
 	s->bdat_refuse = smtp_verb_unmet(s, SMTP_VERB_NEED_MAIL |
 	    SMTP_VERB_NEED_RCPT);
-	if (s->bdat_refuse != NULL || s->bdat) {
+	if (s->bdat_refuse != NULL || s->tx->bdat) {
 		smtp_enter_state(s, SMTP_STATE_BDAT);
 		return SMTP_VERB_OK;
 	}

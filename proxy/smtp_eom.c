@@ -42,7 +42,7 @@ static void	smtp_eom_replay_step(struct smtp_session *s);
 static int
 smtp_eom_received(struct smtp_session *s)
 {
-	struct policy_buf b = { s->received, sizeof s->received, 0, 0, 0 };
+	struct policy_buf b = { s->tx->received, sizeof s->tx->received, 0, 0, 0 };
 	char date[64], word[SMTP_PATH_MAX + 8];
 	const char *proto;
 	struct tm tm;
@@ -71,15 +71,15 @@ smtp_eom_received(struct smtp_session *s)
 	proto = smtp_proto_name((s->esmtp ? SMTP_PROTO_ESMTP : 0) |
 	    (s->tls == SMTP_TLS_ACTIVE ? SMTP_PROTO_TLS : 0) |
 	    (s->auth_id != NULL ? SMTP_PROTO_AUTH : 0) |
-	    (s->tx_utf8 ? SMTP_PROTO_UTF8 : 0));
+	    (s->tx->utf8 ? SMTP_PROTO_UTF8 : 0));
 	policy_part(&b, proto, strlen(proto));
 	n = snprintf(word, sizeof word, "id %016llx.%lu%s", s->id, s->messages,
-	    s->nrcpts == 1 ? "" : ";");
+	    s->tx->nrcpts == 1 ? "" : ";");
 	policy_part(&b, word, (size_t)n);
-	if (s->nrcpts == 1) {
+	if (s->tx->nrcpts == 1) {
 		policy_fold(&b);
 		policy_puts(&b, "for");
-		n = snprintf(word, sizeof word, "<%s>;", s->rcpts[0]);
+		n = snprintf(word, sizeof word, "<%s>;", s->tx->rcpts[0]);
 		policy_part(&b, word, (size_t)n);
 	}
 	policy_fold(&b);
@@ -87,10 +87,10 @@ smtp_eom_received(struct smtp_session *s)
 	policy_put(&b, "\r\n", 2);
 	if (b.overflow) {
 		log_warn("%016llx smtp Received field over %zu octets", s->id,
-		    sizeof s->received);
+		    sizeof s->tx->received);
 		return -1;
 	}
-	s->receivedlen = b.len;
+	s->tx->receivedlen = b.len;
 	return 0;
 }
 
@@ -99,12 +99,12 @@ static void
 smtp_eom_head_add(struct smtp_session *s, size_t cap, const char *p, size_t len)
 {
 	/* Sized for the worst case; should that sum be wrong, 451, not a crash. */
-	if (s->head_overflow || s->headlen + len > cap) {
-		s->head_overflow = 1;
+	if (s->tx->head_overflow || s->tx->headlen + len > cap) {
+		s->tx->head_overflow = 1;
 		return;
 	}
-	memcpy(s->head + s->headlen, p, len);
-	s->headlen += len;
+	memcpy(s->tx->head + s->tx->headlen, p, len);
+	s->tx->headlen += len;
 }
 
 /* Field name match, any case, old-style blanks before the colon allowed. */
@@ -148,7 +148,7 @@ smtp_eom_head_cap(const struct smtp_session *s, const struct filter_outcome *o)
 	for (e = 0; e < o->nedits; e++)
 		extra += strlen(o->edits[e].name) + 4 +
 		    (o->edits[e].value ? strlen(o->edits[e].value) : 0);
-	return s->eoh_off + s->receivedlen + SMTP_EXTRA_HEADERS + extra +
+	return s->tx->eoh_off + s->tx->receivedlen + SMTP_EXTRA_HEADERS + extra +
 	    (s->cfg->tag_subject_prefix ? strlen(s->cfg->tag_subject_prefix) + 3 : 0) + 2;
 }
 
@@ -161,8 +161,8 @@ static int
 smtp_eom_head_change(struct smtp_session *s, size_t cap,
     const struct filter_outcome *o, const char *src, size_t i)
 {
-	const char *f = src + s->hdrs[i].off;
-	size_t vlen = s->hdrs[i].len, e, k, occ;
+	const char *f = src + s->tx->hdrs[i].off;
+	size_t vlen = s->tx->hdrs[i].len, e, k, occ;
 	int changed = 0;
 
 	for (e = 0; e < o->nedits && !changed; e++) {
@@ -172,7 +172,7 @@ smtp_eom_head_change(struct smtp_session *s, size_t cap,
 		    !smtp_eom_field_is(f, vlen, ed->name))
 			continue;
 		for (k = 0, occ = 0; k <= i; k++)
-			if (smtp_eom_field_is(src + s->hdrs[k].off, s->hdrs[k].len,
+			if (smtp_eom_field_is(src + s->tx->hdrs[k].off, s->tx->hdrs[k].len,
 			    ed->name))
 				occ++;
 		if (occ != ed->index)
@@ -227,9 +227,9 @@ smtp_eom_head_client(struct smtp_session *s, size_t cap,
 	const char *f, *value;
 	int subject_done = 0;
 
-	for (i = 0; i < s->nhdrs; i++) {
-		f = src + s->hdrs[i].off;
-		vlen = s->hdrs[i].len;
+	for (i = 0; i < s->tx->nhdrs; i++) {
+		f = src + s->tx->hdrs[i].off;
+		vlen = s->tx->hdrs[i].len;
 		value = memchr(f, ':', vlen);
 		value = value ? value + 1 : f + vlen;
 		if (smtp_eom_field_is(f, vlen, "Authentication-Results") &&
@@ -264,26 +264,26 @@ smtp_eom_build_head(struct smtp_session *s, const struct filter_outcome *o)
 	size_t cap, e;
 
 	cap = smtp_eom_head_cap(s, o);
-	if ((s->head = malloc(cap)) == NULL)
+	if ((s->tx->head = malloc(cap)) == NULL)
 		return -1;
-	s->headlen = 0;
-	s->head_overflow = 0;
-	if (s->eoh_off > 0) {
-		if ((src = malloc(s->eoh_off)) == NULL ||
-		    spool_read(&s->spool, 0, src, s->eoh_off) != (ssize_t)s->eoh_off) {
+	s->tx->headlen = 0;
+	s->tx->head_overflow = 0;
+	if (s->tx->eoh_off > 0) {
+		if ((src = malloc(s->tx->eoh_off)) == NULL ||
+		    spool_read(&s->spool, 0, src, s->tx->eoh_off) != (ssize_t)s->tx->eoh_off) {
 			free(src);
 			return -1;
 		}
 	}
-	smtp_eom_head_add(s, cap, s->received, s->receivedlen);
-	s->headlen += filter_session_auth_results(s->fs, s->head + s->headlen,
+	smtp_eom_head_add(s, cap, s->tx->received, s->tx->receivedlen);
+	s->tx->headlen += filter_session_auth_results(s->fs, s->tx->head + s->tx->headlen,
 	    SMTP_EXTRA_HEADERS / 2);
 	if (o->tags[0] != '\0')
 		smtp_eom_head_field(s, cap, s->cfg->tag_header, o->tags);
 	smtp_eom_head_inserts(s, cap, o, 0);
-	s->head_prefix = s->headlen;
+	s->tx->head_prefix = s->tx->headlen;
 	smtp_eom_head_client(s, cap, o, src);
-	s->head_added = s->headlen;
+	s->tx->head_added = s->tx->headlen;
 	for (e = 0; e < o->nedits; e++)
 		if (o->edits[e].kind == FILTER_EDIT_ADD)
 			smtp_eom_head_field(s, cap, o->edits[e].name, o->edits[e].value);
@@ -292,12 +292,12 @@ smtp_eom_build_head(struct smtp_session *s, const struct filter_outcome *o)
 	if (o->body != NULL) {
 		/* The new body replaces everything after the header block. */
 		smtp_eom_head_add(s, cap, "\r\n", 2);
-		s->use_newbody = 1;
+		s->tx->use_newbody = 1;
 		if (spool_append(&s->newbody, o->body, o->bodylen) == -1 ||
 		    spool_flush(&s->newbody) == -1)
 			return -1;
 	}
-	if (s->head_overflow) {
+	if (s->tx->head_overflow) {
 		log_warn("%016llx smtp header block over its %zu-octet bound",
 		    s->id, cap);
 		return -1;
@@ -316,15 +316,15 @@ smtp_eom_rcpt_edits(struct smtp_session *s, const struct filter_outcome *o,
 
 	*changed = 0;
 	for (i = 0; i < o->ndel_rcpts; i++)
-		for (j = 0; j < s->nrcpts; j++)
-			if (str_casecmp(s->rcpts[j], o->del_rcpts[i]) == 0) {
+		for (j = 0; j < s->tx->nrcpts; j++)
+			if (str_casecmp(s->tx->rcpts[j], o->del_rcpts[i]) == 0) {
 				log_info("%016llx filter removed rcpt=<%s>", s->id,
-				    s->rcpts[j]);
-				free(s->rcpts[j]);
-				free(s->rcpt_params[j]);
-				s->nrcpts--;
-				s->rcpts[j] = s->rcpts[s->nrcpts];
-				s->rcpt_params[j] = s->rcpt_params[s->nrcpts];
+				    s->tx->rcpts[j]);
+				free(s->tx->rcpts[j]);
+				free(s->tx->rcpt_params[j]);
+				s->tx->nrcpts--;
+				s->tx->rcpts[j] = s->tx->rcpts[s->tx->nrcpts];
+				s->tx->rcpt_params[j] = s->tx->rcpt_params[s->tx->nrcpts];
 				*changed = 1;
 				break;
 			}
@@ -340,7 +340,7 @@ smtp_eom_rcpt_edits(struct smtp_session *s, const struct filter_outcome *o,
 		smtp_mail_rcpt_add(s, p.mailbox, NULL);
 		*changed = 1;
 	}
-	return s->nrcpts > 0 ? 0 : -1;
+	return s->tx->nrcpts > 0 ? 0 : -1;
 }
 
 /* A filter refused the message (its reply is out): the transaction ends. */
@@ -362,7 +362,7 @@ smtp_eom_decide(struct smtp_session *s, const struct filter_result *res)
 	o = filter_session_outcome(s->fs);
 	if (smtp_eom_rcpt_edits(s, o, &rcpts_changed) == -1) {
 		smtp_chat_log_message(s, "discarded", "filters removed every recipient");
-		smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->queue_id);
+		smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->tx->queue_id);
 		smtp_tx_done(s);
 		return;
 	}
@@ -378,7 +378,7 @@ smtp_eom_decide(struct smtp_session *s, const struct filter_result *res)
 	case FMX_DISCARD:
 		/* The client keeps no responsibility: logging the decision is the record. */
 		smtp_chat_log_message(s, "discarded", o->reason);
-		smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->queue_id);
+		smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->tx->queue_id);
 		smtp_tx_done(s);
 		return;
 	case FMX_QUARANTINE:
@@ -389,7 +389,7 @@ smtp_eom_decide(struct smtp_session *s, const struct filter_result *res)
 			smtp_reply(s, "451 4.3.0 Error: quarantine unavailable, try again later");
 		} else {
 			smtp_chat_log_message(s, "quarantined", o->reason);
-			smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->queue_id);
+			smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->tx->queue_id);
 		}
 		smtp_tx_done(s);
 		return;
@@ -404,8 +404,8 @@ smtp_eom_replay_proceed(struct smtp_session *s, const struct filter_result *res)
 {
 	(void)res;
 	/* Filters usually answer at once: iterate there instead of recursing per header. */
-	if (s->in_replay)
-		s->replay_again = 1;
+	if (s->tx->in_replay)
+		s->tx->replay_again = 1;
 	else
 		smtp_eom_replay_next(s);
 }
@@ -442,22 +442,27 @@ smtp_eom_msg_read(void *arg, size_t off, void *buf, size_t len)
 void
 smtp_eom_replay_next(struct smtp_session *s)
 {
+	struct smtp_tx *tx = s->tx;
+
 	do {
-		s->replay_again = 0;
-		s->in_replay = 1;
+		tx->replay_again = 0;
+		tx->in_replay = 1;
 		smtp_eom_replay_step(s);
-		s->in_replay = 0;
-	} while (s->replay_again);
+		/* The message ended inside (refused, or decided): tx is gone. */
+		if (s->tx != tx)
+			return;
+		tx->in_replay = 0;
+	} while (tx->replay_again);
 }
 
 /* Our own disk failed under the message: the client keeps it (451). */
 static void
 smtp_eom_replay_failed(struct smtp_session *s)
 {
-	free(s->replay_buf);
-	s->replay_buf = NULL;
-	s->replay_i = 0;
-	s->replay_off = 0;
+	free(s->tx->replay_buf);
+	s->tx->replay_buf = NULL;
+	s->tx->replay_i = 0;
+	s->tx->replay_off = 0;
 	smtp_chat_log_message(s, "tempfail", "spool read error");
 	smtp_reply(s, "451 4.3.0 Error: local error, try again later");
 	smtp_tx_done(s);
@@ -467,32 +472,32 @@ static void
 smtp_eom_replay_step(struct smtp_session *s)
 {
 	struct filter_args a;
-	size_t body_start = s->eoh_off, len;
+	size_t body_start = s->tx->eoh_off, len;
 	ssize_t n;
 	char *colon;
 
 	memset(&a, 0, sizeof a);
 	smtp_facts(s);
-	if (s->replay_i < s->nhdrs && filter_chain_wants(s->chain, FILTER_PH_HEADER)) {
-		const struct smtp_hdr *h = &s->hdrs[s->replay_i++];
+	if (s->tx->replay_i < s->tx->nhdrs && filter_chain_wants(s->chain, FILTER_PH_HEADER)) {
+		const struct smtp_hdr *h = &s->tx->hdrs[s->tx->replay_i++];
 
-		free(s->replay_buf);
-		if ((s->replay_buf = malloc(h->len + 1)) == NULL)
+		free(s->tx->replay_buf);
+		if ((s->tx->replay_buf = malloc(h->len + 1)) == NULL)
 			fatalx("out of memory");
-		if (spool_read(&s->spool, (off_t)h->off, s->replay_buf, h->len) !=
+		if (spool_read(&s->spool, (off_t)h->off, s->tx->replay_buf, h->len) !=
 		    (ssize_t)h->len) {
 			smtp_eom_replay_failed(s);
 			return;
 		}
 		len = h->len - 2;	/* without the final CRLF */
-		s->replay_buf[len] = '\0';
-		colon = strchr(s->replay_buf, ':');
+		s->tx->replay_buf[len] = '\0';
+		colon = strchr(s->tx->replay_buf, ':');
 		*colon = '\0';
 		/* obsolete "Name :" syntax: the name is without the blanks */
-		for (len = (size_t)(colon - s->replay_buf); len > 0 &&
-		    (s->replay_buf[len - 1] == ' ' || s->replay_buf[len - 1] == '\t'); len--)
-			s->replay_buf[len - 1] = '\0';
-		a.str = s->replay_buf;
+		for (len = (size_t)(colon - s->tx->replay_buf); len > 0 &&
+		    (s->tx->replay_buf[len - 1] == ' ' || s->tx->replay_buf[len - 1] == '\t'); len--)
+			s->tx->replay_buf[len - 1] = '\0';
+		a.str = s->tx->replay_buf;
 		a.str2 = colon + 1;
 		/* milter convention: drop the one space after the colon */
 		if (*a.str2 == ' ')
@@ -500,36 +505,36 @@ smtp_eom_replay_step(struct smtp_session *s)
 		smtp_filter_run(s, &smtp_eom_step_header, &a);
 		return;
 	}
-	if (s->replay_i == s->nhdrs || !filter_chain_wants(s->chain, FILTER_PH_HEADER)) {
-		s->replay_i = s->nhdrs + 1;
+	if (s->tx->replay_i == s->tx->nhdrs || !filter_chain_wants(s->chain, FILTER_PH_HEADER)) {
+		s->tx->replay_i = s->tx->nhdrs + 1;
 		if (filter_chain_wants(s->chain, FILTER_PH_EOH)) {
 			smtp_filter_run(s, &smtp_eom_step_eoh, &a);
 			return;
 		}
 	}
 	/* The body proper starts after the empty line that ends the header. */
-	if (s->replay_off == 0)
-		s->replay_off = body_start + (s->eoh_blank ? 2 : 0);
+	if (s->tx->replay_off == 0)
+		s->tx->replay_off = body_start + (s->tx->eoh_blank ? 2 : 0);
 	if (filter_chain_wants(s->chain, FILTER_PH_BODY) &&
-	    s->replay_off < s->spool.size) {
-		free(s->replay_buf);
-		if ((s->replay_buf = malloc(SMTP_BODY_CHUNK)) == NULL)
+	    s->tx->replay_off < s->spool.size) {
+		free(s->tx->replay_buf);
+		if ((s->tx->replay_buf = malloc(SMTP_BODY_CHUNK)) == NULL)
 			fatalx("out of memory");
-		n = spool_read(&s->spool, (off_t)s->replay_off, s->replay_buf,
+		n = spool_read(&s->spool, (off_t)s->tx->replay_off, s->tx->replay_buf,
 		    SMTP_BODY_CHUNK);
 		if (n <= 0) {
 			smtp_eom_replay_failed(s);
 			return;
 		}
-		s->replay_off += (size_t)n;
-		a.data = (const unsigned char *)s->replay_buf;
+		s->tx->replay_off += (size_t)n;
+		a.data = (const unsigned char *)s->tx->replay_buf;
 		a.len = (size_t)n;
 		smtp_filter_run(s, &smtp_eom_step_body, &a);
 		return;
 	}
-	free(s->replay_buf);
-	s->replay_buf = NULL;
-	s->replay_i = 0;
-	s->replay_off = 0;
+	free(s->tx->replay_buf);
+	s->tx->replay_buf = NULL;
+	s->tx->replay_i = 0;
+	s->tx->replay_off = 0;
 	smtp_filter_run(s, &smtp_eom_step_eom, &a);
 }

@@ -38,6 +38,7 @@ struct bufferevent;
 struct event;
 struct smtp_host;
 struct smtp_session;
+struct smtp_tx;
 
 #include "xtext.h"
 
@@ -153,6 +154,65 @@ struct smtp_hdr {
 	size_t	len;		/* including folds and the final CRLF */
 };
 
+/*
+ * One mail transaction: made at MAIL (smtp_tx_new), freed at its end
+ * (smtp_tx_done after the message, smtp_tx_reset on RSET, HELO, STARTTLS,
+ * a refused MAIL or a failure).  Session-wide facts stay in struct
+ * smtp_session; so do the spools, whose memory one message leaves to the
+ * next.
+ */
+struct smtp_tx {
+	char			*mail_from;	/* the sender, once MAIL passed its checks */
+	char			 queue_id[40];
+	struct timespec		 start;
+	const struct config_policy *policy;	/* of the first accepted recipient */
+	/* MAIL parameters as validated; the upstream line is made at send. */
+	int			 utf8;	/* MAIL had SMTPUTF8 (RFC 6531) */
+	int			 body;	/* 0, 7 (BODY=7BIT) or 8 (BODY=8BITMIME) */
+	int			 ret;	/* 0, 1 RET=FULL, 2 RET=HDRS */
+	int			 has_size;
+	unsigned long long	 size;
+	char			 envid[101];	/* RFC 3461 4.4: xtext, 100 at most */
+	enum smtp_mail_param	 order[SMTP_MAIL_PARAM_COUNT];	/* as the client gave them */
+	size_t			 nparams;
+	/* RCPT */
+	char			**rcpts;
+	char			**rcpt_params;	/* " NOTIFY=.. ORCPT=.." each, or NULL */
+	size_t			 nrcpts;
+	size_t			 rcpt_attempts;
+	/* The message as it arrives (smtp_data.c). */
+	size_t			 size_limit;	/* smtp_relay_size_limit() at the data's start; 0 before */
+	int			 bdat;		/* this transaction's message comes in BDAT chunks */
+	unsigned long long	 bdat_total;	/* octets of this message's chunks so far */
+	size_t			 bdat_linelen;
+	int			 bdat_long;	/* current line over the limit: skipping */
+	enum smtp_data_err	 data_err;
+	int			 in_header;
+	size_t			 header_bytes;
+	size_t			 msg_bytes;
+	struct smtp_hdr		*hdrs;
+	size_t			 nhdrs;
+	size_t			 hdrcap;
+	size_t			 eoh_off;	/* spool offset where the body part starts */
+	int			 eoh_blank;	/* ... with the empty line that ends the header */
+	/* At its end (smtp_eom.c): replay to the filters, the header block. */
+	size_t			 replay_i;	/* header/body replay to the filters */
+	int			 in_replay;	/* inside smtp_eom_replay_next(): loop, don't recurse */
+	int			 replay_again;
+	size_t			 replay_off;
+	char			*replay_buf;
+	char			 received[SMTP_RECEIVED_MAX];
+	size_t			 receivedlen;
+	char			*head;		/* header block as relayed */
+	size_t			 headlen;
+	size_t			 head_prefix;	/* fields we put before the client's */
+	size_t			 head_added;	/* start of the fields appended after them */
+	int			 head_overflow;	/* smtp_eom_head_add() ran out of room */
+	int			 use_newbody;
+	/* Upstream */
+	int			 mail_retried;
+};
+
 struct smtp_session {
 	unsigned long long	 id;
 	struct smtp_host	*host;		/* who runs it (smtp_session.h) */
@@ -194,63 +254,21 @@ struct smtp_session {
 	struct timespec		 data_by;	/* the message must be in by then; 0: none */
 	int			 quit_polls;
 
-	/* Transaction. */
-	char			*mail_from;	/* NULL: no MAIL yet */
-	int			 tx_utf8;	/* MAIL had SMTPUTF8 (RFC 6531) */
-	/* MAIL parameters as validated; the upstream line is made at send. */
-	int			 tx_body;	/* 0, 7 (BODY=7BIT) or 8 (BODY=8BITMIME) */
-	int			 tx_ret;	/* 0, 1 RET=FULL, 2 RET=HDRS */
-	int			 tx_has_size;
-	unsigned long long	 tx_size;
-	char			 tx_envid[101];	/* RFC 3461 4.4: xtext, 100 at most */
-	enum smtp_mail_param	 tx_order[SMTP_MAIL_PARAM_COUNT];	/* as the client gave them */
-	size_t			 tx_nparams;
-	size_t			 tx_size_limit;	/* smtp_relay_size_limit() at the data's start; 0 before */
-	int			 bdat;		/* this transaction's message comes in BDAT chunks */
+	/* The transaction (smtp_tx.c), and what outlives it. */
+	struct smtp_tx		*tx;		/* NULL: no MAIL yet */
+	/* The BDAT chunk being read: a refused one has no transaction. */
 	unsigned long long	 bdat_left;	/* bytes of the current chunk still to read */
-	unsigned long long	 bdat_total;	/* octets of this message's chunks so far */
 	int			 bdat_last;
 	const char		*bdat_refuse;	/* consume the chunk, then this reply */
 	char			 bdat_reply[FILTER_REPLY_MAX];	/* a filter's refusal, kept */
+	/* Buffers kept from message to message (their memory is reused). */
 	char			*text_line;	/* smtp_data_text_line(): one DATA line, or a BDAT line across chunks */
-	size_t			 bdat_linelen;
-	int			 bdat_long;	/* current line over the limit: skipping */
-	char			**rcpts;
-	char			**rcpt_params;	/* " NOTIFY=.. ORCPT=.." each, or NULL */
-	size_t			 nrcpts;
-	size_t			 rcpt_attempts;
-	struct spool		 spool;
-	enum smtp_data_err	 data_err;
-	int			 in_header;
-	size_t			 header_bytes;
-	size_t			 msg_bytes;
-	struct timespec		 tx_start;
-	char			 received[SMTP_RECEIVED_MAX];
-	size_t			 receivedlen;
-	const struct config_policy *policy;	/* of the first accepted recipient */
-	struct smtp_hdr		*hdrs;
-	size_t			 nhdrs;
-	size_t			 hdrcap;
-	size_t			 eoh_off;	/* spool offset where the body part starts */
-	int			 eoh_blank;	/* ... with the empty line that ends the header */
-	char			 queue_id[40];
-	char			*head;		/* header block as relayed */
-	size_t			 headlen;
-	size_t			 head_prefix;	/* fields we put before the client's */
-	size_t			 head_added;	/* start of the fields appended after them */
-	int			 head_overflow;	/* smtp_eom_head_add() ran out of room */
+	struct spool		 spool;		/* the message as received */
 	struct spool		 newbody;	/* a filter's replacement body */
-	int			 use_newbody;
-	size_t			 replay_i;	/* header/body replay to the filters */
-	int			 in_replay;	/* inside smtp_eom_replay_next(): loop, don't recurse */
-	int			 replay_again;
-	size_t			 replay_off;
-	char			*replay_buf;
 
 	/* Upstream. */
 	struct deliver		*dl;		/* deliver.h: upstream, Maildir or check */
 	int			 up_reused;	/* this MAIL went over a kept connection */
-	int			 mail_retried;
 	char			 pending[SMTP_CMD_LINE_MAX + SMTP_PARAMS_MAX * 8];	/* command to relay */
 	char			 pending_rcpt[SMTP_PATH_MAX + 1];
 	char			 pending_dsn[SMTP_PARAM_VALUE_MAX * 2 + 32];	/* its DSN parameters */
@@ -266,7 +284,6 @@ struct smtp_session {
 void	smtp_data_clock_stop(struct smtp_session *s);
 void	smtp_read_on(struct smtp_session *s);
 void	smtp_enter_state(struct smtp_session *s, enum smtp_state state);
-void	smtp_tx_reset(struct smtp_session *s);
 void	smtp_facts(struct smtp_session *s);
 void	smtp_filter(struct smtp_session *s, const struct smtp_step *st,
 	    const char *str);
@@ -276,7 +293,6 @@ void	smtp_verb_filter(struct smtp_session *s, const char *str);
 int	smtp_filter_refused(struct smtp_session *s,
 	    const struct filter_result *res, const char *what);
 void	smtp_resume(struct smtp_session *s, enum smtp_state state);
-void	smtp_tx_done(struct smtp_session *s);
 void	smtp_process(struct smtp_session *s);
 void	smtp_readcb(struct bufferevent *bev, void *arg);
 void	smtp_eventcb(struct bufferevent *bev, short what, void *arg);
@@ -350,5 +366,11 @@ void	smtp_relay_mail(struct smtp_session *s);
 void	smtp_relay_rcpt(struct smtp_session *s);
 int	smtp_relay_reported(struct smtp_session *s, enum fmx_verdict verdict);
 void	smtp_relay_deliver(struct smtp_session *s, int rcpts_changed);
+
+/* smtp_tx.c */
+struct smtp_tx *smtp_tx_new(struct smtp_session *s);
+void	smtp_tx_free(struct smtp_session *s);
+void	smtp_tx_reset(struct smtp_session *s);
+void	smtp_tx_done(struct smtp_session *s);
 
 #endif

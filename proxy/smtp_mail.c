@@ -58,8 +58,7 @@ static void
 smtp_mail_refused(struct smtp_session *s, const struct filter_result *res)
 {
 	(void)res;
-	free(s->mail_from);
-	s->mail_from = NULL;
+	smtp_tx_free(s);
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
 
@@ -89,12 +88,12 @@ smtp_mail_param_keep(struct smtp_session *s, enum smtp_mail_param kind)
 {
 	size_t i;
 
-	for (i = 0; i < s->tx_nparams; i++)
-		if (s->tx_order[i] == kind)
+	for (i = 0; i < s->tx->nparams; i++)
+		if (s->tx->order[i] == kind)
 			return;
-	if (s->tx_nparams >= SMTP_MAIL_PARAM_COUNT)
-		fatalx("smtp_mail_param_keep: %zu parameters", s->tx_nparams);
-	s->tx_order[s->tx_nparams++] = kind;
+	if (s->tx->nparams >= SMTP_MAIL_PARAM_COUNT)
+		fatalx("smtp_mail_param_keep: %zu parameters", s->tx->nparams);
+	s->tx->order[s->tx->nparams++] = kind;
 }
 
 /*
@@ -109,12 +108,12 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 	char *end;
 	size_t i;
 
-	s->tx_utf8 = 0;
-	s->tx_body = 0;
-	s->tx_ret = 0;
-	s->tx_has_size = 0;
-	s->tx_envid[0] = '\0';
-	s->tx_nparams = 0;
+	s->tx->utf8 = 0;
+	s->tx->body = 0;
+	s->tx->ret = 0;
+	s->tx->has_size = 0;
+	s->tx->envid[0] = '\0';
+	s->tx->nparams = 0;
 	for (i = 0; i < p->nparams; i++) {
 		const struct smtp_param *pa = &p->params[i];
 
@@ -130,27 +129,27 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 				smtp_error(s, "552 5.3.4 Message size exceeds fixed limit");
 				return -1;
 			}
-			s->tx_has_size = 1;
-			s->tx_size = size;
+			s->tx->has_size = 1;
+			s->tx->size = size;
 			smtp_mail_param_keep(s, SMTP_MAIL_SIZE);
 		} else if (strcmp(pa->key, "SMTPUTF8") == 0 && !pa->has_value &&
 		    smtp_mail_offer_smtputf8(s)) {
-			s->tx_utf8 = 1;
+			s->tx->utf8 = 1;
 			smtp_mail_param_keep(s, SMTP_MAIL_SMTPUTF8);
 		} else if (strcmp(pa->key, "RET") == 0 && smtp_mail_offer_dsn(s) &&
 		    pa->has_value && (str_casecmp(pa->value, "FULL") == 0 ||
 		    str_casecmp(pa->value, "HDRS") == 0)) {
-			s->tx_ret = str_casecmp(pa->value, "FULL") == 0 ? 1 : 2;
+			s->tx->ret = str_casecmp(pa->value, "FULL") == 0 ? 1 : 2;
 			smtp_mail_param_keep(s, SMTP_MAIL_RET);
 		} else if (strcmp(pa->key, "ENVID") == 0 && smtp_mail_offer_dsn(s)) {
 			/* RFC 3461 4.4: xtext, at most 100 characters. */
 			if (!pa->has_value ||
-			    strlen(pa->value) >= sizeof s->tx_envid ||
+			    strlen(pa->value) >= sizeof s->tx->envid ||
 			    !xtext_valid(pa->value)) {
 				smtp_error(s, "501 5.5.4 Bad ENVID parameter");
 				return -1;
 			}
-			snprintf(s->tx_envid, sizeof s->tx_envid, "%s", pa->value);
+			snprintf(s->tx->envid, sizeof s->tx->envid, "%s", pa->value);
 			smtp_mail_param_keep(s, SMTP_MAIL_ENVID);
 		} else if (strcmp(pa->key, "AUTH") == 0 && smtp_auth_offered(s)) {
 			/*
@@ -171,7 +170,7 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 				smtp_error(s, "555 5.5.4 Unsupported parameter BODY=8BITMIME");
 				return -1;
 			}
-			s->tx_body = eight ? 8 : 7;
+			s->tx->body = eight ? 8 : 7;
 			smtp_mail_param_keep(s, SMTP_MAIL_BODY);
 		} else {
 			smtp_error(s, "555 5.5.4 Unsupported parameter %s",
@@ -230,7 +229,7 @@ smtp_mail_cmd_mail(struct smtp_session *s, const char *args)
 	struct smtp_path p;
 	enum smtp_parse_err e;
 
-	if (s->mail_from != NULL) {
+	if (s->tx != NULL) {
 		smtp_error(s, "503 5.5.1 Error: nested MAIL command");
 		return SMTP_VERB_OK;
 	}
@@ -245,22 +244,26 @@ smtp_mail_cmd_mail(struct smtp_session *s, const char *args)
 		e = smtp_parse_path_utf8(args, SMTP_CMD_MAIL, &p);
 	if (smtp_mail_path_refused(s, e, SMTP_CMD_MAIL))
 		return SMTP_VERB_OK;
-	if (smtp_mail_params(s, &p) == -1)
+	smtp_tx_new(s);
+	if (smtp_mail_params(s, &p) == -1) {
+		smtp_tx_free(s);
 		return SMTP_VERB_OK;
+	}
 	/* RFC 6531 3.4: a UTF-8 address needs SMTPUTF8 on this MAIL. */
-	if (!s->tx_utf8 && !smtp_mail_is_ascii(p.mailbox)) {
+	if (!s->tx->utf8 && !smtp_mail_is_ascii(p.mailbox)) {
+		smtp_tx_free(s);
 		smtp_error(s, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
 		return SMTP_VERB_OK;
 	}
-	if ((s->mail_from = strdup(p.mailbox)) == NULL)
+	if ((s->tx->mail_from = strdup(p.mailbox)) == NULL)
 		fatalx("out of memory");
 	/* What is logged for the message counts from here, whatever ends it. */
-	clock_gettime(CLOCK_MONOTONIC, &s->tx_start);
-	s->msg_bytes = 0;
-	snprintf(s->queue_id, sizeof s->queue_id, "%016llx.%lu", s->id,
+	clock_gettime(CLOCK_MONOTONIC, &s->tx->start);
+	s->tx->msg_bytes = 0;
+	snprintf(s->tx->queue_id, sizeof s->tx->queue_id, "%016llx.%lu", s->id,
 	    s->messages);
-	s->mail_retried = 0;
-	smtp_verb_filter(s, s->mail_from);
+	s->tx->mail_retried = 0;
+	smtp_verb_filter(s, s->tx->mail_from);
 	return SMTP_VERB_OK;
 }
 
@@ -270,19 +273,19 @@ smtp_mail_rcpt_add(struct smtp_session *s, const char *rcpt, const char *params)
 {
 	char **v;
 
-	if ((v = reallocarray(s->rcpts, s->nrcpts + 1, sizeof *v)) == NULL)
+	if ((v = reallocarray(s->tx->rcpts, s->tx->nrcpts + 1, sizeof *v)) == NULL)
 		fatalx("out of memory");
-	s->rcpts = v;
-	if ((v = reallocarray(s->rcpt_params, s->nrcpts + 1, sizeof *v)) == NULL)
+	s->tx->rcpts = v;
+	if ((v = reallocarray(s->tx->rcpt_params, s->tx->nrcpts + 1, sizeof *v)) == NULL)
 		fatalx("out of memory");
-	s->rcpt_params = v;
-	if ((s->rcpts[s->nrcpts] = strdup(rcpt)) == NULL ||
+	s->tx->rcpt_params = v;
+	if ((s->tx->rcpts[s->tx->nrcpts] = strdup(rcpt)) == NULL ||
 	    (params != NULL && params[0] != '\0' &&
-	    (s->rcpt_params[s->nrcpts] = strdup(params)) == NULL))
+	    (s->tx->rcpt_params[s->tx->nrcpts] = strdup(params)) == NULL))
 		fatalx("out of memory");
 	if (params == NULL || params[0] == '\0')
-		s->rcpt_params[s->nrcpts] = NULL;
-	s->nrcpts++;
+		s->tx->rcpt_params[s->tx->nrcpts] = NULL;
+	s->tx->nrcpts++;
 }
 
 /* The first accepted recipient fixes the transaction's policy. */
@@ -291,8 +294,8 @@ smtp_mail_rcpt_accepted(struct smtp_session *s)
 {
 	const char *at = strrchr(s->pending_rcpt, '@');
 
-	if (s->nrcpts == 0)
-		s->policy = policy_lookup(s->cfg, at ? at + 1 : NULL);
+	if (s->tx->nrcpts == 0)
+		s->tx->policy = policy_lookup(s->cfg, at ? at + 1 : NULL);
 	smtp_mail_rcpt_add(s, s->pending_rcpt, s->pending_dsn);
 }
 
@@ -383,13 +386,13 @@ smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args)
 	char dsn[SMTP_PARAM_VALUE_MAX * 2 + 32];
 	int n;
 
-	e = s->tx_utf8 ? smtp_parse_path_utf8(args, SMTP_CMD_RCPT, &p) :
+	e = s->tx->utf8 ? smtp_parse_path_utf8(args, SMTP_CMD_RCPT, &p) :
 	    smtp_parse_path(args, SMTP_CMD_RCPT, &p);
 	if (smtp_mail_path_refused(s, e, SMTP_CMD_RCPT))
 		return SMTP_VERB_OK;
 	if (smtp_mail_rcpt_params(s, &p, dsn, sizeof dsn) == -1)
 		return SMTP_VERB_OK;
-	if (s->nrcpts >= s->cfg->limits.recipients) {
+	if (s->tx->nrcpts >= s->cfg->limits.recipients) {
 		/* RFC 5321 4.5.3.1.10: 452, so the client retries the rest later. */
 		smtp_reply(s, "452 4.5.3 Error: too many recipients");
 		return SMTP_VERB_OK;
@@ -407,7 +410,7 @@ smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args)
 	 * the policy split, so a recipient refused anyway is told so now.
 	 */
 	if (filter_session_held(s->fs, pol, &held) != FMX_CONTINUE) {
-		s->rcpt_attempts++;
+		s->tx->rcpt_attempts++;
 		smtp_filter_refused(s, &held, "recipient");
 		return SMTP_VERB_OK;
 	}
@@ -416,7 +419,7 @@ smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args)
 	 * policy than the first accepted one must come in its own
 	 * transaction; 452 makes the client retry it later (DESIGN.md).
 	 */
-	if (s->nrcpts > 0 && s->policy != pol) {
+	if (s->tx->nrcpts > 0 && s->tx->policy != pol) {
 		smtp_reply(s, "452 4.5.3 Error: recipient has a different policy, "
 		    "send it in a separate transaction");
 		return SMTP_VERB_OK;
@@ -427,7 +430,7 @@ smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args)
 		    "send the others in a new transaction");
 		return SMTP_VERB_OK;
 	}
-	s->rcpt_attempts++;
+	s->tx->rcpt_attempts++;
 	snprintf(s->pending_rcpt, sizeof s->pending_rcpt, "%s", p.mailbox);
 	snprintf(s->pending_dsn, sizeof s->pending_dsn, "%s", dsn);
 	n = snprintf(s->pending, sizeof s->pending, "RCPT TO:<%s>%s", p.mailbox,

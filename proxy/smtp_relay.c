@@ -175,7 +175,7 @@ smtp_relay_auth(struct smtp_session *s, const char *line, deliver_done_fn done)
 int
 smtp_relay_rcpt_full(const struct smtp_session *s)
 {
-	return s->nrcpts > 0 &&
+	return s->tx->nrcpts > 0 &&
 	    (deliver_flags(smtp_relay_ops(s)) & DELIVER_F_ONE_RCPT);
 }
 
@@ -207,8 +207,8 @@ smtp_relay_mail_reply(void *arg, enum upstream_err err, const struct smtp_reply 
 	 * timeout racing us): retry once on a fresh one, as an MTA's
 	 * connection cache would.
 	 */
-	if (err == UPSTREAM_ERR_CLOSED && s->up_reused && !s->mail_retried) {
-		s->mail_retried = 1;
+	if (err == UPSTREAM_ERR_CLOSED && s->up_reused && !s->tx->mail_retried) {
+		s->tx->mail_retried = 1;
 		smtp_relay_close(s);
 		smtp_relay_mail_start(s);
 		return;
@@ -219,10 +219,8 @@ smtp_relay_mail_reply(void *arg, enum upstream_err err, const struct smtp_reply 
 		return;
 	}
 	smtp_chat_upstream(s, r, "2.1.0");
-	if (r->code / 100 != 2) {
-		free(s->mail_from);
-		s->mail_from = NULL;
-	}
+	if (r->code / 100 != 2)
+		smtp_tx_free(s);
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
 
@@ -260,8 +258,7 @@ smtp_relay_send_pending(struct smtp_session *s)
 		    s->id, missing);
 		smtp_reply(s, "451 4.3.0 Error: the upstream no longer offers "
 		    "%s, try again later", missing);
-		free(s->mail_from);
-		s->mail_from = NULL;
+		smtp_tx_free(s);
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
 	}
@@ -359,43 +356,43 @@ smtp_relay_mail_line(struct smtp_session *s)
 	int n;
 
 	smtp_relay_caps(s, &caps);
-	if (s->tx_utf8 && !(caps.flags & SMTP_EHLO_SMTPUTF8))
+	if (s->tx->utf8 && !(caps.flags & SMTP_EHLO_SMTPUTF8))
 		return "SMTPUTF8";
-	if (s->tx_body == 8 && !(caps.flags & SMTP_EHLO_8BITMIME))
+	if (s->tx->body == 8 && !(caps.flags & SMTP_EHLO_8BITMIME))
 		return "8BITMIME";
-	if ((s->tx_ret || s->tx_envid[0]) && !(caps.flags & SMTP_EHLO_DSN))
+	if ((s->tx->ret || s->tx->envid[0]) && !(caps.flags & SMTP_EHLO_DSN))
 		return "DSN";
-	n = snprintf(line, linelen, "MAIL FROM:<%s>", s->mail_from);
+	n = snprintf(line, linelen, "MAIL FROM:<%s>", s->tx->mail_from);
 	if (n < 0 || (size_t)n >= linelen)
 		fatalx("smtp_relay_mail_line: path over limit");
 	used = (size_t)n;
-	for (i = 0; i < s->tx_nparams; i++) {
-		switch (s->tx_order[i]) {
+	for (i = 0; i < s->tx->nparams; i++) {
+		switch (s->tx->order[i]) {
 		case SMTP_MAIL_SIZE:
 			if (!(caps.flags & SMTP_EHLO_SIZE))
 				continue;
 			n = snprintf(line + used, linelen - used, " SIZE=%llu",
-			    s->tx_size);
+			    s->tx->size);
 			break;
 		case SMTP_MAIL_SMTPUTF8:
 			n = snprintf(line + used, linelen - used, " SMTPUTF8");
 			break;
 		case SMTP_MAIL_RET:
 			n = snprintf(line + used, linelen - used, " RET=%s",
-			    s->tx_ret == 1 ? "FULL" : "HDRS");
+			    s->tx->ret == 1 ? "FULL" : "HDRS");
 			break;
 		case SMTP_MAIL_ENVID:
 			n = snprintf(line + used, linelen - used, " ENVID=%s",
-			    s->tx_envid);
+			    s->tx->envid);
 			break;
 		case SMTP_MAIL_BODY:
-			if (s->tx_body == 7 && !(caps.flags & SMTP_EHLO_8BITMIME))
+			if (s->tx->body == 7 && !(caps.flags & SMTP_EHLO_8BITMIME))
 				continue;
 			n = snprintf(line + used, linelen - used, " BODY=%s",
-			    s->tx_body == 8 ? "8BITMIME" : "7BIT");
+			    s->tx->body == 8 ? "8BITMIME" : "7BIT");
 			break;
 		default:
-			fatalx("smtp_relay_mail_line: bad parameter %d", s->tx_order[i]);
+			fatalx("smtp_relay_mail_line: bad parameter %d", s->tx->order[i]);
 		}
 		if (n < 0 || (size_t)n >= linelen - used)
 			fatalx("smtp_relay_mail_line: line over limit");
@@ -467,11 +464,11 @@ smtp_relay_action(struct smtp_session *s)
 static struct spool *
 smtp_relay_spool(struct smtp_session *s, size_t *off)
 {
-	if (s->use_newbody) {
+	if (s->tx->use_newbody) {
 		*off = 0;
 		return &s->newbody;
 	}
-	*off = s->eoh_off;
+	*off = s->tx->eoh_off;
 	return &s->spool;
 }
 
@@ -480,14 +477,14 @@ static void
 smtp_relay_msg(struct smtp_session *s, struct deliver_msg *m)
 {
 	memset(m, 0, sizeof *m);
-	m->queue_id = s->queue_id;
-	m->mail_from = s->mail_from;
-	m->rcpts = (const char *const *)s->rcpts;
-	m->nrcpts = s->nrcpts;
-	m->head = s->head;
-	m->headlen = s->headlen;
-	m->head_prefix = s->head_prefix;
-	m->head_added = s->head_added;
+	m->queue_id = s->tx->queue_id;
+	m->mail_from = s->tx->mail_from;
+	m->rcpts = (const char *const *)s->tx->rcpts;
+	m->nrcpts = s->tx->nrcpts;
+	m->head = s->tx->head;
+	m->headlen = s->tx->headlen;
+	m->head_prefix = s->tx->head_prefix;
+	m->head_added = s->tx->head_added;
 	m->spool = smtp_relay_spool(s, &m->spool_off);
 	m->action = smtp_relay_action(s);
 }
@@ -527,7 +524,7 @@ static void
 smtp_relay_envelope_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 {
 	struct smtp_session *s = arg;
-	size_t step = s->replay_i++;
+	size_t step = s->tx->replay_i++;
 
 	if (err != UPSTREAM_OK) {
 		smtp_chat_log_message(s, "tempfail", upstream_strerror(err));
@@ -544,9 +541,9 @@ smtp_relay_envelope_reply(void *arg, enum upstream_err err, const struct smtp_re
 	}
 	if (r->code / 100 != 2)
 		log_info("%016llx upstream refused rcpt=<%s> after edit: %d", s->id,
-		    s->rcpts[step - 2], r->code);
+		    s->tx->rcpts[step - 2], r->code);
 	else if (step >= 2)
-		s->replay_off++;	/* accepted recipients */
+		s->tx->replay_off++;	/* accepted recipients */
 	smtp_relay_envelope_next(s);
 }
 
@@ -561,11 +558,11 @@ smtp_relay_envelope_next(struct smtp_session *s)
 {
 	char line[sizeof s->pending];
 
-	if (s->replay_i == 0) {
+	if (s->tx->replay_i == 0) {
 		deliver_rset(s->dl, smtp_relay_envelope_reply, s);
 		return;
 	}
-	if (s->replay_i == 1) {
+	if (s->tx->replay_i == 1) {
 		/* The same connection as the first MAIL: the same line. */
 		if (smtp_relay_mail_line(s) != NULL) {
 			smtp_chat_log_message(s, "tempfail", "upstream extensions changed");
@@ -577,13 +574,13 @@ smtp_relay_envelope_next(struct smtp_session *s)
 		deliver_mail(s->dl, s->pending, smtp_relay_envelope_reply, s);
 		return;
 	}
-	if (s->replay_i - 2 < s->nrcpts) {
-		snprintf(line, sizeof line, "RCPT TO:<%s>%s", s->rcpts[s->replay_i - 2],
-		    s->rcpt_params[s->replay_i - 2] ? s->rcpt_params[s->replay_i - 2] : "");
+	if (s->tx->replay_i - 2 < s->tx->nrcpts) {
+		snprintf(line, sizeof line, "RCPT TO:<%s>%s", s->tx->rcpts[s->tx->replay_i - 2],
+		    s->tx->rcpt_params[s->tx->replay_i - 2] ? s->tx->rcpt_params[s->tx->replay_i - 2] : "");
 		deliver_rcpt(s->dl, line, smtp_relay_envelope_reply, s);
 		return;
 	}
-	if (s->replay_off == 0) {
+	if (s->tx->replay_off == 0) {
 		smtp_chat_log_message(s, "tempfail", "no recipient left after edits");
 		smtp_reply(s, "451 4.3.0 Error: no recipient accepted, try again later");
 		smtp_tx_done(s);
@@ -617,8 +614,8 @@ smtp_relay_deliver(struct smtp_session *s, int rcpts_changed)
 {
 	if (rcpts_changed &&
 	    (deliver_flags(deliver_backend(s->dl)) & DELIVER_F_ENVELOPE)) {
-		s->replay_i = 0;
-		s->replay_off = 0;
+		s->tx->replay_i = 0;
+		s->tx->replay_off = 0;
 		smtp_enter_state(s, SMTP_STATE_WAIT);
 		smtp_relay_envelope_next(s);
 		return;

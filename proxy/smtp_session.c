@@ -11,6 +11,7 @@
  *	smtp_peer.c	who the client is: PROXY header, forward-confirmed rDNS
  *	smtp_chat.c	replies to the client and the output side
  *	smtp_auth.c	AUTH, relayed to the upstream
+ *	smtp_tx.c	struct smtp_tx: one transaction, made at MAIL
  *	smtp_mail.c	MAIL and RCPT with their parameters
  *	smtp_data.c	DATA and BDAT: the message into the spool
  *	smtp_eom.c	end of message: filter replay, decision, header edits
@@ -237,49 +238,6 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state state)
 	}
 }
 
-void
-smtp_tx_reset(struct smtp_session *s)
-{
-	size_t i;
-
-	/* A message the chain saw but that did not complete: on_abort. */
-	if (s->fs != NULL)
-		filter_session_msg_end(s->fs, s->mail_from != NULL);
-	s->policy = NULL;
-	s->nhdrs = 0;
-	s->eoh_off = 0;
-	free(s->head);
-	s->head = NULL;
-	s->headlen = 0;
-	free(s->replay_buf);
-	s->replay_buf = NULL;
-	if (s->use_newbody)
-		spool_reset(&s->newbody);
-	s->use_newbody = 0;
-	s->queue_id[0] = '\0';
-	free(s->mail_from);
-	s->mail_from = NULL;
-	s->tx_utf8 = 0;
-	s->tx_size_limit = 0;
-	s->bdat = 0;
-	s->bdat_total = 0;
-	s->bdat_linelen = 0;
-	s->bdat_long = 0;
-	for (i = 0; i < s->nrcpts; i++) {
-		free(s->rcpts[i]);
-		free(s->rcpt_params[i]);
-	}
-	free(s->rcpts);
-	free(s->rcpt_params);
-	s->rcpts = NULL;
-	s->rcpt_params = NULL;
-	s->nrcpts = 0;
-	s->rcpt_attempts = 0;
-	spool_reset(&s->spool);
-	s->data_err = SMTP_DATA_OK;
-	smtp_data_clock_stop(s);
-}
-
 /* Refresh the chain's view of the session before a phase runs. */
 void
 smtp_facts(struct smtp_session *s)
@@ -293,11 +251,11 @@ smtp_facts(struct smtp_session *s)
 	f->helo = s->helo[0] ? s->helo : NULL;
 	f->tls = s->tls == SMTP_TLS_ACTIVE ? s->tls_desc : NULL;
 	f->auth = s->auth_id;
-	f->mail_from = s->mail_from;
-	f->rcpts = (const char *const *)s->rcpts;
-	f->nrcpts = s->nrcpts;
-	f->queue_id = s->queue_id[0] ? s->queue_id : NULL;
-	f->policy = s->policy;
+	f->mail_from = s->tx ? s->tx->mail_from : NULL;
+	f->rcpts = s->tx ? (const char *const *)s->tx->rcpts : NULL;
+	f->nrcpts = s->tx ? s->tx->nrcpts : 0;
+	f->queue_id = s->tx && s->tx->queue_id[0] ? s->tx->queue_id : NULL;
+	f->policy = s->tx ? s->tx->policy : NULL;
 }
 
 /*
@@ -472,19 +430,6 @@ smtp_cmd_helo(struct smtp_session *s, const char *args)
 	return smtp_cmd_helo_common(s, args, 0);
 }
 
-/* The transaction is over (whatever the outcome): back to commands. */
-void
-smtp_tx_done(struct smtp_session *s)
-{
-	s->messages++;
-	if (s->fs != NULL)
-		filter_session_msg_end(s->fs, 0);
-	free(s->mail_from);
-	s->mail_from = NULL;	/* so smtp_tx_reset() does not call on_abort */
-	smtp_tx_reset(s);
-	smtp_resume(s, SMTP_STATE_COMMAND);
-}
-
 static int
 smtp_cmd_rset(struct smtp_session *s, const char *args)
 {
@@ -630,10 +575,10 @@ smtp_verb_unmet(const struct smtp_session *s, unsigned flags)
 {
 	if ((flags & SMTP_VERB_NEED_HELO) && s->helo[0] == '\0')
 		return "503 5.5.1 Error: send HELO/EHLO first";
-	if ((flags & SMTP_VERB_NEED_MAIL) && s->mail_from == NULL)
+	if ((flags & SMTP_VERB_NEED_MAIL) && s->tx == NULL)
 		return "503 5.5.1 Error: need MAIL command";
-	if ((flags & SMTP_VERB_NEED_RCPT) && s->nrcpts == 0)
-		return s->rcpt_attempts ? "554 5.5.1 Error: no valid recipients" :
+	if ((flags & SMTP_VERB_NEED_RCPT) && s->tx->nrcpts == 0)
+		return s->tx->rcpt_attempts ? "554 5.5.1 Error: no valid recipients" :
 		    "503 5.5.1 Error: need RCPT command";
 	return NULL;
 }
@@ -710,7 +655,7 @@ smtp_process(struct smtp_session *s)
 static void
 smtp_input_ended(struct smtp_session *s)
 {
-	if (s->mail_from != NULL)
+	if (s->tx != NULL)
 		smtp_chat_log_message(s, "aborted", "client disconnected");
 	log_info("%016llx smtp disconnect reason=eof state=%s client=%s "
 	    "messages=%lu", s->id, smtp_state_names[s->state], s->addr,
@@ -757,7 +702,7 @@ smtp_process_once(struct smtp_session *s)
 			smtp_line_wait(s);
 			break;
 		}
-		if (s->draining && s->mail_from == NULL &&
+		if (s->draining && s->tx == NULL &&
 		    evbuffer_get_length(bufferevent_get_input(s->bev)) == 0) {
 			smtp_reply(s, "421 4.3.2 %s Service shutting down",
 			    s->cfg->hostname);
@@ -864,7 +809,7 @@ smtp_eventcb(struct bufferevent *bev, short what, void *arg)
 			smtp_process(s);
 		return;
 	}
-	if (s->mail_from != NULL && s->state != SMTP_STATE_QUIT)
+	if (s->tx != NULL && s->state != SMTP_STATE_QUIT)
 		smtp_chat_log_message(s, "aborted", "client disconnected");
 	if (s->state != SMTP_STATE_QUIT)
 		log_info("%016llx smtp disconnect reason=%s client=%s messages=%lu",
@@ -894,7 +839,7 @@ smtp_timed_out(struct smtp_session *s)
 		return;
 	log_info("%016llx smtp disconnect reason=timeout state=%s client=%s",
 	    s->id, smtp_state_names[s->state], s->addr);
-	if (s->mail_from != NULL)
+	if (s->tx != NULL)
 		smtp_chat_log_message(s, "aborted", "client timeout");
 	smtp_reply(s, "421 4.4.2 %s Error: timeout exceeded", s->cfg->hostname);
 	/* Drop the upstream mid-transaction: nothing half-done is relayed. */
@@ -1022,7 +967,7 @@ smtp_session_drain(struct smtp_session *s, int force)
 	s->draining = 1;
 	if (s->state == SMTP_STATE_QUIT)
 		return;
-	if (force || (s->state == SMTP_STATE_COMMAND && s->mail_from == NULL)) {
+	if (force || (s->state == SMTP_STATE_COMMAND && s->tx == NULL)) {
 		smtp_reply(s, "421 4.3.2 %s Service shutting down",
 		    s->cfg->hostname);
 		if (force)
@@ -1066,7 +1011,6 @@ smtp_session_free(struct smtp_session *s)
 	event_free(s->deadline);
 	spool_free(&s->spool);
 	spool_free(&s->newbody);
-	free(s->hdrs);
 	free(s->text_line);
 	if (s->bev != NULL)
 		bufferevent_free(s->bev);
