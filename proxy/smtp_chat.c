@@ -244,8 +244,8 @@ smtp_chat_writecb(struct bufferevent *bev, void *arg)
 			smtp_chat_quit_flushed(s);
 		return;
 	}
-	if (s->output_full) {
-		s->output_full = 0;
+	if (s->flags & SMTP_F_OUTPUT_FULL) {
+		s->flags &= ~SMTP_F_OUTPUT_FULL;
 		if (s->state == SMTP_STATE_COMMAND) {
 			smtp_read_on(s);
 			smtp_process(s);

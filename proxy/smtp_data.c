@@ -36,9 +36,9 @@ smtp_data_init(struct smtp_session *s)
 	spool_reset(&s->spool);
 	s->tx->nhdrs = 0;
 	s->tx->eoh_off = 0;
-	s->tx->eoh_blank = 0;
+	s->tx->flags &= ~SMTP_TX_EOH_BLANK;
 	s->tx->data_err = SMTP_DATA_OK;
-	s->tx->in_header = 1;
+	s->tx->flags |= SMTP_TX_IN_HEADER;
 	s->tx->header_bytes = 0;
 	s->tx->msg_bytes = 0;
 }
@@ -60,7 +60,7 @@ int
 smtp_data_cmd_data(struct smtp_session *s, const char *args)
 {
 	(void)args;
-	if (s->tx->bdat) {
+	if (s->tx->flags & SMTP_TX_BDAT) {
 		/* RFC 3030 3: DATA and BDAT never mix in one transaction. */
 		smtp_error(s, "503 5.5.1 Error: BDAT transaction in progress");
 		return SMTP_VERB_OK;
@@ -78,7 +78,7 @@ smtp_data_end(struct smtp_session *s)
 	smtp_data_clock_stop(s);
 	if (s->tx->data_err == SMTP_DATA_OK && spool_flush(&s->spool) == -1)
 		s->tx->data_err = SMTP_DATA_SPOOL;
-	if (s->tx->in_header)
+	if (s->tx->flags & SMTP_TX_IN_HEADER)
 		s->tx->eoh_off = s->spool.size;	/* header only, no body */
 	switch (s->tx->data_err) {
 	case SMTP_DATA_OK:
@@ -160,14 +160,15 @@ smtp_data_track_header(struct smtp_session *s, const char *line, size_t len,
 	size_t cap;
 
 	if (content == 0) {
-		s->tx->in_header = 0;
+		s->tx->flags &= ~SMTP_TX_IN_HEADER;
 		s->tx->eoh_off = s->spool.size;
-		s->tx->eoh_blank = 1;
+		s->tx->flags |= SMTP_TX_EOH_BLANK;
 	} else if (line[0] == ' ' || line[0] == '\t') {
 		if (s->tx->nhdrs > 0)
 			s->tx->hdrs[s->tx->nhdrs - 1].len += len;
 		else {
-			s->tx->in_header = 0;	/* a fold with nothing to fold */
+			/* a fold with nothing to fold */
+			s->tx->flags &= ~SMTP_TX_IN_HEADER;
 			s->tx->eoh_off = s->spool.size;
 		}
 	} else if (smtp_data_header_start(line, content)) {
@@ -183,7 +184,7 @@ smtp_data_track_header(struct smtp_session *s, const char *line, size_t len,
 		s->tx->nhdrs++;
 	} else {
 		/* Not a header field: like Postfix, the body starts here. */
-		s->tx->in_header = 0;
+		s->tx->flags &= ~SMTP_TX_IN_HEADER;
 		s->tx->eoh_off = s->spool.size;
 	}
 }
@@ -217,7 +218,7 @@ smtp_data_line(struct smtp_session *s, const char *line, size_t len,
 	 * Un-stuff (RFC 5321 4.5.2); the writer re-stuffs its own output.
 	 * BDAT content is not stuffed (RFC 3030 2).
 	 */
-	if (!s->tx->bdat) {
+	if (!(s->tx->flags & SMTP_TX_BDAT)) {
 		smtp_frame_unstuff(&line, &len);
 		content = len - 2;
 	}
@@ -228,7 +229,7 @@ smtp_data_line(struct smtp_session *s, const char *line, size_t len,
 	if (len > s->cfg->limits.line_length && s->tx->data_err == SMTP_DATA_OK)
 		s->tx->data_err = SMTP_DATA_LINE_TOO_LONG;
 	s->tx->msg_bytes += len;
-	if (s->tx->in_header && content > 0 &&
+	if ((s->tx->flags & SMTP_TX_IN_HEADER) && content > 0 &&
 	    (s->tx->header_bytes += len) > s->cfg->limits.header_size &&
 	    s->tx->data_err == SMTP_DATA_OK)
 		s->tx->data_err = SMTP_DATA_HEADER_TOO_BIG;
@@ -240,7 +241,7 @@ smtp_data_line(struct smtp_session *s, const char *line, size_t len,
 		s->tx->data_err = SMTP_DATA_TOO_BIG;
 	if (s->tx->data_err != SMTP_DATA_OK)
 		return;		/* keep reading to the dot, store nothing */
-	if (s->tx->in_header)
+	if (s->tx->flags & SMTP_TX_IN_HEADER)
 		smtp_data_track_header(s, line, len, content);
 	if (spool_append(&s->spool, line, len) == -1)
 		s->tx->data_err = SMTP_DATA_SPOOL;
@@ -274,12 +275,13 @@ smtp_data_bdat_bytes(struct smtp_session *s, const char *p, size_t n)
 	while (n > 0) {
 		nl = memchr(p, '\n', n);
 		take = nl ? (size_t)(nl - p) + 1 : n;
-		if (s->tx->bdat_long ||
+		if ((s->tx->flags & SMTP_TX_BDAT_LONG) ||
 		    s->tx->bdat_linelen + take > s->cfg->limits.line_length + 2) {
 			/* Over 1000 octets: account for it, keep nothing. */
-			if (!s->tx->bdat_long && s->tx->data_err == SMTP_DATA_OK)
+			if (!(s->tx->flags & SMTP_TX_BDAT_LONG) &&
+			    s->tx->data_err == SMTP_DATA_OK)
 				smtp_data_line(s, line, 2, SMTP_LINE_TOO_LONG);
-			s->tx->bdat_long = nl == NULL;
+			SMTP_FLAG_SET(s->tx->flags, SMTP_TX_BDAT_LONG, nl == NULL);
 			s->tx->bdat_linelen = 0;
 			s->tx->msg_bytes += take;
 			p += take;
@@ -345,12 +347,12 @@ smtp_data_bdat_input(struct smtp_session *s)
 		smtp_error(s, "%s", refuse);
 		return 1;
 	}
-	if (!s->bdat_last) {
+	if (!(s->flags & SMTP_F_BDAT_LAST)) {
 		smtp_enter_state(s, SMTP_STATE_COMMAND);
 		smtp_reply(s, "250 2.0.0 %llu octets received", s->tx->bdat_total);
 		return 1;
 	}
-	if (s->tx->bdat_linelen > 0 || s->tx->bdat_long)
+	if (s->tx->bdat_linelen > 0 || (s->tx->flags & SMTP_TX_BDAT_LONG))
 		/* A last line without CRLF: the message still ends in one. */
 		smtp_data_bdat_bytes(s, "\r\n", 2);
 	smtp_data_end(s);
@@ -374,7 +376,7 @@ smtp_data_bdat_start(struct smtp_session *s, const struct filter_result *res)
 		s->bdat_refuse = s->bdat_reply;
 	} else {
 		smtp_data_init(s);
-		s->tx->bdat = 1;
+		s->tx->flags |= SMTP_TX_BDAT;
 	}
 	smtp_resume(s, SMTP_STATE_BDAT);
 }
@@ -405,11 +407,11 @@ smtp_data_cmd_bdat(struct smtp_session *s, const char *args)
 		return SMTP_VERB_OK;
 	}
 	s->bdat_left = size;
-	s->bdat_last = *end != '\0';
+	SMTP_FLAG_SET(s->flags, SMTP_F_BDAT_LAST, *end != '\0');
 	/* The preconditions the verb table leaves to BDAT (smtp_verb_unmet). */
 	s->bdat_refuse = smtp_verb_unmet(s, SMTP_VERB_NEED_MAIL |
 	    SMTP_VERB_NEED_RCPT);
-	if (s->bdat_refuse != NULL || s->tx->bdat) {
+	if (s->bdat_refuse != NULL || (s->tx->flags & SMTP_TX_BDAT)) {
 		smtp_enter_state(s, SMTP_STATE_BDAT);
 		return SMTP_VERB_OK;
 	}

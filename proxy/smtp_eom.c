@@ -68,10 +68,10 @@ smtp_eom_received(struct smtp_session *s)
 	policy_puts(&b, "by");
 	policy_part(&b, s->cfg->hostname, strlen(s->cfg->hostname));
 	policy_part(&b, "(frontmx) with", 14);
-	proto = smtp_proto_name((s->esmtp ? SMTP_PROTO_ESMTP : 0) |
+	proto = smtp_proto_name(((s->flags & SMTP_F_ESMTP) ? SMTP_PROTO_ESMTP : 0) |
 	    (s->tls == SMTP_TLS_ACTIVE ? SMTP_PROTO_TLS : 0) |
 	    (s->auth_id != NULL ? SMTP_PROTO_AUTH : 0) |
-	    (s->tx->utf8 ? SMTP_PROTO_UTF8 : 0));
+	    ((s->tx->flags & SMTP_TX_UTF8) ? SMTP_PROTO_UTF8 : 0));
 	policy_part(&b, proto, strlen(proto));
 	n = snprintf(word, sizeof word, "id %016llx.%lu%s", s->id, s->messages,
 	    s->tx->nrcpts == 1 ? "" : ";");
@@ -99,8 +99,8 @@ static void
 smtp_eom_head_add(struct smtp_session *s, size_t cap, const char *p, size_t len)
 {
 	/* Sized for the worst case; should that sum be wrong, 451, not a crash. */
-	if (s->tx->head_overflow || s->tx->headlen + len > cap) {
-		s->tx->head_overflow = 1;
+	if ((s->tx->flags & SMTP_TX_HEAD_OVERFLOW) || s->tx->headlen + len > cap) {
+		s->tx->flags |= SMTP_TX_HEAD_OVERFLOW;
 		return;
 	}
 	memcpy(s->tx->head + s->tx->headlen, p, len);
@@ -267,7 +267,7 @@ smtp_eom_build_head(struct smtp_session *s, const struct filter_outcome *o)
 	if ((s->tx->head = malloc(cap)) == NULL)
 		return -1;
 	s->tx->headlen = 0;
-	s->tx->head_overflow = 0;
+	s->tx->flags &= ~SMTP_TX_HEAD_OVERFLOW;
 	if (s->tx->eoh_off > 0) {
 		if ((src = malloc(s->tx->eoh_off)) == NULL ||
 		    spool_read(&s->spool, 0, src, s->tx->eoh_off) != (ssize_t)s->tx->eoh_off) {
@@ -292,12 +292,12 @@ smtp_eom_build_head(struct smtp_session *s, const struct filter_outcome *o)
 	if (o->body != NULL) {
 		/* The new body replaces everything after the header block. */
 		smtp_eom_head_add(s, cap, "\r\n", 2);
-		s->tx->use_newbody = 1;
+		s->tx->flags |= SMTP_TX_NEWBODY;
 		if (spool_append(&s->newbody, o->body, o->bodylen) == -1 ||
 		    spool_flush(&s->newbody) == -1)
 			return -1;
 	}
-	if (s->tx->head_overflow) {
+	if (s->tx->flags & SMTP_TX_HEAD_OVERFLOW) {
 		log_warn("%016llx smtp header block over its %zu-octet bound",
 		    s->id, cap);
 		return -1;
@@ -404,8 +404,8 @@ smtp_eom_replay_proceed(struct smtp_session *s, const struct filter_result *res)
 {
 	(void)res;
 	/* Filters usually answer at once: iterate there instead of recursing per header. */
-	if (s->tx->in_replay)
-		s->tx->replay_again = 1;
+	if (s->tx->flags & SMTP_TX_IN_REPLAY)
+		s->tx->flags |= SMTP_TX_REPLAY_AGAIN;
 	else
 		smtp_eom_replay_next(s);
 }
@@ -445,14 +445,14 @@ smtp_eom_replay_next(struct smtp_session *s)
 	struct smtp_tx *tx = s->tx;
 
 	do {
-		tx->replay_again = 0;
-		tx->in_replay = 1;
+		tx->flags &= ~SMTP_TX_REPLAY_AGAIN;
+		tx->flags |= SMTP_TX_IN_REPLAY;
 		smtp_eom_replay_step(s);
 		/* The message ended inside (refused, or decided): tx is gone. */
 		if (s->tx != tx)
 			return;
-		tx->in_replay = 0;
-	} while (tx->replay_again);
+		tx->flags &= ~SMTP_TX_IN_REPLAY;
+	} while (tx->flags & SMTP_TX_REPLAY_AGAIN);
 }
 
 /* Our own disk failed under the message: the client keeps it (451). */
@@ -514,7 +514,8 @@ smtp_eom_replay_step(struct smtp_session *s)
 	}
 	/* The body proper starts after the empty line that ends the header. */
 	if (s->tx->replay_off == 0)
-		s->tx->replay_off = body_start + (s->tx->eoh_blank ? 2 : 0);
+		s->tx->replay_off = body_start +
+		    ((s->tx->flags & SMTP_TX_EOH_BLANK) ? 2 : 0);
 	if (filter_chain_wants(s->chain, FILTER_PH_BODY) &&
 	    s->tx->replay_off < s->spool.size) {
 		free(s->tx->replay_buf);

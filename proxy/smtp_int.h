@@ -123,6 +123,33 @@ enum smtp_mail_param {
 #define SMTP_VERB_OK		0	/* it answered, or started what will */
 #define SMTP_VERB_SYNTAX	(-1)	/* the dispatcher answers 501 Syntax */
 
+/* struct smtp_session's flags. */
+#define SMTP_F_ESMTP		0x0001u	/* the client said EHLO, not HELO */
+#define SMTP_F_DRAINING		0x0002u	/* SIGTERM: close when idle */
+#define SMTP_F_PROCESSING	0x0004u	/* inside smtp_process(): don't recurse */
+#define SMTP_F_OUTPUT_FULL	0x0008u	/* client not reading its replies: paused */
+#define SMTP_F_EOF		0x0010u	/* client shut its side: answer, close */
+#define SMTP_F_LINE_TIMED	0x0020u	/* deadline set for the line awaited */
+#define SMTP_F_RDNS_WAITING	0x0040u	/* a client-name lookup is in flight */
+#define SMTP_F_BDAT_LAST	0x0080u	/* the chunk being read is BDAT ... LAST */
+#define SMTP_F_UP_REUSED	0x0100u	/* this MAIL went over a kept connection */
+
+/* struct smtp_tx's flags. */
+#define SMTP_TX_UTF8		0x0001u	/* MAIL had SMTPUTF8 (RFC 6531) */
+#define SMTP_TX_HAS_SIZE	0x0002u	/* MAIL had SIZE= */
+#define SMTP_TX_BDAT		0x0004u	/* the message comes in BDAT chunks */
+#define SMTP_TX_BDAT_LONG	0x0008u	/* BDAT line over the limit: skipping */
+#define SMTP_TX_IN_HEADER	0x0010u	/* the lines arriving are header fields */
+#define SMTP_TX_EOH_BLANK	0x0020u	/* an empty line ended the header */
+#define SMTP_TX_IN_REPLAY	0x0040u	/* inside smtp_eom_replay_next() */
+#define SMTP_TX_REPLAY_AGAIN	0x0080u	/* a filter answered at once: next replay step */
+#define SMTP_TX_HEAD_OVERFLOW	0x0100u	/* smtp_eom_head_add() ran out of room */
+#define SMTP_TX_NEWBODY		0x0200u	/* a filter replaced the body (s->newbody) */
+#define SMTP_TX_MAIL_RETRIED	0x0400u	/* MAIL retried once on a fresh connection */
+
+#define SMTP_FLAG_SET(word, flag, on) \
+	do { if (on) (word) |= (flag); else (word) &= ~(flag); } while (0)
+
 /*
  * One filter phase the session runs, and what follows its verdict.  Every
  * phase answers through one completion funnel (smtp_filter_done): a reject
@@ -162,15 +189,14 @@ struct smtp_hdr {
  * next.
  */
 struct smtp_tx {
+	unsigned		 flags;		/* SMTP_TX_* */
 	char			*mail_from;	/* the sender, once MAIL passed its checks */
 	char			 queue_id[40];
 	struct timespec		 start;
 	const struct config_policy *policy;	/* of the first accepted recipient */
 	/* MAIL parameters as validated; the upstream line is made at send. */
-	int			 utf8;	/* MAIL had SMTPUTF8 (RFC 6531) */
 	int			 body;	/* 0, 7 (BODY=7BIT) or 8 (BODY=8BITMIME) */
 	int			 ret;	/* 0, 1 RET=FULL, 2 RET=HDRS */
-	int			 has_size;
 	unsigned long long	 size;
 	char			 envid[101];	/* RFC 3461 4.4: xtext, 100 at most */
 	enum smtp_mail_param	 order[SMTP_MAIL_PARAM_COUNT];	/* as the client gave them */
@@ -182,23 +208,17 @@ struct smtp_tx {
 	size_t			 rcpt_attempts;
 	/* The message as it arrives (smtp_data.c). */
 	size_t			 size_limit;	/* smtp_relay_size_limit() at the data's start; 0 before */
-	int			 bdat;		/* this transaction's message comes in BDAT chunks */
 	unsigned long long	 bdat_total;	/* octets of this message's chunks so far */
 	size_t			 bdat_linelen;
-	int			 bdat_long;	/* current line over the limit: skipping */
 	enum smtp_data_err	 data_err;
-	int			 in_header;
 	size_t			 header_bytes;
 	size_t			 msg_bytes;
 	struct smtp_hdr		*hdrs;
 	size_t			 nhdrs;
 	size_t			 hdrcap;
 	size_t			 eoh_off;	/* spool offset where the body part starts */
-	int			 eoh_blank;	/* ... with the empty line that ends the header */
 	/* At its end (smtp_eom.c): replay to the filters, the header block. */
 	size_t			 replay_i;	/* header/body replay to the filters */
-	int			 in_replay;	/* inside smtp_eom_replay_next(): loop, don't recurse */
-	int			 replay_again;
 	size_t			 replay_off;
 	char			*replay_buf;
 	char			 received[SMTP_RECEIVED_MAX];
@@ -207,10 +227,7 @@ struct smtp_tx {
 	size_t			 headlen;
 	size_t			 head_prefix;	/* fields we put before the client's */
 	size_t			 head_added;	/* start of the fields appended after them */
-	int			 head_overflow;	/* smtp_eom_head_add() ran out of room */
-	int			 use_newbody;
 	/* Upstream */
-	int			 mail_retried;
 };
 
 struct smtp_session {
@@ -227,6 +244,7 @@ struct smtp_session {
 	char			 tls_desc[96];	/* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
 	struct bufferevent	*bev;
 	enum smtp_state		 state;
+	unsigned		 flags;		/* SMTP_F_* */
 	const struct smtp_verb	*verb;		/* the command being handled */
 	const struct smtp_step	*step;		/* the filter phase running */
 	TAILQ_ENTRY(smtp_session) entry;
@@ -238,19 +256,12 @@ struct smtp_session {
 	char			 name[SMTP_DOMAIN_MAX + 1];	/* "unknown" when none */
 	enum smtp_rdns		 rdns;
 	unsigned long long	 rdns_id;
-	int			 rdns_waiting;
 	char			 helo[SMTP_HELO_MAX + 1];
-	int			 esmtp;
 	unsigned		 offer;		/* SMTP_EHLO_* pass-through extensions our EHLO offered */
 	size_t			 errors;
-	int			 skipping;	/* discarding an over-long line */
-	int			 draining;	/* SIGTERM: close when idle */
-	int			 processing;	/* inside smtp_process(): don't recurse */
-	int			 output_full;	/* client not reading its replies: paused */
-	int			 eof;		/* client shut its side: answer what it sent, close */
+	int			 skipping;	/* smtp_frame_line() state, by address */
 	struct event		*quit_timer;	/* waiting for TLS bytes to leave */
 	struct event		*deadline;	/* the whole wait: smtp_deadline() */
-	int			 line_timed;	/* deadline set for the line awaited */
 	struct timespec		 data_by;	/* the message must be in by then; 0: none */
 	int			 quit_polls;
 
@@ -258,7 +269,6 @@ struct smtp_session {
 	struct smtp_tx		*tx;		/* NULL: no MAIL yet */
 	/* The BDAT chunk being read: a refused one has no transaction. */
 	unsigned long long	 bdat_left;	/* bytes of the current chunk still to read */
-	int			 bdat_last;
 	const char		*bdat_refuse;	/* consume the chunk, then this reply */
 	char			 bdat_reply[FILTER_REPLY_MAX];	/* a filter's refusal, kept */
 	/* Buffers kept from message to message (their memory is reused). */
@@ -268,7 +278,6 @@ struct smtp_session {
 
 	/* Upstream. */
 	struct deliver		*dl;		/* deliver.h: upstream, Maildir or check */
-	int			 up_reused;	/* this MAIL went over a kept connection */
 	char			 pending[SMTP_CMD_LINE_MAX + SMTP_PARAMS_MAX * 8];	/* command to relay */
 	char			 pending_rcpt[SMTP_PATH_MAX + 1];
 	char			 pending_dsn[SMTP_PARAM_VALUE_MAX * 2 + 32];	/* its DSN parameters */

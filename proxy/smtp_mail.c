@@ -108,10 +108,10 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 	char *end;
 	size_t i;
 
-	s->tx->utf8 = 0;
+	s->tx->flags &= ~SMTP_TX_UTF8;
 	s->tx->body = 0;
 	s->tx->ret = 0;
-	s->tx->has_size = 0;
+	s->tx->flags &= ~SMTP_TX_HAS_SIZE;
 	s->tx->envid[0] = '\0';
 	s->tx->nparams = 0;
 	for (i = 0; i < p->nparams; i++) {
@@ -129,12 +129,12 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 				smtp_error(s, "552 5.3.4 Message size exceeds fixed limit");
 				return -1;
 			}
-			s->tx->has_size = 1;
+			s->tx->flags |= SMTP_TX_HAS_SIZE;
 			s->tx->size = size;
 			smtp_mail_param_keep(s, SMTP_MAIL_SIZE);
 		} else if (strcmp(pa->key, "SMTPUTF8") == 0 && !pa->has_value &&
 		    smtp_mail_offer_smtputf8(s)) {
-			s->tx->utf8 = 1;
+			s->tx->flags |= SMTP_TX_UTF8;
 			smtp_mail_param_keep(s, SMTP_MAIL_SMTPUTF8);
 		} else if (strcmp(pa->key, "RET") == 0 && smtp_mail_offer_dsn(s) &&
 		    pa->has_value && (str_casecmp(pa->value, "FULL") == 0 ||
@@ -233,7 +233,7 @@ smtp_mail_cmd_mail(struct smtp_session *s, const char *args)
 		smtp_error(s, "503 5.5.1 Error: nested MAIL command");
 		return SMTP_VERB_OK;
 	}
-	if (s->draining) {
+	if (s->flags & SMTP_F_DRAINING) {
 		smtp_reply(s, "421 4.3.2 %s Service shutting down",
 		    s->cfg->hostname);
 		smtp_enter_state(s, SMTP_STATE_QUIT);
@@ -250,7 +250,7 @@ smtp_mail_cmd_mail(struct smtp_session *s, const char *args)
 		return SMTP_VERB_OK;
 	}
 	/* RFC 6531 3.4: a UTF-8 address needs SMTPUTF8 on this MAIL. */
-	if (!s->tx->utf8 && !smtp_mail_is_ascii(p.mailbox)) {
+	if (!(s->tx->flags & SMTP_TX_UTF8) && !smtp_mail_is_ascii(p.mailbox)) {
 		smtp_tx_free(s);
 		smtp_error(s, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
 		return SMTP_VERB_OK;
@@ -262,7 +262,7 @@ smtp_mail_cmd_mail(struct smtp_session *s, const char *args)
 	s->tx->msg_bytes = 0;
 	snprintf(s->tx->queue_id, sizeof s->tx->queue_id, "%016llx.%lu", s->id,
 	    s->messages);
-	s->tx->mail_retried = 0;
+	s->tx->flags &= ~SMTP_TX_MAIL_RETRIED;
 	smtp_verb_filter(s, s->tx->mail_from);
 	return SMTP_VERB_OK;
 }
@@ -386,7 +386,8 @@ smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args)
 	char dsn[SMTP_PARAM_VALUE_MAX * 2 + 32];
 	int n;
 
-	e = s->tx->utf8 ? smtp_parse_path_utf8(args, SMTP_CMD_RCPT, &p) :
+	e = (s->tx->flags & SMTP_TX_UTF8) ?
+	    smtp_parse_path_utf8(args, SMTP_CMD_RCPT, &p) :
 	    smtp_parse_path(args, SMTP_CMD_RCPT, &p);
 	if (smtp_mail_path_refused(s, e, SMTP_CMD_RCPT))
 		return SMTP_VERB_OK;

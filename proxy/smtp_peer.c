@@ -43,14 +43,15 @@ smtp_peer_rdns_start(struct smtp_session *s, const char *qname, int type)
 {
 	unsigned long long id;
 
-	s->rdns_waiting = 1;
+	s->flags |= SMTP_F_RDNS_WAITING;
 	id = dns_lookup(bufferevent_get_base(s->bev), qname, type,
 	    smtp_peer_rdns_answer, s);
 	if (id == 0) {
-		s->rdns_waiting = 0;
+		s->flags &= ~SMTP_F_RDNS_WAITING;
 		return -1;
 	}
-	if (s->rdns_waiting)		/* not answered from the cache already */
+	/* not answered from the cache already */
+	if (s->flags & SMTP_F_RDNS_WAITING)
 		s->rdns_id = id;
 	return 0;
 }
@@ -81,7 +82,7 @@ smtp_peer_rdns_answer(void *arg, int rcode, const unsigned char *pkt, size_t len
 	ns_rr rr;
 	int i, n, family = s->sa.ss_family, found = 0;
 
-	s->rdns_waiting = 0;
+	s->flags &= ~SMTP_F_RDNS_WAITING;
 	s->rdns_id = 0;
 	if (rcode < 0 || rcode == ns_r_servfail) {
 		smtp_peer_rdns_done(s, SMTP_RDNS_TEMP);

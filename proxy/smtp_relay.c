@@ -207,8 +207,9 @@ smtp_relay_mail_reply(void *arg, enum upstream_err err, const struct smtp_reply 
 	 * timeout racing us): retry once on a fresh one, as an MTA's
 	 * connection cache would.
 	 */
-	if (err == UPSTREAM_ERR_CLOSED && s->up_reused && !s->tx->mail_retried) {
-		s->tx->mail_retried = 1;
+	if (err == UPSTREAM_ERR_CLOSED && (s->flags & SMTP_F_UP_REUSED) &&
+	    !(s->tx->flags & SMTP_TX_MAIL_RETRIED)) {
+		s->tx->flags |= SMTP_TX_MAIL_RETRIED;
 		smtp_relay_close(s);
 		smtp_relay_mail_start(s);
 		return;
@@ -306,17 +307,17 @@ smtp_relay_mail_start(struct smtp_session *s)
 		return;
 	}
 	if (s->dl != NULL) {
-		s->up_reused = 1;
+		s->flags |= SMTP_F_UP_REUSED;
 		smtp_relay_send_pending(s);
 		return;
 	}
-	s->up_reused = 0;
+	s->flags &= ~SMTP_F_UP_REUSED;
 	memset(&cl, 0, sizeof cl);
 	cl.addr = s->addr;
 	cl.ipv6 = s->sa.ss_family == AF_INET6;
 	cl.port = s->port;
 	cl.helo = s->helo;
-	cl.esmtp = s->esmtp;
+	cl.esmtp = (s->flags & SMTP_F_ESMTP) != 0;
 	cl.require_tls = s->tls == SMTP_TLS_ACTIVE &&
 	    s->cfg->upstream_tls_if_client_tls;
 	cl.name = s->rdns == SMTP_RDNS_OK ? s->name :
@@ -356,7 +357,7 @@ smtp_relay_mail_line(struct smtp_session *s)
 	int n;
 
 	smtp_relay_caps(s, &caps);
-	if (s->tx->utf8 && !(caps.flags & SMTP_EHLO_SMTPUTF8))
+	if ((s->tx->flags & SMTP_TX_UTF8) && !(caps.flags & SMTP_EHLO_SMTPUTF8))
 		return "SMTPUTF8";
 	if (s->tx->body == 8 && !(caps.flags & SMTP_EHLO_8BITMIME))
 		return "8BITMIME";
@@ -464,7 +465,7 @@ smtp_relay_action(struct smtp_session *s)
 static struct spool *
 smtp_relay_spool(struct smtp_session *s, size_t *off)
 {
-	if (s->tx->use_newbody) {
+	if (s->tx->flags & SMTP_TX_NEWBODY) {
 		*off = 0;
 		return &s->newbody;
 	}

@@ -136,10 +136,10 @@ smtp_deadline(struct smtp_session *s, unsigned secs)
 static void
 smtp_line_wait(struct smtp_session *s)
 {
-	if (s->line_timed)
+	if (s->flags & SMTP_F_LINE_TIMED)
 		return;
 	smtp_deadline(s, s->cfg->timeouts.command);
-	s->line_timed = 1;
+	s->flags |= SMTP_F_LINE_TIMED;
 }
 
 /* The message's data ended (or never will): its time bound is over. */
@@ -158,7 +158,7 @@ smtp_data_clock_stop(struct smtp_session *s)
 void
 smtp_read_on(struct smtp_session *s)
 {
-	if (!s->eof)
+	if (!(s->flags & SMTP_F_EOF))
 		bufferevent_enable(s->bev, EV_READ);
 }
 
@@ -182,9 +182,9 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state state)
 		/* Reading: the deadline.  Writing: the client must keep up. */
 		tv.tv_sec = s->cfg->timeouts.command;
 		bufferevent_set_timeouts(s->bev, NULL, &tv);
-		s->line_timed = 0;
+		s->flags &= ~SMTP_F_LINE_TIMED;
 		smtp_line_wait(s);
-		if (state == SMTP_STATE_AUTH || !s->output_full)
+		if (state == SMTP_STATE_AUTH || !(s->flags & SMTP_F_OUTPUT_FULL))
 			smtp_read_on(s);
 		break;
 	case SMTP_STATE_DATA:
@@ -296,7 +296,7 @@ smtp_resume(struct smtp_session *s, enum smtp_state state)
 {
 	if (s->state != SMTP_STATE_QUIT)
 		smtp_enter_state(s, state);
-	if (!s->processing)
+	if (!(s->flags & SMTP_F_PROCESSING))
 		smtp_process(s);
 }
 
@@ -376,7 +376,7 @@ smtp_helo_proceed(struct smtp_session *s, const struct filter_result *res)
 
 	(void)res;
 	s->offer = smtp_relay_offer_flags(s);
-	if (!s->esmtp) {
+	if (!(s->flags & SMTP_F_ESMTP)) {
 		smtp_reply(s, "250 %s", s->cfg->hostname);
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
@@ -410,10 +410,11 @@ smtp_cmd_helo_common(struct smtp_session *s, const char *args, int esmtp)
 	 * one carries the client's AUTH.
 	 */
 	if (s->auth_id == NULL &&
-	    (strcmp(s->helo, args) != 0 || s->esmtp != esmtp))
+	    (strcmp(s->helo, args) != 0 ||
+	    ((s->flags & SMTP_F_ESMTP) != 0) != esmtp))
 		smtp_relay_close(s);
 	snprintf(s->helo, sizeof s->helo, "%s", args);
-	s->esmtp = esmtp;
+	SMTP_FLAG_SET(s->flags, SMTP_F_ESMTP, esmtp);
 	smtp_verb_filter(s, s->helo);
 	return SMTP_VERB_OK;
 }
@@ -519,7 +520,7 @@ smtp_cmd_starttls(struct smtp_session *s, const char *args)
 	free(s->auth_id);
 	s->auth_id = NULL;
 	s->helo[0] = '\0';
-	s->esmtp = 0;
+	s->flags &= ~SMTP_F_ESMTP;
 	smtp_relay_close(s);
 	s->tls = SMTP_TLS_HANDSHAKE;
 	smtp_enter_state(s, SMTP_STATE_COMMAND);
@@ -636,13 +637,14 @@ smtp_process(struct smtp_session *s)
 
 	for (;;) {
 		smtp_process_once(s);
-		if (s->state == SMTP_STATE_QUIT || s->processing)
+		if (s->state == SMTP_STATE_QUIT || (s->flags & SMTP_F_PROCESSING))
 			return;
 		out = bufferevent_get_output(s->bev);
 		bev_flush(s->bev);
-		if (!s->output_full || evbuffer_get_length(out) > SMTP_OUTPUT_HIGH / 2)
+		if (!(s->flags & SMTP_F_OUTPUT_FULL) ||
+		    evbuffer_get_length(out) > SMTP_OUTPUT_HIGH / 2)
 			return;
-		s->output_full = 0;
+		s->flags &= ~SMTP_F_OUTPUT_FULL;
 		smtp_read_on(s);
 	}
 }
@@ -670,7 +672,7 @@ smtp_process_once(struct smtp_session *s)
 	enum smtp_line kind;
 	size_t len;
 
-	s->processing = 1;
+	s->flags |= SMTP_F_PROCESSING;
 	for (;;) {
 		if (s->state == SMTP_STATE_DATA) {
 			if (!smtp_data_input(s))
@@ -697,12 +699,12 @@ smtp_process_once(struct smtp_session *s)
 		 */
 		if (evbuffer_get_length(bufferevent_get_output(s->bev)) >
 		    SMTP_OUTPUT_HIGH) {
-			s->output_full = 1;
+			s->flags |= SMTP_F_OUTPUT_FULL;
 			bufferevent_disable(s->bev, EV_READ);
 			smtp_line_wait(s);
 			break;
 		}
-		if (s->draining && s->tx == NULL &&
+		if ((s->flags & SMTP_F_DRAINING) && s->tx == NULL &&
 		    evbuffer_get_length(bufferevent_get_input(s->bev)) == 0) {
 			smtp_reply(s, "421 4.3.2 %s Service shutting down",
 			    s->cfg->hostname);
@@ -712,7 +714,7 @@ smtp_process_once(struct smtp_session *s)
 		kind = smtp_frame_line(bufferevent_get_input(s->bev),
 		    &s->skipping, line, SMTP_CMD_LINE_MAX, &len);
 		if (kind != SMTP_LINE_NONE)
-			s->line_timed = 0;	/* the next line is a new wait */
+			s->flags &= ~SMTP_F_LINE_TIMED;	/* the next line is a new wait */
 		switch (kind) {
 		case SMTP_LINE_NONE:
 			goto more;
@@ -737,15 +739,15 @@ smtp_process_once(struct smtp_session *s)
 			continue;
 		}
 	}
-	s->processing = 0;
+	s->flags &= ~SMTP_F_PROCESSING;
 	return;
 more:
 	/* Waiting for client input that will never come? */
-	if (s->eof)
+	if (s->flags & SMTP_F_EOF)
 		smtp_input_ended(s);
 	else if (s->state == SMTP_STATE_COMMAND || s->state == SMTP_STATE_AUTH)
 		smtp_line_wait(s);
-	s->processing = 0;
+	s->flags &= ~SMTP_F_PROCESSING;
 }
 
 void
@@ -798,14 +800,15 @@ smtp_eventcb(struct bufferevent *bev, short what, void *arg)
 	 * unfinished message is dropped there.  A client that closed both
 	 * sides makes a later write fail, which ends the session below.
 	 */
-	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && !s->eof &&
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
+	    !(s->flags & SMTP_F_EOF) &&
 	    s->state != SMTP_STATE_PROXY && s->state != SMTP_STATE_CONNECT &&
 	    s->state != SMTP_STATE_QUIT) {
-		s->eof = 1;
+		s->flags |= SMTP_F_EOF;
 		log_info("%016llx smtp eof state=%s client=%s: answering what "
 		    "it sent", s->id, smtp_state_names[s->state], s->addr);
 		if (s->state != SMTP_STATE_WAIT && s->state != SMTP_STATE_RELAY &&
-		    !s->processing)
+		    !(s->flags & SMTP_F_PROCESSING))
 			smtp_process(s);
 		return;
 	}
@@ -954,9 +957,9 @@ smtp_session_start(struct smtp_host *h, int fd, const struct sockaddr *sa,
 void
 smtp_connect_filters(struct smtp_session *s)
 {
-	s->processing = 1;
+	s->flags |= SMTP_F_PROCESSING;
 	smtp_filter(s, &smtp_connect_step, NULL);
-	s->processing = 0;
+	s->flags &= ~SMTP_F_PROCESSING;
 	if (s->state == SMTP_STATE_COMMAND)
 		smtp_process(s);
 }
@@ -964,7 +967,7 @@ smtp_connect_filters(struct smtp_session *s)
 static void
 smtp_session_drain(struct smtp_session *s, int force)
 {
-	s->draining = 1;
+	s->flags |= SMTP_F_DRAINING;
 	if (s->state == SMTP_STATE_QUIT)
 		return;
 	if (force || (s->state == SMTP_STATE_COMMAND && s->tx == NULL)) {
@@ -987,9 +990,9 @@ static void
 smtp_cancel_async(struct smtp_session *s)
 {
 	filter_session_cancel(s->fs);
-	if (s->rdns_waiting && s->rdns_id > 1)
+	if ((s->flags & SMTP_F_RDNS_WAITING) && s->rdns_id > 1)
 		dns_cancel(bufferevent_get_base(s->bev), s->rdns_id);
-	s->rdns_waiting = 0;
+	s->flags &= ~SMTP_F_RDNS_WAITING;
 	s->rdns_id = 0;
 	smtp_relay_cancel(s);
 }

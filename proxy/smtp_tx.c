@@ -52,7 +52,7 @@ smtp_tx_free(struct smtp_session *s)
 	free(tx->hdrs);
 	free(tx->head);
 	free(tx->replay_buf);
-	if (tx->use_newbody)
+	if (tx->flags & SMTP_TX_NEWBODY)
 		spool_reset(&s->newbody);
 	free(tx);
 	s->tx = NULL;
