@@ -13,7 +13,8 @@
  *	callbacks (smtp_chat_setup), the TLS layer put over a plain socket
  *	(STARTTLS, PROXY in front of port 465), and the orderly close: in
  *	SMTP_STATE_QUIT the session is freed only once the last reply has
- *	left, the TLS layer's encrypted bytes underneath included.
+ *	left, followed over TLS by our close_notify, the TLS layer's
+ *	encrypted bytes underneath included.
  *
  *	smtp_reply() and smtp_error() keep the family's short names: every
  *	smtp_* file calls them.
@@ -218,6 +219,8 @@ smtp_chat_quit_timer(struct smtp_session *s, long usec)
 int
 smtp_chat_quit_later(struct smtp_session *s)
 {
+	/* Nothing left to write: the orderly close starts now. */
+	tls_close_notify(bufferevent_openssl_get_ssl(s->bev));
 	return smtp_chat_quit_timer(s, 0);
 }
 
@@ -240,8 +243,15 @@ smtp_chat_writecb(struct bufferevent *bev, void *arg)
 
 	(void)bev;
 	if (s->state == SMTP_STATE_QUIT) {
-		if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+		/*
+		 * The last reply is encrypted: our close_notify follows it
+		 * (only here and in smtp_chat_quit_later, never after the
+		 * connection failed: smtp_eventcb).
+		 */
+		if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+			tls_close_notify(bufferevent_openssl_get_ssl(s->bev));
 			smtp_chat_quit_flushed(s);
+		}
 		return;
 	}
 	if (s->flags & SMTP_F_OUTPUT_FULL) {

@@ -3,7 +3,8 @@
  *
  * Builds the contexts from a configuration's listen and upstream keys;
  * runtime.c owns them (one set per loaded configuration, swapped and
- * freed with it), so struct config carries no OpenSSL state.
+ * freed with it), so struct config carries no OpenSSL state.  Also the
+ * close_notify that ends a connection's TLS (libevent never sends one).
  */
 #include <stdio.h>
 #include <string.h>
@@ -135,4 +136,23 @@ tls_describe(SSL *ssl, char *buf, size_t len)
 {
 	snprintf(buf, len, "%s %s", SSL_get_version(ssl),
 	    SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)));
+}
+
+/*
+ * Send our close_notify once, before the connection closes: RFC 8446
+ * 6.1 wants one before a party closes its write side, and a client that
+ * reads after QUIT's 221 (Exim) logs a TLS error without it.  Not after
+ * a handshake that never finished or a fatal error (OpenSSL is back "in
+ * init" then): there is nothing to close cleanly.  We do not wait for the
+ * peer's own close_notify.  A failure only means the alert is lost; its
+ * errors are cleared so that no other session's bufferevent reports them.
+ */
+void
+tls_close_notify(SSL *ssl)
+{
+	if (ssl == NULL || !SSL_is_init_finished(ssl) ||
+	    (SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN))
+		return;
+	if (SSL_shutdown(ssl) < 0)
+		ERR_clear_error();
 }

@@ -7,6 +7,7 @@
  *	ssl = tls_server_ssl(ctx);		per STARTTLS / implicit session
  *	ssl = tls_client_ssl(ctx, cfg);		per upstream STARTTLS
  *	tls_describe(ssl, buf, len);		"TLSv1.3 TLS_AES_256_GCM_SHA384"
+ *	tls_close_notify(ssl);			before an orderly close
  *
  * DESCRIPTION
  *	runtime.c builds the contexts with a configuration and frees them
@@ -15,7 +16,8 @@
  *	are ECDHE with AEAD only; compression and renegotiation are off.
  *	An error is "FILE:LINE: ..." of the key naming the failing file.
  *	tls_server_ssl() and tls_client_ssl() return NULL for a NULL ctx
- *	(no TLS there) or when OpenSSL fails.
+ *	(no TLS there) or when OpenSSL fails.  tls_close_notify() sends
+ *	the close_notify alert once, only on an established connection.
  */
 #ifndef FRONTMX_TLS_H
 #define FRONTMX_TLS_H
@@ -33,6 +35,7 @@ SSL_CTX	*tls_client_ctx(const struct config *, char *err, size_t errlen);
 SSL	*tls_server_ssl(SSL_CTX *);
 SSL	*tls_client_ssl(SSL_CTX *, const struct config *);
 void	 tls_describe(SSL *, char *buf, size_t len);
+void	 tls_close_notify(SSL *);
 /* The first OpenSSL error of this thread, for logs. */
 const char *tls_error(char *buf, size_t len);
 

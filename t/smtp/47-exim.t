@@ -11,8 +11,17 @@
 # CHUNKING (BDAT LAST + QUIT), the same with DATA (hosts_try_chunking
 # empty), a queue run that sends its messages down one connection, and
 # one connection per message over STARTTLS.
-# Each message must reach the upstream exactly once, and Exim must log a
-# delivery (=>) for each and no deferral or failure.
+# Each message must reach the upstream exactly once, Exim must log a
+# delivery (=>) for each and no deferral, failure or TLS error, and every
+# connection must end with Exim's QUIT: frontmx logs no disconnect (an
+# end of input before QUIT, an error, a timeout) for any of them.
+#
+# Whether frontmx logs "smtp eof" for Exim's half-close is not asserted:
+# in clear Exim shuts its side right after the pipelined QUIT, usually
+# before frontmx has relayed the message and read the QUIT, but nothing
+# orders the two; over TLS Exim sends close_notify and shuts its side
+# only after it has read the 221, when frontmx no longer reads.  Both
+# orders must work; t/smtp/46-half-close.t scripts each one.
 import os
 import re
 import sys
@@ -58,6 +67,25 @@ def message(tag):
             % (tag, tag, tag)).encode()
 
 
+def ended_with_quit(mx, mark, sessions, name):
+    """The sessions that relayed a message since log offset mark: there are
+    sessions of them, and each ended with Exim's QUIT, i.e. frontmx logged
+    no disconnect and no TLS error for it.  (Frontmx.start's port probe
+    connects and closes: that session relays nothing and is left out.)"""
+    text = mx.log()[mark:]
+    ids = set(re.findall(r'^\S+ \S+ info: (\w+) message client=', text, re.M))
+    is_(len(ids), sessions, '%s: frontmx relayed over %d connections' % (name, sessions))
+    bad = [l for l in text.splitlines()
+           if re.match(r'^\S+ \S+ \S+ (\w+) smtp (disconnect|tls error)', l)
+           and l.split()[3] in ids]
+    if not ok(not bad, '%s: every connection ended with QUIT, no disconnect or TLS '
+              'error logged' % name):
+        diag('\n'.join(bad[:10]))
+    eof = set(re.findall(r'^\S+ \S+ info: (\w+) smtp eof ', text, re.M)) & ids
+    diag('%s: frontmx saw the half-close before QUIT on %d of %d connections' % (
+        name, len(eof), len(ids)))
+
+
 def round_(name, up, mx, chunking, queue_run, tls=False):
     ex = sender(mx.port, chunking, tls)
     tags = ['%s-%d' % (name, i) for i in range(3)]
@@ -84,9 +112,13 @@ def round_(name, up, mx, chunking, queue_run, tls=False):
             re.escape(i), r'X=TLS.* ' if tls else ''),
              '%s: exim logged %s delivered%s with the upstream\'s 250' % (
                  name, i, ' over TLS' if tls else ''))
+    # "TLS error on connection (recv): The TLS connection was
+    # non-properly terminated": the end of the connection came without
+    # frontmx's close_notify.
     bad = [l for l in log.splitlines() if re.match(r'^\S+ \S+ \S+ (==|\*\*) ', l)
-           or 'closed connection' in l]
-    if not ok(not bad, '%s: exim logged no deferral, failure or lost connection' % name):
+           or 'closed connection' in l or 'TLS error' in l]
+    if not ok(not bad, '%s: exim logged no deferral, failure, lost connection '
+              'or TLS error' % name):
         diag('\n'.join(bad[:10]))
     rc, out = ex.run(['-bpc'])
     is_(out.strip(), '0', '%s: exim\'s queue is empty' % name)
@@ -106,8 +138,8 @@ def main():
     round_('bdat', up, mx, chunking=True, queue_run=False)
     round_('data', up, mx, chunking=False, queue_run=False)
     log = round_('queue', up, mx, chunking=True, queue_run=True)
-    # frontmx saw the half-closes and still answered
-    like(mx.log(), r'smtp eof state=\w+ client=127\.0\.0\.1', 'frontmx saw Exim half-close')
+    # three connections per round, one for the queue run
+    ended_with_quit(mx, 0, 7, 'clear')
     unlike(mx.log(), r'result=aborted', 'frontmx aborted no message')
     diag('exim mainlog of the queue run:\n' + log)
     check_stream(up, 9, 'upstream')
@@ -120,8 +152,7 @@ def main():
     mark = len(mx.log())
     round_('tls', up, mx, chunking=True, queue_run=False, tls=True)
     like(mx.log()[mark:], r'smtp tls=', 'tls: the sessions used TLS')
-    like(mx.log()[mark:], r'smtp eof state=\w+ client=127\.0\.0\.1',
-         'tls: frontmx saw Exim half-close')
+    ended_with_quit(mx, mark, 3, 'tls')
     unlike(mx.log(), r'result=aborted', 'tls: frontmx aborted no message')
     check_stream(up, 3, 'tls: upstream')
     mx.finish()
