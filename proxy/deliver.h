@@ -40,8 +40,10 @@
  *	DELIVER_F_ONE_RCPT, one recipient per transaction (LMTP: one reply
  *	to the client's final dot must stand for exactly one per-recipient
  *	reply, so a second RCPT gets 452 4.5.3 and comes in its own
- *	transaction); DELIVER_F_ENVELOPE, RCPTs reach the backend as they
- *	come (recipient edits by filters resend the envelope);
+ *	transaction; with recipient edits, one transaction per recipient,
+ *	the client's first: smtp_relay.c); DELIVER_F_ENVELOPE, RCPTs reach
+ *	the backend as they come (recipient edits by filters resend the
+ *	envelope);
  *	DELIVER_F_REPORT, every verdict that ends in "the client gets 250"
  *	goes to data (check: discard and quarantine are reported, not done).
  */

@@ -18,7 +18,10 @@
  *	for the per-domain policy split.  upstream.c owes exactly as many
  *	replies after the dot as RCPTs it saw accepted; an extra, missing,
  *	early or malformed one is a protocol error (451, connection closed),
- *	never a 250.
+ *	never a 250.  Recipients a filter adds keep the rule: the session
+ *	(smtp_relay.c, smtp_relay_lmtp_*) delivers the client's recipient
+ *	alone first, its reply the client's, then each added one in a
+ *	transaction of its own only after that 2xx, their replies logged.
  *
  *	No AUTH: LMTP defines none, and frontmx relays AUTH only to an SMTP
  *	upstream that offers it.

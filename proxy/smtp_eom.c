@@ -305,7 +305,12 @@ smtp_eom_build_head(struct smtp_session *s, const struct filter_outcome *o)
 	return 0;
 }
 
-/* Recipient edits from the filters: 0 ok, -1 nothing left to deliver to. */
+/*
+ * Recipient edits from the filters: 0 ok, -1 nothing left to deliver to.
+ * Deletions first, additions appended: with LMTP's one client recipient,
+ * rcpts[0] is still the client's unless a filter removed it
+ * (smtp_relay.c's per-recipient loop counts on that).
+ */
 static int
 smtp_eom_rcpt_edits(struct smtp_session *s, const struct filter_outcome *o,
     int *changed)

@@ -18,7 +18,11 @@
  *	message goes from the spool with the header block built at eom, and
  *	the backend's reply to it is the client's.  Recipient edits make the
  *	envelope go again (RSET, MAIL, every RCPT) where RCPTs were already
- *	given.  The quarantine is a Maildir (deliver_maildir_quarantine).
+ *	given; on LMTP (one reply per recipient) they make one transaction
+ *	per recipient instead, the client's own first and its reply the
+ *	client's, the filters' after its 2xx with their replies only logged
+ *	(smtp_relay_lmtp_*).  The quarantine is a Maildir
+ *	(deliver_maildir_quarantine).
  *
  *	Every delivery failure becomes a 4xx to the client and closes the
  *	handle (smtp_relay_failed): nothing is lost.
@@ -39,6 +43,7 @@
 #include "smtp_int.h"
 #include "smtp_session.h"
 #include "spool.h"
+#include "strutil.h"
 #include "upstream.h"
 
 static const char *smtp_relay_mail_line(struct smtp_session *);
@@ -425,11 +430,28 @@ smtp_relay_rcpt(struct smtp_session *s)
 	deliver_rcpt(s->dl, s->pending, smtp_relay_rcpt_reply, s);
 }
 
+/*
+ * The log's words for a backend's reply to a message: its result
+ * (relayed, delivered, the action for a 2xx; tempfail; rejected) and
+ * "code first-line" into first.
+ */
+static const char *
+smtp_relay_result(struct smtp_session *s, const struct smtp_reply *r,
+    char *first, size_t firstlen)
+{
+	snprintf(first, firstlen, "%d %.*s", r->code,
+	    (int)strcspn(r->text, "\n"), r->text);
+	return r->code / 100 == 2 ?
+	    deliver_result(deliver_backend(s->dl), smtp_relay_action(s)) :
+	    r->code / 100 == 4 ? "tempfail" : "rejected";
+}
+
 static void
 smtp_relay_message_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 {
 	struct smtp_session *s = arg;
 	char first[128];
+	const char *result;
 
 	if (err != UPSTREAM_OK) {
 		smtp_chat_log_message(s, "tempfail", upstream_strerror(err));
@@ -437,11 +459,8 @@ smtp_relay_message_reply(void *arg, enum upstream_err err, const struct smtp_rep
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
 	}
-	snprintf(first, sizeof first, "%d %.*s", r->code,
-	    (int)strcspn(r->text, "\n"), r->text);
-	smtp_chat_log_message(s, r->code / 100 == 2 ?
-	    deliver_result(deliver_backend(s->dl), smtp_relay_action(s)) :
-	    r->code / 100 == 4 ? "tempfail" : "rejected", first);
+	result = smtp_relay_result(s, r, first, sizeof first);
+	smtp_chat_log_message(s, result, first);
 	smtp_chat_upstream(s, r, "2.0.0");
 	smtp_tx_done(s);
 }
@@ -591,6 +610,177 @@ smtp_relay_envelope_next(struct smtp_session *s)
 }
 
 /*
+ * Recipient edits on an LMTP upstream (DELIVER_F_ONE_RCPT).  The client
+ * hears one reply to its final dot and LMTP gives one per recipient, so
+ * no single reply can speak for a client's recipient and a filter's
+ * together: a 4xx for the filter's would make the client resend a
+ * message its own recipient already has, a 5xx bounce a delivered one.
+ * So the client's reply is always the reply for one recipient, the
+ * first (the client's own: edits delete before they add, so it stays
+ * first; when a filter removed it, the first the filters added stands in
+ * for it), delivered alone in a transaction of its own.  Only after its
+ * 2xx, already written to the client, does each other recipient go in a
+ * transaction of its own on the same connection, its reply logged with
+ * its address ("message added rcpt=<...> result=... reply=..."), never
+ * the client's: like Postfix's always_bcc, the copy is the filter's, and
+ * there is no queue here to retry it.  When the first one failed nothing
+ * else is delivered, so the client's retry (which runs the filters
+ * again) gives no one a second copy.  A recipient equal to an earlier one
+ * is skipped: one copy each.
+ *
+ * The loop's place: tx->replay_off is the recipient, tx->replay_i its step.
+ */
+enum {
+	SMTP_RELAY_LMTP_RSET,
+	SMTP_RELAY_LMTP_MAIL,
+	SMTP_RELAY_LMTP_RCPT,
+	SMTP_RELAY_LMTP_DATA
+};
+
+static void	smtp_relay_lmtp_next(struct smtp_session *);
+
+/* 1 when recipient k repeats an earlier one (addresses compare in any case). */
+static int
+smtp_relay_lmtp_repeat(const struct smtp_session *s, size_t k)
+{
+	size_t j;
+
+	for (j = 0; j < k; j++)
+		if (str_casecmp(s->tx->rcpts[j], s->tx->rcpts[k]) == 0)
+			return 1;
+	return 0;
+}
+
+/* The next recipient's turn, or the end of the message's delivery. */
+static void
+smtp_relay_lmtp_advance(struct smtp_session *s)
+{
+	s->tx->replay_i = SMTP_RELAY_LMTP_RSET;
+	for (s->tx->replay_off++; s->tx->replay_off < s->tx->nrcpts &&
+	    smtp_relay_lmtp_repeat(s, s->tx->replay_off); s->tx->replay_off++)
+		log_info("%016llx message added rcpt=<%s> result=skipped "
+		    "reply=\"a copy went to it already\"", s->id,
+		    s->tx->rcpts[s->tx->replay_off]);
+	if (s->tx->replay_off < s->tx->nrcpts)
+		smtp_relay_lmtp_next(s);
+	else
+		smtp_tx_done(s);
+}
+
+/*
+ * A recipient's outcome: r the server's reply for it, or (r NULL) why it
+ * was not delivered.  The first one's is the client's reply (a 451 for
+ * why), and only its 2xx lets the others go; a later one's is logged and
+ * the client's reply stands, and a broken connection ends the loop with
+ * the ones left logged undelivered.
+ */
+static void
+smtp_relay_lmtp_outcome(struct smtp_session *s, enum upstream_err err,
+    const struct smtp_reply *r, const char *why)
+{
+	char first[128];
+	const char *result = NULL;
+	size_t k;
+
+	if (err != UPSTREAM_OK)
+		why = upstream_strerror(err);
+	else if (r != NULL)
+		result = smtp_relay_result(s, r, first, sizeof first);
+	if (s->tx->replay_off == 0) {
+		smtp_chat_log_message(s, result ? result : "tempfail",
+		    result ? first : why);
+		if (err != UPSTREAM_OK) {
+			smtp_relay_failed(s, err);
+			smtp_resume(s, SMTP_STATE_COMMAND);
+			return;
+		}
+		if (r == NULL)
+			smtp_reply(s, "451 4.3.0 Error: %s, try again later", why);
+		else
+			smtp_chat_upstream(s, r, "2.0.0");
+		if (r == NULL || r->code / 100 != 2)
+			smtp_tx_done(s);
+		else
+			smtp_relay_lmtp_advance(s);
+		return;
+	}
+	if (result != NULL) {
+		log_info("%016llx message added rcpt=<%s> result=%s reply=\"%s\"",
+		    s->id, s->tx->rcpts[s->tx->replay_off], result, first);
+		smtp_relay_lmtp_advance(s);
+		return;
+	}
+	if (err != UPSTREAM_OK)
+		smtp_relay_close(s);
+	for (k = s->tx->replay_off; k < s->tx->nrcpts; k++)
+		log_info("%016llx message added rcpt=<%s> result=tempfail "
+		    "reply=\"%s\"", s->id, s->tx->rcpts[k], why);
+	smtp_tx_done(s);
+}
+
+static void
+smtp_relay_lmtp_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
+{
+	struct smtp_session *s = arg;
+	size_t step = s->tx->replay_i++;
+	const char *why = NULL;
+
+	if (err == UPSTREAM_OK && r->code / 100 == 2 && step < SMTP_RELAY_LMTP_DATA) {
+		smtp_relay_lmtp_next(s);
+		return;
+	}
+	/* RSET or MAIL refused says nothing of the recipient: try again later. */
+	if (err == UPSTREAM_OK && step < SMTP_RELAY_LMTP_RCPT) {
+		why = "upstream refused the envelope";
+		r = NULL;
+	}
+	smtp_relay_lmtp_outcome(s, err, r, why);
+}
+
+/* The current recipient's next step: RSET if owed, MAIL, its RCPT, DATA. */
+static void
+smtp_relay_lmtp_next(struct smtp_session *s)
+{
+	char line[sizeof s->pending];
+	struct deliver_msg m;
+	size_t k = s->tx->replay_off;
+
+	smtp_enter_state(s, SMTP_STATE_WAIT);
+	switch (s->tx->replay_i) {
+	case SMTP_RELAY_LMTP_RSET:
+		if (deliver_in_tx(s->dl)) {
+			deliver_rset(s->dl, smtp_relay_lmtp_reply, s);
+			return;
+		}
+		s->tx->replay_i = SMTP_RELAY_LMTP_MAIL;
+		/* FALLTHROUGH */
+	case SMTP_RELAY_LMTP_MAIL:
+		/* The same connection as the first MAIL: the same line. */
+		if (smtp_relay_mail_line(s) != NULL) {
+			smtp_relay_lmtp_outcome(s, UPSTREAM_OK, NULL,
+			    "the upstream's extensions changed");
+			return;
+		}
+		deliver_mail(s->dl, s->pending, smtp_relay_lmtp_reply, s);
+		return;
+	case SMTP_RELAY_LMTP_RCPT:
+		snprintf(line, sizeof line, "RCPT TO:<%s>%s", s->tx->rcpts[k],
+		    s->tx->rcpt_params[k] ? s->tx->rcpt_params[k] : "");
+		deliver_rcpt(s->dl, line, smtp_relay_lmtp_reply, s);
+		return;
+	case SMTP_RELAY_LMTP_DATA:
+		smtp_enter_state(s, SMTP_STATE_RELAY);
+		smtp_relay_msg(s, &m);
+		m.rcpts = (const char *const *)&s->tx->rcpts[k];
+		m.nrcpts = 1;
+		deliver_data(s->dl, &m, smtp_relay_lmtp_reply, s);
+		return;
+	default:
+		fatalx("smtp_relay_lmtp_next: bad step %zu", s->tx->replay_i);
+	}
+}
+
+/*
  * A DELIVER_F_REPORT backend (`frontmx check`) is given a discard or a
  * quarantine as a message, to report instead of doing it: 1 when it
  * was (the reply comes from the backend), 0 for the caller to act.
@@ -613,12 +803,16 @@ smtp_relay_reported(struct smtp_session *s, enum fmx_verdict verdict)
 void
 smtp_relay_deliver(struct smtp_session *s, int rcpts_changed)
 {
-	if (rcpts_changed &&
-	    (deliver_flags(deliver_backend(s->dl)) & DELIVER_F_ENVELOPE)) {
+	unsigned flags = deliver_flags(deliver_backend(s->dl));
+
+	if (rcpts_changed && (flags & DELIVER_F_ENVELOPE)) {
 		s->tx->replay_i = 0;
 		s->tx->replay_off = 0;
 		smtp_enter_state(s, SMTP_STATE_WAIT);
-		smtp_relay_envelope_next(s);
+		if (flags & DELIVER_F_ONE_RCPT)
+			smtp_relay_lmtp_next(s);
+		else
+			smtp_relay_envelope_next(s);
 		return;
 	}
 	smtp_relay_message(s);

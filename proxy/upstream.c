@@ -717,10 +717,10 @@ upstream_reply_done(struct upstream *up, const struct smtp_reply *r)
 /*
  * LMTP (RFC 2033 4.2): one reply per accepted recipient after the final
  * dot, in RCPT order.  The session sends one recipient per transaction,
- * so there is one; a filter that added recipients makes more, and the
- * one reported is the least final: a 4xx if any (the client keeps the
- * message and retries), else a 5xx if any, else the first 2xx.  Each is
- * logged.  1 while more are owed.
+ * filter-added recipients included (smtp_relay.c), so there is one.
+ * Should a caller ever send more, the one reported is the least final:
+ * a 4xx if any, else a 5xx if any, else the first 2xx.  Each is logged.
+ * 1 while more are owed.
  */
 static int
 upstream_lmtp_rcpt_reply(struct upstream *up)

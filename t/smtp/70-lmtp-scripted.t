@@ -10,9 +10,14 @@
 # server did not accept, and no recipient gets two copies; every broken
 # answer is a 451 4.x and a new connection next time.
 #
-# A filter that adds a recipient (t/plugins/rcpt_edit.c) makes the
-# envelope go again with two RCPTs: two replies after the dot, and the
-# client hears 250 only when both are 2xx, the 4xx when one is.
+# A filter that edits recipients (t/plugins/rcpt_edit.c: adds two, removes
+# one) gets the matrix of per-recipient replies: the client's reply is
+# always the server's reply for the client's own recipient, delivered alone
+# first; the added ones follow only after its 2xx, each in a transaction of
+# its own, and their failures are logged, never the client's reply; when
+# the client's recipient failed nothing else is delivered, so the retry
+# duplicates nothing; when the filter removed it, the first added
+# recipient stands in for it.  Every copy is counted per recipient.
 import os
 import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
@@ -24,11 +29,12 @@ BODY = b'From: alice@example.org\r\nSubject: lmtp\r\n\r\nto a scripted LMTP serv
 SENDER = 'alice@example.org'
 
 
-def server_copies(up):
-    """{recipient: copies the server said it delivered (2xx for it after the dot)}"""
+def server_copies(up, start=0):
+    """{recipient: copies the server said it delivered (2xx for it after the
+    dot)} over messages[start:]"""
     out = {}
     with up.lock:
-        msgs = list(up.messages)
+        msgs = list(up.messages[start:])
     for m in msgs:
         lines = (m.reply or '').split('\r\n')
         for i, rcpt in enumerate(m.rcpts):
@@ -158,33 +164,113 @@ def main():
     added_recipient()
 
 
+ARCH = 'archive@example.com'
+ARCH2 = 'archive2@example.com'
+MOVED = 'moved@example.com'
+
+
+def per_rcpt(script):
+    """on_dot: each recipient's reply from script (default 250), in RCPT order"""
+    return lambda m, conn: '\r\n'.join(
+        script.get(r, '250 2.0.0 <%s> Ok' % r) for r in m.rcpts)
+
+
+def added_case(c, up, name, rcpt, script, code, want):
+    """One message to rcpt (the filter adds ARCH and ARCH2, removes MOVED),
+    the server answering per recipient from script: the client's reply to
+    the dot has code, and want is {recipient: copies} delivered by it."""
+    start = len(up.messages)
+    up.on_dot = per_rcpt(script)
+    dot = one(c, rcpt, name)
+    is_(dot.code if dot else None, code, '%s: client hears %d (%r)' % (name, code, dot))
+    # the session answers nothing else until the added recipients are done
+    reply_is(c.cmd('NOOP'), 250, None, name + ': NOOP after the dot')
+    up.on_dot = None
+    got = server_copies(up, start)
+    is_(got, want, '%s: copies delivered per recipient' % name)
+    return dot
+
+
 def added_recipient():
+    """LMTP with filter-edited recipients (t/plugins/rcpt_edit.c): the
+    client's reply is the reply for the client's own recipient, delivered
+    alone first; the added ones go after its 2xx, one per transaction, and
+    their failures are only logged; when the client's recipient failed,
+    nothing else is delivered (its retry runs the filters again); when a
+    filter removed it, the first added recipient stands in for it."""
     if not require_modules(plugin('rcpt_edit')):
         return
     up = Upstream(lmtp=True, ehlo_caps=['PIPELINING', '8BITMIME', 'ENHANCEDSTATUSCODES'])
     mx = Frontmx('lmtp:127.0.0.1:%d' % up.port, name='frontmx (lmtp, added recipient)',
                  conf={'filters': [{'name': 'rcpt_edit', 'module': plugin('rcpt_edit'),
-                                    'options': {'add': 'archive@example.com'}}]})
+                                    'options': {'del': MOVED, 'add': ARCH, 'add2': ARCH2}}]})
     c = session(mx)
-    reply_is(one(c, 'first@example.com', 'added, all 250'), 250, None,
-             'added: 250 when both recipients got 250')
-    m = up.messages[-1] if up.messages else None
-    is_(m.rcpts if m else None, ['first@example.com', 'archive@example.com'],
-        'added: the envelope went again with both recipients')
-    up.on_dot = lambda m, conn: ('250 2.0.0 <%s> Ok\r\n450 4.2.0 <%s> busy'
-                                 % (m.rcpts[0], m.rcpts[1]))
-    dot = one(c, 'second@example.com', 'added, one 450')
-    reply_is(dot, 450, '4.2.0', 'added: the 450 of one recipient is the client\'s reply, not 250')
-    up.on_dot = None
+    first = len(up.messages)
+    added_case(c, up, 'added, all 250', 'first@example.com', {}, 250,
+               {'first@example.com': 1, ARCH: 1, ARCH2: 1})
+    # client 250, an added one 450: 250 (a 4xx would make the client
+    # resend a message its recipient already has)
+    added_case(c, up, 'client 250, added 450', 'second@example.com',
+               {ARCH: '450 4.2.0 <%s> busy' % ARCH}, 250,
+               {'second@example.com': 1, ARCH2: 1})
+    # client 250, an added one 550: 250 (a 5xx would bounce a delivered message)
+    added_case(c, up, 'client 250, added 550', 'third@example.com',
+               {ARCH2: '550 5.1.1 <%s> no such user' % ARCH2}, 250,
+               {'third@example.com': 1, ARCH: 1})
+    # client 450: the added ones are not delivered, the retry delivers
+    # everything once
+    added_case(c, up, 'client 450, added 250', 'fourth@example.com',
+               {'fourth@example.com': '450 4.2.0 <fourth@example.com> over quota'},
+               450, {})
+    added_case(c, up, 'client 450, retried', 'fourth@example.com', {}, 250,
+               {'fourth@example.com': 1, ARCH: 1, ARCH2: 1})
+    # client 550: the client bounces it, nothing delivered
+    added_case(c, up, 'client 550, added 250', 'fifth@example.com',
+               {'fifth@example.com': '550 5.1.1 <fifth@example.com> no such user'},
+               550, {})
+    # the filter removed the client's recipient and added two: the first
+    # added stands in for it; its 450 is the client's and nothing is
+    # delivered, so the retry duplicates nothing
+    added_case(c, up, 'removed, first added 450', MOVED,
+               {ARCH: '450 4.2.0 <%s> busy' % ARCH}, 450, {})
+    added_case(c, up, 'removed, retried', MOVED, {}, 250, {ARCH: 1, ARCH2: 1})
+    # ... and a 450 of the second added one is logged, the client has 250
+    added_case(c, up, 'removed, second added 450', MOVED,
+               {ARCH2: '450 4.2.0 <%s> busy' % ARCH2}, 250, {ARCH: 1})
+    # an added recipient refused at RCPT (the envelope is sent for each):
+    # logged, the others delivered; the same for the stand-in is the client's
+    up.on_rcpt = lambda cmd, conn: ('550 5.1.1 <%s> unknown' % ARCH) if ARCH in cmd else None
+    added_case(c, up, 'client 250, added refused at RCPT', 'sixth@example.com', {}, 250,
+               {'sixth@example.com': 1, ARCH2: 1})
+    dot = added_case(c, up, 'removed, stand-in refused at RCPT', MOVED, {}, 550, {})
+    like(dot.text if dot else '', r'unknown', 'removed: the RCPT refusal\'s text is the client\'s')
+    up.on_rcpt = None
+    # the filter adds the client's own recipient again: one copy
+    added_case(c, up, 'added repeats the client\'s', ARCH, {}, 250, {ARCH: 1, ARCH2: 1})
+    with up.lock:
+        msgs = list(up.messages[first:])
+    ok(all(len(m.rcpts) == 1 for m in msgs),
+       'added: every LMTP transaction carried exactly one recipient (%r)'
+       % [m.rcpts for m in msgs])
+    ok(MOVED not in server_copies(up, first),
+       'added: the recipient the filter removed was never delivered')
     conn = up.conns[-1]
     c.quit()
     # frontmx ends the connection with QUIT: it was in step, not dropped
     ok(wait_for(lambda: conn.closed, 10) and conn.commands[-1] == 'QUIT',
-       'added: both replies were read in step, the connection ended with QUIT')
-    is_(sum(1 for x in conn.commands if x == 'DATA'), 2,
-        'added: both messages went down that one connection')
-    check_stream(up, 2, 'added: LMTP stream')
-    like(mx.log(), r'lmtp rcpt=2/2 reply="450', 'added: each per-recipient reply is logged')
+       'added: every reply was read in step, the connection ended with QUIT')
+    is_(sum(1 for x in conn.commands if x == 'DATA'), len(msgs),
+        'added: every message went down that one connection')
+    check_stream(up, len(up.messages), 'added: LMTP stream')
+    log = mx.log()
+    like(log, r'added rcpt=<archive@example\.com> result=tempfail reply="450 4\.2\.0',
+         'added: an added recipient\'s 450 is logged with its address')
+    like(log, r'added rcpt=<archive2@example\.com> result=rejected reply="550 5\.1\.1',
+         'added: an added recipient\'s 550 is logged with its address')
+    like(log, r'added rcpt=<archive@example\.com> result=rejected reply="550 5\.1\.1 <archive@example\.com> unknown',
+         'added: a refusal at RCPT is logged with its address')
+    like(log, r'added rcpt=<archive@example\.com> result=skipped',
+         'added: a repeated recipient is skipped and logged')
     mx.finish()
 
 
