@@ -14,7 +14,9 @@
 # give 250 for the first and 452 4.5.3 for the others, the client sends
 # those again one per transaction, and each Maildir holds exactly one
 # copy; an unknown user gets Dovecot's 550 relayed, never 250, and no
-# copy anywhere.
+# copy anywhere.  With a module that adds recipients (t/plugins/rcpt_edit.c
+# adds carol and the unknown nobody): the client's 250 is alice's, carol
+# gets one copy in a transaction of her own, nobody's 550 is only logged.
 import os
 import pwd
 import shutil
@@ -23,6 +25,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
 from fmx import port_open, register_cleanup, start_process  # noqa: E402
+from fmx_filters import plugin, require_modules  # noqa: E402
 
 DOVECOT = '/usr/sbin/dovecot'
 LMTP = '/usr/lib/dovecot/lmtp'
@@ -185,6 +188,33 @@ def round_trip(dv, address, form):
     like(mx.log(), r'upstream lmtp rcpt=1/1 reply="250', '%s: frontmx logs the per-recipient reply' % form)
 
 
+def added(dv):
+    """A module adds carol (known) and nobody (unknown) to alice's message."""
+    if not require_modules(plugin('rcpt_edit')):
+        return
+    mx = Frontmx('lmtp:127.0.0.1:%d' % dv.port, name='lmtp-added',
+                 conf={'filters': [{'name': 'rcpt_edit', 'module': plugin('rcpt_edit'),
+                                    'options': {'add': 'carol@example.com',
+                                                'add2': 'nobody@example.com'}}]})
+    before = dv.all_copies()
+    c = SmtpClient(mx.port, timeout=60)
+    reply_is(c.start('client.example'), 250, None, 'added: EHLO')
+    send_one(c, 'alice@example.com', 'added')
+    # the session answers NOOP once the added recipients are done
+    reply_is(c.cmd('NOOP'), 250, None, 'added: NOOP after the dot')
+    c.quit()
+    mx.finish()
+    after = dv.all_copies()
+    is_(after.get('alice', 0) - before.get('alice', 0), 1, 'added: alice has one copy')
+    is_(after.get('carol', 0) - before.get('carol', 0), 1, 'added: carol has one copy')
+    ok('nobody' not in after, 'added: no Maildir for the unknown added user')
+    log = mx.log()
+    like(log, r'added rcpt=<carol@example\.com> result=relayed reply="250',
+         'added: carol\'s 250 logged')
+    like(log, r'added rcpt=<nobody@example\.com> result=rejected reply="5',
+         'added: the unknown added user\'s 5xx logged, the client still has 250')
+
+
 def main():
     if not (os.access(DOVECOT, os.X_OK) and os.access(LMTP, os.X_OK)):
         skip('Dovecot LMTP', 'dovecot-lmtpd is not installed (make deps)')
@@ -196,6 +226,7 @@ def main():
         return
     round_trip(dv, 'lmtp:127.0.0.1:%d' % dv.port, 'tcp')
     round_trip(dv, 'lmtp:unix:%s' % dv.sock, 'unix')
+    added(dv)
     log = dv.log()
     unlike(log, r'(?m)(Error|Fatal|Panic):', 'dovecot logged no error')
     if failed_count():
