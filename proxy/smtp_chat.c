@@ -10,8 +10,8 @@
  *	message, whatever ended it.
  *
  *	The output side of the bufferevent lives here too: watermarks and
- *	callbacks (smtp_chat_setup), the TLS layer put over a plain socket
- *	(STARTTLS, PROXY in front of port 465), and the orderly close: in
+ *	callbacks (smtp_chat_setup, also for the TLS layer smtp_peer.c puts
+ *	over the socket), and the orderly close: in
  *	SMTP_STATE_QUIT the session is freed only once the last reply has
  *	left, followed over TLS by our close_notify, the TLS layer's
  *	encrypted bytes underneath included.
@@ -165,28 +165,6 @@ smtp_chat_setup(struct smtp_session *s)
 }
 
 /* Put a TLS server layer over the plain bufferevent (STARTTLS, PROXY+465). */
-int
-smtp_chat_tls_wrap(struct smtp_session *s)
-{
-	struct bufferevent *tls;
-	SSL *ssl;
-
-	if ((ssl = tls_server_ssl(s->tls_ctx)) == NULL)
-		return -1;
-	tls = bufferevent_openssl_filter_new(bufferevent_get_base(s->bev), s->bev,
-	    ssl, BUFFEREVENT_SSL_ACCEPTING,
-	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (tls == NULL) {
-		SSL_free(ssl);
-		return -1;
-	}
-	bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
-	s->bev = tls;
-	smtp_chat_setup(s);
-	s->tls = SMTP_TLS_HANDSHAKE;
-	return 0;
-}
-
 /*
  * The last reply left our bufferevent.  Over STARTTLS that only means it
  * reached the TLS filter: the encrypted bytes still wait in the plain

@@ -9,7 +9,7 @@
  *	smtp_session.h.
  *
  *	Names: each file's functions carry its prefix (smtp_chat_,
- *	smtp_peer_, smtp_auth_, smtp_mail_, smtp_data_, smtp_eom_,
+ *	smtp_peer_, smtp_auth_, smtp_tx_, smtp_mail_, smtp_data_, smtp_eom_,
  *	smtp_relay_); smtp_session.c keeps the family's bare smtp_ prefix
  *	(smtp_enter_state, smtp_resume, smtp_cmd_*), and smtp_reply() and
  *	smtp_error() in smtp_chat.c keep theirs because every file calls
@@ -319,12 +319,16 @@ void	smtp_chat_upstream(struct smtp_session *s, const struct smtp_reply *r,
 void	smtp_chat_log_message(struct smtp_session *s, const char *result,
 	    const char *reply);
 void	smtp_chat_setup(struct smtp_session *s);
-int	smtp_chat_tls_wrap(struct smtp_session *s);
 int	smtp_chat_quit_later(struct smtp_session *s);
 void	smtp_chat_quit_flushed(struct smtp_session *s);
 void	smtp_chat_writecb(struct bufferevent *bev, void *arg);
 
 /* smtp_peer.c */
+extern const struct smtp_step smtp_peer_step_helo;
+int	smtp_peer_cmd_helo(struct smtp_session *s, const char *args);
+int	smtp_peer_cmd_ehlo(struct smtp_session *s, const char *args);
+int	smtp_peer_cmd_starttls(struct smtp_session *s, const char *args);
+int	smtp_peer_tls_wrap(struct smtp_session *s);
 void	smtp_peer_lookup(struct smtp_session *s);
 void	smtp_peer_set(struct smtp_session *s, const struct sockaddr *sa);
 void	smtp_peer_proxy_input(struct smtp_session *s);

@@ -1,5 +1,5 @@
 /*
- * smtp_peer.c - who the client is: PROXY protocol glue, client name
+ * smtp_peer.c - who the client is: address, name, HELO, TLS
  *
  * DESCRIPTION
  *	smtp_peer_set() records the peer address as text and port, from the
@@ -15,16 +15,27 @@
  *	"localhost" without asking.  When the name is known, or known to be
  *	unknown, the connect phase of the filters runs
  *	(smtp_connect_filters).
+ *
+ *	HELO and EHLO: the name the client gives (a new one drops an upstream
+ *	connection that was told the old), the helo phase of the filters,
+ *	and EHLO's reply with what the proxy honours (smtp_relay_offer_flags,
+ *	smtp_relay_size_limit, AUTH only after TLS).  STARTTLS (RFC 3207)
+ *	puts the TLS layer over the socket (smtp_peer_tls_wrap, also after a
+ *	PROXY header on an implicit-TLS listener), drops what the client
+ *	pipelined in the clear (CVE-2011-0411) and forgets everything learnt
+ *	before it.
  */
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
 #include <netinet/in.h>
 #include <resolv.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 
 #include "config.h"
 #include "dns.h"
@@ -34,6 +45,7 @@
 #include "smtp_int.h"
 #include "smtp_parse.h"
 #include "strutil.h"
+#include "tls.h"
 
 static void	smtp_peer_rdns_answer(void *arg, int rcode,
 	    const unsigned char *pkt, size_t len);
@@ -234,7 +246,7 @@ smtp_peer_proxy_input(struct smtp_session *s)
 		}
 	}
 	/* haproxy in front of port 465: the header is in clear, TLS follows. */
-	if (s->listener->tls == CONFIG_TLS_IMPLICIT && smtp_chat_tls_wrap(s) == -1)
+	if (s->listener->tls == CONFIG_TLS_IMPLICIT && smtp_peer_tls_wrap(s) == -1)
 		goto bad;
 	smtp_enter_state(s, SMTP_STATE_CONNECT);
 	smtp_peer_lookup(s);
@@ -243,4 +255,151 @@ bad:
 	log_info("%016llx smtp disconnect reason=bad-proxy-header client=%s",
 	    s->id, s->addr);
 	smtp_session_free(s);
+}
+
+static int
+smtp_peer_starttls_offered(const struct smtp_session *s)
+{
+	return s->listener != NULL && s->tls == SMTP_TLS_NONE &&
+	    (s->listener->tls == CONFIG_TLS_STARTTLS ||
+	    s->listener->tls == CONFIG_TLS_REQUIRED);
+}
+
+static void
+smtp_peer_helo_refused(struct smtp_session *s, const struct filter_result *res)
+{
+	(void)res;
+	s->helo[0] = '\0';
+	smtp_resume(s, SMTP_STATE_COMMAND);
+}
+
+static void
+smtp_peer_helo_proceed(struct smtp_session *s, const struct filter_result *res)
+{
+	char auth[160];
+
+	(void)res;
+	s->offer = smtp_relay_offer_flags(s);
+	if (!(s->flags & SMTP_F_ESMTP)) {
+		smtp_reply(s, "250 %s", s->cfg->hostname);
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	/* Advertise only what the proxy itself honours (smtp_relay_offer_flags). */
+	smtp_auth_offer(s, auth, sizeof auth);
+	smtp_reply(s, "250-%s\n250-PIPELINING\n250-SIZE %zu\n%s%s%s%s%s250-CHUNKING\n"
+	    "250 ENHANCEDSTATUSCODES",
+	    s->cfg->hostname, smtp_relay_size_limit(s), auth,
+	    smtp_mail_offer_8bitmime(s) ? "250-8BITMIME\n" : "",
+	    smtp_mail_offer_smtputf8(s) ? "250-SMTPUTF8\n" : "",
+	    smtp_mail_offer_dsn(s) ? "250-DSN\n" : "",
+	    smtp_peer_starttls_offered(s) ? "250-STARTTLS\n" : "");
+	smtp_resume(s, SMTP_STATE_COMMAND);
+}
+
+const struct smtp_step smtp_peer_step_helo = {
+	FILTER_PH_HELO, "HELO", smtp_peer_helo_refused, smtp_peer_helo_proceed
+};
+
+static int
+smtp_peer_helo(struct smtp_session *s, const char *args, int esmtp)
+{
+	if (smtp_parse_helo(args) == -1 || strlen(args) > SMTP_HELO_MAX)
+		return SMTP_VERB_SYNTAX;
+	/* RFC 5321 4.1.4: EHLO/HELO resets the transaction like RSET. */
+	smtp_tx_reset(s);
+	/*
+	 * The upstream connection was told the old name (XCLIENT HELO=,
+	 * XFORWARD HELO=): a new name needs a new connection, unless that
+	 * one carries the client's AUTH.
+	 */
+	if (s->auth_id == NULL &&
+	    (strcmp(s->helo, args) != 0 ||
+	    ((s->flags & SMTP_F_ESMTP) != 0) != esmtp))
+		smtp_relay_close(s);
+	snprintf(s->helo, sizeof s->helo, "%s", args);
+	SMTP_FLAG_SET(s->flags, SMTP_F_ESMTP, esmtp);
+	smtp_verb_filter(s, s->helo);
+	return SMTP_VERB_OK;
+}
+
+int
+smtp_peer_cmd_ehlo(struct smtp_session *s, const char *args)
+{
+	return smtp_peer_helo(s, args, 1);
+}
+
+int
+smtp_peer_cmd_helo(struct smtp_session *s, const char *args)
+{
+	return smtp_peer_helo(s, args, 0);
+}
+
+int
+smtp_peer_tls_wrap(struct smtp_session *s)
+{
+	struct bufferevent *tls;
+	SSL *ssl;
+
+	if ((ssl = tls_server_ssl(s->tls_ctx)) == NULL)
+		return -1;
+	tls = bufferevent_openssl_filter_new(bufferevent_get_base(s->bev), s->bev,
+	    ssl, BUFFEREVENT_SSL_ACCEPTING,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (tls == NULL) {
+		SSL_free(ssl);
+		return -1;
+	}
+	bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+	s->bev = tls;
+	smtp_chat_setup(s);
+	s->tls = SMTP_TLS_HANDSHAKE;
+	return 0;
+}
+
+int
+smtp_peer_cmd_starttls(struct smtp_session *s, const char *args)
+{
+	struct evbuffer *in;
+
+	(void)args;
+	if (s->tls != SMTP_TLS_NONE) {
+		smtp_error(s, "503 5.5.1 Error: TLS already active");
+		return SMTP_VERB_OK;
+	}
+	if (!smtp_peer_starttls_offered(s)) {
+		smtp_error(s, "502 5.5.1 Error: command not implemented");
+		return SMTP_VERB_OK;
+	}
+	if (s->tls_ctx == NULL) {
+		smtp_reply(s, "454 4.7.0 TLS not available due to temporary reason");
+		return SMTP_VERB_OK;
+	}
+	smtp_reply(s, "220 2.0.0 Ready to start TLS");
+	/*
+	 * CVE-2011-0411: whatever the client pipelined after STARTTLS was
+	 * sent in the clear and must not run inside the TLS session.
+	 */
+	in = bufferevent_get_input(s->bev);
+	if (evbuffer_get_length(in) > 0) {
+		log_info("%016llx smtp discarded %zu bytes pipelined after STARTTLS",
+		    s->id, evbuffer_get_length(in));
+		evbuffer_drain(in, evbuffer_get_length(in));
+	}
+	/* The 220 still sits in the plain bufferevent's output: it goes first. */
+	if (smtp_peer_tls_wrap(s) == -1) {
+		smtp_reply(s, "421 4.7.0 %s TLS setup failed", s->cfg->hostname);
+		smtp_enter_state(s, SMTP_STATE_QUIT);
+		return SMTP_VERB_OK;
+	}
+	/* RFC 3207 4.2: forget everything learnt before TLS; EHLO again. */
+	smtp_tx_reset(s);
+	free(s->auth_id);
+	s->auth_id = NULL;
+	s->helo[0] = '\0';
+	s->flags &= ~SMTP_F_ESMTP;
+	smtp_relay_close(s);
+	s->tls = SMTP_TLS_HANDSHAKE;
+	smtp_enter_state(s, SMTP_STATE_COMMAND);
+	return SMTP_VERB_OK;
 }

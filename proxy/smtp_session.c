@@ -8,7 +8,8 @@
  *	smtp_session.c	start, the state funnel (smtp_enter_state), reading
  *			and framing commands, the verb table, the completion
  *			funnel for filter verdicts (smtp_resume), end and free
- *	smtp_peer.c	who the client is: PROXY header, forward-confirmed rDNS
+ *	smtp_peer.c	who the client is: PROXY header, forward-confirmed rDNS,
+ *			HELO/EHLO, STARTTLS
  *	smtp_chat.c	replies to the client and the output side
  *	smtp_auth.c	AUTH, relayed to the upstream
  *	smtp_tx.c	struct smtp_tx: one transaction, made at MAIL
@@ -351,86 +352,8 @@ smtp_verb_filter(struct smtp_session *s, const char *str)
 	smtp_filter(s, s->verb->step, str);
 }
 
-static int
-smtp_starttls_offered(const struct smtp_session *s)
-{
-	return s->listener != NULL && s->tls == SMTP_TLS_NONE &&
-	    (s->listener->tls == CONFIG_TLS_STARTTLS ||
-	    s->listener->tls == CONFIG_TLS_REQUIRED);
-}
-
 /* A refused name is forgotten: the client must say HELO/EHLO again. */
-static void
-smtp_helo_refused(struct smtp_session *s, const struct filter_result *res)
-{
-	(void)res;
-	s->helo[0] = '\0';
-	smtp_resume(s, SMTP_STATE_COMMAND);
-}
-
 /* The HELO/EHLO reply, EHLO's with what the proxy itself honours. */
-static void
-smtp_helo_proceed(struct smtp_session *s, const struct filter_result *res)
-{
-	char auth[160];
-
-	(void)res;
-	s->offer = smtp_relay_offer_flags(s);
-	if (!(s->flags & SMTP_F_ESMTP)) {
-		smtp_reply(s, "250 %s", s->cfg->hostname);
-		smtp_resume(s, SMTP_STATE_COMMAND);
-		return;
-	}
-	/* Advertise only what the proxy itself honours (smtp_relay_offer_flags). */
-	smtp_auth_offer(s, auth, sizeof auth);
-	smtp_reply(s, "250-%s\n250-PIPELINING\n250-SIZE %zu\n%s%s%s%s%s250-CHUNKING\n"
-	    "250 ENHANCEDSTATUSCODES",
-	    s->cfg->hostname, smtp_relay_size_limit(s), auth,
-	    smtp_mail_offer_8bitmime(s) ? "250-8BITMIME\n" : "",
-	    smtp_mail_offer_smtputf8(s) ? "250-SMTPUTF8\n" : "",
-	    smtp_mail_offer_dsn(s) ? "250-DSN\n" : "",
-	    smtp_starttls_offered(s) ? "250-STARTTLS\n" : "");
-	smtp_resume(s, SMTP_STATE_COMMAND);
-}
-
-static const struct smtp_step smtp_helo_step = {
-	FILTER_PH_HELO, "HELO", smtp_helo_refused, smtp_helo_proceed
-};
-
-static int
-smtp_cmd_helo_common(struct smtp_session *s, const char *args, int esmtp)
-{
-	if (smtp_parse_helo(args) == -1 || strlen(args) > SMTP_HELO_MAX)
-		return SMTP_VERB_SYNTAX;
-	/* RFC 5321 4.1.4: EHLO/HELO resets the transaction like RSET. */
-	smtp_tx_reset(s);
-	/*
-	 * The upstream connection was told the old name (XCLIENT HELO=,
-	 * XFORWARD HELO=): a new name needs a new connection, unless that
-	 * one carries the client's AUTH.
-	 */
-	if (s->auth_id == NULL &&
-	    (strcmp(s->helo, args) != 0 ||
-	    ((s->flags & SMTP_F_ESMTP) != 0) != esmtp))
-		smtp_relay_close(s);
-	snprintf(s->helo, sizeof s->helo, "%s", args);
-	SMTP_FLAG_SET(s->flags, SMTP_F_ESMTP, esmtp);
-	smtp_verb_filter(s, s->helo);
-	return SMTP_VERB_OK;
-}
-
-static int
-smtp_cmd_ehlo(struct smtp_session *s, const char *args)
-{
-	return smtp_cmd_helo_common(s, args, 1);
-}
-
-static int
-smtp_cmd_helo(struct smtp_session *s, const char *args)
-{
-	return smtp_cmd_helo_common(s, args, 0);
-}
-
 static int
 smtp_cmd_rset(struct smtp_session *s, const char *args)
 {
@@ -482,51 +405,6 @@ smtp_cmd_not_implemented(struct smtp_session *s, const char *args)
 	return SMTP_VERB_OK;
 }
 
-static int
-smtp_cmd_starttls(struct smtp_session *s, const char *args)
-{
-	struct evbuffer *in;
-
-	(void)args;
-	if (s->tls != SMTP_TLS_NONE) {
-		smtp_error(s, "503 5.5.1 Error: TLS already active");
-		return SMTP_VERB_OK;
-	}
-	if (!smtp_starttls_offered(s))
-		return smtp_cmd_not_implemented(s, args);
-	if (s->tls_ctx == NULL) {
-		smtp_reply(s, "454 4.7.0 TLS not available due to temporary reason");
-		return SMTP_VERB_OK;
-	}
-	smtp_reply(s, "220 2.0.0 Ready to start TLS");
-	/*
-	 * CVE-2011-0411: whatever the client pipelined after STARTTLS was
-	 * sent in the clear and must not run inside the TLS session.
-	 */
-	in = bufferevent_get_input(s->bev);
-	if (evbuffer_get_length(in) > 0) {
-		log_info("%016llx smtp discarded %zu bytes pipelined after STARTTLS",
-		    s->id, evbuffer_get_length(in));
-		evbuffer_drain(in, evbuffer_get_length(in));
-	}
-	/* The 220 still sits in the plain bufferevent's output: it goes first. */
-	if (smtp_chat_tls_wrap(s) == -1) {
-		smtp_reply(s, "421 4.7.0 %s TLS setup failed", s->cfg->hostname);
-		smtp_enter_state(s, SMTP_STATE_QUIT);
-		return SMTP_VERB_OK;
-	}
-	/* RFC 3207 4.2: forget everything learnt before TLS; EHLO again. */
-	smtp_tx_reset(s);
-	free(s->auth_id);
-	s->auth_id = NULL;
-	s->helo[0] = '\0';
-	s->flags &= ~SMTP_F_ESMTP;
-	smtp_relay_close(s);
-	s->tls = SMTP_TLS_HANDSHAKE;
-	smtp_enter_state(s, SMTP_STATE_COMMAND);
-	return SMTP_VERB_OK;
-}
-
 /*
  * The verbs and what each needs before it runs (SMTP_VERB_* in smtp_int.h).
  * PRE_TLS: allowed before STARTTLS on a listener that requires TLS;
@@ -538,9 +416,9 @@ smtp_cmd_starttls(struct smtp_session *s, const char *args)
 static const struct smtp_verb smtp_verbs[] = {
 	/* verb, its syntax for 501, preconditions, filter phase, function */
 	{ SMTP_CMD_HELO, "HELO hostname", SMTP_VERB_ARGS | PRE_TLS,
-	    &smtp_helo_step, smtp_cmd_helo },
+	    &smtp_peer_step_helo, smtp_peer_cmd_helo },
 	{ SMTP_CMD_EHLO, "EHLO hostname", SMTP_VERB_ARGS | PRE_TLS,
-	    &smtp_helo_step, smtp_cmd_ehlo },
+	    &smtp_peer_step_helo, smtp_peer_cmd_ehlo },
 	{ SMTP_CMD_MAIL, NULL, SMTP_VERB_NEED_HELO,
 	    &smtp_mail_step_mail, smtp_mail_cmd_mail },
 	{ SMTP_CMD_RCPT, NULL, NEED_MAIL,
@@ -556,7 +434,7 @@ static const struct smtp_verb smtp_verbs[] = {
 	    smtp_cmd_vrfy },
 	{ SMTP_CMD_HELP, NULL, PRE_TLS, NULL, smtp_cmd_help },
 	{ SMTP_CMD_STARTTLS, "STARTTLS", SMTP_VERB_NO_ARGS | PRE_TLS, NULL,
-	    smtp_cmd_starttls },
+	    smtp_peer_cmd_starttls },
 	{ SMTP_CMD_AUTH, "AUTH mechanism [initial-response]", PRE_TLS, NULL,
 	    smtp_auth_cmd },
 	/* Never taken from a client: they would make us lie to the upstream. */
