@@ -227,9 +227,12 @@ struct smtp_tx {
 	size_t			 headlen;
 	size_t			 head_prefix;	/* fields we put before the client's */
 	size_t			 head_added;	/* start of the fields appended after them */
-	/* Upstream */
 };
 
+/*
+ * One client connection: who it is, where it stands (state, flags), the
+ * buffers it reuses, its upstream, and its transaction when one is open.
+ */
 struct smtp_session {
 	unsigned long long	 id;
 	struct smtp_host	*host;		/* who runs it (smtp_session.h) */
