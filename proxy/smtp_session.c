@@ -480,7 +480,8 @@ smtp_command(struct smtp_session *s, const char *line)
 		if (smtp_verbs[i].cmd == cmd)
 			v = &smtp_verbs[i];
 	if (v == NULL) {
-		smtp_error(s, "502 5.5.2 Error: command not recognized");
+		/* RFC 5321 4.2.4: 500 unrecognized (502 is known, not done). */
+		smtp_error(s, "500 5.5.2 Error: command not recognized");
 		return;
 	}
 	if (((v->flags & SMTP_VERB_NO_ARGS) && *args != '\0') ||

@@ -43,7 +43,7 @@ def main():
         reply_is(c.cmd(cmd), 502, '5.5.1', '%s: 502 5.5.1' % cmd.split(' ')[0])
     # BDAT is implemented: without MAIL the (empty) chunk is consumed, then 503.
     reply_is(c.cmd('BDAT 0 LAST'), 503, '5.5.1', 'BDAT without MAIL: 503 5.5.1')
-    reply_is(c.cmd('XYZZY'), 502, '5.5.2', 'unknown command: 502 5.5.2')
+    reply_is(c.cmd('XYZZY'), 500, '5.5.2', 'unknown command: 500 5.5.2 (RFC 5321 4.2.4)')
     reply_is(c.cmd('NOOP'), 250, None, 'in step')
     c.quit()
 
