@@ -544,6 +544,62 @@ smtp_input_ended(struct smtp_session *s)
 	smtp_enter_state(s, SMTP_STATE_QUIT);
 }
 
+/*
+ * No command is read now: the client does not read its replies
+ * (backpressure: stop reading it until it drains, smtp_chat_writecb; its
+ * input is capped by the read watermark meanwhile), or a drain closes an
+ * idle session.  1 when held.
+ */
+static int
+smtp_command_held(struct smtp_session *s)
+{
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) >
+	    SMTP_OUTPUT_HIGH) {
+		s->flags |= SMTP_F_OUTPUT_FULL;
+		bufferevent_disable(s->bev, EV_READ);
+		smtp_line_wait(s);
+		return 1;
+	}
+	if ((s->flags & SMTP_F_DRAINING) && s->tx == NULL &&
+	    evbuffer_get_length(bufferevent_get_input(s->bev)) == 0) {
+		smtp_reply(s, "421 4.3.2 %s Service shutting down",
+		    s->cfg->hostname);
+		smtp_enter_state(s, SMTP_STATE_QUIT);
+		return 1;
+	}
+	return 0;
+}
+
+/* One framed command line (len with its CRLF), or why it is none. */
+static void
+smtp_command_line(struct smtp_session *s, enum smtp_line kind, char *line,
+    size_t len)
+{
+	switch (kind) {
+	case SMTP_LINE_TOO_LONG:
+		smtp_error(s, "500 5.5.2 Error: line too long");
+		break;
+	case SMTP_LINE_BARE_EOL:
+		smtp_error(s, "500 5.5.2 Error: bare CR or LF in command");
+		break;
+	case SMTP_LINE_NUL:
+		smtp_error(s, "500 5.5.2 Error: NUL character in command");
+		break;
+	case SMTP_LINE_OK:
+		line[len - 2] = '\0';
+		/* Never log credentials (an AUTH initial response). */
+		if (str_ncasecmp(line, "AUTH ", 5) == 0)
+			log_debug("%016llx smtp <<< AUTH (credentials not logged)",
+			    s->id);
+		else
+			log_debug("%016llx smtp <<< %s", s->id, line);
+		smtp_command(s, line);
+		break;
+	default:
+		fatalx("smtp_command_line: bad kind %d", kind);
+	}
+}
+
 static void
 smtp_process_once(struct smtp_session *s)
 {
@@ -568,55 +624,14 @@ smtp_process_once(struct smtp_session *s)
 				goto more;
 			continue;
 		}
-		if (s->state != SMTP_STATE_COMMAND)
+		if (s->state != SMTP_STATE_COMMAND || smtp_command_held(s))
 			break;
-		/*
-		 * Backpressure: a client that pipelines without reading its
-		 * replies would make us queue them forever.  Stop reading it
-		 * until it drains (smtp_chat_writecb); its input is capped by the
-		 * read watermark meanwhile.
-		 */
-		if (evbuffer_get_length(bufferevent_get_output(s->bev)) >
-		    SMTP_OUTPUT_HIGH) {
-			s->flags |= SMTP_F_OUTPUT_FULL;
-			bufferevent_disable(s->bev, EV_READ);
-			smtp_line_wait(s);
-			break;
-		}
-		if ((s->flags & SMTP_F_DRAINING) && s->tx == NULL &&
-		    evbuffer_get_length(bufferevent_get_input(s->bev)) == 0) {
-			smtp_reply(s, "421 4.3.2 %s Service shutting down",
-			    s->cfg->hostname);
-			smtp_enter_state(s, SMTP_STATE_QUIT);
-			break;
-		}
 		kind = smtp_frame_line(bufferevent_get_input(s->bev),
 		    &s->skipping, line, SMTP_CMD_LINE_MAX, &len);
-		if (kind != SMTP_LINE_NONE)
-			s->flags &= ~SMTP_F_LINE_TIMED;	/* the next line is a new wait */
-		switch (kind) {
-		case SMTP_LINE_NONE:
+		if (kind == SMTP_LINE_NONE)
 			goto more;
-		case SMTP_LINE_TOO_LONG:
-			smtp_error(s, "500 5.5.2 Error: line too long");
-			continue;
-		case SMTP_LINE_BARE_EOL:
-			smtp_error(s, "500 5.5.2 Error: bare CR or LF in command");
-			continue;
-		case SMTP_LINE_NUL:
-			smtp_error(s, "500 5.5.2 Error: NUL character in command");
-			continue;
-		case SMTP_LINE_OK:
-			line[len - 2] = '\0';
-			/* Never log credentials (an AUTH initial response). */
-			if (str_ncasecmp(line, "AUTH ", 5) == 0)
-				log_debug("%016llx smtp <<< AUTH (credentials not logged)",
-				    s->id);
-			else
-				log_debug("%016llx smtp <<< %s", s->id, line);
-			smtp_command(s, line);
-			continue;
-		}
+		s->flags &= ~SMTP_F_LINE_TIMED;	/* the next line is a new wait */
+		smtp_command_line(s, kind, line, len);
 	}
 	s->flags &= ~SMTP_F_PROCESSING;
 	return;
@@ -750,6 +765,25 @@ static const struct smtp_step smtp_connect_step = {
 	smtp_connect_proceed
 };
 
+/* The client's bufferevent: TLS from the first byte on a port-465 listener. */
+static void
+smtp_session_bev(struct smtp_session *s, struct event_base *base, int fd)
+{
+	if (s->listener != NULL && s->listener->tls == CONFIG_TLS_IMPLICIT &&
+	    !s->listener->proxy_protocol) {
+		SSL *ssl = tls_server_ssl(s->tls_ctx);
+
+		s->bev = ssl == NULL ? NULL : bufferevent_openssl_socket_new(base, fd,
+		    ssl, BUFFEREVENT_SSL_ACCEPTING,
+		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+		if (s->bev != NULL)
+			bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
+		s->tls = SMTP_TLS_HANDSHAKE;
+	} else
+		s->bev = bufferevent_socket_new(base, fd,
+		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+}
+
 void
 smtp_session_start(struct smtp_host *h, int fd, const struct sockaddr *sa,
     socklen_t salen, struct runtime *rt, size_t listener)
@@ -777,19 +811,7 @@ smtp_session_start(struct smtp_host *h, int fd, const struct sockaddr *sa,
 	spool_init(&s->spool, cfg->limits.spool_memory, cfg->spool_dir);
 	spool_init(&s->newbody, cfg->limits.spool_memory, cfg->spool_dir);
 	s->listener = listener < cfg->nlisteners ? &cfg->listeners[listener] : NULL;
-	if (s->listener != NULL && s->listener->tls == CONFIG_TLS_IMPLICIT &&
-	    !s->listener->proxy_protocol) {
-		SSL *ssl = tls_server_ssl(s->tls_ctx);
-
-		s->bev = ssl == NULL ? NULL : bufferevent_openssl_socket_new(base, fd,
-		    ssl, BUFFEREVENT_SSL_ACCEPTING,
-		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-		if (s->bev != NULL)
-			bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
-		s->tls = SMTP_TLS_HANDSHAKE;
-	} else
-		s->bev = bufferevent_socket_new(base, fd,
-		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	smtp_session_bev(s, base, fd);
 	host.msg_read = smtp_eom_msg_read;
 	host.arg = s;
 	smtp_facts(s);
