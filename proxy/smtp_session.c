@@ -6,8 +6,10 @@
  *	smtp_* files in this order to follow one message:
  *
  *	smtp_session.c	start, the state funnel (smtp_enter_state), reading
- *			and framing commands, the verb table, the completion
- *			funnel for filter verdicts (smtp_resume), end and free
+ *			and framing commands, the verb table (smtp_verbs:
+ *			preconditions, syntax, filter phase), the completion
+ *			funnel for filter verdicts (smtp_filter_done), end
+ *			and free
  *	smtp_peer.c	who the client is: PROXY header, forward-confirmed rDNS,
  *			HELO/EHLO, STARTTLS
  *	smtp_chat.c	replies to the client and the output side
@@ -17,10 +19,13 @@
  *	smtp_data.c	DATA and BDAT: the message into the spool
  *	smtp_eom.c	end of message: filter replay, decision, header edits
  *	smtp_relay.c	everything that talks to the delivery side
- *	smtp_int.h	struct smtp_session and the family's shared prototypes
+ *	smtp_int.h	struct smtp_session, struct smtp_tx, the verb and step
+ *			structs, the family's shared prototypes
  *
  *	Commands are framed strictly (CRLF only, bounded, no NUL); each verb
- *	runs check -> filter phase -> proceed.  The proxy answers everything
+ *	runs check (its row's preconditions, then its own) -> filter phase
+ *	(struct smtp_step) -> proceed.  The session never calls its owner:
+ *	the worker (or `frontmx check`) hands it a struct smtp_host.  The proxy answers everything
  *	but MAIL, RCPT, AUTH and the message itself (greeting, EHLO, 354,
  *	RSET, NOOP, ...).  Replies leave in command order because the session
  *	handles one command at a time and does not read the next one while an
