@@ -408,9 +408,8 @@ smtp_data_cmd_bdat(struct smtp_session *s, const char *args)
 	}
 	s->bdat_left = size;
 	SMTP_FLAG_SET(s->flags, SMTP_F_BDAT_LAST, *end != '\0');
-	/* The preconditions the verb table leaves to BDAT (smtp_verb_unmet). */
-	s->bdat_refuse = smtp_verb_unmet(s, SMTP_VERB_NEED_MAIL |
-	    SMTP_VERB_NEED_RCPT);
+	/* Its row's preconditions, answered after the chunk (SMTP_VERB_CHUNK). */
+	s->bdat_refuse = smtp_verb_unmet(s, s->verb->flags);
 	if (s->bdat_refuse != NULL || (s->tx->flags & SMTP_TX_BDAT)) {
 		smtp_enter_state(s, SMTP_STATE_BDAT);
 		return SMTP_VERB_OK;

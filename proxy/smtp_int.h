@@ -110,7 +110,8 @@ enum smtp_mail_param {
 
 /*
  * A verb's preconditions (the verb table, smtp_session.c): the dispatcher
- * checks them in this order and writes their 501/503/530 replies itself.
+ * checks the syntax, then smtp_verb_unmet() the rest (530 where TLS is
+ * required and missing, then 503), and writes their replies itself.
  */
 #define SMTP_VERB_NO_ARGS	0x01	/* 501 Syntax when arguments follow */
 #define SMTP_VERB_ARGS		0x02	/* 501 Syntax when none do */
@@ -118,6 +119,7 @@ enum smtp_mail_param {
 #define SMTP_VERB_NEED_MAIL	0x08	/* 503 need MAIL command */
 #define SMTP_VERB_NEED_RCPT	0x10	/* 503 need RCPT, 554 after refused ones */
 #define SMTP_VERB_PRE_TLS	0x20	/* allowed before STARTTLS where TLS is required */
+#define SMTP_VERB_CHUNK		0x40	/* BDAT: the verb checks the rest after its chunk */
 
 /* What a verb function returns. */
 #define SMTP_VERB_OK		0	/* it answered, or started what will */

@@ -412,15 +412,15 @@ smtp_cmd_not_implemented(struct smtp_session *s, const char *args)
 
 /*
  * The verbs and what each needs before it runs (SMTP_VERB_* in smtp_int.h).
- * PRE_TLS: allowed before STARTTLS on a listener that requires TLS;
- * AUTH and BDAT refuse for themselves (AUTH is not offered before TLS,
- * BDAT must consume its chunk first), the rest answer 502 anyway.
+ * PRE_TLS: allowed before STARTTLS on a listener that requires TLS (RFC
+ * 3207 4: NOOP, EHLO, STARTTLS and QUIT; the rest get 530).  BDAT reads
+ * its chunk before its preconditions are checked (CHUNK).
  */
 #define PRE_TLS		SMTP_VERB_PRE_TLS
 #define NEED_MAIL	SMTP_VERB_NEED_MAIL
 static const struct smtp_verb smtp_verbs[] = {
 	/* verb, its syntax for 501, preconditions, filter phase, function */
-	{ SMTP_CMD_HELO, "HELO hostname", SMTP_VERB_ARGS | PRE_TLS,
+	{ SMTP_CMD_HELO, "HELO hostname", SMTP_VERB_ARGS,
 	    &smtp_peer_step_helo, smtp_peer_cmd_helo },
 	{ SMTP_CMD_EHLO, "EHLO hostname", SMTP_VERB_ARGS | PRE_TLS,
 	    &smtp_peer_step_helo, smtp_peer_cmd_ehlo },
@@ -430,33 +430,37 @@ static const struct smtp_verb smtp_verbs[] = {
 	    &smtp_mail_step_rcpt, smtp_mail_cmd_rcpt },
 	{ SMTP_CMD_DATA, "DATA", SMTP_VERB_NO_ARGS | NEED_MAIL | SMTP_VERB_NEED_RCPT,
 	    &smtp_data_step_data, smtp_data_cmd_data },
-	{ SMTP_CMD_BDAT, NULL, PRE_TLS,
+	{ SMTP_CMD_BDAT, NULL, SMTP_VERB_CHUNK | NEED_MAIL | SMTP_VERB_NEED_RCPT,
 	    &smtp_data_step_bdat, smtp_data_cmd_bdat },
-	{ SMTP_CMD_RSET, "RSET", SMTP_VERB_NO_ARGS | PRE_TLS, NULL, smtp_cmd_rset },
+	{ SMTP_CMD_RSET, "RSET", SMTP_VERB_NO_ARGS, NULL, smtp_cmd_rset },
 	{ SMTP_CMD_NOOP, NULL, PRE_TLS, NULL, smtp_cmd_noop },
 	{ SMTP_CMD_QUIT, NULL, PRE_TLS, NULL, smtp_cmd_quit },
-	{ SMTP_CMD_VRFY, "VRFY address", SMTP_VERB_ARGS | PRE_TLS, NULL,
-	    smtp_cmd_vrfy },
-	{ SMTP_CMD_HELP, NULL, PRE_TLS, NULL, smtp_cmd_help },
+	{ SMTP_CMD_VRFY, "VRFY address", SMTP_VERB_ARGS, NULL, smtp_cmd_vrfy },
+	{ SMTP_CMD_HELP, NULL, 0, NULL, smtp_cmd_help },
 	{ SMTP_CMD_STARTTLS, "STARTTLS", SMTP_VERB_NO_ARGS | PRE_TLS, NULL,
 	    smtp_peer_cmd_starttls },
-	{ SMTP_CMD_AUTH, "AUTH mechanism [initial-response]", PRE_TLS, NULL,
+	{ SMTP_CMD_AUTH, "AUTH mechanism [initial-response]", 0, NULL,
 	    smtp_auth_cmd },
 	/* Never taken from a client: they would make us lie to the upstream. */
-	{ SMTP_CMD_EXPN, NULL, PRE_TLS, NULL, smtp_cmd_not_implemented },
-	{ SMTP_CMD_XCLIENT, NULL, PRE_TLS, NULL, smtp_cmd_not_implemented },
-	{ SMTP_CMD_XFORWARD, NULL, PRE_TLS, NULL, smtp_cmd_not_implemented },
+	{ SMTP_CMD_EXPN, NULL, 0, NULL, smtp_cmd_not_implemented },
+	{ SMTP_CMD_XCLIENT, NULL, 0, NULL, smtp_cmd_not_implemented },
+	{ SMTP_CMD_XFORWARD, NULL, 0, NULL, smtp_cmd_not_implemented },
 };
 #undef PRE_TLS
 #undef NEED_MAIL
 
 /*
- * The refusal for the first of the NEED_* preconditions in flags that the
- * session does not meet, or NULL.  BDAT uses it too, after its chunk.
+ * The refusal for the first precondition in flags (a row's) that the
+ * session does not meet, or NULL: TLS first where the listener requires
+ * it, then the NEED_* ones.  BDAT uses it too, after its chunk.
  */
 const char *
 smtp_verb_unmet(const struct smtp_session *s, unsigned flags)
 {
+	if (!(flags & SMTP_VERB_PRE_TLS) && s->listener != NULL &&
+	    s->listener->tls == CONFIG_TLS_REQUIRED &&
+	    s->tls != SMTP_TLS_ACTIVE)
+		return "530 5.7.0 Must issue a STARTTLS command first";
 	if ((flags & SMTP_VERB_NEED_HELO) && s->helo[0] == '\0')
 		return "503 5.5.1 Error: send HELO/EHLO first";
 	if ((flags & SMTP_VERB_NEED_MAIL) && s->tx == NULL)
@@ -469,8 +473,8 @@ smtp_verb_unmet(const struct smtp_session *s, unsigned flags)
 
 /*
  * One command line: find the verb, check its preconditions in the
- * order the table's flags list them, run it.  The 501 and 503 replies
- * for those are written here only.
+ * order the table's flags list them, run it.  The 501, 503 and 530
+ * replies for those are written here only (BDAT's after its chunk).
  */
 static void
 smtp_command(struct smtp_session *s, const char *line)
@@ -489,19 +493,16 @@ smtp_command(struct smtp_session *s, const char *line)
 		smtp_error(s, "500 5.5.2 Error: command not recognized");
 		return;
 	}
-	if (((v->flags & SMTP_VERB_NO_ARGS) && *args != '\0') ||
-	    ((v->flags & SMTP_VERB_ARGS) && *args == '\0')) {
+	/* A CHUNK verb (BDAT) reads its chunk first, then checks. */
+	if (!(v->flags & SMTP_VERB_CHUNK) &&
+	    (((v->flags & SMTP_VERB_NO_ARGS) && *args != '\0') ||
+	    ((v->flags & SMTP_VERB_ARGS) && *args == '\0'))) {
 		smtp_error(s, "501 5.5.4 Syntax: %s", v->syntax);
 		return;
 	}
-	if ((unmet = smtp_verb_unmet(s, v->flags)) != NULL) {
+	if (!(v->flags & SMTP_VERB_CHUNK) &&
+	    (unmet = smtp_verb_unmet(s, v->flags)) != NULL) {
 		smtp_error(s, "%s", unmet);
-		return;
-	}
-	if (!(v->flags & SMTP_VERB_PRE_TLS) && s->listener != NULL &&
-	    s->listener->tls == CONFIG_TLS_REQUIRED &&
-	    s->tls != SMTP_TLS_ACTIVE) {
-		smtp_error(s, "530 5.7.0 Must issue a STARTTLS command first");
 		return;
 	}
 	s->verb = v;
