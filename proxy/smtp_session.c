@@ -439,8 +439,9 @@ static const struct smtp_verb smtp_verbs[] = {
 	{ SMTP_CMD_HELP, NULL, 0, NULL, smtp_cmd_help },
 	{ SMTP_CMD_STARTTLS, "STARTTLS", SMTP_VERB_NO_ARGS | PRE_TLS, NULL,
 	    smtp_peer_cmd_starttls },
-	{ SMTP_CMD_AUTH, "AUTH mechanism [initial-response]", 0, NULL,
-	    smtp_auth_cmd },
+	/* After STARTTLS the client must EHLO again (RFC 3207 4.2). */
+	{ SMTP_CMD_AUTH, "AUTH mechanism [initial-response]",
+	    SMTP_VERB_NEED_HELO, NULL, smtp_auth_cmd },
 	/* Never taken from a client: they would make us lie to the upstream. */
 	{ SMTP_CMD_EXPN, NULL, 0, NULL, smtp_cmd_not_implemented },
 	{ SMTP_CMD_XCLIENT, NULL, 0, NULL, smtp_cmd_not_implemented },
