@@ -60,11 +60,7 @@ int
 smtp_data_cmd_data(struct smtp_session *s, const char *args)
 {
 	(void)args;
-	if (s->tx->flags & SMTP_TX_BDAT) {
-		/* RFC 3030 3: DATA and BDAT never mix in one transaction. */
-		smtp_error(s, "503 5.5.1 Error: BDAT transaction in progress");
-		return SMTP_VERB_OK;
-	}
+	/* Not after a BDAT chunk: its row lacks SMTP_VERB_IN_BDAT (RFC 3030 3). */
 	smtp_verb_filter(s, NULL);
 	return SMTP_VERB_OK;
 }

@@ -120,6 +120,7 @@ enum smtp_mail_param {
 #define SMTP_VERB_NEED_RCPT	0x10	/* 503 need RCPT, 554 after refused ones */
 #define SMTP_VERB_PRE_TLS	0x20	/* allowed before STARTTLS where TLS is required */
 #define SMTP_VERB_CHUNK		0x40	/* BDAT: the verb checks the rest after its chunk */
+#define SMTP_VERB_IN_BDAT	0x80	/* allowed between BDAT chunks (else 503) */
 
 /* What a verb function returns. */
 #define SMTP_VERB_OK		0	/* it answered, or started what will */

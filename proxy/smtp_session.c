@@ -413,11 +413,14 @@ smtp_cmd_not_implemented(struct smtp_session *s, const char *args)
 /*
  * The verbs and what each needs before it runs (SMTP_VERB_* in smtp_int.h).
  * PRE_TLS: allowed before STARTTLS on a listener that requires TLS (RFC
- * 3207 4: NOOP, EHLO, STARTTLS and QUIT; the rest get 530).  BDAT reads
- * its chunk before its preconditions are checked (CHUNK).
+ * 3207 4: NOOP, EHLO, STARTTLS and QUIT; the rest get 530).  IN_BDAT:
+ * allowed between a BDAT transaction's chunks (RFC 3030 2: BDAT, RSET,
+ * NOOP, QUIT; the rest get 503 until BDAT LAST).  BDAT reads its chunk
+ * before its preconditions are checked (CHUNK).
  */
 #define PRE_TLS		SMTP_VERB_PRE_TLS
 #define NEED_MAIL	SMTP_VERB_NEED_MAIL
+#define IN_BDAT		SMTP_VERB_IN_BDAT
 static const struct smtp_verb smtp_verbs[] = {
 	/* verb, its syntax for 501, preconditions, filter phase, function */
 	{ SMTP_CMD_HELO, "HELO hostname", SMTP_VERB_ARGS,
@@ -430,11 +433,12 @@ static const struct smtp_verb smtp_verbs[] = {
 	    &smtp_mail_step_rcpt, smtp_mail_cmd_rcpt },
 	{ SMTP_CMD_DATA, "DATA", SMTP_VERB_NO_ARGS | NEED_MAIL | SMTP_VERB_NEED_RCPT,
 	    &smtp_data_step_data, smtp_data_cmd_data },
-	{ SMTP_CMD_BDAT, NULL, SMTP_VERB_CHUNK | NEED_MAIL | SMTP_VERB_NEED_RCPT,
-	    &smtp_data_step_bdat, smtp_data_cmd_bdat },
-	{ SMTP_CMD_RSET, "RSET", SMTP_VERB_NO_ARGS, NULL, smtp_cmd_rset },
-	{ SMTP_CMD_NOOP, NULL, PRE_TLS, NULL, smtp_cmd_noop },
-	{ SMTP_CMD_QUIT, NULL, PRE_TLS, NULL, smtp_cmd_quit },
+	{ SMTP_CMD_BDAT, NULL, SMTP_VERB_CHUNK | NEED_MAIL | SMTP_VERB_NEED_RCPT |
+	    IN_BDAT, &smtp_data_step_bdat, smtp_data_cmd_bdat },
+	{ SMTP_CMD_RSET, "RSET", SMTP_VERB_NO_ARGS | IN_BDAT, NULL,
+	    smtp_cmd_rset },
+	{ SMTP_CMD_NOOP, NULL, PRE_TLS | IN_BDAT, NULL, smtp_cmd_noop },
+	{ SMTP_CMD_QUIT, NULL, PRE_TLS | IN_BDAT, NULL, smtp_cmd_quit },
 	{ SMTP_CMD_VRFY, "VRFY address", SMTP_VERB_ARGS, NULL, smtp_cmd_vrfy },
 	{ SMTP_CMD_HELP, NULL, 0, NULL, smtp_cmd_help },
 	{ SMTP_CMD_STARTTLS, "STARTTLS", SMTP_VERB_NO_ARGS | PRE_TLS, NULL,
@@ -449,11 +453,12 @@ static const struct smtp_verb smtp_verbs[] = {
 };
 #undef PRE_TLS
 #undef NEED_MAIL
+#undef IN_BDAT
 
 /*
  * The refusal for the first precondition in flags (a row's) that the
  * session does not meet, or NULL: TLS first where the listener requires
- * it, then the NEED_* ones.  BDAT uses it too, after its chunk.
+ * it, then an open BDAT transaction, then the NEED_* ones.  BDAT uses it too, after its chunk.
  */
 const char *
 smtp_verb_unmet(const struct smtp_session *s, unsigned flags)
@@ -462,6 +467,9 @@ smtp_verb_unmet(const struct smtp_session *s, unsigned flags)
 	    s->listener->tls == CONFIG_TLS_REQUIRED &&
 	    s->tls != SMTP_TLS_ACTIVE)
 		return "530 5.7.0 Must issue a STARTTLS command first";
+	if (!(flags & SMTP_VERB_IN_BDAT) && s->tx != NULL &&
+	    (s->tx->flags & SMTP_TX_BDAT))
+		return "503 5.5.1 Error: BDAT transaction in progress";
 	if ((flags & SMTP_VERB_NEED_HELO) && s->helo[0] == '\0')
 		return "503 5.5.1 Error: send HELO/EHLO first";
 	if ((flags & SMTP_VERB_NEED_MAIL) && s->tx == NULL)

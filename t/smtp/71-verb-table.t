@@ -19,7 +19,8 @@
 #
 # Cells once answered against the RFCs and since fixed: unknown verbs
 # 500 (was 502), 530 for every command but NOOP, EHLO, STARTTLS and QUIT
-# before STARTTLS on a required listener (was MAIL only).
+# before STARTTLS on a required listener (was MAIL only), 503 for RCPT
+# and the rest between BDAT chunks (RCPT was taken).
 #
 # VERB_TABLE_DUMP=1 prints what main answers as a table to paste into
 # EXPECT (how the table was made; every cell was then reviewed by hand).
@@ -132,7 +133,6 @@ EXPECT = {
     'MAIL x': (S503, dict((st, MAIL_OK) for st in GREETED)),
     'MAIL <>': (S503, dict((st, MAIL_OK) for st in GREETED)),
     'RCPT': (S503, dict((st, (501, '5.1.3')) for st in OPEN)),
-    # RCPT is taken in a BDAT transaction too (bdat-open)
     'RCPT x': (S503, dict((st, RCPT_250) for st in OPEN)),
     # without an accepted RCPT 503 (also when the only RCPT was refused:
     # RFC 5321 3.3 allows 503 or 554)
@@ -184,6 +184,9 @@ EXPECT = {
 REQ_PLAIN = ('req-start', 'req-ehlo')
 PRE_TLS = ('EHLO x', 'NOOP', 'NOOP x', 'STARTTLS', 'QUIT x', 'QUIT')
 R530 = (530, '5.7.0')
+# RFC 3030 2: between a transaction's BDAT chunks only BDAT, RSET, NOOP and
+# QUIT; anything else known gets 503 (a malformed one 501, unknown 500).
+IN_BDAT = ('BDAT 5', 'RSET', 'NOOP', 'NOOP x', 'QUIT x', 'QUIT')
 
 
 def expected(state, name):
@@ -191,6 +194,8 @@ def expected(state, name):
     want = exc.get(state, dflt)
     if state in REQ_PLAIN and name not in PRE_TLS and want[0] not in (500, 501):
         return R530
+    if state == 'bdat-open' and name not in IN_BDAT and want != S501 and want[0] != 500:
+        return S503
     return want
 
 

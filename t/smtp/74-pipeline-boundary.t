@@ -127,6 +127,40 @@ def bdat_groups():
     mx.finish()
 
 
+def bdat_open():
+    """Between a transaction's BDAT chunks only BDAT, RSET, NOOP and QUIT
+    are taken (RFC 3030 2): RCPT, DATA, MAIL and HELO get 503 and change
+    nothing; the message is relayed whole at BDAT LAST with its own
+    recipients.  RSET ends an open one: its chunk is never relayed."""
+    name = 'BDAT open'
+    up = Upstream()
+    mx, c = start(up, name)
+    b1, b2 = body('bdat open'), b'second chunk\r\n'
+    c.send(b'MAIL FROM:<a@ok.example>\r\nRCPT TO:<r1@example.com>\r\n'
+           b'BDAT %d\r\n%s' % (len(b1), b1) +
+           b'RCPT TO:<r2@example.com>\r\nDATA\r\nMAIL FROM:<x@ok.example>\r\n'
+           b'HELO client.example\r\nNOOP\r\n'
+           b'BDAT %d LAST\r\n%s' % (len(b2), b2))
+    rs = replies(c, 8)
+    is_([(r.code, r.enh) for r in rs],
+        [(250, '2.1.0'), (250, '2.1.5'), (250, '2.0.0'), (503, '5.5.1'), (503, '5.5.1'),
+         (503, '5.5.1'), (503, '5.5.1'), (250, '2.0.0')],
+        '%s: MAIL RCPT BDAT, then RCPT DATA MAIL HELO 503, NOOP, BDAT LAST 250' % name)
+    c.send(b'MAIL FROM:<b@ok.example>\r\nRCPT TO:<r3@example.com>\r\n'
+           b'BDAT 16\r\nSubject: reset\r\nRSET\r\n'
+           b'MAIL FROM:<c@ok.example>\r\nRCPT TO:<r4@example.com>\r\n'
+           b'BDAT %d LAST\r\n%s' % (len(b1), b1))
+    is_(codes(replies(c, 7)), [250, 250, 250, 250, 250, 250, 250],
+        '%s: MAIL RCPT BDAT, RSET, MAIL RCPT BDAT LAST' % name)
+    c.quit()
+    finish(mx, up, name, [('a@ok.example', ['r1@example.com']),
+                          ('c@ok.example', ['r4@example.com'])],
+           b'Subject: reset', 'the reset transaction\'s chunk')
+    if len(up.messages) >= 1:
+        is_(split_received(up.messages[0].data)[1], b1 + b2,
+            '%s: message 1 whole, both chunks' % name)
+
+
 def upstream_dot_held():
     """The upstream holds its reply to message 1's final dot while the
     client's next group is already in frontmx's input."""
@@ -186,7 +220,8 @@ def double_resume():
 
 def main():
     require_modules(plugin('slow_async'))
-    for part in (rset_between, refused_then_next, bdat_groups, upstream_dot_held, double_resume):
+    for part in (rset_between, refused_then_next, bdat_groups, bdat_open, upstream_dot_held,
+                 double_resume):
         part()
 
 
