@@ -968,7 +968,11 @@ FILTER_API_INT(timer, (struct fmx_ctx *h, unsigned msec, fmx_timer_fn fn,
 FILTER_API_INT(set_fact, (struct fmx_ctx *h, const char *key,
     const char *value), (c, key, value))
 
-/* Not under the lock: the answer runs the session on (filter_call_done). */
+/*
+ * Not under the lock.  The answer is acted on from the loop once the
+ * module's callback returned (filter_chain_call_resumed), never inside
+ * resume(): the session does not run on under the module's feet.
+ */
 static int
 filter_api_resume(struct fmx_ctx *h, enum fmx_verdict v)
 {
@@ -980,7 +984,7 @@ filter_api_resume(struct fmx_ctx *h, enum fmx_verdict v)
 	r = filter_resume(c, v);
 	filter_api_leave(c);
 	if (r == 1) {
-		filter_chain_call_done(c->fs, c, v);
+		filter_chain_call_resumed(c->fs, c, v);
 		r = 0;
 	}
 	return r;

@@ -699,6 +699,42 @@ filter_chain_call_done(struct filter_session *fs, struct fmx_ctx *c, enum fmx_ve
 	filter_run(fs);
 }
 
+/*
+ * The answer a module gave through resume(), from the loop: the module's
+ * callback has returned, so what it holds (its msg_data) is not freed
+ * under it by the session running on (an RSET pipelined behind).
+ */
+static void
+filter_resumed_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct filter_session *fs = arg;
+	struct fmx_ctx *c = fs->resumed;
+
+	(void)fd;
+	(void)what;
+	fs->resumed = NULL;
+	if (c == NULL || fs->done == NULL)
+		return;
+	if (filter_apply(fs, c, fs->resumed_v, 0))
+		fs->next++;
+	filter_run(fs);
+}
+
+/*
+ * resume() for c's pending call: the call ends now (a second answer is
+ * refused), the chain goes on from the loop, never inside resume().
+ */
+void
+filter_chain_call_resumed(struct filter_session *fs, struct fmx_ctx *c,
+    enum fmx_verdict v)
+{
+	filter_call_end(fs, c);
+	evtimer_del(fs->timeout);
+	fs->resumed = c;
+	fs->resumed_v = v;
+	event_active(fs->resumed_ev, EV_TIMEOUT, 0);
+}
+
 static void
 filter_run(struct filter_session *fs)
 {
@@ -823,7 +859,11 @@ filter_session_new(struct filter_chain *ch, struct event_base *base,
 		free(fs);
 		return NULL;
 	}
-	if ((fs->timeout = evtimer_new(base, filter_timeout_cb, fs)) == NULL) {
+	if ((fs->timeout = evtimer_new(base, filter_timeout_cb, fs)) == NULL ||
+	    (fs->resumed_ev = event_new(base, -1, 0, filter_resumed_cb,
+	    fs)) == NULL) {
+		if (fs->timeout != NULL)
+			event_free(fs->timeout);
 		free(fs->ctx);
 		free(fs);
 		return NULL;
@@ -960,6 +1000,7 @@ filter_chain_session_release(struct filter_session *fs)
 	}
 	filter_held_clear(fs, FILTER_PH_CONNECT);
 	event_free(fs->timeout);
+	event_free(fs->resumed_ev);
 	pthread_mutex_destroy(&fs->lock);
 	filter_chain_unref(fs->chain);
 	free(fs->ctx);
@@ -980,6 +1021,9 @@ filter_session_cancel(struct filter_session *fs)
 	fs->done = NULL;
 	fs->next = fs->n;
 	evtimer_del(fs->timeout);
+	/* A resume() taken but not yet acted on is dropped with the phase. */
+	event_del(fs->resumed_ev);
+	fs->resumed = NULL;
 	for (i = 0; i < fs->n; i++)
 		if (fs->ctx[i].waiting)
 			filter_call_end(fs, &fs->ctx[i]);

@@ -141,6 +141,14 @@ struct filter_session {
 	filter_done_fn			 done;
 	void				*done_arg;
 	struct event			*timeout;
+	/*
+	 * A module's resume() is taken, not acted on: the chain and the
+	 * session go on from the loop (filter_resumed_cb), after the
+	 * module's callback returned.  NULL: none waiting.
+	 */
+	struct event			*resumed_ev;
+	struct fmx_ctx			*resumed;
+	enum fmx_verdict		 resumed_v;
 
 	/* Message state, reset by filter_session_msg_end(). */
 	int				 msg_open;
@@ -196,6 +204,8 @@ enum fmx_verdict filter_chain_call_hook(struct filter_session *, struct fmx_ctx 
 		    enum filter_phase, const struct filter_args *);
 void		 filter_chain_call_done(struct filter_session *, struct fmx_ctx *,
 		    enum fmx_verdict);
+void		 filter_chain_call_resumed(struct filter_session *,
+		    struct fmx_ctx *, enum fmx_verdict);
 void		 filter_chain_session_release(struct filter_session *);
 
 /* filter_pool.c */

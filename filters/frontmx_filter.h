@@ -44,7 +44,11 @@
  *	an event-loop thread).  A non-blocking hook must not block: for DNS
  *	or timers it returns FMX_PENDING after starting work through the api,
  *	and calls api->resume() with the verdict when done (from the
- *	callback the core invokes on the session's thread).
+ *	callback the core invokes on the session's thread).  resume() only
+ *	records the answer: the chain and the session continue from the
+ *	event loop after the callback returned, never inside resume(), so
+ *	the callback may still use its msg_data and conn_data after it (a
+ *	pipelined RSET that ends the message runs later).
  *
  *	The struct fmx_ctx * a hook gets is a handle, not a pointer: the core
  *	looks it up on every api call.  A call with the handle of a session
@@ -229,7 +233,11 @@ struct fmx_api {
 	long		 (*msg_read)(struct fmx_ctx *, size_t off, void *buf,
 			    size_t len);
 
-	/* Asynchronous work: the session waits until resume() is called. */
+	/*
+	 * Asynchronous work: the session waits until resume() is called.
+	 * The session continues after resume() returned (from the event
+	 * loop), not inside it.  0 taken, -1 refused (no pending call).
+	 */
 	int		 (*resume)(struct fmx_ctx *, enum fmx_verdict);
 	/*
 	 * DNS through the core's resolver (cached, asynchronous); type is the
@@ -245,6 +253,11 @@ struct fmx_api {
 	 */
 	int		 (*dns_query)(struct fmx_ctx *, const char *name, int type,
 			    fmx_dns_fn, void *arg);
+	/*
+	 * One timer slot per filter per session: a second timer() call
+	 * before the first fired replaces it (the first callback never
+	 * runs).  0 started, -1 refused.
+	 */
 	int		 (*timer)(struct fmx_ctx *, unsigned msec, fmx_timer_fn,
 			    void *arg);
 

@@ -309,7 +309,9 @@ smtp_resume(struct smtp_session *s, enum smtp_state state)
 /*
  * The completion funnel: every filter phase's verdict comes back here
  * (struct smtp_step).  The phase running is s->step: one at a time, and
- * a session that stops cancels it first (smtp_cancel_async).
+ * a session that stops cancels it first (smtp_cancel_async).  A module's
+ * api->resume() lands here from the event loop, never inside resume()
+ * (filter_chain_call_resumed): what the module holds outlives its callback.
  */
 static void
 smtp_filter_done(void *arg, const struct filter_result *res)

@@ -106,30 +106,31 @@ slow_async_msg_free(void *arg)
 
 /*
  * The answer for the message m: keep it, or hand it to the waiting RCPT.
- * resume() may run the session on through the client's pipelined
- * commands before it returns (RSET, the next MAIL...), freeing m: nothing
- * of m is read after it.
+ * The session goes on only after this callback returned (the API says
+ * so), even with an RSET pipelined behind the RCPT: m is still the
+ * message's after resume(), and is read (and logged) from there, which
+ * ASan would report if the RSET freed it inside resume().
  */
 static void
 slow_async_answer(struct fmx_ctx *ctx, struct slow_async_msg *m,
     enum fmx_verdict v)
 {
 	const struct fmx_api *api = m->sa->api;
-	int r1 = 0, r2 = 0, twice = m->sa->twice, waiting = m->waiting;
-	unsigned tag = m->tag;
+	int r1 = 0, r2 = 0;
 
 	api->log(ctx, FMX_LOG_INFO, "slow_async answer tag=%u from=%s "
-	    "verdict=%s", tag, m->from, slow_async_verdict_name(v));
+	    "verdict=%s", m->tag, m->from, slow_async_verdict_name(v));
 	m->answered = 1;
 	m->verdict = v;
-	m->waiting = 0;
-	if (!waiting)
+	if (!m->waiting)
 		return;
+	m->waiting = 0;
 	r1 = api->resume(ctx, v);
-	if (twice)
+	if (m->sa->twice)
 		r2 = api->resume(ctx, v == FMX_REJECT ? FMX_CONTINUE : FMX_REJECT);
-	api->log(ctx, FMX_LOG_INFO, "slow_async resumed tag=%u resume=%d again=%d",
-	    tag, r1, r2);
+	/* m after resume(): still this message's (msg_data agrees). */
+	api->log(ctx, FMX_LOG_INFO, "slow_async resumed tag=%u resume=%d again=%d "
+	    "from=%s same=%d", m->tag, r1, r2, m->from, api->msg_data(ctx) == m);
 }
 
 static void
@@ -209,15 +210,15 @@ slow_async_eom_cb(struct fmx_ctx *ctx, void *arg)
 	struct slow_async_msg *m = arg;
 	const struct fmx_api *api = m->sa->api;
 	enum fmx_verdict v;
-	unsigned tag = m->tag;
 	int r;
 
 	v = strstr(m->from, "eomfail") != NULL ? FMX_REJECT : FMX_CONTINUE;
 	api->log(ctx, FMX_LOG_INFO, "slow_async eom answer tag=%u verdict=%s",
-	    tag, slow_async_verdict_name(v));
-	r = api->resume(ctx, v);	/* ends the message: m is freed */
-	api->log(ctx, FMX_LOG_INFO, "slow_async eom resumed tag=%u resume=%d",
-	    tag, r);
+	    m->tag, slow_async_verdict_name(v));
+	/* Ends the message, but only once this callback returned: m lives. */
+	r = api->resume(ctx, v);
+	api->log(ctx, FMX_LOG_INFO, "slow_async eom resumed tag=%u resume=%d "
+	    "from=%s", m->tag, r, m->from);
 }
 
 static enum fmx_verdict

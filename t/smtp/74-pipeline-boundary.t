@@ -186,10 +186,10 @@ def upstream_dot_held():
 
 def double_resume():
     """The module's callback resumes twice (double=1); the first answer
-    refuses RCPT 1, and the session may run on through the pipelined
-    RSET, MAIL 2 and RCPT 2 before resume() returns.  The second resume()
-    is the callback's, about RCPT 1: it must be refused, never taken as
-    the answer to RCPT 2, which waits for its own (reject)."""
+    refuses RCPT 1, and the session runs on through the pipelined RSET,
+    MAIL 2 and RCPT 2 once the callback returned, from the loop.  The
+    second resume() is the callback's, about RCPT 1: it must be refused,
+    never taken as the answer to RCPT 2, which waits for its own (reject)."""
     name = 'second resume() across a pipelined RSET'
     up = Upstream()
     mx, c = start(up, name, double=1)
@@ -205,12 +205,14 @@ def double_resume():
          '%s: the second resume() refused (-1)' % name)
     ok(b'RCPT TO:<r2@example.com>' not in up.all_bytes(),
        '%s: the refused RCPT 2 never reached the upstream' % name)
-    # slow_async reads nothing of its message state after resume(): on
-    # main, the RSET behind RCPT 1 runs inside resume() and frees it
-    with todo('resume() runs the session on before it returns (here the pipelined RSET): '
-              'the msg_data the callback holds is freed under it; frontmx_filter.h does not say so'):
-        like(mx.log(), r'slow_async resumed tag=%s [\s\S]*slow_async freed tag=%s\n' % (t1, t1),
-             '%s: message 1\'s data outlives the callback that resumed it' % name)
+    # slow_async reads its message state after resume() (ASan checks it):
+    # the session runs on (the RSET behind RCPT 1, which frees it) only
+    # once the callback returned, from the loop
+    like(mx.log(), r'slow_async resumed tag=%s resume=0 again=-1 from=a@reject\.example same=1\n'
+         r'[\s\S]*slow_async freed tag=%s\n' % (t1, t1),
+         '%s: message 1\'s data outlives the callback that resumed it' % name)
+    unlike(mx.log(), r'slow_async freed tag=%s\n[\s\S]*slow_async resumed tag=%s ' % (t1, t1),
+           '%s: never freed before the callback that resumed it returned' % name)
     reply_is(rs[5], 250, None, '%s: RSET' % name)
     reply_is(c.cmd('NOOP'), 250, None, '%s: in step' % name)
     c.quit()
