@@ -1,7 +1,8 @@
 /*
  * linebuf.c - the one growing line buffer (linebuf.h): was
- * content_line_room() in filters/content.c and the growth inside
- * dkim_rd_line() in filters/dkim.c, the same doubling with two caps.
+ * content_line_room() in filters/content.c, the growth inside
+ * dkim_rd_line() in filters/dkim.c and spool_grow() in proxy/spool.c, the
+ * same doubling with three caps.
  */
 #include <stdlib.h>
 

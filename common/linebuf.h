@@ -12,9 +12,10 @@
  *	linebuf_free(&b);
  *
  * DESCRIPTION
- *	For the filters that reassemble lines from chunks: the buffer starts
- *	at start octets and doubles until a line fits, never past max, so
- *	one long line costs what it needs and a hostile one is bounded.
+ *	For the filters that reassemble lines from chunks, and for the
+ *	message spool's memory (proxy/spool.c): the buffer starts at start
+ *	octets and doubles until a line fits, never past max, so one long
+ *	line costs what it needs and a hostile one is bounded.
  *	linebuf_reserve() makes b->p hold at least want octets (b->cap says
  *	how many); it allocates the first time even for want 0, so b->p is
  *	never NULL after it succeeded.  The caller decides what a line over

@@ -69,7 +69,7 @@ spool_flush(struct spool *sp)
 		return -1;
 	if (sp->fd == -1 || sp->memlen == 0)
 		return 0;
-	if (spool_write_all(sp, sp->mem, sp->memlen) == -1) {
+	if (spool_write_all(sp, sp->mem.p, sp->memlen) == -1) {
 		sp->error = errno;
 		return -1;
 	}
@@ -77,22 +77,18 @@ spool_flush(struct spool *sp)
 	return 0;
 }
 
+/*
+ * The buffer never needs more than mem_max (the in-memory content) or
+ * SPOOL_WBUF_SIZE (the file write buffer): spool_append() moves to the file
+ * or writes straight through before either is passed.
+ */
 static int
 spool_grow(struct spool *sp, size_t need)
 {
-	size_t cap;
-	char *p;
+	size_t max = sp->mem_max > SPOOL_WBUF_SIZE ? sp->mem_max :
+	    SPOOL_WBUF_SIZE;
 
-	if (need <= sp->memcap)
-		return 0;
-	cap = sp->memcap ? sp->memcap : 4096;
-	while (cap < need)
-		cap *= 2;
-	if ((p = realloc(sp->mem, cap)) == NULL)
-		return -1;
-	sp->mem = p;
-	sp->memcap = cap;
-	return 0;
+	return linebuf_reserve(&sp->mem, need, 4096, max);
 }
 
 int
@@ -123,7 +119,7 @@ spool_append(struct spool *sp, const void *data, size_t len)
 		sp->error = ENOMEM;
 		return -1;
 	}
-	memcpy(sp->mem + sp->memlen, data, len);
+	memcpy(sp->mem.p + sp->memlen, data, len);
 	sp->memlen += len;
 	sp->size += len;
 	return 0;
@@ -139,7 +135,7 @@ spool_read(struct spool *sp, off_t off, void *buf, size_t len)
 	if (len > sp->size - (size_t)off)
 		len = sp->size - (size_t)off;
 	if (sp->fd == -1) {
-		memcpy(buf, sp->mem + off, len);
+		memcpy(buf, sp->mem.p + off, len);
 		return (ssize_t)len;
 	}
 	if (spool_flush(sp) == -1)
@@ -161,18 +157,13 @@ spool_reset(struct spool *sp)
 	sp->size = 0;
 	sp->error = 0;
 	/* Give back big buffers; keep a small one for the next message. */
-	if (sp->memcap > SPOOL_WBUF_SIZE) {
-		free(sp->mem);
-		sp->mem = NULL;
-		sp->memcap = 0;
-	}
+	if (sp->mem.cap > SPOOL_WBUF_SIZE)
+		linebuf_free(&sp->mem);
 }
 
 void
 spool_free(struct spool *sp)
 {
 	spool_reset(sp);
-	free(sp->mem);
-	sp->mem = NULL;
-	sp->memcap = 0;
+	linebuf_free(&sp->mem);
 }

@@ -22,12 +22,13 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "linebuf.h"
+
 #define SPOOL_WBUF_SIZE	65536
 
 struct spool {
-	char	*mem;		/* in-memory content, or the file write buffer */
+	struct linebuf mem;	/* in-memory content, or the file write buffer */
 	size_t	 memlen;
-	size_t	 memcap;
 	size_t	 mem_max;	/* threshold before switching to the file */
 	int	 fd;		/* -1 while in memory */
 	off_t	 filelen;	/* bytes flushed to fd */
