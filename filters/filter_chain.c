@@ -33,7 +33,6 @@
  *	share are in filter_int.h.
  */
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +48,7 @@
 #include "filter_opt.h"
 #include "log.h"
 #include "policy.h"
+#include "refcount.h"
 #include "spf.h"
 
 static const char *const filter_phase_names[FILTER_PH_COUNT] = {
@@ -194,7 +194,7 @@ filter_chain_new(struct config *cfg, char *err, size_t errlen)
 	}
 	config_ref(cfg);
 	ch->cfg = cfg;
-	atomic_init(&ch->refcount, 1);
+	ch->refcount = 1;
 	if (cfg->nfilters > 0 &&
 	    (ch->inst = calloc(cfg->nfilters, sizeof *ch->inst)) == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -242,13 +242,13 @@ filter_chain_new(struct config *cfg, char *err, size_t errlen)
 void
 filter_chain_ref(struct filter_chain *ch)
 {
-	atomic_fetch_add(&ch->refcount, 1);
+	refcount_hold(&ch->refcount);
 }
 
 void
 filter_chain_unref(struct filter_chain *ch)
 {
-	if (ch != NULL && atomic_fetch_sub(&ch->refcount, 1) == 1)
+	if (ch != NULL && refcount_drop(&ch->refcount))
 		filter_chain_free(ch);
 }
 

@@ -57,7 +57,7 @@ struct filter_chain {
 	struct filter_instance		*inst;
 	size_t				 ninst;
 	unsigned			 wants;		/* 1u << FILTER_PH_* */
-	atomic_int			 refcount;
+	int				 refcount;	/* refcount.h */
 };
 
 struct fmx_ctx {

@@ -68,6 +68,7 @@
 
 #include "config.h"
 #include "config_int.h"
+#include "refcount.h"
 #include "strutil.h"
 
 /* How much source text config_int_literal_check() looks at. */
@@ -317,15 +318,13 @@ void
 config_ref(struct config *c)
 {
 	if (c != NULL)
-		__atomic_add_fetch(&c->refcount, 1, __ATOMIC_RELAXED);
+		refcount_hold(&c->refcount);
 }
 
 void
 config_unref(struct config *c)
 {
-	/* acq_rel: whoever frees must see every other holder's last reads. */
-	if (c != NULL &&
-	    __atomic_sub_fetch(&c->refcount, 1, __ATOMIC_ACQ_REL) == 0)
+	if (c != NULL && refcount_drop(&c->refcount))
 		config_free(c);
 }
 

@@ -190,7 +190,7 @@ struct config {
 	char			*tag_header;		/* default "X-Frontmx-Tag" */
 	char			*tag_subject_prefix;	/* default NULL: subject untouched */
 
-	int			 refcount;		/* atomic */
+	int			 refcount;		/* refcount.h */
 };
 
 struct config	*config_load(const char *file, char *err, size_t errlen);

@@ -20,11 +20,12 @@
 #include "deliver.h"
 #include "filter_chain.h"
 #include "maildir.h"
+#include "refcount.h"
 #include "runtime.h"
 #include "tls.h"
 
 struct runtime {
-	int			 refcount;	/* atomic */
+	int			 refcount;	/* refcount.h */
 	struct config		*cfg;		/* one reference */
 	struct filter_chain	*chain;		/* one reference; holds cfg too */
 	SSL_CTX			**server_ctx;	/* [cfg->nlisteners], NULL: plain */
@@ -154,15 +155,13 @@ void
 runtime_ref(struct runtime *rt)
 {
 	if (rt != NULL)
-		__atomic_add_fetch(&rt->refcount, 1, __ATOMIC_RELAXED);
+		refcount_hold(&rt->refcount);
 }
 
 void
 runtime_unref(struct runtime *rt)
 {
-	/* acq_rel: whoever frees must see every other holder's last reads. */
-	if (rt != NULL &&
-	    __atomic_sub_fetch(&rt->refcount, 1, __ATOMIC_ACQ_REL) == 0)
+	if (rt != NULL && refcount_drop(&rt->refcount))
 		runtime_free(rt);
 }
 
