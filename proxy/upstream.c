@@ -285,6 +285,24 @@ upstream_free(struct upstream *up)
 	free(up);
 }
 
+/*
+ * QUIT was answered: the orderly close.  Over TLS our close_notify goes
+ * first (RFC 8446 6.1; Exim logs "non-properly terminated" without it),
+ * and the connection is freed right after this, so the alert, which
+ * SSL_shutdown() put in the socket bufferevent under TLS, is written
+ * now: a few octets on an idle socket.  Never on an error path.
+ */
+static void
+upstream_close_notify(struct upstream *up)
+{
+	struct bufferevent *under;
+
+	if (up->bev == NULL || (under = bufferevent_get_underlying(up->bev)) == NULL)
+		return;
+	tls_close_notify(bufferevent_openssl_get_ssl(up->bev));
+	bev_flush(under);
+}
+
 /* Report the outcome of the current operation; the callback may start the next. */
 static void
 upstream_finish(struct upstream *up, enum upstream_err err,
@@ -835,6 +853,7 @@ upstream_reply(struct upstream *up)
 		upstream_reply_tx(up, code);
 		break;
 	case UP_STATE_QUIT:
+		upstream_close_notify(up);
 		upstream_enter_state(up, UP_STATE_DEAD);
 		up->closing = 1;
 		break;

@@ -387,7 +387,9 @@ class TlsScriptUpstream:
     Records .events (conn, 'plain'|'tls', command line), .messages
     (dicts: conn, mail, rcpts, data), .errors (protocol violations by the
     client, e.g. MAIL before EHLO after TLS, bytes pipelined after
-    STARTTLS), .handshakes (conn, version or error)."""
+    STARTTLS), .handshakes (conn, version or error), .closes (conn, how
+    the client closed TLS after QUIT's 221: 'close_notify', or what
+    happened instead)."""
 
     def __init__(self, certs, inject=b'', inject_late=b'', xclient=False,
                  hostname='upstream.test'):
@@ -398,11 +400,15 @@ class TlsScriptUpstream:
         self.hostname = hostname
         self.lock = threading.Condition()
         self.events, self.messages, self.errors, self.handshakes = [], [], [], []
+        self.closes = []
         self.replies = []               # (conn, bytes sent) in order
         self.nconn = 0
         self._stop = False
         self.sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.sctx.load_cert_chain(certs.cert, certs.key)
+        # Python sets it by default: an EOF without close_notify would
+        # then read as a clean end (.closes could not tell them apart)
+        self.sctx.options &= ~getattr(ssl, 'OP_IGNORE_UNEXPECTED_EOF', 0)
         self.lsock = socket.socket()
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind(('127.0.0.1', 0))
@@ -456,6 +462,18 @@ class TlsScriptUpstream:
     def wait_messages(self, n, timeout=10):
         return wait_for(lambda: len(self.messages) >= n, timeout)
 
+    def _close_seen(self, idx, s):
+        """After QUIT's 221 inside TLS: did the client close TLS with
+        close_notify (a clean end of data) or just the socket?"""
+        try:
+            how = 'close_notify' if s.recv(1) == b'' else 'data after QUIT'
+        except ssl.SSLEOFError:
+            how = 'EOF without close_notify'
+        except (OSError, ssl.SSLError) as e:
+            how = 'error: %s' % e
+        with self.lock:
+            self.closes.append((idx, how))
+
     def _serve(self, idx, s):
         s.settimeout(10)
         buf = b''
@@ -498,7 +516,9 @@ class TlsScriptUpstream:
                         time.sleep(0.2)
                         self._send(idx, s, self.inject_late)
                     try:
-                        s = self.sctx.wrap_socket(s, server_side=True)
+                        # unclean EOF raises (SSLEOFError): .closes tells them apart
+                        s = self.sctx.wrap_socket(s, server_side=True,
+                                                  suppress_ragged_eofs=False)
                         self.socks.append(s)
                         with self.lock:
                             self.handshakes.append((idx, s.version()))
@@ -539,6 +559,8 @@ class TlsScriptUpstream:
                     self._send(idx, s, b'250 2.0.0 noop (script)\r\n')
                 elif verb == 'QUIT':
                     self._send(idx, s, b'221 2.0.0 bye (script)\r\n')
+                    if tls:
+                        self._close_seen(idx, s)
                     return
                 else:
                     self._err(idx, 'unexpected command %r' % cmd)

@@ -200,6 +200,11 @@ def test_injection(d, cert):
     like(mx.log(), r'upstream sent 14 bytes after its STARTTLS 220; discarded',
          'injection: frontmx logged the 14 discarded bytes')
     ok(mx.alive(), 'injection: frontmx alive')
+    # frontmx QUITs the upstream when the session ends: after the 221 its
+    # close_notify, then the socket (not a bare close, which Exim logs)
+    ok(wait_for(lambda: len(sup.closes) >= 1, 10), 'injection: the upstream saw frontmx close TLS')
+    is_(sorted(set(how for _, how in sup.closes)), ['close_notify'],
+        'injection: close_notify after QUIT\'s 221, every connection (%r)' % (sup.closes,))
     mx.finish()
 
     # 2. the extra bytes come in a later segment, before the handshake: they
