@@ -40,7 +40,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -49,6 +48,7 @@
 
 #include "content.h"
 #include "content_int.h"
+#include "strutil.h"
 
 const char *const content_rules_scope_names[CONTENT_SCOPE_COUNT] = {
 	[CONTENT_SCOPE_HEADER] = "header",
@@ -109,7 +109,7 @@ content_rules_is_space(int c)
 static int
 content_rules_word_is(const char *word, size_t len, const char *name)
 {
-	return strlen(name) == len && strncasecmp(word, name, len) == 0;
+	return strlen(name) == len && str_ncasecmp(word, name, len) == 0;
 }
 
 /*

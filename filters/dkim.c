@@ -143,7 +143,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include <opendkim/dkim.h>
@@ -242,7 +241,7 @@ dkim_field_is(const char *name, const char *want)
 {
 	size_t n = strlen(want);
 
-	if (strncasecmp(name, want, n) != 0)
+	if (str_ncasecmp(name, want, n) != 0)
 		return 0;
 	for (name += n; *name != '\0'; name++)
 		if (!dkim_is_wsp(*name))
@@ -913,7 +912,7 @@ dkim_on_header(void *inst, struct fmx_ctx *ctx, const char *name,
 		 * "From :" (obsolete syntax) is no From field to dkimpy or
 		 * OpenDKIM: a signature over it would not verify there.
 		 */
-		if (m->nfrom++ > 0 || strcasecmp(name, "From") != 0 ||
+		if (m->nfrom++ > 0 || str_casecmp(name, "From") != 0 ||
 		    dkim_sign_from_domain(value, m->from_domain,
 		    sizeof m->from_domain) == -1)
 			m->from_bad = 1;
@@ -948,7 +947,7 @@ dkim_on_eoh(void *inst, struct fmx_ctx *ctx)
 	if (di->nkeys > 0 && m->nfrom == 1 && !m->from_bad &&
 	    dkim_sign_trusted(di, ctx))
 		for (i = 0; i < di->nkeys; i++)
-			if (strcasecmp(di->keys[i].domain, m->from_domain) == 0)
+			if (str_casecmp(di->keys[i].domain, m->from_domain) == 0)
 				m->sign = 1;
 	if (m->sign && m->vd != NULL) {
 		/* Our own outbound mail: signed, not verified (see SIGNING). */
@@ -1135,11 +1134,11 @@ bad:
 static int
 dkim_parse_canon(struct dkim_inst *di, const char *v)
 {
-	if (strcasecmp(v, "relaxed/relaxed") == 0) {
+	if (str_casecmp(v, "relaxed/relaxed") == 0) {
 		di->hcanon = DKIM_CANON_RELAXED;
 		di->bcanon = DKIM_CANON_RELAXED;
-	} else if (strcasecmp(v, "relaxed/simple") == 0 ||
-	    strcasecmp(v, "relaxed") == 0) {
+	} else if (str_casecmp(v, "relaxed/simple") == 0 ||
+	    str_casecmp(v, "relaxed") == 0) {
 		di->hcanon = DKIM_CANON_RELAXED;
 		di->bcanon = DKIM_CANON_SIMPLE;
 	} else {

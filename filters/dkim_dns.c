@@ -46,13 +46,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include <opendkim/dkim.h>
 
 #include "dkim_int.h"
 #include "dnsmsg.h"
+#include "strutil.h"
 
 /* ---------------------------------------------------------------- */
 /* DNS: TXT answers */
@@ -114,7 +114,7 @@ dkim_dns_key_find(struct dkim_msg *m, const char *name)
 	size_t i;
 
 	for (i = 0; i < m->nkeys; i++)
-		if (strcasecmp(m->keys[i].name, name) == 0)
+		if (str_casecmp(m->keys[i].name, name) == 0)
 			return &m->keys[i];
 	return NULL;
 }

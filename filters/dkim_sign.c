@@ -54,7 +54,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include <opendkim/dkim.h>
@@ -337,7 +336,7 @@ dkim_sign_message(struct dkim_msg *m, struct fmx_ctx *ctx)
 	int ret = -1;
 
 	for (i = 0; i < di->nkeys && n < DKIM_KEYS_PER_DOMAIN; i++)
-		if (strcasecmp(di->keys[i].domain, m->from_domain) == 0)
+		if (str_casecmp(di->keys[i].domain, m->from_domain) == 0)
 			k[n++] = &di->keys[i];
 	for (i = 0; i < n; i++)
 		h[i] = NULL;
@@ -663,7 +662,7 @@ dkim_sign_parse_keys(struct dkim_inst *di, const char *v)
 			return -1;
 		}
 		for (i = same = 0; i < di->nkeys; i++)
-			if (strcasecmp(di->keys[i].domain, item) == 0)
+			if (str_casecmp(di->keys[i].domain, item) == 0)
 				same++;
 		if (same == DKIM_KEYS_PER_DOMAIN) {
 			di->api->log(NULL, FMX_LOG_WARN, "dkim: sign: more than %d "

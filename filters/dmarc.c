@@ -123,7 +123,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <libpsl.h>
 
@@ -710,7 +709,7 @@ dmarc_wsp(unsigned char c)
 static int
 dmarc_ieq(const char *s, size_t len, const char *word)
 {
-	return strlen(word) == len && strncasecmp(s, word, len) == 0;
+	return strlen(word) == len && str_ncasecmp(s, word, len) == 0;
 }
 
 static enum dmarc_policy
@@ -1153,11 +1152,11 @@ dmarc_header(void *inst, struct fmx_ctx *ctx, const char *name,
 	struct dmarc_msg *st;
 	const char *err = NULL;
 
-	if (strcasecmp(name, "From") != 0 && strcasecmp(name, "Message-ID") != 0)
+	if (str_casecmp(name, "From") != 0 && str_casecmp(name, "Message-ID") != 0)
 		return FMX_CONTINUE;
 	if ((st = dmarc_msg(di, ctx)) == NULL)
 		return FMX_TEMPFAIL;
-	if (strcasecmp(name, "Message-ID") == 0) {
+	if (str_casecmp(name, "Message-ID") == 0) {
 		if (st->msgid[0] == '\0')
 			dmarc_copy_msgid(st->msgid, value);
 		return FMX_CONTINUE;
@@ -1206,7 +1205,7 @@ dmarc_eom(void *inst, struct fmx_ctx *ctx)
 	spf = api->get(ctx, "fact.spf.result");
 	dom = api->get(ctx, "fact.spf.domain");
 	/* Never a cut copy: a prefix of a long name may be another name. */
-	if (spf != NULL && strcasecmp(spf, "pass") == 0 && dom != NULL &&
+	if (spf != NULL && str_casecmp(spf, "pass") == 0 && dom != NULL &&
 	    strlen(dom) < sizeof st->spf_domain)
 		memcpy(st->spf_domain, dom, strlen(dom) + 1);
 	if ((dkim = api->get(ctx, "fact.dkim.pass")) != NULL)

@@ -119,7 +119,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <spf2/spf.h>
 
@@ -761,7 +760,7 @@ spf_client(struct spf_msg *m, const char *addr)
 
 	if (addr == NULL)
 		return -1;
-	if (strncasecmp(addr, "ipv6:", 5) == 0)
+	if (str_ncasecmp(addr, "ipv6:", 5) == 0)
 		addr += 5;
 	if (addr[0] == '[')
 		addr++;

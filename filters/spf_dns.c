@@ -60,7 +60,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <spf2/spf.h>
 
@@ -279,7 +278,7 @@ spf_dns_answer_txt(struct spf_entry *e, const ns_rr *rr)
 	}
 	e->n++;
 	/* 4.5: keep records that start with "v=spf1" and SP or end. */
-	if (txtlen < 6 || strncasecmp(txt, "v=spf1", 6) != 0 ||
+	if (txtlen < 6 || str_ncasecmp(txt, "v=spf1", 6) != 0 ||
 	    (txtlen > 6 && txt[6] != ' '))
 		return SPF_DNS_SKIP;
 	if (++e->nspf > 1) {
@@ -494,9 +493,9 @@ spf_dns_p_rank(const char *name, const char *domain)
 {
 	size_t n = strlen(name), d = strlen(domain);
 
-	if (strcasecmp(name, domain) == 0)
+	if (str_casecmp(name, domain) == 0)
 		return 0;
-	if (n > d && name[n - d - 1] == '.' && strcasecmp(name + n - d, domain) == 0)
+	if (n > d && name[n - d - 1] == '.' && str_casecmp(name + n - d, domain) == 0)
 		return 1;
 	return 2;
 }
@@ -557,7 +556,7 @@ spf_dns_layer_name(const struct spf_pass *p, struct spf_dns_q *q,
 		q->raw[--len] = '\0';
 	snprintf(suffix, sizeof suffix, SPF_ANY_SUFFIX_FMT, p->m->nonce);
 	slen = strlen(suffix);
-	if (q->tag == 0 && len > slen && strcasecmp(q->raw + len - slen, suffix) == 0) {
+	if (q->tag == 0 && len > slen && str_casecmp(q->raw + len - slen, suffix) == 0) {
 		q->any = 1;
 		q->raw[len - slen] = '\0';
 	}

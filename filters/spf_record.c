@@ -42,7 +42,6 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #include "spf_int.h"
 #include "strutil.h"
@@ -321,7 +320,7 @@ spf_record_term_name(struct spf_canon *c, struct spf_term *d, const char *t,
 		;
 	for (d->m = 0; d->m < SPF_M_COUNT; d->m++)
 		if (strlen(spf_mech_names[d->m]) == d->namelen &&
-		    strncasecmp(t, spf_mech_names[d->m], d->namelen) == 0)
+		    str_ncasecmp(t, spf_mech_names[d->m], d->namelen) == 0)
 			break;
 	if (d->m == SPF_M_COUNT || d->namelen == 0) {
 		c->why = "unknown mechanism";		/* 5: permerror */
@@ -568,7 +567,7 @@ spf_record_modifier(struct spf_canon *c, const char *t, size_t n)
 	    strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 	    "0123456789-_.") < namelen)
 		return 0;
-	if (namelen == 8 && strncasecmp(t, "redirect", 8) == 0) {
+	if (namelen == 8 && str_ncasecmp(t, "redirect", 8) == 0) {
 		/* 6: redirect and exp at most once each */
 		if (++c->nredirect > 1) {
 			c->why = "redirect appears twice";
@@ -579,7 +578,7 @@ spf_record_modifier(struct spf_canon *c, const char *t, size_t n)
 			c->why = "syntax error in redirect";
 			return -1;
 		}
-	} else if (namelen == 3 && strncasecmp(t, "exp", 3) == 0) {
+	} else if (namelen == 3 && str_ncasecmp(t, "exp", 3) == 0) {
 		if (++c->nexp > 1) {
 			c->why = "exp appears twice";
 			return -1;
@@ -605,7 +604,7 @@ spf_record_head(const char *rec, size_t len)
 
 	if (len > SPF_RECORD_MAX)
 		return "record too long";
-	if (len < 6 || strncasecmp(rec, "v=spf1", 6) != 0 ||
+	if (len < 6 || str_ncasecmp(rec, "v=spf1", 6) != 0 ||
 	    (len > 6 && rec[6] != ' '))
 		return "not an SPF record";
 	/* 3.1, 4.6.1: terms are printable ASCII separated by SP only. */
@@ -658,7 +657,7 @@ spf_record_canon(const char *rec, size_t len, int family, const char *nonce,
 			continue;
 		/* t[0..n) is not terminated: compare within it. */
 		sign = strchr("+-?~", t[0]) != NULL;
-		if (r == 0 && n == 3 + sign && strncasecmp(t + sign, "all", 3) == 0)
+		if (r == 0 && n == 3 + sign && str_ncasecmp(t + sign, "all", 3) == 0)
 			have_all = 1;
 		if (r == -1 || spf_record_directive(&c, t, n) == -1) {
 			*why = c.why;
