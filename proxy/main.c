@@ -24,15 +24,18 @@
 
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <openssl/crypto.h>
 
 #include "check.h"
 #include "config.h"
 #include "deliver.h"
 #include "dns.h"
 #include "filter_chain.h"
+#include "frontmx_filter.h"
 #include "log.h"
 #include "runtime.h"
 #include "upstream.h"
+#include "version.h"
 #include "worker.h"
 
 #define MAIN_WORKERS_MAX	64
@@ -45,6 +48,7 @@ main_usage(FILE *fp)
 	fprintf(fp,
 	    "usage: frontmx [-s] [-v] -c FILE      run in the foreground\n"
 	    "       frontmx -t -c FILE             check the configuration\n"
+	    "       frontmx -V                     version\n"
 	    "       frontmx check -c FILE --ip ADDR [--helo NAME] [--from ADDR]\n"
 	    "               [--rcpt ADDR]... [--dns HOST@PORT] [MESSAGE|-]\n"
 	    "                                      run the filters and policy on one\n"
@@ -55,10 +59,25 @@ main_usage(FILE *fp)
 	    "  -s        log to syslog (facility mail) instead of stderr\n"
 	    "  -v        verbose: log every command and reply (debug)\n"
 	    "  -h        this help\n"
+	    "  -V        the version, the filter API it serves and the libraries it runs on\n"
 	    "\n"
 	    "Signals: SIGHUP reloads FILE (a bad file keeps the running configuration);\n"
 	    "SIGTERM/SIGINT stop accepting, let sessions finish within\n"
 	    "timeouts.shutdown_grace, then exit 0.\n");
+}
+
+/*
+ * What a bug report needs: this build's version, the module API a module
+ * must be built against, and the versions of the libraries actually
+ * loaded (they can differ from the headers built against).
+ */
+static void
+main_version(void)
+{
+	printf("frontmx %s\n", FRONTMX_VERSION);
+	printf("filter API %d.%d\n", FMX_ABI_MAJOR, FMX_ABI_MINOR);
+	printf("libevent %s, %s\n", event_get_version(),
+	    OpenSSL_version(OPENSSL_VERSION));
 }
 
 /* 10,000 concurrent sessions need twice as many descriptors. */
@@ -112,13 +131,17 @@ main_options(int argc, char *argv[], struct main_opts *o)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int	opt;
 
 	memset(o, 0, sizeof *o);
-	while ((opt = getopt_long(argc, argv, "c:hstv", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:hstvV", longopts, NULL)) != -1) {
 		switch (opt) {
+		case 'V':
+			main_version();
+			return 0;
 		case 'c':
 			o->file = optarg;
 			break;
