@@ -65,16 +65,6 @@ str_mime_token(const char *s, size_t max)
 	return i > 0;
 }
 
-/* s equals the lower-case word w, ignoring ASCII case. */
-static int
-str_word_eq(const char *s, const char *w)
-{
-	for (; *w != '\0'; s++, w++)
-		if (str_ascii_lower((unsigned char)*s) != *w)
-			return 0;
-	return *s == '\0';
-}
-
 int
 str_bool(const char *v, int *out)
 {
@@ -87,7 +77,7 @@ str_bool(const char *v, int *out)
 	if (v == NULL)
 		return -1;
 	for (i = 0; i < sizeof words / sizeof words[0]; i++)
-		if (str_word_eq(v, words[i])) {
+		if (str_casecmp(v, words[i]) == 0) {
 			*out = (int)(i & 1);
 			return 0;
 		}

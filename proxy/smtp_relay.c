@@ -50,6 +50,8 @@ static const char *smtp_relay_mail_line(struct smtp_session *);
 static const char *smtp_relay_action(struct smtp_session *);
 static struct spool *smtp_relay_spool(struct smtp_session *, size_t *);
 static void	smtp_relay_envelope_next(struct smtp_session *);
+static void	smtp_relay_rcpt_line(const struct smtp_session *, size_t,
+		    char *, size_t);
 
 /*
  * Drop the upstream connection (none is fine): the next MAIL opens a
@@ -573,6 +575,19 @@ smtp_relay_envelope_reply(void *arg, enum upstream_err err, const struct smtp_re
  * (a UTF-8 address must not go out without SMTPUTF8, nor a DSN request
  * be lost).
  */
+/*
+ * The RCPT line of the transaction's recipient k, as the envelope resend
+ * and the LMTP one-recipient transactions send it again: the address and
+ * the ESMTP parameters the client gave (or a filter set).
+ */
+static void
+smtp_relay_rcpt_line(const struct smtp_session *s, size_t k, char *line,
+    size_t len)
+{
+	snprintf(line, len, "RCPT TO:<%s>%s", s->tx->rcpts[k],
+	    s->tx->rcpt_params[k] != NULL ? s->tx->rcpt_params[k] : "");
+}
+
 static void
 smtp_relay_envelope_next(struct smtp_session *s)
 {
@@ -595,8 +610,7 @@ smtp_relay_envelope_next(struct smtp_session *s)
 		return;
 	}
 	if (s->tx->replay_i - 2 < s->tx->nrcpts) {
-		snprintf(line, sizeof line, "RCPT TO:<%s>%s", s->tx->rcpts[s->tx->replay_i - 2],
-		    s->tx->rcpt_params[s->tx->replay_i - 2] ? s->tx->rcpt_params[s->tx->replay_i - 2] : "");
+		smtp_relay_rcpt_line(s, s->tx->replay_i - 2, line, sizeof line);
 		deliver_rcpt(s->dl, line, smtp_relay_envelope_reply, s);
 		return;
 	}
@@ -764,8 +778,7 @@ smtp_relay_lmtp_next(struct smtp_session *s)
 		deliver_mail(s->dl, s->pending, smtp_relay_lmtp_reply, s);
 		return;
 	case SMTP_RELAY_LMTP_RCPT:
-		snprintf(line, sizeof line, "RCPT TO:<%s>%s", s->tx->rcpts[k],
-		    s->tx->rcpt_params[k] ? s->tx->rcpt_params[k] : "");
+		smtp_relay_rcpt_line(s, k, line, sizeof line);
 		deliver_rcpt(s->dl, line, smtp_relay_lmtp_reply, s);
 		return;
 	case SMTP_RELAY_LMTP_DATA:
