@@ -89,6 +89,8 @@ DEBS	 = build-essential pkg-config libevent-dev libconfig-dev libpcre2-dev \
 	   libnss-wrapper libdb5.3 libgnutls-dane0 libgnutls30 libidn12 libnsl2 \
 	   libpcre2-8-0 libcrypt1 libidn2-0 clang libclang-rt-14-dev llvm-14 \
 	   dovecot-lmtpd
+# libmilter: the test milter of t/milter (fault cases, the bench's milter line)
+DEBS	+= libmilter-dev
 # A real Exim 4.96 (Debian 12's default MTA) as a sending client for
 # t/smtp/47-exim.t and as the upstream of t/smtp/68-exim-upstream.t
 # (t/lib/exim.py).  Installing exim4 would remove Postfix, so `make exim`
@@ -102,7 +104,7 @@ PROVE	?= prove
 Q	 = $(if $(V),,@)
 E	 = $(if $(V),@true,@echo)
 
-.PHONY: all deps run test check unit asan bench bench-compare clean help modules exim fuzz fuzzers
+.PHONY: all deps run test check unit asan bench bench-compare clean help modules milters exim fuzz fuzzers
 all: $(PROG)
 
 $(PROG): $(OBJS)
@@ -168,6 +170,16 @@ build/plugins/abi-prev/%.so: t/plugins/abi-prev/%.c t/plugins/abi-prev/frontmx_f
 	@mkdir -p $(dir $@)
 	$(E) "  CC      $@ (previous ABI minor)"
 	$(Q)$(CC) $(filter-out -Ifilters,$(MODULE_CFLAGS)) -It/plugins/abi-prev -o $@ $<
+
+# The test milters of t/milter (libmilter, as every packaged milter but
+# rspamd): the fault cases of the milter client and the bench's milter line.
+MILTERS	 = $(patsubst t/milter/%.c,build/milter/%,$(wildcard t/milter/*.c))
+milters: $(MILTERS)
+
+build/milter/%: t/milter/%.c
+	@mkdir -p $(dir $@)
+	$(E) "  CC      $@"
+	$(Q)$(CC) -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -MMD -MP -o $@ $< -lmilter -lpthread
 
 # Links the loader and the option getters it hands modules; dlopen()s
 # $(MODULES) at run time (see `unit`).
@@ -263,13 +275,13 @@ run: deps
 	./$(PROG) -c conf/frontmx.conf
 
 test: deps
-	$(MAKE) all asan unit exim fuzzers
+	$(MAKE) all asan unit milters exim fuzzers
 	FRONTMX=$(CURDIR)/$(PROG)-asan $(PROVE) -j2 t/meta t/unit t/smtp t/fuzz
 
 check: test
 
 bench: deps
-	$(MAKE) all
+	$(MAKE) all milters
 	t/bench/run
 
 # The bench of this tree against the build of revision REV, alternating in
@@ -297,5 +309,5 @@ help:
 
 # What each object, unit test and module read when it was last compiled
 # (-MMD -MP): editing any header or #included .c rebuilds what uses it.
--include $(OBJS:.o=.d) $(ASAN_OBJS:.o=.d) $(UNIT_TESTS:=.d) $(MODULES:.so=.d) \
+-include $(OBJS:.o=.d) $(ASAN_OBJS:.o=.d) $(UNIT_TESTS:=.d) $(MODULES:.so=.d) $(MILTERS:=.d) \
     $(FUZZ_BINS:=.d)
