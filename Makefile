@@ -71,11 +71,12 @@ SRCS	+= common/strutil.c
 SRCS	+= common/netaddr.c
 SRCS	+= common/dnsmsg.c
 SRCS	+= common/linebuf.c
+SRCS	+= common/metrics.c
 
 # Pure modules the unit tests link against (no libevent, no main).
 UNIT_SRCS = proxy/smtp_parse.c proxy/smtp_reply.c proxy/xtext.c proxy/haproxy.c policy/config.c policy/config_net.c policy/config_filters.c policy/policy.c filters/content.c filters/content_rules.c \
 	    filters/filter_opt.c common/strutil.c common/netaddr.c common/dnsmsg.c \
-	    common/linebuf.c
+	    common/linebuf.c common/metrics.c
 UNIT_TESTS = $(patsubst t/unit/%.c,build/unit/%,$(wildcard t/unit/test_*.c))
 
 OBJS	 = $(SRCS:%.c=build/rel/%.o)
@@ -91,6 +92,7 @@ DEBS	 = build-essential pkg-config libevent-dev libconfig-dev libpcre2-dev \
 	   dovecot-lmtpd
 # libmilter: the test milter of t/milter (fault cases, the bench's milter line)
 DEBS	+= libmilter-dev
+DEBS	+= prometheus	# promtool check metrics on a scrape (t/smtp/86-metrics.t)
 # A real Exim 4.96 (Debian 12's default MTA) as a sending client for
 # t/smtp/47-exim.t and as the upstream of t/smtp/68-exim-upstream.t
 # (t/lib/exim.py).  Installing exim4 would remove Postfix, so `make exim`
@@ -184,7 +186,7 @@ build/milter/%: t/milter/%.c
 # Links the loader and the option getters it hands modules; dlopen()s
 # $(MODULES) at run time (see `unit`).
 TEST_LOADER_OBJS = build/asan/filters/filter_loader.o build/asan/filters/filter_opt.o \
-	build/asan/common/strutil.o
+	build/asan/common/strutil.o build/asan/common/metrics.o
 build/unit/test_loader: build/unit/test_loader.o $(TEST_LOADER_OBJS)
 	$(E) "  LD      $@"
 	$(Q)$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $< $(TEST_LOADER_OBJS) -ldl
@@ -225,7 +227,8 @@ build/fuzz/dmarc: filters/dmarc.c
 
 # Every harness links the common/ helpers (a parser in any layer may use
 # them); $(sort) drops the copy $(UNIT_SRCS) already names.
-FUZZ_COMMON = common/strutil.c common/netaddr.c common/dnsmsg.c common/linebuf.c
+FUZZ_COMMON = common/strutil.c common/netaddr.c common/dnsmsg.c common/linebuf.c \
+	      common/metrics.c
 
 fuzzers: $(FUZZ_BINS)
 
