@@ -60,6 +60,7 @@ SRCS	+= filters/dkim.c
 SRCS	+= filters/dkim_sign.c
 SRCS	+= filters/dkim_dns.c
 SRCS	+= filters/dmarc.c
+SRCS	+= filters/dnsbl.c
 # Policy and configuration
 SRCS	+= policy/config.c
 SRCS	+= policy/config_net.c

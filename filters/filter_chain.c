@@ -43,6 +43,7 @@
 #include "content.h"
 #include "dkim.h"
 #include "dmarc.h"
+#include "dnsbl.h"
 #include "filter_int.h"
 #include "filter_loader.h"
 #include "filter_opt.h"
@@ -83,6 +84,7 @@ static const struct {
 	{ "spf", spf_filter },
 	{ "dkim", dkim_filter },
 	{ "dmarc", dmarc_filter },
+	{ "dnsbl", dnsbl_filter },
 };
 
 static void	filter_run(struct filter_session *);
@@ -612,9 +614,12 @@ filter_apply(struct filter_session *fs, struct fmx_ctx *c, enum fmx_verdict v,
 		    (int)v);
 		failed = 1;
 	}
+	/* The filter says its check could not be done (frontmx_filter.h). */
+	if (!failed && strcmp(c->result, FMX_RESULT_ERROR) == 0)
+		failed = 1;
 	if (failed) {
 		c->reply[0] = '\0';
-		snprintf(c->result, sizeof c->result, "error");
+		snprintf(c->result, sizeof c->result, FMX_RESULT_ERROR);
 	}
 	if (fs->phase <= FILTER_PH_MAIL && cf->delay_reject &&
 	    (failed || c->result[0] != '\0' ||

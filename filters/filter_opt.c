@@ -43,8 +43,7 @@ filter_opt_end(char *msg, size_t msglen)
 }
 
 /* Record the first failure of this init() as "option KEY: ..."; -1. */
-__attribute__((format(printf, 2, 3)))
-static int
+int
 filter_opt_fail(const char *key, const char *fmt, ...)
 {
 	va_list ap;

@@ -66,6 +66,14 @@ int	filter_opt_list(const char *const *options, size_t noptions,
 int	filter_opt_check(const char *const *options, size_t noptions,
 	    const char *const *known);
 
+/*
+ * A value a getter read but that the filter finds wrong (a dnsbl zone
+ * that does not parse): recorded like the getters' own failures, so the
+ * configuration is refused with FILE:LINE.  Returns -1.
+ */
+int	filter_opt_fail(const char *key, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+
 void	filter_opt_begin(void);
 int	filter_opt_end(char *msg, size_t msglen);
 

@@ -35,7 +35,8 @@
  *	1.1	api->header_decode
  *	1.2	api->option_string, option_bool, option_uint, option_list,
  *		option_check (typed options for init); FMX_GET_* names for
- *		the keys of api->get() and FMX_FACT_* for set_fact()
+ *		the keys of api->get() and FMX_FACT_* for set_fact();
+ *		set_result(FMX_RESULT_ERROR) applies on_error
  *
  * THREADING
  *	Hooks of one session never overlap, and run on the event-loop thread
@@ -157,6 +158,9 @@ enum fmx_log_level {
 #define FMX_FACT_SPF_DOMAIN	"spf.domain"	/* the domain SPF authenticated */
 #define FMX_FACT_DKIM_PASS	"dkim.pass"	/* d= domains of passing signatures */
 
+/* set_result() name of a check that could not be done: on_error applies. */
+#define FMX_RESULT_ERROR	"error"
+
 /* One (session, filter) pair: what every hook and api call is about. */
 struct fmx_ctx;
 
@@ -198,6 +202,10 @@ struct fmx_api {
 	 * verdict the hook returns.  Without a mapping the hook's verdict
 	 * stands.  reason goes to the log and to Authentication-Results
 	 * comments (no CR/LF).  0 ok, -1 refused.
+	 * The result FMX_RESULT_ERROR ("error") says the check itself could
+	 * not be done (its DNS or back end failed): the core then applies
+	 * the filter's on_error action, as for a timeout, whatever the hook
+	 * returned.
 	 */
 	int		 (*set_result)(struct fmx_ctx *, const char *result,
 			    const char *reason);

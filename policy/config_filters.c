@@ -65,7 +65,7 @@ static const char *const config_keys_filter[] = {
  * its policy group may map to actions ("on_error" is the core's, valid for
  * every filter).  Keep in step with the filter: content.c content_actions[]
  * and "mime_limit"; spf.c spf_result_names[]; dkim.c dkim_res_msg[] and
- * "sign_error"; dmarc.c's set_result() calls.  A module's results are not
+ * "sign_error"; dmarc.c's set_result() calls; dnsbl.c's "listed".  A module's results are not
  * knowable here (it may name any), so its groups take any valid name.
  */
 static const char *const config_results_content[] = {
@@ -84,15 +84,25 @@ static const char *const config_results_dmarc[] = {
 	"none", "pass", "fail", "reject", "quarantine", "temperror",
 	"permerror", "on_error", NULL
 };
+static const char *const config_results_dnsbl[] = {
+	"listed", "on_error", NULL
+};
+/*
+ * delay_reject is the default of filters[].delay_reject for the filter:
+ * the dnsbl filter's answer is about the connection (its `when` option
+ * says at connect or at RCPT), so by default it acts when it comes.
+ */
 static const struct config_builtin_results {
 	const char		*name;	/* first: config_suggest() reads it */
 	const char *const	*results;
+	int			 delay_reject;
 } config_builtin_results[] = {
-	{ "content", config_results_content },
-	{ "spf", config_results_spf },
-	{ "dkim", config_results_dkim },
-	{ "dmarc", config_results_dmarc },
-	{ NULL, NULL }
+	{ "content", config_results_content, 1 },
+	{ "spf", config_results_spf, 1 },
+	{ "dkim", config_results_dkim, 1 },
+	{ "dmarc", config_results_dmarc, 1 },
+	{ "dnsbl", config_results_dnsbl, 0 },
+	{ NULL, NULL, 0 }
 };
 
 static const char *const config_action_names[CONFIG_ACTION_COUNT] = {
@@ -141,15 +151,16 @@ config_filter_name_valid(const char *s)
 	return i < CONFIG_NAME_MAX;
 }
 
-static int
+/* The built-in filter's row, NULL when name is none. */
+static const struct config_builtin_results *
 config_filter_builtin(const char *name)
 {
 	size_t	i;
 
 	for (i = 0; config_builtin_results[i].name != NULL; i++)
 		if (strcmp(config_builtin_results[i].name, name) == 0)
-			return 1;
-	return 0;
+			return &config_builtin_results[i];
+	return NULL;
 }
 
 const char *
@@ -459,10 +470,44 @@ config_option_join(const char *key, const char *value)
 	return s;
 }
 
+/* One scalar option value as the text init() gets; -1 (reported) if none. */
+static int
+config_option_scalar(struct config_ctx *ctx, const config_setting_t *m,
+    const char *mpath, const char *key, struct config_filter *f)
+{
+	char	num[32];
+
+	switch (config_setting_type(m)) {
+	case CONFIG_TYPE_STRING:
+		f->options[f->noptions++] = config_option_join(key,
+		    config_setting_get_string(m));
+		return 0;
+	case CONFIG_TYPE_INT:
+		if (config_int_literal_check(ctx, m, mpath) == -1)
+			return -1;
+		/* FALLTHROUGH */
+	case CONFIG_TYPE_INT64:
+		(void)snprintf(num, sizeof num, "%lld",
+		    (long long)config_setting_get_int64(m));
+		f->options[f->noptions++] = config_option_join(key, num);
+		return 0;
+	case CONFIG_TYPE_BOOL:
+		f->options[f->noptions++] = config_option_join(key,
+		    config_setting_get_bool(m) ? "true" : "false");
+		return 0;
+	default:
+		return config_fail(ctx, m, "'%s' must be a string, an integer, "
+		    "a boolean or a list of them", mpath);
+	}
+}
+
 /*
  * filters[].options: a flat group whose values are strings, integers or
  * booleans, handed to the module's init() as "key=value" in file order
  * (the order the admin wrote is the only order a module can rely on).
+ * A list or array of such values, zones = [ "a", "b" ], becomes one
+ * "key=value" per item in order: what api->option_list() reads as a key
+ * given several times (the dnsbl filter's zones).
  */
 static int
 config_load_filter_options(struct config_ctx *ctx, const config_setting_t *g,
@@ -470,36 +515,39 @@ config_load_filter_options(struct config_ctx *ctx, const config_setting_t *g,
 {
 	const config_setting_t	*m;
 	const char		*key;
-	char			 mpath[CONFIG_PATH_MAX], num[32];
-	int			 i, n;
+	char			 mpath[CONFIG_PATH_MAX];
+	size_t			 total = 0;
+	int			 i, j, n;
 
 	n = config_setting_length(g);
-	f->options = config_xcalloc((size_t)n, sizeof *f->options);
+	for (i = 0; i < n; i++) {
+		m = config_setting_get_elem(g, (unsigned)i);
+		total += config_setting_is_aggregate(m) ?
+		    (size_t)config_setting_length(m) : 1;
+	}
+	f->options = config_xcalloc(total, sizeof *f->options);
 	for (i = 0; i < n; i++) {
 		m = config_setting_get_elem(g, (unsigned)i);
 		key = config_setting_name(m);
 		config_path(mpath, sizeof mpath, path, key);
-		switch (config_setting_type(m)) {
-		case CONFIG_TYPE_STRING:
-			f->options[f->noptions++] = config_option_join(key,
-			    config_setting_get_string(m));
-			break;
-		case CONFIG_TYPE_INT:
-			if (config_int_literal_check(ctx, m, mpath) == -1)
-				return -1;
-			/* FALLTHROUGH */
-		case CONFIG_TYPE_INT64:
-			(void)snprintf(num, sizeof num, "%lld",
-			    (long long)config_setting_get_int64(m));
-			f->options[f->noptions++] = config_option_join(key, num);
-			break;
-		case CONFIG_TYPE_BOOL:
-			f->options[f->noptions++] = config_option_join(key,
-			    config_setting_get_bool(m) ? "true" : "false");
-			break;
-		default:
+		if (config_setting_type(m) == CONFIG_TYPE_GROUP)
 			return config_fail(ctx, m, "'%s' must be a string, an "
-			    "integer or a boolean", mpath);
+			    "integer, a boolean or a list of them", mpath);
+		if (!config_setting_is_aggregate(m)) {
+			if (config_option_scalar(ctx, m, mpath, key, f) == -1)
+				return -1;
+			continue;
+		}
+		for (j = 0; j < config_setting_length(m); j++) {
+			const config_setting_t *e = config_setting_get_elem(m,
+			    (unsigned)j);
+
+			if (config_setting_is_aggregate(e))
+				return config_fail(ctx, e, "'%s' must be a "
+				    "list of strings, integers or booleans",
+				    mpath);
+			if (config_option_scalar(ctx, e, mpath, key, f) == -1)
+				return -1;
 		}
 	}
 	return 0;
@@ -511,6 +559,7 @@ config_load_filter_entry(struct config_ctx *ctx, const config_setting_t *g,
     const char *path, struct config_filter *f, struct config_strset *seen)
 {
 	const struct config_strset_slot	*dup;
+	const struct config_builtin_results *bi;
 	const config_setting_t		*s, *opts = NULL;
 	const char			*name = NULL, *module = NULL, *act = NULL;
 	char				 mpath[CONFIG_PATH_MAX];
@@ -546,9 +595,11 @@ config_load_filter_entry(struct config_ctx *ctx, const config_setting_t *g,
 	f->where = config_where(ctx, g, r == 1 ? "module" : NULL);
 	if (r == 1)
 		f->module = config_xstrdup(module);
-	else if (!config_filter_builtin(name))
+	else if ((bi = config_filter_builtin(name)) == NULL)
 		return config_fail(ctx, s, "unknown built-in filter '%s' (set "
 		    "module = path for a third-party module)", name);
+	else
+		f->delay_reject = bi->delay_reject;
 
 	if ((r = config_want_int(ctx, g, path, "timeout", 1,
 	    CONFIG_FILTER_TIMEOUT_MAX, &v)) == -1)

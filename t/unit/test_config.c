@@ -339,10 +339,13 @@ static const struct test_config_case test_config_cases[] = {
 	  ":3: 'filters[0].options' must be a group" },
 	{ "option a float, after a good one", NULL,
 	  TEST_BASE "filters = ( { name = \"content\"; options = {\n rules = \"r\";\n ratio = 0.5; }; } );\n",
-	  ":5: 'filters[0].options.ratio' must be a string, an integer or a boolean" },
-	{ "option an array", NULL,
-	  TEST_BASE "filters = ( { name = \"content\"; options = { allow = [ \"a\" ]; }; } );\n",
-	  ":3: 'filters[0].options.allow' must be a string, an integer or a boolean" },
+	  ":5: 'filters[0].options.ratio' must be a string, an integer, a boolean or a list of them" },
+	{ "option a group", NULL,
+	  TEST_BASE "filters = ( { name = \"content\"; options = { allow = { a = 1; }; }; } );\n",
+	  ":3: 'filters[0].options.allow' must be a string, an integer, a boolean or a list of them" },
+	{ "option a list with a float", NULL,
+	  TEST_BASE "filters = ( { name = \"content\"; options = { allow = [ 0.5 ]; }; } );\n",
+	  ":3: 'filters[0].options.allow' must be a string, an integer, a boolean or a list of them" },
 	{ "option a wrapped literal", NULL,
 	  TEST_BASE "filters = ( { name = \"content\"; options = { big = 5000000000; }; } );\n",
 	  ":3: 'filters[0].options.big' is too large for a plain integer" },
@@ -934,7 +937,7 @@ main(void)
 	struct config	*c;
 	char		 small[16];
 
-	plan(366);
+	plan(368);
 	/* prove runs us from the repository root; fixtures are relative to it. */
 	if (access("t/unit/conf/good.conf", R_OK) == -1) {
 		printf("Bail out! run from the repository root\n");

@@ -1,0 +1,272 @@
+#!/usr/bin/python3
+# The built-in dnsbl filter (issue 12 section 2): zones written as
+# Postfix's postscreen_dnsbl_sites (DOMAIN[=FILTER][*WEIGHT]), a score
+# threshold, allow lists with negative weights, answers outside the
+# filter ignored, IPv4 and IPv6 reversal, parallel lookups, a shared
+# cache, the verdict at connect or at RCPT, DNS trouble -> on_error, and
+# configuration errors at FILE:LINE.  Clients come through PROXY v1
+# headers so that any address can be the client on loopback; the lists
+# are served by fakedns, which counts the queries.
+import ipaddress
+import os
+import re
+import sys
+import time
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+from fmx import *  # noqa: E402,F403
+import fmx  # noqa: E402
+from fmx_tls import proxy_v1  # noqa: E402
+from fakedns import FakeDNS  # noqa: E402
+
+BL = 'zen.example.net'
+WL = 'list.dnswl.example.net'
+BL2 = 'b.example.org'
+BODY = b'From: a@example.org\r\nTo: bob@example.com\r\nSubject: dnsbl\r\n\r\nhi\r\n'
+
+
+def rev(addr):
+    return ipaddress.ip_address(addr).reverse_pointer.rsplit('.', 2)[0]
+
+
+def q(addr, zone):
+    return '%s.%s' % (rev(addr), zone)
+
+
+ZONE = {
+    # 192.0.2.10: on the block list only
+    q('192.0.2.10', BL): [('A', '127.0.0.2')],
+    # 192.0.2.11: on the block list and on the allow list
+    q('192.0.2.11', BL): [('A', '127.0.0.2')],
+    q('192.0.2.11', WL): [('A', '127.0.10.3')],
+    # 192.0.2.12: the block list answers outside its filter
+    q('192.0.2.12', BL): [('A', '127.0.0.1')],
+    # 192.0.2.13: the allow list answers outside its filter (still blocked)
+    q('192.0.2.13', BL): [('A', '127.0.0.4')],
+    q('192.0.2.13', WL): [('A', '127.0.10.1')],
+    # 192.0.2.14: weight 1 of the second list alone stays under 2
+    q('192.0.2.14', BL2): [('A', '127.0.0.2')],
+    # 192.0.2.15: both block lists, two zones named
+    q('192.0.2.15', BL): [('A', '127.0.0.3')],
+    q('192.0.2.15', BL2): [('A', '127.0.0.2')],
+    # 192.0.2.16: SERVFAIL, 192.0.2.17: no answer at all
+    q('192.0.2.16', BL): 'SERVFAIL',
+    q('192.0.2.17', BL): 'TIMEOUT',
+    # 192.0.2.18: the "query refused" answer without a filter is no listing
+    q('192.0.2.18', BL2): [('A', '127.255.255.254')],
+    # 192.0.2.19: cached listing
+    q('192.0.2.19', BL): [('A', '127.0.0.2')],
+    # IPv6
+    q('2001:db8::25', BL): [('A', '127.0.0.2')],
+}
+
+ZONES = ['%s=127.0.0.[2..11]*2' % BL, '%s=127.0.[0..255].[2..3]*-2' % WL, BL2]
+
+
+def start(dns, up, name, **options):
+    opts = {'zones': ZONES, 'threshold': 2}
+    extra = {k: v for k, v in options.items() if k in ('on_error', 'delay_reject')}
+    opts.update({k: v for k, v in options.items() if k not in extra})
+    mx = Frontmx(up, start=False, name=name)
+    mx.write_conf(conf={
+        'listen': [{'address': '127.0.0.1:%d' % mx.port, 'proxy_protocol': True,
+                    'proxy_from': ['127.0.0.0/8']}],
+        'dns': {'forward': [dns.address]},
+        'timeouts': {'dns': 2},
+        'filters': [dict({'name': 'dnsbl', 'options': opts}, **extra)],
+    })
+    mx.start()
+    return mx
+
+
+def connect(mx, addr):
+    c = SmtpClient(mx.port, timeout=15)
+    c.send(proxy_v1('TCP6' if ':' in addr else 'TCP4', addr,
+                    '2001:db8::1' if ':' in addr else '192.0.2.1', 40000, 25))
+    return c
+
+
+def relayed(mx, up, addr, name):
+    c = connect(mx, addr)
+    reply_is(c.greeting(timeout=15), 220, None, '%s: greeted' % name)
+    c.ehlo('helo.example')
+    r = c.transaction('%s@example.org' % name, ['bob@example.com'], BODY)
+    reply_is(r['dot'], 250, None, '%s: relayed' % name)
+    c.quit()
+
+
+def refused_at_connect(mx, addr, name, zones):
+    c = connect(mx, addr)
+    r = c.greeting(timeout=15)
+    reply_is(r, 554, '5.7.1', '%s: 554 5.7.1 as the greeting' % name)
+    for z in zones:
+        like(r.text, r'\b%s\b' % re.escape(z), '%s: the reply names %s' % (name, z))
+    like(r.text, r'\[%s\]' % re.escape(addr), '%s: the reply names the client' % name)
+    ok(c.expect_close(), '%s: then the connection is closed' % name)
+    return r
+
+
+def count(dns, name):
+    return len([x for x in dns.queries if x[0] == name])
+
+
+def main():
+    dns = FakeDNS(ZONE).start()
+    fmx.register_cleanup(dns.stop)
+    up = Upstream()
+
+    # ---- at connect (the default) ----
+    mx = start(dns, up, 'dnsbl at connect')
+    r = refused_at_connect(mx, '192.0.2.10', 'listed', [BL])
+    unlike(r.text, re.escape(WL), 'listed: the allow list is not named')
+    refused_at_connect(mx, '192.0.2.15', 'two lists', [BL, BL2])
+    refused_at_connect(mx, '192.0.2.13', 'allow-list answer outside its filter', [BL])
+    refused_at_connect(mx, '2001:db8::25', 'IPv6 client', [BL])
+    ok(('%s.%s' % ('.'.join(reversed(ipaddress.ip_address('2001:db8::25').exploded
+                                     .replace(':', ''))), BL), 'A') in dns.queries,
+       'IPv6: looked up as 32 reversed nibbles')
+    relayed(mx, up, '192.0.2.11', 'allowlisted')
+    relayed(mx, up, '192.0.2.12', 'answer-outside-filter')
+    relayed(mx, up, '192.0.2.14', 'under-threshold')
+    relayed(mx, up, '192.0.2.18', 'query-refused-code')
+    relayed(mx, up, '192.0.2.99', 'not-listed')
+    ok(all(count(dns, q('192.0.2.10', z)) == 1 for z in (BL, WL, BL2)),
+       'every zone was asked once for one client')
+    ok(not [m for m in up.messages if m.mail_from.startswith('listed')],
+       'nothing of a refused client reached the upstream')
+    like(mx.log(), r'filter=dnsbl phase=connect result=listed .*reason=client \[192\.0\.2\.10\] '
+         r'score=2 %s=127\.0\.0\.2\*2' % re.escape(BL), 'the log says why, with the answer')
+
+    # Cache: the second connection of a client makes no new query, from
+    # whichever worker takes it (two workers).
+    n = count(dns, q('192.0.2.19', BL))
+    for i in range(4):
+        refused_at_connect(mx, '192.0.2.19', 'cached #%d' % i, [BL])
+    is_(count(dns, q('192.0.2.19', BL)) - n, 1, 'cache: 4 connections, one query per zone')
+    is_(count(dns, q('192.0.2.99', BL)), 1, 'cache: a negative answer is kept too')
+    relayed(mx, up, '192.0.2.99', 'not-listed-again')
+    is_(count(dns, q('192.0.2.99', BL)), 1, 'cache: ... and used')
+
+    # Lookups run in parallel: with the block list held, the others are
+    # asked before it answers.
+    dns.hold(q('192.0.2.30', BL))
+    c = connect(mx, '192.0.2.30')
+    ok(wait_for(lambda: dns.waiting(q('192.0.2.30', BL)) == 1, 10), 'held lookup in flight')
+    ok(wait_for(lambda: count(dns, q('192.0.2.30', WL)) == 1 and
+                count(dns, q('192.0.2.30', BL2)) == 1, 10),
+       'parallel: the other zones were asked while the first one waits')
+    dns.set(q('192.0.2.30', BL), [('A', '127.0.0.2')])
+    dns.release()
+    reply_is(c.greeting(timeout=15), 554, '5.7.1', 'parallel: the late answer decides')
+    c.close()
+
+    # DNS trouble: the filter's on_error (default tempfail).
+    c = connect(mx, '192.0.2.16')
+    r = c.greeting(timeout=15)
+    ok(r.code is not None and 400 <= r.code < 500, 'SERVFAIL: on_error tempfail gives a 4xx (%s)' % r.code)
+    c.close()
+    c = connect(mx, '192.0.2.17')
+    r = c.greeting(timeout=20)
+    ok(r.code is not None and 400 <= r.code < 500, 'timeout: on_error tempfail gives a 4xx (%s)' % r.code)
+    c.close()
+    like(mx.log(), r'filter=dnsbl phase=connect failed, on_error=tempfail', 'the log says on_error')
+    mx.finish()
+
+    # on_error = "accept": DNS trouble lets the client in.
+    mx = start(dns, up, 'dnsbl on_error accept', on_error='accept')
+    relayed(mx, up, '192.0.2.16', 'servfail-accepted')
+    # A failed lookup that cannot change the verdict is no error: listed
+    # by two block lists, one of them failing, the other already at 2.
+    dns.set(q('192.0.2.40', BL2), 'SERVFAIL')
+    dns.set(q('192.0.2.40', BL), [('A', '127.0.0.2')])
+    refused_at_connect(mx, '192.0.2.40', 'listed despite a failed list', [BL])
+    mx.finish()
+
+    # ---- at RCPT ----
+    mx = start(dns, up, 'dnsbl at rcpt', when='rcpt')
+    c = connect(mx, '192.0.2.10')
+    reply_is(c.greeting(timeout=15), 220, None, 'rcpt: greeted although listed')
+    c.ehlo('helo.example')
+    reply_is(c.cmd('MAIL FROM:<rcpt@example.org>'), 250, None, 'rcpt: MAIL 250')
+    r = c.cmd('RCPT TO:<bob@example.com>')
+    reply_is(r, 554, '5.7.1', 'rcpt: RCPT 554 5.7.1')
+    like(r.text, re.escape(BL), 'rcpt: the reply names the zone')
+    r = c.cmd('RCPT TO:<carol@example.com>')
+    reply_is(r, 554, '5.7.1', 'rcpt: every RCPT refused')
+    c.quit()
+    relayed(mx, up, '192.0.2.11', 'rcpt-allowlisted')
+    # The verdict waits for a lookup still running at RCPT.
+    dns.hold(q('192.0.2.31', BL))
+    dns.set(q('192.0.2.31', BL), [('A', '127.0.0.5')])
+    c = connect(mx, '192.0.2.31')
+    reply_is(c.greeting(timeout=15), 220, None, 'rcpt: greeted while the lookup runs')
+    c.ehlo('helo.example')
+    reply_is(c.cmd('MAIL FROM:<late@example.org>'), 250, None, 'rcpt: MAIL 250 while the lookup runs')
+    c.send(b'RCPT TO:<bob@example.com>\r\n')
+    ok(wait_for(lambda: dns.waiting(q('192.0.2.31', BL)) == 1, 10), 'rcpt: lookup still held')
+    dns.release()
+    reply_is(c.reply(timeout=15), 554, '5.7.1', 'rcpt: the RCPT waited for the answer')
+    c.quit()
+    like(mx.log(), r'filter=dnsbl phase=rcpt result=listed', 'rcpt: logged at rcpt')
+    mx.finish()
+
+    # ---- configuration ----
+    def conf_t(zones_text, extra=''):
+        text = ('hostname = "mx.test.example";\n'
+                'listen = ( { address = "127.0.0.1:%d"; } );\n' % free_port() +
+                'upstream = { address = "127.0.0.1:%d"; };\n' % free_port() +
+                'dns = { reverse = false; };\n'
+                'filters = (\n'
+                '  { name = "dnsbl";\n'
+                '    options = { zones = %s;%s };\n' % (zones_text, extra or ' threshold = 2;') +
+                '  }\n'
+                ');\n')
+        return run_frontmx_t(text)
+
+    def many(n):
+        return '[ %s ]' % ', '.join('"l%d.example.net*%d"' % (i, 1 - 2 * (i % 2)) for i in range(n))
+
+    rc, out, path = conf_t(many(32))
+    is_(rc, 0, 'config: 32 zones (the limit) accepted: %s' % out.strip()[:200])
+    rc, out, path = conf_t(many(33))
+    ok(rc not in (0, None), 'config: 33 zones refused')
+    like(out, r'%s:6: filter dnsbl: option zones: 33 zones, at most 32' % re.escape(path),
+         'config: 33 zones: FILE:LINE and why')
+    rc, out, path = conf_t('"%s"' % BL)
+    is_(rc, 0, 'config: one zone as a plain string is accepted')
+    for bad, why in (
+            ('zen.example.net*', r"no weight after '\*'"),
+            ('zen.example.net*x', 'the weight is not an integer'),
+            ('zen.example.net*2000', 'out of range'),
+            ('zen..example.net', 'not a domain name'),
+            ('=127.0.0.2', 'not a domain name'),
+            ('zen.example.net=', "no answer filter after '='"),
+            ('zen.example.net=127.0.0', 'not d.d.d.d'),
+            ('zen.example.net=127.0.0.256', 'not d.d.d.d'),
+            ('zen.example.net=127.0.0.[5..3]', 'not d.d.d.d'),
+            ('zen.example.net=127.0.0.[2..', 'not d.d.d.d'),
+            ('zen.example.net=127.0.0.[2;;3]', 'not d.d.d.d'),
+            ('zen.example.net=127.0.0.2.1', 'not d.d.d.d'),
+            ('zen.example.net 127.0.0.2', 'not a domain name'),
+            ('x' * 189 + '.example', 'too long')):
+        rc, out, path = conf_t('[ "%s", "%s" ]' % (ZONES[0], bad))
+        ok(rc not in (0, None), 'config: zone %r refused' % bad[:40])
+        like(out, r"%s:6: filter dnsbl: option zones: '.*': .*%s" % (re.escape(path), why),
+             'config: zone %r: FILE:LINE and why' % bad[:40])
+    rc, out, path = conf_t('[ "%s" ]' % ZONES[0], ' when = "later";')
+    like(out, r'%s:6: filter dnsbl: option when: .*connect.*rcpt' % re.escape(path),
+         'config: when = "later" refused at FILE:LINE')
+    rc, out, path = conf_t('[ "%s" ]' % ZONES[0], ' threshold = 0;')
+    like(out, r'%s:6: filter dnsbl: option threshold' % re.escape(path),
+         'config: threshold 0 refused at FILE:LINE')
+    rc, out, path = conf_t('[ ]')
+    like(out, r'%s:6: filter dnsbl: option zones: at least one zone' % re.escape(path),
+         'config: no zone refused at FILE:LINE')
+    rc, out, path = conf_t('[ "%s" ]' % ZONES[0], ' bogus = 1;')
+    like(out, r'%s:6: filter dnsbl: option bogus' % re.escape(path),
+         'config: unknown option refused at FILE:LINE')
+    rc, out, path = conf_t('( [ "a" ] )')
+    like(out, r'%s:\d+: .*must be a list of strings' % re.escape(path),
+         'config: a nested list refused at FILE:LINE')
+
+
+run(main, timeout=150)
