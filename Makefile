@@ -94,6 +94,7 @@ DEBS	 = build-essential pkg-config libevent-dev libconfig-dev libpcre2-dev \
 # libmilter: the test milter of t/milter (fault cases, the bench's milter line)
 DEBS	+= libmilter-dev
 DEBS	+= prometheus	# promtool check metrics on a scrape (t/smtp/86-metrics.t)
+DEBS	+= strace	# make bench: frontmx's syscalls per message (t/bench/run)
 # A real Exim 4.96 (Debian 12's default MTA) as a sending client for
 # t/smtp/47-exim.t and as the upstream of t/smtp/68-exim-upstream.t
 # (t/lib/exim.py).  Installing exim4 would remove Postfix, so `make exim`

@@ -59,6 +59,8 @@ PROGRAMS = {
     'timeout': ('coreutils', 't/bench/run'),
     'mktemp': ('coreutils', 't/bench/run'),
     'nproc': ('coreutils', 't/bench/run'),
+    'strace': ('strace', 't/bench/run (syscalls per message)'),
+    'getconf': ('libc-bin', 't/bench/run (clock ticks of /proc/PID/stat)'),
 }
 
 # Third-party Python modules: name -> package (the standard library is
