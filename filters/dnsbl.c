@@ -100,6 +100,7 @@
 #include "dnsbl.h"
 #include "dnsmsg.h"
 #include "filter_opt.h"
+#include "metrics.h"
 #include "strutil.h"
 
 #define DNSBL_ZONES_MAX		32	/* entries in zones */
@@ -181,6 +182,7 @@ struct dnsbl_conn {
 	size_t			 outstanding;		/* lookups not answered */
 	int			 starting;	/* inside dnsbl_start(): no resume */
 	int			 waiting;	/* a hook returned FMX_PENDING */
+	int			 counted;	/* hits counted (once a session) */
 	struct dnsbl_lookup	 l[DNSBL_ZONES_MAX];
 };
 
@@ -545,6 +547,14 @@ dnsbl_decide(struct dnsbl_conn *dc, struct fmx_ctx *ctx)
 		} else if (dnsbl_zone_matches(z, &l->answer))
 			score += z->weight;
 	}
+	/* frontmx_dnsbl_hits_total{zone}: once a session, allow lists too. */
+	for (i = 0; i < di->nzones && !dc->counted; i++) {
+		z = &di->zones[i];
+		l = &dc->l[z->lookup];
+		if (l->state == DNSBL_ANSWERED && dnsbl_zone_matches(z, &l->answer))
+			metrics_inc(METRIC_DNSBL_HITS, z->domain);
+	}
+	dc->counted = 1;
 	if (failed && score + down < thr && score + up >= thr) {
 		slen = (size_t)snprintf(reason, sizeof reason,
 		    "client [%s] lookup failed:", dc->addr);

@@ -64,6 +64,7 @@
 #include "filter_chain.h"
 #include "limit.h"
 #include "log.h"
+#include "metrics.h"
 #include "netaddr.h"
 #include "runtime.h"
 #include "smtp_frame.h"
@@ -765,7 +766,9 @@ smtp_timed_out(struct smtp_session *s)
 static void
 smtp_connect_refused(struct smtp_session *s, const struct filter_result *res)
 {
-	(void)res;
+	/* The reason is the filter that refused: "dnsbl", a module's name. */
+	metrics_inc(METRIC_CONNECTIONS_REFUSED, res->filter[0] != '\0' ?
+	    res->filter : "filter");
 	smtp_enter_state(s, SMTP_STATE_QUIT);
 }
 
