@@ -95,6 +95,12 @@ DEBS	 = build-essential pkg-config libevent-dev libconfig-dev libpcre2-dev \
 DEBS	+= libmilter-dev
 DEBS	+= prometheus	# promtool check metrics on a scrape (t/smtp/86-metrics.t)
 DEBS	+= strace	# make bench: frontmx's syscalls per message (t/bench/run)
+# Real milters for the interop tests t/smtp/80-83 (t/lib/milters.py starts
+# each on loopback in the test's temp dir; policy-rc.d or not, the tests use
+# private sockets, ports and pid files, never the packaged services).
+# opendkim is above; clamd + clamav-milter with a local .ndb signature (no
+# freshclam run), opendmarc, rspamd's proxy worker in self-scan mode.
+DEBS	+= clamav-daemon clamav-milter opendmarc rspamd
 # A real Exim 4.96 (Debian 12's default MTA) as a sending client for
 # t/smtp/47-exim.t and as the upstream of t/smtp/68-exim-upstream.t
 # (t/lib/exim.py).  Installing exim4 would remove Postfix, so `make exim`

@@ -50,6 +50,13 @@ PROGRAMS = {
     'opendkim-testmsg': ('opendkim-tools', 't/lib/dkim_tool.py'),
     'valgrind': ('valgrind', '19-valgrind.t'),
     '/usr/sbin/dovecot': ('dovecot-core', '69-lmtp-dovecot.t (LMTP upstream)'),
+    # the real milters of t/lib/milters.py (80-83-milter-*.t)
+    '/usr/sbin/opendkim': ('opendkim', 't/lib/milters.py (80, 81)'),
+    '/usr/sbin/opendkim-genkey': ('opendkim-tools', 't/lib/milters.py (80, 81)'),
+    '/usr/sbin/clamd': ('clamav-daemon', 't/lib/milters.py (81)'),
+    '/usr/sbin/clamav-milter': ('clamav-milter', 't/lib/milters.py (81)'),
+    '/usr/sbin/opendmarc': ('opendmarc', 't/lib/milters.py (82)'),
+    '/usr/bin/rspamd': ('rspamd', 't/lib/milters.py (83)'),
     # t/bench/run's shell tools
     'awk': ('mawk', 't/bench/run'),
     'sed': ('sed', 't/bench/run'),
@@ -91,6 +98,7 @@ FILES = {
     '/usr/lib/dovecot/lmtp': ('dovecot-lmtpd', '69-lmtp-dovecot.t (LMTP upstream)'),
     '/usr/share/postfix/master.cf.dist': ('postfix', 't/lib/postfix.py (its copy, /etc/postfix/master.cf)'),
     '/etc/postfix/postfix-files': ('postfix', 't/lib/postfix.py (postfix check)'),
+    '/etc/rspamd/rspamd.conf': ('rspamd', 't/lib/milters.py (its packaged rules, 83)'),
 }
 
 def note(s):
