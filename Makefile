@@ -13,6 +13,7 @@ LDLIBS	+= $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -ldl
 LDLIBS += -lopendkim
 LDLIBS += $(shell pkg-config --libs libpsl)
 LDLIBS += -lspf2 -lresolv
+LDLIBS += -lmilter
 
 # Data plane
 SRCS	+= proxy/main.c
@@ -42,6 +43,7 @@ SRCS	+= proxy/deliver_lmtp.c
 SRCS	+= proxy/deliver_maildir.c
 SRCS	+= proxy/deliver_check.c
 SRCS	+= proxy/check.c
+SRCS	+= proxy/milter_listen.c
 SRCS	+= proxy/dns.c
 SRCS	+= proxy/tls.c
 SRCS	+= proxy/bev.c
@@ -91,7 +93,8 @@ DEBS	 = build-essential pkg-config libevent-dev libconfig-dev libpcre2-dev \
 	   libnss-wrapper libdb5.3 libgnutls-dane0 libgnutls30 libidn12 libnsl2 \
 	   libpcre2-8-0 libcrypt1 libidn2-0 clang libclang-rt-14-dev llvm-14 \
 	   dovecot-lmtpd
-# libmilter: the test milter of t/milter (fault cases, the bench's milter line)
+# libmilter: the test milter of t/milter (fault cases, the bench's milter line),
+# and proxy/milter_listen.c: the chain served as a milter (issue 11)
 DEBS	+= libmilter-dev
 DEBS	+= prometheus	# promtool check metrics on a scrape (t/smtp/86-metrics.t)
 DEBS	+= strace	# make bench: frontmx's syscalls per message (t/bench/run)

@@ -190,6 +190,12 @@ struct config {
 	char			*tag_header;		/* default "X-Frontmx-Tag" */
 	char			*tag_subject_prefix;	/* default NULL: subject untouched */
 
+	/* milter = { listen; timeout; }: the chain served to an MTA (milter_listen.c) */
+	char			*milter_listen;		/* as written; NULL: no milter listener */
+	char			*milter_listen_conn;	/* libmilter's spelling: inet:PORT@HOST, unix:PATH */
+	char			*milter_where;		/* "FILE:LINE" of milter.listen */
+	unsigned		 milter_timeout;	/* seconds libmilter waits for the MTA, default 300 */
+
 	int			 refcount;		/* refcount.h */
 };
 

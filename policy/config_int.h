@@ -132,6 +132,8 @@ int		 config_load_dns(struct config_ctx *ctx,
 		    const config_setting_t *root, struct config *c);
 int		 config_load_relay(struct config_ctx *ctx,
 		    const config_setting_t *root, struct config *c);
+int		 config_load_milter(struct config_ctx *ctx,
+		    const config_setting_t *root, struct config *c);
 
 /* The filter chain and policy groups (config_filters.c); 0 ok, -1. */
 int		 config_load_filters(struct config_ctx *ctx,

@@ -603,3 +603,70 @@ config_load_relay(struct config_ctx *ctx, const config_setting_t *root,
 	}
 	return 0;
 }
+
+/*
+ * milter = { listen = "inet:HOST:PORT" | "inet:[IPv6]:PORT" | "unix:PATH";
+ * timeout = SECONDS; }: frontmx also serves its chain as a milter
+ * (proxy/milter_listen.c).  The address is written as in Postfix's
+ * smtpd_milters, so an admin copies it from main.cf; libmilter spells
+ * the same thing "inet:PORT@HOST", "inet6:PORT@HOST" or "unix:PATH"
+ * (smfi_setconn(3)), kept in milter_listen_conn.
+ */
+static const char *const config_keys_milter[] = { "listen", "timeout", NULL };
+
+int
+config_load_milter(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	const config_setting_t	*g = NULL, *s;
+	const char		*addr = NULL;
+	char			 host[CONFIG_ADDR_MAX], port[8], conn[CONFIG_ADDR_MAX + 128];
+	struct sockaddr_storage	 ss;
+	socklen_t		 sslen;
+	long long		 v = 300;
+	unsigned		 p;
+	int			 r, bracketed;
+
+	/* Absent: no milter listener. */
+	if ((r = config_want_group(ctx, root, "", "milter", &g)) != 1)
+		return r;
+	if (config_check_keys(ctx, g, "milter", config_keys_milter,
+	    sizeof config_keys_milter[0]) == -1)
+		return -1;
+	if (config_want_int(ctx, g, "milter", "timeout", 1, CONFIG_TIMEOUT_MAX,
+	    &v) == -1)
+		return -1;
+	c->milter_timeout = (unsigned)v;
+	if ((r = config_want_string(ctx, g, "milter", "listen", &addr)) == -1)
+		return -1;
+	if (r == 0)
+		return config_fail(ctx, g, "'milter' is missing 'listen' "
+		    "(\"inet:127.0.0.1:8892\" or \"unix:/run/frontmx/milter.sock\")");
+	s = config_setting_get_member(g, "listen");
+	if (strncmp(addr, "unix:", 5) == 0) {
+		/* sun_path holds 108 octets with the NUL (unix(7)). */
+		if (addr[5] != '/' || strlen(addr + 5) > 107)
+			return config_fail(ctx, s, "'milter.listen' \"unix:\" needs "
+			    "an absolute socket path of at most 107 octets, not '%s'",
+			    addr);
+		snprintf(conn, sizeof conn, "unix:%s", addr + 5);
+	} else if (strncmp(addr, "inet:", 5) == 0) {
+		if (config_sockaddr_parse(addr + 5, &ss, &sslen) == -1 ||
+		    config_hostport_split(addr + 5, host, sizeof host, port,
+		    sizeof port, &bracketed) == -1 ||
+		    config_port_parse(port, &p) == -1 || p == 0)
+			return config_fail(ctx, s, "'milter.listen' must be "
+			    "\"inet:IPv4:PORT\", \"inet:[IPv6]:PORT\" or "
+			    "\"unix:PATH\" (numeric address, port 1..65535), "
+			    "not '%s'", addr);
+		snprintf(conn, sizeof conn, "%s:%s@%s",
+		    ss.ss_family == AF_INET6 ? "inet6" : "inet", port, host);
+	} else
+		return config_fail(ctx, s, "'milter.listen' must be "
+		    "\"inet:HOST:PORT\", \"inet:[IPv6]:PORT\" or \"unix:PATH\" "
+		    "(Postfix's smtpd_milters syntax), not '%s'", addr);
+	c->milter_listen = config_xstrdup(addr);
+	c->milter_listen_conn = config_xstrdup(conn);
+	c->milter_where = config_where(ctx, g, "listen");
+	return 0;
+}

@@ -33,6 +33,7 @@
 #include "filter_chain.h"
 #include "frontmx_filter.h"
 #include "log.h"
+#include "milter_listen.h"
 #include "runtime.h"
 #include "upstream.h"
 #include "version.h"
@@ -112,6 +113,7 @@ main_reload(const char *file, struct worker *workers, unsigned nworkers)
 	worker_runtime_set(rt);
 	for (i = 0; i < nworkers; i++)
 		worker_reload(&workers[i]);
+	milter_listen_reload(runtime_config(rt));
 	log_info("configuration reloaded from %s", file);
 	/* The upstream (or its address) may have changed: ask it now. */
 	worker_probe_kick();
@@ -234,6 +236,8 @@ main_start(struct runtime *rt, struct worker *workers, unsigned *nworkers)
 			return -1;
 		}
 	}
+	if (milter_listen_start(cfg) == -1)
+		return -1;
 	log_info("frontmx started workers=%u listen=%s upstream=%s", *nworkers,
 	    cfg->listeners[0].address, cfg->upstream_address);
 	return 0;
@@ -255,12 +259,28 @@ main_wait(const char *file, const sigset_t *set, struct worker *workers,
 	}
 }
 
-/* Drain and join the workers, then release what main_start() took. */
+/* timeouts.shutdown_grace of the running configuration. */
+static unsigned
+main_grace(void)
+{
+	struct config	*cfg = worker_config_get();
+	unsigned	 grace = cfg->timeouts.shutdown_grace;
+
+	config_unref(cfg);
+	return grace;
+}
+
+/*
+ * Drain the milter listener (milter_listen.c: it needs the loops' DNS
+ * and the filter pool to the end) and the workers, then release what
+ * main_start() took.
+ */
 static void
-main_stop(struct worker *workers, unsigned nworkers)
+main_stop(struct worker *workers, unsigned nworkers, unsigned grace)
 {
 	unsigned	i;
 
+	milter_listen_stop(grace);
 	for (i = 0; i < nworkers; i++)
 		worker_drain(&workers[i]);
 	for (i = 0; i < nworkers; i++)
@@ -301,7 +321,7 @@ main(int argc, char *argv[])
 		return 1;
 	sig = main_wait(o.file, &set, workers, nworkers);
 	log_info("signal %d: draining", sig);
-	main_stop(workers, nworkers);
+	main_stop(workers, nworkers, main_grace());
 	log_info("frontmx stopped");
 	return 0;
 }
