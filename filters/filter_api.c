@@ -273,6 +273,12 @@ filter_ctx_get(struct fmx_ctx *h)
 	return t->slots[i].c;
 }
 
+struct fmx_ctx *
+filter_api_ctx(struct fmx_ctx *h)
+{
+	return filter_ctx_get(h);
+}
+
 /*
  * Every api call goes through here: resolve the handle and take the
  * session's lock (a blocking hook calls the api from a pool thread while

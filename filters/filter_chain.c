@@ -48,6 +48,7 @@
 #include "filter_loader.h"
 #include "filter_opt.h"
 #include "log.h"
+#include "milter.h"
 #include "policy.h"
 #include "refcount.h"
 #include "spf.h"
@@ -209,7 +210,15 @@ filter_chain_new(struct config *cfg, char *err, size_t errlen)
 
 		fi->cf = cf;
 		ch->ninst = i + 1;
-		if (cf->module != NULL) {
+		if (cf->milter != NULL) {
+			/* An external milter: the built-in speaks the protocol. */
+			fi->ops = milter_filter();
+			if ((fi->inst = milter_inst_new(cf)) == NULL) {
+				snprintf(err, errlen, "out of memory");
+				filter_chain_free(ch);
+				return NULL;
+			}
+		} else if (cf->module != NULL) {
 			if (filter_loader_open(cf->module, &filter_api, &fi->module,
 			    err, errlen) == -1) {
 				filter_chain_err_where(cf, err, errlen);
@@ -720,7 +729,8 @@ filter_resumed_cb(evutil_socket_t fd, short what, void *arg)
 	fs->resumed = NULL;
 	if (c == NULL || fs->done == NULL)
 		return;
-	if (filter_apply(fs, c, fs->resumed_v, 0))
+	/* A built-in (milter.c) marks its own failure: on_error, now and later. */
+	if (filter_apply(fs, c, fs->resumed_v, c->failed))
 		fs->next++;
 	filter_run(fs);
 }
@@ -796,10 +806,12 @@ filter_run(struct filter_session *fs)
 			    filter_ctx_name(c));
 		if (v == FMX_PENDING) {
 			c->waiting = 1;
-			evtimer_add(fs->timeout, &tv);
+			/* 0: a milter bounds each reply with its own timeouts. */
+			if (tv.tv_sec > 0)
+				evtimer_add(fs->timeout, &tv);
 			break;
 		}
-		if (filter_apply(fs, c, v, 0))
+		if (filter_apply(fs, c, v, c->failed))
 			fs->next++;
 	}
 	fs->running = 0;
@@ -912,6 +924,9 @@ filter_session_outcome(struct filter_session *fs)
 	o->body = fs->body;
 	o->bodylen = fs->bodylen;
 	o->add_rcpts = fs->add_rcpts;
+	o->add_rcpt_args = fs->add_rcpt_args;
+	o->mail_from = fs->chg_from;
+	o->mail_from_args = fs->chg_from_args;
 	o->nadd_rcpts = fs->nadd_rcpts;
 	o->del_rcpts = fs->del_rcpts;
 	o->ndel_rcpts = fs->ndel_rcpts;
@@ -966,8 +981,14 @@ filter_session_msg_end(struct filter_session *fs, int aborted)
 		free(fs->edits[i].value);
 	}
 	fs->nedits = 0;
-	for (i = 0; i < fs->nadd_rcpts; i++)
+	for (i = 0; i < fs->nadd_rcpts; i++) {
 		free(fs->add_rcpts[i]);
+		free(fs->add_rcpt_args[i]);
+		fs->add_rcpt_args[i] = NULL;
+	}
+	free(fs->chg_from);
+	free(fs->chg_from_args);
+	fs->chg_from = fs->chg_from_args = NULL;
 	for (i = 0; i < fs->ndel_rcpts; i++)
 		free(fs->del_rcpts[i]);
 	fs->nadd_rcpts = fs->ndel_rcpts = 0;

@@ -84,6 +84,11 @@ struct filter_facts {
 	const char *const	*rcpts;		/* accepted recipients */
 	size_t			 nrcpts;
 	const char		*queue_id;	/* message id, NULL outside a message */
+	const char		*mail_args;	/* MAIL's ESMTP parameters "K=V K", NULL none */
+	const char		*rcpt_args;	/* the RCPT being checked's, NULL none */
+	const char		*auth_type;	/* SASL mechanism, NULL if not authenticated */
+	const char		*daemon_addr;	/* our address the client reached */
+	unsigned		 daemon_port;
 	const struct config_policy *policy;	/* the transaction's, NULL = default */
 };
 
@@ -134,7 +139,10 @@ struct filter_outcome {
 	const unsigned char		*body;		/* replacement body or NULL */
 	size_t				 bodylen;
 	char *const			*add_rcpts;
+	char *const			*add_rcpt_args;	/* each one's ESMTP parameters, or NULL */
 	size_t				 nadd_rcpts;
+	const char			*mail_from;	/* a milter's new sender, NULL: unchanged */
+	const char			*mail_from_args;
 	char *const			*del_rcpts;
 	size_t				 ndel_rcpts;
 };

@@ -162,7 +162,10 @@ struct filter_session {
 	unsigned char			*body;
 	size_t				 bodylen;
 	char				*add_rcpts[FILTER_RCPT_EDITS_MAX];
+	char				*add_rcpt_args[FILTER_RCPT_EDITS_MAX];	/* ESMTP, or NULL */
 	size_t				 nadd_rcpts;
+	char				*chg_from;	/* new envelope sender, NULL: unchanged */
+	char				*chg_from_args;
 	char				*del_rcpts[FILTER_RCPT_EDITS_MAX];
 	size_t				 ndel_rcpts;
 	struct filter_ar		 ar[FILTER_AR_MAX];
@@ -192,6 +195,8 @@ struct filter_job {
 
 /* filter_api.c */
 extern const struct fmx_api filter_api;
+/* The ctx a handle names on this thread, NULL if stale (for built-ins). */
+struct fmx_ctx	*filter_api_ctx(struct fmx_ctx *h);
 int		 filter_api_handle_new(struct fmx_ctx *);
 void		 filter_api_handle_free(struct fmx_ctx *);
 /* End the DNS queries (and timers) modules started during the message. */

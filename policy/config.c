@@ -1143,6 +1143,7 @@ config_free(struct config *c)
 	for (i = 0; i < c->nfilters; i++) {
 		free(c->filters[i].name);
 		free(c->filters[i].module);
+		free(c->filters[i].milter);
 		free(c->filters[i].where);
 		for (j = 0; j < c->filters[i].noptions; j++)
 			free(c->filters[i].options[j]);

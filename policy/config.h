@@ -130,12 +130,26 @@ struct config_filter {
 	char			*name;		/* unique; built-in name or instance name */
 	char			*module;	/* path of a .so, NULL for a built-in */
 	char			*where;		/* "FILE:LINE" of module (of the entry for a built-in) */
-	unsigned		 timeout;	/* seconds per hook call, default 30 */
+	unsigned		 timeout;	/* seconds per hook call, default 30; 0: a milter's own timeouts */
 	enum config_action	 on_error;	/* default CONFIG_ACTION_TEMPFAIL */
 	int			 dry_run;	/* -1 unset, 0, 1 */
 	int			 delay_reject;	/* connect/helo/mail verdicts wait for RCPT (default 1) */
 	char			**options;	/* "key=value" strings from the options group */
 	size_t			 noptions;
+	/*
+	 * An external milter (milter = "unix:PATH" | "inet:HOST:PORT" |
+	 * "inet:[IPv6]:PORT", Postfix's smtpd_milters syntax): NULL for
+	 * built-in filters and modules.  The address is resolved once, at
+	 * load; the filter connects to milter_sa for each SMTP session.
+	 */
+	char			*milter;
+	struct sockaddr_storage	 milter_sa;
+	socklen_t		 milter_salen;
+	unsigned		 milter_connect;	/* seconds, timeouts.connect (30) */
+	unsigned		 milter_command;	/* seconds per reply, timeouts.command (30) */
+	unsigned		 milter_content;	/* seconds per reply from DATA on (300) */
+	unsigned		 breaker_failures;	/* consecutive failures that open it (5) */
+	unsigned		 breaker_open;		/* seconds it stays open (60) */
 };
 
 struct config {

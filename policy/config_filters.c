@@ -35,7 +35,12 @@
  *	"quarantine", "tempfail", "reject", "discard").
  */
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+
 #include <libconfig.h>
+#include <netdb.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,9 +56,22 @@
 
 static const char *const config_keys_policy[] = { "default", "domains", NULL };
 static const char *const config_keys_filter[] = {
-	"name", "module", "timeout", "on_error", "dry_run", "delay_reject",
-	"options", NULL
+	"name", "module", "milter", "timeout", "timeouts", "breaker", "on_error",
+	"dry_run", "delay_reject", "options", NULL
 };
+static const char *const config_keys_milter_timeouts[] = {
+	"connect", "command", "content", NULL
+};
+static const char *const config_keys_breaker[] = { "failures", "open", NULL };
+
+/* Postfix's milter timeouts (milter_connect/command/content_timeout). */
+#define CONFIG_MILTER_CONNECT	30
+#define CONFIG_MILTER_COMMAND	30
+#define CONFIG_MILTER_CONTENT	300
+/* The circuit breaker: 5 failures in a row keep the milter off for a minute. */
+#define CONFIG_BREAKER_FAILURES	5
+#define CONFIG_BREAKER_OPEN	60
+#define CONFIG_BREAKER_OPEN_MAX	86400
 
 /*
  * Filters built into the daemon (config_builtin_results[] below): a
@@ -83,6 +101,11 @@ static const char *const config_results_dkim[] = {
 static const char *const config_results_dmarc[] = {
 	"none", "pass", "fail", "reject", "quarantine", "temperror",
 	"permerror", "on_error", NULL
+};
+/* What a milter's answer is named for the policy (filters/milter.c). */
+static const char *const config_results_milter[] = {
+	"continue", "accept", "reject", "tempfail", "discard", "quarantine",
+	"on_error", NULL
 };
 static const char *const config_results_dnsbl[] = {
 	"listed", "on_error", NULL
@@ -229,7 +252,9 @@ config_load_filter(struct config_ctx *ctx, const struct config *c,
 		    "'filters' chain%s%s%s", path, name,
 		    best ? " (did you mean '" : "", best ? best : "",
 		    best ? "'?)" : "");
-	if (cf->module == NULL)
+	if (cf->milter != NULL)
+		results = config_results_milter;
+	else if (cf->module == NULL)
 		for (k = 0; config_builtin_results[k].name != NULL; k++)
 			if (strcmp(config_builtin_results[k].name, name) == 0)
 				results = config_builtin_results[k].results;
@@ -553,6 +578,145 @@ config_load_filter_options(struct config_ctx *ctx, const config_setting_t *g,
 	return 0;
 }
 
+/*
+ * milter = "unix:/path" | "inet:HOST:PORT" | "inet:[IPv6]:PORT", as in
+ * Postfix's smtpd_milters.  HOST may be a name: it is resolved here, at
+ * load (start, SIGHUP, -t), never on an event loop.  0 ok, -1 with why.
+ */
+static int
+config_milter_addr(const char *a, struct config_filter *f, const char **why)
+{
+	struct sockaddr_un	*sun = (struct sockaddr_un *)&f->milter_sa;
+	struct addrinfo		 hints, *res = NULL;
+	char			 host[256];
+	const char		*p, *port;
+	size_t			 hlen;
+	unsigned long long	 v;
+
+	memset(&f->milter_sa, 0, sizeof f->milter_sa);
+	if (strncmp(a, "unix:", 5) == 0 || strncmp(a, "local:", 6) == 0) {
+		p = strchr(a, ':') + 1;
+		if (*p != '/') {
+			*why = "a UNIX socket path must be absolute";
+			return -1;
+		}
+		if (strlen(p) >= sizeof sun->sun_path) {
+			*why = "UNIX socket path too long";
+			return -1;
+		}
+		sun->sun_family = AF_UNIX;
+		memcpy(sun->sun_path, p, strlen(p) + 1);
+		f->milter_salen = sizeof *sun;
+		return 0;
+	}
+	if (strncmp(a, "inet:", 5) != 0 && strncmp(a, "inet6:", 6) != 0) {
+		*why = "expected unix:PATH, inet:HOST:PORT or inet:[IPv6]:PORT";
+		return -1;
+	}
+	p = strchr(a, ':') + 1;
+	if (*p == '[') {
+		if ((port = strchr(p, ']')) == NULL || port[1] != ':') {
+			*why = "expected inet:[IPv6]:PORT";
+			return -1;
+		}
+		hlen = (size_t)(port - p - 1);
+		p++;
+		port += 2;
+	} else {
+		if ((port = strrchr(p, ':')) == NULL) {
+			*why = "no :PORT";
+			return -1;
+		}
+		hlen = (size_t)(port - p);
+		port++;
+	}
+	if (hlen == 0 || hlen >= sizeof host || str_uint(port, 65535, &v) == -1 || v == 0) {
+		*why = "bad host or port (1-65535)";
+		return -1;
+	}
+	memcpy(host, p, hlen);
+	host[hlen] = '\0';
+	memset(&hints, 0, sizeof hints);
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	if (getaddrinfo(host, port, &hints, &res) != 0 || res == NULL) {
+		*why = "host does not resolve";
+		return -1;
+	}
+	memcpy(&f->milter_sa, res->ai_addr, res->ai_addrlen);
+	f->milter_salen = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+/* timeouts = { connect; command; content; } and breaker = { failures; open; } */
+static int
+config_load_filter_milter(struct config_ctx *ctx, const config_setting_t *g,
+    const char *path, const char *addr, struct config_filter *f)
+{
+	const config_setting_t	*t = NULL;
+	const char		*why = NULL;
+	char			 tpath[CONFIG_PATH_MAX];
+	long long		 v;
+	int			 r;
+
+	f->milter_connect = CONFIG_MILTER_CONNECT;
+	f->milter_command = CONFIG_MILTER_COMMAND;
+	f->milter_content = CONFIG_MILTER_CONTENT;
+	f->breaker_failures = CONFIG_BREAKER_FAILURES;
+	f->breaker_open = CONFIG_BREAKER_OPEN;
+	if (addr == NULL) {
+		if (config_setting_get_member(g, "timeouts") != NULL ||
+		    config_setting_get_member(g, "breaker") != NULL)
+			return config_fail(ctx, g, "'%s': timeouts and breaker "
+			    "are for a milter (set milter = ADDRESS)", path);
+		return 0;
+	}
+	if (config_milter_addr(addr, f, &why) == -1)
+		return config_fail(ctx, config_setting_get_member(g, "milter"),
+		    "'%s.milter': '%s': %s", path, addr, why);
+	f->milter = config_xstrdup(addr);
+	if ((r = config_want_group(ctx, g, path, "timeouts", &t)) == -1)
+		return -1;
+	config_path(tpath, sizeof tpath, path, "timeouts");
+	if (r == 1 && config_check_keys(ctx, t, tpath, config_keys_milter_timeouts,
+	    sizeof config_keys_milter_timeouts[0]) == -1)
+		return -1;
+	if (r == 1) {
+		if ((r = config_want_int(ctx, t, tpath, "connect", 1,
+		    CONFIG_FILTER_TIMEOUT_MAX, &v)) == -1)
+			return -1;
+		f->milter_connect = r ? (unsigned)v : f->milter_connect;
+		if ((r = config_want_int(ctx, t, tpath, "command", 1,
+		    CONFIG_FILTER_TIMEOUT_MAX, &v)) == -1)
+			return -1;
+		f->milter_command = r ? (unsigned)v : f->milter_command;
+		if ((r = config_want_int(ctx, t, tpath, "content", 1,
+		    CONFIG_FILTER_TIMEOUT_MAX, &v)) == -1)
+			return -1;
+		f->milter_content = r ? (unsigned)v : f->milter_content;
+	}
+	t = NULL;
+	if ((r = config_want_group(ctx, g, path, "breaker", &t)) == -1)
+		return -1;
+	config_path(tpath, sizeof tpath, path, "breaker");
+	if (r == 1) {
+		if (config_check_keys(ctx, t, tpath, config_keys_breaker,
+		    sizeof config_keys_breaker[0]) == -1)
+			return -1;
+		/* failures = 0 turns the breaker off. */
+		if ((r = config_want_int(ctx, t, tpath, "failures", 0, 1000,
+		    &v)) == -1)
+			return -1;
+		f->breaker_failures = r ? (unsigned)v : f->breaker_failures;
+		if ((r = config_want_int(ctx, t, tpath, "open", 1,
+		    CONFIG_BREAKER_OPEN_MAX, &v)) == -1)
+			return -1;
+		f->breaker_open = r ? (unsigned)v : f->breaker_open;
+	}
+	return 0;
+}
+
 /* One filters entry: { name = "spf"; } or { name = "x"; module = "x.so"; }. */
 static int
 config_load_filter_entry(struct config_ctx *ctx, const config_setting_t *g,
@@ -562,6 +726,7 @@ config_load_filter_entry(struct config_ctx *ctx, const config_setting_t *g,
 	const struct config_builtin_results *bi;
 	const config_setting_t		*s, *opts = NULL;
 	const char			*name = NULL, *module = NULL, *act = NULL;
+	const char			*milter = NULL;
 	char				 mpath[CONFIG_PATH_MAX];
 	long long			 v;
 	int				 r;
@@ -590,22 +755,32 @@ config_load_filter_entry(struct config_ctx *ctx, const config_setting_t *g,
 		return config_fail(ctx, s, "duplicate filter name '%s' "
 		    "(already at line %u)", name, dup->value);
 
+	if ((r = config_want_string(ctx, g, path, "milter", &milter)) == -1)
+		return -1;
 	if ((r = config_want_string(ctx, g, path, "module", &module)) == -1)
 		return -1;
-	f->where = config_where(ctx, g, r == 1 ? "module" : NULL);
+	f->where = config_where(ctx, g, r == 1 ? "module" : milter ? "milter" : NULL);
+	if (r == 1 && milter != NULL)
+		return config_fail(ctx, config_setting_get_member(g, "milter"),
+		    "'%s': module and milter exclude each other", path);
 	if (r == 1)
 		f->module = config_xstrdup(module);
-	else if ((bi = config_filter_builtin(name)) == NULL)
+	else if (milter == NULL && (bi = config_filter_builtin(name)) == NULL)
 		return config_fail(ctx, s, "unknown built-in filter '%s' (set "
-		    "module = path for a third-party module)", name);
-	else
+		    "module = path for a third-party module, or milter = "
+		    "ADDRESS for a milter)", name);
+	else if (milter == NULL)
 		f->delay_reject = bi->delay_reject;
+	if (config_load_filter_milter(ctx, g, path, milter, f) == -1)
+		return -1;
 
 	if ((r = config_want_int(ctx, g, path, "timeout", 1,
 	    CONFIG_FILTER_TIMEOUT_MAX, &v)) == -1)
 		return -1;
 	if (r == 1)
 		f->timeout = (unsigned)v;
+	else if (milter != NULL)
+		f->timeout = 0;		/* timeouts = { ... } bound each reply */
 
 	if ((r = config_want_string(ctx, g, path, "on_error", &act)) == -1)
 		return -1;

@@ -316,8 +316,8 @@ smtp_eom_rcpt_edits(struct smtp_session *s, const struct filter_outcome *o,
     int *changed)
 {
 	struct smtp_path p;
-	char line[SMTP_PATH_MAX + 16];
-	size_t i, j;
+	char line[SMTP_PATH_MAX + 600], params[SMTP_PARAM_VALUE_MAX * 2 + 32];
+	size_t i, j, k, used;
 
 	*changed = 0;
 	for (i = 0; i < o->ndel_rcpts; i++)
@@ -335,14 +335,28 @@ smtp_eom_rcpt_edits(struct smtp_session *s, const struct filter_outcome *o,
 			}
 	for (i = 0; i < o->nadd_rcpts; i++) {
 		/* Re-parse exactly like a client's RCPT: no smuggling via modules. */
-		snprintf(line, sizeof line, "TO:<%s>", o->add_rcpts[i]);
+		snprintf(line, sizeof line, "TO:<%s>%s%s", o->add_rcpts[i],
+		    o->add_rcpt_args[i] ? " " : "",
+		    o->add_rcpt_args[i] ? o->add_rcpt_args[i] : "");
 		if (smtp_parse_path(line, SMTP_CMD_RCPT, &p) != SMTP_PARSE_OK) {
 			log_warn("%016llx filter added invalid rcpt ignored", s->id);
 			continue;
 		}
-		log_info("%016llx filter added rcpt=<%s>", s->id, p.mailbox);
-		/* The api gives an added recipient no DSN parameters. */
-		smtp_mail_rcpt_add(s, p.mailbox, NULL);
+		/*
+		 * A milter's ESMTP arguments (SMFIR_ADDRCPT_PAR): only DSN's
+		 * NOTIFY and ORCPT are relayed, re-serialised as parsed.
+		 */
+		params[0] = '\0';
+		for (k = 0, used = 0; k < p.nparams; k++)
+			if (p.params[k].has_value &&
+			    (strcmp(p.params[k].key, "NOTIFY") == 0 ||
+			    strcmp(p.params[k].key, "ORCPT") == 0) &&
+			    used + strlen(p.params[k].key) + strlen(p.params[k].value) + 3 <
+			    sizeof params)
+				used += (size_t)snprintf(params + used, sizeof params - used,
+				    " %s=%s", p.params[k].key, p.params[k].value);
+		log_info("%016llx filter added rcpt=<%s>%s", s->id, p.mailbox, params);
+		smtp_mail_rcpt_add(s, p.mailbox, params[0] ? params : NULL);
 		*changed = 1;
 	}
 	return s->tx->nrcpts > 0 ? 0 : -1;
@@ -354,6 +368,36 @@ smtp_eom_refused(struct smtp_session *s, const struct filter_result *res)
 {
 	smtp_chat_log_message(s, "refused", res->filter);
 	smtp_tx_done(s);
+}
+
+/*
+ * A milter's new envelope sender (SMFIR_CHGFROM), re-parsed like a
+ * client's MAIL FROM.  0 ok or unchanged, -1 unusable (the message is
+ * deferred: never relayed under a sender nobody checked).
+ */
+static int
+smtp_eom_sender_edit(struct smtp_session *s, const struct filter_outcome *o)
+{
+	struct smtp_path p;
+	char line[SMTP_PATH_MAX + 16], *from;
+
+	if (o->mail_from == NULL)
+		return 0;
+	snprintf(line, sizeof line, "FROM:<%s>", o->mail_from);
+	if (smtp_parse_path(line, SMTP_CMD_MAIL, &p) != SMTP_PARSE_OK ||
+	    (from = strdup(p.mailbox)) == NULL) {
+		log_warn("%016llx filter changed the sender to an invalid address",
+		    s->id);
+		return -1;
+	}
+	if (o->mail_from_args != NULL)
+		log_info("%016llx filter sender arguments not relayed: %s", s->id,
+		    o->mail_from_args);
+	log_info("%016llx filter changed from=<%s> to from=<%s>", s->id,
+	    s->tx->mail_from, from);
+	free(s->tx->mail_from);
+	s->tx->mail_from = from;
+	return 0;
 }
 
 /* Every filter had its say: act on the outcome. */
@@ -368,6 +412,15 @@ smtp_eom_decide(struct smtp_session *s, const struct filter_result *res)
 	if (smtp_eom_rcpt_edits(s, o, &rcpts_changed) == -1) {
 		smtp_chat_log_message(s, "discarded", "filters removed every recipient");
 		smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->tx->queue_id);
+		smtp_tx_done(s);
+		return;
+	}
+	/* A new sender, like new recipients, makes the envelope go again. */
+	if (o->mail_from != NULL)
+		rcpts_changed = 1;
+	if (smtp_eom_sender_edit(s, o) == -1) {
+		smtp_chat_log_message(s, "tempfail", "invalid sender edit");
+		smtp_reply(s, "451 4.3.0 Error: local error, try again later");
 		smtp_tx_done(s);
 		return;
 	}

@@ -194,6 +194,7 @@ struct smtp_hdr {
 struct smtp_tx {
 	unsigned		 flags;		/* SMTP_TX_* */
 	char			*mail_from;	/* the sender, once MAIL passed its checks */
+	char			*mail_args;	/* its parameters as validated, "K=V K" (milters) */
 	char			 queue_id[40];
 	struct timespec		 start;
 	const struct config_policy *policy;	/* of the first accepted recipient */
@@ -258,6 +259,8 @@ struct smtp_session {
 	struct sockaddr_storage	 sa;
 	char			 addr[INET6_ADDRSTRLEN];
 	unsigned		 port;
+	char			 daemon_addr[INET6_ADDRSTRLEN];	/* ours, for milters' {daemon_addr} */
+	unsigned		 daemon_port;
 	/* The client's name: verified both ways, or why not (RFC 1912 2.1). */
 	char			 name[SMTP_DOMAIN_MAX + 1];	/* "unknown" when none */
 	enum smtp_rdns		 rdns;
@@ -337,6 +340,7 @@ int	smtp_peer_cmd_starttls(struct smtp_session *s, const char *args);
 int	smtp_peer_tls_wrap(struct smtp_session *s);
 void	smtp_peer_lookup(struct smtp_session *s);
 void	smtp_peer_set(struct smtp_session *s, const struct sockaddr *sa);
+void	smtp_peer_local(struct smtp_session *s, int fd);
 void	smtp_peer_proxy_input(struct smtp_session *s);
 
 /* smtp_auth.c */

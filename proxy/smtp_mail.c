@@ -223,6 +223,33 @@ smtp_mail_path_refused(struct smtp_session *s, enum smtp_parse_err e,
 	return 1;
 }
 
+/*
+ * MAIL's parameters as they passed the checks, "KEY=VALUE KEY", for the
+ * milters' MAIL event (Postfix passes the client's ESMTP arguments).
+ */
+static void
+smtp_mail_args_keep(struct smtp_session *s, const struct smtp_path *p)
+{
+	size_t i, len = 1;
+	char *out;
+
+	for (i = 0; i < p->nparams; i++)
+		len += strlen(p->params[i].key) + strlen(p->params[i].value) + 2;
+	if (p->nparams == 0 || (out = malloc(len)) == NULL)
+		return;
+	out[0] = '\0';
+	for (i = 0; i < p->nparams; i++) {
+		if (i > 0)
+			strcat(out, " ");
+		strcat(out, p->params[i].key);
+		if (p->params[i].has_value) {
+			strcat(out, "=");
+			strcat(out, p->params[i].value);
+		}
+	}
+	s->tx->mail_args = out;
+}
+
 int
 smtp_mail_cmd_mail(struct smtp_session *s, const char *args)
 {
@@ -257,6 +284,7 @@ smtp_mail_cmd_mail(struct smtp_session *s, const char *args)
 	}
 	if ((s->tx->mail_from = strdup(p.mailbox)) == NULL)
 		fatalx("out of memory");
+	smtp_mail_args_keep(s, &p);
 	/* What is logged for the message counts from here, whatever ends it. */
 	clock_gettime(CLOCK_MONOTONIC, &s->tx->start);
 	s->tx->msg_bytes = 0;

@@ -183,6 +183,28 @@ smtp_peer_lookup(struct smtp_session *s)
 		smtp_peer_rdns_done(s, SMTP_RDNS_TEMP);
 }
 
+/* Our own address on this connection, for milters' {daemon_addr}. */
+void
+smtp_peer_local(struct smtp_session *s, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1)
+		return;
+	if (ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
+
+		inet_ntop(AF_INET6, &s6->sin6_addr, s->daemon_addr, sizeof s->daemon_addr);
+		s->daemon_port = ntohs(s6->sin6_port);
+	} else if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
+
+		inet_ntop(AF_INET, &s4->sin_addr, s->daemon_addr, sizeof s->daemon_addr);
+		s->daemon_port = ntohs(s4->sin_port);
+	}
+}
+
 /* The peer address (TCP, or from the PROXY header) as text and port. */
 void
 smtp_peer_set(struct smtp_session *s, const struct sockaddr *sa)

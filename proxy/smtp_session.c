@@ -263,6 +263,12 @@ smtp_facts(struct smtp_session *s)
 	f->nrcpts = s->tx ? s->tx->nrcpts : 0;
 	f->queue_id = s->tx && s->tx->queue_id[0] ? s->tx->queue_id : NULL;
 	f->policy = s->tx ? s->tx->policy : NULL;
+	f->mail_args = s->tx ? s->tx->mail_args : NULL;
+	f->rcpt_args = s->pending_dsn[0] == ' ' ? s->pending_dsn + 1 :
+	    s->pending_dsn[0] ? s->pending_dsn : NULL;
+	f->auth_type = s->auth_id != NULL ? s->auth_mech : NULL;
+	f->daemon_addr = s->daemon_addr;
+	f->daemon_port = s->daemon_port;
 }
 
 /*
@@ -828,6 +834,7 @@ smtp_session_start(struct smtp_host *h, int fd, const struct sockaddr *sa,
 	s->tls_ctx = runtime_server_ctx(rt, listener);
 	(void)salen;
 	smtp_peer_set(s, sa);
+	smtp_peer_local(s, fd);
 	spool_init(&s->spool, cfg->limits.spool_memory, cfg->spool_dir);
 	spool_init(&s->newbody, cfg->limits.spool_memory, cfg->spool_dir);
 	s->listener = listener < cfg->nlisteners ? &cfg->listeners[listener] : NULL;

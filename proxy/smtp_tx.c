@@ -49,6 +49,7 @@ smtp_tx_free(struct smtp_session *s)
 	free(tx->rcpts);
 	free(tx->rcpt_params);
 	free(tx->mail_from);
+	free(tx->mail_args);
 	free(tx->hdrs);
 	free(tx->head);
 	free(tx->replay_buf);
