@@ -35,6 +35,116 @@
 #include "smtp_reply.h"
 #include "tls.h"
 
+static const char *const smtp_chat_stat_names[SMTP_STAT_COUNT] = {
+	[SMTP_STAT_HELO] = "helo",
+	[SMTP_STAT_EHLO] = "ehlo",
+	[SMTP_STAT_XCLIENT] = "xclient",
+	[SMTP_STAT_XFORWARD] = "xforward",
+	[SMTP_STAT_STARTTLS] = "starttls",
+	[SMTP_STAT_AUTH] = "auth",
+	[SMTP_STAT_MAIL] = "mail",
+	[SMTP_STAT_RCPT] = "rcpt",
+	[SMTP_STAT_DATA] = "data",
+	[SMTP_STAT_BDAT] = "bdat",
+	[SMTP_STAT_RSET] = "rset",
+	[SMTP_STAT_NOOP] = "noop",
+	[SMTP_STAT_VRFY] = "vrfy",
+	[SMTP_STAT_EXPN] = "expn",
+	[SMTP_STAT_HELP] = "help",
+	[SMTP_STAT_QUIT] = "quit",
+	[SMTP_STAT_UNKNOWN] = "unknown",
+};
+
+/*
+ * A command line was read: it is counted when its final reply goes out
+ * (smtp_chat_count).  A line that is no command (unrecognised, too long,
+ * bare LF) counts as "unknown", as in Postfix.
+ */
+void
+smtp_chat_command(struct smtp_session *s, enum smtp_cmd cmd)
+{
+	static const enum smtp_stat map[SMTP_CMD_COUNT] = {
+		[SMTP_CMD_UNKNOWN] = SMTP_STAT_UNKNOWN,
+		[SMTP_CMD_HELO] = SMTP_STAT_HELO,
+		[SMTP_CMD_EHLO] = SMTP_STAT_EHLO,
+		[SMTP_CMD_MAIL] = SMTP_STAT_MAIL,
+		[SMTP_CMD_RCPT] = SMTP_STAT_RCPT,
+		[SMTP_CMD_DATA] = SMTP_STAT_DATA,
+		[SMTP_CMD_RSET] = SMTP_STAT_RSET,
+		[SMTP_CMD_NOOP] = SMTP_STAT_NOOP,
+		[SMTP_CMD_QUIT] = SMTP_STAT_QUIT,
+		[SMTP_CMD_VRFY] = SMTP_STAT_VRFY,
+		[SMTP_CMD_EXPN] = SMTP_STAT_EXPN,
+		[SMTP_CMD_HELP] = SMTP_STAT_HELP,
+		[SMTP_CMD_STARTTLS] = SMTP_STAT_STARTTLS,
+		[SMTP_CMD_AUTH] = SMTP_STAT_AUTH,
+		[SMTP_CMD_BDAT] = SMTP_STAT_BDAT,
+		[SMTP_CMD_XCLIENT] = SMTP_STAT_XCLIENT,
+		[SMTP_CMD_XFORWARD] = SMTP_STAT_XFORWARD,
+	};
+
+	s->stat_open = (unsigned)cmd < SMTP_CMD_COUNT ? (int)map[cmd] :
+	    SMTP_STAT_UNKNOWN;
+}
+
+/*
+ * A reply with this code went out: the final one of the open command
+ * counts it, a success when 2xx (354 and 334 are steps on the way).
+ * Replies to no command (the greeting, a timeout's 421) count nothing.
+ */
+static void
+smtp_chat_count(struct smtp_session *s, int code)
+{
+	if (s->stat_open < 0 || code / 100 == 3)
+		return;
+	s->stat_all[s->stat_open]++;
+	if (code / 100 == 2)
+		s->stat_ok[s->stat_open]++;
+	s->stat_open = -1;
+}
+
+/*
+ * The one line per session a Postfix admin greps for, written when the
+ * session ends, however it ends:
+ *	disconnect from NAME[ADDR] ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6
+ * Each command used is named with its successes, "/total" when some
+ * failed; a command cut short by the end of the session is a failure.
+ */
+void
+smtp_chat_log_disconnect(struct smtp_session *s)
+{
+	char buf[SMTP_STAT_COUNT * 32 + 64];
+	unsigned ok = 0, all = 0;
+	size_t i, used = 0;
+	int n;
+
+	if (s->stat_open >= 0) {
+		s->stat_all[s->stat_open]++;
+		s->stat_open = -1;
+	}
+	buf[0] = '\0';
+	for (i = 0; i < SMTP_STAT_COUNT; i++) {
+		if (s->stat_all[i] == 0)
+			continue;
+		ok += s->stat_ok[i];
+		all += s->stat_all[i];
+		n = s->stat_ok[i] == s->stat_all[i] ?
+		    snprintf(buf + used, sizeof buf - used, " %s=%u",
+		    smtp_chat_stat_names[i], s->stat_ok[i]) :
+		    snprintf(buf + used, sizeof buf - used, " %s=%u/%u",
+		    smtp_chat_stat_names[i], s->stat_ok[i], s->stat_all[i]);
+		if (n < 0 || (size_t)n >= sizeof buf - used)
+			fatalx("smtp_chat_log_disconnect: line over limit");
+		used += (size_t)n;
+	}
+	if (ok == all)
+		log_info("%016llx smtp disconnect from %s[%s]%s commands=%u",
+		    s->id, s->name, s->addr, buf, ok);
+	else
+		log_info("%016llx smtp disconnect from %s[%s]%s commands=%u/%u",
+		    s->id, s->name, s->addr, buf, ok, all);
+}
+
 /* Send one complete reply; text may hold several lines separated by '\n'. */
 __attribute__((format(printf, 2, 3)))
 void
@@ -52,6 +162,9 @@ smtp_reply(struct smtp_session *s, const char *fmt, ...)
 	if (n < 0 || (size_t)n >= sizeof buf)
 		fatalx("smtp_reply: reply too long");
 	log_debug("%016llx smtp >>> %s", s->id, buf);
+	if (n >= 3)
+		smtp_chat_count(s, (buf[0] - '0') * 100 + (buf[1] - '0') * 10 +
+		    (buf[2] - '0'));
 	/* Lines of a multi-line reply are written '\n'-separated: CRLF on the wire. */
 	for (p = buf; (nl = strchr(p, '\n')) != NULL; p = nl + 1) {
 		evbuffer_add(out, p, (size_t)(nl - p));
@@ -74,7 +187,7 @@ smtp_error(struct smtp_session *s, const char *fmt, ...)
 	va_end(ap);
 	smtp_reply(s, "%s", buf);
 	if (++s->errors >= s->cfg->limits.errors) {
-		log_info("%016llx smtp disconnect reason=too-many-errors client=%s",
+		log_info("%016llx smtp closing reason=too-many-errors client=%s",
 		    s->id, s->addr);
 		smtp_reply(s, "421 4.7.0 %s Error: too many errors",
 		    s->cfg->hostname);
@@ -101,6 +214,7 @@ smtp_chat_upstream(struct smtp_session *s, const struct smtp_reply *r,
 		return;
 	}
 	log_debug("%016llx smtp >>> %.*s", s->id, (int)n, buf);
+	smtp_chat_count(s, r->code);
 	evbuffer_add(bufferevent_get_output(s->bev), buf, n);
 }
 

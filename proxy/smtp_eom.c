@@ -366,7 +366,13 @@ smtp_eom_rcpt_edits(struct smtp_session *s, const struct filter_outcome *o,
 static void
 smtp_eom_refused(struct smtp_session *s, const struct filter_result *res)
 {
-	smtp_chat_log_message(s, "refused", res->filter);
+	char reply[FILTER_REPLY_MAX];
+
+	/* The reply the client got (first line), not just who refused. */
+	if (smtp_filter_reply(res, s->step->what, reply, sizeof reply) == NULL)
+		snprintf(reply, sizeof reply, "refused by %s", res->filter);
+	reply[strcspn(reply, "\n")] = '\0';
+	smtp_chat_log_message(s, "refused", reply);
 	smtp_tx_done(s);
 }
 

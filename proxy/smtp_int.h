@@ -237,6 +237,32 @@ struct smtp_tx {
  * One client connection: who it is, where it stands (state, flags), the
  * buffers it reuses, its upstream, and its transaction when one is open.
  */
+/*
+ * The commands the disconnect line counts, in the order Postfix's smtpd
+ * prints them ("ehlo=1 mail=1 rcpt=0/1 ... commands=3/4"), then ours
+ * Postfix lacks, then everything else as "unknown".
+ */
+enum smtp_stat {
+	SMTP_STAT_HELO = 0,
+	SMTP_STAT_EHLO,
+	SMTP_STAT_XCLIENT,
+	SMTP_STAT_XFORWARD,
+	SMTP_STAT_STARTTLS,
+	SMTP_STAT_AUTH,
+	SMTP_STAT_MAIL,
+	SMTP_STAT_RCPT,
+	SMTP_STAT_DATA,
+	SMTP_STAT_BDAT,
+	SMTP_STAT_RSET,
+	SMTP_STAT_NOOP,
+	SMTP_STAT_VRFY,
+	SMTP_STAT_EXPN,
+	SMTP_STAT_HELP,
+	SMTP_STAT_QUIT,
+	SMTP_STAT_UNKNOWN,
+	SMTP_STAT_COUNT		/* must be last */
+};
+
 struct smtp_session {
 	unsigned long long	 id;
 	struct smtp_host	*host;		/* who runs it (smtp_session.h) */
@@ -296,7 +322,16 @@ struct smtp_session {
 	char			 auth_mech[24];
 	int			 auth_step;	/* SASL responses relayed so far */
 	unsigned long		 messages;
+
+	/* Postfix-style command counts for the disconnect line (smtp_chat.c). */
+	int			 stat_open;	/* SMTP_STAT_* awaiting its final reply, -1 none */
+	unsigned		 stat_ok[SMTP_STAT_COUNT];
+	unsigned		 stat_all[SMTP_STAT_COUNT];
 };
+
+/* smtp_chat.c */
+void	smtp_chat_command(struct smtp_session *s, enum smtp_cmd cmd);
+void	smtp_chat_log_disconnect(struct smtp_session *s);
 
 /* smtp_session.c */
 void	smtp_data_clock_stop(struct smtp_session *s);
@@ -310,6 +345,8 @@ void	smtp_filter_run(struct smtp_session *s, const struct smtp_step *st,
 void	smtp_verb_filter(struct smtp_session *s, const char *str);
 int	smtp_filter_refused(struct smtp_session *s,
 	    const struct filter_result *res, const char *what);
+const char *smtp_filter_reply(const struct filter_result *res,
+	    const char *what, char *buf, size_t len);
 void	smtp_resume(struct smtp_session *s, enum smtp_state state);
 void	smtp_process(struct smtp_session *s);
 void	smtp_readcb(struct bufferevent *bev, void *arg);

@@ -126,6 +126,9 @@ smtp_mail_params(struct smtp_session *s, const struct smtp_path *p)
 				return -1;
 			}
 			if (size > smtp_relay_size_limit(s)) {
+				log_info("%016llx smtp refused reason=message-size "
+				    "client=%s size=%llu limit=%llu", s->id, s->addr,
+				    size, (unsigned long long)smtp_relay_size_limit(s));
 				smtp_error(s, "552 5.3.4 Message size exceeds fixed limit");
 				return -1;
 			}
@@ -423,6 +426,9 @@ smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args)
 		return SMTP_VERB_OK;
 	if (s->tx->nrcpts >= s->cfg->limits.recipients) {
 		/* RFC 5321 4.5.3.1.10: 452, so the client retries the rest later. */
+		log_info("%016llx smtp refused reason=recipients client=%s "
+		    "rcpt=<%s> limit=%zu", s->id, s->addr, p.mailbox,
+		    (size_t)s->cfg->limits.recipients);
 		smtp_reply(s, "452 4.5.3 Error: too many recipients");
 		return SMTP_VERB_OK;
 	}

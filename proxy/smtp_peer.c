@@ -274,7 +274,7 @@ smtp_peer_proxy_input(struct smtp_session *s)
 	smtp_peer_lookup(s);
 	return;
 bad:
-	log_info("%016llx smtp disconnect reason=bad-proxy-header client=%s",
+	log_info("%016llx smtp closing reason=bad-proxy-header client=%s",
 	    s->id, s->addr);
 	smtp_session_free(s);
 }

@@ -422,6 +422,11 @@ smtp_relay_rcpt_reply(void *arg, enum upstream_err err, const struct smtp_reply 
 	smtp_chat_upstream(s, r, "2.1.5");
 	if (r->code / 100 == 2)
 		smtp_mail_rcpt_accepted(s);
+	else
+		/* The upstream's reason, for the admin who reads our log only. */
+		log_info("%016llx upstream refused rcpt=<%s> client=%s "
+		    "reply=\"%d %.*s\"", s->id, s->pending_rcpt, s->addr, r->code,
+		    (int)strcspn(r->text, "\n"), r->text);
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
 

@@ -280,26 +280,40 @@ int
 smtp_filter_refused(struct smtp_session *s, const struct filter_result *res,
     const char *what)
 {
+	char reply[FILTER_REPLY_MAX];
+
+	if (smtp_filter_reply(res, what, reply, sizeof reply) == NULL)
+		return 0;	/* message verdicts wait for the end of the message */
+	smtp_reply(s, "%s", reply);
+	/* The reply the client got, as Postfix logs a reject: its first line. */
+	log_info("%016llx smtp refused=%s client=%s filter=%s verdict=%s "
+	    "reply=\"%.*s\"", s->id, what, s->addr, res->filter,
+	    res->verdict == FMX_REJECT ? "reject" : "tempfail",
+	    (int)strcspn(reply, "\n"), reply);
+	return 1;
+}
+
+/*
+ * The reply a filter's refusal gives the client: the one the filter set
+ * (validated by the chain), or a default naming the phase so an admin
+ * can tell which check refused.  NULL when the verdict refuses nothing.
+ */
+const char *
+smtp_filter_reply(const struct filter_result *res, const char *what,
+    char *buf, size_t len)
+{
 	switch (res->verdict) {
 	case FMX_REJECT:
-		if (res->reply[0])
-			smtp_reply(s, "%s", res->reply);
-		else
-			smtp_reply(s, "550 5.7.1 %s rejected by policy", what);
-		log_info("%016llx smtp refused=%s filter=%s verdict=reject", s->id,
-		    what, res->filter);
-		return 1;
 	case FMX_TEMPFAIL:
 		if (res->reply[0])
-			smtp_reply(s, "%s", res->reply);
+			snprintf(buf, len, "%s", res->reply);
+		else if (res->verdict == FMX_REJECT)
+			snprintf(buf, len, "550 5.7.1 %s rejected by policy", what);
 		else
-			smtp_reply(s, "451 4.7.1 %s deferred by policy", what);
-		log_info("%016llx smtp refused=%s filter=%s verdict=tempfail",
-		    s->id, what, res->filter);
-		return 1;
+			snprintf(buf, len, "451 4.7.1 %s deferred by policy", what);
+		return buf;
 	default:
-		/* continue; message verdicts wait for the end of the message */
-		return 0;
+		return NULL;
 	}
 }
 
@@ -503,6 +517,7 @@ smtp_command(struct smtp_session *s, const char *line)
 	size_t i;
 
 	cmd = smtp_parse_verb(line, &args);
+	smtp_chat_command(s, cmd);
 	for (i = 0; i < sizeof smtp_verbs / sizeof smtp_verbs[0]; i++)
 		if (smtp_verbs[i].cmd == cmd)
 			v = &smtp_verbs[i];
@@ -562,7 +577,7 @@ smtp_input_ended(struct smtp_session *s)
 {
 	if (s->tx != NULL)
 		smtp_chat_log_message(s, "aborted", "client disconnected");
-	log_info("%016llx smtp disconnect reason=eof state=%s client=%s "
+	log_info("%016llx smtp closing reason=eof state=%s client=%s "
 	    "messages=%lu", s->id, smtp_state_names[s->state], s->addr,
 	    s->messages);
 	smtp_enter_state(s, SMTP_STATE_QUIT);
@@ -599,6 +614,8 @@ static void
 smtp_command_line(struct smtp_session *s, enum smtp_line kind, char *line,
     size_t len)
 {
+	if (kind != SMTP_LINE_OK)
+		smtp_chat_command(s, SMTP_CMD_UNKNOWN);
 	switch (kind) {
 	case SMTP_LINE_TOO_LONG:
 		smtp_error(s, "500 5.5.2 Error: line too long");
@@ -733,7 +750,7 @@ smtp_eventcb(struct bufferevent *bev, short what, void *arg)
 	if (s->tx != NULL && s->state != SMTP_STATE_QUIT)
 		smtp_chat_log_message(s, "aborted", "client disconnected");
 	if (s->state != SMTP_STATE_QUIT)
-		log_info("%016llx smtp disconnect reason=%s client=%s messages=%lu",
+		log_info("%016llx smtp closing reason=%s client=%s messages=%lu",
 		    s->id, (what & BEV_EVENT_EOF) ? "eof" :
 		    (what & BEV_EVENT_TIMEOUT) ? "timeout" : "error", s->addr,
 		    s->messages);
@@ -758,7 +775,7 @@ smtp_timed_out(struct smtp_session *s)
 {
 	if (s->state == SMTP_STATE_QUIT)
 		return;
-	log_info("%016llx smtp disconnect reason=timeout state=%s client=%s",
+	log_info("%016llx smtp closing reason=timeout state=%s client=%s",
 	    s->id, smtp_state_names[s->state], s->addr);
 	if (s->tx != NULL)
 		smtp_chat_log_message(s, "aborted", "client timeout");
@@ -828,6 +845,7 @@ smtp_session_start(struct smtp_host *h, int fd, const struct sockaddr *sa,
 	s->id = atomic_fetch_add(&smtp_session_seq, 1) + 1 +
 	    ((unsigned long long)time(NULL) << 24);
 	s->host = h;
+	s->stat_open = -1;
 	s->rt = rt;
 	s->chain = runtime_chain(rt);
 	s->cfg = cfg;
@@ -867,7 +885,7 @@ smtp_session_start(struct smtp_host *h, int fd, const struct sockaddr *sa,
 		/* Only the configured balancers may say who the client is. */
 		if (!netaddr_mask_match(s->listener->proxy_from,
 		    s->listener->nproxy_from, sa)) {
-			log_info("%016llx smtp disconnect reason=proxy-not-allowed "
+			log_info("%016llx smtp refused reason=proxy-not-allowed "
 			    "client=%s", s->id, s->addr);
 			smtp_session_free(s);
 			return;
@@ -930,6 +948,7 @@ smtp_session_free(struct smtp_session *s)
 {
 	struct smtp_host *h = s->host;
 
+	smtp_chat_log_disconnect(s);
 	/* Before on_abort runs (smtp_tx_reset): it may call resume(). */
 	smtp_cancel_async(s);
 	smtp_relay_close(s);

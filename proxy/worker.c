@@ -37,6 +37,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -284,10 +285,25 @@ worker_listener_index(const struct config *cfg, const struct sockaddr_storage *s
 	return SIZE_MAX;
 }
 
+/* The client's address for a log line, before any session names it. */
+static const char *
+worker_addr_text(const struct sockaddr *sa, char *buf, size_t len)
+{
+	const void *a = sa->sa_family == AF_INET6 ?
+	    (const void *)&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr :
+	    (const void *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+
+	if ((sa->sa_family != AF_INET && sa->sa_family != AF_INET6) ||
+	    inet_ntop(sa->sa_family, a, buf, (socklen_t)len) == NULL)
+		snprintf(buf, len, "unknown");
+	return buf;
+}
+
 static void
 worker_accept(struct evconnlistener *l, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
+	char addr[INET6_ADDRSTRLEN];
 	static const char busy[] = "421 4.7.0 Error: too many connections\r\n";
 	static const char gone[] = "421 4.3.2 Error: no longer listening here\r\n";
 	struct worker_listener *wl = arg;
@@ -315,7 +331,8 @@ worker_accept(struct evconnlistener *l, evutil_socket_t fd,
 		/* Best effort: the socket is fresh, a short write is harmless. */
 		if (write(fd, busy, sizeof busy - 1) < 0)
 			log_debug("worker: 421 write: %s", strerror(errno));
-		log_info("connection refused reason=limit");
+		log_info("connection refused reason=limit client=%s",
+		    worker_addr_text(sa, addr, sizeof addr));
 		close(fd);
 		runtime_unref(rt);
 		return;

@@ -96,7 +96,7 @@ def resume_abort():
         ok(wait_log(mx, r'filter=mis misbehave pending phase=%s' % phase),
            '%s: the hook is pending' % phase)
         c.vanish()
-        ok(wait_log(mx, r'smtp disconnect reason='), '%s: the session ended' % phase)
+        ok(wait_log(mx, r'smtp closing reason='), '%s: the session ended' % phase)
         if phase in ('mail', 'rcpt', 'data', 'eom'):
             # on_abort runs for a message that had started (MAIL onward)
             ok(wait_log(mx, r'misbehave abort resume=-?\d'), '%s: on_abort ran' % phase)
@@ -118,7 +118,7 @@ def resume_abort():
             c.sock.shutdown(socket.SHUT_WR)
             reply_is(c.reply(), 451, None, 'half-close: the MAIL reply still comes (on_error)')
             ok(c.expect_close(WAIT), 'half-close: then frontmx closes')
-            ok(wait_log(mx, r'smtp disconnect reason=', 2), 'half-close: session ended')
+            ok(wait_log(mx, r'smtp closing reason=', 2), 'half-close: session ended')
             unlike(mx.log(), r'misbehave abort resume=0', 'half-close: no resume() accepted')
             c.close()
         nothing_relayed(up, phase)
@@ -255,7 +255,7 @@ def upstream_pending():
             ok(wait_for(lambda: any(line == b'.\r\n' for cn in up.conns[probe:] for line in cn.lines), WAIT),
                'silent DOT: the final dot reached the upstream')
         c.vanish()
-        ok(wait_log(mx, r'smtp disconnect reason='), 'silent %s: session ended' % stage)
+        ok(wait_log(mx, r'smtp closing reason='), 'silent %s: session ended' % stage)
         ok(wait_for(lambda: all(cn.closed for cn in up.conns), WAIT),
            'silent %s: frontmx dropped the upstream connection' % stage)
         ok(mx.alive(), 'silent %s: daemon alive' % stage)
@@ -271,7 +271,7 @@ def upstream_pending():
     reply_is(c.reply(), 354, None, 'mid-DATA: 354')
     c.send(b'From: alice@example.org\r\nSubject: half\r\n\r\nfirst half\r\n')
     c.vanish()
-    ok(wait_log(mx, r'smtp disconnect reason='), 'mid-DATA: session ended')
+    ok(wait_log(mx, r'smtp closing reason='), 'mid-DATA: session ended')
     nothing_relayed(up, 'mid-DATA')
     mx.finish()
 
@@ -300,7 +300,7 @@ def dns_pending():
     ok(wait_for(lambda: dns.waiting('7.100.51.198.in-addr.arpa') > 0, WAIT),
        'rDNS: the PTR query is outstanding')
     c.vanish()
-    ok(wait_log(mx, r'smtp disconnect reason='), 'rDNS: session ended')
+    ok(wait_log(mx, r'smtp closing reason='), 'rDNS: session ended')
     dns.release()
     # The answer arrives for nobody; a new session is named as usual.
     c = SmtpClient(mx.port, timeout=WAIT)
@@ -323,7 +323,7 @@ def dns_pending():
     c.send(b'MAIL FROM:<a@held.example>\r\n')
     ok(wait_for(lambda: dns.waiting('held.example') > 0, WAIT), 'SPF: the TXT query is outstanding')
     c.vanish()
-    ok(wait_log(mx, r'smtp disconnect reason='), 'SPF: session ended')
+    ok(wait_log(mx, r'smtp closing reason='), 'SPF: session ended')
     dns.release()
     c = SmtpClient(mx.port, timeout=WAIT)
     c.start()
@@ -358,7 +358,7 @@ def dns_pending():
         c.send(dot_stuff(msg) + b'.\r\n')
         ok(wait_for(lambda: dns.waiting(held) > 0, WAIT), '%s: the query is outstanding' % what)
         c.vanish()
-        ok(wait_log(mx, r'smtp disconnect reason='), '%s: session ended' % what)
+        ok(wait_log(mx, r'smtp closing reason='), '%s: session ended' % what)
         dns.release()
         nothing_relayed(up, what)
         c = SmtpClient(mx.port, timeout=WAIT)

@@ -104,7 +104,7 @@ def main():
     mark = len(mx.log())
     half_close(c)
     # Release the upstream only once frontmx has seen the end of file.
-    ok(wait_for(lambda: re.search(r'smtp (eof|disconnect reason=eof)', mx.log()[mark:]), 15),
+    ok(wait_for(lambda: re.search(r'smtp (eof|closing reason=eof)', mx.log()[mark:]), 15),
        'slow dot: frontmx saw the half-close')
     gate.open()
     rs = replies(c, 2)

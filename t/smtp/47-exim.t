@@ -70,15 +70,15 @@ def message(tag):
 def ended_with_quit(mx, mark, sessions, name):
     """The sessions that relayed a message since log offset mark: there are
     sessions of them, and each ended with Exim's QUIT, i.e. frontmx logged
-    no disconnect and no TLS error for it.  (Frontmx.start's port probe
+    no abnormal close and no TLS error for it.  (Frontmx.start's port probe
     connects and closes: that session relays nothing and is left out.)"""
     text = mx.log()[mark:]
     ids = set(re.findall(r'^\S+ \S+ info: (\w+) message client=', text, re.M))
     is_(len(ids), sessions, '%s: frontmx relayed over %d connections' % (name, sessions))
     bad = [l for l in text.splitlines()
-           if re.match(r'^\S+ \S+ \S+ (\w+) smtp (disconnect|tls error)', l)
+           if re.match(r'^\S+ \S+ \S+ (\w+) smtp (closing|tls error)', l)
            and l.split()[3] in ids]
-    if not ok(not bad, '%s: every connection ended with QUIT, no disconnect or TLS '
+    if not ok(not bad, '%s: every connection ended with QUIT, no abnormal close or TLS '
               'error logged' % name):
         diag('\n'.join(bad[:10]))
     eof = set(re.findall(r'^\S+ \S+ info: (\w+) smtp eof ', text, re.M)) & ids

@@ -61,7 +61,7 @@ def ended(mx, c, how, name):
     session and closes the connection."""
     sid = session_id(mx, c)
     BREAKS[how](c)
-    ok(wait_for(lambda: re.search(r'%s smtp disconnect reason=' % sid, mx.log()), WAIT),
+    ok(wait_for(lambda: re.search(r'%s smtp closing reason=' % sid, mx.log()), WAIT),
        '%s: the session ended' % name)
     if how == 'garbage':
         like(mx.log(), r'%s smtp tls error=' % sid, '%s: frontmx logged the failed handshake' % name)
