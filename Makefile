@@ -14,6 +14,7 @@ LDLIBS += -lopendkim
 LDLIBS += $(shell pkg-config --libs libpsl)
 LDLIBS += -lspf2 -lresolv
 LDLIBS += -lmilter
+LDLIBS += -lhiredis
 
 # Data plane
 SRCS	+= proxy/main.c
@@ -65,6 +66,9 @@ SRCS	+= filters/dmarc.c
 SRCS	+= filters/dnsbl.c
 SRCS	+= filters/milter.c
 SRCS	+= filters/milter_proto.c
+SRCS	+= filters/redis_client.c
+SRCS	+= filters/greylist.c
+SRCS	+= filters/ratelimit.c
 # Policy and configuration
 SRCS	+= policy/config.c
 SRCS	+= policy/config_net.c
@@ -106,6 +110,10 @@ DEBS	+= strace	# make bench: frontmx's syscalls per message (t/bench/run)
 # opendkim is above; clamd + clamav-milter with a local .ndb signature (no
 # freshclam run), opendmarc, rspamd's proxy worker in self-scan mode.
 DEBS	+= clamav-daemon clamav-milter opendmarc rspamd
+# Shared state for the greylist and ratelimit filters (filters/redis_client.c):
+# hiredis's async client on the worker loops; a real redis-server, redis-cli
+# and HAProxy (PROXY v2 in front of two instances) for t/smtp/87-90.
+DEBS	+= libhiredis-dev redis-server redis-tools haproxy
 # A real Exim 4.96 (Debian 12's default MTA) as a sending client for
 # t/smtp/47-exim.t and as the upstream of t/smtp/68-exim-upstream.t
 # (t/lib/exim.py).  Installing exim4 would remove Postfix, so `make exim`

@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -168,4 +169,51 @@ netaddr_mask_match_text(const struct netaddr_mask *m, size_t n,
 	if (memcmp(a6, netaddr_v4mapped, sizeof netaddr_v4mapped) == 0)
 		return netaddr_mask_match_bytes(m, n, a6 + 12, 1, a6, 1);
 	return netaddr_mask_match_bytes(m, n, a4, 0, a6, 1);
+}
+
+/* Clear the bits of addr (len bytes) past prefix. */
+static void
+netaddr_clear_host(uint8_t *addr, size_t len, unsigned prefix)
+{
+	size_t	i;
+
+	for (i = 0; i < len; i++) {
+		if (prefix >= 8) {
+			prefix -= 8;
+			continue;
+		}
+		addr[i] &= (uint8_t)(0xff << (8 - prefix));
+		prefix = 0;
+	}
+}
+
+int
+netaddr_network_text(const char *addr, unsigned v4prefix, unsigned v6prefix,
+    char *buf, size_t len)
+{
+	uint8_t	a[16];
+	char	text[INET6_ADDRSTRLEN];
+	int	n;
+
+	if (addr == NULL || v4prefix > 32 || v6prefix > 128)
+		return -1;
+	if (inet_pton(AF_INET6, addr, a) == 1 &&
+	    memcmp(a, netaddr_v4mapped, sizeof netaddr_v4mapped) != 0) {
+		netaddr_clear_host(a, 16, v6prefix);
+		if (inet_ntop(AF_INET6, a, text, sizeof text) == NULL)
+			return -1;
+		n = snprintf(buf, len, "%s/%u", text, v6prefix);
+	} else {
+		/* IPv4, or the IPv4 peer of a dual-stack socket (mapped). */
+		if (inet_pton(AF_INET, addr, a) != 1) {
+			if (inet_pton(AF_INET6, addr, a) != 1)
+				return -1;
+			memmove(a, a + 12, 4);
+		}
+		netaddr_clear_host(a, 4, v4prefix);
+		if (inet_ntop(AF_INET, a, text, sizeof text) == NULL)
+			return -1;
+		n = snprintf(buf, len, "%s/%u", text, v4prefix);
+	}
+	return n < 0 || (size_t)n >= len ? -1 : 0;
 }

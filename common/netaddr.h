@@ -42,4 +42,13 @@ int	netaddr_mask_match(const struct netaddr_mask *m, size_t n,
 int	netaddr_mask_match_text(const struct netaddr_mask *m, size_t n,
 	    const char *addr);
 
+/*
+ * The network of an address in text with prefix v4prefix (IPv4, and the
+ * IPv4 peer of a dual-stack socket, "::ffff:192.0.2.1") or v6prefix, as
+ * text: "192.0.2.0/24", "2001:db8::/64".  0 ok, -1 bad address or buf
+ * too small (INET6_ADDRSTRLEN + 4 is always enough).
+ */
+int	netaddr_network_text(const char *addr, unsigned v4prefix,
+	    unsigned v6prefix, char *buf, size_t len);
+
 #endif

@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "content.h"
+#include "filter_builtin.h"
 #include "filter_int.h"
 #include "filter_opt.h"
 #include "log.h"
@@ -1056,6 +1057,36 @@ const struct fmx_api filter_api = {
 	.option_check = filter_opt_check,
 };
 
+
+/* ---- built-in filters' calls (filter_builtin.h) ------------------------ */
+
+int
+filter_call_get(struct fmx_ctx *h, struct filter_call *out)
+{
+	struct fmx_ctx *c = filter_ctx_get(h);
+
+	/* A hook on its loop: a pool thread has no loop to wait on. */
+	if (c == NULL || filter_pool_job() != NULL || !c->in_hook)
+		return -1;
+	out->handle = c->handle;
+	out->serial = c->calls;
+	out->session_id = c->fs->session_id;
+	out->base = c->fs->base;
+	out->cfg = c->fs->chain->cfg;
+	out->chain_serial = c->fs->chain->serial;
+	return 0;
+}
+
+struct fmx_ctx *
+filter_call_live(const struct filter_call *call)
+{
+	struct fmx_ctx *c = filter_ctx_get((struct fmx_ctx *)(uintptr_t)call->handle);
+
+	if (c == NULL || filter_pool_job() != NULL || c->calls != call->serial ||
+	    !c->waiting || c->failed)
+		return NULL;
+	return (struct fmx_ctx *)(uintptr_t)c->handle;
+}
 
 /*
  * Lookups and timers a module started during the message would call it

@@ -44,12 +44,15 @@
 #include "dkim.h"
 #include "dmarc.h"
 #include "dnsbl.h"
+#include "filter_builtin.h"
 #include "filter_int.h"
 #include "filter_loader.h"
+#include "greylist.h"
 #include "filter_opt.h"
 #include "log.h"
 #include "milter.h"
 #include "policy.h"
+#include "ratelimit.h"
 #include "refcount.h"
 #include "spf.h"
 
@@ -86,9 +89,14 @@ static const struct {
 	{ "dkim", dkim_filter },
 	{ "dmarc", dmarc_filter },
 	{ "dnsbl", dnsbl_filter },
+	{ "greylist", greylist_filter },
+	{ "ratelimit", ratelimit_filter },
 };
 
 static void	filter_run(struct filter_session *);
+
+/* Which configuration is newer (struct filter_call's chain_serial). */
+static atomic_ulong filter_chain_serial;
 
 const char *
 filter_phase_name(enum filter_phase phase)
@@ -198,6 +206,7 @@ filter_chain_new(struct config *cfg, char *err, size_t errlen)
 	config_ref(cfg);
 	ch->cfg = cfg;
 	ch->refcount = 1;
+	ch->serial = atomic_fetch_add(&filter_chain_serial, 1) + 1;
 	if (cfg->nfilters > 0 &&
 	    (ch->inst = calloc(cfg->nfilters, sizeof *ch->inst)) == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -617,6 +626,9 @@ filter_apply(struct filter_session *fs, struct fmx_ctx *c, enum fmx_verdict v,
 	struct filter_answer a;
 	enum fmx_verdict dry;
 
+	/* A built-in's own failure (filter_builtin.h), which it logged. */
+	if (!failed && v == FILTER_VERDICT_ERROR)
+		failed = 1;
 	if (!failed && ((unsigned)v >= FMX_VERDICT_COUNT || v == FMX_PENDING)) {
 		log_warn("%016llx filter=%s phase=%s returned invalid verdict %d",
 		    fs->session_id, cf->name, filter_phase_name(fs->phase),
@@ -784,6 +796,7 @@ filter_run(struct filter_session *fs)
 		c->reply[0] = '\0';
 		c->result[0] = '\0';
 		c->resumed = 0;
+		c->calls++;
 		tv.tv_sec = fi->cf->timeout;
 		if (fi->ops->flags & FMX_FLAG_BLOCKING) {
 			if (filter_pool_submit(fs, c) == -1) {

@@ -58,6 +58,7 @@ struct filter_chain {
 	size_t				 ninst;
 	unsigned			 wants;		/* 1u << FILTER_PH_* */
 	int				 refcount;	/* refcount.h */
+	unsigned long			 serial;	/* filter_chain_new() order (filter_builtin.h) */
 };
 
 struct fmx_ctx {
@@ -73,6 +74,7 @@ struct fmx_ctx {
 	char			 result[FILTER_RESULT_MAX];
 	char			 reason[FILTER_REASON_MAX];
 	unsigned		 gen;		/* current call; late answers carry an older one */
+	unsigned		 calls;		/* hook calls so far (struct filter_call) */
 	int			 in_hook;	/* a hook of this filter is executing */
 	int			 waiting;	/* FMX_PENDING or on the pool */
 	int			 resumed;	/* resume() came during the hook itself */

@@ -92,7 +92,7 @@
 static const char *const config_keys_root[] = {
 	"hostname", "workers", "listen", "upstream", "dns", "limits",
 	"timeouts", "relay", "spool", "policy", "filters", "quarantine",
-	"authserv_id", "tag", "milter", NULL
+	"authserv_id", "tag", "milter", "redis", NULL
 };
 static const char *const config_keys_spool[] = { "directory", NULL };
 static const char *const config_keys_quarantine[] = { "directory", NULL };
@@ -1088,6 +1088,7 @@ config_load_root(struct config_ctx *ctx, const config_setting_t *root,
 	    config_load_spool(ctx, root, c) == -1 ||
 	    /* Filters first: a policy group must name a filter in the chain. */
 	    config_load_filters(ctx, root, c) == -1 ||
+	    config_load_redis(ctx, root, c) == -1 ||
 	    config_load_policy(ctx, root, c) == -1 ||
 	    config_load_quarantine(ctx, root, c) == -1 ||
 	    config_load_authserv_id(ctx, root, c) == -1 ||
@@ -1131,6 +1132,7 @@ config_free(struct config *c)
 	free(c->relay_domains);
 	config_strset_free(c->relay_index);
 	free(c->relay_networks);
+	config_free_redis(&c->redis);
 	free(c->spool_dir);
 	free(c->spool_where);
 	free(c->upstream_dir_where);

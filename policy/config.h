@@ -125,6 +125,23 @@ struct config_timeouts {
 	unsigned dns;			/* 5: one DNS lookup for a filter */
 };
 
+/*
+ * redis = { address = "127.0.0.1:6379"; password = "..."; db = 0; timeout = 1; };
+ * The shared state of the greylist and ratelimit filters (filters/redis_client.c).
+ * address NULL: no redis section (those filters then refuse to load).
+ */
+#define CONFIG_REDIS_PASSWORD_MAX	512
+struct config_redis {
+	char		*address;	/* as written: "IP:port", "[IPv6]:port", "unix:PATH" */
+	char		*host;		/* numeric IP (never resolved: no blocking lookup) */
+	unsigned	 port;
+	char		*unix_path;	/* "unix:PATH" */
+	char		*password;	/* AUTH on connect; NULL: none */
+	unsigned	 db;		/* SELECT on connect when not 0 (0..65535) */
+	unsigned	 timeout;	/* seconds one command may take, connect included (default 1) */
+	char		*where;		/* "FILE:LINE" of the redis group */
+};
+
 /* One entry of the `filters` list: a built-in filter or a module instance. */
 struct config_filter {
 	char			*name;		/* unique; built-in name or instance name */
@@ -188,6 +205,8 @@ struct config {
 	size_t			 nrelay_networks;
 	struct config_strset	*relay_index;		/* private; NULL = linear scan of relay_domains */
 
+	struct config_redis	 redis;			/* address NULL: none */
+
 	char			*spool_dir;		/* temp files for large messages, default "/tmp" */
 	char			*spool_where;		/* "FILE:LINE" of spool.directory (line 1: default) */
 
@@ -230,6 +249,8 @@ const struct config_policy *
 		 config_policy_find(const struct config *, const char *domain);
 /* 1 if domain (any case) is in relay.domains (exact, or a ".parent" entry). */
 int		 config_relay_domain(const struct config *, const char *domain);
+/* 1 if the two redis sections connect the same way (address, password, db). */
+int		 config_redis_same(const struct config_redis *, const struct config_redis *);
 /* Parse "host:port", "[v6]:port"; 0 ok, -1 bad. Resolves numerics only. */
 int		 config_sockaddr_parse(const char *, struct sockaddr_storage *, socklen_t *);
 

@@ -83,7 +83,8 @@ static const char *const config_keys_breaker[] = { "failures", "open", NULL };
  * its policy group may map to actions ("on_error" is the core's, valid for
  * every filter).  Keep in step with the filter: content.c content_actions[]
  * and "mime_limit"; spf.c spf_result_names[]; dkim.c dkim_res_msg[] and
- * "sign_error"; dmarc.c's set_result() calls; dnsbl.c's "listed".  A module's results are not
+ * "sign_error"; dmarc.c's set_result() calls; dnsbl.c's "listed";
+ * greylist.c and ratelimit.c RESULTS.  A module's results are not
  * knowable here (it may name any), so its groups take any valid name.
  */
 static const char *const config_results_content[] = {
@@ -107,6 +108,12 @@ static const char *const config_results_milter[] = {
 	"continue", "accept", "reject", "tempfail", "discard", "quarantine",
 	"on_error", NULL
 };
+static const char *const config_results_greylist[] = {
+	"greylisted", "pass", "on_error", NULL
+};
+static const char *const config_results_ratelimit[] = {
+	"exceeded", "on_error", NULL
+};
 static const char *const config_results_dnsbl[] = {
 	"listed", "on_error", NULL
 };
@@ -125,6 +132,8 @@ static const struct config_builtin_results {
 	{ "dkim", config_results_dkim, 1 },
 	{ "dmarc", config_results_dmarc, 1 },
 	{ "dnsbl", config_results_dnsbl, 0 },
+	{ "greylist", config_results_greylist, 1 },
+	{ "ratelimit", config_results_ratelimit, 1 },
 	{ NULL, NULL, 0 }
 };
 

@@ -134,6 +134,10 @@ int		 config_load_relay(struct config_ctx *ctx,
 		    const config_setting_t *root, struct config *c);
 int		 config_load_milter(struct config_ctx *ctx,
 		    const config_setting_t *root, struct config *c);
+/* After config_load_filters(): greylist and ratelimit need it. */
+int		 config_load_redis(struct config_ctx *ctx,
+		    const config_setting_t *root, struct config *c);
+void		 config_free_redis(struct config_redis *r);
 
 /* The filter chain and policy groups (config_filters.c); 0 ok, -1. */
 int		 config_load_filters(struct config_ctx *ctx,

@@ -31,6 +31,8 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include <sys/un.h>
+
 #include <netinet/in.h>
 #include <arpa/inet.h>
 
@@ -68,6 +70,8 @@ static const char *const config_tls_modes[CONFIG_TLS_MODE_COUNT] = {
 };
 static const char *const config_keys_dns[] = { "forward", "reverse", NULL };
 static const char *const config_keys_relay[] = { "domains", "networks", NULL };
+static const char *const config_keys_redis[] = { "address", "password", "db",
+	"timeout", NULL };
 
 /* Decimal port, no sign, no junk, at most 5 digits: 0..65535.  0 ok, -1. */
 static int
@@ -669,4 +673,117 @@ config_load_milter(struct config_ctx *ctx, const config_setting_t *root,
 	c->milter_listen_conn = config_xstrdup(conn);
 	c->milter_where = config_where(ctx, g, "listen");
 	return 0;
+}
+
+/*
+ * redis = { address = "127.0.0.1:6379"; password = "..."; db = 0; timeout = 1; };
+ * The address is numeric ("IP:port", "[IPv6]:port") or "unix:PATH": hiredis
+ * resolves a host name with a blocking getaddrinfo() on the worker's loop.
+ * The built-in filters that keep their state there (greylist, ratelimit)
+ * cannot work without it: such a chain is refused at the filter's line.
+ */
+int
+config_load_redis(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	static const char *const needs[] = { "greylist", "ratelimit", NULL };
+	struct sockaddr_un	 sun;
+	const config_setting_t	*g = NULL;
+	const char		*addr = NULL, *pw = NULL;
+	char			 host[CONFIG_ADDR_MAX], port[8];
+	unsigned		 p;
+	long long		 v;
+	size_t			 i, k;
+	int			 r, br;
+
+	c->redis.timeout = 1;
+	if ((r = config_want_group(ctx, root, "", "redis", &g)) == -1)
+		return -1;
+	if (r == 0) {
+		for (i = 0; i < c->nfilters; i++)
+			for (k = 0; needs[k] != NULL; k++)
+				if (c->filters[i].module == NULL &&
+				    strcmp(c->filters[i].name, needs[k]) == 0) {
+					snprintf(ctx->err, ctx->errlen, "%s: filter %s "
+					    "keeps its state in Redis: add a redis "
+					    "section (redis = { address = "
+					    "\"127.0.0.1:6379\"; };)",
+					    c->filters[i].where ? c->filters[i].where :
+					    ctx->file, needs[k]);
+					return -1;
+				}
+		return 0;
+	}
+	if (config_check_keys(ctx, g, "redis", config_keys_redis,
+	    sizeof config_keys_redis[0]) == -1)
+		return -1;
+	if ((r = config_want_string(ctx, g, "redis", "address", &addr)) == -1)
+		return -1;
+	if (r == 0)
+		return config_fail(ctx, g, "'redis' is missing 'address' "
+		    "(\"127.0.0.1:6379\", \"[::1]:6379\" or \"unix:PATH\")");
+	if (strncmp(addr, "unix:", 5) == 0) {
+		if (addr[5] != '/' || strlen(addr + 5) >= sizeof sun.sun_path)
+			return config_fail(ctx, config_setting_get_member(g,
+			    "address"), "'redis.address' \"%s\": unix:PATH needs "
+			    "an absolute path of at most %zu bytes", addr,
+			    sizeof sun.sun_path - 1);
+		c->redis.unix_path = config_xstrdup(addr + 5);
+	} else {
+		if (config_hostport_split(addr, host, sizeof host, port,
+		    sizeof port, &br) == -1 ||
+		    config_port_parse(port, &p) == -1 || p == 0 ||
+		    !(br ? config_ipv6_valid(host) : config_ipv4_valid(host)))
+			return config_fail(ctx, config_setting_get_member(g,
+			    "address"), "'redis.address' \"%s\" must be "
+			    "\"IP:port\", \"[IPv6]:port\" or \"unix:PATH\" (no "
+			    "host names: they would be resolved on the event "
+			    "loop)", addr);
+		c->redis.host = config_xstrdup(host);
+		c->redis.port = p;
+	}
+	c->redis.address = config_xstrdup(addr);
+	c->redis.where = config_where(ctx, g, "address");
+	if ((r = config_want_string(ctx, g, "redis", "password", &pw)) == -1)
+		return -1;
+	if (r == 1) {
+		if (*pw == '\0' || strlen(pw) > CONFIG_REDIS_PASSWORD_MAX)
+			return config_fail(ctx, config_setting_get_member(g,
+			    "password"), "'redis.password' must be 1 to %d "
+			    "characters", CONFIG_REDIS_PASSWORD_MAX);
+		c->redis.password = config_xstrdup(pw);
+	}
+	v = 0;
+	if (config_want_int(ctx, g, "redis", "db", 0, 65535, &v) == -1)
+		return -1;
+	c->redis.db = (unsigned)v;
+	v = c->redis.timeout;
+	if (config_want_int(ctx, g, "redis", "timeout", 1, 3600, &v) == -1)
+		return -1;
+	c->redis.timeout = (unsigned)v;
+	return 0;
+}
+
+void
+config_free_redis(struct config_redis *r)
+{
+	free(r->address);
+	free(r->host);
+	free(r->unix_path);
+	free(r->password);
+	free(r->where);
+}
+
+static int
+config_str_same(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) ||
+	    (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+int
+config_redis_same(const struct config_redis *a, const struct config_redis *b)
+{
+	return config_str_same(a->address, b->address) &&
+	    config_str_same(a->password, b->password) && a->db == b->db;
 }

@@ -41,6 +41,7 @@
 #include "filter_chain.h"
 #include "limit.h"
 #include "log.h"
+#include "redis_client.h"
 #include "runtime.h"
 #include "smtp_reply.h"
 #include "smtp_session.h"
@@ -521,6 +522,7 @@ check_session(struct check_state *cs, struct filter_chain *ch,
 	/* Let the session see the close and free itself. */
 	event_base_loop(cs->base, EVLOOP_NONBLOCK);
 	smtp_session_free_all(&host);
+	redis_client_release();
 	event_base_free(cs->base);
 	worker_runtime_set(NULL);
 	filter_pool_stop();

@@ -56,6 +56,7 @@
 #include "filter_chain.h"
 #include "limit.h"
 #include "log.h"
+#include "redis_client.h"
 #include "runtime.h"
 #include "smtp_session.h"
 #include "upstream.h"
@@ -556,8 +557,10 @@ worker_drain_cb(evutil_socket_t fd, short what, void *arg)
 		worker_probe_stop();
 	worker_free_listeners(w);
 	smtp_session_drain_all(&w->host, 0);
-	if (w->host.nsessions == 0)
+	if (w->host.nsessions == 0) {
 		dns_release(w->base);
+		redis_client_release();
+	}
 	if (w->host.nsessions > 0) {
 		cfg = worker_config_get();
 		tv.tv_sec = cfg->timeouts.shutdown_grace;
@@ -575,6 +578,7 @@ worker_session_gone(void *arg)
 	if (w->draining && w->host.nsessions == 0) {
 		evtimer_del(w->grace_ev);
 		dns_release(w->base);
+		redis_client_release();	/* this thread's: the loop may end */
 	}
 }
 
@@ -586,6 +590,7 @@ worker_main(void *arg)
 	event_base_dispatch(w->base);
 	/* Forced exit with sessions left (should not happen): free them. */
 	smtp_session_free_all(&w->host);
+	redis_client_release();
 	return NULL;
 }
 

@@ -57,6 +57,9 @@ PROGRAMS = {
     '/usr/sbin/clamav-milter': ('clamav-milter', 't/lib/milters.py (81)'),
     '/usr/sbin/opendmarc': ('opendmarc', 't/lib/milters.py (82)'),
     '/usr/bin/rspamd': ('rspamd', 't/lib/milters.py (83)'),
+    '/usr/bin/redis-server': ('redis-server', 't/lib/fmx_redis.py (87-90: greylist, ratelimit)'),
+    '/usr/bin/redis-cli': ('redis-tools', 't/lib/fmx_redis.py (keys, TTLs)'),
+    '/usr/sbin/haproxy': ('haproxy', '90-farm.t (two instances behind PROXY v2)'),
     # t/bench/run's shell tools
     'awk': ('mawk', 't/bench/run'),
     'sed': ('sed', 't/bench/run'),
