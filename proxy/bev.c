@@ -1,11 +1,15 @@
 /*
- * bev.c - immediate writes on plain socket bufferevents (see bev.h)
+ * bev.c - immediate writes and plain reads on socket bufferevents (bev.h)
  */
+#include <sys/types.h>
+#include <sys/uio.h>
+
 #include <errno.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 
 #include "bev.h"
@@ -42,4 +46,100 @@ bev_flush(struct bufferevent *bev)
 	/* Errors and leftovers: libevent's path reports or finishes them. */
 	if (n < 0 || evbuffer_get_length(out) > 0)
 		bufferevent_enable(bev, EV_WRITE);
+}
+
+/* What libevent's own read callback does on an end: stop, then report. */
+static void
+bev_read_end(struct bufferevent *bev, short what)
+{
+	bufferevent_disable(bev, EV_READ);
+	bufferevent_trigger_event(bev, what, 0);
+}
+
+/*
+ * libevent's bufferevent_readcb (bufferevent_sock.c), minus the FIONREAD:
+ * one bounded read into reserved space of the input buffer, then the
+ * read callback with watermark semantics (bufferevent_trigger), deferred
+ * like every callback of the bufferevent (BEV_OPT_DEFER_CALLBACKS).  The
+ * high watermark's suspension is the input buffer's own callback, which
+ * libevent installed with the watermark and which runs on our commit.
+ */
+static void
+bev_readcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bufferevent *bev = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer_iovec vec[2];
+	struct iovec iov[2];
+	size_t low, high, len, want, left;
+	ev_ssize_t max;
+	ssize_t got;
+	int n, i, used;
+
+	/* Only a bare EV_TIMEOUT is one: with EV_READ, data came in time. */
+	if (what == EV_TIMEOUT) {
+		bev_read_end(bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT);
+		return;
+	}
+	max = bufferevent_get_max_single_read(bev);
+	want = max > 0 ? (size_t)max : 16384;
+	if (bufferevent_getwatermark(bev, EV_READ, &low, &high) == 0 && high > 0) {
+		len = evbuffer_get_length(in);
+		if (len >= high)
+			return;		/* the watermark callback suspends us */
+		if (high - len < want)
+			want = high - len;
+	}
+	/* A bufferevent's input is frozen at the end for everyone but itself. */
+	evbuffer_unfreeze(in, 0);
+	n = evbuffer_reserve_space(in, (ev_ssize_t)want, vec, 2);
+	if (n <= 0) {
+		evbuffer_freeze(in, 0);
+		bev_read_end(bev, BEV_EVENT_READING | BEV_EVENT_ERROR);
+		return;
+	}
+	for (i = 0, left = want; i < n; i++) {
+		iov[i].iov_base = vec[i].iov_base;
+		iov[i].iov_len = vec[i].iov_len < left ? vec[i].iov_len : left;
+		left -= iov[i].iov_len;
+	}
+	got = readv(fd, iov, n);
+	if (got > 0) {
+		for (i = 0, used = 0, left = (size_t)got; i < n && left > 0; i++) {
+			vec[i].iov_len = iov[i].iov_len < left ? iov[i].iov_len : left;
+			left -= vec[i].iov_len;
+			used++;
+		}
+		evbuffer_commit_space(in, vec, used);
+	}
+	evbuffer_freeze(in, 0);
+	if (got > 0)
+		bufferevent_trigger(bev, EV_READ, 0);
+	else if (got == 0)
+		bev_read_end(bev, BEV_EVENT_READING | BEV_EVENT_EOF);
+	else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+		bev_read_end(bev, BEV_EVENT_READING | BEV_EVENT_ERROR);
+}
+
+void
+bev_read_own(struct bufferevent *bev)
+{
+	evutil_socket_t fd = bufferevent_getfd(bev);
+	short on;
+
+	if (!bev_direct(bev) || fd == -1)
+		return;
+	/*
+	 * struct bufferevent is public (bufferevent_struct.h) but libevent
+	 * asks to be careful with it: we only re-assign the read event the way
+	 * bufferevent_setfd() does (same fd, flags and argument), with the
+	 * event not pending, and let libevent add and delete it as before.
+	 */
+	on = bufferevent_get_enabled(bev) & EV_READ;
+	if (on)
+		bufferevent_disable(bev, EV_READ);
+	event_assign(&bev->ev_read, bufferevent_get_base(bev), fd,
+	    EV_READ | EV_PERSIST | EV_FINALIZE, bev_readcb, bev);
+	if (on)
+		bufferevent_enable(bev, EV_READ);
 }

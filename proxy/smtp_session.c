@@ -235,7 +235,11 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state state)
 		bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
 		tv.tv_sec = SMTP_QUIT_TIMEOUT;
 		bufferevent_set_timeouts(s->bev, NULL, &tv);
-		bufferevent_enable(s->bev, EV_WRITE);
+		/* Plain: write the last reply now, EV_WRITE only for a rest (bev.h). */
+		if (bev_direct(s->bev))
+			bev_flush(s->bev);
+		else
+			bufferevent_enable(s->bev, EV_WRITE);
 		if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0 &&
 		    smtp_chat_quit_later(s) == -1)
 			fatalx("smtp: cannot schedule the close");
@@ -822,9 +826,12 @@ smtp_session_bev(struct smtp_session *s, struct event_base *base, int fd)
 		if (s->bev != NULL)
 			bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
 		s->tls = SMTP_TLS_HANDSHAKE;
-	} else
+	} else {
 		s->bev = bufferevent_socket_new(base, fd,
 		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+		if (s->bev != NULL)
+			bev_read_own(s->bev);	/* no FIONREAD per read (bev.h) */
+	}
 }
 
 void

@@ -176,6 +176,7 @@ static void	upstream_start_tls(struct upstream *);
 static void	upstream_send_ehlo(struct upstream *, enum upstream_state);
 static void	upstream_write_ehlo(struct upstream *);
 static void	upstream_writecb(struct bufferevent *, void *);
+static void	upstream_send_body(struct upstream *);
 static void	upstream_eventcb(struct bufferevent *, short, void *);
 
 const char *
@@ -802,9 +803,7 @@ upstream_reply_tx(struct upstream *up, int code)
 		smtp_reply_init(&up->reply);
 		/* Sending the message, as before its 354, has upstream_command. */
 		upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
-		/* Bulk data: libevent's writes and write callback do the pacing. */
-		bufferevent_enable(up->bev, EV_WRITE);
-		upstream_writecb(up->bev, up);
+		upstream_send_body(up);
 		break;
 	case UP_STATE_DATA_END:
 		if (up->lmtp && upstream_lmtp_rcpt_reply(up))
@@ -1035,6 +1034,34 @@ upstream_writecb(struct bufferevent *bev, void *arg)
 	}
 }
 
+/*
+ * The message after the 354.  Over TLS libevent writes it and the write
+ * callback refills.  On a plain socket the loop would add EPOLLOUT, wait
+ * for it, write, and delete it again for a message the socket takes at
+ * once: fill and write directly instead (bev_flush), as long as the
+ * kernel takes all of it; what it does not take goes libevent's way, the
+ * write callback refilling as before.
+ */
+static void
+upstream_send_body(struct upstream *up)
+{
+	if (!bev_direct(up->bev)) {
+		bufferevent_enable(up->bev, EV_WRITE);
+		upstream_writecb(up->bev, up);
+		return;
+	}
+	for (;;) {
+		upstream_writecb(up->bev, up);
+		/* Failed (the connection is gone) or not sending any more. */
+		if (up->state != UP_STATE_DATA_SEND && up->state != UP_STATE_DATA_END)
+			return;
+		bev_flush(up->bev);
+		if (up->state != UP_STATE_DATA_SEND ||
+		    evbuffer_get_length(bufferevent_get_output(up->bev)) > 0)
+			return;
+	}
+}
+
 static void
 upstream_eventcb(struct bufferevent *bev, short what, void *arg)
 {
@@ -1061,6 +1088,7 @@ upstream_eventcb(struct bufferevent *bev, short what, void *arg)
 		upstream_set_timeout(up, up->cfg->timeouts.upstream_connect);
 		/* Commands are written directly (bev.h); EV_WRITE only for DATA. */
 		bufferevent_disable(up->bev, EV_WRITE);
+		bev_read_own(up->bev);	/* the fd is known now; no FIONREAD per read */
 		bufferevent_enable(up->bev, EV_READ);
 		return;
 	}
