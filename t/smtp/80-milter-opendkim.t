@@ -1,0 +1,164 @@
+#!/usr/bin/python3
+# Interop (issue 11, section 3): Debian's opendkim 2.11 as an external
+# milter in frontmx's filter chain (t/lib/milters.py starts it on loopback,
+# Mode sv, a fresh opendkim-genkey key for example.net, keys looked up
+# through libunbound forwarding to t/lib/fakedns.py).
+#
+# Signing (client 127.0.0.1, in opendkim's InternalHosts): the relayed
+# message carries opendkim's DKIM-Signature, which dkimpy verifies with
+# the key the test DNS serves.  OpenDKIM folds that value with a bare
+# "\n\t" (SMFIR_INSHEADER at end of body): frontmx must re-fold it with
+# CRLF or the upstream sees bare LFs and the signature breaks; the upstream
+# parser records any bare CR or LF as a violation.  Also: a body of several
+# 64 KiB milter chunks with dot-stuffed lines, two messages in one session
+# (ABORT between them), a message after RSET.
+# Verifying (client 127.0.0.2, external): a dkimpy-signed message gets
+# opendkim's Authentication-Results dkim=pass, a tampered one dkim=fail,
+# an unsigned one dkim=none; nothing is signed for an external client.
+# opendkim and frontmx are alive at the end; frontmx exits 0, ASan-clean.
+import os
+import re
+import sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+from fmx import *  # noqa: E402,F403
+from fmx import register_cleanup  # noqa: E402
+from fmx_filters import fields_named  # noqa: E402
+from fakedns import FakeDNS  # noqa: E402
+import dkim_tool as dt  # noqa: E402
+from milters import (OpenDKIM, milter_filter, message, deliver, find_message,  # noqa: E402
+                     start_all, unfold, ar_field, bare_cr_lf)
+
+INSIDE = '127.0.0.1'      # opendkim's InternalHosts: signed
+OUTSIDE = '127.0.0.2'     # verified only
+AUTHSERV = 'dkim.interop.example'
+
+
+def opendkim_ar(data):
+    """opendkim's Authentication-Results field (unfolded), or None."""
+    return ar_field(fields_named(data, 'Authentication-Results'), AUTHSERV)
+
+
+def main():
+    dk = OpenDKIM(mode='sv', domain='example.net', selector='sel', authserv_id=AUTHSERV)
+    rsa = dt.key_record('rsa2048')
+    # Records over 255 octets are two character-strings, as in real zones.
+    dns = FakeDNS({dk.key_name: [('TXT', [dk.record[:200], dk.record[200:]])],
+                   'rsa._domainkey.example.org': [('TXT', [rsa[:200], rsa[200:]])]}).start()
+    register_cleanup(dns.stop)
+    dk.dns = dns.address
+    if not start_all(dk):
+        return
+    keys = {dk.key_name: dk.record, 'rsa._domainkey.example.org': rsa}
+
+    up = Upstream()
+    mx = Frontmx(up, conf={'filters': [milter_filter('odkim', dk)]})
+    relayed = [0]
+
+    def expect_relayed(name, r, msgid):
+        if not reply_is(r['dot'], 250, None, '%s: 250 at end of data' % name):
+            diag(mx.log()[-3000:])
+            dk.diag_log()
+            return None
+        relayed[0] += 1
+        up.wait_messages(relayed[0])
+        m = find_message(up, msgid)
+        ok(m is not None, '%s: relayed' % name)
+        return m
+
+    def expect_signed(name, m):
+        if m is None:
+            ok(False, '%s: no message to check' % name)
+            return
+        sigs = fields_named(m.data, 'DKIM-Signature')
+        is_(len(sigs), 1, '%s: one DKIM-Signature field' % name)
+        if not sigs:
+            return
+        sig = sigs[0]
+        like(unfold(sig), r'\bd=example\.net;.*\bs=sel;', '%s: d=example.net s=sel' % name)
+        # OpenDKIM folds long values; the fold arrives as CRLF + WSP.
+        ok(re.search(rb'\r\n[ \t]', sig) is not None,
+           '%s: the signature is folded, with CRLF before each continuation' % name)
+        ok(not bare_cr_lf(m.data),
+           '%s: no bare CR or LF anywhere in the relayed message' % name)
+        res = dt.verify_all(m.data, keys)
+        is_([r[:3] for r in res], [('pass', 'example.net', 'sel')],
+            '%s: dkimpy verifies the signature as relayed' % name)
+
+    # ---- signing: a trusted (internal) client
+    msg, msgid = message(frm='Alice <alice@example.net>', subject='sign me')
+    m = expect_relayed('sign', deliver(mx.port, msg, sender='alice@example.net', source=INSIDE),
+                       msgid)
+    expect_signed('sign', m)
+    if m:
+        ok(m.data.endswith(msg.split(b'\r\n\r\n', 1)[1]), 'sign: body relayed unchanged')
+    is_(up.violations, [], 'sign: the upstream saw no stream violation (bare LF, NUL, long line)')
+
+    # A body of several 64 KiB milter chunks, with dot-stuffed lines: what
+    # opendkim hashed (bh=) is what went upstream.
+    line = b'.%s\r\n' % (b'x' * 70)
+    big = b''.join(b'%06d' % i + line for i in range(3000))        # ~230 KB
+    msg, msgid = message(frm='alice@example.net', subject='big', body=big)
+    m = expect_relayed('sign, 230 KB body in several chunks',
+                       deliver(mx.port, msg, sender='alice@example.net', source=INSIDE), msgid)
+    expect_signed('sign, 230 KB body', m)
+
+    # Two messages in one session (the milter gets ABORT between them),
+    # and a transaction abandoned with RSET before a third.
+    c = SmtpClient(mx.port, source=INSIDE, timeout=60)
+    c.greeting()
+    c.ehlo('client.interop.example')
+    ids = []
+    for i in range(2):
+        msg, msgid = message(frm='alice@example.net', subject='session %d' % i)
+        ids.append(msgid)
+        r = c.transaction('alice@example.net', ['bob@example.com'], msg)
+        reply_is(r['dot'], 250, None, 'one session, message %d: 250' % (i + 1))
+    reply_is(c.cmd('MAIL FROM:<alice@example.net>'), 250, None, 'one session: MAIL before RSET')
+    reply_is(c.cmd('RCPT TO:<bob@example.com>'), 250, None, 'one session: RCPT before RSET')
+    reply_is(c.cmd('RSET'), 250, None, 'one session: RSET')
+    msg, msgid = message(frm='alice@example.net', subject='after rset')
+    ids.append(msgid)
+    r = c.transaction('alice@example.net', ['bob@example.com'], msg)
+    reply_is(r['dot'], 250, None, 'one session, message after RSET: 250')
+    c.quit()
+    relayed[0] += 3
+    up.wait_messages(relayed[0])
+    for i, msgid in enumerate(ids):
+        expect_signed('one session, message %d' % (i + 1), find_message(up, msgid))
+
+    # ---- verifying: an external client, messages signed by dkimpy
+    msg, msgid = message(subject='dkimpy signed')
+    signed = dt.sign(msg, 'rsa2048.pem', 'example.org', 'rsa')
+    m = expect_relayed('verify', deliver(mx.port, signed, source=OUTSIDE), msgid)
+    ar = opendkim_ar(m.data) if m else None
+    like(ar, r'dkim=pass \(2048-bit key[^)]*\) header\.d=example\.org .*header\.s=rsa',
+         "verify: opendkim's Authentication-Results says dkim=pass")
+    if m:
+        ar_fields = [f for f in fields_named(m.data, 'Authentication-Results') if AUTHSERV.encode() in f]
+        ok(ar_fields and not bare_cr_lf(ar_fields[0]),
+           'verify: its folded Authentication-Results arrives with CRLF folds')
+        is_(len(fields_named(m.data, 'DKIM-Signature')), 1,
+            'verify: external client, nothing signed (only the original signature)')
+        is_([r[0] for r in dt.verify_all(m.data, keys)], ['pass'],
+            'verify: the original signature still verifies as relayed')
+
+    msg, msgid = message(subject='tampered')
+    signed = dt.sign(msg, 'rsa2048.pem', 'example.org', 'rsa').replace(b'Hello Bob', b'Hello Eve')
+    m = expect_relayed('tampered', deliver(mx.port, signed, source=OUTSIDE), msgid)
+    like(opendkim_ar(m.data) if m else None, r'dkim=fail .*header\.d=example\.org',
+         "tampered: opendkim's Authentication-Results says dkim=fail")
+
+    msg, msgid = message(frm='alice@example.net', subject='unsigned, external')
+    m = expect_relayed('unsigned', deliver(mx.port, msg, sender='alice@example.net',
+                                           source=OUTSIDE), msgid)
+    like(opendkim_ar(m.data) if m else None, r'dkim=none',
+         'unsigned: dkim=none (AlwaysAddARHeader)')
+    if m:
+        is_(fields_named(m.data, 'DKIM-Signature'), [], 'unsigned, external client: not signed')
+
+    is_(up.violations, [], 'the upstream saw no stream violation in any message')
+    ok(dk.alive(), 'opendkim is still running')
+    mx.finish()
+
+
+run(main, timeout=240)
