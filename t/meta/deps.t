@@ -46,6 +46,7 @@ PROGRAMS = {
     'postfix': ('postfix', 't/lib/postfix.py'),
     'smtp-sink': ('postfix', 't/bench/run'),
     'smtp-source': ('postfix', 't/bench/run'),
+    'postqueue': ('postfix', '85-postfix-milter.t (the hold queue)'),
     'opendkim': ('opendkim', 't/lib/dkim_tool.py'),
     'opendkim-testmsg': ('opendkim-tools', 't/lib/dkim_tool.py'),
     'valgrind': ('valgrind', '19-valgrind.t'),
