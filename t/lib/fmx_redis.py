@@ -118,6 +118,7 @@ class SilentServer:
     def __init__(self):
         self.sock, self.port, self.address = _listen()
         self.conns = []
+        self.naccepted = 0
         self.received = b''
         self.stopped = False
         threading.Thread(target=self._loop, daemon=True).start()
@@ -135,6 +136,7 @@ class SilentServer:
                     try:
                         c, _ = self.sock.accept()
                         self.conns.append(c)
+                        self.naccepted += 1
                     except OSError:
                         pass
                     continue
@@ -149,7 +151,8 @@ class SilentServer:
                     self.received += data
 
     def accepted(self):
-        return len(self.conns)
+        """Connections accepted so far (open or not)."""
+        return self.naccepted
 
     def stop(self):
         self.stopped = True
