@@ -53,6 +53,7 @@
 
 #include "filter_int.h"
 #include "log.h"
+#include "metrics.h"
 #include "milter.h"
 #include "milter_proto.h"
 #include "strutil.h"
@@ -273,10 +274,11 @@ milter_resume(struct milter_conn *mc, enum fmx_verdict v)
  * let the chain apply on_error now and at every later phase.
  */
 static void
-milter_fail(struct milter_conn *mc, const char *why)
+milter_fail_kind(struct milter_conn *mc, const char *kind, const char *why)
 {
 	if (mc->state == MS_DEAD)
 		return;
+	metrics_inc(METRIC_FILTER_ERRORS, mc->mi->cf->name, kind);
 	log_warn("%016llx filter=%s milter %s: %s", mc->c->fs->session_id,
 	    mc->mi->cf->name, mc->mi->cf->milter, why);
 	milter_close(mc);
@@ -284,6 +286,12 @@ milter_fail(struct milter_conn *mc, const char *why)
 	mc->c->failed = 1;
 	milter_breaker_failure(mc);
 	milter_resume(mc, FMX_TEMPFAIL);
+}
+
+static void
+milter_fail(struct milter_conn *mc, const char *why)
+{
+	milter_fail_kind(mc, "error", why);
 }
 
 static void
@@ -304,7 +312,7 @@ milter_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	snprintf(why, sizeof why, "no answer within %us", mc->tmo);
-	milter_fail(mc, why);
+	milter_fail_kind(mc, "timeout", why);
 }
 
 static void
@@ -1616,6 +1624,7 @@ milter_on_connect(void *inst, struct fmx_ctx *h)
 	if (!milter_breaker_allow(mc)) {
 		mc->ok = 0;
 		c->failed = 1;
+		metrics_inc(METRIC_FILTER_ERRORS, mc->mi->cf->name, "circuit-open");
 		log_info("%016llx filter=%s milter %s skipped: circuit breaker open",
 		    c->fs->session_id, mc->mi->cf->name, mc->mi->cf->milter);
 		return FMX_TEMPFAIL;

@@ -254,6 +254,25 @@ class ScriptedMilter:
             time.sleep(0.05)
         return False
 
+    def wait_all_closed(self, timeout=10):
+        """Wait until every milter connection so far ended."""
+        end = time.time() + timeout
+        while time.time() < end:
+            with self.lock:
+                if self.sessions and all(x.closed for x in self.sessions):
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def main_session(self, timeout=10):
+        """The session of the SMTP dialogue a test ran: the one with the
+        most packets once every connection ended (a harness probe of the
+        listening port opens a milter connection too, and it may be
+        accepted after the test's own)."""
+        self.wait_all_closed(timeout)
+        with self.lock:
+            return max(self.sessions, key=lambda x: len(x.packets)) if self.sessions else None
+
     # -- serving
     def _accept_loop(self, lsock):
         while not self._stopping:

@@ -62,10 +62,10 @@ def basic_flow(up):
     reply_is(res[0]['dot'], 250, None, 'basic: first message relayed')
     reply_is(res[1]['dot'], 250, None, 'basic: big message relayed')
     ok(up.wait_messages(n0 + 2), 'basic: upstream got both messages')
-    ok(m.wait_closed(), 'basic: milter connection closed at the end of the session')
+    ok(m.wait_all_closed(), 'basic: milter connection closed at the end of the session')
     # (the harness's probe of the listening port was a session too)
     ok(len([x for x in m.sessions if 'H' in x.cmds()]) == 1, 'basic: one milter connection for the SMTP session')
-    s = m.sessions[-1]
+    s = m.main_session()
     is_(s.optneg, (6, 0x1ff, s.optneg[2] if s.optneg else None), 'basic: OPTNEG offers version 6 and actions 0x1ff')
     ok(s.optneg and s.optneg[2] & NR_ALL == NR_ALL and s.optneg[2] & SKIP and
        s.optneg[2] & HDR_LEADSPC, 'basic: OPTNEG offers every NR flag, SKIP and HDR_LEADSPC')
@@ -126,8 +126,8 @@ def negotiation(up):
     n0 = len(up.messages)
     res = session(mx, [([RCPT], MSG)])
     reply_is(res[0]['dot'], 250, None, 'v2 milter: message relayed')
-    ok(m.wait_closed(), 'v2 milter: session over')
-    ok('T' not in m.sessions[-1].cmds(), 'v2 milter: no DATA event sent')
+    ok(m.wait_all_closed(), 'v2 milter: session over')
+    ok('T' not in m.main_session().cmds(), 'v2 milter: no DATA event sent')
     ok(up.wait_messages(n0 + 1), 'v2 milter: upstream got it')
     # refused: a higher version, unoffered actions
     for name, kw, why in (('higher version', {'version': 7}, 'unsupported protocol version'),
@@ -139,7 +139,7 @@ def negotiation(up):
         reply_is(res[0]['rcpt'][0], 451, '4.7.1', '%s: on_error tempfail at RCPT' % name)
         like(mx.log(), r'filter=av milter inet:127\.0\.0\.1:\d+: negotiation refused: .*' + why,
              '%s: logged with the reason' % name)
-        ok(m.wait_closed(), '%s: milter connection closed' % name)
+        ok(m.wait_all_closed(), '%s: milter connection closed' % name)
         is_(len(up.messages), n0, '%s: nothing relayed' % name)
         ok(mx.alive(), '%s: daemon up' % name)
     # on_error = accept: the milter is skipped
@@ -152,25 +152,24 @@ def negotiation(up):
     flags = NR_CONN | NR_HELO | NR_MAIL | NR_RCPT | NR_DATA | NR_HDR | NR_EOH | NR_BODY | NR_UNKN
     m = ScriptedMilter(protocol=flags)
     mx = start(up, milter_entry(m, timeouts={'command': 5, 'content': 5}))
-    t0 = time.time()
     res = session(mx, [([RCPT], MSG)])
     reply_is(res[0]['dot'], 250, None, 'NR flags: relayed (no reply awaited)')
-    ok(time.time() - t0 < 5, 'NR flags: no event waited for a reply that never comes')
+    unlike(mx.log(), r'no answer within', 'NR flags: no event waited for a reply that never comes')
     # NO flags: the events go, the macros still go
     m = ScriptedMilter(protocol=NOHELO | NOHDRS | NOBODY | NOEOH)
     mx = start(up, milter_entry(m))
     res = session(mx, [([RCPT], MSG)])
     reply_is(res[0]['dot'], 250, None, 'NO flags: relayed')
-    ok(m.wait_closed(), 'NO flags: session over')
-    cmds = m.sessions[-1].cmds()
+    ok(m.wait_all_closed(), 'NO flags: session over')
+    cmds = m.main_session().cmds()
     like(cmds, r'^ODCDDMDRDTDDEQ$', 'NO flags: no HELO, header, EOH or body events; their macros still sent')
     # SETSYMLIST replaces the default lists
     m = ScriptedMilter(symlists={M_CONNECT: 'j', M_ENVFROM: '{mail_addr} {client_addr} i',
                                  M_EOM: '{rcpt_addr} i'})
     mx = start(up, milter_entry(m))
     res = session(mx, [([RCPT], MSG)])
-    ok(m.wait_closed(), 'SETSYMLIST: session over')
-    log = m.sessions[-1].macro_log
+    ok(m.wait_all_closed(), 'SETSYMLIST: session over')
+    log = m.main_session().macro_log
     is_(list(log[0][1].keys()), ['j'], 'SETSYMLIST: connect stage sends only j')
     mm = [d for st, d in log if st == 'M'][0]
     is_(sorted(mm.keys()), ['i', '{client_addr}', '{mail_addr}'], 'SETSYMLIST: MAIL stage list replaced')
@@ -238,8 +237,8 @@ def replies(up, qdir):
         r = session(mx, [([RCPT, 'carol@example.com'], body)])[0]
         check(r)
         ok(mx.alive(), '%s: daemon up' % name)
-        ok(m.wait_closed(), '%s: milter session ended' % name)
-        s = m.sessions[-1]
+        ok(m.wait_all_closed(), '%s: milter session ended' % name)
+        s = m.main_session()
         if name == 'discard' or name.startswith('quarantine'):
             time.sleep(0.3)
             is_(len(up.messages), n0, '%s: nothing relayed' % name)
@@ -292,7 +291,7 @@ def protocol_errors(up):
         if why:
             like(mx.log(), r'filter=av milter [^ ]+: ' + re.escape(why), '%s: logged' % name)
         like(mx.log(), r'filter=av phase=\w+ failed, on_error=tempfail', '%s: on_error applied' % name)
-        ok(m.wait_closed(), '%s: frontmx closed the milter connection' % name)
+        ok(m.wait_all_closed(), '%s: frontmx closed the milter connection' % name)
         ok(mx.alive(), '%s: daemon up' % name)
         mx.check_sanitizers('%s: no sanitizer reports' % name)
         mx.stop()

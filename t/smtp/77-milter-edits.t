@@ -1,0 +1,276 @@
+#!/usr/bin/python3
+# External milters (issue 11 section 1), what they change and how they
+# fail: every end-of-body edit reaches the upstream exactly (add, insert
+# with Postfix's index semantics, change, delete, replace body, add and
+# delete recipients, change the sender), an OpenDKIM-style value folded
+# with bare LF arrives refolded with CRLF, two milters in a chain where the
+# second sees the first's edits, timeouts (a silent milter costs at most
+# its timeout and the message is not lost), the circuit breaker opening,
+# skipping, trying again and closing with its log lines, a policy remap
+# of a milter's verdict, and `frontmx -t` / `frontmx check` with milter
+# entries (errors as FILE:LINE).
+import os
+import re
+import sys
+import time
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+from fmx import *  # noqa: E402,F403
+from fmx_filters import *  # noqa: E402,F403
+from fmx_milter import *  # noqa: E402,F403
+
+SENDER = 'alice@example.org'
+RCPT = 'bob@example.com'
+MSG = (b'From: alice@example.org\r\nTo: bob@example.com\r\n'
+       b'Subject: hello\r\nX-Dup: one\r\nX-Dup: two\r\n\r\nbody\r\n')
+
+
+def entry(m, name='av', **kw):
+    e = {'name': name, 'milter': m.address if isinstance(m, ScriptedMilter) else m}
+    e.update(kw)
+    return e
+
+
+def one(up, mx, rcpts=(RCPT,), body=MSG):
+    n0 = len(up.messages)
+    r = send(mx, SENDER, list(rcpts), body)
+    got = None
+    if r['dot'] is not None and r['dot'].code == 250 and up.wait_messages(n0 + 1):
+        got = up.messages[n0]
+    return r, got
+
+
+def edits(up):
+    cases = [
+        ('add header', [add_header('X-Added', 'yes')],
+         MSG.replace(b'\r\n\r\n', b'\r\nX-Added: yes\r\n\r\n', 1)),
+        ('insert at 0 (top)', [insert_header(0, 'X-Top', 'first')],
+         b'X-Top: first\r\n' + MSG),
+        ('insert at 2', [insert_header(2, 'X-Two', 'x')],
+         MSG.replace(b'Subject:', b'X-Two: x\r\nSubject:', 1)),
+        ('insert past the end', [insert_header(99, 'X-End', 'e')],
+         MSG.replace(b'\r\n\r\n', b'\r\nX-End: e\r\n\r\n', 1)),
+        ('change index 2', [change_header(2, 'X-Dup', 'TWO')],
+         MSG.replace(b'X-Dup: two', b'X-Dup: TWO')),
+        ('change index 0 means 1', [change_header(0, 'x-dup', 'ONE')],
+         MSG.replace(b'X-Dup: one', b'X-Dup: ONE')),
+        ('delete (empty value)', [change_header(1, 'Subject', '')],
+         MSG.replace(b'Subject: hello\r\n', b'')),
+        ('change a missing field adds it', [change_header(1, 'X-New', 'n')],
+         MSG.replace(b'\r\n\r\n', b'\r\nX-New: n\r\n\r\n', 1)),
+        ('insert then change the inserted', [insert_header(0, 'X-I', 'a'), change_header(1, 'X-I', 'b')],
+         b'X-I: b\r\n' + MSG),
+        ('add then delete the added', [add_header('X-Gone', 'a'), change_header(1, 'X-Gone', '')], MSG),
+        ('two inserts at 0 keep their order', [insert_header(0, 'X-B', 'b'), insert_header(0, 'X-A', 'a')],
+         b'X-A: a\r\nX-B: b\r\n' + MSG),
+        ('bare-LF folded value refolded', [insert_header(0, 'DKIM-Signature', 'v=1; a=rsa-sha256;\n\tb=abc\n\tdef')],
+         b'DKIM-Signature: v=1; a=rsa-sha256;\r\n\tb=abc\r\n\tdef\r\n' + MSG),
+        ('replace body', [replace_body(b'new body\r\nline 2\r\n')],
+         MSG.replace(b'body\r\n', b'new body\r\nline 2\r\n')),
+    ]
+    for name, script, want in cases:
+        m = ScriptedMilter(script={'eom': script + [CONTINUE]})
+        mx = Frontmx(up, conf={'filters': [entry(m)]})
+        r, got = one(up, mx)
+        reply_is(r['dot'], 250, None, '%s: 250' % name)
+        is_(split_received(got.data)[1] if got else None, want, '%s: upstream got exactly the edit' % name)
+        ok(got is not None and not [v for v in up.violations], '%s: nothing bare on the wire' % name)
+        mx.check_sanitizers('%s: no sanitizer reports' % name)
+        mx.stop()
+        m.stop()
+    # envelope edits
+    m = ScriptedMilter(script={'eom': [add_rcpt('<carol@example.com>'), del_rcpt('<bob@example.com>'),
+                                       change_from('<sender@example.net>'), CONTINUE]})
+    mx = Frontmx(up, conf={'filters': [entry(m)]})
+    r, got = one(up, mx)
+    reply_is(r['dot'], 250, None, 'envelope edits: 250')
+    is_(got.rcpts if got else None, ['carol@example.com'], 'envelope edits: recipient added, bob deleted')
+    is_(got.mail_from if got else None, 'sender@example.net', 'envelope edits: sender changed')
+    like(mx.log(), r'filter changed from=<alice@example.org> to from=<sender@example.net>', 'envelope edits: logged')
+    m = ScriptedMilter(script={'eom': [add_rcpt_par('<dave@example.com>', 'NOTIFY=NEVER'), CONTINUE]})
+    mx = Frontmx(up, conf={'filters': [entry(m)]})
+    r, got = one(up, mx)
+    is_(sorted(got.rcpts) if got else None, ['bob@example.com', 'dave@example.com'],
+        'add rcpt with ESMTP args: added')
+    # edits refused
+    for name, script in (('CRLF injection in a value', [add_header('X-A', 'v\r\nX-Evil: 1')]),
+                         ('bare LF not folding', [insert_header(0, 'X-A', 'v\nX-Evil: 1')]),
+                         ('body replacement mixed with a header edit', [add_header('X-A', 'v'), replace_body(b'x\r\n')]),
+                         ('body with bare LF', [replace_body(b'x\ny\r\n')]),
+                         ('invalid recipient', [add_rcpt('<a b@example.com>')])):
+        m = ScriptedMilter(script={'eom': script + [CONTINUE]})
+        mx = Frontmx(up, conf={'filters': [entry(m)]})
+        n0 = len(up.messages)
+        r, got = one(up, mx)
+        reply_is(r['dot'], 451, None, '%s: on_error tempfail' % name)
+        time.sleep(0.2)
+        is_(len(up.messages), n0, '%s: nothing relayed' % name)
+        ok(b'X-Evil' not in up.all_bytes(), '%s: nothing smuggled' % name)
+        mx.check_sanitizers('%s: no sanitizer reports' % name)
+    # an edit with no action negotiated for it
+    m = ScriptedMilter(actions=ADDHDRS, script={'eom': [change_header(1, 'Subject', 'x'), CONTINUE]})
+    mx = Frontmx(up, conf={'filters': [entry(m)]})
+    r, got = one(up, mx)
+    reply_is(r['dot'], 451, None, 'unnegotiated edit: on_error tempfail')
+
+
+def chain(up):
+    first = ScriptedMilter(script={'eom': [add_header('X-First', 'one'), insert_header(0, 'X-Top', 't'),
+                                           CONTINUE]})
+    second = ScriptedMilter(script={'eom': [change_header(1, 'X-First', 'changed by second'),
+                                            change_header(1, 'X-Top', ''), CONTINUE]})
+    mx = Frontmx(up, conf={'filters': [entry(first, 'm1'), entry(second, 'm2')]})
+    r, got = one(up, mx)
+    reply_is(r['dot'], 250, None, 'chain: 250')
+    ok(second.wait_all_closed(), 'chain: second milter session over')
+    hdrs = second.main_session().headers()
+    is_(hdrs[0], ('X-Top', 't'), "chain: the second milter sees the first's insert at the top")
+    is_(hdrs[-1], ('X-First', 'one'), "chain: the second milter sees the first's added field")
+    want = MSG.replace(b'\r\n\r\n', b'\r\nX-First: changed by second\r\n\r\n', 1)
+    is_(split_received(got.data)[1] if got else None, want,
+        "chain: upstream has the second's change of the first's field, the inserted one deleted")
+    # the first refuses: the second never sees the message content
+    first = ScriptedMilter(script={'eom': [REJECT]})
+    second = ScriptedMilter()
+    mx = Frontmx(up, conf={'filters': [entry(first, 'm1'), entry(second, 'm2')]})
+    r, got = one(up, mx)
+    reply_is(r['dot'], 550, '5.7.1', 'chain: the first milter rejects')
+    ok(second.wait_all_closed(), 'chain: second session over')
+    ok('L' not in second.main_session().cmds(), 'chain: the second milter got no content')
+    # a body replaced by the first is what the second reads
+    first = ScriptedMilter(script={'eom': [replace_body(b'replaced\r\n'), CONTINUE]})
+    second = ScriptedMilter()
+    mx = Frontmx(up, conf={'filters': [entry(first, 'm1'), entry(second, 'm2')]})
+    r, got = one(up, mx)
+    ok(second.wait_all_closed(), 'chain: second session over (body)')
+    is_(second.main_session().body, b'replaced\r\n', "chain: the second milter reads the first's body")
+
+
+def timeouts(up):
+    for stage, t in (('connect', 'command'), ('rcpt', 'command'), ('header', 'content'),
+                     ('body', 'content'), ('eom', 'content')):
+        m = ScriptedMilter(script={stage: HANG})
+        mx = Frontmx(up, conf={'filters': [entry(m, timeouts={'connect': 2, 'command': 2, 'content': 2})]})
+        n0 = len(up.messages)
+        r, got = one(up, mx)
+        codes = [x.code for x in [r['mail']] + r['rcpt'] + ([r['dot']] if r['dot'] else [])]
+        ok(any(c // 100 == 4 for c in codes) and 250 not in codes[-1:],
+           'hang at %s: the client gets a 4xx (%s)' % (stage, codes))
+        like(mx.log(), r'filter=av milter [^ ]+: no answer within 2s', 'hang at %s: timeout logged' % stage)
+        ok(mx.alive(), 'hang at %s: daemon up' % stage)
+        is_(len(up.messages), n0, 'hang at %s: nothing relayed' % stage)
+        ok(m.wait_all_closed(), 'hang at %s: frontmx closed the milter connection' % stage)
+        mx.check_sanitizers('hang at %s: no sanitizer reports' % stage)
+        mx.stop()
+        m.stop()
+    # on_error = quarantine keeps the message
+    q = tmpdir('fmx-milter-q-')
+    m = ScriptedMilter(script={'eom': HANG})
+    mx = Frontmx(up, conf={'filters': [entry(m, on_error='quarantine', timeouts={'content': 1})],
+                           'quarantine': {'directory': q}})
+    r, got = one(up, mx)
+    reply_is(r['dot'], 250, None, 'hang, on_error quarantine: 250')
+    ok(wait_for(lambda: [f for dp, dn, fn in os.walk(q) for f in fn], 5), 'hang, on_error quarantine: kept in the quarantine')
+    # the chain's own timeout, when set, also bounds a milter
+    m = ScriptedMilter(script={'eom': HANG})
+    mx = Frontmx(up, conf={'filters': [entry(m, timeout=1)]})
+    r, got = one(up, mx)
+    reply_is(r['dot'], 451, None, 'timeout = 1 on a hanging milter: 451')
+
+
+def breaker(up):
+    m = ScriptedMilter(refuse=True)
+    mx = Frontmx(up, conf={'filters': [entry(m, breaker={'failures': 2, 'open': 3})]})
+    for i in range(2):
+        r, got = one(up, mx)
+        reply_is(r['rcpt'][0], 451, '4.7.1', 'breaker: milter down, session %d gets 451' % (i + 1))
+    ok(wait_for(lambda: 'circuit breaker open for 3s after 2 failures in a row' in mx.log(), 5),
+       'breaker: opening logged')
+    r, got = one(up, mx)
+    reply_is(r['rcpt'][0], 451, '4.7.1', 'breaker: open, on_error at once')
+    like(mx.log(), r'milter [^ ]+ skipped: circuit breaker open', 'breaker: the skip is logged')
+    m.listen()
+    time.sleep(3.2)
+    n0 = len(m.sessions)
+    r, got = one(up, mx)
+    reply_is(r['dot'], 250, None, 'breaker: after open seconds, one trial session passes')
+    ok(wait_for(lambda: 'circuit breaker half-open' in mx.log() and 'circuit breaker closed' in mx.log(), 5),
+       'breaker: half-open and closed logged')
+    ok(len(m.sessions) > n0, 'breaker: the trial reached the milter')
+    r, got = one(up, mx)
+    reply_is(r['dot'], 250, None, 'breaker: closed, milter used again')
+    # a trial that fails opens it again
+    m2 = ScriptedMilter(script={'connect': [TEMPFAIL]}, version=7)
+    mx = Frontmx(up, conf={'filters': [entry(m2, breaker={'failures': 1, 'open': 1})]})
+    one(up, mx)
+    ok(wait_for(lambda: 'after 1 failures in a row' in mx.log(), 5), 'breaker: failures = 1 opens after one')
+    time.sleep(1.2)
+    one(up, mx)
+    ok(wait_for(lambda: 'open again for 1s: the trial failed' in mx.log(), 5), 'breaker: a failed trial reopens it')
+    mx.check_sanitizers('breaker: no sanitizer reports')
+
+
+def policy(up):
+    q = tmpdir('fmx-milter-q-')
+    m = ScriptedMilter(script={'eom': [reply('554 5.7.1 virus found')]})
+    mx = Frontmx(up, conf={'filters': [entry(m)], 'quarantine': {'directory': q},
+                           'policy': {'default': {'av': {'reject': 'quarantine'}}}})
+    r, got = one(up, mx)
+    reply_is(r['dot'], 250, None, 'policy remap reject -> quarantine: 250')
+    ok(wait_for(lambda: [f for dp, dn, fn in os.walk(q) for f in fn], 5), 'policy remap: quarantined')
+    m = ScriptedMilter(script={'eom': [REJECT]})
+    mx = Frontmx(up, conf={'filters': [entry(m, dry_run=True)]})
+    r, got = one(up, mx)
+    reply_is(r['dot'], 250, None, 'dry_run: reject only logged, relayed')
+    ok(got is not None and b'av=reject (dry-run: would reject)' in got.data, 'dry_run: tagged')
+
+
+def config(up):
+    d = tmpdir('fmx-milter-conf-')
+    m = ScriptedMilter()
+    good = Frontmx(up, start=False, conf={'filters': [entry(m, timeouts={'connect': 5, 'command': 10, 'content': 60},
+                                                            breaker={'failures': 3, 'open': 30}),
+                                                      entry('unix:/run/x.sock', 'x2'),
+                                                      entry('inet:[::1]:8891', 'x3')],
+                                          'policy': {'default': {'av': {'reject': 'tag'}}}})
+    rc, out = frontmx_t(good.conffile)
+    is_(rc, 0, 'frontmx -t accepts milter entries: %s' % out.strip()[:200])
+    bad = [
+        ('bad address', {'milter': 'tcp:1.2.3.4:1'}, 'expected unix:PATH'),
+        ('no port', {'milter': 'inet:127.0.0.1'}, 'no :PORT'),
+        ('port 0', {'milter': 'inet:127.0.0.1:0'}, 'bad host or port'),
+        ('relative unix path', {'milter': 'unix:x.sock'}, 'must be absolute'),
+        ('unknown timeouts key', {'milter': 'inet:127.0.0.1:1', 'timeouts': {'reply': 3}}, 'reply'),
+        ('timeouts without milter', {'timeouts': {'connect': 3}}, 'timeouts and breaker are for a milter'),
+        ('breaker open 0', {'milter': 'inet:127.0.0.1:1', 'breaker': {'open': 0}}, 'breaker.open'),
+        ('module and milter', {'milter': 'inet:127.0.0.1:1', 'module': '/x.so'}, 'exclude each other'),
+    ]
+    for name, kw, why in bad:
+        e = {'name': 'spf' if 'milter' not in kw else 'av'}
+        e.update(kw)
+        t = Frontmx(up, start=False, conf={'filters': [e]})
+        rc, out = frontmx_t(t.conffile)
+        ok(rc not in (0, None), '-t refuses %s' % name)
+        like(out, re.escape(t.conffile) + r':\d+: .*' + re.escape(why), '-t: %s: FILE:LINE: %s' % (name, why))
+    t = Frontmx(up, start=False, conf={'filters': [entry(m)], 'policy': {'default': {'av': {'rejct': 'tag'}}}})
+    rc, out = frontmx_t(t.conffile)
+    like(out, r"unknown result 'rejct'.*did you mean 'reject'", '-t: a milter policy group checks result names')
+    # frontmx check runs the milter too
+    m = ScriptedMilter(script={'eom': [reply('550 5.7.1 check says no')]})
+    t = Frontmx(up, start=False, conf={'filters': [entry(m)]})
+    rc, outp, err = frontmx_check(t.conffile, helo='client.example', sender=SENDER, rcpts=[RCPT], message=MSG)
+    like(outp + err, r'550 5\.7\.1 check says no', 'frontmx check: the milter verdict is shown')
+    no_sanitizer(outp + err, 'frontmx check: no sanitizer reports')
+
+
+def main():
+    up = Upstream()
+    edits(up)
+    chain(up)
+    timeouts(up)
+    breaker(up)
+    policy(up)
+    config(up)
+
+
+if __name__ == '__main__':
+    run(main, timeout=300)
