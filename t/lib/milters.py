@@ -216,7 +216,8 @@ def unbound_conf(path, dns):
 
 
 class OpenDKIM(Milter):
-    """opendkim 2.11 as a milter.  mode 's', 'v' or 'sv'; signing uses a
+    """opendkim 2.11 as a milter (on a free port, or unix=True: a socket in
+    its temp dir).  mode 's', 'v' or 'sv'; signing uses a
     fresh key from opendkim-genkey (self.record is its TXT record, to serve
     as SELECTOR._domainkey.DOMAIN); verifying resolves keys through dns
     ("127.0.0.1@PORT" of a fakedns.FakeDNS) with libunbound."""
@@ -225,12 +226,17 @@ class OpenDKIM(Milter):
     genkey = '/usr/sbin/opendkim-genkey'
 
     def __init__(self, mode='sv', domain='example.net', selector='sel', dns=None,
-                 internal='127.0.0.1', authserv_id='dkim.interop.example', extra=()):
+                 internal='127.0.0.1', authserv_id='dkim.interop.example', extra=(),
+                 canon='relaxed/simple', unix=False):
         super().__init__()
         self.mode, self.domain, self.selector = mode, domain, selector
         self.dns, self.internal, self.authserv_id = dns, internal, authserv_id
         self.extra = list(extra)
-        self.port = fmx.free_port()
+        self.canon = canon
+        if unix:
+            self.unix_path = self.path('opendkim.sock')
+        else:
+            self.port = fmx.free_port()
         self.record = None
         self.key = None
         if 's' in mode:
@@ -250,11 +256,12 @@ class OpenDKIM(Milter):
 
     def prepare(self):
         pairs = [('Syslog', 'no'), ('LogWhy', 'yes'), ('Mode', self.mode),
-                 ('Socket', 'inet:%d@127.0.0.1' % self.port),
+                 ('Socket', 'local:%s' % self.unix_path if self.unix_path
+                  else 'inet:%d@127.0.0.1' % self.port),
                  ('PidFile', self.path('opendkim.pid')),
                  ('AuthservID', self.authserv_id),
                  ('InternalHosts', self.internal),
-                 ('Canonicalization', 'relaxed/simple'),
+                 ('Canonicalization', self.canon),
                  ('RequireSafeKeys', 'no'),
                  ('AlwaysAddARHeader', 'yes')]
         if self.key:

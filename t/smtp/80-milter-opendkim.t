@@ -19,6 +19,7 @@
 import os
 import re
 import sys
+import threading
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
 from fmx import register_cleanup  # noqa: E402
@@ -65,7 +66,7 @@ def main():
         ok(m is not None, '%s: relayed' % name)
         return m
 
-    def expect_signed(name, m):
+    def expect_signed(name, m, selector='sel'):
         if m is None:
             ok(False, '%s: no message to check' % name)
             return
@@ -74,14 +75,15 @@ def main():
         if not sigs:
             return
         sig = sigs[0]
-        like(unfold(sig), r'\bd=example\.net;.*\bs=sel;', '%s: d=example.net s=sel' % name)
+        like(unfold(sig), r'\bd=example\.net;.*\bs=%s;' % selector,
+             '%s: d=example.net s=%s' % (name, selector))
         # OpenDKIM folds long values; the fold arrives as CRLF + WSP.
         ok(re.search(rb'\r\n[ \t]', sig) is not None,
            '%s: the signature is folded, with CRLF before each continuation' % name)
         ok(not bare_cr_lf(m.data),
            '%s: no bare CR or LF anywhere in the relayed message' % name)
         res = dt.verify_all(m.data, keys)
-        is_([r[:3] for r in res], [('pass', 'example.net', 'sel')],
+        is_([r[:3] for r in res], [('pass', 'example.net', selector)],
             '%s: dkimpy verifies the signature as relayed' % name)
 
     # ---- signing: a trusted (internal) client
@@ -156,8 +158,86 @@ def main():
     if m:
         is_(fields_named(m.data, 'DKIM-Signature'), [], 'unsigned, external client: not signed')
 
+    # ---- eight sessions at once: one milter connection each
+    results = [None] * 8
+    msgs = [message(frm='alice@example.net', subject='parallel %d' % i) for i in range(8)]
+
+    def one(i):
+        results[i] = deliver(mx.port, msgs[i][0], sender='alice@example.net', source=INSIDE)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    is_([r['dot'].code if r and r['dot'] else None for r in results], [250] * 8,
+        'eight parallel sessions: each 250')
+    relayed[0] += 8
+    up.wait_messages(relayed[0])
+    is_([[x[0] for x in dt.verify_all(find_message(up, i).data, keys)]
+         if find_message(up, i) else None for _, i in msgs], [['pass']] * 8,
+        'eight parallel sessions: each signed, each signature verifies as relayed')
+
     is_(up.violations, [], 'the upstream saw no stream violation in any message')
     ok(dk.alive(), 'opendkim is still running')
+
+    # ---- simple/simple on a unix socket: header bytes as the milter saw
+    # them (HDR_LEADSPC: OpenDKIM asks for the value with its leading
+    # space; a multi-line field joined with LF) are what was relayed, or
+    # the simple header hash breaks.  The body arrives by BDAT.
+    ds = OpenDKIM(mode='sv', domain='example.net', selector='simple', canon='simple/simple',
+                  unix=True, authserv_id=AUTHSERV, dns=dns.address,
+                  extra=[('SignHeaders', 'From,To,Subject,Date,Message-ID,X-Tab,X-Folded,X-Bare')])
+    dns.set(ds.key_name, [('TXT', [ds.record[:200], ds.record[200:]])])
+    keys[ds.key_name] = ds.record
+    if not start_all(ds):
+        return
+    mx.finish()
+    mx = Frontmx(up, conf={'filters': [milter_filter('odkim-simple', ds)]})
+    odd = (b'X-Tab:\tafter a tab  \r\nX-Folded: first\r\n\tsecond\r\n   third \r\n'
+           b'X-Bare:no space\r\n')
+    msg, msgid = message(frm='alice@example.net', subject='simple  canon', extra=odd)
+    c = SmtpClient(mx.port, source=INSIDE, timeout=60)
+    c.greeting()
+    c.ehlo('client.interop.example')
+    reply_is(c.cmd('MAIL FROM:<alice@example.net>'), 250, None, 'simple, BDAT: MAIL')
+    reply_is(c.cmd('RCPT TO:<bob@example.com>'), 250, None, 'simple, BDAT: RCPT')
+    half = len(msg) // 2
+    c.send(b'BDAT %d\r\n' % half + msg[:half])
+    reply_is(c.reply(), 250, None, 'simple, BDAT: first chunk')
+    c.send(b'BDAT %d LAST\r\n' % (len(msg) - half) + msg[half:])
+    r = c.reply()
+    c.quit()
+    m = expect_relayed('simple/simple, BDAT', {'dot': r}, msgid)
+    expect_signed('simple/simple, BDAT', m, 'simple')
+    sig = fields_named(m.data, 'DKIM-Signature') if m else []
+    like(unfold(sig[0]) if sig else '', r'\bc=simple/simple;.*\bh=[^;]*X-Folded',
+         'simple/simple: the odd header fields are signed')
+    if m:
+        ok(odd in m.data, 'simple/simple: the odd header fields relayed byte for byte')
+
+    msg, msgid = message(subject='dkimpy simple', extra=odd)
+    signed = dt.sign(msg, 'rsa2048.pem', 'example.org', 'rsa', canon='simple/simple',
+                     headers=['from', 'to', 'subject', 'x-tab', 'x-folded', 'x-bare'])
+    m = expect_relayed('verify simple/simple', deliver(mx.port, signed, source=OUTSIDE), msgid)
+    like(opendkim_ar(m.data) if m else None, r'dkim=pass .*header\.d=example\.org',
+         'verify simple/simple: opendkim passes a dkimpy simple/simple signature on odd headers')
+
+    # ---- opendkim dies in the middle of a transaction
+    before = up.transactions
+    c = SmtpClient(mx.port, source=INSIDE, timeout=60)
+    c.greeting()
+    c.ehlo('client.interop.example')
+    reply_is(c.cmd('MAIL FROM:<alice@example.net>'), 250, None, 'milter killed: MAIL')
+    reply_is(c.cmd('RCPT TO:<bob@example.com>'), 250, None, 'milter killed: RCPT')
+    ds.stop()
+    msg, msgid = message(frm='alice@example.net', subject='milter killed')
+    r = c.data(msg)
+    final = r[1] if r[0].code == 354 else r[0]
+    ok(final is not None and final.code is not None and 400 <= final.code < 500,
+       'milter killed mid-transaction: on_error tempfail, 4xx (%r)' % (final,))
+    c.quit()
+    is_(up.transactions, before, 'milter killed mid-transaction: nothing relayed unsigned')
+    ok(mx.alive(), 'frontmx still running')
     mx.finish()
 
 

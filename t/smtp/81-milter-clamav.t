@@ -98,6 +98,11 @@ def main():
     infected(mx, 'EICAR, default reject', av, EICAR + b'\r\n', r'^550 5\.7\.1 ')
     infected(mx, 'EICAR attachment (base64), default reject', av, attachment(EICAR),
              r'^550 5\.7\.1 ')
+    # EICAR after ~900 KB of text: every one of the 14 body chunks reached
+    # clamd, in order, up to the last
+    filler = b''.join(b'%07d %s\r\n' % (i, b'y' * 80) for i in range(10000))
+    infected(mx, 'EICAR at the end of a 900 KB body', av, filler + EICAR + b'\r\n',
+             r'^550 5\.7\.1 ')
 
     # EICAR, then a clean message, in one session
     before = up.transactions

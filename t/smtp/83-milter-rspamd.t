@@ -68,6 +68,21 @@ def main():
         ok(not bare_cr_lf(m.data), 'clean: no bare CR or LF relayed')
         ok(m.data.endswith(msg.split(b'\r\n\r\n', 1)[1]), 'clean: body unchanged')
 
+    # ---- 8-bit body, 30 recipients (RCPT events rspamd asked not to answer)
+    rcpts = ['user%02d@example.com' % i for i in range(30)]
+    msg, msgid = message(subject='rspamd 8bit',
+                         body='Grüße aus Köln, naïve café\r\n'.encode('utf-8') * 50)
+    msg = msg.replace(b'charset=us-ascii', b'charset=utf-8')
+    r = deliver(mx.port, msg, rcpts=rcpts)
+    reply_is(r['dot'], 250, None, '8-bit body, 30 recipients: 250')
+    up.wait_messages(2)
+    m = find_message(up, msgid)
+    is_(m.rcpts if m else None, rcpts, '8-bit body, 30 recipients: relayed to all 30')
+    ok(m is not None and m.data.endswith(msg.split(b'\r\n\r\n', 1)[1]),
+       '8-bit body, 30 recipients: body unchanged')
+    ok(m is not None and fields_named(m.data, 'X-Spamd-Result'),
+       '8-bit body, 30 recipients: scanned (X-Spamd-Result)')
+
     # ---- GTUBE
     before = up.transactions
     msg, msgid = message(subject='rspamd gtube', body=GTUBE + b'\r\n')
