@@ -104,6 +104,7 @@ DEBS	 = build-essential pkg-config libevent-dev libconfig-dev libpcre2-dev \
 DEBS	+= libmilter-dev
 DEBS	+= prometheus	# promtool check metrics on a scrape (t/smtp/86-metrics.t)
 DEBS	+= strace	# make bench: frontmx's syscalls per message (t/bench/run)
+DEBS	+= mandoc man-db systemd	# t/meta/install.t: mandoc -T lint and man --warnings on the man pages, systemd-analyze verify on the unit
 # Real milters for the interop tests t/smtp/80-83 (t/lib/milters.py starts
 # each on loopback in the test's temp dir; policy-rc.d or not, the tests use
 # private sockets, ports and pid files, never the packaged services).
@@ -127,7 +128,7 @@ PROVE	?= prove
 Q	 = $(if $(V),,@)
 E	 = $(if $(V),@true,@echo)
 
-.PHONY: all deps run test check unit asan bench bench-compare clean help modules milters exim fuzz fuzzers
+.PHONY: all deps run test check unit asan bench bench-compare clean help modules milters exim fuzz fuzzers install uninstall
 all: $(PROG)
 
 $(PROG): $(OBJS)
@@ -314,6 +315,56 @@ REV	?= HEAD
 bench-compare: deps
 	t/bench/compare $(REV)
 
+# make install [PREFIX=/usr/local] [DESTDIR=/staging]: the binary, the
+# man pages, the systemd unit (with this PREFIX's paths), its sysusers.d
+# and tmpfiles.d files, the module header for filter authors, and the
+# sample configuration in $(SYSCONFDIR)/frontmx, which an existing
+# frontmx.conf or content.rules is never overwritten by (the samples also
+# go to $(DOCDIR)).  systemd reads units, sysusers.d and tmpfiles.d under
+# /usr/local/lib too.  t/meta/install.t checks the file list.
+PREFIX	?= /usr/local
+SBINDIR	?= $(PREFIX)/sbin
+MANDIR	?= $(PREFIX)/share/man
+DOCDIR	?= $(PREFIX)/share/doc/frontmx
+INCLUDEDIR ?= $(PREFIX)/include/frontmx
+UNITDIR	?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+SYSCONFDIR ?= /etc
+INSTALL	?= install
+
+install: $(PROG)
+	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 \
+	    $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR) $(DESTDIR)$(INCLUDEDIR) \
+	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
+	    $(DESTDIR)$(SYSCONFDIR)/frontmx
+	$(INSTALL) -m 0755 $(PROG) $(DESTDIR)$(SBINDIR)/frontmx
+	$(INSTALL) -m 0644 man/frontmx.8 $(DESTDIR)$(MANDIR)/man8/frontmx.8
+	$(INSTALL) -m 0644 man/frontmx.conf.5 $(DESTDIR)$(MANDIR)/man5/frontmx.conf.5
+	$(INSTALL) -m 0644 filters/frontmx_filter.h $(DESTDIR)$(INCLUDEDIR)/frontmx_filter.h
+	$(INSTALL) -m 0644 README.md conf/frontmx.conf conf/content.rules $(DESTDIR)$(DOCDIR)
+	sed -e 's|/usr/local/sbin/frontmx|$(SBINDIR)/frontmx|g' \
+	    -e 's|/etc/frontmx/|$(SYSCONFDIR)/frontmx/|g' conf/frontmx.service \
+	    > $(DESTDIR)$(UNITDIR)/frontmx.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/frontmx.service
+	$(INSTALL) -m 0644 conf/frontmx.sysusers $(DESTDIR)$(SYSUSERSDIR)/frontmx.conf
+	$(INSTALL) -m 0644 conf/frontmx.tmpfiles $(DESTDIR)$(TMPFILESDIR)/frontmx.conf
+	for f in frontmx.conf content.rules; do \
+		[ -e $(DESTDIR)$(SYSCONFDIR)/frontmx/$$f ] || \
+		$(INSTALL) -m 0644 conf/$$f $(DESTDIR)$(SYSCONFDIR)/frontmx/$$f; \
+	done
+
+# Leaves $(SYSCONFDIR)/frontmx alone: it holds the admin's configuration.
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/frontmx $(DESTDIR)$(MANDIR)/man8/frontmx.8 \
+	    $(DESTDIR)$(MANDIR)/man5/frontmx.conf.5 \
+	    $(DESTDIR)$(INCLUDEDIR)/frontmx_filter.h \
+	    $(DESTDIR)$(UNITDIR)/frontmx.service \
+	    $(DESTDIR)$(SYSUSERSDIR)/frontmx.conf $(DESTDIR)$(TMPFILESDIR)/frontmx.conf \
+	    $(DESTDIR)$(DOCDIR)/README.md $(DESTDIR)$(DOCDIR)/frontmx.conf \
+	    $(DESTDIR)$(DOCDIR)/content.rules
+	-rmdir $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(DOCDIR)
+
 clean:
 	rm -rf build $(PROG) $(PROG)-asan filters/examples/rcpt_allow.so filters/examples/rcpt_allow.d
 
@@ -324,6 +375,7 @@ print-%:
 help:
 	@echo "make        build ./frontmx"
 	@echo "make deps   install missing Debian packages"
+	@echo "make install [PREFIX=/usr/local] [DESTDIR=dir]  binary, man pages, systemd unit, sample config, module header"
 	@echo "make run    deps + build + run with conf/frontmx.conf (foreground)"
 	@echo "make test   deps + build + ASan/UBSan build + the whole suite (prove)"
 	@echo "make exim   unpack Exim 4.96 into build/exim (client and upstream for the tests)"

@@ -90,10 +90,11 @@ struct check_state {
 	int			 failed;
 };
 
+/* To stdout when asked for (--help, exit 0), else to stderr (exit 64). */
 static void
-check_usage(void)
+check_usage(FILE *fp)
 {
-	fprintf(stderr,
+	fprintf(fp,
 	    "usage: frontmx check -c FILE [--dns HOST@PORT] --ip ADDR [--helo NAME]\n"
 	    "           [--from ADDR] [--rcpt ADDR]... [MESSAGE|-]\n"
 	    "Runs the filter chain and policy on one message (DNS is real) and prints\n"
@@ -419,15 +420,15 @@ check_options(int argc, char *argv[], struct check_state *cs,
 			cs->rcpts[cs->nrcpts++] = optarg;
 			break;
 		case 'h':
-			check_usage();
+			check_usage(stdout);
 			return -1;
 		default:
-			check_usage();
+			check_usage(stderr);
 			return CHECK_EXIT_USAGE;
 		}
 	}
 	if (a->file == NULL || a->ip == NULL || optind + 1 < argc) {
-		check_usage();
+		check_usage(stderr);
 		return CHECK_EXIT_USAGE;
 	}
 	a->message = optind < argc ? argv[optind] : "-";

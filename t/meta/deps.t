@@ -72,6 +72,11 @@ PROGRAMS = {
     'nproc': ('coreutils', 't/bench/run'),
     'strace': ('strace', 't/bench/run (syscalls per message)'),
     'getconf': ('libc-bin', 't/bench/run (clock ticks of /proc/PID/stat)'),
+    # t/meta/install.t: the man pages, the systemd unit, -t as another user
+    'mandoc': ('mandoc', 't/meta/install.t (mandoc -T lint)'),
+    'man': ('man-db', 't/meta/install.t (man --warnings)'),
+    'systemd-analyze': ('systemd', 't/meta/install.t (systemd-analyze verify)'),
+    'setpriv': ('util-linux', 't/meta/install.t (frontmx -t as an unprivileged user)'),
 }
 
 # Third-party Python modules: name -> package (the standard library is
