@@ -278,6 +278,32 @@ smtp_chat_setup(struct smtp_session *s)
 	smtp_read_on(s);
 }
 
+/*
+ * RFC 2920 reply groups, Postfix's rule: replies are held while the
+ * client's pipelined group goes on, and written together when it ends.
+ * smtp_process() writes whenever it runs out of input to handle, so a
+ * client that waits for each reply gets each at once, and a group split
+ * across reads gets the replies of its complete part.  What it holds:
+ * the session waits for a filter or the upstream on a command, and the
+ * output holds the replies to the commands before it, which the client
+ * sent without waiting for them (a reply is never left behind when
+ * input runs out).  Its reply comes (each wait is bounded by its own
+ * timeout) and leaves with them in one write.  Never held: a
+ * group-ending command's reply (SMTP_VERB_GROUP_END: flagged when the
+ * next command starts, so DATA's own wait still holds the replies before
+ * it, which leave with its 354), or more than half of what a client may
+ * leave unread.  "250 only after the upstream's 250"
+ * is untouched: holding only delays replies already decided.
+ */
+int
+smtp_chat_hold(const struct smtp_session *s)
+{
+	return (s->state == SMTP_STATE_WAIT || s->state == SMTP_STATE_RELAY) &&
+	    !(s->flags & SMTP_F_GROUP_END) &&
+	    evbuffer_get_length(bufferevent_get_output(s->bev)) <
+	    SMTP_OUTPUT_HIGH / 2;
+}
+
 /* Put a TLS server layer over the plain bufferevent (STARTTLS, PROXY+465). */
 /*
  * The last reply left our bufferevent.  Over STARTTLS that only means it

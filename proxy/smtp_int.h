@@ -121,6 +121,7 @@ enum smtp_mail_param {
 #define SMTP_VERB_PRE_TLS	0x20	/* allowed before STARTTLS where TLS is required */
 #define SMTP_VERB_CHUNK		0x40	/* BDAT: the verb checks the rest after its chunk */
 #define SMTP_VERB_IN_BDAT	0x80	/* allowed between BDAT chunks (else 503) */
+#define SMTP_VERB_GROUP_END	0x100	/* ends a pipelined group: its reply is never held (smtp_chat_hold) */
 
 /* What a verb function returns. */
 #define SMTP_VERB_OK		0	/* it answered, or started what will */
@@ -136,6 +137,7 @@ enum smtp_mail_param {
 #define SMTP_F_RDNS_WAITING	0x0040u	/* a client-name lookup is in flight */
 #define SMTP_F_BDAT_LAST	0x0080u	/* the chunk being read is BDAT ... LAST */
 #define SMTP_F_UP_REUSED	0x0100u	/* this MAIL went over a kept connection */
+#define SMTP_F_GROUP_END	0x0200u	/* a group-ending command's reply is in the output */
 
 /* struct smtp_tx's flags. */
 #define SMTP_TX_UTF8		0x0001u	/* MAIL had SMTPUTF8 (RFC 6531) */
@@ -365,6 +367,7 @@ void	smtp_chat_upstream(struct smtp_session *s, const struct smtp_reply *r,
 void	smtp_chat_log_message(struct smtp_session *s, const char *result,
 	    const char *reply);
 void	smtp_chat_setup(struct smtp_session *s);
+int	smtp_chat_hold(const struct smtp_session *s);
 int	smtp_chat_quit_later(struct smtp_session *s);
 void	smtp_chat_quit_flushed(struct smtp_session *s);
 void	smtp_chat_writecb(struct bufferevent *bev, void *arg);

@@ -443,38 +443,43 @@ smtp_cmd_not_implemented(struct smtp_session *s, const char *args)
  * 3207 4: NOOP, EHLO, STARTTLS and QUIT; the rest get 530).  IN_BDAT:
  * allowed between a BDAT transaction's chunks (RFC 3030 2: BDAT, RSET,
  * NOOP, QUIT; the rest get 503 until BDAT LAST).  BDAT reads its chunk
- * before its preconditions are checked (CHUNK).
+ * before its preconditions are checked (CHUNK).  GROUP_END: the verbs after
+ * which a pipelining client must wait for the reply (RFC 2920 3.1: EHLO,
+ * DATA, VRFY, EXPN, TURN, QUIT, NOOP; and, as Postfix does, HELO,
+ * STARTTLS and AUTH, whose replies change what may follow): their replies
+ * are written at once, never held with a group (smtp_chat_hold).
  */
+#define GROUP_END	SMTP_VERB_GROUP_END
 #define PRE_TLS		SMTP_VERB_PRE_TLS
 #define NEED_MAIL	SMTP_VERB_NEED_MAIL
 #define IN_BDAT		SMTP_VERB_IN_BDAT
 static const struct smtp_verb smtp_verbs[] = {
 	/* verb, its syntax for 501, preconditions, filter phase, function */
-	{ SMTP_CMD_HELO, "HELO hostname", SMTP_VERB_ARGS,
+	{ SMTP_CMD_HELO, "HELO hostname", SMTP_VERB_ARGS | GROUP_END,
 	    &smtp_peer_step_helo, smtp_peer_cmd_helo },
-	{ SMTP_CMD_EHLO, "EHLO hostname", SMTP_VERB_ARGS | PRE_TLS,
+	{ SMTP_CMD_EHLO, "EHLO hostname", SMTP_VERB_ARGS | PRE_TLS | GROUP_END,
 	    &smtp_peer_step_helo, smtp_peer_cmd_ehlo },
 	{ SMTP_CMD_MAIL, NULL, SMTP_VERB_NEED_HELO,
 	    &smtp_mail_step_mail, smtp_mail_cmd_mail },
 	{ SMTP_CMD_RCPT, NULL, NEED_MAIL,
 	    &smtp_mail_step_rcpt, smtp_mail_cmd_rcpt },
-	{ SMTP_CMD_DATA, "DATA", SMTP_VERB_NO_ARGS | NEED_MAIL | SMTP_VERB_NEED_RCPT,
+	{ SMTP_CMD_DATA, "DATA", SMTP_VERB_NO_ARGS | NEED_MAIL | SMTP_VERB_NEED_RCPT | GROUP_END,
 	    &smtp_data_step_data, smtp_data_cmd_data },
 	{ SMTP_CMD_BDAT, NULL, SMTP_VERB_CHUNK | NEED_MAIL | SMTP_VERB_NEED_RCPT |
 	    IN_BDAT, &smtp_data_step_bdat, smtp_data_cmd_bdat },
 	{ SMTP_CMD_RSET, "RSET", SMTP_VERB_NO_ARGS | IN_BDAT, NULL,
 	    smtp_cmd_rset },
-	{ SMTP_CMD_NOOP, NULL, PRE_TLS | IN_BDAT, NULL, smtp_cmd_noop },
-	{ SMTP_CMD_QUIT, NULL, PRE_TLS | IN_BDAT, NULL, smtp_cmd_quit },
-	{ SMTP_CMD_VRFY, "VRFY address", SMTP_VERB_ARGS, NULL, smtp_cmd_vrfy },
+	{ SMTP_CMD_NOOP, NULL, PRE_TLS | IN_BDAT | GROUP_END, NULL, smtp_cmd_noop },
+	{ SMTP_CMD_QUIT, NULL, PRE_TLS | IN_BDAT | GROUP_END, NULL, smtp_cmd_quit },
+	{ SMTP_CMD_VRFY, "VRFY address", SMTP_VERB_ARGS | GROUP_END, NULL, smtp_cmd_vrfy },
 	{ SMTP_CMD_HELP, NULL, 0, NULL, smtp_cmd_help },
-	{ SMTP_CMD_STARTTLS, "STARTTLS", SMTP_VERB_NO_ARGS | PRE_TLS, NULL,
+	{ SMTP_CMD_STARTTLS, "STARTTLS", SMTP_VERB_NO_ARGS | PRE_TLS | GROUP_END, NULL,
 	    smtp_peer_cmd_starttls },
 	/* After STARTTLS the client must EHLO again (RFC 3207 4.2). */
 	{ SMTP_CMD_AUTH, "AUTH mechanism [initial-response]",
-	    SMTP_VERB_NEED_HELO, NULL, smtp_auth_cmd },
+	    SMTP_VERB_NEED_HELO | GROUP_END, NULL, smtp_auth_cmd },
 	/* Never taken from a client: they would make us lie to the upstream. */
-	{ SMTP_CMD_EXPN, NULL, 0, NULL, smtp_cmd_not_implemented },
+	{ SMTP_CMD_EXPN, NULL, GROUP_END, NULL, smtp_cmd_not_implemented },
 	{ SMTP_CMD_XCLIENT, NULL, 0, NULL, smtp_cmd_not_implemented },
 	{ SMTP_CMD_XFORWARD, NULL, 0, NULL, smtp_cmd_not_implemented },
 };
@@ -542,6 +547,9 @@ smtp_command(struct smtp_session *s, const char *line)
 		smtp_error(s, "%s", unmet);
 		return;
 	}
+	/* The command before ended a group: its reply is in the output. */
+	if (s->verb != NULL && (s->verb->flags & SMTP_VERB_GROUP_END))
+		s->flags |= SMTP_F_GROUP_END;
 	s->verb = v;
 	if (v->fn(s, args) == SMTP_VERB_SYNTAX)
 		smtp_error(s, "501 5.5.4 Syntax: %s", v->syntax);
@@ -549,7 +557,9 @@ smtp_command(struct smtp_session *s, const char *line)
 
 /*
  * Handle what the client sent, then write all the replies at once (a
- * pipelined group gets one write).  When the client was not reading them
+ * pipelined group gets one write), unless the group goes on: a pipelined
+ * command waits for a filter or the upstream, and its reply will join
+ * the others (smtp_chat_hold).  When the client was not reading them
  * (output_full) and the write made room, carry on.
  */
 void
@@ -561,8 +571,11 @@ smtp_process(struct smtp_session *s)
 		smtp_process_once(s);
 		if (s->state == SMTP_STATE_QUIT || (s->flags & SMTP_F_PROCESSING))
 			return;
+		if (smtp_chat_hold(s))
+			return;
 		out = bufferevent_get_output(s->bev);
 		bev_flush(s->bev);
+		s->flags &= ~SMTP_F_GROUP_END;
 		if (!(s->flags & SMTP_F_OUTPUT_FULL) ||
 		    evbuffer_get_length(out) > SMTP_OUTPUT_HIGH / 2)
 			return;
