@@ -820,7 +820,8 @@ mlisten_close(SMFICTX *ctx)
 	smfi_setpriv(ctx, NULL);
 	pthread_mutex_lock(&c->lock);
 	c->closing = 1;
-	if (!c->busy) {
+	/* After a forced stop the loop is gone: the shell stays listed, reachable. */
+	if (!c->busy && atomic_load(&mlisten.stopping) < 2) {
 		c->req = MLISTEN_REQ_CLOSE;
 		c->busy = 1;
 		event_active(c->ev, EV_READ, 0);
@@ -1647,6 +1648,7 @@ void
 milter_listen_stop(unsigned grace)
 {
 	struct timespec t = { 0, 100 * 1000 * 1000 };
+	struct mlisten_conn *c;
 	unsigned long waited = 0;
 	size_t left;
 
@@ -1665,19 +1667,30 @@ milter_listen_stop(unsigned grace)
 		nanosleep(&t, NULL);
 		waited++;
 	}
-	if (left > 0) {
-		/*
-		 * They still hold libmilter threads: their callbacks answer
-		 * tempfail from now on, and the loop stays for them until the
-		 * process exits.
-		 */
-		atomic_store(&mlisten.stopping, 2);
+	/*
+	 * An MTA that keeps its connections open past the grace (Postfix
+	 * holds one per SMTP session): their callbacks answer tempfail from
+	 * now on without the loop, which ends with whatever it still ran.
+	 * Their state stays allocated and listed until the process exits:
+	 * libmilter's threads may still hold it.
+	 */
+	if (left > 0)
 		log_warn("milter: %zu connection%s still open after %us: "
 		    "answering tempfail", left, left == 1 ? "" : "s", grace);
-		return;
+	atomic_store(&mlisten.stopping, 2);
+	/* mlisten_call and mlisten_close test stopping under each conn's lock. */
+	pthread_mutex_lock(&mlisten.lock);
+	TAILQ_FOREACH(c, &mlisten.conns, entry) {
+		pthread_mutex_lock(&c->lock);
+		pthread_mutex_unlock(&c->lock);
 	}
+	pthread_mutex_unlock(&mlisten.lock);
 	event_base_loopexit(mlisten.base, NULL);
 	pthread_join(mlisten.loop_thread, NULL);
+	if (left > 0) {
+		mlisten.started = 0;
+		return;
+	}
 	event_base_free(mlisten.base);
 	mlisten.base = NULL;
 	free(mlisten.listen);

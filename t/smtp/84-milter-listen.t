@@ -284,6 +284,49 @@ def main():
     mx.finish()
     dns.stop()
 
+    # ---- a slow chain: the filter's timeout bounds it; milter.timeout bounds our wait
+    sock = os.path.join(d, 'milter.sock')
+    slow = {'name': 'slow', 'module': plugin('slow_async'), 'timeout': 1,
+            'options': {'mode': 'timer', 'ms': '4000'}}
+    mx2 = Frontmx(up, name='slow filter, unix socket', conf={
+        'milter': {'listen': 'unix:%s' % sock}, 'filters': [slow],
+        'timeouts': {'shutdown_grace': 2}})
+    ok(wait_for(lambda: os.path.exists(sock), 10), 'milter.listen unix:PATH: the socket exists')
+    m = MtaMilter(path=sock)
+    is_(m.connect('[127.0.0.1]', family=b'U')[0], 'c', 'over the unix socket: a local client connects')
+    m.helo('client.example')
+    is_(m.mail('<alice@example.org>')[0], 'c', 'slow filter: MAIL continues (its lookup runs on)')
+    r = m.rcpt(RCPT)
+    is_(r[0], 'y', 'a filter slower than its timeout: RCPT gets a reply ...')
+    like(r[1], rb'^451 ', '... 451: the filter\'s on_error (tempfail), never a silent accept')
+    like(mx2.log(), r'filter=slow phase=rcpt timed out after 1s', 'the filter timeout ended the wait')
+    m2 = MtaMilter(path=sock)           # left open across SIGTERM
+    is_(m2.connect('[127.0.0.1]', family=b'U')[0], 'c', 'a second connection, left idle')
+    m.quit()
+    mx2.finish()
+    like(mx2.log(), r'milter: 1 connection still open after 2s', 'SIGTERM with an idle MTA connection: '
+         'drained within shutdown_grace, then said so')
+    m2.close()
+
+    slow2 = dict(slow, timeout=30)
+    mx3 = Frontmx(up, name='milter.timeout below the chain', conf={
+        'milter': {'listen': 'inet:127.0.0.1:%d' % free_port(), 'timeout': 1}, 'filters': [slow2]})
+    mport3 = int(re.search(r'milter = \{\s*listen = "inet:127\.0\.0\.1:(\d+)"', mx3.conf).group(1))
+    ok(wait_for(lambda: port_open(mport3), 10), 'third daemon: milter listener up')
+    m = MtaMilter(mport3)
+    m.connect('client.example', '192.0.2.20', 40000)
+    m.helo('client.example')
+    m.mail('<alice@example.org>')
+    r = m.rcpt(RCPT)
+    is_(r, ('y', b'451 4.3.0 Error: filter timeout, try again later'),
+        'the chain slower than milter.timeout: 451 4.3.0 at the end of our wait')
+    r = m.rcpt('<carol@example.com>')
+    like(r[1], rb'^451 4\.3\.0 ', 'the connection answers tempfail from then on')
+    m.quit()
+    ok(wait_for(lambda: 'milter disconnect client=192.0.2.20' in mx3.log(), 15),
+       'the connection is freed once the chain is done with it')
+    mx3.finish()
+
     # ---- configuration errors
     for bad, why in (('inet:localhost:25', 'a name'), ('tcp:1.2.3.4:5', 'unknown kind'),
                      ('unix:relative', 'relative path'), ('inet:127.0.0.1:0', 'port 0')):
