@@ -4,7 +4,9 @@
  * address, port and name, HELO, TLS, AUTH identity, sender, recipient
  * count, policy; each as api->get() returned it) and X-Queue-Id.  With
  * option edit=1 it also inserts X-Inserted below the first field and
- * changes the first X-Change field to "changed" (header edit indexes).
+ * changes the first X-Change field to "changed" (header edit indexes),
+ * and replaces the body with "replaced body" when the sender's address
+ * contains "replacebody".
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +78,10 @@ facts_header_eom(void *inst, struct fmx_ctx *ctx)
 		return FMX_TEMPFAIL;
 	if (f->edit && (f->api->insert_header(ctx, 1, "X-Inserted", "yes") == -1 ||
 	    f->api->change_header(ctx, "X-Change", 1, "changed") == -1))
+		return FMX_TEMPFAIL;
+	q = f->api->get(ctx, FMX_GET_MAIL_FROM);
+	if (f->edit && q != NULL && strstr(q, "replacebody") != NULL &&
+	    f->api->replace_body(ctx, "replaced body\r\n", 15) == -1)
 		return FMX_TEMPFAIL;
 	return FMX_CONTINUE;
 }

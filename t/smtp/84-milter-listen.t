@@ -60,6 +60,8 @@ def conf(mport, rules, dns, extra=None):
             {'name': 'spf', 'timeout': 10},
             content_filter(rules),
             {'name': 'facts', 'module': plugin('facts_header'), 'options': {'edit': '1'}},
+            {'name': 'rcpts', 'module': plugin('rcpt_edit'),
+             'options': {'add1': 'carol@example.com', 'del1': 'bob@example.com'}},
         ],
         'policy': {'default': {'spf': {'fail': 'reject'}},
                    'domains': [{'domain': 'dry.example', 'dry_run': True}]},
@@ -109,7 +111,7 @@ def one_message(mport, subject, body=b'hello\r\n', sender='<alice@pass.example>'
 
 
 def main():
-    require_modules(plugin('facts_header'))
+    require_modules(plugin('facts_header'), plugin('rcpt_edit'), plugin('slow_async'))
     dns = FakeDNS(ZONE).start()
     d = tmpdir('fmx-ml-')
     rules = write_rules(RULES, d)
@@ -166,8 +168,15 @@ def main():
     like(f, r'auth=alice ', 'facts: AUTH identity from {auth_authen}')
     like(f, r'from=alice@pass\.example rcpts=1 policy=default', 'facts: sender, recipients, policy')
     is_([x[2] for x in mods_named(mods, 'h', 'X-Queue-Id')], [' QUEUE42'], 'facts: queue id from i')
+    is_([x for x in mods if x[0] in '+-'], [('-', '<bob@example.com>'), ('+', '<carol@example.com>')],
+        'a filter\'s recipient edits: delrcpt bob, addrcpt carol')
+    is_(mods_named(mods, 'b'), [], 'no body replacement unless a filter asks')
     like(mx.log(), r'milter message id=QUEUE42 client=192\.0\.2\.10 from=<alice@pass\.example> '
          r'to=<bob@example\.com> size=\d+ result=accepted', 'one log line for the message')
+
+    mods, final = one_message(mport, 'new body', sender='<replacebody@pass.example>')
+    is_(final[0], 'c', 'a filter replacing the body: continue')
+    is_(mods_named(mods, 'b'), [('b', b'replaced body\r\n')], 'the new body: replacebody')
 
     # ---- a unix client (no address in CONNECT), hostname "[addr]" = unknown name
     m = MtaMilter(mport)
