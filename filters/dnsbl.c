@@ -108,7 +108,6 @@
 #define DNSBL_DOMAIN_MAX	188
 #define DNSBL_QNAME_MAX		253
 #define DNSBL_REV_MAX		64	/* "f.e.d.c....0." of an IPv6 address */
-#define DNSBL_ANSWERS_MAX	8	/* A records of one answer kept */
 #define DNSBL_WEIGHT_MAX	1000
 #define DNSBL_CACHE_DEFAULT	4096
 #define DNSBL_CACHE_MAX		100000
@@ -131,10 +130,16 @@ struct dnsbl_zone {
 	size_t		 lookup;	/* index in dnsbl_inst.domains */
 };
 
-/* One answer, as the cache keeps it. */
+/*
+ * One answer, as the cache keeps it: which zones entries it lists (read
+ * against every A record of the reply, however many, in whatever order
+ * the resolver gives them) and, for the log, the first address that
+ * matched each.  Only entries of the looked-up domain can be set.
+ */
+_Static_assert(DNSBL_ZONES_MAX <= 32, "dnsbl_answer.match has a bit per zone");
 struct dnsbl_answer {
-	unsigned	 n;				/* A records kept */
-	uint8_t		 a[DNSBL_ANSWERS_MAX][4];
+	uint32_t	 match;				/* bit i: zones[i] */
+	uint8_t		 first[DNSBL_ZONES_MAX][4];
 };
 
 struct dnsbl_cache_entry {
@@ -352,25 +357,17 @@ dnsbl_zone_parse(const char *text, struct dnsbl_zone *z)
 	return NULL;
 }
 
-/* Does this answer count for zone z? */
+/* Does the A record addr count for zone z? */
 static int
-dnsbl_zone_matches(const struct dnsbl_zone *z, const struct dnsbl_answer *a)
+dnsbl_zone_matches(const struct dnsbl_zone *z, const uint8_t *addr)
 {
-	unsigned i, k;
+	unsigned k;
 
-	for (i = 0; i < a->n; i++) {
-		if (!z->filtered) {
-			if (a->a[i][0] == 127 && !(a->a[i][1] == 255 &&
-			    a->a[i][2] == 255))
-				return 1;
-			continue;
-		}
-		for (k = 0; k < 4 && dnsbl_bit(z->match[k], a->a[i][k]); k++)
-			;
-		if (k == 4)
-			return 1;
-	}
-	return 0;
+	if (!z->filtered)
+		return addr[0] == 127 && !(addr[1] == 255 && addr[2] == 255);
+	for (k = 0; k < 4 && dnsbl_bit(z->match[k], addr[k]); k++)
+		;
+	return k == 4;
 }
 
 /* ---- the cache --------------------------------------------------------- */
@@ -486,19 +483,22 @@ dnsbl_qname(const struct dnsbl_conn *dc, size_t idx, char *out, size_t outlen)
 }
 
 /*
- * The A records of a reply, and the TTL to keep them (the least of
- * theirs).  0 ok (NXDOMAIN and NODATA: no records), -1 failed.
+ * Read a reply for lookup idx into *a: the zones entries of that domain
+ * each A record lists, and the TTL to keep it (the least of theirs).
+ * 0 ok (NXDOMAIN and NODATA: nothing listed), -1 failed.
  */
 static int
-dnsbl_parse(int rcode, const unsigned char *pkt, size_t len,
-    struct dnsbl_answer *a, uint32_t *ttl, unsigned cache_ttl)
+dnsbl_parse(const struct dnsbl_inst *di, size_t idx, int rcode,
+    const unsigned char *pkt, size_t len, struct dnsbl_answer *a,
+    uint32_t *ttl)
 {
 	struct dnsmsg m;
 	struct dnsmsg_rr rr;
+	size_t i;
 	int r;
 
 	memset(a, 0, sizeof *a);
-	*ttl = cache_ttl;
+	*ttl = di->cache_ttl;
 	if (rcode == DNS_RCODE_NXDOMAIN)
 		return 0;
 	if (rcode != DNS_RCODE_NOERROR || pkt == NULL ||
@@ -510,9 +510,13 @@ dnsbl_parse(int rcode, const unsigned char *pkt, size_t len,
 			continue;	/* a CNAME on the way, say */
 		if (rr.ttl < *ttl)
 			*ttl = rr.ttl;
-		/* More records than kept: the first ones decide. */
-		if (a->n < DNSBL_ANSWERS_MAX)
-			memcpy(a->a[a->n++], rr.rdata, 4);
+		for (i = 0; i < di->nzones; i++)
+			if (di->zones[i].lookup == idx &&
+			    !(a->match & (1u << i)) &&
+			    dnsbl_zone_matches(&di->zones[i], rr.rdata)) {
+				a->match |= 1u << i;
+				memcpy(a->first[i], rr.rdata, 4);
+			}
 	}
 	return r == -1 ? -1 : 0;
 }
@@ -544,14 +548,14 @@ dnsbl_decide(struct dnsbl_conn *dc, struct fmx_ctx *ctx)
 				up += z->weight;
 			else
 				down += z->weight;
-		} else if (dnsbl_zone_matches(z, &l->answer))
+		} else if (l->answer.match & (1u << i))
 			score += z->weight;
 	}
 	/* frontmx_dnsbl_hits_total{zone}: once a session, allow lists too. */
 	for (i = 0; i < di->nzones && !dc->counted; i++) {
 		z = &di->zones[i];
 		l = &dc->l[z->lookup];
-		if (l->state == DNSBL_ANSWERED && dnsbl_zone_matches(z, &l->answer))
+		if (l->state == DNSBL_ANSWERED && (l->answer.match & (1u << i)))
 			metrics_inc(METRIC_DNSBL_HITS, z->domain);
 	}
 	dc->counted = 1;
@@ -576,7 +580,7 @@ dnsbl_decide(struct dnsbl_conn *dc, struct fmx_ctx *ctx)
 		z = &di->zones[i];
 		l = &dc->l[z->lookup];
 		if (l->state != DNSBL_ANSWERED || z->weight <= 0 ||
-		    !dnsbl_zone_matches(z, &l->answer))
+		    !(l->answer.match & (1u << i)))
 			continue;
 		/* Name each zone once, as long as the reply line has room. */
 		if (strstr(reply, z->domain) == NULL && rlen < sizeof reply) {
@@ -590,8 +594,9 @@ dnsbl_decide(struct dnsbl_conn *dc, struct fmx_ctx *ctx)
 		}
 		if (slen < sizeof reason)
 			slen += (size_t)snprintf(reason + slen, sizeof reason - slen,
-			    " %s=%u.%u.%u.%u*%d", z->domain, l->answer.a[0][0],
-			    l->answer.a[0][1], l->answer.a[0][2], l->answer.a[0][3],
+			    " %s=%u.%u.%u.%u*%d", z->domain, l->answer.first[i][0],
+			    l->answer.first[i][1], l->answer.first[i][2],
+			    l->answer.first[i][3],
 			    z->weight);
 	}
 	(void)api->set_reply(ctx, reply);
@@ -612,7 +617,7 @@ dnsbl_answer_cb(struct fmx_ctx *ctx, void *arg, int rcode,
 
 	if (l->state != DNSBL_PENDING)
 		return;
-	if (dnsbl_parse(rcode, pkt, len, &l->answer, &ttl, di->cache_ttl) == 0) {
+	if (dnsbl_parse(di, l->idx, rcode, pkt, len, &l->answer, &ttl) == 0) {
 		l->state = DNSBL_ANSWERED;
 		dnsbl_qname(dc, l->idx, qname, sizeof qname);
 		dnsbl_cache_put(di, qname, &l->answer, ttl);

@@ -71,7 +71,7 @@ def start(dns, up, name, **options):
         'listen': [{'address': '127.0.0.1:%d' % mx.port, 'proxy_protocol': True,
                     'proxy_from': ['127.0.0.0/8']}],
         'dns': {'forward': [dns.address]},
-        'timeouts': {'dns': 2},
+        'timeouts': {'dns': 5},
         'filters': [dict({'name': 'dnsbl', 'options': opts}, **extra)],
     })
     mx.start()
@@ -150,7 +150,7 @@ def main():
     # asked before it answers.
     dns.hold(q('192.0.2.30', BL))
     c = connect(mx, '192.0.2.30')
-    ok(wait_for(lambda: dns.waiting(q('192.0.2.30', BL)) == 1, 10), 'held lookup in flight')
+    ok(wait_for(lambda: dns.waiting(q('192.0.2.30', BL)) >= 1, 10), 'held lookup in flight')
     ok(wait_for(lambda: count(dns, q('192.0.2.30', WL)) == 1 and
                 count(dns, q('192.0.2.30', BL2)) == 1, 10),
        'parallel: the other zones were asked while the first one waits')
@@ -181,6 +181,80 @@ def main():
     refused_at_connect(mx, '192.0.2.40', 'listed despite a failed list', [BL])
     mx.finish()
 
+    # ---- hostile and odd cases ----
+    mx = start(dns, up, 'dnsbl hostile')
+    # Many records in one answer: the first ones decide, nothing overflows.
+    dns.set(q('192.0.2.50', BL), [('A', '127.0.0.1')] * 7 + [('A', '127.0.%d.1' % i) for i in range(40)])
+    relayed(mx, up, '192.0.2.50', 'many-records-none-matching')
+    dns.set(q('192.0.2.51', BL), [('A', '127.0.0.2')] + [('A', '127.0.1.%d' % i) for i in range(60)])
+    refused_at_connect(mx, '192.0.2.51', 'many records, the first matching', [BL])
+    # A CNAME on the way (libunbound follows it): the A record counts.
+    dns.set(q('192.0.2.52', BL), [('CNAME', 'listed.zen.example.net')])
+    dns.set('listed.zen.example.net', [('A', '127.0.0.3')])
+    refused_at_connect(mx, '192.0.2.52', 'CNAME to a listing', [BL])
+    # NODATA (the name exists, no A record) is not listed.
+    dns.set(q('192.0.2.53', BL), [('TXT', 'listed but no A')])
+    relayed(mx, up, '192.0.2.53', 'nodata')
+    # An IPv4-mapped IPv6 client is looked up as the IPv4 address it is.
+    c = connect(mx, '::ffff:192.0.2.10')
+    r = c.greeting(timeout=15)
+    reply_is(r, 554, '5.7.1', 'IPv4-mapped IPv6 client: looked up as IPv4')
+    c.close()
+    # The client leaves while its lookup is held: the answer finds no
+    # session (no callback after close; ASan would see a use after free).
+    dns.hold(q('192.0.2.54', BL))
+    c = connect(mx, '192.0.2.54')
+    ok(wait_for(lambda: dns.waiting(q('192.0.2.54', BL)) >= 1, 10), 'gone: lookup held')
+    c.close()
+    ok(wait_for(lambda: re.search(r'smtp disconnect from unknown\[192\.0\.2\.54\]', mx.log()), 10),
+       'gone: the session ended while its lookup was in flight')
+    dns.release()
+    ok(wait_for(lambda: dns.answered(q('192.0.2.54', BL)) >= 1, 10), 'gone: the answer came later')
+    relayed(mx, up, '192.0.2.99', 'after-gone')
+    # An early talker (commands before the greeting) is refused all the same.
+    dns.hold(q('192.0.2.55', BL))
+    dns.set(q('192.0.2.55', BL), [('A', '127.0.0.2')])
+    c = connect(mx, '192.0.2.55')
+    ok(wait_for(lambda: dns.waiting(q('192.0.2.55', BL)) >= 1, 10), 'pregreet: lookup held')
+    c.send(b'EHLO early.example\r\nMAIL FROM:<a@example.org>\r\n')
+    dns.release()
+    r = c.greeting(timeout=15)
+    reply_is(r, 554, '5.7.1', 'pregreet: 554 as the first thing it reads')
+    ok(c.expect_close(), 'pregreet: closed, its commands never answered')
+    # SIGHUP while a lookup is held: that session keeps the old zones and
+    # verdict, the next one uses the new configuration.
+    dns.hold(q('192.0.2.56', BL))
+    dns.set(q('192.0.2.56', BL), [('A', '127.0.0.2')])
+    c = connect(mx, '192.0.2.56')
+    ok(wait_for(lambda: dns.waiting(q('192.0.2.56', BL)) >= 1, 10), 'sighup: lookup held')
+    text = open(mx.conffile).read().replace('"%s=127.0.0.[2..11]*2"' % BL, '"%s=127.0.0.[9..11]*2"' % BL)
+    with open(mx.conffile, 'w') as f:
+        f.write(text)
+    mx.hup()
+    ok(wait_for(lambda: 'configuration reloaded' in mx.log(), 10), 'sighup: reloaded')
+    dns.release()
+    reply_is(c.greeting(timeout=15), 554, '5.7.1', 'sighup: the held session keeps its configuration')
+    c.close()
+    relayed(mx, up, '192.0.2.56', 'sighup-new-filter')
+    mx.finish()
+
+    # Every zone listing: the reply stays one bounded line and names zones
+    # whole (no zone cut in the middle).
+    zones = ['z%02d.%s.example.net' % (i, 'x' * 40) for i in range(32)]
+    for z in zones:
+        dns.set(q('192.0.2.60', z), [('A', '127.0.0.2')])
+    mx = start(dns, up, 'dnsbl 32 zones', zones=zones, threshold=1)
+    c = connect(mx, '192.0.2.60')
+    r = c.greeting(timeout=15)
+    reply_is(r, 554, '5.7.1', '32 listings: 554')
+    line = r.raw.decode()
+    ok(len(line) <= 512 and line.count('\r\n') == 1, '32 listings: one line of %d octets' % len(line))
+    named = re.findall(r'z\d\d\.x+\.example\.net', line)
+    ok(len(named) >= 3 and all(n in zones for n in named), '32 listings: %d zones named, whole' % len(named))
+    c.close()
+    ok(all(count(dns, q('192.0.2.60', z)) == 1 for z in zones), '32 zones: each asked once')
+    mx.finish()
+
     # ---- at RCPT ----
     mx = start(dns, up, 'dnsbl at rcpt', when='rcpt')
     c = connect(mx, '192.0.2.10')
@@ -202,7 +276,7 @@ def main():
     c.ehlo('helo.example')
     reply_is(c.cmd('MAIL FROM:<late@example.org>'), 250, None, 'rcpt: MAIL 250 while the lookup runs')
     c.send(b'RCPT TO:<bob@example.com>\r\n')
-    ok(wait_for(lambda: dns.waiting(q('192.0.2.31', BL)) == 1, 10), 'rcpt: lookup still held')
+    ok(wait_for(lambda: dns.waiting(q('192.0.2.31', BL)) >= 1, 10), 'rcpt: lookup still held')
     dns.release()
     reply_is(c.reply(timeout=15), 554, '5.7.1', 'rcpt: the RCPT waited for the answer')
     c.quit()
