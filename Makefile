@@ -238,6 +238,7 @@ FUZZ_BINS = $(FUZZERS:%=build/fuzz/%)
 build/fuzz/smtp_parse:	FUZZ_SRCS = proxy/smtp_parse.c
 build/fuzz/smtp_reply:	FUZZ_SRCS = proxy/smtp_reply.c
 build/fuzz/xtext:	FUZZ_SRCS = proxy/xtext.c
+build/fuzz/milter_proto:	FUZZ_SRCS = filters/milter_proto.c
 build/fuzz/haproxy:	FUZZ_SRCS = proxy/haproxy.c
 build/fuzz/data_framer:	FUZZ_SRCS = proxy/smtp_frame.c
 build/fuzz/config:	FUZZ_SRCS = $(UNIT_SRCS)

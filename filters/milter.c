@@ -283,7 +283,12 @@ milter_fail_kind(struct milter_conn *mc, const char *kind, const char *why)
 	    mc->mi->cf->name, mc->mi->cf->milter, why);
 	milter_close(mc);
 	mc->ok = 0;
-	mc->c->failed = 1;
+	/*
+	 * Only a pending call fails now; an answer already given stands
+	 * (rspamd's y then r) and the next hook finds the connection dead.
+	 */
+	if (mc->pending)
+		mc->c->failed = 1;
 	milter_breaker_failure(mc);
 	milter_resume(mc, FMX_TEMPFAIL);
 }
@@ -1564,6 +1569,7 @@ milter_conn_get(struct fmx_ctx *h, enum fmx_verdict *v)
 	if (mc->state != MS_IDLE) {
 		/* A reply still owed: the stream is out of step. */
 		milter_fail(mc, "event while a reply is still owed");
+		mc->c->failed = 1;
 		*v = FMX_TEMPFAIL;
 		return NULL;
 	}
@@ -1635,6 +1641,7 @@ milter_on_connect(void *inst, struct fmx_ctx *h)
 		mc->pending = 0;
 		mc->state = MS_CONNECTING;
 		milter_fail(mc, "cannot connect");
+		c->failed = 1;
 		return FMX_TEMPFAIL;
 	}
 	return FMX_PENDING;
@@ -1723,14 +1730,15 @@ milter_on_eom(void *inst, struct fmx_ctx *h)
 	if (milter_view_parse(mc) == -1 || milter_view_build(mc) == -1) {
 		milter_view_free(&mc->view);
 		milter_fail(mc, "cannot read the message");
+		mc->c->failed = 1;
 		return FMX_TEMPFAIL;
 	}
 	mc->eom = EOM_HDRS;
 	mc->pending = 1;
 	milter_eom_stream(mc);
 	if (mc->state == MS_DEAD) {
-		mc->pending = 0;
-		return FMX_TEMPFAIL;
+		/* Failed inside the hook (its resume was taken as the answer). */
+		return FMX_PENDING;
 	}
 	return FMX_PENDING;
 }

@@ -30,6 +30,8 @@ Constructor:
                                  callable(session, data) -> such a list
                                  HANG: read on, never answer this event
                                  CLOSE: close the connection
+                               A list item may be Trickle(bytes, delay):
+                               sent one octet at a time
                                Events without a spec get 'c' (continue);
                                abort gets no answer (the protocol has none)
   unix                         path: listen on a UNIX socket instead of TCP
@@ -73,6 +75,13 @@ M_CONNECT, M_HELO, M_ENVFROM, M_ENVRCPT, M_DATA, M_EOM, M_EOH = 0, 1, 2, 3, 4, 5
 
 HANG = 'hang'
 CLOSE = 'close'
+
+
+class Trickle:
+    """A spec item sent one octet at a time, delay seconds apart."""
+
+    def __init__(self, data, delay=0.01):
+        self.data, self.delay = data, delay
 
 
 def pkt(cmd, data=b''):
@@ -312,7 +321,13 @@ class ScriptedMilter:
             return False
         if isinstance(spec, bytes):
             spec = [spec]
-        c.sendall(b''.join(spec))
+        for item in spec:
+            if isinstance(item, Trickle):
+                for i in range(len(item.data)):
+                    c.sendall(item.data[i:i + 1])
+                    time.sleep(item.delay)
+            else:
+                c.sendall(item)
         return True
 
     def _parse(self, s, cmd, data):

@@ -181,8 +181,16 @@ def negotiation(up):
     res = session(mx, [([RCPT], MSG)])
     reply_is(res[0]['rcpt'][0], 451, '4.7.1', 'milter down: 451 at RCPT')
     like(mx.log(), r'milter inet:127\.0\.0\.1:\d+: cannot connect', 'milter down: logged')
-    # a UNIX socket
+    # a UNIX socket that is not there: refused at once, on_error accept lets it through
     d = tmpdir('fmx-milter-')
+    mx = start(up, milter_entry('unix:' + os.path.join(d, 'none.sock'), on_error='accept'))
+    res = session(mx, [([RCPT], MSG)])
+    reply_is(res[0]['dot'], 250, None, 'missing UNIX socket, on_error accept: relayed')
+    like(mx.log(), r'milter unix:[^ ]+: cannot connect', 'missing UNIX socket: logged')
+    mx = start(up, milter_entry('unix:' + os.path.join(d, 'none.sock')))
+    res = session(mx, [([RCPT], MSG)])
+    reply_is(res[0]['rcpt'][0], 451, '4.7.1', 'missing UNIX socket, on_error tempfail: 451 at RCPT')
+    # a UNIX socket
     m = ScriptedMilter(unix=os.path.join(d, 'm.sock'), script={'eom': [reject_text('550 5.7.1 unix says no')]})
     mx = start(up, milter_entry(m))
     res = session(mx, [([RCPT], MSG)])

@@ -262,8 +262,77 @@ def config(up):
     no_sanitizer(outp + err, 'frontmx check: no sanitizer reports')
 
 
+def attacks(up):
+    # the client goes away while the milter still owes its answer
+    m = ScriptedMilter(script={'eom': HANG})
+    mx = Frontmx(up, conf={'filters': [entry(m)]})
+    c = SmtpClient(mx.port)
+    c.greeting()
+    c.ehlo()
+    c.cmd('MAIL FROM:<%s>' % SENDER)
+    c.cmd('RCPT TO:<%s>' % RCPT)
+    c.cmd('DATA')
+    c.send(MSG + b'.\r\n')
+    ok(wait_for(lambda: 'E' in (m.main_session(0.1) or MilterSession()).cmds(), 5), 'gone client: EOB reached the milter')
+    c.vanish()
+    ok(m.wait_all_closed(), 'gone client: frontmx closed the milter connection')
+    time.sleep(0.3)
+    ok(mx.alive(), 'gone client: daemon up')
+    mx.check_sanitizers('gone client: no sanitizer reports')
+    # replies trickled one octet at a time, packets split anywhere
+    m = ScriptedMilter(script={'rcpt': [Trickle(CONTINUE)], 'eom': [Trickle(add_header('X-T', 'slow')),
+                                                                    Trickle(CONTINUE)]})
+    mx = Frontmx(up, conf={'filters': [entry(m)]})
+    r, got = one(up, mx)
+    reply_is(r['dot'], 250, None, 'trickled replies: 250')
+    ok(got is not None and b'X-T: slow\r\n' in got.data, 'trickled replies: the edit applied')
+    # two answers to one event in one write (rspamd's y then r): the second
+    # is out of step (one arriving after the next event went out cannot be
+    # told from that event's answer, in Postfix either)
+    m = ScriptedMilter(script={'rcpt': [reply('550 5.7.1 first answer') + REJECT]})
+    mx = Frontmx(up, conf={'filters': [entry(m)]})
+    n0 = len(up.messages)
+    r = send(mx, SENDER, [RCPT, 'carol@example.com'], MSG)
+    reply_is(r['rcpt'][0], 550, '5.7.1', 'y then r: the first answer is the reply')
+    reply_is(r['rcpt'][1], 451, '4.7.1', 'y then r: the extra packet is a protocol error, on_error next')
+    like(mx.log(), r'milter [^ ]+: reply nobody asked for', 'y then r: logged')
+    is_(len(up.messages), n0, 'y then r: nothing relayed')
+    # closed during negotiation
+    m = ScriptedMilter(negotiate=lambda s, d: b'')
+    m.script = {}
+    mx = Frontmx(up, conf={'filters': [entry(m, timeouts={'command': 2})]})
+    r, got = one(up, mx)
+    reply_is(r['rcpt'][0], 451, '4.7.1', 'no OPTNEG answer: 451 at RCPT')
+    # HDR_LEADSPC: the value keeps its leading space
+    m = ScriptedMilter(protocol=HDR_LEADSPC, script={'eom': [add_header('X-L', ' lead'), CONTINUE]})
+    mx = Frontmx(up, conf={'filters': [entry(m)]})
+    r, got = one(up, mx)
+    is_(m.main_session().headers()[0], ('From', ' alice@example.org'), 'HDR_LEADSPC: the leading space is sent')
+    ok(got is not None and b'\r\nX-L: lead\r\n' in got.data, 'HDR_LEADSPC: an edit keeps one space')
+    # SIGHUP in the middle of a session: it finishes on its own chain
+    m = ScriptedMilter(script={'eom': [add_header('X-Old', 'chain'), CONTINUE]})
+    mx = Frontmx(up, conf={'filters': [entry(m)]})
+    c = SmtpClient(mx.port)
+    c.greeting()
+    c.ehlo()
+    m2 = ScriptedMilter(script={'eom': [add_header('X-New', 'chain'), CONTINUE]})
+    mx.write_conf(conf={'filters': [entry(m2)]})
+    mx.hup()
+    ok(wait_for(lambda: 'reload' in mx.log() or 'configuration' in mx.log(), 5), 'SIGHUP: reloaded')
+    n0 = len(up.messages)
+    t = c.transaction(SENDER, [RCPT], MSG)
+    c.quit()
+    reply_is(t['dot'], 250, None, 'SIGHUP mid-session: the message goes on')
+    ok(up.wait_messages(n0 + 1) and b'X-Old: chain' in up.messages[n0].data,
+       'SIGHUP mid-session: the session kept its milter')
+    r, got = one(up, mx)
+    ok(got is not None and b'X-New: chain' in got.data, 'SIGHUP: a new session uses the new milter')
+    mx.check_sanitizers('attacks: no sanitizer reports')
+
+
 def main():
     up = Upstream()
+    attacks(up)
     edits(up)
     chain(up)
     timeouts(up)
