@@ -677,8 +677,9 @@ config_load_milter(struct config_ctx *ctx, const config_setting_t *root,
 
 /*
  * redis = { address = "127.0.0.1:6379"; password = "..."; db = 0; timeout = 1; };
- * The address is numeric ("IP:port", "[IPv6]:port") or "unix:PATH": hiredis
- * resolves a host name with a blocking getaddrinfo() on the worker's loop.
+ * "HOST:port", "[IPv6]:port" or "unix:PATH".  A host name is resolved here,
+ * once per load: hiredis would resolve it with a blocking getaddrinfo() on
+ * the worker's loop at every connect.
  * The built-in filters that keep their state there (greylist, ratelimit)
  * cannot work without it: such a chain is refused at the filter's line.
  */
@@ -687,6 +688,7 @@ config_load_redis(struct config_ctx *ctx, const config_setting_t *root,
     struct config *c)
 {
 	static const char *const needs[] = { "greylist", "ratelimit", NULL };
+	struct addrinfo		 hints, *res = NULL;
 	struct sockaddr_un	 sun;
 	const config_setting_t	*g = NULL;
 	const char		*addr = NULL, *pw = NULL;
@@ -733,12 +735,32 @@ config_load_redis(struct config_ctx *ctx, const config_setting_t *root,
 		if (config_hostport_split(addr, host, sizeof host, port,
 		    sizeof port, &br) == -1 ||
 		    config_port_parse(port, &p) == -1 || p == 0 ||
-		    !(br ? config_ipv6_valid(host) : config_ipv4_valid(host)))
+		    (br && !config_ipv6_valid(host)))
 			return config_fail(ctx, config_setting_get_member(g,
 			    "address"), "'redis.address' \"%s\" must be "
-			    "\"IP:port\", \"[IPv6]:port\" or \"unix:PATH\" (no "
-			    "host names: they would be resolved on the event "
-			    "loop)", addr);
+			    "\"HOST:port\", \"[IPv6]:port\" or \"unix:PATH\"",
+			    addr);
+		/*
+		 * A name is resolved now, at start or SIGHUP: hiredis would
+		 * call a blocking getaddrinfo() on the worker's loop.
+		 */
+		if (!br && !config_ipv4_valid(host)) {
+			memset(&hints, 0, sizeof hints);
+			hints.ai_family = AF_UNSPEC;
+			hints.ai_socktype = SOCK_STREAM;
+			if ((r = getaddrinfo(host, NULL, &hints, &res)) != 0 ||
+			    res == NULL)
+				return config_fail(ctx, config_setting_get_member(g,
+				    "address"), "'redis.address' \"%s\": cannot "
+				    "resolve %s: %s", addr, host, gai_strerror(r));
+			r = getnameinfo(res->ai_addr, res->ai_addrlen, host,
+			    sizeof host, NULL, 0, NI_NUMERICHOST);
+			freeaddrinfo(res);
+			if (r != 0)
+				return config_fail(ctx, config_setting_get_member(g,
+				    "address"), "'redis.address' \"%s\": %s", addr,
+				    gai_strerror(r));
+		}
 		c->redis.host = config_xstrdup(host);
 		c->redis.port = p;
 	}

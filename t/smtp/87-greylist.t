@@ -6,7 +6,9 @@
 # sender from another address of it passes at once); a triplet retried
 # after delay + retry_window is greylisted afresh; every key Redis holds
 # has a TTL; relay.networks, SPF pass for a domain on spf_allow and a
-# domain whose policy maps greylisted to accept are not greylisted.
+# domain whose policy maps greylisted to accept are not greylisted
+# (authenticated clients: t/smtp/88-ratelimit.t, which has a submission
+# listener).
 # Clients come from distinct loopback /24s (127.0.N.1), so each part of
 # the test has its own networks.
 import os

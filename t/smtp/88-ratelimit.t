@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 # The ratelimit filter against a real redis-server: for each key kind
-# (client_address, client_network, sender, rcpt_domain; auth_user needs
-# an authenticated session and is not covered here) N messages pass and
-# the N+1st gets 451 4.7.1 naming the kind, at RCPT, and nothing of it is
-# relayed; after the window it passes again;
+# (client_address, client_network, sender, rcpt_domain, and auth_user
+# through a submission listener: STARTTLS, AUTH relayed to a scripted
+# upstream) N messages pass and the N+1st gets 451 4.7.1 naming the kind,
+# at RCPT, and nothing of it is relayed; authenticated clients are not
+# greylisted (the unauthenticated session from the same address is); after the window it passes again;
 # the keys carry TTLs.  A greylisted client that retries is not locked
 # out: greylisted attempts never count (the count is taken at DATA), so
 # with a limit of 2 its first two real messages pass.  An RCPT refused
@@ -15,6 +16,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
 from fmx_redis import RedisServer  # noqa: E402
+from fmx_tls import TlsClient, client_ctx, listener, make_cert  # noqa: E402
+from fmx_auth import AuthUpstream, frontmx_listeners_args, plain_ir  # noqa: E402
 
 WINDOW = 3
 
@@ -55,8 +58,52 @@ def limited(kind, conf_value, sends, redis, up):
     return mx
 
 
+def authenticated(redis):
+    """auth_user 2/60, and greylisting that authenticated clients skip."""
+    mxname = 'mx.test.example'
+    certs = make_cert(tmpdir('fmx-rl-auth-'), mxname)
+    ctx = client_ctx(certs.cert)
+    up = AuthUpstream(users={'alice': 'secret'})
+    mx = frontmx_listeners_args(up, [listener('starttls', certs, auth=True)], conf={
+        'redis': {'address': redis.address, 'timeout': 5},
+        'relay': {'domains': ['example.com'], 'networks': []},
+        'filters': [{'name': 'greylist', 'options': {'delay': 600}},
+                    {'name': 'ratelimit', 'options': {'auth_user': '2/60'}}]},
+        name='frontmx-auth')
+
+    def session(i, login=True):
+        c = TlsClient(mx.ports[0])
+        c.greeting()
+        c.ehlo('submit.example')
+        r, err = c.starttls(ctx, mxname)
+        ok(err is None, 'session %d: STARTTLS (%s)' % (i, err))
+        c.ehlo('submit.example')
+        if login:
+            reply_is(c.cmd('AUTH PLAIN ' + plain_ir('alice', 'secret')), 235, '2.7.0',
+                     'session %d: AUTH PLAIN' % i)
+        res = c.transaction('alice%d@sender.example' % i, ['bob@example.com'],
+                            b'Subject: auth %d\r\n\r\nhello\r\n' % i)
+        c.quit()
+        return res
+
+    for i in (1, 2):
+        res = session(i)
+        reply_is(res['rcpt'][0], 250, None, 'authenticated message %d: not greylisted, '
+                 'within auth_user 2/60' % i)
+        reply_is(res['dot'], 250, None, 'authenticated message %d relayed' % i)
+    res = session(3)
+    reply_is(res['rcpt'][0], 451, '4.7.1', 'authenticated message 3: auth_user limit')
+    like(res['rcpt'][0].text, r'Rate limit exceeded \(auth_user\)', 'the reply names auth_user')
+    ok('fmx:rl:auth_user:alice' in redis.keys('fmx:rl:auth_user:*'), 'the key is the user name')
+    res = session(4, login=False)
+    reply_is(res['rcpt'][0], 451, '4.7.1', 'the same client unauthenticated: greylisted')
+    like(res['rcpt'][0].text, r'(?i)greylisted', 'by the greylist filter')
+    mx.finish()
+
+
 def main():
     redis = RedisServer()
+    authenticated(redis)
     up = Upstream()
 
     # client_address: the recovery after the window too

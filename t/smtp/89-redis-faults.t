@@ -185,7 +185,44 @@ def late_replies(up):
     redis.kill()
 
 
+def config_errors():
+    """frontmx -t: each bad redis or filter setting is a FILE:LINE error."""
+    base = ('listen = ( { address = "127.0.0.1:2525"; } );\n'
+            'upstream = { address = "127.0.0.1:25"; };\n')
+    cases = [
+        ('filters = ( { name = "greylist"; } );\n', 3, r'filter greylist keeps its state in Redis'),
+        ('filters = ( { name = "ratelimit"; } );\n', 3, r'filter ratelimit keeps its state in Redis'),
+        ('redis = { db = 1; };\n', 3, r"'redis' is missing 'address'"),
+        ('redis = {\n address = "127.0.0.1"; };\n', 4, r"'redis.address' \"127.0.0.1\" must be"),
+        ('redis = {\n address = "unix:relative.sock"; };\n', 4, r'absolute path'),
+        ('redis = {\n address = "[::1:6379"; };\n', 4, r"must be"),
+        ('redis = { address = "127.0.0.1:6379";\n password = ""; };\n', 4, r'redis.password'),
+        ('redis = { address = "127.0.0.1:6379";\n db = 70000; };\n', 4, r'db'),
+        ('redis = { address = "127.0.0.1:6379";\n timeout = 0; };\n', 4, r'timeout'),
+        ('redis = { address = "127.0.0.1:6379";\n colour = 1; };\n', 4, r'colour'),
+        ('redis = { address = "127.0.0.1:6379"; };\nfilters = ( { name = "greylist";\n'
+         ' options = { delay = "soon"; }; } );\n', 4, r'filter greylist: option delay'),
+        ('redis = { address = "127.0.0.1:6379"; };\nfilters = ( { name = "greylist";\n'
+         ' options = { delai = 5; }; } );\n', 4, r'delai'),
+        ('redis = { address = "127.0.0.1:6379"; };\nfilters = ( { name = "ratelimit";\n'
+         ' options = { sender = "50 per hour"; }; } );\n', 4, r'filter ratelimit'),
+        ('redis = { address = "127.0.0.1:6379"; };\nfilters = ( { name = "ratelimit";\n'
+         ' options = { sender = "0/60"; }; } );\n', 4, r'filter ratelimit'),
+        ('redis = { address = "127.0.0.1:6379"; };\nfilters = ( { name = "greylist"; } );\n'
+         'policy = { default = {\n greylist = { greylistd = "accept"; }; }; };\n', 6, r'greylistd'),
+    ]
+    for text, line, what in cases:
+        rc, out, path = run_frontmx_t(base + text)
+        ok(rc not in (0, None), 'frontmx -t refuses: %s (exit %s)' % (what, rc))
+        like(out, r'frontmx\.conf:%d: .*%s' % (line, what), 'at the line: %s' % out.strip()[:160])
+    rc, out, _ = run_frontmx_t(base + 'redis = { address = "unix:/run/redis/redis.sock"; password = "x y"; '
+                               'db = 3; timeout = 2; };\nfilters = ( { name = "greylist"; }, '
+                               '{ name = "ratelimit"; options = { sender = "50/3600"; }; } );\n')
+    is_(rc, 0, 'frontmx -t: a complete redis section with both filters is valid (%s)' % out.strip()[:200])
+
+
 def main():
+    config_errors()
     up = Upstream()
     killed_and_restarted(up)
     silent(up)

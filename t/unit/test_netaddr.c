@@ -181,13 +181,58 @@ test_netaddr_text(void)
 	    "text: not an address never matches");
 }
 
+/* netaddr_network_text(): the greylist and ratelimit filters' network keys. */
+static const struct {
+	const char	*addr;
+	unsigned	 v4, v6;
+	const char	*want;		/* NULL: refused */
+} network_cases[] = {
+	{ "192.0.2.77",			24, 64,	"192.0.2.0/24" },
+	{ "192.0.2.77",			32, 64,	"192.0.2.77/32" },
+	{ "192.0.2.77",			23, 64,	"192.0.2.0/23" },
+	{ "192.0.3.77",			23, 64,	"192.0.2.0/23" },	/* not on a byte */
+	{ "::ffff:192.0.2.77",		24, 64,	"192.0.2.0/24" },	/* dual-stack peer */
+	{ "2001:db8:1:2:3:4:5:6",	24, 64,	"2001:db8:1:2::/64" },
+	{ "2001:db8:1:2:3:4:5:6",	24, 48,	"2001:db8:1::/48" },
+	{ "2001:db8:1:2:3:4:5:6",	24, 128, "2001:db8:1:2:3:4:5:6/128" },
+	{ "10.1",			24, 64,	NULL },
+	{ "example.com",		24, 64,	NULL },
+	{ "",				24, 64,	NULL },
+	{ "192.0.2.1",			33, 64,	NULL },
+};
+
+static void
+test_netaddr_network(void)
+{
+	char buf[64];
+	size_t i;
+
+	for (i = 0; i < N(network_cases); i++) {
+		int r = netaddr_network_text(network_cases[i].addr,
+		    network_cases[i].v4, network_cases[i].v6, buf, sizeof buf);
+
+		if (network_cases[i].want == NULL)
+			ok(r == -1, "network of \"%s\": refused", network_cases[i].addr);
+		else
+			ok(r == 0 && strcmp(buf, network_cases[i].want) == 0,
+			    "network of %s /%u /%u: %s (got %s)", network_cases[i].addr,
+			    network_cases[i].v4, network_cases[i].v6,
+			    network_cases[i].want, r == 0 ? buf : "error");
+	}
+	ok(netaddr_network_text("192.0.2.1", 24, 64, buf, 12) == -1,
+	    "network: a buffer one byte short is refused (\"192.0.2.0/24\" needs 13)");
+	ok(netaddr_network_text(NULL, 24, 64, buf, sizeof buf) == -1,
+	    "network: NULL address refused");
+}
+
 int
 main(void)
 {
 	plan((int)N(netaddr_cases) + 12 + 6 + (int)N(hostbits_cases) + 3 +
-	    (int)N(netaddr_cases) + 2);
+	    (int)N(netaddr_cases) + 2 + (int)N(network_cases) + 2);
 	test_netaddr_mask();
 	test_netaddr_hostbits();
 	test_netaddr_text();
+	test_netaddr_network();
 	return done_testing();
 }
