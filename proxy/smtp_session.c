@@ -306,15 +306,25 @@ const char *
 smtp_filter_reply(const struct filter_result *res, const char *what,
     char *buf, size_t len)
 {
+	int connect;
+
 	switch (res->verdict) {
 	case FMX_REJECT:
 	case FMX_TEMPFAIL:
+		/*
+		 * A refused connection gets its reply as the greeting and is
+		 * closed: RFC 5321 3.1 and 4.2.5 give 554 and 421 for that.
+		 */
+		connect = strcmp(what, "connection") == 0;
 		if (res->reply[0])
 			snprintf(buf, len, "%s", res->reply);
 		else if (res->verdict == FMX_REJECT)
-			snprintf(buf, len, "550 5.7.1 %s rejected by policy", what);
+			snprintf(buf, len, "%s 5.7.1 %s rejected by policy",
+			    connect ? "554" : "550", what);
 		else
-			snprintf(buf, len, "451 4.7.1 %s deferred by policy", what);
+			snprintf(buf, len, "%s 4.7.1 %s deferred by policy%s",
+			    connect ? "421" : "451", what,
+			    connect ? ", try again later" : "");
 		return buf;
 	default:
 		return NULL;
