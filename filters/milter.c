@@ -62,6 +62,8 @@
 #define MILTER_EDITS_MAX	(FILTER_EDITS_MAX + 2 * FILTER_RCPT_EDITS_MAX + 2)
 /* Output queued before the content stream waits for the socket to drain. */
 #define MILTER_OUT_HIGH		(256 * 1024)
+/* Longest envelope address an edit may carry (without its brackets). */
+#define MILTER_ADDR_MAX		256
 
 /* Postfix's default macro lists (mail_params.h), plus the client's address. */
 static const char *const milter_default_macros[MILTER_ST_COUNT] = {
@@ -662,13 +664,16 @@ milter_empty(struct milter_conn *mc, const struct milter_pkt *p)
 	return 0;
 }
 
+static int	milter_addr(const char *, char *, size_t);
+static int	milter_args_valid(const char *);
+
 /* Keep one end-of-body edit, validated; 0 ok, -1 refused (failure). */
 static int
 milter_edit_keep(struct milter_conn *mc, const struct milter_pkt *p)
 {
 	const char *s[3];
 	struct milter_edit *e;
-	char value[MILTER_HDR_VALUE_MAX];
+	char value[MILTER_HDR_VALUE_MAX], addr[MILTER_ADDR_MAX];
 	uint32_t index = 0, need = 0;
 	const unsigned char *d = p->data;
 	size_t len = p->len;
@@ -732,6 +737,20 @@ milter_edit_keep(struct milter_conn *mc, const struct milter_pkt *p)
 		e->a = strdup(s[0]);
 		e->b = strdup(value);
 	} else {
+		/*
+		 * Envelope edits are checked here, on arrival, like header
+		 * edits: milter_apply() writes each edit into the session as it
+		 * goes, so one refused there would leave the edits before it
+		 * applied, and on_error = accept would relay a half-edited
+		 * message.
+		 */
+		if ((p->cmd != SMFIR_DELRCPT && milter_args_valid(n > 1 ? s[1] : NULL) == -1) ||
+		    (!(p->cmd == SMFIR_CHGFROM && strcmp(s[0], "<>") == 0) &&
+		    milter_addr(s[0], addr, sizeof addr) == -1)) {
+			milter_fail(mc, "envelope edit with an invalid address or "
+			    "ESMTP arguments");
+			return -1;
+		}
 		e->a = strdup(s[0]);
 		e->b = n > 1 ? strdup(s[1]) : NULL;
 	}
@@ -1395,7 +1414,7 @@ static int
 milter_apply(struct milter_conn *mc, const char **why)
 {
 	struct filter_session *fs = mc->c->fs;
-	char addr[256];
+	char addr[MILTER_ADDR_MAX];
 	size_t i;
 
 	if (mc->replbody) {
