@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -131,6 +132,7 @@ struct upstream {
 	unsigned		 wait_secs;	/* ... and its length */
 	int			 secret;	/* the next line is a credential: don't log it */
 	int			 ehlo_pipelined;	/* EHLO sent right behind XCLIENT */
+	int			 unproven;	/* connect() in progress, nothing read yet (upstream_connect_addr) */
 	int			 probe;		/* a capability probe: no client facts */
 	int			 ready;		/* got to READY once: caps are final */
 	int			 closing;
@@ -177,6 +179,9 @@ static void	upstream_send_ehlo(struct upstream *, enum upstream_state);
 static void	upstream_write_ehlo(struct upstream *);
 static void	upstream_writecb(struct bufferevent *, void *);
 static void	upstream_send_body(struct upstream *);
+static void	upstream_connected(struct upstream *);
+static int	upstream_connect_addr(struct upstream *, const struct sockaddr *,
+		    socklen_t);
 static void	upstream_eventcb(struct bufferevent *, short, void *);
 
 const char *
@@ -345,6 +350,18 @@ upstream_fail(struct upstream *up, enum upstream_err err, const char *why)
 	upstream_finish(up, err, NULL);
 }
 
+/* A connect() of upstream_connect_addr that never completed (no peer). */
+static int
+upstream_never_connected(struct upstream *up)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+
+	return up->bev != NULL &&
+	    getpeername(bufferevent_getfd(up->bev), (struct sockaddr *)&ss,
+	    &len) == -1 && errno == ENOTCONN;
+}
+
 /* No complete reply within the bound (upstream_set_timeout). */
 static void
 upstream_deadline_cb(evutil_socket_t fd, short what, void *arg)
@@ -358,6 +375,11 @@ upstream_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	if (up->state == UP_STATE_QUIT) {
 		upstream_enter_state(up, UP_STATE_DEAD);
 		up->closing = 1;
+	} else if (up->state != UP_STATE_DEAD && up->unproven &&
+	    upstream_never_connected(up)) {
+		snprintf(why, sizeof why, "connect timed out after %u s",
+		    up->wait_secs);
+		upstream_fail(up, UPSTREAM_ERR_CONNECT, why);
 	} else if (up->state != UP_STATE_DEAD) {
 		/* The log names the bound that ran out: tests and admins see which. */
 		snprintf(why, sizeof why, "no complete reply within %u s",
@@ -897,6 +919,7 @@ upstream_readcb(struct bufferevent *bev, void *arg)
 	size_t eol_len, len, i;
 
 	up->in_callback++;
+	up->unproven = 0;	/* bytes came: connected */
 	while (up->bev != NULL && up->state != UP_STATE_DEAD) {
 		if (up->state != UP_STATE_CONNECTING &&
 		    upstream_unsolicited(up, in))
@@ -1062,6 +1085,21 @@ upstream_send_body(struct upstream *up)
 	}
 }
 
+/* Connected (or, upstream_connect_addr, connecting): wait for the greeting. */
+static void
+upstream_connected(struct upstream *up)
+{
+	upstream_enter_state(up, UP_STATE_GREETING);
+	up->expect = 1;		/* the greeting */
+	smtp_reply_init(&up->reply);
+	/* timeouts.upstream_connect covers the connection and its greeting. */
+	upstream_set_timeout(up, up->cfg->timeouts.upstream_connect);
+	/* Commands are written directly (bev.h); EV_WRITE only for DATA. */
+	bufferevent_disable(up->bev, EV_WRITE);
+	bev_read_own(up->bev);	/* the fd is known now; no FIONREAD per read */
+	bufferevent_enable(up->bev, EV_READ);
+}
+
 static void
 upstream_eventcb(struct bufferevent *bev, short what, void *arg)
 {
@@ -1081,15 +1119,7 @@ upstream_eventcb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & BEV_EVENT_CONNECTED) {
-		upstream_enter_state(up, UP_STATE_GREETING);
-		up->expect = 1;		/* the greeting */
-		smtp_reply_init(&up->reply);
-		/* timeouts.upstream_connect covers the connection and its greeting. */
-		upstream_set_timeout(up, up->cfg->timeouts.upstream_connect);
-		/* Commands are written directly (bev.h); EV_WRITE only for DATA. */
-		bufferevent_disable(up->bev, EV_WRITE);
-		bev_read_own(up->bev);	/* the fd is known now; no FIONREAD per read */
-		bufferevent_enable(up->bev, EV_READ);
+		upstream_connected(up);
 		return;
 	}
 	up->in_callback++;
@@ -1097,7 +1127,9 @@ upstream_eventcb(struct bufferevent *bev, short what, void *arg)
 		upstream_enter_state(up, UP_STATE_DEAD);
 		up->closing = 1;
 	} else {
-		if (up->state == UP_STATE_CONNECTING)
+		/* A connect() still unproven fails as a connect (refused, reset). */
+		if (up->state == UP_STATE_CONNECTING ||
+		    (up->unproven && (what & BEV_EVENT_ERROR)))
 			err = UPSTREAM_ERR_CONNECT;
 		else if (what & BEV_EVENT_TIMEOUT)
 			err = UPSTREAM_ERR_TIMEOUT;
@@ -1121,6 +1153,44 @@ upstream_eventcb(struct bufferevent *bev, short what, void *arg)
 	up->in_callback--;
 	if (up->closing && up->in_callback == 0)
 		upstream_free(up);
+}
+
+/*
+ * Connect to an IP address without waiting for the socket to turn
+ * writable.  libevent's bufferevent_socket_connect adds EPOLLOUT, waits
+ * for it, asks SO_ERROR, then we switch to EPOLLIN for the greeting:
+ * three epoll_ctl and a getsockopt per connection.  An SMTP server
+ * speaks first, so the greeting proves the connection as well: start
+ * reading at once (upstream_connected).  A refused or reset connect then
+ * shows as a read error before any byte (up->unproven: classed as a
+ * connect failure, as before); a connect that never completes runs into
+ * the same timeouts.upstream_connect bound (upstream_deadline_cb tells it
+ * from a silent server).  -1 when it failed at once (errno kept).
+ */
+static int
+upstream_connect_addr(struct upstream *up, const struct sockaddr *sa,
+    socklen_t salen)
+{
+	int fd, e;
+
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -1;
+	if (connect(fd, sa, salen) == -1 && errno != EINPROGRESS) {
+		e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	/* No EV_WRITE interest (enabled by default) when the fd goes in. */
+	bufferevent_disable(up->bev, EV_WRITE);
+	if (bufferevent_setfd(up->bev, fd) == -1) {
+		close(fd);
+		return -1;
+	}
+	up->unproven = 1;
+	upstream_connected(up);
+	return 0;
 }
 
 /*
@@ -1155,8 +1225,7 @@ upstream_connect(struct upstream *up)
 		    cfg->upstream_host, cfg->upstream_port);
 	if (evutil_parse_sockaddr_port(hostport, (struct sockaddr *)&ss,
 	    (int *)&sslen) == 0)
-		return bufferevent_socket_connect(up->bev,
-		    (struct sockaddr *)&ss, (int)sslen);
+		return upstream_connect_addr(up, (struct sockaddr *)&ss, sslen);
 	/*
 	 * XXX a host name: with no evdns base libevent resolves it with a
 	 * blocking getaddrinfo().  Numeric addresses (the usual upstream, on
