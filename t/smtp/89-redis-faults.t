@@ -181,6 +181,21 @@ def late_replies(up):
     ok(mx.alive(), 'frontmx alive after replies for sessions that are gone')
     r, _ = rcpt(mx, '127.0.4.1', 'slow@s.example')
     reply_is(r, 451, '4.7.1', 'and still answers from Redis')
+    # a whitelisted network: the rate-limit count at DATA is in flight
+    # when the client goes
+    redis.cli('SET', 'fmx:gl:w:127.0.5.0/24', '1', 'PX', '600000')
+    c = SmtpClient(mx.port, source='127.0.5.1', timeout=20)
+    c.start()
+    c.cmd('MAIL FROM:<data@s.example>')
+    reply_is(c.cmd('RCPT TO:<%s>' % RCPT), 250, None, 'whitelisted: RCPT 250 through the slow Redis')
+    before = slow.replies
+    c.send(b'DATA\r\n')
+    time.sleep(0.1)
+    c.vanish()
+    ok(wait_for(lambda: slow.replies > before, 10), 'the count\'s reply came back after the client left')
+    time.sleep(0.5)
+    r, dot = rcpt(mx, '127.0.5.2', 'data2@s.example', send=True)
+    reply_is(dot, 250, None, 'the next client on that network is served and relayed')
     mx.finish()
     redis.kill()
 
