@@ -9,6 +9,7 @@
 # domain whose policy maps greylisted to accept are not greylisted
 # (authenticated clients: t/smtp/88-ratelimit.t, which has a submission
 # listener).
+# An IPv6 client's network is its /64 (a listener on [::1]).
 # Clients come from distinct loopback /24s (127.0.N.1), so each part of
 # the test has its own networks.
 import os
@@ -48,7 +49,10 @@ def main():
                    'shop.example': [('TXT', 'v=spf1 ip4:127.0.0.0/8 -all')]}).start()
     register_cleanup(dns.stop)
     up = Upstream()
-    mx = Frontmx(up, conf={
+    mx = Frontmx(up, start=False)
+    port6 = free_port()
+    mx.write_conf({
+        'listen': [{'address': '127.0.0.1:%d' % mx.port}, {'address': '[::1]:%d' % port6}],
         'redis': {'address': redis.address, 'timeout': 5},
         'dns': {'forward': [dns.address]},
         'relay': {'domains': ['example.com', 'lists.example.org'],
@@ -61,6 +65,7 @@ def main():
                    'domains': [{'domain': 'lists.example.org',
                                 'greylist': {'greylisted': 'accept'}}]},
     })
+    mx.start()
 
     # 1. first attempt, early retry, retry after the delay
     r, _ = attempt(mx, '127.0.1.1', 'alice@sender.example', 'bob@example.com')
@@ -126,6 +131,16 @@ def main():
     reply_is(r, 451, '4.7.1', 'mixed-case triplet greylisted')
     ok(any(k == 'fmx:gl:t:127.0.6.0/24 jo@case.example bob@example.com'
            for k in redis.keys('fmx:gl:t:127.0.6.0/24*')), 'stored in lower case')
+
+    # 7. IPv6: the network is the client's /64
+    c = SmtpClient(port6, host='::1')
+    c.start()
+    c.cmd('MAIL FROM:<v6@sender.example>')
+    r = c.cmd('RCPT TO:<bob@example.com>')
+    c.quit()
+    reply_is(r, 451, '4.7.1', 'IPv6 client: greylisted')
+    ok('fmx:gl:t:::/64 v6@sender.example bob@example.com' in redis.keys('fmx:gl:t:::*'),
+       'its triplet names the /64 (%s)' % redis.keys('fmx:gl:t:::*'))
 
     mx.finish()
 
