@@ -543,6 +543,34 @@ filter_hold(struct filter_session *fs, struct fmx_ctx *c, enum fmx_verdict v,
 }
 
 /*
+ * A connect or helo answer acted on at once whose effect is on the
+ * messages of the session (filter_held.mark_only): kept, so that every
+ * message's commit marks it.  Out of memory drops the mark (the message
+ * is relayed untagged) and says so.
+ */
+static void
+filter_hold_mark(struct filter_session *fs, struct fmx_ctx *c,
+    enum fmx_verdict v, enum fmx_verdict dry)
+{
+	struct filter_held *h, **tail;
+
+	if ((h = calloc(1, sizeof *h)) == NULL) {
+		log_warn("%016llx filter=%s out of memory keeping its %s",
+		    fs->session_id, filter_ctx_name(c), filter_verdict_name(v));
+		return;
+	}
+	h->phase = fs->phase;
+	h->idx = c->idx;
+	h->verdict = v;
+	h->dry = dry;
+	h->mark_only = 1;
+	snprintf(h->result, sizeof h->result, "%s", c->result);
+	for (tail = &fs->held; *tail != NULL; tail = &(*tail)->next)
+		;
+	*tail = h;
+}
+
+/*
  * Read the held answers in chain order with policy pol, as the chain
  * would have read them live: the first refusal or accept ends it.
  * commit records the message-level outcome (once, at DATA).
@@ -569,6 +597,12 @@ filter_held_apply(struct filter_session *fs, const struct config_policy *pol,
 		return res->verdict;
 	}
 	for (h = fs->held; h != NULL; h = h->next) {
+		if (h->mark_only) {
+			if (commit)
+				filter_mark(fs, h->idx, h->verdict, h->result,
+				    h->dry);
+			continue;
+		}
 		a.verdict = h->verdict;
 		a.failed = h->failed;
 		a.result = h->result;
@@ -656,7 +690,11 @@ filter_apply(struct filter_session *fs, struct fmx_ctx *c, enum fmx_verdict v,
 	a.reason = c->reason;
 	a.reply = c->reply;
 	v = filter_decide(fs, c->idx, fs->facts->policy, fs->phase, &a, &dry, 0);
-	filter_mark(fs, c->idx, v, c->result, dry);
+	if (fs->phase < FILTER_PH_MAIL && (dry != FMX_CONTINUE || v == FMX_TAG ||
+	    v == FMX_QUARANTINE || v == FMX_DISCARD))
+		filter_hold_mark(fs, c, v, dry);
+	else
+		filter_mark(fs, c->idx, v, c->result, dry);
 	c->result[0] = '\0';
 	c->reason[0] = '\0';
 	switch (v) {

@@ -103,6 +103,15 @@ struct filter_held {
 	char			 result[FILTER_RESULT_MAX];
 	char			 reason[FILTER_REASON_MAX];
 	char			*reply;		/* NULL: the default reply */
+	/*
+	 * A connect or helo answer already decided at once (delay_reject
+	 * off) whose effect is on messages (tag, quarantine, discard, a dry
+	 * run's tag): verdict and dry are decided, and each message's
+	 * commit marks them, since the message outcome is reset between
+	 * messages.
+	 */
+	int			 mark_only;
+	enum fmx_verdict	 dry;
 };
 
 struct filter_ar {

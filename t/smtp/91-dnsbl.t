@@ -284,6 +284,66 @@ def main():
     like(mx.log(), r'filter=dnsbl phase=rcpt result=listed', 'rcpt: logged at rcpt')
     mx.finish()
 
+    # ---- policy: mapping, per domain, dry run ----
+    def start_policy(name, policy, **kw):
+        m = Frontmx(up, start=False, name=name)
+        entry = dict({'name': 'dnsbl', 'options': {'zones': ZONES, 'threshold': 2,
+                                                   'when': kw.pop('when', 'connect')}}, **kw)
+        m.write_conf(conf={
+            'listen': [{'address': '127.0.0.1:%d' % m.port, 'proxy_protocol': True,
+                        'proxy_from': ['127.0.0.0/8']}],
+            'dns': {'forward': [dns.address]},
+            'timeouts': {'dns': 5},
+            'relay': {'domains': ['example.com', 'example.org']},
+            'filters': [entry],
+            'policy': policy,
+        })
+        m.start()
+        return m
+
+    def tagged(m, sender):
+        msgs = [x for x in up.messages if x.mail_from == sender]
+        return msgs[0].data.decode('utf-8', 'replace') if msgs else ''
+
+    # A domain whose policy maps listed to accept gets its mail; the others not.
+    mx = start_policy('dnsbl per-domain policy', {'domains': [
+        {'domain': 'example.org', 'dnsbl': {'listed': 'accept'}}]}, when='rcpt')
+    c = connect(mx, '192.0.2.10')
+    reply_is(c.greeting(timeout=15), 220, None, 'per-domain: greeted')
+    c.ehlo('helo.example')
+    reply_is(c.cmd('MAIL FROM:<pd@example.org>'), 250, None, 'per-domain: MAIL')
+    reply_is(c.cmd('RCPT TO:<bob@example.com>'), 554, '5.7.1', 'per-domain: default policy refuses')
+    reply_is(c.cmd('RCPT TO:<ann@example.org>'), 250, None, 'per-domain: listed = accept for example.org')
+    reply_is(c.data(BODY)[1], 250, None, 'per-domain: relayed to example.org')
+    c.quit()
+    mx.finish()
+
+    # listed = "tag": relayed with the tag header naming the result.
+    mx = start_policy('dnsbl tag', {'default': {'dnsbl': {'listed': 'tag'}}})
+    c = connect(mx, '192.0.2.10')
+    reply_is(c.greeting(timeout=15), 220, None, 'tag: greeted although listed')
+    c.ehlo('helo.example')
+    r = c.transaction('tag@example.org', ['bob@example.com'], BODY)
+    reply_is(r['dot'], 250, None, 'tag: relayed')
+    c.quit()
+    ok(wait_for(lambda: tagged(mx, 'tag@example.org'), 10), 'tag: reached the upstream')
+    like(tagged(mx, 'tag@example.org'), r'X-Frontmx-Tag: dnsbl=listed', 'tag: X-Frontmx-Tag: dnsbl=listed')
+    mx.finish()
+
+    # dry_run: relayed, logged and tagged as what would have happened.
+    mx = start_policy('dnsbl dry run', {}, dry_run=True)
+    c = connect(mx, '192.0.2.10')
+    reply_is(c.greeting(timeout=15), 220, None, 'dry run: greeted although listed')
+    c.ehlo('helo.example')
+    r = c.transaction('dry@example.org', ['bob@example.com'], BODY)
+    reply_is(r['dot'], 250, None, 'dry run: relayed')
+    c.quit()
+    like(mx.log(), r'filter=dnsbl dry-run: would reject', 'dry run: logged')
+    ok(wait_for(lambda: tagged(mx, 'dry@example.org'), 10), 'dry run: reached the upstream')
+    like(tagged(mx, 'dry@example.org'), r'X-Frontmx-Tag: dnsbl=listed \(dry-run: would reject\)',
+         'dry run: tagged with what would have happened')
+    mx.finish()
+
     # ---- configuration ----
     def conf_t(zones_text, extra=''):
         text = ('hostname = "mx.test.example";\n'

@@ -12,7 +12,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
 import fmx  # noqa: E402
-from fmx_tls import proxy_v1  # noqa: E402
+from fmx_tls import TlsClient, make_cert, proxy_v1  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
 
 BODY = b'From: a@example.org\r\nTo: bob@example.com\r\nSubject: log\r\n\r\nhi\r\n'
@@ -143,7 +143,28 @@ def main():
        'one disconnect line per session (%d sessions, %d lines)' % (len(sessions), len(lines)))
     mx.finish()
 
-    # 10. A client refused at connect (dnsbl), named by its PROXY address.
+    # 10. STARTTLS, as Postfix logs it: ehlo=2 starttls=1 ...
+    d = tmpdir('fmx-92-tls-')
+    certs = make_cert(d, 'mx.test.example')
+    mx = Frontmx(up, start=False, name='frontmx (starttls)')
+    mx.write_conf(conf={'listen': [{'address': '127.0.0.1:%d' % mx.port, 'tls': 'starttls',
+                                    'cert': certs.cert, 'key': certs.key}]})
+    mx.start()
+    c = TlsClient(mx.port)
+    c.lport = c.local_port()
+    reply_is(c.greeting(), 220, None, 'tls: greeting')
+    c.ehlo('client.example')
+    r, err = c.starttls()
+    ok(err is None, 'tls: STARTTLS and handshake (%s)' % (err,))
+    c.ehlo('client.example')
+    r = c.transaction('a@example.org', ['bob@example.com'], BODY)
+    reply_is(r['dot'], 250, None, 'tls: relayed')
+    c.quit()
+    check(mx, c, 'disconnect from localhost[127.0.0.1] ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1 '
+          'commands=7', 'starttls')
+    mx.finish()
+
+    # 11. A client refused at connect (dnsbl), named by its PROXY address.
     dns = FakeDNS({'10.2.0.192.bl.example.net': [('A', '127.0.0.2')]}).start()
     fmx.register_cleanup(dns.stop)
     mx = Frontmx(up, start=False, name='frontmx (dnsbl)')
