@@ -1135,7 +1135,7 @@ static int
 milter_view_parse(struct milter_conn *mc)
 {
 	struct milter_view *v = &mc->view;
-	size_t cap = 0, off = 0, end, nf = 0, fcap = 0, *starts = NULL, *ns;
+	size_t cap = 0, off = 0, end, nf = 0, fcap = 0, *starts = NULL, *ns, from;
 	size_t i, stop, nl;
 	const char *line, *colon;
 	long n;
@@ -1152,9 +1152,11 @@ milter_view_parse(struct milter_conn *mc)
 		n = milter_api->msg_read(mc->h, v->rawlen, v->raw + v->rawlen, 65536);
 		if (n < 0)
 			return -1;
+		/* Only the new octets (and the 3 before) can complete the blank line. */
+		from = v->rawlen > 3 ? v->rawlen - 3 : 0;
 		v->rawlen += (size_t)n;
 		v->raw[v->rawlen] = '\0';
-		if (n == 0 || memmem(v->raw, v->rawlen, "\r\n\r\n", 4) != NULL ||
+		if (n == 0 || memmem(v->raw + from, v->rawlen - from, "\r\n\r\n", 4) != NULL ||
 		    (v->rawlen >= 2 && memcmp(v->raw, "\r\n", 2) == 0))
 			break;
 	}
@@ -1491,8 +1493,11 @@ milter_eom_stream(struct milter_conn *mc)
 	size_t len;
 
 	while (mc->state == MS_IDLE) {
-		if (evbuffer_get_length(bufferevent_get_output(mc->bev)) > MILTER_OUT_HIGH)
-			return;		/* milter_write_cb goes on */
+		if (evbuffer_get_length(bufferevent_get_output(mc->bev)) > MILTER_OUT_HIGH) {
+			/* milter_write_cb goes on; a milter that stops reading times out. */
+			milter_timer_arm(mc, mc->mi->cf->milter_content);
+			return;
+		}
 		switch (mc->eom) {
 		case EOM_HDRS:
 			if (v->hdr_i >= v->n || (mc->flags & SMFIP_NOHDRS)) {

@@ -30,6 +30,8 @@ Constructor:
                                  callable(session, data) -> such a list
                                  HANG: read on, never answer this event
                                  CLOSE: close the connection
+                                 STALL: stop reading (a milter whose
+                                   socket buffers fill up), then close
                                A list item may be Trickle(bytes, delay):
                                sent one octet at a time
                                Events without a spec get 'c' (continue);
@@ -75,6 +77,7 @@ M_CONNECT, M_HELO, M_ENVFROM, M_ENVRCPT, M_DATA, M_EOM, M_EOH = 0, 1, 2, 3, 4, 5
 
 HANG = 'hang'
 CLOSE = 'close'
+STALL = 'stall'     # stop reading altogether (until the MTA gives up or 60 s)
 
 
 class Trickle:
@@ -317,6 +320,11 @@ class ScriptedMilter:
             spec = [CONTINUE]
         if spec == HANG:
             return True
+        if spec == STALL:
+            end = time.time() + 60
+            while time.time() < end and not self._stopping:
+                time.sleep(0.1)
+            return False
         if spec == CLOSE:
             return False
         if isinstance(spec, bytes):
