@@ -37,6 +37,8 @@ Constructor:
                                Events without a spec get 'c' (continue);
                                abort gets no answer (the protocol has none)
   unix                         path: listen on a UNIX socket instead of TCP
+  host                         '127.0.0.1' (default) or '::1' (address
+                               inet:[::1]:PORT)
   refuse                       pick an address but do not listen
   nr                           set of event commands that get no reply
                                (what the milter negotiated with NR_*)
@@ -186,7 +188,7 @@ class MilterSession:
 
 class ScriptedMilter:
     def __init__(self, script=None, version=6, actions=ALL_ACTIONS, protocol=0,
-                 symlists=None, negotiate=None, unix=None, refuse=False, nr=None):
+                 symlists=None, negotiate=None, unix=None, refuse=False, nr=None, host='127.0.0.1'):
         self.script = dict(script or {})
         self.version, self.actions, self.protocol = version, actions, protocol
         self.symlists = dict(symlists or {})
@@ -200,14 +202,16 @@ class ScriptedMilter:
         self._stopping = False
         self._conns = []
         self.unix = unix
+        self.host = host
+        self.family = socket.AF_INET6 if ':' in host else socket.AF_INET
         if unix:
             self.address = 'unix:%s' % unix
         else:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(('127.0.0.1', 0))
+            s = socket.socket(self.family, socket.SOCK_STREAM)
+            s.bind((host, 0))
             self.port = s.getsockname()[1]
             s.close()
-            self.address = 'inet:127.0.0.1:%d' % self.port
+            self.address = ('inet:[%s]:%d' if ':' in host else 'inet:%s:%d') % (host, self.port)
         self.lsock = None
         if not refuse:
             self.listen()
@@ -224,9 +228,9 @@ class ScriptedMilter:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.bind(self.unix)
         else:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(self.family, socket.SOCK_STREAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(('127.0.0.1', self.port))
+            s.bind((self.host, self.port))
         s.listen(64)
         self.lsock = s
         threading.Thread(target=self._accept_loop, args=(s,), daemon=True).start()

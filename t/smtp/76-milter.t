@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from fmx import *  # noqa: E402,F403
 from fmx_filters import *  # noqa: E402,F403
 from fmx_milter import *  # noqa: E402,F403
+from fmx_tls import TlsClient, client_ctx, frontmx_listeners, listener, make_cert  # noqa: E402
 
 SENDER = 'alice@example.org'
 RCPT = 'bob@example.com'
@@ -181,6 +182,11 @@ def negotiation(up):
     res = session(mx, [([RCPT], MSG)])
     reply_is(res[0]['rcpt'][0], 451, '4.7.1', 'milter down: 451 at RCPT')
     like(mx.log(), r'milter inet:127\.0\.0\.1:\d+: cannot connect', 'milter down: logged')
+    # inet:[IPv6]:PORT
+    m = ScriptedMilter(host='::1', script={'eom': [reply('550 5.7.1 v6 says no')]})
+    mx = start(up, milter_entry(m))
+    res = session(mx, [([RCPT], MSG)])
+    reply_is(res[0]['dot'], 550, '5.7.1', 'inet:[::1]:PORT: the milter on IPv6 loopback answers')
     # a UNIX socket that is not there: refused at once, on_error accept lets it through
     d = tmpdir('fmx-milter-')
     mx = start(up, milter_entry('unix:' + os.path.join(d, 'none.sock'), on_error='accept'))
@@ -306,8 +312,33 @@ def protocol_errors(up):
         m.stop()
 
 
+def tls_macros(up):
+    certs = make_cert(tmpdir('fmx-milter-tls-'), 'mx.test.example')
+    m = ScriptedMilter()
+    mx = frontmx_listeners(up, [listener(tls='starttls', certs=certs)],
+                           conf={'filters': [milter_entry(m)]})
+    c = TlsClient(mx.port)
+    c.greeting()
+    c.ehlo('plain.example')
+    r, err = c.starttls(client_ctx(), 'mx.test.example')
+    ok(err is None, 'tls: handshake (%s)' % err)
+    c.ehlo('tls.example')
+    t = c.transaction(SENDER, [RCPT], MSG)
+    reply_is(t['dot'], 250, None, 'tls: relayed')
+    version, cipher = c.tls_version(), c.cipher()[0]
+    c.quit()
+    s = m.main_session()
+    helos = [d for st, d in s.macro_log if st == 'H']
+    is_(len(helos), 2, 'tls: a HELO event for each EHLO')
+    is_(helos[0], {}, 'tls: no TLS macros before STARTTLS')
+    is_((helos[-1].get('{tls_version}'), helos[-1].get('{cipher}')), (version, cipher),
+        'tls: {tls_version} and {cipher} after STARTTLS')
+    mx.check_sanitizers('tls: no sanitizer reports')
+
+
 def main():
     up = Upstream()
+    tls_macros(up)
     qdir = tmpdir('fmx-milter-q-')
     basic_flow(up)
     negotiation(up)
