@@ -171,6 +171,63 @@ def main():
     ok(av.alive() and avmsg.alive() and cd.alive() and dk.alive(),
        'clamd, both clamav-milters and opendkim still running')
 
+    # ---- the policy acts on the milter's verdict like on any filter result
+    qdir = os.path.join(tmpdir('fmx-q-'), 'quarantine')
+    os.mkdir(qdir)
+
+    def qfiles():
+        """Every file under the quarantine directory (a Maildir)."""
+        return set(os.path.join(d, f) for d, _, fs in os.walk(qdir) for f in fs)
+
+    def quarantined(name, mx, filt):
+        """EICAR: 250 to the client, kept in the quarantine directory,
+        not relayed."""
+        before, files = up.transactions, qfiles()
+        msg, msgid = message(subject=name, body=EICAR + b'\r\n')
+        r = deliver(mx.port, msg)
+        if not reply_is(r['dot'], 250, None, '%s: 250 (quarantined, not refused)' % name):
+            diag(mx.log()[-3000:])
+            filt.diag_log()
+        new = sorted(qfiles() - files)
+        data = b''
+        for f in new:
+            with open(f, 'rb') as fh:
+                data += fh.read()
+        ok(len(new) == 1 and ('<%s>' % msgid).encode() in data and EICAR in data,
+           '%s: the message is in the quarantine directory, one copy (%s)'
+           % (name, [os.path.relpath(f, qdir) for f in new]))
+        # the next message is relayed; the quarantined one never was
+        msg2, id2 = message(subject=name + ', next')
+        reply_is(deliver(mx.port, msg2)['dot'], 250, None, '%s: next message 250' % name)
+        up.wait_messages(before + 1)
+        is_(up.transactions, before + 1, '%s: only the next message relayed' % name)
+        return data
+
+    mx = Frontmx(up, conf={'filters': [milter_filter('av', av)], 'quarantine': {'directory': qdir},
+                           'policy': {'default': {'av': {'reject': 'quarantine'}}}})
+    quarantined('policy av reject = quarantine', mx, av)
+    mx.finish()
+
+    avq = ClamavMilter(cd, on_infected='Quarantine')
+    if not start_all(avq):
+        return
+    mx = Frontmx(up, conf={'filters': [milter_filter('avq', avq)],
+                           'quarantine': {'directory': qdir}})
+    data = quarantined('clamav-milter OnInfected Quarantine (SMFIR_QUARANTINE)', mx, avq)
+    like(data.decode('latin-1'), r'(?m)^X-Virus-Status: Infected \(%s' % re.escape(EICAR_NAME),
+         "OnInfected Quarantine: the copy kept carries clamav-milter's X-Virus-Status: Infected"
+         " (its edits applied, as in Postfix's hold queue)")
+    mx.finish()
+
+    mx = Frontmx(up, conf={'filters': [milter_filter('av', av, dry_run=True)]})
+    before = up.transactions
+    msg, msgid = message(subject='dry run', body=EICAR + b'\r\n')
+    reply_is(deliver(mx.port, msg)['dot'], 250, None, 'dry_run: EICAR accepted')
+    up.wait_messages(before + 1)
+    ok(find_message(up, msgid) is not None, 'dry_run: EICAR relayed (what would happen is logged)')
+    like(mx.log(), r'(?i)dry.?run', 'dry_run: logged')
+    mx.finish()
+
     # ---- SIGHUP mid-transaction, then the scanners going away
     mx = Frontmx(up, conf={'filters': [milter_filter('av', av)]})
     c = SmtpClient(mx.port, timeout=60)
