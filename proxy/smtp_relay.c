@@ -204,6 +204,20 @@ smtp_relay_size_limit(const struct smtp_session *s)
 	return lim;
 }
 
+/*
+ * The upstream refused the sender or a recipient: its reason (first
+ * line), for the admin who reads our log only, as Postfix logs an
+ * upstream's NOQUEUE reject.
+ */
+static void
+smtp_relay_log_refused(const struct smtp_session *s, const char *what,
+    const char *addr, const struct smtp_reply *r)
+{
+	log_info("%016llx upstream refused %s=<%s> client=%s reply=\"%d %.*s\"",
+	    s->id, what, addr != NULL ? addr : "", s->addr, r->code,
+	    (int)strcspn(r->text, "\n"), r->text);
+}
+
 static void
 smtp_relay_mail_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 {
@@ -227,8 +241,10 @@ smtp_relay_mail_reply(void *arg, enum upstream_err err, const struct smtp_reply 
 		return;
 	}
 	smtp_chat_upstream(s, r, "2.1.0");
-	if (r->code / 100 != 2)
+	if (r->code / 100 != 2) {
+		smtp_relay_log_refused(s, "from", s->tx->mail_from, r);
 		smtp_tx_free(s);
+	}
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
 
@@ -423,10 +439,7 @@ smtp_relay_rcpt_reply(void *arg, enum upstream_err err, const struct smtp_reply 
 	if (r->code / 100 == 2)
 		smtp_mail_rcpt_accepted(s);
 	else
-		/* The upstream's reason, for the admin who reads our log only. */
-		log_info("%016llx upstream refused rcpt=<%s> client=%s "
-		    "reply=\"%d %.*s\"", s->id, s->pending_rcpt, s->addr, r->code,
-		    (int)strcspn(r->text, "\n"), r->text);
+		smtp_relay_log_refused(s, "rcpt", s->pending_rcpt, r);
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
 

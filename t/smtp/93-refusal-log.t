@@ -37,7 +37,9 @@ def main():
     with open(rules, 'w') as f:
         f.write('header /^Subject: spam/ REJECT 5.7.1 Spam is not welcome here\n'
                 'header /^Subject: later/ TEMPFAIL 4.7.1 Try again later\n')
-    up = Upstream(on_rcpt=lambda arg, conn: UNKNOWN if 'nobody@' in arg else None)
+    up = Upstream(on_rcpt=lambda arg, conn: UNKNOWN if 'nobody@' in arg else None,
+                  on_mail=lambda arg, conn: '553 5.7.1 <spammer@bad.example>: Sender address rejected'
+                  if 'spammer@' in arg else None)
     mx = Frontmx(up, conf={
         'limits': {'recipients': 2, 'message_size': 100000, 'connections_per_ip': 2},
         'filters': [{'name': 'content', 'options': {'rules': rules}}],
@@ -51,6 +53,15 @@ def main():
     reply_is(r, 550, '5.1.1', 'upstream rcpt: the client gets the 550')
     logged(mx, 'upstream refused rcpt=<nobody@example.com> client=127.0.0.1 reply="%s"' % UNKNOWN,
            'upstream rcpt: logged with the upstream\'s reply')
+
+    # ... and its refusal of a sender.
+    r = c.cmd('RSET')
+    r = c.cmd('MAIL FROM:<spammer@bad.example>')
+    reply_is(r, 553, '5.7.1', 'upstream mail: the client gets the 553')
+    logged(mx, 'upstream refused from=<spammer@bad.example> client=127.0.0.1 '
+           'reply="553 5.7.1 <spammer@bad.example>: Sender address rejected"',
+           'upstream mail: logged with the upstream\'s reply')
+    reply_is(c.cmd('MAIL FROM:<a@example.org>'), 250, None, 'content: MAIL')
 
     # 2. A message the content filter refuses: the reply the client got.
     reply_is(c.cmd('RCPT TO:<bob@example.com>'), 250, None, 'content: RCPT')
