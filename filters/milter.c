@@ -804,8 +804,8 @@ milter_eom_final(struct milter_conn *mc, enum fmx_verdict v, const char *result,
 		result = "quarantine";
 	}
 	milter_breaker_success(mc);
-	if (strcmp(result, "continue") != 0)
-		milter_set(mc, result, reply);
+	/* The message's answer is always named: a policy may map a pass too. */
+	milter_set(mc, result, reply);
 	if (mc->quarantine)
 		log_info("%016llx filter=%s milter quarantine: %s",
 		    mc->c->fs->session_id, mc->mi->cf->name, mc->qreason);

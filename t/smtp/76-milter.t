@@ -312,6 +312,22 @@ def protocol_errors(up):
         m.stop()
 
 
+def rset(up):
+    m = ScriptedMilter()
+    mx = start(up, milter_entry(m))
+    c = SmtpClient(mx.port)
+    c.greeting()
+    c.ehlo()
+    c.cmd('MAIL FROM:<%s>' % SENDER)
+    c.cmd('RCPT TO:<%s>' % RCPT)
+    reply_is(c.cmd('RSET'), 250, None, 'rset: 250')
+    t = c.transaction(SENDER, [RCPT], MSG)
+    reply_is(t['dot'], 250, None, 'rset: the next message relayed')
+    c.quit()
+    is_(m.main_session().event_cmds(), 'OCHMRAMRTLLLLLNBEQ',
+        'rset: ABORT at RSET, one only, then the next message and QUIT')
+
+
 def tls_macros(up):
     certs = make_cert(tmpdir('fmx-milter-tls-'), 'mx.test.example')
     m = ScriptedMilter()
@@ -338,6 +354,7 @@ def tls_macros(up):
 
 def main():
     up = Upstream()
+    rset(up)
     tls_macros(up)
     qdir = tmpdir('fmx-milter-q-')
     basic_flow(up)
