@@ -15,13 +15,22 @@
 #     X-Virus-Status in SignHeaders: opendkim saw clamav-milter's header
 #     (it is in h= and the signature verifies as relayed); in the reverse
 #     order opendkim signed before the header existed (not in h=)
-# clamav-milter and clamd are alive at the end; frontmx exits 0, ASan-clean.
+#   EICAR after 900 KB of text (14 body chunks): still refused
+#   policy av = { reject = "quarantine"; } and OnInfected Quarantine
+#     (SMFIR_QUARANTINE): 250, one copy in the quarantine Maildir (with
+#     the milter's X-Virus-Status edit), nothing relayed; dry_run: relayed
+#   frontmx check with the same entry: exit 0 (the milter's header shown)
+#     / exit 2 (550 5.7.1)
+#   SIGHUP mid-transaction: the same milter still decides; clamd down:
+#     clamav-milter's own 451; clamav-milter down: on_error tempfail 451
+# clamav-milter and clamd are alive until stopped; frontmx exits 0,
+# ASan-clean.
 import os
 import re
 import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
-from fmx_filters import fields_named  # noqa: E402
+from fmx_filters import fields_named, frontmx_check, no_sanitizer  # noqa: E402
 import base64  # noqa: E402
 import dkim_tool as dt  # noqa: E402
 from milters import (Clamd, ClamavMilter, OpenDKIM, EICAR, EICAR_NAME,  # noqa: E402
@@ -227,6 +236,18 @@ def main():
     ok(find_message(up, msgid) is not None, 'dry_run: EICAR relayed (what would happen is logged)')
     like(mx.log(), r'(?i)dry.?run', 'dry_run: logged')
     mx.finish()
+
+    # ---- frontmx check with the same filter entry: the real milter decides
+    chk = Frontmx(None, conf={'filters': [milter_filter('av', av)]}, start=False, name='check')
+    for name, body, rc, out in (
+            ('check, clean', b'clean\r\n', 0, r'(?m)^X-Virus-Status: Clean$[\s\S]*^verdict: accept '),
+            ('check, EICAR', EICAR + b'\r\n', 2, r'(?m)^verdict: reject 550 5\.7\.1 ')):
+        msg, _ = message(subject=name, body=body)
+        r = frontmx_check(chk.conffile, sender='alice@example.org', rcpts=['bob@example.com'],
+                          message=msg, timeout=120)
+        is_(r[0], rc, '%s: frontmx check exits %d' % (name, rc))
+        like(r[1], out, '%s: prints %r' % (name, out))
+        no_sanitizer(r[2], name)
 
     # ---- SIGHUP mid-transaction, then the scanners going away
     mx = Frontmx(up, conf={'filters': [milter_filter('av', av)]})
