@@ -48,6 +48,7 @@ SRCS	+= proxy/milter_listen.c
 SRCS	+= proxy/dns.c
 SRCS	+= proxy/tls.c
 SRCS	+= proxy/bev.c
+SRCS	+= proxy/metrics_http.c
 # Filters
 SRCS	+= filters/filter_chain.c
 SRCS	+= filters/filter_api.c

@@ -31,6 +31,10 @@
  *
  *	The api modules call is filter_api.c; the types the three files
  *	share are in filter_int.h.
+ *
+ *	Every answer (hook verdict, resume(), pool completion, timeout)
+ *	passes filter_answered(), which counts it: its duration, its named
+ *	result (or a verdict other than continue), and a failure by kind.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -50,6 +54,7 @@
 #include "greylist.h"
 #include "filter_opt.h"
 #include "log.h"
+#include "metrics.h"
 #include "milter.h"
 #include "policy.h"
 #include "ratelimit.h"
@@ -660,18 +665,6 @@ filter_apply(struct filter_session *fs, struct fmx_ctx *c, enum fmx_verdict v,
 	struct filter_answer a;
 	enum fmx_verdict dry;
 
-	/* A built-in's own failure (filter_builtin.h), which it logged. */
-	if (!failed && v == FILTER_VERDICT_ERROR)
-		failed = 1;
-	if (!failed && ((unsigned)v >= FMX_VERDICT_COUNT || v == FMX_PENDING)) {
-		log_warn("%016llx filter=%s phase=%s returned invalid verdict %d",
-		    fs->session_id, cf->name, filter_phase_name(fs->phase),
-		    (int)v);
-		failed = 1;
-	}
-	/* The filter says its check could not be done (frontmx_filter.h). */
-	if (!failed && strcmp(c->result, FMX_RESULT_ERROR) == 0)
-		failed = 1;
 	if (failed) {
 		c->reply[0] = '\0';
 		snprintf(c->result, sizeof c->result, FMX_RESULT_ERROR);
@@ -717,6 +710,53 @@ filter_apply(struct filter_session *fs, struct fmx_ctx *c, enum fmx_verdict v,
 }
 
 /*
+ * One answer of c's call, counted then applied (filter_apply): the
+ * duration since the call began, the result it named (else a verdict
+ * other than continue; "error" for a failure), and a failure the chain
+ * sees by its kind: "timeout" (the chain's timer), "error" for a call
+ * refused, an invalid verdict, a built-in's FILTER_VERDICT_ERROR or the
+ * result FMX_RESULT_ERROR.  A failure a built-in marked itself
+ * (c->failed: milter.c) was counted by it, with its own kind.  A filter
+ * that failed earlier and only gets its on_error again is not
+ * answering: filter_run() applies that directly.
+ */
+static int
+filter_answered(struct filter_session *fs, struct fmx_ctx *c,
+    enum fmx_verdict v, const char *kind)
+{
+	const char	*name = filter_ctx_name(c), *result = NULL;
+	struct timespec	 now;
+	int		 failed = kind != NULL || c->failed;
+
+	if (!failed && v == FILTER_VERDICT_ERROR) {
+		kind = "error";		/* the built-in logged why */
+	} else if (!failed && ((unsigned)v >= FMX_VERDICT_COUNT ||
+	    v == FMX_PENDING)) {
+		log_warn("%016llx filter=%s phase=%s returned invalid verdict %d",
+		    fs->session_id, name, filter_phase_name(fs->phase), (int)v);
+		kind = "error";
+	} else if (!failed && strcmp(c->result, FMX_RESULT_ERROR) == 0) {
+		kind = "error";		/* the check could not be done */
+	}
+	failed = failed || kind != NULL;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	metrics_observe((double)(now.tv_sec - c->call_start.tv_sec) +
+	    (double)(now.tv_nsec - c->call_start.tv_nsec) / 1e9,
+	    METRIC_FILTER_DURATION, name);
+	if (kind != NULL)
+		metrics_inc(METRIC_FILTER_ERRORS, name, kind);
+	if (failed)
+		result = FMX_RESULT_ERROR;
+	else if (c->result[0] != '\0')
+		result = c->result;
+	else if (v != FMX_CONTINUE)
+		result = filter_verdict_name(v);
+	if (result != NULL)
+		metrics_inc(METRIC_FILTER_RESULTS, name, result);
+	return filter_apply(fs, c, v, failed);
+}
+
+/*
  * The pending call of c is over (answered, timed out, given up): later
  * answers carry an older generation.  Under the lock, so that a pool
  * thread's api call sees either the live call or none (filter_api_enter).
@@ -748,7 +788,7 @@ filter_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	    fs->chain->inst[c->idx].cf->timeout);
 	filter_call_end(fs, c);	/* a late answer is now stale */
 	c->failed = 1;		/* never called again in this session */
-	if (filter_apply(fs, c, FMX_TEMPFAIL, 1))
+	if (filter_answered(fs, c, FMX_TEMPFAIL, "timeout"))
 		fs->next++;
 	filter_run(fs);
 }
@@ -758,7 +798,7 @@ filter_chain_call_done(struct filter_session *fs, struct fmx_ctx *c, enum fmx_ve
 {
 	filter_call_end(fs, c);
 	evtimer_del(fs->timeout);
-	if (filter_apply(fs, c, v, 0))
+	if (filter_answered(fs, c, v, NULL))
 		fs->next++;
 	filter_run(fs);
 }
@@ -780,7 +820,7 @@ filter_resumed_cb(evutil_socket_t fd, short what, void *arg)
 	if (c == NULL || fs->done == NULL)
 		return;
 	/* A built-in (milter.c) marks its own failure: on_error, now and later. */
-	if (filter_apply(fs, c, fs->resumed_v, c->failed))
+	if (filter_answered(fs, c, fs->resumed_v, NULL))
 		fs->next++;
 	filter_run(fs);
 }
@@ -836,9 +876,10 @@ filter_run(struct filter_session *fs)
 		c->resumed = 0;
 		c->calls++;
 		tv.tv_sec = fi->cf->timeout;
+		clock_gettime(CLOCK_MONOTONIC, &c->call_start);
 		if (fi->ops->flags & FMX_FLAG_BLOCKING) {
 			if (filter_pool_submit(fs, c) == -1) {
-				if (filter_apply(fs, c, FMX_TEMPFAIL, 1))
+				if (filter_answered(fs, c, FMX_TEMPFAIL, "error"))
 					fs->next++;
 				continue;
 			}
@@ -862,7 +903,7 @@ filter_run(struct filter_session *fs)
 				evtimer_add(fs->timeout, &tv);
 			break;
 		}
-		if (filter_apply(fs, c, v, c->failed))
+		if (filter_answered(fs, c, v, NULL))
 			fs->next++;
 	}
 	fs->running = 0;

@@ -27,6 +27,7 @@
 #define FRONTMX_FILTER_INT_H
 
 #include <pthread.h>
+#include <time.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -81,6 +82,7 @@ struct fmx_ctx {
 	enum fmx_verdict	 resume_verdict;
 	int			 failed;	/* timed out: no more calls this session */
 	int			 on_pool;	/* a pool thread still runs a hook */
+	struct timespec		 call_start;	/* the current call's, for its duration metric */
 	struct event		*timer;		/* api->timer() */
 	fmx_timer_fn		 timer_fn;
 	void			*timer_arg;

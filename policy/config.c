@@ -92,7 +92,7 @@
 static const char *const config_keys_root[] = {
 	"hostname", "workers", "listen", "upstream", "dns", "limits",
 	"timeouts", "relay", "spool", "policy", "filters", "quarantine",
-	"authserv_id", "tag", "milter", "redis", NULL
+	"authserv_id", "tag", "milter", "redis", "metrics", NULL
 };
 static const char *const config_keys_spool[] = { "directory", NULL };
 static const char *const config_keys_quarantine[] = { "directory", NULL };
@@ -1093,7 +1093,8 @@ config_load_root(struct config_ctx *ctx, const config_setting_t *root,
 	    config_load_quarantine(ctx, root, c) == -1 ||
 	    config_load_authserv_id(ctx, root, c) == -1 ||
 	    config_load_tag(ctx, root, c) == -1 ||
-	    config_load_milter(ctx, root, c) == -1)
+	    config_load_milter(ctx, root, c) == -1 ||
+	    config_load_metrics(ctx, root, c) == -1)
 		return -1;
 	return 0;
 }
@@ -1159,6 +1160,8 @@ config_free(struct config *c)
 	free(c->milter_listen);
 	free(c->milter_listen_conn);
 	free(c->milter_where);
+	free(c->metrics_listen);
+	free(c->metrics_where);
 	free(c);
 }
 

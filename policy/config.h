@@ -98,6 +98,9 @@ struct config_policy {
 	int				 dry_run;	/* -1 unset, 0, 1 */
 };
 
+/* metrics.connections: the most scrapers served at once. */
+#define CONFIG_METRICS_CONNECTIONS_MAX	256
+
 /* limits.line_length: at most 1 MiB, the bound of every line buffer. */
 #define CONFIG_LINE_LENGTH_MAX	1048576
 
@@ -228,6 +231,13 @@ struct config {
 	char			*milter_listen_conn;	/* libmilter's spelling: inet:PORT@HOST, unix:PATH */
 	char			*milter_where;		/* "FILE:LINE" of milter.listen */
 	unsigned		 milter_timeout;	/* seconds libmilter waits for the MTA, default 300 */
+
+	char			*metrics_listen;	/* "127.0.0.1:9125"; NULL: no /metrics */
+	struct sockaddr_storage	 metrics_sa;
+	socklen_t		 metrics_salen;
+	char			*metrics_where;		/* "FILE:LINE" of metrics.listen */
+	unsigned		 metrics_connections;	/* concurrent scrapers, default 8 */
+	unsigned		 metrics_timeout;	/* seconds a scraper may stay, default 10 */
 
 	int			 refcount;		/* refcount.h */
 };

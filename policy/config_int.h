@@ -138,6 +138,8 @@ int		 config_load_milter(struct config_ctx *ctx,
 int		 config_load_redis(struct config_ctx *ctx,
 		    const config_setting_t *root, struct config *c);
 void		 config_free_redis(struct config_redis *r);
+int		 config_load_metrics(struct config_ctx *ctx,
+		    const config_setting_t *root, struct config *c);
 
 /* The filter chain and policy groups (config_filters.c); 0 ok, -1. */
 int		 config_load_filters(struct config_ctx *ctx,

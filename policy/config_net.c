@@ -72,6 +72,13 @@ static const char *const config_keys_dns[] = { "forward", "reverse", NULL };
 static const char *const config_keys_relay[] = { "domains", "networks", NULL };
 static const char *const config_keys_redis[] = { "address", "password", "db",
 	"timeout", NULL };
+static const char *const config_keys_metrics[] = { "listen", "connections",
+	"timeout", NULL };
+
+/* metrics.*: scrapers served at once, seconds each may stay (proxy/metrics_http.c). */
+#define CONFIG_METRICS_CONNECTIONS	8
+#define CONFIG_METRICS_TIMEOUT		10
+#define CONFIG_METRICS_TIMEOUT_MAX	300
 
 /* Decimal port, no sign, no junk, at most 5 digits: 0..65535.  0 ok, -1. */
 static int
@@ -808,4 +815,50 @@ config_redis_same(const struct config_redis *a, const struct config_redis *b)
 {
 	return config_str_same(a->address, b->address) &&
 	    config_str_same(a->password, b->password) && a->db == b->db;
+}
+
+/*
+ * metrics = { listen = "127.0.0.1:9125"; connections = 8; timeout = 10; }:
+ * where GET /metrics is served (proxy/metrics_http.c).  Absent: not
+ * served.
+ */
+int
+config_load_metrics(struct config_ctx *ctx, const config_setting_t *root,
+    struct config *c)
+{
+	const config_setting_t	*g = NULL;
+	const char		*addr = NULL;
+	long long		 v = CONFIG_METRICS_CONNECTIONS;
+	int			 r;
+
+	c->metrics_connections = CONFIG_METRICS_CONNECTIONS;
+	c->metrics_timeout = CONFIG_METRICS_TIMEOUT;
+	if ((r = config_want_group(ctx, root, "", "metrics", &g)) != 1)
+		return r;
+	if (config_check_keys(ctx, g, "metrics", config_keys_metrics,
+	    sizeof config_keys_metrics[0]) == -1)
+		return -1;
+	if (config_want_int(ctx, g, "metrics", "connections", 1,
+	    CONFIG_METRICS_CONNECTIONS_MAX, &v) == -1)
+		return -1;
+	c->metrics_connections = (unsigned)v;
+	v = CONFIG_METRICS_TIMEOUT;
+	if (config_want_int(ctx, g, "metrics", "timeout", 1,
+	    CONFIG_METRICS_TIMEOUT_MAX, &v) == -1)
+		return -1;
+	c->metrics_timeout = (unsigned)v;
+	if ((r = config_want_string(ctx, g, "metrics", "listen", &addr)) == -1)
+		return -1;
+	if (r == 0)
+		return config_fail(ctx, g, "'metrics' is missing 'listen'");
+	c->metrics_where = config_where(ctx, g, "listen");
+	g = config_setting_get_member(g, "listen");
+	if (config_sockaddr_parse(addr, &c->metrics_sa, &c->metrics_salen) == -1)
+		return config_fail(ctx, g, "'metrics.listen' must be a numeric "
+		    "\"IPv4:port\" or \"[IPv6]:port\", not '%s'", addr);
+	if (config_sockaddr_port(&c->metrics_sa) == 0)
+		return config_fail(ctx, g, "'metrics.listen' port must be "
+		    "1..65535");
+	c->metrics_listen = config_xstrdup(addr);
+	return 0;
 }

@@ -34,6 +34,8 @@
 #include "frontmx_filter.h"
 #include "log.h"
 #include "milter_listen.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "runtime.h"
 #include "upstream.h"
 #include "version.h"
@@ -103,6 +105,7 @@ main_reload(const char *file, struct worker *workers, unsigned nworkers)
 	if ((rt = runtime_load(file, err, sizeof err)) == NULL) {
 		log_warn("reload failed, keeping the running configuration: %s",
 		    err);
+		metrics_inc(METRIC_CONFIG_RELOADS, "failed");
 		return;
 	}
 	/*
@@ -114,6 +117,8 @@ main_reload(const char *file, struct worker *workers, unsigned nworkers)
 	for (i = 0; i < nworkers; i++)
 		worker_reload(&workers[i]);
 	milter_listen_reload(runtime_config(rt));
+	metrics_http_reload(runtime_config(rt));
+	metrics_inc(METRIC_CONFIG_RELOADS, "ok");
 	log_info("configuration reloaded from %s", file);
 	/* The upstream (or its address) may have changed: ask it now. */
 	worker_probe_kick();
@@ -204,6 +209,7 @@ static int
 main_start(struct runtime *rt, struct worker *workers, unsigned *nworkers)
 {
 	const struct config	*cfg = runtime_config(rt);
+	char			 err[CONFIG_ERR_MAX];
 	long			 ncpu;
 	unsigned		 i;
 
@@ -238,6 +244,10 @@ main_start(struct runtime *rt, struct worker *workers, unsigned *nworkers)
 	}
 	if (milter_listen_start(cfg) == -1)
 		return -1;
+	if (metrics_http_start(cfg, err, sizeof err) == -1) {
+		log_warn("%s", err);
+		return -1;
+	}
 	log_info("frontmx started workers=%u listen=%s upstream=%s", *nworkers,
 	    cfg->listeners[0].address, cfg->upstream_address);
 	return 0;
@@ -285,6 +295,7 @@ main_stop(struct worker *workers, unsigned nworkers, unsigned grace)
 		worker_drain(&workers[i]);
 	for (i = 0; i < nworkers; i++)
 		worker_join(&workers[i]);
+	metrics_http_stop();
 	worker_runtime_set(NULL);
 	filter_pool_stop();
 	dns_shutdown();
@@ -316,6 +327,7 @@ main(int argc, char *argv[])
 		runtime_unref(rt);
 		return 0;
 	}
+	metrics_init(FRONTMX_VERSION);
 	if (main_process_setup(&set) == -1 ||
 	    main_start(rt, workers, &nworkers) == -1)
 		return 1;

@@ -22,6 +22,7 @@
 #include <openssl/evp.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "smtp_frame.h"
 #include "smtp_int.h"
 #include "strutil.h"
@@ -113,6 +114,7 @@ smtp_auth_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 
 	if (err != UPSTREAM_OK) {
 		smtp_auth_forget(s);
+		metrics_inc(METRIC_AUTH, "error");
 		smtp_relay_failed(s, err);
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
@@ -130,10 +132,12 @@ smtp_auth_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 			fatalx("out of memory");
 		log_info("%016llx smtp auth=ok mech=%s user=%s client=%s", s->id,
 		    s->auth_mech, s->auth_id, s->addr);
+		metrics_inc(METRIC_AUTH, "success");
 	} else {
 		smtp_auth_forget(s);
 		log_info("%016llx smtp auth=failed mech=%s code=%d client=%s",
 		    s->id, s->auth_mech, r->code, s->addr);
+		metrics_inc(METRIC_AUTH, "failure");
 		s->errors++;
 	}
 	smtp_chat_upstream(s, r, "2.7.0");

@@ -18,6 +18,12 @@
  *
  *	smtp_reply() and smtp_error() keep the family's short names: every
  *	smtp_* file calls them.
+ *
+ *	Every reply the client gets passes here, so this is where they are
+ *	counted (frontmx_smtp_replies_total{stage,code}: s->stage is set
+ *	when a command is read, smtp_chat_command), and so is every message's
+ *	end (frontmx_messages_total, frontmx_message_size_bytes), next to
+ *	its log line.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,6 +37,7 @@
 
 #include "bev.h"
 #include "log.h"
+#include "metrics.h"
 #include "smtp_int.h"
 #include "smtp_reply.h"
 #include "tls.h"
@@ -83,18 +90,51 @@ smtp_chat_command(struct smtp_session *s, enum smtp_cmd cmd)
 		[SMTP_CMD_XFORWARD] = SMTP_STAT_XFORWARD,
 	};
 
+	/* frontmx_smtp_replies_total's stage: the transaction's steps, else the verb. */
+	static const char *const stages[SMTP_CMD_COUNT] = {
+		[SMTP_CMD_UNKNOWN] = "unknown",
+		[SMTP_CMD_HELO] = "helo",
+		[SMTP_CMD_EHLO] = "helo",
+		[SMTP_CMD_MAIL] = "mail",
+		[SMTP_CMD_RCPT] = "rcpt",
+		[SMTP_CMD_DATA] = "data",
+		[SMTP_CMD_RSET] = "rset",
+		[SMTP_CMD_NOOP] = "noop",
+		[SMTP_CMD_QUIT] = "quit",
+		[SMTP_CMD_VRFY] = "vrfy",
+		[SMTP_CMD_EXPN] = "expn",
+		[SMTP_CMD_HELP] = "help",
+		[SMTP_CMD_STARTTLS] = "starttls",
+		[SMTP_CMD_AUTH] = "auth",
+		[SMTP_CMD_BDAT] = "data",
+		[SMTP_CMD_XCLIENT] = "xclient",
+		[SMTP_CMD_XFORWARD] = "xforward",
+	};
+
 	s->stat_open = (unsigned)cmd < SMTP_CMD_COUNT ? (int)map[cmd] :
 	    SMTP_STAT_UNKNOWN;
+	s->stage = (unsigned)cmd < SMTP_CMD_COUNT && stages[cmd] != NULL ?
+	    stages[cmd] : "unknown";
 }
 
 /*
- * A reply with this code went out: the final one of the open command
- * counts it, a success when 2xx (354 and 334 are steps on the way).
- * Replies to no command (the greeting, a timeout's 421) count nothing.
+ * A reply with this code went out.  Every reply counts in
+ * frontmx_smtp_replies_total{stage,code}.  For the disconnect line the
+ * final one of the open command counts it, a success when 2xx (354 and
+ * 334 are steps on the way); replies to no command (the greeting, a
+ * timeout's 421) count nothing there.
  */
 static void
 smtp_chat_count(struct smtp_session *s, int code)
 {
+	char	digits[4];
+
+	if (code >= 100 && code <= 599) {
+		snprintf(digits, sizeof digits, "%d", code);
+		s->last_code = code;
+		metrics_inc(METRIC_SMTP_REPLIES, s->stage != NULL ? s->stage :
+		    "connect", digits);
+	}
 	if (s->stat_open < 0 || code / 100 == 3)
 		return;
 	s->stat_all[s->stat_open]++;
@@ -228,6 +268,31 @@ smtp_chat_elapsed(const struct smtp_session *s)
 	    (double)(now.tv_nsec - s->tx->start.tv_nsec) / 1e9;
 }
 
+/*
+ * The log's result word as frontmx_messages_total's: a refusal by its
+ * reply code (the reply given, or else the last one the client got),
+ * every 2xx outcome but discard and quarantine as relayed.
+ */
+static const char *
+smtp_chat_result(const struct smtp_session *s, const char *result,
+    const char *reply)
+{
+	int	code = reply[0] >= '2' && reply[0] <= '5' ?
+		    (reply[0] - '0') * 100 : s->last_code;
+
+	if (strcmp(result, "tempfail") == 0)
+		return "tempfailed";
+	if (strcmp(result, "rejected") == 0)
+		return "rejected";
+	if (strcmp(result, "refused") == 0)
+		return code / 100 == 4 ? "tempfailed" : "rejected";
+	if (strcmp(result, "discarded") == 0 ||
+	    strcmp(result, "quarantined") == 0 ||
+	    strcmp(result, "aborted") == 0)
+		return result;
+	return "relayed";	/* relayed, delivered (Maildir), tag, dry-run */
+}
+
 void
 smtp_chat_log_message(struct smtp_session *s, const char *result, const char *reply)
 {
@@ -247,6 +312,11 @@ smtp_chat_log_message(struct smtp_session *s, const char *result, const char *re
 	    "result=%s reply=\"%s\" duration=%.3f", s->id, s->addr,
 	    s->tx->mail_from ? s->tx->mail_from : "", s->tx->nrcpts, rcpts, s->tx->msg_bytes,
 	    result, reply, smtp_chat_elapsed(s));
+	result = smtp_chat_result(s, result, reply);
+	metrics_inc(METRIC_MESSAGES, result);
+	/* The size of what was received: not of a message cut short. */
+	if (strcmp(result, "aborted") != 0)
+		metrics_observe(s->tx->msg_bytes, METRIC_MESSAGE_SIZE);
 }
 
 /*

@@ -72,6 +72,7 @@ smtp_data_end(struct smtp_session *s)
 	const char *reply = NULL;
 
 	smtp_data_clock_stop(s);
+	s->stage = "eom";	/* the replies from here answer the final dot */
 	if (s->tx->data_err == SMTP_DATA_OK && spool_flush(&s->spool) == -1)
 		s->tx->data_err = SMTP_DATA_SPOOL;
 	if (s->tx->flags & SMTP_TX_IN_HEADER)

@@ -282,6 +282,8 @@ struct smtp_session {
 	unsigned		 flags;		/* SMTP_F_* */
 	const struct smtp_verb	*verb;		/* the command being handled */
 	const struct smtp_step	*step;		/* the filter phase running */
+	const char		*stage;		/* metrics: connect, helo, mail, ... (smtp_chat_command) */
+	int			 last_code;	/* of the last reply sent to the client */
 	TAILQ_ENTRY(smtp_session) entry;
 
 	struct sockaddr_storage	 sa;

@@ -42,6 +42,7 @@
 #include "haproxy.h"
 #include "limit.h"
 #include "log.h"
+#include "metrics.h"
 #include "smtp_int.h"
 #include "smtp_parse.h"
 #include "strutil.h"
@@ -262,6 +263,7 @@ smtp_peer_proxy_input(struct smtp_session *s)
 		if (limit_conn_acquire((const struct sockaddr *)&s->sa, s->cfg) == -1) {
 			/* Count it anyway so that smtp_session_free can release it. */
 			limit_conn_force((const struct sockaddr *)&s->sa);
+			metrics_inc(METRIC_CONNECTIONS_REFUSED, "limit");
 			smtp_reply(s, "421 4.7.0 Error: too many connections");
 			smtp_enter_state(s, SMTP_STATE_QUIT);
 			return;

@@ -736,7 +736,7 @@ smtp_eventcb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED) {
 		/* TLS handshake done (STARTTLS or implicit). */
 		s->tls = SMTP_TLS_ACTIVE;
-		tls_describe(bufferevent_openssl_get_ssl(s->bev), s->tls_desc,
+		tls_handshake_done(bufferevent_openssl_get_ssl(s->bev), s->tls_desc,
 		    sizeof s->tls_desc);
 		log_info("%016llx smtp tls=\"%s\" client=%s", s->id, s->tls_desc,
 		    s->addr);
@@ -876,6 +876,7 @@ smtp_session_start(struct smtp_host *h, int fd, const struct sockaddr *sa,
 	    ((unsigned long long)time(NULL) << 24);
 	s->host = h;
 	s->stat_open = -1;
+	s->stage = "connect";
 	s->rt = rt;
 	s->chain = runtime_chain(rt);
 	s->cfg = cfg;
@@ -909,6 +910,9 @@ smtp_session_start(struct smtp_host *h, int fd, const struct sockaddr *sa,
 	smtp_chat_setup(s);
 	TAILQ_INSERT_TAIL(&h->sessions, s, entry);
 	h->nsessions++;
+	metrics_inc(METRIC_CONNECTIONS, s->listener != NULL ?
+	    s->listener->address : "check");
+	metrics_gauge_add(+1, METRIC_CONNECTIONS_ACTIVE);
 	log_info("%016llx smtp connect client=%s port=%u", s->id, s->addr,
 	    s->port);
 	if (s->listener != NULL && s->listener->proxy_protocol) {
@@ -917,6 +921,8 @@ smtp_session_start(struct smtp_host *h, int fd, const struct sockaddr *sa,
 		    s->listener->nproxy_from, sa)) {
 			log_info("%016llx smtp refused reason=proxy-not-allowed "
 			    "client=%s", s->id, s->addr);
+			metrics_inc(METRIC_CONNECTIONS_REFUSED,
+			    "proxy-not-allowed");
 			smtp_session_free(s);
 			return;
 		}
@@ -997,6 +1003,7 @@ smtp_session_free(struct smtp_session *s)
 	limit_conn_release((const struct sockaddr *)&s->sa);
 	TAILQ_REMOVE(&h->sessions, s, entry);
 	h->nsessions--;
+	metrics_gauge_add(-1, METRIC_CONNECTIONS_ACTIVE);
 	runtime_unref(s->rt);
 	free(s);
 	if (h->gone != NULL)

@@ -14,6 +14,7 @@
 #include <openssl/x509v3.h>
 
 #include "config.h"
+#include "metrics.h"
 #include "tls.h"
 
 /* TLS 1.2 suites (1.3 has only good ones): forward secret, AEAD. */
@@ -132,10 +133,12 @@ tls_client_ssl(SSL_CTX *ctx, const struct config *cfg)
 }
 
 void
-tls_describe(SSL *ssl, char *buf, size_t len)
+tls_handshake_done(SSL *ssl, char *buf, size_t len)
 {
 	snprintf(buf, len, "%s %s", SSL_get_version(ssl),
 	    SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)));
+	metrics_inc(METRIC_TLS_HANDSHAKES, SSL_is_server(ssl) ? "server" :
+	    "client", SSL_get_version(ssl));
 }
 
 /*

@@ -6,7 +6,8 @@
  *	ctx = tls_client_ctx(cfg, err, errlen);		at load (runtime.c)
  *	ssl = tls_server_ssl(ctx);		per STARTTLS / implicit session
  *	ssl = tls_client_ssl(ctx, cfg);		per upstream STARTTLS
- *	tls_describe(ssl, buf, len);		"TLSv1.3 TLS_AES_256_GCM_SHA384"
+ *	tls_handshake_done(ssl, buf, len);	"TLSv1.3 TLS_AES_256_GCM_SHA384",
+ *						counted in frontmx_tls_handshakes_total
  *	tls_close_notify(ssl);			before an orderly close
  *
  * DESCRIPTION
@@ -34,7 +35,8 @@ SSL_CTX	*tls_server_ctx(const struct config_listener *, char *err,
 SSL_CTX	*tls_client_ctx(const struct config *, char *err, size_t errlen);
 SSL	*tls_server_ssl(SSL_CTX *);
 SSL	*tls_client_ssl(SSL_CTX *, const struct config *);
-void	 tls_describe(SSL *, char *buf, size_t len);
+/* A handshake finished: describe it into buf, count it by side and version. */
+void	 tls_handshake_done(SSL *, char *buf, size_t len);
 void	 tls_close_notify(SSL *);
 /* The first OpenSSL error of this thread, for logs. */
 const char *tls_error(char *buf, size_t len);

@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -44,6 +45,7 @@
 #include "bev.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "smtp_parse.h"
 #include "smtp_reply.h"
 #include "spool.h"
@@ -130,6 +132,7 @@ struct upstream {
 	int			 in_callback;	/* depth; defer the free */
 	struct event		*deadline;	/* the whole wait for one reply */
 	unsigned		 wait_secs;	/* ... and its length */
+	struct timespec		 wait_start;	/* ... and when it began (the reply's time) */
 	int			 secret;	/* the next line is a credential: don't log it */
 	int			 ehlo_pipelined;	/* EHLO sent right behind XCLIENT */
 	int			 unproven;	/* connect() in progress, nothing read yet (upstream_connect_addr) */
@@ -273,6 +276,8 @@ upstream_set_timeout(struct upstream *up, unsigned secs)
 	struct timeval wtv = { .tv_sec = up->cfg->timeouts.upstream_command };
 
 	bufferevent_set_timeouts(up->bev, NULL, &wtv);
+	if (secs != 0 && up->wait_secs == 0)
+		clock_gettime(CLOCK_MONOTONIC, &up->wait_start);
 	up->wait_secs = secs;
 	if (secs == 0)
 		evtimer_del(up->deadline);
@@ -330,6 +335,18 @@ upstream_finish(struct upstream *up, enum upstream_err err,
 static void
 upstream_fail(struct upstream *up, enum upstream_err err, const char *why)
 {
+	/* frontmx_upstream_errors_total{kind}; the prober's own are not the sessions'. */
+	static const char *const kinds[UPSTREAM_ERR_COUNT] = {
+		[UPSTREAM_ERR_CONNECT] = "refused",
+		[UPSTREAM_ERR_TIMEOUT] = "timeout",
+		[UPSTREAM_ERR_CLOSED] = "reset",
+		[UPSTREAM_ERR_PROTOCOL] = "malformed",
+		[UPSTREAM_ERR_REJECTED] = "rejected",
+		[UPSTREAM_ERR_LOCAL] = "local",
+	};
+
+	if (!up->probe && err > UPSTREAM_OK && err < UPSTREAM_ERR_COUNT)
+		metrics_inc(METRIC_UPSTREAM_ERRORS, kinds[err]);
 	/* why may be a multi-line reply's text: one log line, its first. */
 	log_info("%016llx upstream error=\"%s\" state=%s detail=\"%.*s\"",
 	    up->sid, upstream_strerror(err), upstream_state_names[up->state],
@@ -846,6 +863,15 @@ upstream_reply(struct upstream *up)
 {
 	int code = up->reply.code;
 	char why[128];
+	struct timespec now;
+
+	/* From the command (or the reply before, when pipelined) to this reply. */
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (!up->probe && up->wait_start.tv_sec != 0)
+		metrics_observe((double)(now.tv_sec - up->wait_start.tv_sec) +
+		    (double)(now.tv_nsec - up->wait_start.tv_nsec) / 1e9,
+		    METRIC_UPSTREAM_REPLY);
+	up->wait_start = now;
 
 	if (!upstream_code_ok(up, &up->reply)) {
 		snprintf(why, sizeof why, "reply %d%s makes no sense in state %s",
@@ -1110,7 +1136,7 @@ upstream_eventcb(struct bufferevent *bev, short what, void *arg)
 	(void)bev;
 	if ((what & BEV_EVENT_CONNECTED) && up->state == UP_STATE_TLS) {
 		up->tls = 1;
-		tls_describe(bufferevent_openssl_get_ssl(up->bev), up->tls_desc,
+		tls_handshake_done(bufferevent_openssl_get_ssl(up->bev), up->tls_desc,
 		    sizeof up->tls_desc);
 		log_info("%016llx upstream tls=\"%s\"", up->sid, up->tls_desc);
 		/* RFC 3207 4.2: everything learnt before TLS is void. */

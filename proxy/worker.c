@@ -56,6 +56,7 @@
 #include "filter_chain.h"
 #include "limit.h"
 #include "log.h"
+#include "metrics.h"
 #include "redis_client.h"
 #include "runtime.h"
 #include "smtp_session.h"
@@ -334,6 +335,7 @@ worker_accept(struct evconnlistener *l, evutil_socket_t fd,
 			log_debug("worker: 421 write: %s", strerror(errno));
 		log_info("connection refused reason=limit client=%s",
 		    worker_addr_text(sa, addr, sizeof addr));
+		metrics_inc(METRIC_CONNECTIONS_REFUSED, "limit");
 		close(fd);
 		runtime_unref(rt);
 		return;

@@ -61,6 +61,7 @@ PROGRAMS = {
     '/usr/bin/redis-server': ('redis-server', 't/lib/fmx_redis.py (87-90: greylist, ratelimit)'),
     '/usr/bin/redis-cli': ('redis-tools', 't/lib/fmx_redis.py (keys, TTLs)'),
     '/usr/sbin/haproxy': ('haproxy', '90-farm.t (two instances behind PROXY v2)'),
+    'promtool': ('prometheus', '86-metrics.t (promtool check metrics), t/bench/run'),
     # t/bench/run's shell tools
     'awk': ('mawk', 't/bench/run'),
     'sed': ('sed', 't/bench/run'),
