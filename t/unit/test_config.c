@@ -304,7 +304,7 @@ static const struct test_config_case test_config_cases[] = {
 	  ":4: 'filters[0].on_error': unknown action 'Reject'" },
 	{ "unknown built-in filter", NULL,
 	  TEST_BASE "filters = ( { name = \"content\"; },\n { name = \"spam\"; } );\n",
-	  ":4: unknown built-in filter 'spam' (set module = path for a third-party module)" },
+	  ":4: unknown built-in filter 'spam' (set module = path for a third-party module, or milter = ADDRESS for a milter)" },
 	{ "filter without a name", NULL,
 	  TEST_BASE "filters = ( { module = \"x.so\"; } );\n",
 	  ":3: 'filters[0]' is missing 'name'" },
