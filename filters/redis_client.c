@@ -172,6 +172,17 @@ redis_client_disconnect_cb(const redisAsyncContext *ac, int status)
 	log_warn("redis %s: connection lost%s%s", rc->cfg.address,
 	    status != REDIS_OK ? ": " : "",
 	    status != REDIS_OK && ac->errstr ? ac->errstr : "");
+	/*
+	 * A connection that worked and was closed by the server (its idle
+	 * timeout, CLIENT KILL, a firewall) is opened again by the next
+	 * command at once: backing off would fail that command for nothing.
+	 * backoff_ms is 0 only after a command succeeded, so a server that
+	 * closes every connection still gets the growing waits.
+	 */
+	if (ac->err == REDIS_ERR_EOF && rc->backoff_ms == 0) {
+		rc->backoff_ms = REDIS_BACKOFF_FIRST_MS;
+		return;
+	}
 	redis_client_backoff(rc);
 }
 

@@ -148,6 +148,14 @@ def password_and_sighup(up):
                           else None)(rcpt(mx, '127.0.3.3', 'moved@s.example')[0]), 10)
     ok(r is not None, 'SIGHUP to another Redis (unix:PATH, db 2): used at once')
     is_(other.keys('fmx:gl:*', db=0), [], 'SELECT 2 on connect: nothing in db 0')
+    # the server closes the idle connection (its timeout, CLIENT KILL): the
+    # next command opens a new one at once and succeeds (SELECT 2 again)
+    other.cli('CLIENT', 'KILL', 'TYPE', 'normal')
+    ok(wait_for(lambda: 'connection lost' in mx.log(), 5, 0.01), 'the closed connection is noticed')
+    r, _ = rcpt(mx, '127.0.3.5', 'killed@s.example')
+    reply_is(r, 451, '4.7.1', 'after the server closed the connection: the next command succeeds')
+    like(r.text, r'(?i)greylisted', 'greylisted, not on_error')
+    ok(other.keys('fmx:gl:t:127.0.3.0/24 killed@*', db=2), 'in db 2 again')
     r, _ = rcpt(mx, '127.0.3.4', 'moved2@s.example')
     reply_is(r, 451, '4.7.1', 'greylisted through the new Redis')
     ok(other.keys('fmx:gl:t:127.0.3.0/24 moved2@*', db=2) and
