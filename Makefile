@@ -244,10 +244,12 @@ build/fuzz/haproxy:	FUZZ_SRCS = proxy/haproxy.c
 build/fuzz/data_framer:	FUZZ_SRCS = proxy/smtp_frame.c
 build/fuzz/config:	FUZZ_SRCS = $(UNIT_SRCS)
 build/fuzz/content: filters/content_rules.c
-# spf, dkim and dmarc #include their filter to reach its static parsers.
+# spf, dkim, dmarc and dnsbl #include their filter to reach its static parsers.
 build/fuzz/spf: filters/spf.c filters/spf_record.c filters/spf_dns.c
 build/fuzz/dkim: filters/dkim.c filters/dkim_sign.c filters/dkim_dns.c
 build/fuzz/dmarc: filters/dmarc.c
+build/fuzz/dnsbl: filters/dnsbl.c
+build/fuzz/dnsbl:	FUZZ_SRCS = filters/filter_opt.c
 
 # Every harness links the common/ helpers (a parser in any layer may use
 # them); $(sort) drops the copy $(UNIT_SRCS) already names.
