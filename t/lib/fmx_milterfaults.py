@@ -129,10 +129,13 @@ class TestMilter:
 def transaction(mx, body, rcpts=(RCPT,), sender=SENDER):
     """One SMTP session with one transaction (fmx_filters.send).  Returns
     (replies, fail): the replies of send() and the first that is neither
-    2xx nor 3xx as (stage, Reply), or None."""
+    2xx nor 3xx as (stage, Reply), or None (a refused RCPT counts only
+    when every RCPT was refused)."""
     res = send(mx, sender, list(rcpts), body)
+    # a refused recipient fails the transaction only if none was taken
+    rcpt = [] if any(x.code == 250 for x in res['rcpt']) else res['rcpt'][:1]
     stages = [('greeting', res['greeting']), ('ehlo', res['ehlo']), ('mail', res['mail'])] + \
-        [('rcpt', x) for x in res['rcpt']] + [('data', res['data']), ('dot', res['dot'])]
+        [('rcpt', x) for x in rcpt] + [('data', res['data']), ('dot', res['dot'])]
     for stage, rep in stages:
         if rep is not None and (rep.code is None or rep.code < 200 or rep.code >= 400):
             return res, (stage, rep)

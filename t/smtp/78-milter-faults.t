@@ -49,6 +49,11 @@ def faults(bench):
         ok(bench.milter.saw('woke eom', 10), 'late reply: the milter answered after the timeout')
     bench.case('late reply at eom', tm('-H', 'eom:4'), check=woke)
 
+    # -- the milter stops reading mid-body: frontmx's writes stall (a body
+    # larger than the socket buffers), the content timeout still fires
+    bench.case('hangs at body, writes stall', tm('-H', 'body'), body=big_message('writes stall', 900000),
+               on=('tempfail',))
+
     # -- closes: right after connect, mid-body (a body of 4 chunks), at eom
     bench.case('closes at connect', tm('-X', 'connect'))
     bench.case('closes mid-body', tm('-X', 'body'), body=big_message('closes mid-body'))
@@ -85,6 +90,12 @@ def decisions(bench):
     bench.case('milter discards at eom', tm('-r', 'eom:discard'), on=acc, expect='discard')
     bench.case('milter accepts at connect (no more events)', tm('-r', 'connect:accept', '-A', 'X-No:1'),
                on=acc, expect='accept')
+
+    bench.case('milter rejects at the first chunk of a big body', tm('-r', 'body:reject'),
+               body=big_message('reject in body', 900000), on=acc, expect='reject')
+    bench.case('milter skips the rest of the body', tm('-r', 'body:skip'),
+               body=big_message('skip'), on=acc, expect='accept')
+    bench.case('milter wants no reply to headers (NR_HDR)', tm('-N'), on=acc, expect='accept')
 
     def edited(bench, d, res, fail, new):
         if len(new) != 1:
@@ -123,16 +134,21 @@ def decisions(bench):
 
 
 def sighup_mid_session():
-    """SIGHUP while the milter holds the message: the session finishes on
-    the configuration it started with, the message is relayed once."""
+    """SIGHUP while the milter holds the message, the reload pointing the
+    filter at another milter: the session finishes with the milter it
+    started with, the message is relayed once with that milter's edit;
+    the next session uses the new milter."""
     up = Upstream()
     d = tmpdir('fmx-mf-hup-')
-    sock = os.path.join(d, 'm.sock')
-    f = {'name': 'av', 'milter': 'unix:' + sock, 'on_error': 'tempfail',
-         'timeouts': {'connect': 10, 'command': 20, 'content': 20}}
-    mx = Frontmx(up, name='frontmx (SIGHUP)', conf={'filters': [f]})
-    m = TestMilter('unix:' + sock, '-H', 'body:3')
-    ok(m.ready, 'SIGHUP: testmilter hanging 3 s at body is up')
+    old, new = os.path.join(d, 'old.sock'), os.path.join(d, 'new.sock')
+
+    def conf(sock):
+        return {'filters': [{'name': 'av', 'milter': 'unix:' + sock, 'on_error': 'tempfail',
+                             'timeouts': {'connect': 10, 'command': 20, 'content': 20}}]}
+    mx = Frontmx(up, name='frontmx (SIGHUP)', conf=conf(old))
+    m_old = TestMilter('unix:' + old, '-H', 'body:3', '-A', 'X-Milter:old')
+    m_new = TestMilter('unix:' + new, '-A', 'X-Milter:new')
+    ok(m_old.ready and m_new.ready, 'SIGHUP: both milters are up')
     c = SmtpClient(mx.port, timeout=30)
     c.greeting()
     c.ehlo()
@@ -141,21 +157,25 @@ def sighup_mid_session():
     reply_is(c.cmd('DATA'), 354, None, 'SIGHUP: DATA')
     body = message('sighup')
     c.send(dot_stuff(body) + b'.\r\n')
-    ok(m.saw('hang body', 10), 'SIGHUP: the milter holds the body')
+    ok(m_old.saw('hang body', 10), 'SIGHUP: the old milter holds the body')
+    mx.write_conf(conf=conf(new))
     mx.hup()
+    ok(wait_for(lambda: 'configuration reloaded' in mx.log(), 10), 'SIGHUP: the daemon reloaded')
     r = c.reply(timeout=30)
     reply_is(r, 250, None, 'SIGHUP: the held message is accepted after the reload')
     ok(up.wait_messages(1, 10), 'SIGHUP: the upstream got it')
     if len(up.messages) >= 1:
-        check_relayed(up.messages[0].data, body, 'SIGHUP')
+        is_(header_value(up.messages[0].data, 'X-Milter'), b'old',
+            "SIGHUP: the held message has the old milter's edit only")
     c.quit()
-    m.stop()
-    m = TestMilter('unix:' + sock)
     res, fail = transaction(mx, message('after sighup'))
-    ok(fail is None, 'SIGHUP: a new session after the reload passes the milter')
+    ok(fail is None, 'SIGHUP: a new session after the reload passes')
     ok(up.wait_messages(2, 10), 'SIGHUP: the upstream got the second message')
+    if len(up.messages) >= 2:
+        is_(header_value(up.messages[1].data, 'X-Milter'), b'new', 'SIGHUP: the new session used the new milter')
     check_stream(up, 2, 'SIGHUP upstream')
-    m.stop()
+    m_old.stop()
+    m_new.stop()
     mx.finish()
 
 

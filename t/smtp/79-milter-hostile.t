@@ -79,6 +79,12 @@ class Then(Special):
 
 
 class HostileMilter(ScriptedMilter):
+    def _negotiate(self, c, s, data):
+        if self.negotiate == CLOSE:
+            c.shutdown(socket.SHUT_RDWR)      # _serve's next read ends it
+            return
+        super()._negotiate(c, s, data)
+
     def stop(self):
         # Wake the accept() thread: close() alone leaves a thread blocked in
         # accept() holding the socket, still listening, and the next
@@ -129,6 +135,8 @@ def negotiation(bench):
     case(bench, 'actions nobody offered (0x3ff)', hm(actions=ALL_ACTIONS | 0x200))
     case(bench, 'OPTNEG answer 4 octets short', hm(negotiate=pkt('O', struct.pack('!II', 6, 0x1ff))))
     case(bench, 'OPTNEG answered with continue', hm(negotiate=CONTINUE))
+    case(bench, 'OPTNEG never answered', hm(negotiate=b''), on=('tempfail', 'accept'))
+    case(bench, 'connection closed instead of the OPTNEG answer', hm(negotiate=CLOSE))
     case(bench, 'OPTNEG answer with a 4 GB length field',
          hm(negotiate=struct.pack('!I', 0xfffffff0) + b'O' + b'\0' * 64))
 
@@ -163,6 +171,19 @@ def replies(bench):
     case(bench, 'custom reply with class mismatch (450 5.7.1)', hm(script={'eom': reply('450 5.7.1 mixed')}))
     case(bench, 'c then r for one command (two replies)', hm(script={'mail': [CONTINUE, REJECT]}),
          on=('tempfail', 'accept'))
+
+    def second_rcpt_not_5xx(bench, d, res, fail, new):
+        r = res.get('rcpt', [])
+        # the 550 given stands; the stray r is a protocol error: on_error
+        want = (400, 500) if d['action'] == 'tempfail' else (250, 251)
+        ok(len(r) == 2 and r[1].code is not None and want[0] <= r[1].code < want[1],
+           'y then r: the second RCPT gets on_error, not the stale r (%s)' % (r[1].code if len(r) == 2 else r))
+        if d['action'] == 'accept' and len(new) == 1:
+            is_(new[0].rcpts, [RCPT2], 'y then r: relayed to the second recipient only')
+    case(bench, 'y then r for one RCPT (two replies), two recipients',
+         hm(script={'rcpt': [reply('550 5.7.1 no'), REJECT]}), rcpts=(RCPT, RCPT2),
+         on=('tempfail', 'accept'), expect=lambda d: 'safe' if d['action'] == 'tempfail' else 'edited',
+         check=second_rcpt_not_5xx)
 
     def rcpt_never_5xx(bench, d, res, fail, new):
         bad = [r.code for r in res.get('rcpt', []) if r.code is not None and r.code >= 500]
