@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
 import fmx  # noqa: E402
@@ -65,9 +66,11 @@ ZONES = ['%s=127.0.0.[2..11]*2' % BL, '%s=127.0.[0..255].[2..3]*-2' % WL, BL2]
 def start(dns, up, name, **options):
     opts = {'zones': ZONES, 'threshold': 2}
     extra = {k: v for k, v in options.items() if k in ('on_error', 'delay_reject')}
+    mport = options.pop('metrics_port', None)
     opts.update({k: v for k, v in options.items() if k not in extra})
     mx = Frontmx(up, start=False, name=name)
     mx.write_conf(conf={
+        'metrics': {'listen': '127.0.0.1:%d' % mport} if mport else None,
         'listen': [{'address': '127.0.0.1:%d' % mx.port, 'proxy_protocol': True,
                     'proxy_from': ['127.0.0.0/8']}],
         'dns': {'forward': [dns.address]},
@@ -254,6 +257,29 @@ def main():
     ok(len(named) >= 3 and all(n in zones for n in named), '32 listings: %d zones named, whole' % len(named))
     c.close()
     ok(all(count(dns, q('192.0.2.60', z)) == 1 for z in zones), '32 zones: each asked once')
+    mx.finish()
+
+    # ---- metrics: hits per zone, refused connections ----
+    mport = free_port()
+    mx = start(dns, up, 'dnsbl metrics', metrics_port=mport)
+    refused_at_connect(mx, '192.0.2.10', 'metrics: listed', [BL])
+    refused_at_connect(mx, '192.0.2.10', 'metrics: listed again (cached)', [BL])
+    relayed(mx, up, '192.0.2.11', 'metrics-allowlisted')
+    relayed(mx, up, '192.0.2.99', 'metrics-clean')
+    text = urllib.request.urlopen('http://127.0.0.1:%d/metrics' % mport, timeout=10).read().decode()
+
+    def sample(name, **labels):
+        lab = ','.join('%s="%s"' % kv for kv in labels.items())
+        m = re.search(r'(?m)^%s\{%s\} (\S+)$' % (re.escape(name), re.escape(lab)), text)
+        return float(m.group(1)) if m else None
+
+    is_(sample('frontmx_dnsbl_hits_total', zone=BL), 3.0,
+        'metrics: frontmx_dnsbl_hits_total{zone="%s"} 3 (two listed sessions, one allowlisted)' % BL)
+    is_(sample('frontmx_dnsbl_hits_total', zone=WL), 1.0,
+        'metrics: frontmx_dnsbl_hits_total{zone="%s"} 1' % WL)
+    is_(sample('frontmx_dnsbl_hits_total', zone=BL2), None, 'metrics: no series for a zone never hit')
+    is_(sample('frontmx_connections_refused_total', reason='dnsbl'), 2.0,
+        'metrics: frontmx_connections_refused_total{reason="dnsbl"} 2')
     mx.finish()
 
     # ---- at RCPT ----
