@@ -186,9 +186,28 @@ def timeouts(up):
     reply_is(r['dot'], 451, None, 'timeout = 1 on a hanging milter: 451')
 
 
+def metric(port, kind):
+    """frontmx_filter_errors_total{filter="av",kind=KIND} from GET /metrics."""
+    import socket
+    s = socket.create_connection(('127.0.0.1', port), timeout=5)
+    s.sendall(b'GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n')
+    data = b''
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    s.close()
+    m = re.search(rb'^frontmx_filter_errors_total\{filter="av",kind="' + kind.encode() + rb'"\} (\S+)$',
+                  data, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
 def breaker(up):
     m = ScriptedMilter(refuse=True)
-    mx = Frontmx(up, conf={'filters': [entry(m, breaker={'failures': 2, 'open': 3})]})
+    mport = free_port()
+    mx = Frontmx(up, conf={'filters': [entry(m, breaker={'failures': 2, 'open': 3})],
+                           'metrics': {'listen': '127.0.0.1:%d' % mport}})
     for i in range(2):
         r, got = one(up, mx)
         reply_is(r['rcpt'][0], 451, '4.7.1', 'breaker: milter down, session %d gets 451' % (i + 1))
@@ -197,6 +216,11 @@ def breaker(up):
     r, got = one(up, mx)
     reply_is(r['rcpt'][0], 451, '4.7.1', 'breaker: open, on_error at once')
     like(mx.log(), r'milter [^ ]+ skipped: circuit breaker open', 'breaker: the skip is logged')
+    # (the harness's probe of the port may be a failure or a skip of its own)
+    err, skipped = metric(mport, 'error'), metric(mport, 'circuit-open')
+    ok(err >= 2 and skipped >= 1 and err + skipped in (3.0, 4.0),
+       'metrics: frontmx_filter_errors_total{filter="av"} kind="error" (%s) and kind="circuit-open" (%s)'
+       % (err, skipped))
     m.listen()
     time.sleep(3.2)
     n0 = len(m.sessions)
