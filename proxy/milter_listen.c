@@ -63,6 +63,7 @@
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -201,6 +202,8 @@ static struct {
 	pthread_t			 main_thread;	/* smfi_main() */
 	int				 started;
 	char				*listen;	/* as configured at start */
+	struct sockaddr_storage		 poke;		/* the listen address, to wake libmilter */
+	socklen_t			 pokelen;
 	unsigned			 timeout;
 	atomic_int			 stopping;
 } mlisten = {
@@ -394,6 +397,8 @@ mlisten_conn_get(SMFICTX *ctx)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&c->cond, &ca);
 	pthread_condattr_destroy(&ca);
+	/* Empty and without a file until CONNECT sizes it: freeing it closes nothing. */
+	spool_init(&c->spool, 0, NULL);
 	snprintf(c->name, sizeof c->name, "unknown");
 	snprintf(c->addr, sizeof c->addr, "0.0.0.0");
 	pthread_mutex_lock(&mlisten.lock);
@@ -487,6 +492,9 @@ mlisten_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *sa)
 
 	if ((c = mlisten_conn_get(ctx)) == NULL)
 		return mlisten_tempfail(ctx, "451 4.3.0 Error: out of memory");
+	/* Draining (SIGTERM): finish what runs, take nothing new. */
+	if (atomic_load(&mlisten.stopping) > 0)
+		return mlisten_tempfail(ctx, "421 4.3.2 Service shutting down");
 	if (sa != NULL && sa->sa_family == AF_INET) {
 		const struct sockaddr_in *s4 = (const struct sockaddr_in *)(void *)sa;
 
@@ -1567,6 +1575,49 @@ mlisten_smfi_main(void *arg)
 	return NULL;
 }
 
+/* Where milter_listen_stop() connects to wake libmilter's listener. */
+static void
+mlisten_poke_addr(const char *listen)
+{
+	struct sockaddr_un sun;
+
+	mlisten.pokelen = 0;
+	if (strncmp(listen, "unix:", 5) == 0) {
+		memset(&sun, 0, sizeof sun);
+		sun.sun_family = AF_UNIX;
+		snprintf(sun.sun_path, sizeof sun.sun_path, "%s", listen + 5);
+		memcpy(&mlisten.poke, &sun, sizeof sun);
+		mlisten.pokelen = sizeof sun;
+	} else if (strncmp(listen, "inet:", 5) == 0 &&
+	    config_sockaddr_parse(listen + 5, &mlisten.poke, &mlisten.pokelen) == -1)
+		mlisten.pokelen = 0;
+}
+
+/*
+ * libmilter's listener sleeps in select() with its mutex held for up to
+ * MI_CHK_TIME (5 s) between looks at smfi_stop()'s flag, and smfi_stop()
+ * waits for that mutex: a connection to the listening socket wakes it.
+ */
+static void
+mlisten_poke(void)
+{
+	int fd;
+
+	if (mlisten.pokelen == 0 ||
+	    (fd = socket(mlisten.poke.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+		return;
+	(void)connect(fd, (const struct sockaddr *)&mlisten.poke, mlisten.pokelen);
+	close(fd);
+}
+
+static void *
+mlisten_stopper(void *arg)
+{
+	(void)arg;
+	smfi_stop();
+	return NULL;
+}
+
 int
 milter_listen_start(const struct config *cfg)
 {
@@ -1599,6 +1650,7 @@ milter_listen_start(const struct config *cfg)
 	    (mlisten.base = event_base_new()) == NULL)
 		fatalx("out of memory");
 	snprintf(conn, sizeof conn, "%s", cfg->milter_listen_conn);
+	mlisten_poke_addr(cfg->milter_listen);
 	/*
 	 * libmilter's own read timeout: the MTA may sit between commands as
 	 * long as its client does (Postfix's smtpd_timeout, 300 s), so an
@@ -1644,20 +1696,47 @@ milter_listen_reload(const struct config *cfg)
 	    "no milter listener");
 }
 
+/* Join t within the next tenths tenths of a second, poking the listener; 1 if joined. */
+static int
+mlisten_join(pthread_t t, int tenths)
+{
+	struct timespec until;
+	int i;
+
+	for (i = 0; i < tenths; i++) {
+		mlisten_poke();
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 100 * 1000 * 1000;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		if (pthread_timedjoin_np(t, NULL, &until) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * SIGTERM.  New MTA connections get 421 (mlisten_connect) while the open
+ * ones finish, within shutdown_grace; only then smfi_stop(): Debian's
+ * libmilter runs its sessions on a worker pool whose controller stops
+ * serving them once smfi_main() ends, so stopping first would strand
+ * the messages in flight.
+ */
 void
 milter_listen_stop(unsigned grace)
 {
 	struct timespec t = { 0, 100 * 1000 * 1000 };
 	struct mlisten_conn *c;
+	pthread_t stopper;
 	unsigned long waited = 0;
 	size_t left;
+	int joined;
 
 	if (!mlisten.started)
 		return;
 	atomic_store(&mlisten.stopping, 1);
-	smfi_stop();
-	pthread_join(mlisten.main_thread, NULL);
-	/* The MTA's connections finish their messages, within the grace. */
 	for (;;) {
 		pthread_mutex_lock(&mlisten.lock);
 		left = mlisten.nconns;
@@ -1685,16 +1764,29 @@ milter_listen_stop(unsigned grace)
 		pthread_mutex_unlock(&c->lock);
 	}
 	pthread_mutex_unlock(&mlisten.lock);
+	/*
+	 * smfi_stop() on its own thread: it waits for the listener's mutex,
+	 * which the listener holds in select() for up to 5 s unless a
+	 * connection wakes it (mlisten_poke).  Bounded: a libmilter that
+	 * does not stop is left to the process's exit.
+	 */
+	if (pthread_create(&stopper, NULL, mlisten_stopper, NULL) != 0)
+		fatalx("milter: cannot start the stopper thread");
+	joined = mlisten_join(mlisten.main_thread, 30);
+	if (!mlisten_join(stopper, joined ? 10 : 1))
+		pthread_detach(stopper);
+	if (!joined) {
+		pthread_detach(mlisten.main_thread);
+		log_warn("milter: libmilter's listener did not stop in 3 s");
+	}
 	event_base_loopexit(mlisten.base, NULL);
 	pthread_join(mlisten.loop_thread, NULL);
-	if (left > 0) {
-		mlisten.started = 0;
-		return;
-	}
+	mlisten.started = 0;
+	if (left > 0 || !joined)
+		return;		/* libmilter's threads may still call us */
 	event_base_free(mlisten.base);
 	mlisten.base = NULL;
 	free(mlisten.listen);
 	mlisten.listen = NULL;
-	mlisten.started = 0;
 	log_info("milter listener stopped");
 }

@@ -22,6 +22,7 @@
 #   config     bad milter.listen: FILE:LINE error; SIGTERM exits 0, clean
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -119,7 +120,8 @@ def main():
     up = Upstream()
     mx = Frontmx(up, conf=conf(mport, rules, dns))
     ok(wait_for(lambda: port_open(mport), 10), 'milter listener on 127.0.0.1:%d' % mport)
-    like(mx.log(), r'milter listening on inet:127\.0\.0\.1:%d' % mport, 'logged where it listens')
+    ok(wait_for(lambda: re.search(r'milter listening on inet:127\.0\.0\.1:%d' % mport, mx.log()), 5),
+       'logged where it listens')
 
     # ---- negotiation: what frontmx asks of the MTA
     m = MtaMilter(mport)
@@ -177,6 +179,27 @@ def main():
     mods, final = one_message(mport, 'new body', sender='<replacebody@pass.example>')
     is_(final[0], 'c', 'a filter replacing the body: continue')
     is_(mods_named(mods, 'b'), [('b', b'replaced body\r\n')], 'the new body: replacebody')
+
+    # ---- header fields as the MTA gives them: LF folds, no leading space without HDR_LEADSPC
+    mods, final = one_message(mport, 'folded\n\tREJECTME on the second line')
+    is_(final[0], 'y', 'a folded Subject (LF from the MTA) is one field: the rule sees its continuation')
+    m = MtaMilter(mport, protocol=0x1fffff & ~0x100000)
+    ok(not m.protocol & 0x100000, 'an MTA without HDR_LEADSPC: not negotiated')
+    m.connect('client.pass.example', '192.0.2.10', 41000)
+    m.helo('client.pass.example')
+    m.mail('<alice@pass.example>')
+    m.rcpt(RCPT)
+    mods, final = m.message(headers_for('REJECTME without leadspc'), b'x\r\n')
+    is_(final[0], 'y', 'without HDR_LEADSPC: the field is rebuilt with its space, the rule matches')
+    m = MtaMilter(mport, protocol=0x1fffff & ~0x100000)
+    m.connect('client.pass.example', '192.0.2.10', 41000)
+    m.helo('client.pass.example')
+    m.mail('<alice@pass.example>')
+    m.rcpt(RCPT)
+    mods, final = m.message(headers_for('plain'), b'x\r\n')
+    m.quit()
+    ok(mods_named(mods, 'h', 'X-Queue-Id') and not mods_named(mods, 'h', 'X-Queue-Id')[0][2].startswith(' '),
+       'without HDR_LEADSPC: added values carry no leading space (the MTA adds it)')
 
     # ---- a unix client (no address in CONNECT), hostname "[addr]" = unknown name
     m = MtaMilter(mport)
@@ -290,7 +313,23 @@ def main():
     like(mx.log()[mark:], r'milter\.listen changed .* restart', 'the log says moving it needs a restart')
     is_(one_message(mport, 'still')[1][0], 'c', 'and the old address still serves')
     ok(mx.alive(), 'daemon alive')
+
+    # ---- SIGTERM drains: a message in flight finishes, a new connection gets 421
+    m, r = session(mport)
+    m.mail('<alice@pass.example>')
+    m.rcpt(RCPT)
+    mark = len(mx.log())
+    os.kill(mx.pid, signal.SIGTERM)
+    ok(wait_for(lambda: 'signal 15: draining' in mx.log()[mark:], 10), 'SIGTERM: draining')
+    n = MtaMilter(mport)
+    is_(n.connect('late.example', '192.0.2.30', 40000), ('y', b'421 4.3.2 Service shutting down'),
+        'SIGTERM: a new MTA connection gets 421 4.3.2')
+    n.close()
+    mods, final = m.message(headers_for('in flight'), b'x\r\n')
+    is_(final[0], 'c', 'SIGTERM: the message in flight is still judged and accepted')
+    m.quit()
     mx.finish()
+    unlike(mx.log()[mark:], r'still open after', 'SIGTERM: every MTA connection ended within the grace')
     dns.stop()
 
     # ---- a slow chain: the filter's timeout bounds it; milter.timeout bounds our wait
