@@ -128,7 +128,9 @@ def main():
     reply_is(rc, 550, '5.7.23', 'SPF fail: Postfix answers RCPT with 550 5.7.23')
     like(rc.text if rc else '', r'SPF validation failed for fail\.example',
          'SPF fail: the SPF filter\'s reply, through Postfix')
-    like(pf.maillog(), r'milter-reject: RCPT from \S+: 550 5\.7\.23 ', 'Postfix logs the milter reject')
+    # postlogd writes the log a moment later
+    ok(wait_for(lambda: re.search(r'milter-reject: RCPT from \S+: 550 5\.7\.23 ', pf.maillog()), 10),
+       'Postfix logs the milter reject')
 
     # ---- DKIM verify, SPF pass, forged Authentication-Results removed
     forged = ('Authentication-Results: %s; dkim=pass header.d=forged.example\r\n'
@@ -180,7 +182,7 @@ def main():
                        stderr=subprocess.STDOUT, timeout=30).stdout.decode(errors='replace')
     like(q, r'(?m)^[0-9A-F]+!\s', 'postqueue -p shows it held (!)')
     like(q, r'alice@pass\.example', 'postqueue -p: the held message is alice\'s')
-    like(pf.maillog(), r'milter triggers HOLD action', 'Postfix logs the milter HOLD')
+    ok(wait_for(lambda: 'milter triggers HOLD action' in pf.maillog(), 10), 'Postfix logs the milter HOLD')
     ok(delivered_with(pf, msgid, timeout=3) is None, 'QUARANTINE: nothing delivered for it')
 
     # ---- content rule reject at the final dot
