@@ -11,6 +11,9 @@
 # a 20 KB request line, POST (small and large body), other paths, many
 # scrapes at once, scrapes during SIGHUP and while SMTP sessions are
 # open; SMTP keeps flowing throughout.  SIGHUP moves metrics.listen.
+# The dnsbl, greylist and ratelimit filters and the Redis client count
+# through the same API: a listed client, a greylisted triplet, a rate
+# limit hit and Redis killed show in the scrape.
 # Configuration errors are FILE:LINE.
 import os
 import re
@@ -25,6 +28,9 @@ from fmx import port_open  # noqa: E402
 from fmx_filters import content_filter, write_rules  # noqa: E402
 from fmx_tls import make_cert, client_ctx, listener, TlsClient  # noqa: E402
 from fmx_auth import AuthUpstream, frontmx_listeners_args, plain_ir  # noqa: E402
+from fmx import register_cleanup  # noqa: E402
+from fakedns import FakeDNS  # noqa: E402
+from fmx_redis import RedisServer  # noqa: E402
 
 SENDER = 'alice@example.org'
 RCPT = 'bob@example.com'
@@ -111,6 +117,11 @@ def promtool(text, name):
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
     if not ok(p.returncode == 0, name):
         diag(p.stdout.decode(errors='replace')[-3000:])
+
+
+def promtool_and_finish(mx, mp, what):
+    promtool(get(mp)[2], '%s: promtool check metrics passes' % what)
+    mx.finish()
 
 
 def expect_deltas(before, after, what, rows):
@@ -298,9 +309,82 @@ def test_tls_auth():
         ('frontmx_smtp_replies_total', {'stage': 'auth', 'code': '235'}, 1),
         ('frontmx_smtp_replies_total', {'stage': 'auth', 'code': '535'}, 1),
     ])
-    st, head, b = get(mp)
-    promtool(b, 'TLS instance: promtool check metrics passes')
-    mx.finish()
+    promtool_and_finish(mx, mp, 'TLS instance')
+
+
+def test_state_filters():
+    """The dnsbl, greylist and ratelimit filters and the Redis client count
+    through common/metrics.h: the scrape shows each of their events."""
+    redis = RedisServer()
+    zone = 'bl.example.net'
+    dns = FakeDNS({'2.5.0.127.' + zone: [('A', '127.0.0.2')]}).start()
+    register_cleanup(dns.stop)
+    up = Upstream()
+    mp = free_port()
+    mx = Frontmx(up, name='frontmx (dnsbl, greylist, ratelimit)', conf={
+        'metrics': {'listen': '127.0.0.1:%d' % mp},
+        'redis': {'address': redis.address, 'timeout': 2},
+        'dns': {'forward': [dns.address]},
+        'relay': {'domains': ['example.com'], 'networks': ['127.0.9.0/24']},
+        'filters': [{'name': 'dnsbl', 'options': {'zones': [zone], 'threshold': 1}},
+                    {'name': 'greylist', 'options': {'delay': 600}},
+                    {'name': 'ratelimit', 'options': {'client_address': '1/60'}}],
+    })
+    ok(wait_for(lambda: port_open(mp), 10), 'state instance: metrics listener up')
+    idle_sessions_gone(mx, mp)
+    s0 = scrape(mp)
+
+    c = SmtpClient(mx.port, source='127.0.5.2')
+    r = c.greeting(timeout=15)
+    reply_is(r, 554, '5.7.1', 'a client on %s: 554 5.7.1 at connect' % zone)
+    c.close()
+    c = SmtpClient(mx.port, source='127.0.6.1')
+    c.start()
+    c.cmd('MAIL FROM:<%s>' % SENDER)
+    reply_is(c.cmd('RCPT TO:<%s>' % RCPT), 451, '4.7.1', 'a new triplet: greylisted 451 4.7.1')
+    c.quit()
+    c.close()
+    for i, want in ((1, 250), (2, 451)):
+        c = SmtpClient(mx.port, source='127.0.9.1')
+        c.start()
+        r = c.transaction(SENDER, [RCPT], body(b'ratelimit %d' % i))
+        code = r['dot'].code if r['dot'] is not None else r['rcpt'][0].code
+        is_(code, want, 'relay network client, message %d of a 1/60 limit: %d' % (i, want))
+        c.quit()
+        c.close()
+    idle_sessions_gone(mx, mp)
+    s1 = scrape(mp)
+    expect_deltas(s0, s1, 'state filters', [
+        ('frontmx_dnsbl_hits_total', {'zone': zone}, 1),
+        ('frontmx_connections_refused_total', {'reason': 'dnsbl'}, 1),
+        ('frontmx_smtp_replies_total', {'stage': 'connect', 'code': '554'}, 1),
+        ('frontmx_greylist_total', {'result': 'greylisted'}, 1),
+        ('frontmx_smtp_replies_total', {'stage': 'rcpt', 'code': '451'}, 2),
+        ('frontmx_ratelimit_total', {'key': 'client_address', 'result': 'ok'}, 1),
+        ('frontmx_ratelimit_total', {'key': 'client_address', 'result': 'exceeded'}, 1),
+        ('frontmx_filter_results_total', {'filter': 'greylist', 'result': 'greylisted'}, 1),
+        ('frontmx_filter_results_total', {'filter': 'ratelimit', 'result': 'exceeded'}, 1),
+        ('frontmx_messages_total', {'result': 'relayed'}, 1),
+        ('frontmx_redis_errors_total', {}, 0),
+    ])
+
+    redis.kill()
+    c = SmtpClient(mx.port, source='127.0.6.2')
+    c.start()
+    c.cmd('MAIL FROM:<%s>' % SENDER)
+    r = c.cmd('RCPT TO:<%s>' % RCPT, timeout=15)
+    ok(r.code is not None and r.code // 100 == 4, 'Redis down: RCPT gets 4xx (on_error) (%r)' % (r,))
+    c.quit()
+    c.close()
+    idle_sessions_gone(mx, mp)
+    s2 = scrape(mp)
+    ok(delta(s1, s2, 'frontmx_redis_errors_total') >= 1, 'Redis down: redis_errors_total counts it')
+    expect_deltas(s1, s2, 'Redis down', [
+        ('frontmx_greylist_total', {'result': 'error'}, 1),
+        ('frontmx_filter_errors_total', {'filter': 'greylist', 'kind': 'error'}, 1),
+        ('frontmx_filter_results_total', {'filter': 'greylist', 'result': 'error'}, 1),
+    ])
+    promtool_and_finish(mx, mp, 'state instance')
 
 
 # ---------------------------------------------------------------- hostile
@@ -554,6 +638,7 @@ def main():
     ok(last is not None, 'traffic scrapes parsed')
     mx.finish()
     test_tls_auth()
+    test_state_filters()
 
 
 run(main, timeout=240)
