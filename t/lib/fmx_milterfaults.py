@@ -171,7 +171,7 @@ class FaultBench:
             self.milter.stop()
             self.milter = None
 
-    def outcome(self, name, d, res, fail, body, n_before, expect=None):
+    def outcome(self, name, d, res, fail, body, n_before, expect=None, rcpts=(RCPT,)):
         """Check what the client got and what the upstream received."""
         act = expect or d['action']
         with self.up.lock:
@@ -205,6 +205,8 @@ class FaultBench:
             is_(len(new), 1, '%s: the upstream gets it once' % name)
             if len(new) == 1:
                 check_relayed(new[0].data, body, name)
+                is_((new[0].mail_from, sorted(new[0].rcpts)), (SENDER, sorted(rcpts)),
+                    '%s: the envelope as sent' % name)
         # a reply that reached the client is one well-formed reply
         for k in ('greeting', 'ehlo', 'mail', 'data', 'dot'):
             r = res.get(k)
@@ -262,7 +264,7 @@ class FaultBench:
             n = len(self.up.messages)
             res, fail = transaction(d['mx'], body, rcpts=rcpts)
             new = self.outcome(cname, d, res, fail, body, n,
-                               expect(d) if callable(expect) else expect)
+                               expect(d) if callable(expect) else expect, rcpts)
             if check:
                 check(self, d, res, fail, new)
             self.framing(cname)

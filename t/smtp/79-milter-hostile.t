@@ -213,6 +213,12 @@ def edits(bench):
     }
     for name, edit in bad.items():
         case(bench, name + ' (after a good edit)', hm(script={'eom': [good, edit, CONTINUE]}))
+    # one past the chain's limits (64 header edits, 32 added or deleted
+    # recipients per message): refused as a whole, never partly applied
+    case(bench, '65 added headers (one past the limit)',
+         hm(script={'eom': [add_header('X-N', str(i)) for i in range(65)] + [CONTINUE]}))
+    case(bench, '33 added recipients (one past the limit), after a good edit',
+         hm(script={'eom': [good] + [add_rcpt('<r%d@example.com>' % i) for i in range(33)] + [CONTINUE]}))
     case(bench, '10,000 add-header replies in one write',
          hm(script={'eom': [add_header('X-N', str(i)) for i in range(10000)] + [CONTINUE]}))
     case(bench, 'quarantine and a header, then close',
