@@ -1411,6 +1411,40 @@ milter_args_valid(const char *a)
 	return 0;
 }
 
+/*
+ * Whether this milter's edits fit in what the session still takes (header
+ * edits, added and deleted recipients), counted before any is applied:
+ * milter_apply() writes them into the session one by one, so running out
+ * halfway would leave a half-edited message under on_error = accept.  Each
+ * header edit counts as a new one (a change of a field an edit made reuses
+ * that edit): at the limit this refuses a little early, never late.
+ */
+static int
+milter_edits_fit(const struct milter_conn *mc)
+{
+	const struct filter_session *fs = mc->c->fs;
+	size_t i, hdr = 0, add = 0, del = 0;
+
+	for (i = 0; i < mc->nedits; i++) {
+		switch (mc->edits[i].cmd) {
+		case SMFIR_ADDHEADER: case SMFIR_INSHEADER: case SMFIR_CHGHEADER:
+			hdr++;
+			break;
+		case SMFIR_ADDRCPT: case SMFIR_ADDRCPT_PAR:
+			add++;
+			break;
+		case SMFIR_DELRCPT:
+			del++;
+			break;
+		default:
+			break;
+		}
+	}
+	return fs->nedits + hdr <= FILTER_EDITS_MAX &&
+	    fs->nadd_rcpts + add <= FILTER_RCPT_EDITS_MAX &&
+	    fs->ndel_rcpts + del <= FILTER_RCPT_EDITS_MAX ? 0 : -1;
+}
+
 /* Apply this milter's edits in the order it sent them. */
 static int
 milter_apply(struct milter_conn *mc, const char **why)
@@ -1419,6 +1453,10 @@ milter_apply(struct milter_conn *mc, const char **why)
 	char addr[MILTER_ADDR_MAX];
 	size_t i;
 
+	if (milter_edits_fit(mc) == -1) {
+		*why = "more header or recipient edits than a message takes";
+		return -1;
+	}
 	if (mc->replbody) {
 		if (milter_api->replace_body(mc->h, mc->body, mc->bodylen) == -1) {
 			*why = "replacement body refused (bare CR or LF, NUL, "
