@@ -11,22 +11,47 @@ that misbehave like a Redis can.
     r.kill(); r.start()                 # SIGKILL, then the same port again
     s = SilentServer()                  # accepts, reads, never answers
     p = DelayProxy(r.port, 0.5)         # forwards, each reply 0.5 s late
+    sample(scrape(port), 'frontmx_greylist_total', result='pass')   # /metrics
 
 The server never touches the machine's own Redis: a free loopback port,
 no saving, its files in a temp dir of the test.  Everything started here
 is killed at the end of the test (fmx.start_process, register_cleanup).
 """
 import os
+import re
 import select
 import socket
 import subprocess
 import threading
 import time
+import urllib.request
 
 from fmx import free_port, register_cleanup, start_process, tmpdir, wait_for
 
 REDIS_SERVER = '/usr/bin/redis-server'
 REDIS_CLI = '/usr/bin/redis-cli'
+
+
+def scrape(port):
+    """GET /metrics of a frontmx with metrics.listen on 127.0.0.1:port."""
+    try:
+        with urllib.request.urlopen('http://127.0.0.1:%d/metrics' % port, timeout=10) as r:
+            return r.read().decode('utf-8', 'replace')
+    except OSError:
+        return ''
+
+
+def sample(text, name, **labels):
+    """The value of the series name{labels} (any label order), 0 if absent."""
+    want = sorted(labels.items())
+    for line in text.splitlines():
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line)
+        if not m or m.group(1) != name:
+            continue
+        got = sorted(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ''))
+        if got == want:
+            return float(m.group(3))
+    return 0.0
 
 
 class RedisServer:

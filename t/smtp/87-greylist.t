@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
 from fmx import register_cleanup  # noqa: E402
 from fakedns import FakeDNS  # noqa: E402
-from fmx_redis import RedisServer  # noqa: E402
+from fmx_redis import RedisServer, sample, scrape  # noqa: E402
 
 DELAY = 2
 WINDOW = 2
@@ -51,7 +51,9 @@ def main():
     up = Upstream()
     mx = Frontmx(up, start=False)
     port6 = free_port()
+    mport = free_port()
     mx.write_conf({
+        'metrics': {'listen': '127.0.0.1:%d' % mport},
         'listen': [{'address': '127.0.0.1:%d' % mx.port}, {'address': '[::1]:%d' % port6}],
         'redis': {'address': redis.address, 'timeout': 5},
         'dns': {'forward': [dns.address]},
@@ -141,6 +143,16 @@ def main():
     reply_is(r, 451, '4.7.1', 'IPv6 client: greylisted')
     ok('fmx:gl:t:::/64 v6@sender.example bob@example.com' in redis.keys('fmx:gl:t:::*'),
        'its triplet names the /64 (%s)' % redis.keys('fmx:gl:t:::*'))
+
+    # 8. frontmx_greylist_total{result}
+    m = scrape(mport)
+    ok(sample(m, 'frontmx_greylist_total', result='greylisted') >= 10,
+       'metrics: greylisted counted (%s)' % sample(m, 'frontmx_greylist_total', result='greylisted'))
+    is_(sample(m, 'frontmx_greylist_total', result='pass'), 2.0, 'metrics: the 2 passes')
+    ok(sample(m, 'frontmx_greylist_total', result='whitelisted') >= 1, 'metrics: whitelisted counted')
+    is_(sample(m, 'frontmx_greylist_total', result='skipped'), 2.0,
+        'metrics: the relay-network and SPF-allow skips')
+    is_(sample(m, 'frontmx_redis_errors_total'), 0.0, 'metrics: no Redis error')
 
     mx.finish()
 

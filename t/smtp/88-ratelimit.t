@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
-from fmx_redis import RedisServer  # noqa: E402
+from fmx_redis import RedisServer, sample, scrape  # noqa: E402
 from fmx_tls import TlsClient, client_ctx, listener, make_cert  # noqa: E402
 from fmx_auth import AuthUpstream, frontmx_listeners_args, plain_ir  # noqa: E402
 
@@ -39,11 +39,14 @@ def send(mx, source, sender, rcpt):
 def limited(kind, conf_value, sends, redis, up):
     """A frontmx with the one limit kind=conf_value; sends is a list of
     (source, sender, rcpt): all but the last pass, the last is refused."""
+    mport = free_port()
     mx = Frontmx(up, conf={
+        'metrics': {'listen': '127.0.0.1:%d' % mport},
         'redis': {'address': redis.address, 'timeout': 5},
         'relay': {'domains': ['example.com', 'other.example'], 'networks': []},
         'filters': [{'name': 'ratelimit', 'options': {kind: conf_value}}],
     })
+    mx.mport = mport
     before = len(up.messages)
     for i, (src, sender, rcpt) in enumerate(sends[:-1]):
         r, dot = send(mx, src, sender, rcpt)
@@ -55,6 +58,11 @@ def limited(kind, conf_value, sends, redis, up):
     like(r.text, r'Rate limit exceeded \(%s\), try again in \d+ seconds' % kind,
          '%s: the reply names the limit and when to retry' % kind)
     is_(len(up.messages) - before, len(sends) - 1, '%s: the refused message was not relayed' % kind)
+    m = scrape(mport)
+    is_(sample(m, 'frontmx_ratelimit_total', key=kind, result='exceeded'), 1.0,
+        '%s: frontmx_ratelimit_total{key="%s",result="exceeded"} 1' % (kind, kind))
+    is_(sample(m, 'frontmx_ratelimit_total', key=kind, result='ok'), float(len(sends) - 1),
+        '%s: and ok for each counted message' % kind)
     return mx
 
 

@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
-from fmx_redis import DelayProxy, RedisServer, SilentServer  # noqa: E402
+from fmx_redis import DelayProxy, RedisServer, SilentServer, sample, scrape  # noqa: E402
 
 RCPT = 'bob@example.com'
 
@@ -39,11 +39,14 @@ def rcpt(mx, source, sender, send=False):
     return r, dot
 
 
-def conf(redis_address, filters, **redis_extra):
+def conf(redis_address, filters, mport=None, **redis_extra):
     r = {'address': redis_address, 'timeout': 1}
     r.update(redis_extra)
-    return {'redis': r, 'relay': {'domains': ['example.com'], 'networks': []},
-            'filters': filters}
+    c = {'redis': r, 'relay': {'domains': ['example.com'], 'networks': []},
+         'filters': filters}
+    if mport:
+        c['metrics'] = {'listen': '127.0.0.1:%d' % mport}
+    return c
 
 
 GREY = {'name': 'greylist', 'options': {'delay': 60}}
@@ -52,7 +55,8 @@ RL = {'name': 'ratelimit', 'options': {'client_address': '1000/60'}}
 
 def killed_and_restarted(up):
     redis = RedisServer()
-    gl = Frontmx(up, conf=conf(redis.address, [GREY]), name='greylist-mx')
+    mport = free_port()
+    gl = Frontmx(up, conf=conf(redis.address, [GREY], mport), name='greylist-mx')
     rl = Frontmx(up, conf=conf(redis.address, [RL]), name='ratelimit-mx')
     r, _ = rcpt(gl, '127.0.1.1', 'a@s.example')
     reply_is(r, 451, '4.7.1', 'Redis up: greylisted')
@@ -72,9 +76,13 @@ def killed_and_restarted(up):
     like(gl.log(), r'filter=greylist phase=rcpt failed, on_error=tempfail', 'greylist: on_error logged')
     like(rl.log(), r'filter=ratelimit phase=rcpt failed, on_error=tempfail', 'ratelimit: on_error logged')
     like(gl.log(), r'redis 127\.0\.0\.1:\d+: (connection lost|cannot connect)', 'the lost connection is logged')
+    m = scrape(mport)
+    ok(sample(m, 'frontmx_redis_errors_total') >= 3, 'frontmx_redis_errors_total counts the failures (%s)'
+       % sample(m, 'frontmx_redis_errors_total'))
+    ok(sample(m, 'frontmx_greylist_total', result='error') >= 3, 'frontmx_greylist_total{result="error"} too')
 
     # on_error = "accept" (SIGHUP): mail flows unchecked while Redis is down
-    gl.write_conf(conf(redis.address, [dict(GREY, on_error='accept')]))
+    gl.write_conf(conf(redis.address, [dict(GREY, on_error='accept')], mport))
     gl.hup()
     ok(wait_for(lambda: 'configuration reloaded' in gl.log(), 10), 'SIGHUP taken')
     r, dot = wait_for(lambda: (lambda x: x if x[0].code == 250 else None)(
@@ -88,7 +96,7 @@ def killed_and_restarted(up):
     ok(got is not None and got.code == 250, 'Redis restarted: ratelimit counts again (%r)' % got)
     ok(wait_for(lambda: redis.keys('fmx:rl:client_address:127.0.1.4'), 10),
        'the count is in the restarted Redis (EVAL after NOSCRIPT)')
-    gl.write_conf(conf(redis.address, [GREY]))
+    gl.write_conf(conf(redis.address, [GREY], mport))
     gl.hup()
     r = wait_for(lambda: (lambda x: x if 'reylisted' in x.text else None)(
         rcpt(gl, '127.0.1.5', 'back@s.example')[0]), 15)
