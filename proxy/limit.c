@@ -74,6 +74,13 @@ limit_conn_force(const struct sockaddr *sa)
 int
 limit_conn_acquire(const struct sockaddr *sa, const struct config *cfg)
 {
+	return limit_conn_acquire_per_ip(sa, cfg, 1);
+}
+
+int
+limit_conn_acquire_per_ip(const struct sockaddr *sa, const struct config *cfg,
+    int per_ip)
+{
 	struct limit_conn *c;
 	uint8_t key[16];
 	int family = limit_conn_key(sa, key);
@@ -85,7 +92,7 @@ limit_conn_acquire(const struct sockaddr *sa, const struct config *cfg)
 		if (c->family == family && memcmp(c->addr, key, 16) == 0)
 			break;
 	if (limit_conn_total >= cfg->limits.connections ||
-	    (c != NULL && cfg->limits.connections_per_ip != 0 &&
+	    (c != NULL && per_ip && cfg->limits.connections_per_ip != 0 &&
 	    c->count >= cfg->limits.connections_per_ip)) {
 		rc = -1;
 		goto out;

@@ -23,6 +23,14 @@
 struct config;
 
 int	limit_conn_acquire(const struct sockaddr *, const struct config *);
+/*
+ * The same, with per_ip 0: only limits.connections applies.  For a
+ * balancer's connection to a proxy_protocol listener: every client behind
+ * it shares its address, so the per-address limit applies to the address
+ * in the PROXY header instead (smtp_peer.c re-counts under it).
+ */
+int	limit_conn_acquire_per_ip(const struct sockaddr *, const struct config *,
+	    int per_ip);
 void	limit_conn_release(const struct sockaddr *);
 void	limit_conn_force(const struct sockaddr *);
 

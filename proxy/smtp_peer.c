@@ -264,6 +264,9 @@ smtp_peer_proxy_input(struct smtp_session *s)
 			/* Count it anyway so that smtp_session_free can release it. */
 			limit_conn_force((const struct sockaddr *)&s->sa);
 			metrics_inc(METRIC_CONNECTIONS_REFUSED, "limit");
+			/* As worker.c logs it, with the address behind the balancer. */
+			log_info("%016llx connection refused reason=limit "
+			    "client=%s", s->id, s->addr);
 			smtp_reply(s, "421 4.7.0 Error: too many connections");
 			smtp_enter_state(s, SMTP_STATE_QUIT);
 			return;

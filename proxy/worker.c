@@ -56,6 +56,7 @@
 #include "filter_chain.h"
 #include "limit.h"
 #include "log.h"
+#include "netaddr.h"
 #include "metrics.h"
 #include "redis_client.h"
 #include "runtime.h"
@@ -306,6 +307,8 @@ worker_accept(struct evconnlistener *l, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
 	char addr[INET6_ADDRSTRLEN];
+	const struct config_listener *lst;
+	struct config *cfg;
 	static const char busy[] = "421 4.7.0 Error: too many connections\r\n";
 	static const char gone[] = "421 4.3.2 Error: no longer listening here\r\n";
 	struct worker_listener *wl = arg;
@@ -329,7 +332,10 @@ worker_accept(struct evconnlistener *l, evutil_socket_t fd,
 		runtime_unref(rt);
 		return;
 	}
-	if (limit_conn_acquire(sa, runtime_config(rt)) == -1) {
+	cfg = runtime_config(rt);
+	lst = &cfg->listeners[index];
+	if (limit_conn_acquire_per_ip(sa, cfg, !(lst->proxy_protocol &&
+	    netaddr_mask_match(lst->proxy_from, lst->nproxy_from, sa))) == -1) {
 		/* Best effort: the socket is fresh, a short write is harmless. */
 		if (write(fd, busy, sizeof busy - 1) < 0)
 			log_debug("worker: 421 write: %s", strerror(errno));

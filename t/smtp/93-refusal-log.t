@@ -9,6 +9,7 @@ import re
 import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
+from fmx_tls import proxy_v1  # noqa: E402
 
 BODY = b'From: a@example.org\r\nTo: bob@example.com\r\nSubject: %s\r\n\r\nhi\r\n'
 UNKNOWN = '550 5.1.1 <nobody@example.com>: Recipient address rejected: User unknown'
@@ -114,6 +115,27 @@ def main():
     ok(re.search(r'message client=127\.0\.0\.1 .* result=refused reply="552 5\.3\.4 Error: message too large"',
                  mx.log()), 'big: logged with the client and the reply')
     c.quit()
+    mx.finish()
+
+    # 5. Behind a balancer the per-address limit applies to the address in
+    #    the PROXY header, and its refusal names that address.
+    mx = Frontmx(up, start=False, name='frontmx (proxy)')
+    mx.write_conf(conf={
+        'listen': [{'address': '127.0.0.1:%d' % mx.port, 'proxy_protocol': True,
+                    'proxy_from': ['127.0.0.0/8']}],
+        'limits': {'connections_per_ip': 1},
+    })
+    mx.start()
+    c1 = mx.client()
+    c1.send(proxy_v1('TCP4', '198.51.100.7', '192.0.2.1', 40000, 25))
+    reply_is(c1.greeting(), 220, None, 'proxy limit: the first session from 198.51.100.7')
+    c2 = mx.client()
+    c2.send(proxy_v1('TCP4', '198.51.100.7', '192.0.2.1', 40001, 25))
+    reply_is(c2.greeting(), 421, '4.7.0', 'proxy limit: the second gets 421')
+    ok(re.search(r' \w{16} connection refused reason=limit client=198\.51\.100\.7$', mx.log(), re.M),
+       'proxy limit: logged with the address behind the balancer')
+    c1.close()
+    c2.close()
     mx.finish()
 
 
