@@ -13,6 +13,8 @@
 # A direct client from 127.0.0.1: opendmarc accepts the whole connection at
 # CONNECT; frontmx must relay its messages unchanged (no header from it),
 # two in the same session.
+# RejectMultiValueFrom: a From with two addresses is refused by opendmarc
+# (5xx at end of data) and not relayed; the next message is.
 # opendmarc is alive at the end; frontmx exits 0, ASan-clean.
 import os
 import re
@@ -31,7 +33,7 @@ def dmarc_ar(data):
 
 
 def main():
-    dm = OpenDMARC(authserv_id=AUTHSERV)
+    dm = OpenDMARC(authserv_id=AUTHSERV, extra=[('RejectMultiValueFrom', 'true')])
     if not start_all(dm):
         return
 
@@ -72,6 +74,19 @@ def main():
              r'^DMARC-Filter: OpenDMARC Filter v1\.4', '%s: its DMARC-Filter field too' % name)
         if m:
             ok(not bare_cr_lf(m.data), '%s: no bare CR or LF' % name)
+
+    # ---- RejectMultiValueFrom: opendmarc's own refusal (SMFIR_REPLYCODE)
+    before = up.transactions
+    msg, msgid = message(frm='alice@example.org, mallory@example.net', subject='two authors')
+    r = deliver(pp_port, msg, proxy=proxy_v1('192.0.2.26'))
+    ok(r['dot'] is not None and r['dot'].code is not None and 500 <= r['dot'].code < 600,
+       'From with two addresses: refused by opendmarc, 5xx (%r)' % (r['dot'],))
+    msg2, id2 = message(subject='after two authors')
+    reply_is(deliver(pp_port, msg2, proxy=proxy_v1('192.0.2.26'))['dot'], 250, None,
+             'the next message: 250')
+    n[0] += 1
+    up.wait_messages(n[0])
+    is_(up.transactions, before + 1, 'From with two addresses: not relayed')
 
     # ---- 127.0.0.1 directly: opendmarc accepts the connection at CONNECT
     c = SmtpClient(mx.port, timeout=60)
