@@ -136,6 +136,16 @@ def chain(up):
     reply_is(r['dot'], 550, '5.7.1', 'chain: the first milter rejects')
     ok(second.wait_all_closed(), 'chain: second session over')
     ok('L' not in second.main_session().cmds(), 'chain: the second milter got no content')
+    # the second's edits would pass the message's limit (64 header edits):
+    # none of them applies, on_error accept relays the first's alone
+    first = ScriptedMilter(script={'eom': [add_header('X-One-%d' % i, 'v') for i in range(30)] + [CONTINUE]})
+    second = ScriptedMilter(script={'eom': [add_header('X-Two-%d' % i, 'v') for i in range(40)] + [CONTINUE]})
+    mx = Frontmx(up, conf={'filters': [entry(first, 'm1'), entry(second, 'm2', on_error='accept')]})
+    r, got = one(up, mx)
+    reply_is(r['dot'], 250, None, 'chain over the edit limit, on_error accept: 250')
+    ok(got is not None and got.data.count(b'X-One-') == 30 and b'X-Two-' not in got.data,
+       "chain over the edit limit: the first's 30 fields, none of the second's")
+    like(mx.log(), r'milter [^ ]+: more edits than a message takes', 'chain over the edit limit: logged')
     # a body replaced by the first is what the second reads
     first = ScriptedMilter(script={'eom': [replace_body(b'replaced\r\n'), CONTINUE]})
     second = ScriptedMilter()
