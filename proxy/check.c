@@ -24,6 +24,7 @@
 #include <getopt.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -503,6 +504,13 @@ check_session(struct check_state *cs, struct filter_chain *ch,
 	}
 	worker_runtime_set(rt);
 	runtime_ref(rt);
+	/*
+	 * The session may close first (a connection refused at connect
+	 * closes after its greeting): our QUIT then meets a closed socket,
+	 * an EPIPE to handle, not a signal that kills the check before its
+	 * verdict.  The daemon ignores SIGPIPE too (main.c).
+	 */
+	signal(SIGPIPE, SIG_IGN);
 	memset(&host, 0, sizeof host);
 	TAILQ_INIT(&host.sessions);
 	host.deliver = &o;

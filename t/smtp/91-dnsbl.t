@@ -10,6 +10,7 @@
 import ipaddress
 import os
 import re
+import subprocess
 import sys
 import time
 import urllib.request
@@ -369,6 +370,28 @@ def main():
     like(tagged(mx, 'dry@example.org'), r'X-Frontmx-Tag: dnsbl=listed \(dry-run: would reject\)',
          'dry run: tagged with what would have happened')
     mx.finish()
+
+    # ---- frontmx check: a client refused at connect is a verdict too ----
+    d = tmpdir('fmx-91-check-')
+    conf = os.path.join(d, 'check.conf')
+    with open(conf, 'w') as f:
+        f.write(render_conf({
+            'hostname': 'mx.test.example',
+            'listen': [{'address': '127.0.0.1:%d' % free_port()}],
+            'upstream': {'address': '127.0.0.1:%d' % free_port()},
+            'relay': {'domains': ['example.com']},
+            'dns': {'reverse': False},
+            'filters': [{'name': 'dnsbl', 'options': {'zones': ZONES, 'threshold': 2}}]}))
+    for ip, code, verdict in (('192.0.2.10', 2, r'verdict: reject 554 5\.7\.1 Service unavailable; '
+                               r'client \[192\.0\.2\.10\] blocked using zen\.example\.net$'),
+                              ('192.0.2.11', 0, r'verdict: accept 250 ')):
+        p = subprocess.run([frontmx_path(), 'check', '-c', conf, '--dns', dns.address, '--ip', ip,
+                            '--from', 'a@example.org', '--rcpt', 'bob@example.com', '-'],
+                           input=BODY, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+                           env=dict(os.environ, ASAN_OPTIONS='detect_leaks=1'))
+        is_(p.returncode, code, 'check --ip %s: exit %d' % (ip, code))
+        like(p.stdout.decode().strip().splitlines()[-1] if p.stdout.strip() else '', verdict,
+             'check --ip %s: the verdict line' % ip)
 
     # ---- configuration ----
     def conf_t(zones_text, extra=''):
