@@ -188,7 +188,8 @@ struct dnsbl_conn {
 	int			 starting;	/* inside dnsbl_start(): no resume */
 	int			 waiting;	/* a hook returned FMX_PENDING */
 	int			 counted;	/* hits counted (once a session) */
-	struct dnsbl_lookup	 l[DNSBL_ZONES_MAX];
+	/* One per distinct domain (di->ndomains): a session costs what it asks. */
+	struct dnsbl_lookup	 l[];
 };
 
 /* ---- zones ------------------------------------------------------------- */
@@ -649,7 +650,7 @@ dnsbl_start(struct dnsbl_inst *di, struct fmx_ctx *ctx)
 	size_t i;
 
 	addr = api->get(ctx, FMX_GET_CLIENT_ADDR);
-	if ((dc = calloc(1, sizeof *dc)) == NULL)
+	if ((dc = calloc(1, sizeof *dc + di->ndomains * sizeof dc->l[0])) == NULL)
 		return NULL;
 	dc->di = di;
 	if (addr == NULL || strlen(addr) >= sizeof dc->addr ||

@@ -403,7 +403,7 @@ test_score(void)
 	};
 	struct fmx_api api;
 	struct dnsbl_inst di;
-	struct dnsbl_conn dc;
+	struct dnsbl_conn *dcp;
 	enum fmx_verdict v;
 	size_t i, k;
 
@@ -413,8 +413,11 @@ test_score(void)
 	inst_zones(&di, zones, N(zones));
 	di.api = &api;
 	di.threshold = 2;
+	if ((dcp = calloc(1, sizeof *dcp + 3 * sizeof dcp->l[0])) == NULL)
+		abort();
+#define dc (*dcp)
 	for (i = 0; i < N(cases); i++) {
-		memset(&dc, 0, sizeof dc);
+		memset(dcp, 0, sizeof *dcp + 3 * sizeof dcp->l[0]);
 		dc.di = &di;
 		dc.counted = 1;
 		snprintf(dc.addr, sizeof dc.addr, "192.0.2.1");
@@ -431,7 +434,7 @@ test_score(void)
 		    "score: %s -> %s", cases[i].what, verdict_name(v));
 	}
 	/* The reply of a listing names the zone and the client, one line. */
-	memset(&dc, 0, sizeof dc);
+	memset(dcp, 0, sizeof *dcp + 3 * sizeof dcp->l[0]);
 	dc.di = &di;
 	dc.counted = 1;
 	snprintf(dc.addr, sizeof dc.addr, "192.0.2.1");
@@ -441,6 +444,8 @@ test_score(void)
 	(void)dnsbl_decide(&dc, NULL);
 	ok(strcmp(test_reply, "554 5.7.1 Service unavailable; client [192.0.2.1] "
 	    "blocked using bl.example.net") == 0, "the reply: %s", test_reply);
+#undef dc
+	free(dcp);
 }
 
 /* ---------------------------------------------------------------- cache */
