@@ -14,11 +14,15 @@
 # (never half-edited), clean CRLF upstream, the daemon up under ASan and
 # relaying a clean message next.  Replies trickled one byte at a time are
 # legal and work.  Then the circuit breaker: after its failures in a row,
-# on_error at once and no connection to the milter.
+# on_error at once and no connection to the milter; one session held by
+# the milter never holds up another on the same worker; a client that
+# resets while the milter holds its message, the milter answering later
+# to a session that is gone; SIGTERM while the milter holds a message.
 import os
 import socket
 import struct
 import sys
+import threading
 import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
@@ -259,6 +263,104 @@ def breaker():
     mx.finish()
 
 
+def one_slow_session_blocks_no_other():
+    """A milter that stops answering one session costs that session its
+    timeout, never the others on the same worker (workers = 1)."""
+    up = Upstream()
+    d = tmpdir('fmx-mf-iso-')
+    sock = os.path.join(d, 'm.sock')
+
+    def mail(session, data):
+        return HANG if b'slow@' in data else [CONTINUE]
+    m = ScriptedMilter(unix=sock, script={'mail': mail})
+    mx = Frontmx(up, name='frontmx (one worker, one slow milter session)',
+                 conf={'workers': 1, 'filters': [{'name': 'av', 'milter': 'unix:' + sock,
+                       'on_error': 'tempfail',
+                       'timeouts': {'connect': 10, 'command': 10, 'content': 10}}]})
+    slow = SmtpClient(mx.port, timeout=30)
+    slow.greeting()
+    slow.ehlo()
+    slow.send(b'MAIL FROM:<slow@example.org>\r\n')
+    ok(wait_for(lambda: any(b'slow@' in b''.join(x for c, x in s.packets if c == b'M')
+                            for s in list(m.sessions)), 10), 'isolation: the milter holds the slow MAIL')
+    res, fail = transaction(mx, message('fast while slow'))
+    ok(fail is None, 'isolation: another session passes while the milter holds one')
+    r = slow.reply(timeout=30)
+    ok(r.code is not None, 'isolation: the slow session then gets its answer (%s)' % r.code)
+    slow.close()
+    check_stream(up, 1, 'isolation upstream')
+    m.stop()
+    mx.finish()
+
+
+def client_gone_while_milter_holds():
+    """The client resets while the milter holds the message (at rcpt, at
+    end of message); the milter answers later to a session that is gone."""
+    up = Upstream()
+    d = tmpdir('fmx-mf-gone-')
+    sock = os.path.join(d, 'm.sock')
+    release = threading.Event()
+
+    def late(session, data):
+        release.wait(10)
+        return [add_header('X-Late', '1'), CONTINUE]
+    m = ScriptedMilter(unix=sock, script={'eom': late})
+    mx = Frontmx(up, name='frontmx (client gone)',
+                 conf={'filters': [{'name': 'av', 'milter': 'unix:' + sock, 'on_error': 'tempfail',
+                                    'timeouts': {'connect': 10, 'command': 10, 'content': 10}}]})
+    c = SmtpClient(mx.port, timeout=30)
+    c.greeting()
+    c.ehlo()
+    reply_is(c.cmd('MAIL FROM:<%s>' % SENDER), 250, None, 'gone: MAIL')
+    reply_is(c.cmd('RCPT TO:<%s>' % RCPT), 250, None, 'gone: RCPT')
+    reply_is(c.cmd('DATA'), 354, None, 'gone: DATA')
+    c.send(dot_stuff(message('gone')) + b'.\r\n')
+    ok(wait_for(lambda: any(cmd == b'E' for s in list(m.sessions) for cmd, _ in s.packets), 10),
+       'gone: the milter holds end of message')
+    c.vanish()
+    time.sleep(0.5)              # the daemon sees the reset before the answer
+    release.set()
+    held = [s for s in m.sessions if any(cmd == b'E' for cmd, _ in s.packets)][0]
+    ok(m.wait_closed(m.sessions.index(held), 15), 'gone: frontmx closes the milter connection')
+    ok(mx.alive(), 'gone: daemon still running')
+    mx.check_sanitizers('gone: no sanitizer report after the late answer')
+    res, fail = transaction(mx, message('after gone'))
+    ok(fail is None, 'gone: next session passes')
+    m.stop()
+    mx.finish()
+
+
+def sigterm_while_milter_holds():
+    """SIGTERM while the milter holds a message: the daemon drains, the
+    held message is answered (relayed, or a 4xx), never lost, exit 0."""
+    up = Upstream()
+    d = tmpdir('fmx-mf-term-')
+    sock = os.path.join(d, 'm.sock')
+    m = TestMilter('unix:' + sock, '-H', 'eom:2')
+    mx = Frontmx(up, name='frontmx (SIGTERM)',
+                 conf={'filters': [{'name': 'av', 'milter': 'unix:' + sock, 'on_error': 'tempfail',
+                                    'timeouts': {'connect': 10, 'command': 10, 'content': 10}}]})
+    c = SmtpClient(mx.port, timeout=30)
+    c.greeting()
+    c.ehlo()
+    c.cmd('MAIL FROM:<%s>' % SENDER)
+    c.cmd('RCPT TO:<%s>' % RCPT)
+    c.cmd('DATA')
+    body = message('sigterm')
+    c.send(dot_stuff(body) + b'.\r\n')
+    ok(m.saw('hang eom', 10), 'SIGTERM: the milter holds end of message')
+    os.kill(mx.pid, 15)
+    r = c.reply(timeout=30)
+    n = len(up.messages)
+    ok((r.code == 250 and n == 1) or (r.code is not None and 400 <= r.code < 500 and n == 0),
+       'SIGTERM: the held message is relayed (250) or deferred (4xx), never lost (%s, %d upstream)' % (r.code, n))
+    if r.code == 250 and n == 1:
+        check_relayed(up.messages[0].data, body, 'SIGTERM')
+    c.close()
+    mx.finish()
+    m.stop()
+
+
 def main():
     bench = FaultBench(['tempfail', 'reject', 'accept'], inet=('reject',))
     negotiation(bench)
@@ -268,6 +370,9 @@ def main():
     legal(bench)
     bench.finish()
     breaker()
+    one_slow_session_blocks_no_other()
+    client_gone_while_milter_holds()
+    sigterm_while_milter_holds()
 
 
 run(main, timeout=600)
