@@ -19,6 +19,8 @@
 #   policy av = { reject = "quarantine"; } and OnInfected Quarantine
 #     (SMFIR_QUARANTINE): 250, one copy in the quarantine Maildir (with
 #     the milter's X-Virus-Status edit), nothing relayed; dry_run: relayed
+#   the client vanishes (RST) mid-body, and after the dot once clamav-milter
+#     has its verdict: nothing relayed, the next session is, all stay up
 #   frontmx check with the same entry: exit 0 (the milter's header shown)
 #     / exit 2 (550 5.7.1)
 #   SIGHUP mid-transaction: the same milter still decides; clamd down:
@@ -235,6 +237,35 @@ def main():
     up.wait_messages(before + 1)
     ok(find_message(up, msgid) is not None, 'dry_run: EICAR relayed (what would happen is logged)')
     like(mx.log(), r'(?i)dry.?run', 'dry_run: logged')
+    mx.finish()
+
+    # ---- the client goes away while the milter has the message: mid-body,
+    # and after the final dot once clamav-milter has logged its verdict (its
+    # reply to frontmx is under way): the answer arrives for a session that
+    # is gone or going
+    mx = Frontmx(up, conf={'filters': [milter_filter('av', av)]})
+    before = up.transactions
+    for name, cut in (('client gone mid-body', 0.5), ('client gone after the dot', None)):
+        c = SmtpClient(mx.port, timeout=60)
+        c.greeting()
+        c.ehlo('client.interop.example')
+        c.cmd('MAIL FROM:<alice@example.org>')
+        c.cmd('RCPT TO:<bob@example.com>')
+        reply_is(c.cmd('DATA'), 354, None, '%s: DATA' % name)
+        msg, _ = message(subject=name, body=filler + EICAR + b'\r\n')
+        data = dot_stuff(msg) + b'.\r\n'
+        scanned = av.log().count('infected by')
+        c.send(data[:int(len(data) * cut)] if cut else data)
+        if not cut:
+            # gone once clamav-milter has its verdict, before frontmx answers
+            ok(wait_for(lambda: av.log().count('infected by') > scanned, 30),
+               '%s: clamav-milter scanned it' % name)
+        c.vanish()
+        msg2, id2 = message(subject=name + ', next')
+        reply_is(deliver(mx.port, msg2)['dot'], 250, None, '%s: the next session is relayed' % name)
+    up.wait_messages(before + 2)
+    is_(up.transactions, before + 2, 'clients gone: only the two next messages relayed')
+    ok(av.alive() and cd.alive(), 'clients gone: clamav-milter and clamd still running')
     mx.finish()
 
     # ---- frontmx check with the same filter entry: the real milter decides
