@@ -423,6 +423,17 @@ class Rspamd(Milter):
                'dns { nameserver = ["%s"]; timeout = 1s; retransmits = 1; }\n'
                'disable_hyperscan = true;\n%s' % (self.dns.replace('@', ':'), self.extra_options))
         _write(os.path.join(o, 'logging.inc'), 'level = "info";\n')
+        # A test symbol worth 10 points (add_header is 6, reject 15) on any
+        # message with an X-Fmx-Test-Spam field: rspamd's "add header"
+        # action, which its milter answers with an added X-Spam: Yes.
+        _write(self.path('local/rspamd.local.lua'),
+               'rspamd_config.FMX_TEST_SPAM = {\n'
+               '  callback = function(task)\n'
+               '    return task:get_header("X-Fmx-Test-Spam") ~= nil\n'
+               '  end,\n'
+               '  score = 10.0,\n'
+               '  description = "frontmx interop test: add_header",\n'
+               '}\n')
         # What it adds to a message it passes: its result and an
         # Authentication-Results field (the packaged default adds nothing).
         _write(self.path('local/local.d/milter_headers.conf'),

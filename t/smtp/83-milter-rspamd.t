@@ -10,6 +10,8 @@
 # to any event but end of body; it reads {i}, {rcpt_mailer}, {daemon_name}.
 #   clean message, two recipients: relayed with X-Spamd-Result (its
 #     milter_headers) and X-Rspamd-Queue-Id = frontmx's queue id (macro i)
+#   a test rule worth 10 (t/lib/milters.py's rspamd.local.lua): the "add
+#     header" action, relayed with rspamd's X-Spam: Yes (SMFIR_ADDHEADER)
 #   GTUBE: refused at end of data with rspamd's own reply (SMFIR_REPLYCODE
 #     "554 5.7.1 Gtube pattern"); the upstream receives nothing
 #   three messages in one session (ABORT between them under NR flags)
@@ -82,6 +84,18 @@ def main():
        '8-bit body, 30 recipients: body unchanged')
     ok(m is not None and fields_named(m.data, 'X-Spamd-Result'),
        '8-bit body, 30 recipients: scanned (X-Spamd-Result)')
+
+    # ---- rspamd's add header action: its X-Spam: Yes edit
+    msg, msgid = message(subject='rspamd add header', extra=b'X-Fmx-Test-Spam: 1\r\n')
+    reply_is(deliver(mx.port, msg)['dot'], 250, None, 'add header action: 250')
+    up.wait_messages(3)
+    m = find_message(up, msgid)
+    is_([unfold(f) for f in fields_named(m.data, 'X-Spam')] if m else None, ['X-Spam: Yes'],
+        'add header action: relayed with X-Spam: Yes')
+    res = fields_named(m.data, 'X-Spamd-Result') if m else []
+    like(unfold(res[0]) if res else '',
+         r'default: \w+ \[1[0-4]\.\d+ / 15\.00\].*FMX_TEST_SPAM\(10\.00\)',
+         'add header action: X-Spamd-Result has the score between add_header and reject')
 
     # ---- GTUBE
     before = up.transactions
