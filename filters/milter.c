@@ -1451,7 +1451,7 @@ milter_apply(struct milter_conn *mc, const char **why)
 {
 	struct filter_session *fs = mc->c->fs;
 	char addr[MILTER_ADDR_MAX];
-	size_t i, nh, na, nd;
+	size_t i;
 
 	if (milter_edits_fit(mc) == -1) {
 		*why = "more header or recipient edits than a message takes";
@@ -1464,25 +1464,6 @@ milter_apply(struct milter_conn *mc, const char **why)
 			return -1;
 		}
 		return 0;
-	}
-	/*
-	 * All or nothing: the session's limits are checked before the first
-	 * edit is written (each header edit adds at most one chain edit), so
-	 * a refusal never leaves a half-edited message for on_error = accept.
-	 */
-	for (i = 0, nh = 0, na = 0, nd = 0; i < mc->nedits; i++) {
-		char cmd = mc->edits[i].cmd;
-
-		nh += cmd == SMFIR_ADDHEADER || cmd == SMFIR_INSHEADER ||
-		    cmd == SMFIR_CHGHEADER;
-		na += cmd == SMFIR_ADDRCPT || cmd == SMFIR_ADDRCPT_PAR;
-		nd += cmd == SMFIR_DELRCPT;
-	}
-	if (fs->nedits + nh > FILTER_EDITS_MAX ||
-	    fs->nadd_rcpts + na > FILTER_RCPT_EDITS_MAX ||
-	    fs->ndel_rcpts + nd > FILTER_RCPT_EDITS_MAX) {
-		*why = "more edits than a message takes";
-		return -1;
 	}
 	for (i = 0; i < mc->nedits; i++) {
 		const struct milter_edit *me = &mc->edits[i];

@@ -145,7 +145,7 @@ def chain(up):
     reply_is(r['dot'], 250, None, 'chain over the edit limit, on_error accept: 250')
     ok(got is not None and got.data.count(b'X-One-') == 30 and b'X-Two-' not in got.data,
        "chain over the edit limit: the first's 30 fields, none of the second's")
-    like(mx.log(), r'milter [^ ]+: more edits than a message takes', 'chain over the edit limit: logged')
+    like(mx.log(), r'milter [^ ]+: more header or recipient edits than a message takes', 'chain over the edit limit: logged')
     # a body replaced by the first is what the second reads
     first = ScriptedMilter(script={'eom': [replace_body(b'replaced\r\n'), CONTINUE]})
     second = ScriptedMilter()
