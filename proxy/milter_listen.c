@@ -655,9 +655,23 @@ mlisten_header(SMFICTX *ctx, char *name, char *value)
 		    "unavailable, try again later");
 	if (c->too_big)
 		return SMFIS_REJECT;
-	if (name == NULL || name[0] == '\0' || strpbrk(name, ":\r\n") != NULL)
+	if (name == NULL || name[0] == '\0' || strpbrk(name, ": \t\r\n") != NULL)
 		return mlisten_tempfail(ctx, "451 4.3.0 Error: malformed "
 		    "header field from the MTA");
+	/*
+	 * A fold is LF (or CRLF) and white space; a CR alone is no line end
+	 * here either (SECURITY.md 1), and would reach the MTA again in an
+	 * edited field (the tagged Subject).
+	 */
+	for (size_t i = 0; v[i] != '\0'; i++)
+		if ((v[i] == '\r' && v[i + 1] != '\n') ||
+		    (v[i] == '\n' && v[i + 1] != ' ' && v[i + 1] != '\t')) {
+			log_info("%016llx milter refused=message reason=bare-eol "
+			    "header=%.64s", c->id, name);
+			mlisten_setreply(ctx, "550 5.5.2 Error: bare CR or LF in "
+			    "a header field");
+			return SMFIS_REJECT;
+		}
 	c->header_bytes += strlen(name) + strlen(v) + 4;
 	if (c->header_bytes > c->cfg->limits.header_size ||
 	    c->nhdrs >= MLISTEN_HEADERS_MAX)

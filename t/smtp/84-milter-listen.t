@@ -201,6 +201,12 @@ def main():
     ok(mods_named(mods, 'h', 'X-Queue-Id') and not mods_named(mods, 'h', 'X-Queue-Id')[0][2].startswith(' '),
        'without HDR_LEADSPC: added values carry no leading space (the MTA adds it)')
 
+    for name, value, want in (('Bad:Name', ' x', b'451 4.3.0 '), ('Bad Name', ' x', b'451 4.3.0 '),
+                              ('X-CR', ' a\rb', b'550 5.5.2 '), ('X-LF', ' a\nb', b'550 5.5.2 ')):
+        mods, final = one_message(mport, 'x', extra=[(name, value)])
+        ok(final[0] == 'y' and final[1].startswith(want),
+           'header %r: %s (got %r)' % (name + ':' + value, want.decode().strip(), final))
+
     # ---- a unix client (no address in CONNECT), hostname "[addr]" = unknown name
     m = MtaMilter(mport)
     is_(m.connect('[192.0.2.11]', '192.0.2.11', 41001)[0], 'c', 'unverified client name: continue')
