@@ -444,6 +444,28 @@ mlisten_arg(struct mlisten_conn *c, const char *s)
 
 /* ---- libmilter's callbacks ---------------------------------------------- */
 
+/*
+ * No request of c is with the loop (busy clear, none abandoned): the
+ * libmilter thread may write the request's fields (arg, helo, qid, ...)
+ * and the message spool, which the loop reads only during a request.
+ */
+static int
+mlisten_idle(struct mlisten_conn *c)
+{
+	int idle;
+
+	pthread_mutex_lock(&c->lock);
+	idle = !c->busy && !c->broken;
+	pthread_mutex_unlock(&c->lock);
+	return idle;
+}
+
+static sfsistat
+mlisten_busy(SMFICTX *ctx)
+{
+	return mlisten_tempfail(ctx, "451 4.3.0 Error: filter unavailable, try again later");
+}
+
 static sfsistat
 mlisten_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
     unsigned long f2, unsigned long f3, unsigned long *pf0,
@@ -527,6 +549,8 @@ mlisten_helo(SMFICTX *ctx, char *helo)
 
 	if (c == NULL)
 		return SMFIS_TEMPFAIL;
+	if (!mlisten_idle(c))
+		return mlisten_busy(ctx);
 	snprintf(c->helo, sizeof c->helo, "%s", helo ? helo : "");
 	mlisten_macro(ctx, "{tls_version}", version, sizeof version);
 	mlisten_macro(ctx, "{cipher}", cipher, sizeof cipher);
@@ -564,6 +588,8 @@ mlisten_envfrom(SMFICTX *ctx, char **argv)
 
 	if (c == NULL)
 		return SMFIS_TEMPFAIL;
+	if (!mlisten_idle(c))
+		return mlisten_busy(ctx);
 	c->auth[0] = '\0';
 	mlisten_macro(ctx, "{auth_authen}", c->auth, sizeof c->auth);
 	c->qid[0] = '\0';
@@ -579,6 +605,8 @@ mlisten_envrcpt(SMFICTX *ctx, char **argv)
 
 	if (c == NULL)
 		return SMFIS_TEMPFAIL;
+	if (!mlisten_idle(c))
+		return mlisten_busy(ctx);
 	mlisten_macro_qid(ctx, c);
 	mlisten_path(c, argv != NULL ? argv[0] : NULL);
 	return mlisten_call(ctx, c, MLISTEN_REQ_RCPT);
@@ -591,25 +619,12 @@ mlisten_data(SMFICTX *ctx)
 
 	if (c == NULL)
 		return SMFIS_TEMPFAIL;
+	if (!mlisten_idle(c))
+		return mlisten_busy(ctx);
 	mlisten_macro_qid(ctx, c);
 	return mlisten_call(ctx, c, MLISTEN_REQ_DATA);
 }
 
-/*
- * The message goes into the spool here, on libmilter's thread: no
- * request is with the loop between two callbacks (busy is clear), so the
- * loop touches none of it until eom.
- */
-static int
-mlisten_spool_ok(struct mlisten_conn *c)
-{
-	int idle;
-
-	pthread_mutex_lock(&c->lock);
-	idle = !c->busy && !c->broken;
-	pthread_mutex_unlock(&c->lock);
-	return idle;
-}
 
 static sfsistat
 mlisten_too_big(SMFICTX *ctx, struct mlisten_conn *c, int what)
@@ -650,7 +665,7 @@ mlisten_header(SMFICTX *ctx, char *name, char *value)
 	const char *v = value != NULL ? value : "";
 	size_t off;
 
-	if (c == NULL || c->cfg == NULL || !mlisten_spool_ok(c))
+	if (c == NULL || c->cfg == NULL || !mlisten_idle(c))
 		return mlisten_tempfail(ctx, "451 4.3.0 Error: filter "
 		    "unavailable, try again later");
 	if (c->too_big)
@@ -703,7 +718,7 @@ mlisten_eoh(SMFICTX *ctx)
 {
 	struct mlisten_conn *c = smfi_getpriv(ctx);
 
-	if (c == NULL || !mlisten_spool_ok(c))
+	if (c == NULL || !mlisten_idle(c))
 		return SMFIS_TEMPFAIL;
 	if (c->eoh_seen)
 		return SMFIS_CONTINUE;
@@ -720,7 +735,7 @@ mlisten_body(SMFICTX *ctx, unsigned char *p, size_t len)
 {
 	struct mlisten_conn *c = smfi_getpriv(ctx);
 
-	if (c == NULL || c->cfg == NULL || !mlisten_spool_ok(c))
+	if (c == NULL || c->cfg == NULL || !mlisten_idle(c))
 		return SMFIS_TEMPFAIL;
 	if (c->too_big)
 		return SMFIS_REJECT;
@@ -799,7 +814,7 @@ mlisten_eom(SMFICTX *ctx)
 	struct mlisten_conn *c = smfi_getpriv(ctx);
 	sfsistat st;
 
-	if (c == NULL || !mlisten_spool_ok(c))
+	if (c == NULL || !mlisten_idle(c))
 		return SMFIS_TEMPFAIL;
 	if (c->too_big)
 		return SMFIS_REJECT;
