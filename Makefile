@@ -348,7 +348,8 @@ install: $(PROG)
 	$(INSTALL) -m 0644 filters/frontmx_filter.h $(DESTDIR)$(INCLUDEDIR)/frontmx_filter.h
 	$(INSTALL) -m 0644 README.md conf/frontmx.conf conf/content.rules $(DESTDIR)$(DOCDIR)
 	sed -e 's|/usr/local/sbin/frontmx|$(SBINDIR)/frontmx|g' \
-	    -e 's|/etc/frontmx/|$(SYSCONFDIR)/frontmx/|g' conf/frontmx.service \
+	    -e 's|/etc/frontmx/|$(SYSCONFDIR)/frontmx/|g' \
+	    -e 's|/usr/local/share/doc/frontmx/|$(DOCDIR)/|g' conf/frontmx.service \
 	    > $(DESTDIR)$(UNITDIR)/frontmx.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/frontmx.service
 	$(INSTALL) -m 0644 conf/frontmx.sysusers $(DESTDIR)$(SYSUSERSDIR)/frontmx.conf
