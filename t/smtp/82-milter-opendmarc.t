@@ -13,6 +13,8 @@
 # A direct client from 127.0.0.1: opendmarc accepts the whole connection at
 # CONNECT; frontmx must relay its messages unchanged (no header from it),
 # two in the same session.
+# A chain opendmarc, clamav-milter from 127.0.0.1: opendmarc's accept at
+# CONNECT is its own; clamav-milter still refuses EICAR and tags clean mail.
 # RejectMultiValueFrom: a From with two addresses is refused by opendmarc
 # (5xx at end of data) and not relayed; the next message is.
 # opendmarc is alive at the end; frontmx exits 0, ASan-clean.
@@ -23,7 +25,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from fmx import *  # noqa: E402,F403
 from fmx_filters import fields_named  # noqa: E402
 from milters import (OpenDMARC, milter_filter, message, deliver, find_message,  # noqa: E402
-                     proxy_v1, listening_tcp, start_all, ar_field, bare_cr_lf)
+                     proxy_v1, listening_tcp, start_all, ar_field, bare_cr_lf, unfold,
+                     Clamd, ClamavMilter, EICAR)
 
 AUTHSERV = 'dmarc.interop.example'
 
@@ -110,6 +113,26 @@ def main():
 
     is_(up.violations, [], 'the upstream saw no stream violation')
     ok(dm.alive(), 'opendmarc is still running')
+    mx.finish()
+
+    # ---- opendmarc's accept at CONNECT ends only its own part: the next
+    # milter in the chain (clamav-milter) still scans every message
+    cd = Clamd()
+    av = ClamavMilter(cd)
+    if not start_all(cd, av):
+        return
+    mx = Frontmx(up, conf={'filters': [milter_filter('dmarc-ext', dm), milter_filter('av', av)]})
+    before = up.transactions
+    msg, msgid = message(subject='accepted by opendmarc, EICAR', body=EICAR + b'\r\n')
+    reply_is(deliver(mx.port, msg)['dot'], 550, '5.7.1',
+             'opendmarc accepts the connection, clamav-milter after it still refuses EICAR')
+    msg, msgid = message(subject='accepted by opendmarc, clean')
+    reply_is(deliver(mx.port, msg)['dot'], 250, None, 'the same chain, a clean message: 250')
+    up.wait_messages(before + 1)
+    m = find_message(up, msgid)
+    is_([unfold(f) for f in fields_named(m.data, 'X-Virus-Status')] if m else None,
+        ['X-Virus-Status: Clean'], 'the same chain, a clean message: scanned by clamav-milter')
+    is_(up.transactions, before + 1, 'the same chain: EICAR not relayed')
     mx.finish()
 
 
