@@ -16,6 +16,9 @@ promises:
   reject    some reply is 5xx, nothing reaches upstream
   accept    the message reaches upstream exactly as sent (one Received
             prepended, none of the failing milter's edits: never half-edited)
+  discard   250, nothing reaches upstream
+  quarantine  250, nothing upstream, one copy in the quarantine Maildir
+            ending with the message as sent, none of the milter's headers
 and, after every case, that the daemon is alive, its log holds no
 sanitizer report, the upstream stream is clean CRLF, and a clean message
 goes through a pass-through milter.
@@ -35,7 +38,7 @@ import time
 
 from fmx import (REPO, Frontmx, Upstream, check_relayed, diag, is_, ok,
                  register_cleanup, start_process, tmpdir, free_port)
-from fmx_filters import send
+from fmx_filters import send, make_maildir, maildir_files, read_file
 
 __all__ = ['TESTMILTER', 'TestMilter', 'FaultBench', 'message', 'big_message',
            'SENDER', 'RCPT', 'RCPT2', 'stale_unix_socket', 'transaction', 'header_value']
@@ -160,10 +163,15 @@ class FaultBench:
                  'timeouts': {'connect': timeouts, 'command': timeouts, 'content': timeouts},
                  'breaker': {'failures': 0}}
             f.update(extra or {})
-            mx = Frontmx(self.up, name='frontmx (milter on_error %s)' % act,
-                         conf={'filters': [f]})
+            conf = {'filters': [f]}
+            qdir = None
+            if act == 'quarantine':
+                qdir = make_maildir(os.path.join(self.dir, 'quarantine'))
+                conf['quarantine'] = {'directory': qdir}
+            mx = Frontmx(self.up, name='frontmx (milter on_error %s)' % act, conf=conf)
             self.daemons.append({'action': act, 'mx': mx, 'addr': addr, 'conn': conn,
-                                 'path': addr[5:] if addr.startswith('unix:') else None})
+                                 'path': addr[5:] if addr.startswith('unix:') else None,
+                                 'quarantine': qdir})
         self.milter = None
 
     def clear(self):
@@ -171,7 +179,7 @@ class FaultBench:
             self.milter.stop()
             self.milter = None
 
-    def outcome(self, name, d, res, fail, body, n_before, expect=None, rcpts=(RCPT,)):
+    def outcome(self, name, d, res, fail, body, n_before, expect=None, rcpts=(RCPT,), q_before=()):
         """Check what the client got and what the upstream received."""
         act = expect or d['action']
         with self.up.lock:
@@ -187,6 +195,16 @@ class FaultBench:
             ok(code is not None and 500 <= code < 600,
                '%s: the client gets 5xx (at %s: %s %s)' % (name, stage, code, text))
             is_(len(new), 0, '%s: nothing reaches the upstream' % name)
+        elif act == 'quarantine':  # 250, one copy in the quarantine: the original
+            ok(fail is None, '%s: the client gets 250 (at %s: %s %s)' % (name, stage, code, text))
+            is_(len(new), 0, '%s: nothing reaches the upstream' % name)
+            files = [f for f in maildir_files(d['quarantine']) if f not in q_before] if d['quarantine'] else []
+            if is_(len(files), 1, '%s: one copy in the quarantine' % name):
+                data = read_file(files[0]).replace(b'\r\n', b'\n')
+                orig = body.replace(b'\r\n', b'\n')
+                ok(data.endswith(orig), '%s: the quarantined copy ends with the message as sent' % name)
+                ok(not re.search(rb'(?m)^X-(Good|N|Bad|Early|Trickle|Added):', data[:-len(orig)]),
+                   "%s: none of the failing milter's headers in the quarantined copy" % name)
         elif act == 'discard':
             ok(fail is None, '%s: the client gets 250 (at %s: %s %s)' % (name, stage, code, text))
             is_(len(new), 0, '%s: nothing reaches the upstream' % name)
@@ -262,9 +280,10 @@ class FaultBench:
                 os.unlink(d['path'])
             self.milter = start(self, d)
             n = len(self.up.messages)
+            q = set(maildir_files(d['quarantine'])) if d['quarantine'] else set()
             res, fail = transaction(d['mx'], body, rcpts=rcpts)
             new = self.outcome(cname, d, res, fail, body, n,
-                               expect(d) if callable(expect) else expect, rcpts)
+                               expect(d) if callable(expect) else expect, rcpts, q)
             if check:
                 check(self, d, res, fail, new)
             self.framing(cname)

@@ -9,9 +9,10 @@
 # carrying CR/LF, 10,000 add-header replies in one write, two replies to
 # one command ("c" then "r"), a reply after the timeout, a half-close, a
 # close right after quarantine or a body replacement.  Each must end in
-# the milter's on_error on three daemons (tempfail, reject on inet,
-# accept): 4xx / 5xx with nothing relayed, or the message exactly as sent
-# (never half-edited), clean CRLF upstream, the daemon up under ASan and
+# the milter's on_error on five daemons (tempfail, reject on inet, accept,
+# discard, quarantine): 4xx / 5xx with nothing relayed, the message
+# exactly as sent (never half-edited), 250 and nothing relayed, or 250 and
+# the original in the quarantine; clean CRLF upstream, the daemon up under ASan and
 # relaying a clean message next.  Replies trickled one byte at a time are
 # legal and work.  Then the circuit breaker: after its failures in a row,
 # on_error at once and no connection to the milter; one session held by
@@ -362,7 +363,7 @@ def sigterm_while_milter_holds():
 
 
 def main():
-    bench = FaultBench(['tempfail', 'reject', 'accept'], inet=('reject',))
+    bench = FaultBench(['tempfail', 'reject', 'accept', 'discard', 'quarantine'], inet=('reject',))
     negotiation(bench)
     framing(bench)
     replies(bench)
