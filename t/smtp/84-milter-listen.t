@@ -381,6 +381,55 @@ def main():
        'the connection is freed once the chain is done with it')
     mx3.finish()
 
+    # ---- valgrind: the release build, a message of each verdict, ABORT, a vanishing MTA
+    release = os.environ.get('FRONTMX_RELEASE', os.path.join(REPO, 'frontmx'))
+    vglog = os.path.join(d, 'valgrind.log')
+    wrapper = os.path.join(d, 'frontmx-vg')
+    with open(wrapper, 'w') as f:
+        f.write('#!/bin/sh\nexec valgrind -q --error-exitcode=99 --leak-check=full '
+                '--errors-for-leak-kinds=definite --log-file=%s %s "$@"\n' % (vglog, release))
+    os.chmod(wrapper, 0o755)
+    vport = free_port()
+    saved = os.environ.get('FRONTMX')
+    os.environ['FRONTMX'] = wrapper
+    try:
+        vg = Frontmx(up, name='frontmx under valgrind', conf={
+            'milter': {'listen': 'inet:127.0.0.1:%d' % vport}, 'tag': {'subject_prefix': '[T] '},
+            'filters': [content_filter(rules2, options={'jit': False}),
+                        {'name': 'facts', 'module': plugin('facts_header'), 'options': {'edit': '1'}}]})
+    finally:
+        if saved is None:
+            os.environ.pop('FRONTMX', None)
+        else:
+            os.environ['FRONTMX'] = saved
+    ok(wait_for(lambda: port_open(vport), 60), 'under valgrind: milter listener up')
+    got = []
+    for subj in ('plain', 'NEWRULE', 'HOLDME', 'TAGME'):
+        m = MtaMilter(vport, timeout=60)
+        m.connect('x.example', '192.0.2.1', 1)
+        m.helo('x.example')
+        m.mail('<a@pass.example>')
+        m.rcpt(RCPT)
+        got.append(m.message(headers_for(subj, [('Authentication-Results', ' mx.test.example; x=y')]),
+                             b'body\r\n')[1][0])
+        m.mail('<a@pass.example>')
+        m.rcpt(RCPT)
+        m.header('Subject', ' aborted')
+        m.abort()
+        m.quit()
+    is_(got, ['c', 'y', 'c', 'c'], 'under valgrind: accept, reject, quarantine, tag')
+    m = MtaMilter(vport, timeout=60)
+    m.connect('x.example', '192.0.2.1', 1)
+    m.helo('x.example')
+    m.mail('<a@pass.example>')
+    m.rcpt(RCPT)
+    m.header('Subject', ' gone')
+    m.close()
+    rc = vg.stop(timeout=60)
+    is_(rc, 0, 'under valgrind: exit 0 on SIGTERM (no error, no definite leak)')
+    if rc != 0 and os.path.exists(vglog):
+        diag(open(vglog).read()[-4000:])
+
     # ---- configuration errors
     for bad, why in (('inet:localhost:25', 'a name'), ('tcp:1.2.3.4:5', 'unknown kind'),
                      ('unix:relative', 'relative path'), ('inet:127.0.0.1:0', 'port 0')):
