@@ -2,9 +2,9 @@
  * bev.c - immediate writes and plain reads on socket bufferevents (bev.h)
  */
 #include <sys/types.h>
-#include <sys/uio.h>
 
 #include <errno.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -58,23 +58,30 @@ bev_read_end(struct bufferevent *bev, short what)
 
 /*
  * libevent's bufferevent_readcb (bufferevent_sock.c), minus the FIONREAD:
- * one bounded read into reserved space of the input buffer, then the
- * read callback with watermark semantics (bufferevent_trigger), deferred
- * like every callback of the bufferevent (BEV_OPT_DEFER_CALLBACKS).  The
- * high watermark's suspension is the input buffer's own callback, which
- * libevent installed with the watermark and which runs on our commit.
+ * one bounded read, appended to the input buffer, then the read callback
+ * with watermark semantics (bufferevent_trigger), deferred like every
+ * callback of the bufferevent (BEV_OPT_DEFER_CALLBACKS).  The high
+ * watermark's suspension is the input buffer's own callback, which
+ * libevent installed with the watermark and which runs on our append.
+ *
+ * Read into the stack and copied, not into evbuffer_reserve_space():
+ * reserving the most a read may bring gave every 6-byte command a 16 KiB
+ * chain of its own, kept while a partial line waits, and the allocator
+ * trimmed and refaulted those pages (0.15 madvise per message); the copy
+ * makes chains the size of the data, as libevent's own read does, and
+ * cost no measurable CPU (1 worker, 5 alternating rounds of 3000 x 10 KiB:
+ * 217 against 220 us per message, medians).
  */
 static void
 bev_readcb(evutil_socket_t fd, short what, void *arg)
 {
 	struct bufferevent *bev = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
-	struct evbuffer_iovec vec[2];
-	struct iovec iov[2];
-	size_t low, high, len, want, left;
+	char buf[16384];
+	size_t low, high, len, want;
 	ev_ssize_t max;
 	ssize_t got;
-	int n, i, used;
+	int n;
 
 	/* Only a bare EV_TIMEOUT is one: with EV_READ, data came in time. */
 	if (what == EV_TIMEOUT) {
@@ -90,29 +97,19 @@ bev_readcb(evutil_socket_t fd, short what, void *arg)
 		if (high - len < want)
 			want = high - len;
 	}
+	if (want > sizeof buf)
+		want = sizeof buf;
+	got = read(fd, buf, want);
 	/* A bufferevent's input is frozen at the end for everyone but itself. */
-	evbuffer_unfreeze(in, 0);
-	n = evbuffer_reserve_space(in, (ev_ssize_t)want, vec, 2);
-	if (n <= 0) {
-		evbuffer_freeze(in, 0);
-		bev_read_end(bev, BEV_EVENT_READING | BEV_EVENT_ERROR);
-		return;
-	}
-	for (i = 0, left = want; i < n; i++) {
-		iov[i].iov_base = vec[i].iov_base;
-		iov[i].iov_len = vec[i].iov_len < left ? vec[i].iov_len : left;
-		left -= iov[i].iov_len;
-	}
-	got = readv(fd, iov, n);
 	if (got > 0) {
-		for (i = 0, used = 0, left = (size_t)got; i < n && left > 0; i++) {
-			vec[i].iov_len = iov[i].iov_len < left ? iov[i].iov_len : left;
-			left -= vec[i].iov_len;
-			used++;
+		evbuffer_unfreeze(in, 0);
+		n = evbuffer_add(in, buf, (size_t)got);
+		evbuffer_freeze(in, 0);
+		if (n == -1) {
+			bev_read_end(bev, BEV_EVENT_READING | BEV_EVENT_ERROR);
+			return;
 		}
-		evbuffer_commit_space(in, vec, used);
 	}
-	evbuffer_freeze(in, 0);
 	if (got > 0)
 		bufferevent_trigger(bev, EV_READ, 0);
 	else if (got == 0)

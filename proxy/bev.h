@@ -12,9 +12,9 @@
  * (ioctl FIONREAD) before every read, then reads at most 4096 bytes of it
  * (EVBUFFER_MAX_READ in libevent 2.1): four syscalls and two loop turns
  * for a 10 KiB message body.  bev_read_own() gives the bufferevent's read
- * event our callback instead, which reads into reserved buffer space
- * without asking first, as much as the read watermark and the
- * bufferevent's max single read allow.  Everything else stays libevent's:
+ * event our callback instead, which reads without asking first, as much
+ * as the read watermark and the bufferevent's max single read allow, and
+ * appends it to the input buffer.  Everything else stays libevent's:
  * enable/disable, the read timeout, watermark suspension, deferred
  * callbacks.
  *
