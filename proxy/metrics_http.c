@@ -76,6 +76,7 @@ static struct {
 	struct event			*adopt_ev;
 	struct event			*sweep_ev;
 	struct mh_conn			 conns[CONFIG_METRICS_CONNECTIONS_MAX];
+	int				 paused;	/* accept() failed: off until the next check */
 	unsigned			 active;
 	unsigned			 max;
 	unsigned			 timeout;
@@ -98,13 +99,13 @@ mh_now(void)
 	return ts.tv_sec;
 }
 
-/* Accept again once below the limit (and a socket is bound). */
+/* Accept again once below the limit (and a socket is bound, and not paused). */
 static void
 mh_listen_update(void)
 {
 	if (mh.lev == NULL)
 		return;
-	if (mh.active < mh.max)
+	if (mh.active < mh.max && !mh.paused)
 		evconnlistener_enable(mh.lev);
 	else
 		evconnlistener_disable(mh.lev);
@@ -167,8 +168,23 @@ mh_bevcb(struct event_base *base, void *arg)
 	mh.conns[i].deadline = mh_now() + (time_t)mh.timeout;
 	mh.active++;
 	mh_listen_update();
-	event_active(mh.adopt_ev, EV_TIMEOUT, 1);
+	event_active(mh.adopt_ev, EV_READ, 1);	/* EV_READ: not the timer */
 	return bev;
+}
+
+/*
+ * accept() failed (out of descriptors: the client stays queued and the
+ * listener would fire again at once, a busy loop): stop accepting until
+ * the next once-a-second check, one log line each time.
+ */
+static void
+mh_accept_error(struct evconnlistener *lev, void *arg)
+{
+	(void)arg;
+	log_warn("metrics: cannot accept (%s), pausing 1 s",
+	    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	mh.paused = 1;
+	evconnlistener_disable(lev);
 }
 
 /*
@@ -185,8 +201,11 @@ mh_check(evutil_socket_t fd, short what, void *arg)
 	unsigned	 i;
 
 	(void)fd;
-	(void)what;
 	(void)arg;
+	if (mh.paused && (what & EV_TIMEOUT)) {	/* mh_accept_error: try again */
+		mh.paused = 0;
+		mh_listen_update();
+	}
 	for (i = 0; i < CONFIG_METRICS_CONNECTIONS_MAX; i++) {
 		struct mh_conn *c = &mh.conns[i];
 
@@ -278,10 +297,12 @@ mh_apply(evutil_socket_t fd, short what, void *arg)
 		mh.lev = NULL;
 		if (p.lev != NULL) {
 			if ((mh.bound = evhttp_bind_listener(mh.http, p.lev)) ==
-			    NULL)
+			    NULL) {
 				evconnlistener_free(p.lev);
-			else
+			} else {
 				mh.lev = p.lev;
+				evconnlistener_set_error_cb(mh.lev, mh_accept_error);
+			}
 		}
 	}
 	mh_listen_update();

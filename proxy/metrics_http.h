@@ -18,7 +18,9 @@
  *	accepting at the limit, the kernel's backlog of 16 holds the next
  *	ones); each connection lives metrics.timeout seconds at most,
  *	whatever it does (a client trickling a request byte by byte
- *	included), and idles metrics.timeout seconds at most.
+ *	included), and idles metrics.timeout seconds at most.  Out of
+ *	descriptors, accepting pauses a second at a time (one log line
+ *	each) instead of spinning on the queued client.
  *
  *	SIGHUP: a new metrics.listen is bound by the reload itself (an
  *	address that cannot be bound is logged and the old one kept); the

@@ -5,7 +5,8 @@
 # at most once per interval (the count of warnings is bounded by the time
 # that passed, not by the number of failed accepts), tells queued clients
 # 421 instead of leaving them hanging, and serves normally again once
-# connections close.
+# connections close.  The /metrics listener, at the same limit, does not
+# spin either (one line a second at most) and scrapes work again after.
 import os
 import re
 import resource
@@ -14,6 +15,7 @@ import sys
 import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
+from fmx import port_open  # noqa: E402
 
 BODY = b'From: a@example.org\r\nSubject: fd limit\r\n\r\nbody\r\n'
 LOG_INTERVAL = 10       # WORKER_ACCEPT_LOG in proxy/worker.c
@@ -26,7 +28,10 @@ def accept_warnings(mx):
 
 def main():
     up = Upstream()
-    mx = Frontmx(up, name='frontmx (fd limit)')
+    mp = free_port()
+    mx = Frontmx(up, name='frontmx (fd limit)',
+                 conf={'metrics': {'listen': '127.0.0.1:%d' % mp}})
+    ok(wait_for(lambda: port_open(mp), 10), 'metrics listener up')
     base = mx.nfds()
     ok(base is not None, 'frontmx fd count read from /proc (%s)' % base)
     limit = base + 12
@@ -58,6 +63,10 @@ def main():
         return got421[0] > 0
 
     ok(wait_for(some_421, 20, 0.2), 'a client queued at the fd limit gets a 421')
+    # a scraper queued on the metrics listener meanwhile
+    t1 = time.time()
+    scraper = socket.create_connection(('127.0.0.1', mp), timeout=10)
+    scraper.sendall(b'GET /metrics HTTP/1.0\r\n\r\n')
     # Let the pressure last: a spinning accept loop logs thousands of lines
     # in this time; a paced one at most one per worker per interval.
     time.sleep(3)
@@ -65,6 +74,11 @@ def main():
     n = accept_warnings(mx)
     bound = WORKERS * (int(elapsed / LOG_INTERVAL) + 2)
     ok(n <= bound, 'accept warnings paced: %d lines in %.1f s (at most %d)' % (n, elapsed, bound))
+    m = len(re.findall(r'metrics: cannot accept', mx.log()))
+    mbound = int(time.time() - t1) + 2
+    ok(0 < m <= mbound, 'metrics accept failures paced: %d lines (at most %d)' % (m, mbound))
+    spun = len(re.findall(r'Error from accept', mx.log()))
+    is_(spun, 0, 'no unpaced accept loop on the metrics listener (libevent warnings)')
     ok(mx.alive(), 'frontmx survived the fd limit')
 
     for s in socks:
@@ -86,6 +100,14 @@ def main():
             c.close()
 
     ok(wait_for(serves, 30, 0.5), 'serves and relays again once connections closed')
+    scraper.settimeout(10)
+    try:
+        got = scraper.recv(100)
+    except OSError:
+        got = b''
+    ok(got.startswith(b'HTTP/1.0 200') or got.startswith(b'HTTP/1.1 200'),
+       'the scraper queued at the fd limit is served once descriptors free (%r)' % got[:30])
+    scraper.close()
     ok(up.wait_messages(1, 10), 'the message reached the upstream')
     mx.finish()
 
