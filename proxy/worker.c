@@ -410,6 +410,7 @@ worker_accept_error(struct evconnlistener *l, void *arg)
 			if (write(fd, busy, sizeof busy - 1) < 0)
 				log_debug("worker: 421 write: %s", strerror(errno));
 			close(fd);
+			metrics_inc(METRIC_CONNECTIONS_REFUSED, "fd-limit");
 		}
 		w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	}

@@ -26,6 +26,21 @@ def accept_warnings(mx):
     return len(re.findall(r'accept: ', mx.log()))
 
 
+def refused_fd_limit(mp):
+    """frontmx_connections_refused_total{reason="fd-limit"} from a scrape."""
+    s = socket.create_connection(('127.0.0.1', mp), timeout=10)
+    s.sendall(b'GET /metrics HTTP/1.0\r\n\r\n')
+    data = b''
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    s.close()
+    m = re.search(rb'(?m)^frontmx_connections_refused_total\{reason="fd-limit"\} (\d+)$', data)
+    return int(m.group(1)) if m else None
+
+
 def main():
     up = Upstream()
     mp = free_port()
@@ -108,6 +123,10 @@ def main():
     ok(got.startswith(b'HTTP/1.0 200') or got.startswith(b'HTTP/1.1 200'),
        'the scraper queued at the fd limit is served once descriptors free (%r)' % got[:30])
     scraper.close()
+    refused = refused_fd_limit(mp)
+    ok(refused is not None and refused >= got421[0] > 0,
+       'frontmx_connections_refused_total{reason="fd-limit"} counts the 421s '
+       '(%s, clients that read one: %d)' % (refused, got421[0]))
     ok(up.wait_messages(1, 10), 'the message reached the upstream')
     mx.finish()
 
