@@ -36,6 +36,7 @@ SRCS	+= proxy/xtext.c
 SRCS	+= proxy/haproxy.c
 SRCS	+= proxy/smtp_frame.c
 SRCS	+= proxy/upstream.c
+SRCS	+= proxy/upstream_pool.c
 SRCS	+= proxy/spool.c
 SRCS	+= proxy/maildir.c
 SRCS	+= proxy/deliver.c

@@ -194,6 +194,8 @@ struct config {
 	char			*upstream_where;	/* "FILE:LINE" of tls_ca (or upstream.tls) */
 	int			 upstream_tls_if_client_tls;	/* no plaintext relay of TLS-received mail */
 	unsigned		 upstream_probe_interval;	/* seconds between capability probes, default 300 */
+	unsigned		 upstream_pool_size;	/* idle connections kept per worker, 0 = no pool */
+	unsigned		 upstream_pool_idle;	/* seconds one is kept, default 30 */
 
 	char			**dns_forward;		/* "127.0.0.1@5353"; none = system resolver */
 	int			 dns_reverse;		/* look up clients' names (FCrDNS), default 1 */

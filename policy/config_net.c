@@ -51,6 +51,8 @@
 /* Text of an address in host:port or CIDR form, with scope id. */
 #define CONFIG_ADDR_MAX		(INET6_ADDRSTRLEN + IF_NAMESIZE + 16)
 #define CONFIG_PROBE_INTERVAL	300	/* seconds between upstream capability probes */
+#define CONFIG_POOL_SIZE_MAX	1024	/* idle upstream connections per worker */
+#define CONFIG_POOL_IDLE	30	/* seconds a pooled connection waits, default */
 
 #ifndef IF_NAMESIZE
 #define IF_NAMESIZE		16
@@ -59,7 +61,8 @@
 static const char *const config_keys_listen[] = { "address", "tls", "cert", "key",
 	"proxy_protocol", "proxy_from", "auth", NULL };
 static const char *const config_keys_upstream[] = { "address", "helo", "xclient",
-	"tls", "tls_name", "tls_ca", "tls_if_client_tls", "probe_interval", NULL };
+	"tls", "tls_name", "tls_ca", "tls_if_client_tls", "probe_interval", "pool", NULL };
+static const char *const config_keys_upstream_pool[] = { "size", "idle", NULL };
 
 static const char *const config_tls_modes[CONFIG_TLS_MODE_COUNT] = {
 	[CONFIG_TLS_NONE] = "none",
@@ -412,6 +415,41 @@ config_upstream_hostport(struct config_ctx *ctx, const config_setting_t *s,
 	return 0;
 }
 
+/*
+ * upstream.pool = { size; idle; }: idle upstream connections each worker
+ * keeps for the next client (proxy/upstream_pool.c).  Absent or size 0:
+ * no pool, one connection per client session, as before.
+ */
+static int
+config_load_upstream_pool(struct config_ctx *ctx, const config_setting_t *up,
+    struct config *c)
+{
+	const config_setting_t	*g = NULL;
+	long long		 v;
+	int			 r;
+
+	c->upstream_pool_size = 0;
+	c->upstream_pool_idle = CONFIG_POOL_IDLE;
+	if ((r = config_want_group(ctx, up, "upstream", "pool", &g)) == -1)
+		return -1;
+	if (r == 0)
+		return 0;
+	if (config_check_keys(ctx, g, "upstream.pool", config_keys_upstream_pool,
+	    sizeof config_keys_upstream_pool[0]) == -1)
+		return -1;
+	if ((r = config_want_int(ctx, g, "upstream.pool", "size", 0,
+	    CONFIG_POOL_SIZE_MAX, &v)) == -1)
+		return -1;
+	if (r == 1)
+		c->upstream_pool_size = (unsigned)v;
+	if ((r = config_want_int(ctx, g, "upstream.pool", "idle", 1,
+	    CONFIG_TIMEOUT_MAX, &v)) == -1)
+		return -1;
+	if (r == 1)
+		c->upstream_pool_idle = (unsigned)v;
+	return 0;
+}
+
 int
 config_load_upstream(struct config_ctx *ctx, const config_setting_t *root,
     struct config *c)
@@ -495,7 +533,7 @@ config_load_upstream(struct config_ctx *ctx, const config_setting_t *root,
 		return -1;
 	if (r == 1)
 		c->upstream_probe_interval = (unsigned)v;
-	return 0;
+	return config_load_upstream_pool(ctx, g, c);
 }
 
 int

@@ -117,6 +117,8 @@ struct deliver {
 	deliver_done_fn		 done;		/* the operation in flight */
 	void			*done_arg;
 	struct upstream		*up;		/* smtp, lmtp */
+	/* smtp, lmtp: the client's facts, for a second try within the open only */
+	struct upstream_client	 client;
 	struct event		*later;		/* dir, check: done from the loop */
 	struct smtp_reply	*reply;		/* ... with this reply */
 	int			 dead;

@@ -20,8 +20,10 @@
 #include "config.h"
 #include "deliver.h"
 #include "deliver_smtp.h"
+#include "log.h"
 #include "spool.h"
 #include "upstream.h"
+#include "upstream_pool.h"
 
 /* upstream.c's done: the handle's operation is over. */
 static void
@@ -49,16 +51,61 @@ deliver_smtp_caps(const struct deliver *d, struct smtp_ehlo_caps *caps)
 	return known;
 }
 
+static void deliver_smtp_reused(void *, enum upstream_err,
+		    const struct smtp_reply *);
+
+/*
+ * A pooled connection (upstream_pool.c) when one suits, proven by RSET
+ * first (deliver_smtp_reused), else a new one.  The client's facts are
+ * kept in the handle's connection either way: a connection that fails
+ * its RSET gives way to a new one for the same client.
+ */
+static int
+deliver_smtp_connect(struct deliver *d, const struct upstream_client *cl)
+{
+	if ((d->up = upstream_pool_take(d->cfg, cl)) != NULL) {
+		log_debug("%016llx upstream reusing a pooled connection", d->sid);
+		upstream_reuse(d->up, cl, d->sid, deliver_smtp_reused, d);
+		return 0;
+	}
+	d->up = upstream_open(d->base, d->cfg, d->tls_ctx, cl, d->sid,
+	    deliver_smtp_done, d);
+	return d->up == NULL ? -1 : 0;
+}
+
+/*
+ * The health check's RSET: 250 and the connection is this client's.
+ * Anything else (a refusal, garbage, EOF, a timeout) and it is dropped,
+ * never used, and the next pooled or a new connection takes over: the
+ * client hears of none of this.
+ */
+static void
+deliver_smtp_reused(void *arg, enum upstream_err err, const struct smtp_reply *r)
+{
+	struct deliver *d = arg;
+	struct upstream_client cl;
+
+	if (err == UPSTREAM_OK && r->code == 250) {
+		deliver_finish(d, UPSTREAM_OK, r);
+		return;
+	}
+	log_info("%016llx upstream pooled connection failed its RSET (%s%s%d), "
+	    "dropped", d->sid, upstream_strerror(err), err == UPSTREAM_OK ?
+	    " " : "", err == UPSTREAM_OK ? r->code : 0);
+	upstream_close(d->up);
+	d->up = NULL;
+	cl = d->client;
+	if (deliver_smtp_connect(d, &cl) == -1)
+		deliver_finish(d, UPSTREAM_ERR_LOCAL, NULL);
+}
+
 /* The dialect was chosen by deliver.c: ops says which. */
 int
 deliver_smtp_open(struct deliver *d, const struct upstream_client *client)
 {
-	struct upstream_client cl = *client;
-
-	cl.lmtp = d->ops == &deliver_lmtp_ops;
-	d->up = upstream_open(d->base, d->cfg, d->tls_ctx, &cl, d->sid,
-	    deliver_smtp_done, d);
-	return d->up == NULL ? -1 : 0;
+	d->client = *client;
+	d->client.lmtp = d->ops == &deliver_lmtp_ops;
+	return deliver_smtp_connect(d, &d->client);
 }
 
 void
@@ -98,9 +145,13 @@ deliver_smtp_in_tx(const struct deliver *d)
 	return d->up != NULL && upstream_in_tx(d->up);
 }
 
+/* An idle connection in step goes to the pool, when it takes it. */
 void
 deliver_smtp_close(struct deliver *d)
 {
+	if (d->up != NULL && d->dead == 0 &&
+	    upstream_pool_put(d->up, d->cfg, d->base, d->sid))
+		d->up = NULL;
 	upstream_close(d->up);
 	d->up = NULL;
 }

@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +140,10 @@ struct upstream {
 	int			 probe;		/* a capability probe: no client facts */
 	int			 ready;		/* got to READY once: caps are final */
 	int			 closing;
+	/* Kept from the pool (upstream_pool.c) only when none of these is set. */
+	int			 xclient_sent;	/* the connection carries one client */
+	int			 auth_used;	/* AUTH was relayed: it is that user's */
+	int			 tainted;	/* a refused RSET/NOOP: state unknown */
 };
 
 static pthread_mutex_t upstream_caps_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -292,6 +297,7 @@ upstream_free(struct upstream *up)
 		bufferevent_free(up->bev);
 	if (up->deadline != NULL)
 		event_free(up->deadline);
+	config_unref((struct config *)(uintptr_t)up->cfg);
 	free(up->lmtp_kept);
 	free(up);
 }
@@ -528,6 +534,7 @@ upstream_send_client_facts(struct upstream *up, int xforward_now)
 	    upstream_attr(line, sizeof line, adv, "HELO", up->client_helo))
 		return -1;
 	upstream_enter_state(up, xclient ? UP_STATE_XCLIENT : UP_STATE_XFORWARD);
+	up->xclient_sent |= xclient;
 	upstream_write_line(up, line);
 	/*
 	 * XCLIENT is always followed by EHLO.  With PIPELINING the two go
@@ -815,6 +822,10 @@ upstream_reply_tx(struct upstream *up, int code)
 	switch (up->state) {
 	case UP_STATE_COMMAND:
 		up->in_sasl = up->cmd == UP_CMD_AUTH && code == 334;
+		/* A refused RSET or NOOP leaves us not knowing its state. */
+		if ((up->cmd == UP_CMD_RSET || up->cmd == UP_CMD_NOOP ||
+		    up->cmd == UP_CMD_OTHER) && code / 100 != 2)
+			up->tainted = 1;
 		if ((up->cmd == UP_CMD_MAIL || up->cmd == UP_CMD_RSET) &&
 		    code == 250) {
 			up->in_tx = up->cmd == UP_CMD_MAIL;
@@ -1261,6 +1272,21 @@ upstream_connect(struct upstream *up)
 	    cfg->upstream_host, atoi(cfg->upstream_port));
 }
 
+/* The client facts XCLIENT/XFORWARD send, copied: the session may change. */
+static void
+upstream_set_client(struct upstream *up, const struct upstream_client *client)
+{
+	snprintf(up->client_addr, sizeof up->client_addr, "%s", client->addr);
+	up->client_ipv6 = client->ipv6;
+	up->client_port = client->port;
+	snprintf(up->client_helo, sizeof up->client_helo, "%s",
+	    client->helo ? client->helo : "");
+	up->client_esmtp = client->esmtp;
+	up->require_tls = client->require_tls;
+	snprintf(up->client_name, sizeof up->client_name, "%s",
+	    client->name ? client->name : "[UNAVAILABLE]");
+}
+
 struct upstream *
 upstream_open(struct event_base *base, const struct config *cfg,
     SSL_CTX *tls_ctx, const struct upstream_client *client,
@@ -1276,24 +1302,22 @@ upstream_open(struct event_base *base, const struct config *cfg,
 		free(up);
 		return NULL;
 	}
+	/*
+	 * Held for the connection's life, which can outlast its session's
+	 * (the QUIT of upstream_close, a pooled connection after a reload):
+	 * only the count is written.
+	 */
 	up->cfg = cfg;
+	config_ref((struct config *)(uintptr_t)cfg);
 	up->tls_ctx = tls_ctx;
 	up->base = base;
 	up->sid = sid;
 	up->done = done;
 	up->done_arg = arg;
 	up->state = UP_STATE_CONNECTING;
-	snprintf(up->client_addr, sizeof up->client_addr, "%s", client->addr);
-	up->client_ipv6 = client->ipv6;
-	up->client_port = client->port;
-	snprintf(up->client_helo, sizeof up->client_helo, "%s",
-	    client->helo ? client->helo : "");
-	up->client_esmtp = client->esmtp;
-	up->require_tls = client->require_tls;
+	upstream_set_client(up, client);
 	up->probe = client->probe;
 	up->lmtp = client->lmtp;
-	snprintf(up->client_name, sizeof up->client_name, "%s",
-	    client->name ? client->name : "[UNAVAILABLE]");
 	up->bev = bufferevent_socket_new(base, -1,
 	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (up->bev == NULL) {
@@ -1386,6 +1410,7 @@ upstream_command_secret(struct upstream *up, const char *line,
 	upstream_enter_state(up, UP_STATE_COMMAND);
 	up->cmd = strcmp(line, "*") == 0 ? UP_CMD_AUTH_CANCEL : UP_CMD_AUTH;
 	up->secret = 1;
+	up->auth_used = 1;
 	upstream_write_line(up, line);
 }
 
@@ -1427,6 +1452,60 @@ upstream_close(struct upstream *up)
 	up->closing = 1;
 	if (up->in_callback == 0)
 		upstream_free(up);
+}
+
+/* ---- hooks for the idle pool (upstream_pool.c) ------------------------- */
+
+/*
+ * 1 when the connection may serve another client: idle, in step, outside
+ * a transaction, with no identity of its own (no XCLIENT, no AUTH) and
+ * nothing refused that leaves its state in doubt.  Any error already
+ * made it DEAD.
+ */
+int
+upstream_poolable(const struct upstream *up)
+{
+	return up->state == UP_STATE_READY && up->bev != NULL &&
+	    up->done == NULL && !up->closing && !up->in_tx && !up->in_sasl &&
+	    !up->xclient_sent && !up->auth_used && !up->tainted && !up->probe &&
+	    up->expect == 0 &&
+	    evbuffer_get_length(bufferevent_get_input(up->bev)) == 0 &&
+	    evbuffer_get_length(bufferevent_get_output(up->bev)) == 0;
+}
+
+int
+upstream_tls_active(const struct upstream *up)
+{
+	return up->tls;
+}
+
+/*
+ * While pooled: fn hears of the connection's death (EOF, reset, an
+ * unsolicited 421 or bytes), reported as an error like any other.
+ */
+void
+upstream_park(struct upstream *up, unsigned long long sid, upstream_done_fn fn,
+    void *arg)
+{
+	up->sid = sid;
+	up->done = fn;
+	up->done_arg = arg;
+}
+
+/*
+ * Take a pooled connection for a new client: its facts replace the old
+ * client's (XFORWARD before the next MAIL sends them), then RSET proves
+ * the connection answers in step; done gets RSET's reply.
+ */
+void
+upstream_reuse(struct upstream *up, const struct upstream_client *client,
+    unsigned long long sid, upstream_done_fn done, void *arg)
+{
+	up->done = NULL;
+	up->done_arg = NULL;
+	up->sid = sid;
+	upstream_set_client(up, client);
+	upstream_command(up, "RSET", done, arg);
 }
 
 /* ---- start-up probe ---------------------------------------------------- */

@@ -117,6 +117,18 @@ void		 upstream_caps_set(const struct smtp_ehlo_caps *);
  * session's connection to the upstream fails to open.
  */
 void		 upstream_on_unreachable(void (*fn)(void));
+/*
+ * The idle pool's hooks (upstream_pool.c).  upstream_poolable(): 1 when
+ * the connection may serve another client.  upstream_park(): fn hears
+ * of its death while it waits.  upstream_reuse(): new client facts, then
+ * RSET as the health check; done gets its reply.
+ */
+int		 upstream_poolable(const struct upstream *);
+int		 upstream_tls_active(const struct upstream *);
+void		 upstream_park(struct upstream *, unsigned long long sid,
+		    upstream_done_fn, void *arg);
+void		 upstream_reuse(struct upstream *, const struct upstream_client *,
+		    unsigned long long sid, upstream_done_fn, void *arg);
 /* Blocking start-up probe (own event_base); 0 ok, -1 unreachable. */
 int		 upstream_probe(const struct config *, struct ssl_ctx_st *tls_ctx,
 		    int lmtp);

@@ -62,6 +62,7 @@
 #include "runtime.h"
 #include "smtp_session.h"
 #include "upstream.h"
+#include "upstream_pool.h"
 #include "worker.h"
 
 #define WORKER_BACKLOG		511
@@ -534,6 +535,8 @@ worker_reload_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (w->draining)
 		return;
+	/* Pooled upstream connections were made under the old configuration. */
+	upstream_pool_flush(0);
 	cfg = worker_config_get();
 	(void)worker_listeners_sync(w, cfg);
 	config_unref(cfg);
@@ -565,6 +568,7 @@ worker_drain_cb(evutil_socket_t fd, short what, void *arg)
 	if (w->id == 0)
 		worker_probe_stop();
 	worker_free_listeners(w);
+	upstream_pool_flush(1);		/* their QUITs end, then the loop can */
 	smtp_session_drain_all(&w->host, 0);
 	if (w->host.nsessions == 0) {
 		dns_release(w->base);
