@@ -47,6 +47,7 @@ PROGRAMS = {
     'smtp-sink': ('postfix', 't/bench/run'),
     'smtp-source': ('postfix', 't/bench/run'),
     'postqueue': ('postfix', '85-postfix-milter.t (the hold queue)'),
+    'postcat': ('postfix', '97-pool-postfix.t (the XFORWARD attributes of held queue files)'),
     'opendkim': ('opendkim', 't/lib/dkim_tool.py'),
     'opendkim-testmsg': ('opendkim-tools', 't/lib/dkim_tool.py'),
     'valgrind': ('valgrind', '19-valgrind.t'),
