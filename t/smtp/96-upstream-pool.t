@@ -9,6 +9,8 @@ import sys
 import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
+from fmx_tls import TlsClient, client_ctx, listener, make_cert  # noqa: E402
+from fmx_auth import AuthUpstream, frontmx_listeners_args, plain_ir  # noqa: E402
 import fmx  # noqa: E402
 
 BODY = b'From: alice@example.org\r\nSubject: pool\r\n\r\nbody\r\n'
@@ -46,10 +48,10 @@ def xf(msg):
 
 def conns(up):
     """The connections that carried mail: not frontmx's capability probes
-    (EHLO, QUIT)."""
+    (EHLO or LHLO, QUIT)."""
     with up.lock:
         return [c for c in up.conns
-                if any(x.split(' ')[0].upper() not in ('EHLO', 'QUIT') for x in c.commands)]
+                if any(x.split(' ')[0].upper() not in ('EHLO', 'LHLO', 'QUIT') for x in c.commands)]
 
 
 def quitted(up, i):
@@ -93,6 +95,71 @@ def main():
     ok(up.wait_messages(2, 10), 'xclient: upstream got both')
     is_(len(conns(up)), 2, 'xclient: one upstream connection per client')
     ok(wait_for(lambda: quitted(up, 0), 5), 'xclient: the first connection was closed')
+    mx.finish()
+
+    # -- xclient = false: no identity sent at all, the connection is pooled
+    up = Upstream(ehlo_caps=XC_CAPS + ['XFORWARD NAME ADDR PORT PROTO HELO'])
+    mx = Frontmx(up, conf={'workers': 1, 'upstream': {'xclient': False,
+                                                      'pool': {'size': 8, 'idle': 30}}},
+                 name='noxclient')
+    reply_is(session(mx, 'first.example'), 250, None, 'xclient = false: first relayed')
+    reply_is(session(mx, 'second.example'), 250, None, 'xclient = false: second relayed')
+    ok(up.wait_messages(2, 10), 'xclient = false: upstream got both')
+    is_(len(conns(up)), 1, 'xclient = false: one connection for both')
+    ok(not any(x.split(' ')[0].upper() in ('XCLIENT', 'XFORWARD') for x in up.commands()),
+       'xclient = false: neither XCLIENT nor XFORWARD sent')
+    mx.finish()
+
+    # -- LMTP: pooled the same way
+    up = Upstream(lmtp=True)
+    mx = Frontmx('lmtp:127.0.0.1:%d' % up.port, conf=conf(), name='lmtp')
+    reply_is(session(mx, 'first.example'), 250, None, 'lmtp: first delivered')
+    reply_is(session(mx, 'second.example'), 250, None, 'lmtp: second delivered')
+    ok(up.wait_messages(2, 10), 'lmtp: server got both')
+    is_(len(conns(up)), 1, 'lmtp: one connection for both')
+    cmds = [x.split(' ')[0].upper() for x in conns(up)[0].commands] if conns(up) else []
+    ok('RSET' in cmds[cmds.index('DATA'):] if 'DATA' in cmds else False, 'lmtp: RSET before reuse')
+    is_(up.errors, [], 'lmtp: no command out of sequence')
+    mx.finish()
+
+    # -- AUTH relayed: the connection is that user's, never pooled (else
+    # the next client would relay as alice)
+    d = tmpdir('fmx-pool-auth-')
+    certs = make_cert(d, 'mx.test.example')
+    up = AuthUpstream(users={'alice': 'secret'})
+    mx = frontmx_listeners_args(up, [listener('starttls', certs, auth=True)],
+                                conf={'workers': 1, 'upstream': {'pool': {'size': 8, 'idle': 30}},
+                                      'relay': {'domains': ['example.com'], 'networks': ['192.0.2.0/24']}},
+                                name='auth')
+    c = TlsClient(mx.ports[0])
+    c.greeting()
+    c.ehlo('submit.example')
+    r, err = c.starttls(client_ctx(certs.cert), 'mx.test.example')
+    ok(r.code == 220 and err is None, 'auth: STARTTLS')
+    c.ehlo('submit.example')
+    reply_is(c.cmd('AUTH PLAIN ' + plain_ir('alice', 'secret')), 235, None, 'auth: alice authenticated')
+    res = c.transaction('alice@example.com', ['rcpt@other.example'], BODY)
+    reply_is(res['dot'], 250, None, 'auth: relayed outside as alice')
+    n = mx.log().count('smtp disconnect from')
+    c.cmd('QUIT')
+    c.close()
+    # the session is over (and its upstream connection pooled or closed)
+    ok(wait_for(lambda: mx.log().count('smtp disconnect from') > n, 10), 'auth: first session over')
+    c = SmtpClient(mx.ports[0])
+    c.greeting()
+    c.ehlo('anon.example')
+    r = c.cmd('MAIL FROM:<x@example.com>')
+    reply_is(c.cmd('RCPT TO:<bob@example.com>'), 250, None, 'auth: next client, local RCPT')
+    reply_is(c.data(BODY)[1], 250, None, 'auth: next client relayed')
+    c.cmd('QUIT')
+    c.close()
+    ok(up.wait_messages(2, 10), 'auth: upstream got both')
+    with up.lock:
+        msgs = list(up.messages)
+    if len(msgs) == 2:
+        is_(msgs[0]['user'], 'alice', "auth: first message on alice's connection")
+        is_(msgs[1]['user'], None, 'auth: second message on a connection nobody authenticated on')
+        isnt(msgs[1]['conn'], msgs[0]['conn'], 'auth: not the authenticated connection')
     mx.finish()
 
     # -- no pool configured: as before, one connection per client
