@@ -1506,6 +1506,13 @@ upstream_reuse(struct upstream *up, const struct upstream_client *client,
 	up->sid = sid;
 	upstream_set_client(up, client);
 	upstream_command(up, "RSET", done, arg);
+	/*
+	 * It stands in for a connect: a connection that does not answer is
+	 * given up after timeouts.upstream_connect, not upstream_command,
+	 * and the client gets a new one.
+	 */
+	if (up->state == UP_STATE_COMMAND)
+		upstream_set_timeout(up, up->cfg->timeouts.upstream_connect);
 }
 
 /* ---- start-up probe ---------------------------------------------------- */

@@ -175,7 +175,8 @@ def main():
     faults = [('4xx', {'on_rset': '451 4.3.0 try later'}),
               ('5xx', {'on_rset': '554 5.5.1 no'}),
               ('garbage', {'garbage_at': 'RSET'}),
-              ('421 and close', {'on_rset': '421 4.4.2 bye'})]
+              ('421 and close', {'on_rset': '421 4.4.2 bye'}),
+              ('silent', {'silent_at': 'RSET'})]
     for name, fault in faults:
         up = Upstream(ehlo_caps=XF_CAPS)
         mx = Frontmx(up, conf=conf(), name='rset-' + name.split()[0])
