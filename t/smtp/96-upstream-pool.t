@@ -5,6 +5,7 @@
 # client's XFORWARD attributes; a connection whose state is in doubt is
 # never reused, and a message is never lost to a stale one.
 import os
+import shutil
 import sys
 import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
@@ -306,4 +307,50 @@ def main():
     mx.finish()
 
 
-run(main, timeout=150)
+    # -- the same under valgrind (release build): reuse, a connection lost
+    # while pooled, a reload flushing the pool, SIGTERM with one pooled
+    valgrind_run()
+
+
+def valgrind_run():
+    repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
+    release = os.environ.get('FRONTMX_RELEASE', os.path.join(repo, 'frontmx'))
+    if shutil.which('valgrind') is None or not os.access(release, os.X_OK):
+        ok(False, 'valgrind (make deps) and %s (make) are there' % release)
+        return
+    d = tmpdir('fmx-pool-vg-')
+    vglog = os.path.join(d, 'valgrind.log')
+    wrapper = os.path.join(d, 'frontmx-vg')
+    with open(wrapper, 'w') as f:
+        f.write('#!/bin/sh\nexec valgrind -q --error-exitcode=3 --leak-check=full '
+                '--errors-for-leak-kinds=definite --log-file=%s %s "$@"\n' % (vglog, release))
+    os.chmod(wrapper, 0o755)
+    saved = os.environ.get('FRONTMX')
+    os.environ['FRONTMX'] = wrapper
+    try:
+        up = Upstream(ehlo_caps=XF_CAPS)
+        mx = Frontmx(up, conf=conf(), name='pool under valgrind')
+        reply_is(session(mx, 'first.example'), 250, None, 'valgrind: first relayed')
+        reply_is(session(mx, 'second.example'), 250, None, 'valgrind: second relayed, reused')
+        is_(len(conns(up)), 1, 'valgrind: one upstream connection for both')
+        up.drop_all()
+        ok(wait_for(lambda: 'pooled connection lost' in mx.log(), 20), 'valgrind: lost while pooled')
+        reply_is(session(mx, 'third.example'), 250, None, 'valgrind: third relayed')
+        mx.hup()
+        ok(wait_for(lambda: 'configuration reloaded' in mx.log(), 20), 'valgrind: reloaded')
+        reply_is(session(mx, 'fourth.example'), 250, None, 'valgrind: fourth relayed, then pooled')
+        rc = mx.stop(timeout=30)
+        is_(rc, 0, 'valgrind: exit status 0 with a pooled connection at SIGTERM (3: memcheck errors)')
+        with open(vglog) as f:
+            report = f.read()
+        is_(report.strip(), '', 'valgrind reported nothing')
+        if report.strip():
+            diag(report[-4000:])
+    finally:
+        if saved is None:
+            os.environ.pop('FRONTMX', None)
+        else:
+            os.environ['FRONTMX'] = saved
+
+
+run(main, timeout=240)
