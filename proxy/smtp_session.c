@@ -294,6 +294,19 @@ smtp_filter_refused(struct smtp_session *s, const struct filter_result *res,
 	    "reply=\"%.*s\"", s->id, what, s->addr, res->filter,
 	    res->verdict == FMX_REJECT ? "reject" : "tempfail",
 	    (int)strcspn(reply, "\n"), reply);
+	/*
+	 * RFC 5321 3.8: a 421 says the channel is closing, and it is (a
+	 * milter's SMFIR_SHUTDOWN, a module's or milter's own "421 ..."):
+	 * no command behind it is answered, nothing of the transaction it
+	 * ended is relayed.  The step's refused callback still runs, for
+	 * its logging and cleanup; its resume finds the session quitting.
+	 */
+	if (strncmp(reply, "421", 3) == 0 && s->state != SMTP_STATE_QUIT) {
+		log_info("%016llx smtp closing reason=filter-421 filter=%s "
+		    "client=%s", s->id, res->filter, s->addr);
+		smtp_relay_close(s);
+		smtp_enter_state(s, SMTP_STATE_QUIT);
+	}
 	return 1;
 }
 
@@ -819,7 +832,8 @@ smtp_connect_refused(struct smtp_session *s, const struct filter_result *res)
 	/* The reason is the filter that refused: "dnsbl", a module's name. */
 	metrics_inc(METRIC_CONNECTIONS_REFUSED, res->filter[0] != '\0' ?
 	    res->filter : "filter");
-	smtp_enter_state(s, SMTP_STATE_QUIT);
+	if (s->state != SMTP_STATE_QUIT)	/* a 421 is already closing it */
+		smtp_enter_state(s, SMTP_STATE_QUIT);
 }
 
 static void
