@@ -145,6 +145,17 @@ static const struct test_config_case test_config_cases[] = {
 	  "listen = ( { address = \"127.0.0.1:2525\"; } );\n"
 	  "upstream = { address = \"127.0.0.1:25\"; xclient = \"yes\"; };\n",
 	  ":2: 'upstream.xclient' must be a boolean" },
+#define TEST_POOL(x) "listen = ( { address = \"127.0.0.1:2525\"; } );\n" \
+	"upstream = { address = \"127.0.0.1:25\";\n pool = " x " };\n"
+	{ "upstream.pool", NULL, TEST_POOL("{ size = 8; idle = 30; };"), NULL },
+	{ "upstream.pool not a group", NULL, TEST_POOL("8;"),
+	  ":3: 'upstream.pool' must be a group" },
+	{ "upstream.pool unknown key", NULL, TEST_POOL("{ sise = 8; };"),
+	  ":3: unknown key 'sise' in 'upstream.pool' (did you mean 'size'?)" },
+	{ "upstream.pool.size 1025", NULL, TEST_POOL("{ size = 1025; };"),
+	  ":3: 'upstream.pool.size' must be between 0 and 1024" },
+	{ "upstream.pool.idle 0", NULL, TEST_POOL("{ idle = 0; };"),
+	  ":3: 'upstream.pool.idle' must be between 1 and 86400" },
 	{ "dry_run not a bool", NULL, TEST_PBASE "policy = { default = { dry_run = 1; }; };\n",
 	  ":3: 'policy.default.dry_run' must be a boolean" },
 
@@ -660,6 +671,8 @@ test_config_defaults(void)
 	    strcmp(c->upstream_port, "25") == 0, "upstream host name and port");
 	ok(strcmp(c->upstream_helo, c->hostname) == 0, "helo defaults to hostname");
 	ok(c->upstream_xclient == 1, "xclient defaults to true");
+	ok(c->upstream_pool_size == 0 && c->upstream_pool_idle == 30,
+	    "upstream.pool: none by default (idle 30)");
 	ok(c->ndns_forward == 0, "no dns.forward");
 	ok(c->limits.message_size == 26214400 && c->limits.header_size == 102400 &&
 	    c->limits.recipients == 1000 && c->limits.connections_per_ip == 50 &&
@@ -937,7 +950,7 @@ main(void)
 	struct config	*c;
 	char		 small[16];
 
-	plan(368);
+	plan(378);
 	/* prove runs us from the repository root; fixtures are relative to it. */
 	if (access("t/unit/conf/good.conf", R_OK) == -1) {
 		printf("Bail out! run from the repository root\n");
