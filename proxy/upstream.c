@@ -135,7 +135,6 @@ struct upstream {
 	unsigned		 wait_secs;	/* ... and its length */
 	struct timespec		 wait_start;	/* ... and when it began (the reply's time) */
 	int			 secret;	/* the next line is a credential: don't log it */
-	int			 ehlo_pipelined;	/* EHLO sent right behind XCLIENT */
 	int			 unproven;	/* connect() in progress, nothing read yet (upstream_connect_addr) */
 	int			 probe;		/* a capability probe: no client facts */
 	int			 ready;		/* got to READY once: caps are final */
@@ -535,15 +534,14 @@ upstream_send_client_facts(struct upstream *up, int xforward_now)
 		return -1;
 	upstream_enter_state(up, xclient ? UP_STATE_XCLIENT : UP_STATE_XFORWARD);
 	up->xclient_sent |= xclient;
-	upstream_write_line(up, line);
 	/*
-	 * XCLIENT is always followed by EHLO.  With PIPELINING the two go
-	 * in one group (RFC 2920 3.1: EHLO ends a group, XCLIENT need not),
-	 * which saves a round trip per connection.
+	 * XCLIENT ends a command group whatever PIPELINING says: the MTA
+	 * restarts its session and greets again, and Postfix counts bytes
+	 * that arrive before that greeting as improper pipelining (and with
+	 * smtpd_forbid_unauth_pipelining drops the connection).  The EHLO
+	 * that must follow goes only after the reply (UP_STATE_XCLIENT).
 	 */
-	up->ehlo_pipelined = xclient && (up->caps.flags & SMTP_EHLO_PIPELINING);
-	if (up->ehlo_pipelined)
-		upstream_write_ehlo(up);
+	upstream_write_line(up, line);
 	return 1;
 }
 
@@ -749,12 +747,7 @@ upstream_reply_setup(struct upstream *up, int code)
 			upstream_fail(up, UPSTREAM_ERR_REJECTED, up->reply.text);
 			return;
 		}
-		if (up->ehlo_pipelined) {
-			/* Already sent behind the XCLIENT: its reply comes next. */
-			upstream_enter_state(up, UP_STATE_EHLO_AGAIN);
-			smtp_reply_init(&up->reply);
-		} else
-			upstream_send_ehlo(up, UP_STATE_EHLO_AGAIN);
+		upstream_send_ehlo(up, UP_STATE_EHLO_AGAIN);
 		break;
 	case UP_STATE_XFORWARD:
 		if (code != 250) {
