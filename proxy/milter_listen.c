@@ -92,6 +92,9 @@
 #define MLISTEN_ARG_MAX		1024	/* HELO name or address a request carries */
 #define MLISTEN_HEADERS_MAX	10000	/* header fields per message */
 #define MLISTEN_AR_MAX		8192	/* our Authentication-Results field */
+/* The tempfail texts the MTA relays when the chain cannot answer (one copy each). */
+#define MLISTEN_REPLY_UNAVAILABLE "451 4.3.0 Error: filter unavailable, try again later"
+#define MLISTEN_REPLY_LOCAL	"451 4.3.0 Error: local error, try again later"
 
 enum mlisten_req {
 	MLISTEN_REQ_NONE = 0,
@@ -333,8 +336,7 @@ mlisten_call(SMFICTX *ctx, struct mlisten_conn *c, enum mlisten_req req)
 	pthread_mutex_lock(&c->lock);
 	if (c->busy || c->broken || atomic_load(&mlisten.stopping) > 1) {
 		pthread_mutex_unlock(&c->lock);
-		return mlisten_tempfail(ctx, "451 4.3.0 Error: filter "
-		    "unavailable, try again later");
+		return mlisten_tempfail(ctx, MLISTEN_REPLY_UNAVAILABLE);
 	}
 	c->req = req;
 	c->busy = 1;
@@ -463,7 +465,7 @@ mlisten_idle(struct mlisten_conn *c)
 static sfsistat
 mlisten_busy(SMFICTX *ctx)
 {
-	return mlisten_tempfail(ctx, "451 4.3.0 Error: filter unavailable, try again later");
+	return mlisten_tempfail(ctx, MLISTEN_REPLY_UNAVAILABLE);
 }
 
 static sfsistat
@@ -666,8 +668,7 @@ mlisten_header(SMFICTX *ctx, char *name, char *value)
 	size_t off;
 
 	if (c == NULL || c->cfg == NULL || !mlisten_idle(c))
-		return mlisten_tempfail(ctx, "451 4.3.0 Error: filter "
-		    "unavailable, try again later");
+		return mlisten_tempfail(ctx, MLISTEN_REPLY_UNAVAILABLE);
 	if (c->too_big)
 		return SMFIS_REJECT;
 	if (name == NULL || name[0] == '\0' || strpbrk(name, ": \t\r\n") != NULL)
@@ -705,8 +706,7 @@ mlisten_header(SMFICTX *ctx, char *name, char *value)
 	    spool_append(&c->spool, c->leadspc ? ":" : ": ", c->leadspc ? 1 : 2) == -1 ||
 	    mlisten_spool_crlf(c, v, strlen(v)) == -1 ||
 	    spool_append(&c->spool, "\r\n", 2) == -1)
-		return mlisten_tempfail(ctx, "451 4.3.0 Error: local error, "
-		    "try again later");
+		return mlisten_tempfail(ctx, MLISTEN_REPLY_LOCAL);
 	c->hdrs[c->nhdrs].off = off;
 	c->hdrs[c->nhdrs].len = c->spool.size - off;
 	c->nhdrs++;
@@ -725,8 +725,7 @@ mlisten_eoh(SMFICTX *ctx)
 	c->eoh_seen = 1;
 	c->eoh_off = c->spool.size;
 	if (spool_append(&c->spool, "\r\n", 2) == -1)
-		return mlisten_tempfail(ctx, "451 4.3.0 Error: local error, "
-		    "try again later");
+		return mlisten_tempfail(ctx, MLISTEN_REPLY_LOCAL);
 	return SMFIS_CONTINUE;
 }
 
@@ -744,8 +743,7 @@ mlisten_body(SMFICTX *ctx, unsigned char *p, size_t len)
 	if (c->spool.size + len > c->cfg->limits.message_size)
 		return mlisten_too_big(ctx, c, 2);
 	if (spool_append(&c->spool, p, len) == -1)
-		return mlisten_tempfail(ctx, "451 4.3.0 Error: local error, "
-		    "try again later");
+		return mlisten_tempfail(ctx, MLISTEN_REPLY_LOCAL);
 	return SMFIS_CONTINUE;
 }
 
@@ -821,8 +819,7 @@ mlisten_eom(SMFICTX *ctx)
 	if (!c->eoh_seen && mlisten_eoh(ctx) != SMFIS_CONTINUE)
 		return SMFIS_TEMPFAIL;
 	if (spool_flush(&c->spool) == -1)
-		return mlisten_tempfail(ctx, "451 4.3.0 Error: local error, "
-		    "try again later");
+		return mlisten_tempfail(ctx, MLISTEN_REPLY_LOCAL);
 	mlisten_macro_qid(ctx, c);
 	st = mlisten_call(ctx, c, MLISTEN_REQ_EOM);
 	/* ops are ours once the loop answered (busy clear), none if it did not. */
@@ -1218,7 +1215,7 @@ mlisten_decide(struct mlisten_conn *c)
 		mlisten_log_message(c, "tempfail", "spool read error");
 		mlisten_tx_end(c, 0);
 		mlisten_answer(c, SMFIS_TEMPFAIL,
-		    "451 4.3.0 Error: local error, try again later");
+		    MLISTEN_REPLY_LOCAL);
 		return;
 	}
 	mlisten_plan_top(c, o);
@@ -1262,7 +1259,7 @@ mlisten_replay_failed(struct mlisten_conn *c)
 	mlisten_log_message(c, "tempfail", "spool read error");
 	mlisten_tx_end(c, 0);
 	mlisten_answer(c, SMFIS_TEMPFAIL,
-	    "451 4.3.0 Error: local error, try again later");
+	    MLISTEN_REPLY_LOCAL);
 }
 
 static void
