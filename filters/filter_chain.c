@@ -227,6 +227,7 @@ filter_chain_new(struct config *cfg, char *err, size_t errlen)
 		if (cf->milter != NULL) {
 			/* An external milter: the built-in speaks the protocol. */
 			fi->ops = milter_filter();
+			ch->daemon_addr = 1;
 			if ((fi->inst = milter_inst_new(cf)) == NULL) {
 				snprintf(err, errlen, "out of memory");
 				filter_chain_free(ch);
@@ -287,6 +288,12 @@ int
 filter_chain_wants(const struct filter_chain *ch, enum filter_phase phase)
 {
 	return (ch->wants & (1u << phase)) != 0;
+}
+
+int
+filter_chain_wants_daemon_addr(const struct filter_chain *ch)
+{
+	return ch->daemon_addr;
 }
 
 /* ---- running a phase ----------------------------------------------------- */

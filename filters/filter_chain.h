@@ -153,6 +153,12 @@ void			 filter_chain_unref(struct filter_chain *);
 struct config		*filter_chain_config(const struct filter_chain *);
 /* Does any filter have a hook for this phase (skip the replay if not)? */
 int			 filter_chain_wants(const struct filter_chain *, enum filter_phase);
+/*
+ * Does any filter read facts->daemon_addr/daemon_port (a milter's
+ * {daemon_addr} macro)?  They cost the session a getsockname(2), so the
+ * session fills them only then.
+ */
+int			 filter_chain_wants_daemon_addr(const struct filter_chain *);
 
 struct filter_session	*filter_session_new(struct filter_chain *, struct event_base *,
 			    const struct filter_facts *, const struct filter_host *);

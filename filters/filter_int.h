@@ -58,6 +58,7 @@ struct filter_chain {
 	struct filter_instance		*inst;
 	size_t				 ninst;
 	unsigned			 wants;		/* 1u << FILTER_PH_* */
+	int				 daemon_addr;	/* a milter asks for {daemon_addr} */
 	int				 refcount;	/* refcount.h */
 	unsigned long			 serial;	/* filter_chain_new() order (filter_builtin.h) */
 };

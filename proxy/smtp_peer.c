@@ -184,7 +184,11 @@ smtp_peer_lookup(struct smtp_session *s)
 		smtp_peer_rdns_done(s, SMTP_RDNS_TEMP);
 }
 
-/* Our own address on this connection, for milters' {daemon_addr}. */
+/*
+ * Our own address on this connection, for milters' {daemon_addr}; only
+ * when the chain has a milter (filter_chain_wants_daemon_addr): a
+ * getsockname(2) per connection nobody reads is a syscall per message.
+ */
 void
 smtp_peer_local(struct smtp_session *s, int fd)
 {

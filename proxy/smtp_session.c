@@ -897,7 +897,8 @@ smtp_session_start(struct smtp_host *h, int fd, const struct sockaddr *sa,
 	s->tls_ctx = runtime_server_ctx(rt, listener);
 	(void)salen;
 	smtp_peer_set(s, sa);
-	smtp_peer_local(s, fd);
+	if (filter_chain_wants_daemon_addr(s->chain))
+		smtp_peer_local(s, fd);
 	spool_init(&s->spool, cfg->limits.spool_memory, cfg->spool_dir);
 	spool_init(&s->newbody, cfg->limits.spool_memory, cfg->spool_dir);
 	s->listener = listener < cfg->nlisteners ? &cfg->listeners[listener] : NULL;
