@@ -315,7 +315,8 @@ bench: deps
 	t/bench/run
 
 # The bench of this tree against the build of revision REV, alternating in
-# one run (t/bench/compare): `make bench-compare REV=HEAD~5`.
+# one run (t/bench/compare): `make bench-compare REV=HEAD~5`, with
+# BENCH_WORKERS=N and BENCH_PASSES=N from the environment.
 REV	?= HEAD
 bench-compare: deps
 	t/bench/compare $(REV)
