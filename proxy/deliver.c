@@ -239,6 +239,27 @@ deliver_in_tx(const struct deliver *d)
 	return d->ops->in_tx(d);
 }
 
+int
+deliver_can_queue(const struct deliver *d)
+{
+	return !d->dead && d->done == NULL && d->ops->can_queue != NULL &&
+	    d->ops->can_queue(d);
+}
+
+/* Its done is its own: the handle's one-operation slot stays free. */
+void
+deliver_queue(struct deliver *d, const char *line, deliver_done_fn done,
+    void *arg)
+{
+	d->ops->queue(d, line, done, arg);
+}
+
+void
+deliver_flush(struct deliver *d)
+{
+	d->ops->flush(d);
+}
+
 void
 deliver_close(struct deliver *d)
 {

@@ -32,6 +32,15 @@
  *	connection set-up; the data operation reports the verdict on the
  *	message (for LMTP, on its one recipient).
  *
+ *	Pipelining is the exception to "one operation at a time": where
+ *	deliver_can_queue() says so (an SMTP upstream that offers
+ *	PIPELINING, idle or with a group being queued), deliver_queue()
+ *	queues a MAIL or RCPT line with a done of its own, and
+ *	deliver_flush() writes the group in one write; each queued command's
+ *	done then fires in order with its reply, or one error fires for the
+ *	first command still owed and the handle is dead (upstream.h).  No
+ *	other operation starts while a group is queued or owed.
+ *
  *	A handle lives across transactions (an SMTP connection is reused);
  *	deliver_idle() says it can take the next operation, deliver_in_tx()
  *	that the backend still holds a MAIL transaction (RSET first).
@@ -100,6 +109,11 @@ struct deliver_ops {
 	void		(*auth)(struct deliver *, const char *line);
 	int		(*idle)(const struct deliver *);
 	int		(*in_tx)(const struct deliver *);
+	/* Pipelining; NULL: the backend takes one command at a time. */
+	int		(*can_queue)(const struct deliver *);
+	void		(*queue)(struct deliver *, const char *line,
+			    deliver_done_fn, void *);
+	void		(*flush)(struct deliver *);
 	void		(*close)(struct deliver *);
 };
 
@@ -151,6 +165,10 @@ int		 deliver_auth(struct deliver *, const char *line, deliver_done_fn,
 		    void *);
 int		 deliver_idle(const struct deliver *);
 int		 deliver_in_tx(const struct deliver *);
+int		 deliver_can_queue(const struct deliver *);
+void		 deliver_queue(struct deliver *, const char *line, deliver_done_fn,
+		    void *);
+void		 deliver_flush(struct deliver *);
 unsigned	 deliver_flags(const struct deliver_ops *);
 const struct deliver_ops *deliver_backend(const struct deliver *);
 /* The message log's result for a delivered message (relayed, delivered, the action). */

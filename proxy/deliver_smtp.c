@@ -13,7 +13,9 @@
  *	transaction that needs one the upstream then lacks only gets a 451.
  *
  *	deliver_lmtp.c shares these functions: LMTP is this dialogue with
- *	LHLO and a reply per recipient, both inside upstream.c.
+ *	LHLO and a reply per recipient, both inside upstream.c.  Only SMTP
+ *	takes pipelined groups (deliver_smtp_can_queue): LMTP keeps one
+ *	recipient per transaction.
  */
 #include <string.h>
 
@@ -145,6 +147,25 @@ deliver_smtp_in_tx(const struct deliver *d)
 	return d->up != NULL && upstream_in_tx(d->up);
 }
 
+static int
+deliver_smtp_can_queue(const struct deliver *d)
+{
+	return d->up != NULL && upstream_can_queue(d->up);
+}
+
+static void
+deliver_smtp_queue(struct deliver *d, const char *line, deliver_done_fn done,
+    void *arg)
+{
+	upstream_queue(d->up, line, done, arg);
+}
+
+static void
+deliver_smtp_flush(struct deliver *d)
+{
+	upstream_flush(d->up);
+}
+
 /* An idle connection in step goes to the pool, when it takes it. */
 void
 deliver_smtp_close(struct deliver *d)
@@ -169,5 +190,8 @@ const struct deliver_ops deliver_smtp_ops = {
 	.auth = deliver_smtp_auth,
 	.idle = deliver_smtp_idle,
 	.in_tx = deliver_smtp_in_tx,
+	.can_queue = deliver_smtp_can_queue,
+	.queue = deliver_smtp_queue,
+	.flush = deliver_smtp_flush,
 	.close = deliver_smtp_close,
 };

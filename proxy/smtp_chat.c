@@ -185,12 +185,32 @@ smtp_chat_log_disconnect(struct smtp_session *s)
 		    s->id, s->name, s->addr, buf, ok, all);
 }
 
+/*
+ * Where a reply goes: the output, or while MAIL/RCPTs queued to the
+ * upstream still owe their replies (smtp_relay.c's pipelined group),
+ * behind the last of them (its after buffer), so that it leaves after
+ * theirs: replies stay in command order.  A queued command's own reply
+ * (SMTP_F_PIPE_REPLY) is the oldest owed and goes out.
+ */
+struct evbuffer *
+smtp_chat_out(struct smtp_session *s)
+{
+	struct smtp_piped *p;
+
+	if (s->npiped == 0 || (s->flags & SMTP_F_PIPE_REPLY))
+		return bufferevent_get_output(s->bev);
+	p = &s->piped[(s->piped_head + s->npiped - 1) % SMTP_PIPE_MAX];
+	if (p->after == NULL && (p->after = evbuffer_new()) == NULL)
+		fatalx("out of memory");
+	return p->after;
+}
+
 /* Send one complete reply; text may hold several lines separated by '\n'. */
 __attribute__((format(printf, 2, 3)))
 void
 smtp_reply(struct smtp_session *s, const char *fmt, ...)
 {
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer *out = smtp_chat_out(s);
 	char buf[SMTP_REPLY_BUF];
 	const char *p, *nl;
 	va_list ap;
@@ -255,7 +275,7 @@ smtp_chat_upstream(struct smtp_session *s, const struct smtp_reply *r,
 	}
 	log_debug("%016llx smtp >>> %.*s", s->id, (int)n, buf);
 	smtp_chat_count(s, r->code);
-	evbuffer_add(bufferevent_get_output(s->bev), buf, n);
+	evbuffer_add(smtp_chat_out(s), buf, n);
 }
 
 static double

@@ -58,6 +58,7 @@ struct smtp_tx;
 #define SMTP_OUTPUT_HIGH	65536	/* replies a client leaves unread before we stop reading it */
 #define SMTP_PROXY_TIMEOUT	10	/* seconds for a load balancer's PROXY header */
 #define SMTP_AUTH_LINE_MAX	12290	/* RFC 4954 4: 12288 octets plus CRLF */
+#define SMTP_PIPE_MAX		64	/* MAIL and RCPTs in one group to the upstream */
 
 enum smtp_state {
 	SMTP_STATE_PROXY = 0,	/* waiting for the PROXY protocol header */
@@ -138,6 +139,7 @@ enum smtp_mail_param {
 #define SMTP_F_BDAT_LAST	0x0080u	/* the chunk being read is BDAT ... LAST */
 #define SMTP_F_UP_REUSED	0x0100u	/* this MAIL went over a kept connection */
 #define SMTP_F_GROUP_END	0x0200u	/* a group-ending command's reply is in the output */
+#define SMTP_F_PIPE_REPLY	0x0400u	/* writing a queued command's reply: to the output */
 
 /* struct smtp_tx's flags. */
 #define SMTP_TX_UTF8		0x0001u	/* MAIL had SMTPUTF8 (RFC 6531) */
@@ -178,6 +180,26 @@ struct smtp_verb {
 	unsigned	 flags;		/* SMTP_VERB_* preconditions */
 	const struct smtp_step *step;	/* its filter phase (smtp_verb_filter), or NULL */
 	int		(*fn)(struct smtp_session *, const char *args);
+};
+
+/*
+ * A MAIL or RCPT queued to the upstream in a pipelined group
+ * (smtp_relay.c), its client reply owed until the upstream's comes.
+ * Replies to the commands read after it (a RCPT refused here) wait in
+ * after, so that the client hears them in command order.
+ */
+struct smtp_piped {
+	int		 stat;		/* SMTP_STAT_*: the disconnect line's count */
+	const char	*stage;		/* the metrics' stage */
+	char		*rcpt;		/* RCPT: the recipient; NULL: MAIL */
+	char		*dsn;		/* ... its DSN parameters as relayed */
+	struct evbuffer	*after;		/* later replies, held; NULL: none */
+};
+
+enum smtp_pipe {
+	SMTP_PIPE_NONE = 0,
+	SMTP_PIPE_OPEN,		/* commands queued, not yet written */
+	SMTP_PIPE_SENT		/* written: the session waits for the replies */
 };
 
 /* One header field of the spooled message. */
@@ -321,6 +343,13 @@ struct smtp_session {
 	char			 pending_rcpt[SMTP_PATH_MAX + 1];
 	char			 pending_dsn[SMTP_PARAM_VALUE_MAX * 2 + 32];	/* its DSN parameters */
 	upstream_done_fn	 pending_cb;	/* who gets the reply to pending */
+	/* The pipelined group to the upstream (smtp_relay.c), a ring. */
+	struct smtp_piped	 piped[SMTP_PIPE_MAX];
+	size_t			 piped_head;
+	size_t			 npiped;
+	size_t			 piped_rcpts;	/* RCPTs among them */
+	enum smtp_pipe		 pipe;
+	int			 pipe_nomail;	/* the group's MAIL was refused */
 	char			*auth_id;	/* authenticated identity (RFC 4954), set on 235 only */
 	char			*auth_claim;	/* the name in the exchange, until the upstream says 235 */
 	char			 auth_mech[24];
@@ -373,6 +402,7 @@ int	smtp_chat_hold(const struct smtp_session *s);
 int	smtp_chat_quit_later(struct smtp_session *s);
 void	smtp_chat_quit_flushed(struct smtp_session *s);
 void	smtp_chat_writecb(struct bufferevent *bev, void *arg);
+struct evbuffer *smtp_chat_out(struct smtp_session *s);
 
 /* smtp_peer.c */
 extern const struct smtp_step smtp_peer_step_helo;
@@ -399,7 +429,8 @@ int	smtp_mail_offer_dsn(const struct smtp_session *s);
 int	smtp_mail_cmd_mail(struct smtp_session *s, const char *args);
 void	smtp_mail_rcpt_add(struct smtp_session *s, const char *rcpt,
 	    const char *params);
-void	smtp_mail_rcpt_accepted(struct smtp_session *s);
+void	smtp_mail_rcpt_accepted(struct smtp_session *s, const char *rcpt,
+	    const char *dsn);
 int	smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args);
 
 /* smtp_data.c */
@@ -429,6 +460,7 @@ void	smtp_relay_mail_start(struct smtp_session *s);
 int	smtp_relay_quarantine(struct smtp_session *s, const char *note);
 void	smtp_relay_mail(struct smtp_session *s);
 void	smtp_relay_rcpt(struct smtp_session *s);
+int	smtp_relay_pipe_gate(struct smtp_session *s);
 int	smtp_relay_reported(struct smtp_session *s, enum fmx_verdict verdict);
 void	smtp_relay_deliver(struct smtp_session *s, int rcpts_changed);
 

@@ -321,13 +321,14 @@ smtp_mail_rcpt_add(struct smtp_session *s, const char *rcpt, const char *params)
 
 /* The first accepted recipient fixes the transaction's policy. */
 void
-smtp_mail_rcpt_accepted(struct smtp_session *s)
+smtp_mail_rcpt_accepted(struct smtp_session *s, const char *rcpt,
+    const char *dsn)
 {
-	const char *at = strrchr(s->pending_rcpt, '@');
+	const char *at = strrchr(rcpt, '@');
 
 	if (s->tx->nrcpts == 0)
 		s->tx->policy = policy_lookup(s->cfg, at ? at + 1 : NULL);
-	smtp_mail_rcpt_add(s, s->pending_rcpt, s->pending_dsn);
+	smtp_mail_rcpt_add(s, rcpt, dsn);
 }
 
 static void
@@ -424,7 +425,12 @@ smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args)
 		return SMTP_VERB_OK;
 	if (smtp_mail_rcpt_params(s, &p, dsn, sizeof dsn) == -1)
 		return SMTP_VERB_OK;
-	if (s->tx->nrcpts >= s->cfg->limits.recipients) {
+	/*
+	 * RCPTs queued to the upstream (smtp_relay.c's pipelined group)
+	 * count as accepted here until their replies come: a client can
+	 * only hear 452 sooner, never have more recipients or two policies.
+	 */
+	if (s->tx->nrcpts + s->piped_rcpts >= s->cfg->limits.recipients) {
 		/* RFC 5321 4.5.3.1.10: 452, so the client retries the rest later. */
 		log_info("%016llx smtp refused reason=recipients client=%s "
 		    "rcpt=<%s> limit=%zu", s->id, s->addr, p.mailbox,
@@ -454,7 +460,7 @@ smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args)
 	 * policy than the first accepted one must come in its own
 	 * transaction; 452 makes the client retry it later (DESIGN.md).
 	 */
-	if (s->tx->nrcpts > 0 && s->tx->policy != pol) {
+	if (s->tx->nrcpts + s->piped_rcpts > 0 && s->tx->policy != pol) {
 		smtp_reply(s, "452 4.5.3 Error: recipient has a different policy, "
 		    "send it in a separate transaction");
 		return SMTP_VERB_OK;

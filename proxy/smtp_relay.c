@@ -26,12 +26,46 @@
  *
  *	Every delivery failure becomes a 4xx to the client and closes the
  *	handle (smtp_relay_failed): nothing is lost.
+ *
+ *	Pipelining to the upstream (RFC 2920; smtp_relay_pipe_*).  When a
+ *	MAIL or RCPT has passed its filters, the handle takes queued
+ *	commands (deliver_can_queue: an SMTP upstream offering PIPELINING,
+ *	idle) and the client's input already holds a complete next line
+ *	that is a RCPT, the command is queued instead of sent and the
+ *	session goes on with that RCPT; each RCPT that passes its filters
+ *	is queued too while the group is open.  The group is written (one
+ *	write) as soon as the next line is anything else or not there yet,
+ *	a reply to a later command was decided here (a RCPT refused by
+ *	relay control, a filter, its syntax: held, see below), or the group
+ *	is full (SMTP_PIPE_MAX); then the session waits for every reply
+ *	before it reads another command.  The upstream's replies come in
+ *	order, and each makes the client's reply to its command, so the
+ *	client hears 250 to a MAIL or RCPT only after the upstream's 250 to
+ *	it.  A reply decided here for a command read after queued ones waits
+ *	behind them (smtp_chat_out: struct smtp_piped's after): replies stay
+ *	in command order.  A refused MAIL ends the transaction (the filters
+ *	hear on_abort: their RCPT hooks ran for it) and each RCPT queued
+ *	behind it gets what it would have got alone, "503 5.5.1 Error: need
+ *	MAIL command", whatever the upstream said.  Any error (timeout, EOF,
+ *	a malformed or unexpected reply, one more or fewer than owed, one
+ *	before the group was written) kills the connection: every command
+ *	still owed gets the 4xx of smtp_relay_failed, nothing is relayed,
+ *	the connection is never reused.  Not queued: a MAIL on a connection
+ *	kept from an earlier transaction (it may meet a connection the MTA
+ *	just closed, which is retried once on a fresh one, alone), LMTP (one
+ *	recipient per transaction), recipient edits' envelope and the
+ *	pool's RSET.  Queued RCPTs count as accepted for the recipient
+ *	limit and the one-policy rule until their replies come, and the
+ *	filters of a RCPT may run for a transaction the upstream then
+ *	refuses at MAIL, or before an earlier RCPT of the group is accepted
+ *	(their view of the recipients has only those already accepted).
  */
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
@@ -39,6 +73,7 @@
 #include "deliver.h"
 #include "filter_chain.h"
 #include "log.h"
+#include "policy.h"
 #include "runtime.h"
 #include "smtp_int.h"
 #include "smtp_session.h"
@@ -47,6 +82,11 @@
 #include "upstream.h"
 
 static const char *smtp_relay_mail_line(struct smtp_session *);
+static int	smtp_relay_pipe_queue(struct smtp_session *, const char *rcpt,
+		    const char *dsn);
+static void	smtp_relay_pipe_fail(struct smtp_session *, enum upstream_err);
+static void	smtp_relay_pipe_reply(void *, enum upstream_err,
+		    const struct smtp_reply *);
 static const char *smtp_relay_action(struct smtp_session *);
 static struct spool *smtp_relay_spool(struct smtp_session *, size_t *);
 static void	smtp_relay_envelope_next(struct smtp_session *);
@@ -60,6 +100,9 @@ static void	smtp_relay_rcpt_line(const struct smtp_session *, size_t,
 void
 smtp_relay_close(struct smtp_session *s)
 {
+	/* A group in flight dies with it: its commands hear 4xx. */
+	if (s->npiped > 0)
+		smtp_relay_pipe_fail(s, UPSTREAM_ERR_LOCAL);
 	deliver_close(s->dl);
 	s->dl = NULL;
 }
@@ -76,10 +119,10 @@ smtp_relay_cancel(struct smtp_session *s)
 		smtp_relay_close(s);
 }
 
-void
-smtp_relay_failed(struct smtp_session *s, enum upstream_err err)
+/* The client's 4xx for a command the upstream failed on. */
+static void
+smtp_relay_failed_reply(struct smtp_session *s, enum upstream_err err)
 {
-	smtp_relay_close(s);
 	switch (err) {
 	case UPSTREAM_ERR_CONNECT:
 	case UPSTREAM_ERR_REJECTED:
@@ -98,6 +141,13 @@ smtp_relay_failed(struct smtp_session *s, enum upstream_err err)
 		    upstream_strerror(err));
 		break;
 	}
+}
+
+void
+smtp_relay_failed(struct smtp_session *s, enum upstream_err err)
+{
+	smtp_relay_close(s);
+	smtp_relay_failed_reply(s, err);
 	smtp_tx_reset(s);
 }
 
@@ -286,6 +336,9 @@ smtp_relay_send_pending(struct smtp_session *s)
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
 	}
+	/* Not on a kept connection: its MAIL may need its retry. */
+	if (!(s->flags & SMTP_F_UP_REUSED) && smtp_relay_pipe_queue(s, NULL, NULL))
+		return;
 	deliver_mail(s->dl, s->pending, s->pending_cb, s);
 }
 
@@ -437,17 +490,206 @@ smtp_relay_rcpt_reply(void *arg, enum upstream_err err, const struct smtp_reply 
 	}
 	smtp_chat_upstream(s, r, "2.1.5");
 	if (r->code / 100 == 2)
-		smtp_mail_rcpt_accepted(s);
+		smtp_mail_rcpt_accepted(s, s->pending_rcpt, s->pending_dsn);
 	else
 		smtp_relay_log_refused(s, "rcpt", s->pending_rcpt, r);
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
 
-/* RCPT passed the filters: relay s->pending. */
+/* RCPT passed the filters: relay s->pending, or queue it in a group. */
 void
 smtp_relay_rcpt(struct smtp_session *s)
 {
+	if (smtp_relay_pipe_queue(s, s->pending_rcpt, s->pending_dsn))
+		return;
 	deliver_rcpt(s->dl, s->pending, smtp_relay_rcpt_reply, s);
+}
+
+/* ---- pipelining to the upstream (see the top of the file) ---------- */
+
+/* 1 when the client's input holds a complete next command line: a RCPT. */
+static int
+smtp_relay_next_rcpt(struct smtp_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer_ptr eol;
+	char verb[5];
+	size_t eol_len;
+
+	if (s->skipping || evbuffer_copyout(in, verb, sizeof verb) !=
+	    (ev_ssize_t)sizeof verb || str_ncasecmp(verb, "RCPT ", 5) != 0)
+		return 0;
+	eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF_STRICT);
+	return eol.pos >= 0 && (size_t)eol.pos + 2 <= SMTP_CMD_LINE_MAX;
+}
+
+/*
+ * Queue s->pending (a MAIL when rcpt is NULL, else a RCPT) in the group
+ * when the rules allow: a group is open, or one can start (the handle
+ * takes queued commands and a RCPT follows).  1 queued (the session goes
+ * on with the next command), 0 the caller sends it alone.
+ */
+static int
+smtp_relay_pipe_queue(struct smtp_session *s, const char *rcpt,
+    const char *dsn)
+{
+	struct smtp_piped *p;
+	const char *at;
+
+	if (s->pipe != SMTP_PIPE_OPEN &&
+	    (s->npiped > 0 || !deliver_can_queue(s->dl) ||
+	    !smtp_relay_next_rcpt(s)))
+		return 0;
+	if (s->npiped >= SMTP_PIPE_MAX)
+		fatalx("smtp_relay_pipe_queue: group over %d", SMTP_PIPE_MAX);
+	p = &s->piped[(s->piped_head + s->npiped) % SMTP_PIPE_MAX];
+	memset(p, 0, sizeof *p);
+	/* Its reply is counted when it comes, not as the next command's. */
+	p->stat = s->stat_open;
+	p->stage = s->stage;
+	s->stat_open = -1;
+	if (rcpt != NULL) {
+		if ((p->rcpt = strdup(rcpt)) == NULL ||
+		    (p->dsn = strdup(dsn != NULL ? dsn : "")) == NULL)
+			fatalx("out of memory");
+		/* The first one fixes the policy the others must share. */
+		if (s->tx->nrcpts + s->piped_rcpts == 0) {
+			at = strrchr(rcpt, '@');
+			s->tx->policy = policy_lookup(s->cfg, at ? at + 1 : NULL);
+		}
+		s->piped_rcpts++;
+	}
+	s->npiped++;
+	s->pipe = SMTP_PIPE_OPEN;
+	deliver_queue(s->dl, s->pending, smtp_relay_pipe_reply, s);
+	smtp_resume(s, SMTP_STATE_COMMAND);
+	return 1;
+}
+
+/*
+ * Before the session reads a command with a group open: go on when the
+ * next line is a RCPT the group can take and nothing is held, else
+ * write the group and wait for its replies.  1 when the session waits.
+ */
+int
+smtp_relay_pipe_gate(struct smtp_session *s)
+{
+	const struct smtp_piped *tail;
+
+	if (s->pipe != SMTP_PIPE_OPEN)
+		return s->pipe == SMTP_PIPE_SENT;
+	tail = &s->piped[(s->piped_head + s->npiped - 1) % SMTP_PIPE_MAX];
+	if (s->npiped < SMTP_PIPE_MAX && tail->after == NULL &&
+	    deliver_can_queue(s->dl) && smtp_relay_next_rcpt(s))
+		return 0;
+	s->pipe = SMTP_PIPE_SENT;
+	smtp_enter_state(s, SMTP_STATE_WAIT);
+	deliver_flush(s->dl);
+	return 1;
+}
+
+/*
+ * Take the oldest queued command off the group, with its counters and
+ * its stage put back for its reply (written to the output:
+ * SMTP_F_PIPE_REPLY), into *p; smtp_relay_pipe_done() after the reply.
+ */
+static void
+smtp_relay_pipe_pop(struct smtp_session *s, struct smtp_piped *p, int *stat,
+    const char **stage)
+{
+	*p = s->piped[s->piped_head];
+	s->piped_head = (s->piped_head + 1) % SMTP_PIPE_MAX;
+	s->npiped--;
+	if (p->rcpt != NULL)
+		s->piped_rcpts--;
+	*stat = s->stat_open;
+	*stage = s->stage;
+	s->stat_open = p->stat;
+	s->stage = p->stage;
+	s->flags |= SMTP_F_PIPE_REPLY;
+}
+
+/*
+ * Its reply is out: the replies held behind it follow at once, ahead of
+ * any later queued command's (the group ends when one is held, so only
+ * the last holds any).
+ */
+static void
+smtp_relay_pipe_done(struct smtp_session *s, struct smtp_piped *p, int stat,
+    const char *stage)
+{
+	s->flags &= ~SMTP_F_PIPE_REPLY;
+	s->stat_open = stat;
+	s->stage = stage;
+	if (p->after != NULL) {
+		evbuffer_add_buffer(bufferevent_get_output(s->bev), p->after);
+		evbuffer_free(p->after);
+	}
+	free(p->rcpt);
+	free(p->dsn);
+	if (s->npiped == 0) {
+		s->pipe = SMTP_PIPE_NONE;
+		s->pipe_nomail = 0;
+	}
+}
+
+/* Every command still owed gets err's 4xx, in order. */
+static void
+smtp_relay_pipe_fail(struct smtp_session *s, enum upstream_err err)
+{
+	struct smtp_piped p;
+	const char *stage;
+	int stat;
+
+	while (s->npiped > 0) {
+		smtp_relay_pipe_pop(s, &p, &stat, &stage);
+		smtp_relay_failed_reply(s, err);
+		smtp_relay_pipe_done(s, &p, stat, stage);
+	}
+}
+
+/* The upstream's reply to the oldest queued command, or the group's error. */
+static void
+smtp_relay_pipe_reply(void *arg, enum upstream_err err,
+    const struct smtp_reply *r)
+{
+	struct smtp_session *s = arg;
+	struct smtp_piped p;
+	const char *stage;
+	int stat;
+
+	if (err != UPSTREAM_OK) {
+		smtp_relay_pipe_fail(s, err);
+		smtp_relay_close(s);
+		smtp_tx_reset(s);
+		smtp_resume(s, SMTP_STATE_COMMAND);
+		return;
+	}
+	smtp_relay_pipe_pop(s, &p, &stat, &stage);
+	if (p.rcpt == NULL) {
+		smtp_chat_upstream(s, r, "2.1.0");
+		if (r->code / 100 != 2) {
+			smtp_relay_log_refused(s, "from", s->tx->mail_from, r);
+			/* The filters saw RCPTs of it: on_abort. */
+			smtp_tx_reset(s);
+			s->pipe_nomail = 1;
+		}
+	} else if (s->pipe_nomail || s->tx == NULL) {
+		/* What the RCPT alone would have heard after the refused MAIL. */
+		const char *unmet = smtp_verb_unmet(s, SMTP_VERB_NEED_MAIL);
+
+		smtp_reply(s, "%s", unmet != NULL ? unmet :
+		    "503 5.5.1 Error: need MAIL command");
+	} else {
+		smtp_chat_upstream(s, r, "2.1.5");
+		if (r->code / 100 == 2)
+			smtp_mail_rcpt_accepted(s, p.rcpt, p.dsn);
+		else
+			smtp_relay_log_refused(s, "rcpt", p.rcpt, r);
+	}
+	smtp_relay_pipe_done(s, &p, stat, stage);
+	if (s->npiped == 0)
+		smtp_resume(s, SMTP_STATE_COMMAND);
 }
 
 /*

@@ -30,7 +30,12 @@
  *	RSET, NOOP, ...).  Replies leave in command order because the session
  *	handles one command at a time and does not read the next one while an
  *	upstream reply or a filter verdict is outstanding (RFC 2920
- *	pipelining only needs the order to hold, not concurrency).
+ *	pipelining only needs the order to hold, not concurrency).  The one
+ *	exception is smtp_relay.c's pipelined group to the upstream: MAIL and
+ *	RCPTs queued while the next buffered line is a RCPT, their replies
+ *	owed in order, any reply decided meanwhile held behind them
+ *	(smtp_chat_out), and no other command read until the group's replies
+ *	are in (smtp_relay_pipe_gate).
  *
  *	Nothing the client wrote is forwarded as raw bytes: the upstream sees
  *	command lines rebuilt from parsed addresses and parameters, and a
@@ -705,7 +710,9 @@ smtp_process_once(struct smtp_session *s)
 				goto more;
 			continue;
 		}
-		if (s->state != SMTP_STATE_COMMAND || smtp_command_held(s))
+		/* A group queued to the upstream goes on only with a RCPT. */
+		if (s->state != SMTP_STATE_COMMAND || smtp_relay_pipe_gate(s) ||
+		    smtp_command_held(s))
 			break;
 		kind = smtp_frame_line(bufferevent_get_input(s->bev),
 		    &s->skipping, line, SMTP_CMD_LINE_MAX, &len);
@@ -999,9 +1006,10 @@ smtp_session_free(struct smtp_session *s)
 {
 	struct smtp_host *h = s->host;
 
-	smtp_chat_log_disconnect(s);
 	/* Before on_abort runs (smtp_tx_reset): it may call resume(). */
 	smtp_cancel_async(s);
+	/* After it: commands it ended (a pipelined group's) are counted. */
+	smtp_chat_log_disconnect(s);
 	smtp_relay_close(s);
 	smtp_tx_reset(s);
 	filter_session_free(s->fs);

@@ -18,6 +18,19 @@
  * tracked from the replies themselves, so the session can RSET exactly
  * when the upstream still holds one.
  *
+ * Pipelining (RFC 2920), when the upstream offers it: MAIL and RCPTs
+ * (and the XFORWARD before MAIL) can be queued (upstream_queue) instead
+ * of written, then written together (upstream_flush, one write) and
+ * answered in order (UP_STATE_PIPELINE).  Each queued command is owed
+ * one reply, checked against what that command may get (a 2xx to RCPT
+ * only inside a transaction the upstream accepted), reported to its own
+ * done in order.  Until the flush nothing is owed, so any byte read is
+ * out of step; a connection that dies while commands are queued reports
+ * only after the flush, from the loop, so the session hears of it when it
+ * waits for the group and never in the middle of a filter phase.  Any
+ * error kills the connection and is reported once, to the first command
+ * still owed; the caller owns the rest (smtp_relay.c answers each 4xx).
+ *
  * The same machine speaks LMTP (RFC 2033) for deliver_lmtp.c: LHLO for
  * EHLO, a unix socket for "lmtp:unix:PATH", and after the final dot one
  * reply owed per RCPT the server accepted in the transaction (tx_rcpts),
@@ -59,6 +72,7 @@
 #define UPSTREAM_WBUF_LOW	65536	/* refill the socket below this */
 #define UPSTREAM_WBUF_HIGH	(4 * UPSTREAM_CHUNK)
 #define UPSTREAM_QUIT_TIMEOUT	10
+#define UPSTREAM_PIPE_MAX	72	/* queued commands: XFORWARD, MAIL, RCPTs */
 
 /* The command a reply in UP_STATE_COMMAND answers: what it may return. */
 enum upstream_cmd {
@@ -69,6 +83,14 @@ enum upstream_cmd {
 	UP_CMD_NOOP,
 	UP_CMD_AUTH,		/* AUTH and each SASL response */
 	UP_CMD_AUTH_CANCEL,	/* "*": RFC 4954 4, the server must refuse */
+	UP_CMD_XFORWARD,	/* queued before a MAIL (UP_STATE_PIPELINE) */
+};
+
+/* A command queued in a pipelined group, and who hears its reply. */
+struct upstream_op {
+	enum upstream_cmd	 cmd;
+	upstream_done_fn	 done;		/* NULL: ours (XFORWARD) */
+	void			*arg;
 };
 
 enum upstream_state {
@@ -85,6 +107,7 @@ enum upstream_state {
 	UP_STATE_DATA_CMD,	/* DATA sent, waiting for 354 */
 	UP_STATE_DATA_SEND,	/* streaming the message */
 	UP_STATE_DATA_END,	/* final dot sent, waiting for the verdict */
+	UP_STATE_PIPELINE,	/* a group queued (up->queuing) or written, replies owed */
 	UP_STATE_QUIT,
 	UP_STATE_DEAD,
 	UP_STATE_COUNT		/* must be last */
@@ -143,6 +166,13 @@ struct upstream {
 	int			 xclient_sent;	/* the connection carries one client */
 	int			 auth_used;	/* AUTH was relayed: it is that user's */
 	int			 tainted;	/* a refused RSET/NOOP: state unknown */
+
+	/* The pipelined group (UP_STATE_PIPELINE): a ring, replies in order. */
+	struct upstream_op	 ops[UPSTREAM_PIPE_MAX];
+	unsigned		 op_head;
+	unsigned		 nops;
+	int			 queuing;	/* queued, not yet written */
+	enum upstream_err	 dead_err;	/* why it died while queuing (told at flush) */
 };
 
 static pthread_mutex_t upstream_caps_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -174,6 +204,7 @@ static const char *const upstream_state_names[UP_STATE_COUNT] = {
 	[UP_STATE_DATA_CMD] = "data",
 	[UP_STATE_DATA_SEND] = "data-send",
 	[UP_STATE_DATA_END] = "data-end",
+	[UP_STATE_PIPELINE] = "pipeline",
 	[UP_STATE_QUIT] = "quit",
 	[UP_STATE_DEAD] = "dead",
 };
@@ -190,6 +221,7 @@ static void	upstream_connected(struct upstream *);
 static int	upstream_connect_addr(struct upstream *, const struct sockaddr *,
 		    socklen_t);
 static void	upstream_eventcb(struct bufferevent *, short, void *);
+static void	upstream_pipe_take(struct upstream *);
 
 const char *
 upstream_strerror(enum upstream_err err)
@@ -369,6 +401,13 @@ upstream_fail(struct upstream *up, enum upstream_err err, const char *why)
 		bufferevent_free(up->bev);
 		up->bev = NULL;
 	}
+	if (up->queuing) {
+		/* Nothing was asked yet: told at upstream_flush(). */
+		up->dead_err = err;
+		return;
+	}
+	if (up->nops > 0)
+		upstream_pipe_take(up);
 	upstream_finish(up, err, NULL);
 }
 
@@ -413,8 +452,9 @@ upstream_deadline_cb(evutil_socket_t fd, short what, void *arg)
 		upstream_free(up);
 }
 
+/* One command line into the output, not yet written. */
 static void
-upstream_write_line(struct upstream *up, const char *line)
+upstream_add_line(struct upstream *up, const char *line)
 {
 	struct evbuffer *out = bufferevent_get_output(up->bev);
 
@@ -426,6 +466,12 @@ upstream_write_line(struct upstream *up, const char *line)
 	up->secret = 0;
 	evbuffer_add(out, line, strlen(line));
 	evbuffer_add(out, "\r\n", 2);
+}
+
+static void
+upstream_write_line(struct upstream *up, const char *line)
+{
+	upstream_add_line(up, line);
 	up->expect++;
 	smtp_reply_init(&up->reply);
 	upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
@@ -490,28 +536,29 @@ upstream_attr(char *line, size_t linelen, const char *advertised,
 /*
  * XCLIENT (preferred: the MTA applies its policy to the real client) once
  * per connection, or XFORWARD, which Postfix forgets after each
- * transaction, before every MAIL (upstream_command).  Returns 1 when a
- * command was sent, 0 when there is nothing to send, -1 on overflow.
+ * transaction, before every MAIL (upstream_command, upstream_queue).
+ * The line into line (UPSTREAM_CMD_MAX), *xclient which one: 1 made, 0
+ * nothing to send, -1 on overflow.
  */
 static int
-upstream_send_client_facts(struct upstream *up, int xforward_now)
+upstream_client_facts(struct upstream *up, int xforward_now, char *line,
+    int *xclient)
 {
-	char line[UPSTREAM_CMD_MAX], addr[80], port[16];
+	char addr[80], port[16];
 	const char *adv;
-	int xclient;
 
 	if (!up->cfg->upstream_xclient || up->probe)
 		return 0;
 	if (up->caps.flags & SMTP_EHLO_XCLIENT) {
 		if (xforward_now)
 			return 0;
-		xclient = 1;
+		*xclient = 1;
 		adv = up->caps.xclient;
-		snprintf(line, sizeof line, "XCLIENT");
+		snprintf(line, UPSTREAM_CMD_MAX, "XCLIENT");
 	} else if ((up->caps.flags & SMTP_EHLO_XFORWARD) && xforward_now) {
-		xclient = 0;
+		*xclient = 0;
 		adv = up->caps.xforward;
-		snprintf(line, sizeof line, "XFORWARD");
+		snprintf(line, UPSTREAM_CMD_MAX, "XFORWARD");
 	} else
 		return 0;
 	/* Postfix wants IPv6 client addresses tagged (XCLIENT_README). */
@@ -525,13 +572,25 @@ upstream_send_client_facts(struct upstream *up, int xforward_now)
 	 * "ESMTP" and answers 501 to anything else (ESMTPSA, UTF8SMTP...);
 	 * its own Received names its own hop from its own session.
 	 */
-	if (upstream_attr(line, sizeof line, adv, "NAME", up->client_name) ||
-	    upstream_attr(line, sizeof line, adv, "ADDR", addr) ||
-	    upstream_attr(line, sizeof line, adv, "PORT", port) ||
-	    upstream_attr(line, sizeof line, adv, "PROTO",
+	if (upstream_attr(line, UPSTREAM_CMD_MAX, adv, "NAME", up->client_name) ||
+	    upstream_attr(line, UPSTREAM_CMD_MAX, adv, "ADDR", addr) ||
+	    upstream_attr(line, UPSTREAM_CMD_MAX, adv, "PORT", port) ||
+	    upstream_attr(line, UPSTREAM_CMD_MAX, adv, "PROTO",
 	    smtp_proto_name(up->client_esmtp ? SMTP_PROTO_ESMTP : 0)) ||
-	    upstream_attr(line, sizeof line, adv, "HELO", up->client_helo))
+	    upstream_attr(line, UPSTREAM_CMD_MAX, adv, "HELO", up->client_helo))
 		return -1;
+	return 1;
+}
+
+/* The same, sent on its own: 1 sent, 0 nothing to send, -1 overflow. */
+static int
+upstream_send_client_facts(struct upstream *up, int xforward_now)
+{
+	char line[UPSTREAM_CMD_MAX];
+	int xclient = 0, r;
+
+	if ((r = upstream_client_facts(up, xforward_now, line, &xclient)) != 1)
+		return r;
 	upstream_enter_state(up, xclient ? UP_STATE_XCLIENT : UP_STATE_XFORWARD);
 	up->xclient_sent |= xclient;
 	/*
@@ -664,6 +723,14 @@ upstream_code_ok(const struct upstream *up, const struct smtp_reply *r)
 		return code == 354;
 	case UP_STATE_QUIT:
 		return 1;
+	case UP_STATE_PIPELINE:
+		switch (up->ops[up->op_head].cmd) {
+		case UP_CMD_RCPT:
+			/* Only inside the transaction its MAIL opened. */
+			return (code == 250 || code == 251) && up->in_tx;
+		default:
+			return code == 250;	/* MAIL, XFORWARD */
+		}
 	case UP_STATE_COMMAND:
 		switch (up->cmd) {
 		case UP_CMD_MAIL:
@@ -684,6 +751,8 @@ upstream_code_ok(const struct upstream *up, const struct smtp_reply *r)
 			return 0;
 		case UP_CMD_OTHER:
 			return code / 100 == 2;
+		case UP_CMD_XFORWARD:
+			return 0;	/* only ever queued */
 		}
 		return 0;
 	default:
@@ -861,6 +930,72 @@ upstream_reply_tx(struct upstream *up, int code)
 	}
 }
 
+/*
+ * The group's commands are owed no more replies (an error): the first
+ * one with a listener hears it, through up->done; the rest are the
+ * caller's to answer.
+ */
+static void
+upstream_pipe_take(struct upstream *up)
+{
+	struct upstream_op *op;
+
+	for (; up->nops > 0; up->nops--) {
+		op = &up->ops[up->op_head];
+		up->op_head = (up->op_head + 1) % UPSTREAM_PIPE_MAX;
+		if (op->done != NULL && up->done == NULL) {
+			up->done = op->done;
+			up->done_arg = op->arg;
+		}
+	}
+	up->queuing = 0;
+}
+
+/*
+ * The reply to the group's first command still owed: its transaction
+ * state, then its listener (XFORWARD's is ours: anything but 250 kills
+ * the connection, as outside a group).  The last one makes the
+ * connection idle again before it is reported.
+ */
+static void
+upstream_reply_pipe(struct upstream *up, int code)
+{
+	struct upstream_op op = up->ops[up->op_head];
+
+	up->op_head = (up->op_head + 1) % UPSTREAM_PIPE_MAX;
+	up->nops--;
+	switch (op.cmd) {
+	case UP_CMD_XFORWARD:
+		if (code != 250) {
+			upstream_fail(up, UPSTREAM_ERR_REJECTED, up->reply.text);
+			return;
+		}
+		break;
+	case UP_CMD_MAIL:
+		if (code == 250) {
+			up->in_tx = 1;
+			up->tx_rcpts = 0;
+		}
+		break;
+	case UP_CMD_RCPT:
+		if (code / 100 == 2)
+			up->tx_rcpts++;
+		break;
+	default:
+		fatalx("upstream_reply_pipe: bad command %d", op.cmd);
+	}
+	if (up->nops == 0) {
+		upstream_enter_state(up, UP_STATE_READY);
+		upstream_set_timeout(up, 0);
+	}
+	if (op.done != NULL) {
+		up->done = op.done;
+		up->done_arg = op.arg;
+		upstream_finish(up, UPSTREAM_OK, &up->reply);
+	}
+	smtp_reply_init(&up->reply);
+}
+
 /* A complete, well-formed reply arrived. */
 static void
 upstream_reply(struct upstream *up)
@@ -902,6 +1037,9 @@ upstream_reply(struct upstream *up)
 	case UP_STATE_DATA_CMD:
 	case UP_STATE_DATA_END:
 		upstream_reply_tx(up, code);
+		break;
+	case UP_STATE_PIPELINE:
+		upstream_reply_pipe(up, code);
 		break;
 	case UP_STATE_QUIT:
 		upstream_close_notify(up);
@@ -1341,7 +1479,8 @@ upstream_dead_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	up->in_callback--;
 	if (!up->closing)
-		upstream_finish(up, UPSTREAM_ERR_CLOSED, NULL);
+		upstream_finish(up, up->dead_err != UPSTREAM_OK ? up->dead_err :
+		    UPSTREAM_ERR_CLOSED, NULL);
 	if (up->closing && up->in_callback == 0)
 		upstream_free(up);
 }
@@ -1365,6 +1504,16 @@ upstream_usable(struct upstream *up, upstream_done_fn done, void *arg)
 	return 0;
 }
 
+/* What a command line of ours may be answered with (upstream_code_ok). */
+static enum upstream_cmd
+upstream_cmd_of(const char *line)
+{
+	return strncmp(line, "MAIL ", 5) == 0 ? UP_CMD_MAIL :
+	    strncmp(line, "RCPT ", 5) == 0 ? UP_CMD_RCPT :
+	    strcmp(line, "RSET") == 0 ? UP_CMD_RSET :
+	    strcmp(line, "NOOP") == 0 ? UP_CMD_NOOP : UP_CMD_OTHER;
+}
+
 void
 upstream_command(struct upstream *up, const char *line, upstream_done_fn done,
     void *arg)
@@ -1374,10 +1523,7 @@ upstream_command(struct upstream *up, const char *line, upstream_done_fn done,
 	if (!upstream_usable(up, done, arg))
 		return;
 	upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
-	up->cmd = strncmp(line, "MAIL ", 5) == 0 ? UP_CMD_MAIL :
-	    strncmp(line, "RCPT ", 5) == 0 ? UP_CMD_RCPT :
-	    strcmp(line, "RSET") == 0 ? UP_CMD_RSET :
-	    strcmp(line, "NOOP") == 0 ? UP_CMD_NOOP : UP_CMD_OTHER;
+	up->cmd = upstream_cmd_of(line);
 	if (up->cmd == UP_CMD_MAIL) {
 		snprintf(up->pending, sizeof up->pending, "%s", line);
 		if ((r = upstream_send_client_facts(up, 1)) == 1)
@@ -1390,6 +1536,103 @@ upstream_command(struct upstream *up, const char *line, upstream_done_fn done,
 	}
 	upstream_enter_state(up, UP_STATE_COMMAND);
 	upstream_write_line(up, line);
+}
+
+/*
+ * 1 when a MAIL or RCPT may be queued now: the upstream offers
+ * PIPELINING (RFC 2920), it is SMTP (LMTP keeps one recipient per
+ * transaction, deliver_lmtp.c), and the connection is idle or holds a
+ * group not yet written, with room for the command (and an XFORWARD).
+ */
+int
+upstream_can_queue(const struct upstream *up)
+{
+	if (up->lmtp || up->nops + 2 > UPSTREAM_PIPE_MAX)
+		return 0;
+	if (up->queuing)
+		return 1;	/* even DEAD: upstream_flush reports it */
+	return up->state == UP_STATE_READY && up->done == NULL &&
+	    up->expect == 0 && (up->caps.flags & SMTP_EHLO_PIPELINING);
+}
+
+static void
+upstream_push(struct upstream *up, enum upstream_cmd cmd, upstream_done_fn done,
+    void *arg)
+{
+	struct upstream_op *op;
+
+	if (up->nops >= UPSTREAM_PIPE_MAX)
+		fatalx("upstream: pipelined group over %d", UPSTREAM_PIPE_MAX);
+	op = &up->ops[(up->op_head + up->nops) % UPSTREAM_PIPE_MAX];
+	op->cmd = cmd;
+	op->done = done;
+	op->arg = arg;
+	up->nops++;
+}
+
+/*
+ * Queue a MAIL or RCPT line (upstream_can_queue said yes): into the
+ * output, not written, its reply owed to done once the group is written
+ * (upstream_flush).  A MAIL takes its XFORWARD along when one is due.
+ */
+void
+upstream_queue(struct upstream *up, const char *line, upstream_done_fn done,
+    void *arg)
+{
+	char facts[UPSTREAM_CMD_MAX];
+	enum upstream_cmd cmd = upstream_cmd_of(line);
+	int xclient = 0, r;
+
+	if ((cmd != UP_CMD_MAIL && cmd != UP_CMD_RCPT) || !upstream_can_queue(up))
+		fatalx("upstream: cannot queue in state %s",
+		    upstream_state_names[up->state]);
+	if (!up->queuing) {
+		up->queuing = 1;
+		up->dead_err = UPSTREAM_OK;
+		upstream_enter_state(up, UP_STATE_PIPELINE);
+	}
+	if (up->state == UP_STATE_DEAD) {
+		upstream_push(up, cmd, done, arg);
+		return;
+	}
+	if (cmd == UP_CMD_MAIL &&
+	    (r = upstream_client_facts(up, 1, facts, &xclient)) != 0) {
+		if (r == -1) {
+			upstream_push(up, cmd, done, arg);
+			upstream_fail(up, UPSTREAM_ERR_LOCAL,
+			    "XFORWARD line too long");
+			return;
+		}
+		upstream_push(up, UP_CMD_XFORWARD, NULL, NULL);
+		upstream_add_line(up, facts);
+	}
+	upstream_push(up, cmd, done, arg);
+	upstream_add_line(up, line);
+}
+
+/*
+ * Write the queued group in one write; the replies are read in order.
+ * A connection that died meanwhile tells the first command's listener,
+ * from the loop.
+ */
+void
+upstream_flush(struct upstream *up)
+{
+	if (!up->queuing)
+		fatalx("upstream: nothing queued to flush");
+	if (up->state == UP_STATE_DEAD) {
+		upstream_pipe_take(up);
+		up->in_callback++;
+		if (event_base_once(up->base, -1, EV_TIMEOUT, upstream_dead_cb,
+		    up, NULL) == -1)
+			fatalx("upstream: event_base_once");
+		return;
+	}
+	up->queuing = 0;
+	up->expect += up->nops;
+	smtp_reply_init(&up->reply);
+	upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
+	bev_flush(up->bev);
 }
 
 /* AUTH and SASL responses: relayed like commands, never logged. */

@@ -8,7 +8,8 @@
  *	upstream_close(up);
  *
  * DESCRIPTION
- *	One operation at a time; done(arg, err, reply) fires exactly once per
+ *	One operation at a time (a pipelined group, below, is the one
+ *	exception); done(arg, err, reply) fires exactly once per
  *	operation, always from the event loop (never inside the call that
  *	started it).  err is UPSTREAM_OK when a complete, well-formed reply
  *	arrived (whatever its code); otherwise reply is NULL and the
@@ -92,6 +93,19 @@ void		 upstream_command_secret(struct upstream *, const char *line,
 void		 upstream_send_message(struct upstream *, const char *prepend,
 		    size_t prependlen, struct spool *, size_t spool_off,
 		    upstream_done_fn, void *arg);
+/*
+ * Pipelining (RFC 2920): upstream_queue() puts a MAIL or RCPT line in
+ * the output without writing it, when upstream_can_queue() says the
+ * connection takes one (PIPELINING offered, not LMTP, idle or a group
+ * still being queued, room left); upstream_flush() writes the group in
+ * one write.  Each queued command's done fires once, in order, with its
+ * own reply; an error fires once, for the first command still owed, and
+ * the connection is dead.  Nothing fires before the flush.
+ */
+int		 upstream_can_queue(const struct upstream *);
+void		 upstream_queue(struct upstream *, const char *line,
+		    upstream_done_fn, void *arg);
+void		 upstream_flush(struct upstream *);
 void		 upstream_close(struct upstream *);
 /* 1 if the connection is open and idle, ready for the next command. */
 int		 upstream_idle(const struct upstream *);

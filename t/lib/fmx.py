@@ -964,6 +964,17 @@ class _Conn:
 DEFAULT_CAPS = ['PIPELINING', 'SIZE 10240000', '8BITMIME', 'ENHANCEDSTATUSCODES']
 
 
+def send_all(sock, data):
+    """sendall() of data (str as UTF-8) by a scripted peer; a peer that
+    went away is the test's to notice, not an exception."""
+    if isinstance(data, str):
+        data = data.encode()
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass
+
+
 class Upstream:
     """Scripted capture sink on 127.0.0.1 (a thread in the test process).
 
@@ -1190,12 +1201,7 @@ class Upstream:
         return spec
 
     def _send(self, c, data):
-        if isinstance(data, str):
-            data = data.encode()
-        try:
-            c.sock.sendall(data)
-        except OSError:
-            pass
+        send_all(c.sock, data)
 
     def _injection(self, key, c):
         v = self.inject.get(key)
