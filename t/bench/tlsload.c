@@ -1,16 +1,18 @@
 /*
  * tlsload.c - SMTP load generator with STARTTLS, for t/bench/run
  *
- * usage: tlsload [-p] [-T seconds] host port total_messages sessions size
+ * usage: tlsload [-p] [-P rcpts] [-T seconds] host port total_messages sessions size
  *
  *   -p          plaintext: no STARTTLS (to measure the tool's own cost)
+ *   -P rcpts    pipeline the envelope (RFC 2920): MAIL, rcpts RCPTs and
+ *               DATA in one write, then their replies (smtp-source cannot)
  *   -T seconds  socket read/write timeout per operation (default 60)
  *
  * One message per connection: 220, EHLO, STARTTLS (220), TLS handshake
  * (TLS 1.2 or later, certificate not verified), EHLO again, MAIL, RCPT,
  * DATA (354), `size` bytes of message (a few header fields, then body
  * lines of 78 characters, CRLF; no line starts with '.'), ".", 250, QUIT.
- * Commands are not pipelined.  `sessions` threads, each with its own
+ * Commands are not pipelined (but see -P).  `sessions` threads, each with its own
  * blocking socket, take messages from a shared counter until `total` have
  * been attempted.
  *
@@ -49,6 +51,7 @@ static const char *g_host, *g_port;
 static long g_total;
 static int g_plain;
 static int g_timeout = 60;
+static long g_pipe;                     /* -P: RCPTs in the pipelined envelope; 0 none */
 static SSL_CTX *g_ctx;
 static struct addrinfo *g_addr;
 static char *g_msg;                     /* the message, CRLF lines, no final "." */
@@ -222,6 +225,33 @@ static int connect_to(void)
 	return -1;
 }
 
+/* -P: MAIL, g_pipe RCPTs and DATA in one write, then each reply; 0 or -1. */
+static int pipelined_envelope(struct conn *c, long n)
+{
+	char buf[64 * 40];
+	size_t len;
+	long i;
+	int code;
+
+	len = (size_t)snprintf(buf, sizeof buf, "MAIL FROM:<a@example.com>\r\n");
+	for (i = 0; i < g_pipe; i++)
+		len += (size_t)snprintf(buf + len, sizeof buf - len, "RCPT TO:<b%ld@example.com>\r\n", i);
+	len += (size_t)snprintf(buf + len, sizeof buf - len, "DATA\r\n");
+	errno = 0;
+	if (c_write(c, buf, len) < 0) {
+		failure(n, "pipelined envelope: write failed: %s", strerror(errno));
+		return -1;
+	}
+	for (i = 0; i < g_pipe + 2; i++) {
+		code = c_reply(c);
+		if (code != (i == g_pipe + 1 ? 354 : 250)) {
+			failure(n, "pipelined envelope: reply %ld: %s", i + 1, code < 0 ? "none" : c->line);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* One connection, one message; 0 when the message got its 250. */
 static int one_message(struct conn *c, long n)
 {
@@ -262,7 +292,10 @@ static int one_message(struct conn *c, long n)
 		if (cmd(c, n, "EHLO tlsload.example", 250) < 0)
 			goto out;
 	}
-	if (cmd(c, n, "MAIL FROM:<a@example.com>", 250) < 0
+	if (g_pipe > 0) {
+		if (pipelined_envelope(c, n) < 0)
+			goto out;
+	} else if (cmd(c, n, "MAIL FROM:<a@example.com>", 250) < 0
 	    || cmd(c, n, "RCPT TO:<b@example.com>", 250) < 0
 	    || cmd(c, n, "DATA", 354) < 0)
 		goto out;
@@ -351,7 +384,7 @@ static void build_message(size_t size)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: tlsload [-p] [-T seconds] host port total_messages sessions size\n");
+	fprintf(stderr, "usage: tlsload [-p] [-P rcpts] [-T seconds] host port total_messages sessions size\n");
 	exit(2);
 }
 
@@ -377,9 +410,10 @@ int main(int argc, char **argv)
 	double elapsed;
 	int opt, rc;
 
-	while ((opt = getopt(argc, argv, "pT:")) != -1) {
+	while ((opt = getopt(argc, argv, "pP:T:")) != -1) {
 		switch (opt) {
 		case 'p': g_plain = 1; break;
+		case 'P': g_pipe = number(optarg, 1); if (g_pipe > 60) usage(); break;
 		case 'T': g_timeout = (int)number(optarg, 1); break;
 		default: usage();
 		}
