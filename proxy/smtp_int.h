@@ -343,8 +343,11 @@ struct smtp_session {
 	char			 pending_rcpt[SMTP_PATH_MAX + 1];
 	char			 pending_dsn[SMTP_PARAM_VALUE_MAX * 2 + 32];	/* its DSN parameters */
 	upstream_done_fn	 pending_cb;	/* who gets the reply to pending */
-	/* The pipelined group to the upstream (smtp_relay.c), a ring. */
-	struct smtp_piped	 piped[SMTP_PIPE_MAX];
+	/*
+	 * The pipelined group to the upstream (smtp_relay.c), a ring of
+	 * SMTP_PIPE_MAX made at the first group: an idle session pays nothing.
+	 */
+	struct smtp_piped	*piped;
 	size_t			 piped_head;
 	size_t			 npiped;
 	size_t			 piped_rcpts;	/* RCPTs among them */

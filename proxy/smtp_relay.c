@@ -542,6 +542,9 @@ smtp_relay_pipe_queue(struct smtp_session *s, const char *rcpt,
 		return 0;
 	if (s->npiped >= SMTP_PIPE_MAX)
 		fatalx("smtp_relay_pipe_queue: group over %d", SMTP_PIPE_MAX);
+	if (s->piped == NULL &&
+	    (s->piped = calloc(SMTP_PIPE_MAX, sizeof *s->piped)) == NULL)
+		fatalx("out of memory");
 	p = &s->piped[(s->piped_head + s->npiped) % SMTP_PIPE_MAX];
 	memset(p, 0, sizeof *p);
 	/* Its reply is counted when it comes, not as the next command's. */

@@ -1013,6 +1013,7 @@ smtp_session_free(struct smtp_session *s)
 	smtp_relay_close(s);
 	smtp_tx_reset(s);
 	filter_session_free(s->fs);
+	free(s->piped);		/* smtp_relay_close emptied it */
 	free(s->auth_id);
 	free(s->auth_claim);
 	if (s->quit_timer != NULL)
