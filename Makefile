@@ -87,7 +87,7 @@ SRCS	+= common/metrics.c
 # Pure modules the unit tests link against (no libevent, no main).
 UNIT_SRCS = proxy/smtp_parse.c proxy/smtp_reply.c proxy/xtext.c proxy/haproxy.c policy/config.c policy/config_net.c policy/config_filters.c policy/policy.c filters/content.c filters/content_rules.c \
 	    filters/filter_opt.c filters/milter_proto.c common/strutil.c common/netaddr.c common/dnsmsg.c \
-	    common/linebuf.c common/metrics.c
+	    common/linebuf.c common/metrics.c common/log.c
 UNIT_TESTS = $(patsubst t/unit/%.c,build/unit/%,$(wildcard t/unit/test_*.c))
 
 OBJS	 = $(SRCS:%.c=build/rel/%.o)

@@ -68,6 +68,7 @@
 
 #include "config.h"
 #include "config_int.h"
+#include "log.h"
 #include "refcount.h"
 #include "strutil.h"
 
@@ -156,8 +157,7 @@ __attribute__((noreturn))
 static void
 config_oom(void)
 {
-	fputs("frontmx: config: out of memory\n", stderr);
-	abort();
+	fatalx("config: out of memory");	/* after the lines loop threads hold */
 }
 
 void *

@@ -25,6 +25,9 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <openssl/crypto.h>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 #include "check.h"
 #include "config.h"
@@ -318,6 +321,10 @@ main(int argc, char *argv[])
 	if ((r = main_options(argc, argv, &o)) != -1)
 		return r;
 	log_init(o.use_syslog, o.verbose);
+#if defined(__SANITIZE_ADDRESS__)
+	/* A sanitizer report ends the process: the lines loops still hold too. */
+	__sanitizer_set_death_callback(log_flush_all);
+#endif
 	/* -t loads the modules and rule files too: a bad one fails the check. */
 	if ((rt = runtime_load(o.file, err, sizeof err)) == NULL) {
 		fprintf(stderr, "%s\n", err);

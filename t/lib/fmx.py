@@ -457,6 +457,35 @@ def _upstream_address(upstream):
     return '127.0.0.1:%d' % upstream.port
 
 
+# epoll_wait / epoll_pwait / epoll_pwait2 by machine (/proc/PID/task/TID/syscall)
+EPOLL_WAIT_SYSCALLS = {'x86_64': ('232', '281', '441'), 'aarch64': ('22', '441')}
+
+
+def workers_idle(pid):
+    """True when every worker thread of frontmx PID (named fmx-worker-N)
+    is blocked in epoll_wait, i.e. has written every log line it held (it
+    flushes before it blocks), or when that cannot be known."""
+    waits = EPOLL_WAIT_SYSCALLS.get(os.uname().machine)
+    if waits is None:
+        return True
+    try:
+        tids = os.listdir('/proc/%d/task' % pid)
+    except OSError:
+        return True
+    for t in tids:
+        try:
+            with open('/proc/%d/task/%s/comm' % (pid, t)) as f:
+                if not f.read().startswith('fmx-worker'):
+                    continue
+            with open('/proc/%d/task/%s/syscall' % (pid, t)) as f:
+                nr = f.read().split(' ', 1)[0].strip()
+        except OSError:
+            continue
+        if nr not in waits:
+            return False
+    return True
+
+
 SANITIZER_PATTERNS = ('ERROR: AddressSanitizer', 'runtime error:', 'LeakSanitizer',
                       'ERROR: UndefinedBehaviorSanitizer', 'AddressSanitizer:DEADLYSIGNAL')
 
@@ -544,6 +573,15 @@ class Frontmx:
         return up
 
     def log(self):
+        """The daemon's stderr so far, once its workers have written
+        the lines they hold (common/log.c: a worker writes the lines of a
+        loop pass together before it blocks, so a reply can reach the
+        client a moment before the line logged next to it)."""
+        if self.proc is not None and self.proc.poll() is None:
+            # a guard against a busy daemon only: an idle one is seen at once
+            end = time.time() + 1.0
+            while not workers_idle(self.proc.pid) and time.time() < end:
+                time.sleep(0.001)
         try:
             with open(self.logfile, 'rb') as f:
                 return f.read().decode('utf-8', 'replace')
