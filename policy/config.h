@@ -188,6 +188,7 @@ struct config {
 	char			*upstream_dir_where;	/* "FILE:LINE" of upstream.address */
 	char			*upstream_helo;		/* name we send in EHLO, default hostname */
 	int			 upstream_xclient;	/* 1 = use XCLIENT/XFORWARD when offered (default) */
+	int			 upstream_chunking;	/* 1 = BDAT (RFC 3030) when offered (default) */
 	enum config_tls_mode	 upstream_tls;		/* NONE, STARTTLS (default), REQUIRED, VERIFY */
 	char			*upstream_tls_name;	/* name to verify, default the host */
 	char			*upstream_tls_ca;	/* CA file, default the system store */

@@ -61,7 +61,7 @@
 static const char *const config_keys_listen[] = { "address", "tls", "cert", "key",
 	"proxy_protocol", "proxy_from", "auth", NULL };
 static const char *const config_keys_upstream[] = { "address", "helo", "xclient",
-	"tls", "tls_name", "tls_ca", "tls_if_client_tls", "probe_interval", "pool", NULL };
+	"chunking", "tls", "tls_name", "tls_ca", "tls_if_client_tls", "probe_interval", "pool", NULL };
 static const char *const config_keys_upstream_pool[] = { "size", "idle", NULL };
 
 static const char *const config_tls_modes[CONFIG_TLS_MODE_COUNT] = {
@@ -510,6 +510,10 @@ config_load_upstream(struct config_ctx *ctx, const config_setting_t *root,
 	if (config_want_bool(ctx, g, "upstream", "xclient", &xclient) == -1)
 		return -1;
 	c->upstream_xclient = xclient;
+	xclient = 1;
+	if (config_want_bool(ctx, g, "upstream", "chunking", &xclient) == -1)
+		return -1;
+	c->upstream_chunking = xclient;
 	if (config_tls_mode(ctx, g, "upstream", (1u << CONFIG_TLS_NONE) |
 	    (1u << CONFIG_TLS_STARTTLS) | (1u << CONFIG_TLS_REQUIRED) |
 	    (1u << CONFIG_TLS_VERIFY), CONFIG_TLS_STARTTLS, &c->upstream_tls) == -1)

@@ -16,6 +16,7 @@ spool_init(struct spool *sp, size_t mem_max, const char *dir)
 {
 	memset(sp, 0, sizeof *sp);
 	sp->fd = -1;
+	sp->last = -1;
 	sp->mem_max = mem_max;
 	sp->dir = dir;
 }
@@ -96,6 +97,8 @@ spool_append(struct spool *sp, const void *data, size_t len)
 {
 	if (sp->error)
 		return -1;
+	if (len > 0)
+		sp->last = ((const unsigned char *)data)[len - 1];
 	if (sp->fd == -1 && sp->memlen + len > sp->mem_max) {
 		/* Crossing the threshold: move what we have to the file. */
 		if (spool_open_file(sp) == -1 || spool_flush(sp) == -1) {
@@ -146,6 +149,12 @@ spool_read(struct spool *sp, off_t off, void *buf, size_t len)
 	return n;
 }
 
+int
+spool_last(const struct spool *sp)
+{
+	return sp->size > 0 ? sp->last : -1;
+}
+
 void
 spool_reset(struct spool *sp)
 {
@@ -155,6 +164,7 @@ spool_reset(struct spool *sp)
 	sp->filelen = 0;
 	sp->memlen = 0;
 	sp->size = 0;
+	sp->last = -1;
 	sp->error = 0;
 	/* Give back big buffers; keep a small one for the next message. */
 	if (sp->mem.cap > SPOOL_WBUF_SIZE)

@@ -33,6 +33,7 @@ struct spool {
 	int	 fd;		/* -1 while in memory */
 	off_t	 filelen;	/* bytes flushed to fd */
 	size_t	 size;		/* total content bytes */
+	int	 last;		/* the last byte appended (-1: none yet) */
 	const char *dir;
 	int	 error;		/* errno of the first I/O failure, 0 if none */
 };
@@ -44,6 +45,8 @@ int	spool_append(struct spool *, const void *, size_t);
 int	spool_flush(struct spool *);
 /* Bytes read (0 at the end), -1 on error. */
 ssize_t	spool_read(struct spool *, off_t off, void *buf, size_t len);
+/* The last byte appended, -1 when empty: no read needed. */
+int	spool_last(const struct spool *);
 void	spool_reset(struct spool *);
 void	spool_free(struct spool *);
 

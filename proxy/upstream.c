@@ -31,6 +31,15 @@
  * error kills the connection and is reported once, to the first command
  * still owed; the caller owns the rest (smtp_relay.c answers each 4xx).
  *
+ * With CHUNKING (RFC 3030) offered and upstream.chunking on, a message
+ * goes as one "BDAT <n> LAST" and its n octets in the same write, no
+ * DATA, no 354 round trip, no dot-stuffing: n is known before the first
+ * octet (the header block, the spool's size, and the CRLF the DATA path
+ * would add to a message not ending in one), so the spool still streams.
+ * Its one reply is owed only once the last octet is queued: one before
+ * is out of step like a reply behind a 354 (upstream_unsolicited), and
+ * never taken for the verdict.
+ *
  * The same machine speaks LMTP (RFC 2033) for deliver_lmtp.c: LHLO for
  * EHLO, a unix socket for "lmtp:unix:PATH", and after the final dot one
  * reply owed per RCPT the server accepted in the transaction (tx_rcpts),
@@ -144,6 +153,9 @@ struct upstream {
 	size_t			 prependlen;
 	off_t			 spool_off;
 	int			 at_bol;	/* next byte starts a line: stuff a leading dot */
+	int			 bdat;		/* this message goes as BDAT ... LAST: no stuffing */
+	unsigned long long	 bdat_left;	/* octets of its chunk not queued yet */
+	int			 starting;	/* inside upstream_send_message: report from the loop */
 
 	enum upstream_cmd	 cmd;		/* in UP_STATE_COMMAND */
 	unsigned		 expect;	/* replies owed for what we wrote */
@@ -172,7 +184,7 @@ struct upstream {
 	unsigned		 op_head;
 	unsigned		 nops;
 	int			 queuing;	/* queued, not yet written */
-	enum upstream_err	 dead_err;	/* why it died while queuing (told at flush) */
+	enum upstream_err	 dead_err;	/* why it died while queuing or starting (told from the loop) */
 };
 
 static pthread_mutex_t upstream_caps_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -222,6 +234,7 @@ static int	upstream_connect_addr(struct upstream *, const struct sockaddr *,
 		    socklen_t);
 static void	upstream_eventcb(struct bufferevent *, short, void *);
 static void	upstream_pipe_take(struct upstream *);
+static void	upstream_report_dead(struct upstream *);
 
 const char *
 upstream_strerror(enum upstream_err err)
@@ -408,6 +421,12 @@ upstream_fail(struct upstream *up, enum upstream_err err, const char *why)
 	}
 	if (up->nops > 0)
 		upstream_pipe_take(up);
+	if (up->starting) {
+		/* done never runs inside the call that started the operation. */
+		up->dead_err = err;
+		upstream_report_dead(up);
+		return;
+	}
 	upstream_finish(up, err, NULL);
 }
 
@@ -920,9 +939,14 @@ upstream_reply_tx(struct upstream *up, int code)
 	case UP_STATE_DATA_END:
 		if (up->lmtp && upstream_lmtp_rcpt_reply(up))
 			return;
-		/* Whatever the verdict, the transaction is over (RFC 5321 4.1.1.4). */
-		up->in_tx = 0;
-		up->tx_rcpts = 0;
+		/*
+		 * Whatever the verdict on the final dot, the transaction is
+		 * over (RFC 5321 4.1.1.4).  RFC 3030 says less after a
+		 * refused BDAT: the MTA may still hold the MAIL, so it stays
+		 * open here and the next MAIL goes after an RSET.
+		 */
+		up->in_tx = up->bdat && code != 250;
+		up->tx_rcpts = up->in_tx ? up->tx_rcpts : 0;
 		upstream_reply_done(up, &up->reply);
 		break;
 	default:
@@ -1160,7 +1184,10 @@ upstream_readcb(struct bufferevent *bev, void *arg)
 		upstream_free(up);
 }
 
-/* Append len bytes of message content, doubling a dot that starts a line. */
+/*
+ * Append len bytes of message content, doubling a dot that starts a line;
+ * in a BDAT chunk as they are (RFC 3030 2), counted against the chunk.
+ */
 static void
 upstream_stuff(struct upstream *up, struct evbuffer *out, const char *p,
     size_t len)
@@ -1168,6 +1195,15 @@ upstream_stuff(struct upstream *up, struct evbuffer *out, const char *p,
 	const char *nl;
 	size_t n;
 
+	if (up->bdat) {
+		if (len == 0)
+			return;
+		evbuffer_add(out, p, len);
+		up->at_bol = p[len - 1] == '\n';
+		/* Past the count: caught below, never written as more. */
+		up->bdat_left -= len <= up->bdat_left ? len : up->bdat_left;
+		return;
+	}
 	while (len > 0) {
 		if (up->at_bol && *p == '.')
 			evbuffer_add(out, ".", 1);
@@ -1212,12 +1248,24 @@ upstream_writecb(struct bufferevent *bev, void *arg)
 			 * one the client wrote.
 			 */
 			if (!up->at_bol)
-				evbuffer_add(out, "\r\n", 2);
-			evbuffer_add(out, ".\r\n", 3);
+				upstream_stuff(up, out, "\r\n", 2);
+			if (up->bdat && up->bdat_left != 0) {
+				/* The count announced must be what went. */
+				upstream_fail(up, UPSTREAM_ERR_LOCAL,
+				    "spool size changed under BDAT");
+				return;
+			}
+			if (!up->bdat)
+				evbuffer_add(out, ".\r\n", 3);
 			up->expect += up->lmtp ? up->tx_rcpts : 1;
 			upstream_enter_state(up, UP_STATE_DATA_END);
 			upstream_set_timeout(up,
 			    up->cfg->timeouts.upstream_data_end);
+			return;
+		}
+		if (up->bdat && (unsigned long long)n > up->bdat_left) {
+			upstream_fail(up, UPSTREAM_ERR_LOCAL,
+			    "spool size changed under BDAT");
 			return;
 		}
 		upstream_stuff(up, out, buf, (size_t)n);
@@ -1469,7 +1517,10 @@ upstream_open(struct event_base *base, const struct config *cfg,
 	return up;
 }
 
-/* The connection died while idle (the MTA's own timeout, a reset). */
+/*
+ * The connection died while idle (the MTA's own timeout, a reset), or
+ * failed inside the call that started an operation: upstream_report_dead.
+ */
 static void
 upstream_dead_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -1485,6 +1536,17 @@ upstream_dead_cb(evutil_socket_t fd, short what, void *arg)
 		upstream_free(up);
 }
 
+/* Report the dead connection (dead_err, else closed) from the loop. */
+static void
+upstream_report_dead(struct upstream *up)
+{
+	/* Keep up alive until the deferred report ran (see upstream_close). */
+	up->in_callback++;
+	if (event_base_once(up->base, -1, EV_TIMEOUT, upstream_dead_cb, up,
+	    NULL) == -1)
+		fatalx("upstream: event_base_once");
+}
+
 /* 1 if the operation can start; else its failure is reported from the loop. */
 static int
 upstream_usable(struct upstream *up, upstream_done_fn done, void *arg)
@@ -1496,11 +1558,7 @@ upstream_usable(struct upstream *up, upstream_done_fn done, void *arg)
 	if (up->state != UP_STATE_DEAD)
 		fatalx("upstream: operation in state %s",
 		    upstream_state_names[up->state]);
-	/* Keep up alive until the deferred report ran (see upstream_close). */
-	up->in_callback++;
-	if (event_base_once(up->base, -1, EV_TIMEOUT, upstream_dead_cb, up,
-	    NULL) == -1)
-		fatalx("upstream: event_base_once");
+	upstream_report_dead(up);
 	return 0;
 }
 
@@ -1622,10 +1680,7 @@ upstream_flush(struct upstream *up)
 		fatalx("upstream: nothing queued to flush");
 	if (up->state == UP_STATE_DEAD) {
 		upstream_pipe_take(up);
-		up->in_callback++;
-		if (event_base_once(up->base, -1, EV_TIMEOUT, upstream_dead_cb,
-		    up, NULL) == -1)
-			fatalx("upstream: event_base_once");
+		upstream_report_dead(up);
 		return;
 	}
 	up->queuing = 0;
@@ -1650,6 +1705,44 @@ upstream_command_secret(struct upstream *up, const char *line,
 	upstream_write_line(up, line);
 }
 
+/*
+ * "BDAT <n> LAST" for the message upstream_send_message just set up, n
+ * being what the DATA path would deliver: the header block, the spool
+ * from spool_off, and a CRLF when that does not end in LF (the writer
+ * adds one before its dot).  The command waits in the output buffer for
+ * the chunk: both leave in one write.
+ */
+static void
+upstream_send_bdat(struct upstream *up)
+{
+	struct evbuffer *out = bufferevent_get_output(up->bev);
+	unsigned long long n;
+	int last;
+
+	n = up->prependlen + (up->spool->size > (size_t)up->spool_off ?
+	    up->spool->size - (size_t)up->spool_off : 0);
+	last = up->spool->size > (size_t)up->spool_off ?
+	    spool_last(up->spool) : up->prependlen > 0 ?
+	    (unsigned char)up->prepend[up->prependlen - 1] : '\n';
+	if (last != '\n')
+		n += 2;
+	up->bdat = 1;
+	up->bdat_left = n;
+	upstream_enter_state(up, UP_STATE_DATA_SEND);
+	log_debug("%016llx upstream >>> BDAT %llu LAST", up->sid, n);
+	evbuffer_add_printf(out, "BDAT %llu LAST\r\n", n);
+	smtp_reply_init(&up->reply);
+	upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
+	/*
+	 * At once, not from the loop: another turn would cost an epoll_wait
+	 * of its own.  A spool read error in here is reported from the loop
+	 * all the same (upstream_fail sees starting).
+	 */
+	up->starting = 1;
+	upstream_send_body(up);
+	up->starting = 0;
+}
+
 void
 upstream_send_message(struct upstream *up, const char *prepend,
     size_t prependlen, struct spool *sp, size_t spool_off,
@@ -1662,6 +1755,13 @@ upstream_send_message(struct upstream *up, const char *prepend,
 	up->prepend = prepend;
 	up->prependlen = prependlen;
 	up->at_bol = 1;
+	/* LMTP keeps DATA: its per-recipient replies are tested there only. */
+	up->bdat = 0;
+	if (up->cfg->upstream_chunking && !up->lmtp &&
+	    (up->caps.flags & SMTP_EHLO_CHUNKING)) {
+		upstream_send_bdat(up);
+		return;
+	}
 	upstream_enter_state(up, UP_STATE_DATA_CMD);
 	upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
 	upstream_write_line(up, "DATA");

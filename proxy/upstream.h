@@ -23,7 +23,12 @@
  *	upstream_send_message() sends DATA, and on 354 the prepended header
  *	fields plus the spool, dot-stuffed, then the proxy's own final dot;
  *	the reply reported is the one to the final dot (or the non-354 reply
- *	to DATA).  Every reply is parsed strictly and bounded (smtp_reply.h).
+ *	to DATA).  When the upstream offers CHUNKING and upstream.chunking
+ *	is on (not for LMTP), it sends "BDAT <n> LAST" and the same octets
+ *	unstuffed instead (RFC 3030), n counted before the first octet, and
+ *	reports the reply to that; a reply before the last octet is written
+ *	is UPSTREAM_ERR_PROTOCOL.  Every reply is parsed strictly and
+ *	bounded (smtp_reply.h).
  *
  *	With client->lmtp the dialogue is LMTP (RFC 2033): LHLO instead of
  *	EHLO, and after the final dot one reply per RCPT the server accepted

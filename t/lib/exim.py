@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 
-from fmx import like, ok, start_process, tmpdir
+from fmx import diag, free_port, like, ok, port_open, start_process, tmpdir, wait_for
 
 TOP = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
 EXIM = os.environ.get('EXIM') or os.path.join(TOP, 'build', 'exim', 'root', 'usr', 'sbin', 'exim4')
@@ -34,6 +34,43 @@ rfc1413_hosts =
 tls_advertise_hosts =
 message_logs = false
 keep_environment = LD_PRELOAD : NSS_WRAPPER_PASSWD : NSS_WRAPPER_GROUP
+'''
+
+
+# Exim as frontmx's upstream (t/smtp/68-exim-upstream.t, 104-bdat-mta.t):
+# local domain example.com accepted from 127.0.0.1 only, nobody@example.com
+# refused with 550, an accept router and a maildir transport into DIR/mail
+# (create it with dirs=('mail',)).
+UPSTREAM_CONF = '''
+log_selector = +smtp_connection +smtp_protocol_error +smtp_syntax_error +received_recipients
+local_interfaces = 127.0.0.1
+domainlist local_domains = example.com
+acl_smtp_rcpt = check_rcpt
+deliver_drop_privilege = true
+
+begin acl
+check_rcpt:
+  deny    recipients = nobody@example.com
+          message = nobody here (exim refuses)
+  accept  domains = +local_domains
+          hosts = 127.0.0.1
+  deny    message = relay not permitted (exim)
+
+begin routers
+local:
+  driver = accept
+  domains = +local_domains
+  transport = to_maildir
+
+begin transports
+to_maildir:
+  driver = appendfile
+  directory = %(dir)s/mail
+  maildir_format
+  create_directory
+  envelope_to_add
+  user = Debian-exim
+  mode = 0600
 '''
 
 
@@ -99,3 +136,19 @@ class Exim:
                 return f.read()
         except OSError:
             return ''
+
+
+def upstream_daemon():
+    """TAP: an Exim with UPSTREAM_CONF listening on a free loopback port;
+    (exim, port), or None when Exim is not available or did not come up."""
+    if not available():
+        return None
+    ex = Exim(UPSTREAM_CONF, dirs=('mail',))
+    port = free_port()
+    ex.daemon(port)
+    if not ok(wait_for(lambda: port_open(port), 60), 'exim listens on 127.0.0.1:%d' % port):
+        with open(ex.daemon_out, errors='replace') as f:
+            diag(f.read())
+        diag(ex.mainlog())
+        return None
+    return ex, port

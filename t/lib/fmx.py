@@ -972,6 +972,7 @@ class Message:
         self.rcpts = [_angle(r) for r in rcpt_cmds]
         self.data = data              # un-dot-stuffed, CRLF line ends
         self.raw_data = raw_data      # as sent, stuffed, without the final ".\r\n"
+        self.verb = 'DATA'            # or 'BDAT': data is the chunks' octets
         self.xclient = list(xclient)
         self.xforward = list(xforward)   # every XFORWARD seen on the connection so far
         self.xforward_tx = []            # XFORWARD lines since the previous transaction
@@ -1059,6 +1060,22 @@ class Upstream:
                   to see whether the proxy drops the connection itself)
       line_max    longest text line (with CRLF, the stuffing dot not
                   counted) before it is a violation; 1000 (RFC 5321)
+      BDAT        (RFC 3030) when ehlo_caps offer CHUNKING (not by
+                  default): "BDAT n [LAST]" and its n octets, read as
+                  they are; each chunk is answered after its last octet
+                  ("250 2.0.0 n octets received"), BDAT LAST by on_bdat,
+                  else on_dot (the message's final reply either way;
+                  default "250 2.0.0 Ok: queued as ...")
+                  and the chunks become one Message (.verb 'BDAT', .data
+                  = .raw_data = the octets).  Phase 'BDAT' for silent_at,
+                  garbage_at, inject; reset_in_data counts chunk octets.
+      bdat_early  a reply sent as soon as a BDAT command line arrives,
+                  before its chunk is read (a broken MTA); with
+                  hold_data the upstream then reads nothing more until
+                  .release() (or 60 s)
+      rcvbuf      (constructor) SO_RCVBUF of the listening socket, so a
+                  message that the upstream does not read fills the
+                  socket buffers in a bounded number of octets
       lmtp        (constructor) speak LMTP (RFC 2033): LHLO instead of
                   EHLO (EHLO and HELO are errors, 500), and after the
                   final dot one reply per accepted RCPT ("250 2.0.0
@@ -1077,15 +1094,17 @@ class Upstream:
     """
 
     PHASES = ('greeting', 'EHLO', 'HELO', 'STARTTLS', 'XCLIENT', 'XFORWARD', 'MAIL', 'RCPT',
-              'DATA', 'DOT', 'RSET', 'NOOP', 'QUIT')
+              'DATA', 'DOT', 'BDAT', 'RSET', 'NOOP', 'QUIT')
 
     def __init__(self, ehlo_caps=None, banner='220 upstream.test ESMTP capture', on_mail=None,
                  on_rcpt=None, on_data=None, on_dot=None, on_helo=None, on_xclient=None,
                  on_rset=None, on_noop=None, on_quit=None, on_starttls=None,
                  refuse=False, reset_in_data=None, silent_at=None, garbage_at=None,
                  garbage=b'hello world\r\n', hostname='upstream.test', port=0,
-                 inject=None, inject_data_at=1, hold_data=False, lmtp=False):
+                 inject=None, inject_data_at=1, hold_data=False, lmtp=False,
+                 on_bdat=None, bdat_early=None, rcvbuf=None):
         self.lmtp = lmtp
+        self.on_bdat, self.bdat_early, self.rcvbuf = on_bdat, bdat_early, rcvbuf
         self.ehlo_caps = list(DEFAULT_CAPS if ehlo_caps is None else ehlo_caps)
         self.banner = banner
         self.on_mail, self.on_rcpt, self.on_data, self.on_dot = on_mail, on_rcpt, on_data, on_dot
@@ -1120,6 +1139,9 @@ class Upstream:
     def listen(self):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.rcvbuf:
+            # before listen(): accepted sockets inherit it, no autotuning
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         s.bind(('127.0.0.1', self.port))
         s.listen(64)
         s.settimeout(0.2)
@@ -1320,6 +1342,13 @@ class Upstream:
                     c.raw += d
                 buf += d
                 while True:
+                    if st.get('bdat_left') is not None:
+                        r = self._bdat_octets(c, st, buf)
+                        if r is None:
+                            break               # the chunk needs more
+                        if not r or st['close']:
+                            return
+                        continue
                     i = buf.find(b'\n')
                     if i < 0:
                         if len(buf) > 1 << 20:
@@ -1449,7 +1478,10 @@ class Upstream:
                 st['injected'] = False
             # else: like Postfix, the transaction stays open until RSET
             self._respond(c, st, 'DATA', r)
+        elif verb == 'BDAT':
+            return self._bdat_cmd(c, st, cmd, arg)
         elif verb == 'RSET':
+            st['bdat'] = None
             r = self._pick(self.on_rset, cmd, c, '250 2.0.0 Ok')
             if r.startswith('250'):
                 st['mail'], st['rcpts'] = None, []
@@ -1471,6 +1503,92 @@ class Upstream:
             self._send(c, b'502 5.5.2 Error: command not recognized\r\n')
         return True
 
+    def _bdat_cmd(self, c, st, cmd, arg):
+        """BDAT n [LAST] (RFC 3030 2): the chunk's octets follow."""
+        m = re.match(r'^(\d{1,18})( LAST)?$', arg, re.I)
+        if not any(k.upper() == 'CHUNKING' for k in self.ehlo_caps):
+            self._error(c, 'BDAT without CHUNKING advertised')
+        if not m:
+            self._error(c, 'bad BDAT %r' % cmd[:60])
+            self._send(c, b'501 5.5.4 Syntax: BDAT count [LAST]\r\n')
+            return True
+        if st.get('bdat') is None:
+            # the first chunk of a message: it is checked after its octets
+            st['bdat'] = bytearray()
+            st['dbytes'] = 0
+            st['bdat_ok'] = bool(st['mail'] and st['rcpts'])
+        st['bdat_left'] = int(m.group(1))
+        st['bdat_last'] = bool(m.group(2))
+        if self.bdat_early is not None:
+            self._send(c, self.bdat_early.encode() + b'\r\n')
+            st['held'] = self.hold_data
+        return True
+
+    def _bdat_octets(self, c, st, buf):
+        """Take chunk octets from buf: None while more are owed, else the
+        chunk is complete and answered (False: close)."""
+        take = min(len(buf), st['bdat_left'])
+        if self.reset_in_data is not None:
+            take = min(take, max(self.reset_in_data - st['dbytes'], 0))
+        st['bdat'] += buf[:take]
+        del buf[:take]
+        st['bdat_left'] -= take
+        st['dbytes'] += take
+        if self.reset_in_data is not None and st['dbytes'] >= self.reset_in_data:
+            self._reset(c)
+            return False
+        if st['bdat_left'] > 0:
+            return None
+        st['bdat_left'] = None
+        if not st['bdat_ok']:
+            st['bdat'] = None
+            if not st['mail']:
+                self._error(c, 'BDAT without MAIL')
+            else:
+                self._error(c, 'BDAT without accepted RCPT')
+            self._respond(c, st, 'BDAT', '503 5.5.1 Error: need RCPT command')
+            return True
+        if not st['bdat_last']:
+            self._respond(c, st, 'BDAT', '250 2.0.0 %d octets received' % len(st['bdat']))
+            return True
+        data, st['bdat'] = bytes(st['bdat']), None
+        # the message's final reply: on_dot's unless on_bdat says otherwise
+        hook = self.on_bdat if self.on_bdat is not None else self.on_dot
+        r = self._complete(c, st, data, data, 'BDAT', hook, 'BDAT',
+                           lambda m, seq: '250 2.0.0 Ok: queued as CAPT%04d' % seq)
+        self._respond(c, st, 'BDAT', r)
+        return True
+
+    def _complete(self, c, st, data, raw, verb, hook, phase, dflt):
+        """A message is complete (final dot, BDAT LAST): its Message, the
+        reply hook's answer (dflt(message, seq) by default), published
+        with that reply set; returns the reply."""
+        with self.lock:
+            self._seq += 1
+            seq = self._seq
+        m = Message(c.idx, c.helo, st['mail'], st['rcpts'], data, raw, c.xclient, c.xforward)
+        m.verb = verb
+        st['mail'], st['rcpts'] = None, []
+        r = self._pick(hook, m, c, dflt(m, seq))
+        m.xforward_tx = list(st['xf_tx'])
+        st['xf_tx'] = []
+        # the reply the proxy really gets (None: silent or garbage),
+        # set before waiters can see the message
+        m.reply = r if self._will_send(phase) else None
+        with self.lock:
+            self.messages.append(m)
+            self.lock.notify_all()
+        return r
+
+    def _reset(self, c):
+        """Close with RST (reset_in_data)."""
+        try:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                              b'\x01\x00\x00\x00\x00\x00\x00\x00')
+            c.sock.close()
+        except OSError:
+            pass
+
     def _data_line(self, c, st, line, body, strict):
         # RFC 5321 4.5.3.1.6: 1000 octets including CRLF, not counting
         # the leading dot duplicated for transparency
@@ -1478,26 +1596,14 @@ class Upstream:
             self._violation(c, 'text line over %d octets' % self.line_max, line)
         if strict and body == b'.':
             st['data'] = False
-            with self.lock:
-                self._seq += 1
-                seq = self._seq
-            m = Message(c.idx, c.helo, st['mail'], st['rcpts'], bytes(st['dbuf']),
-                        bytes(st['draw']), c.xclient, c.xforward)
-            st['mail'], st['rcpts'] = None, []
-            if self.lmtp:
-                dflt = '\r\n'.join('250 2.0.0 <%s> Ok: queued as CAPT%04d' % (rcpt, seq)
-                                     for rcpt in m.rcpts)
-            else:
-                dflt = '250 2.0.0 Ok: queued as CAPT%04d' % seq
-            r = self._pick(self.on_dot, m, c, dflt)
-            m.xforward_tx = list(st['xf_tx'])
-            st['xf_tx'] = []
-            # the reply the proxy really gets (None: silent or garbage),
-            # set before waiters can see the message
-            m.reply = r if self._will_send('DOT') else None
-            with self.lock:
-                self.messages.append(m)
-                self.lock.notify_all()
+
+            def dflt(m, seq):
+                if self.lmtp:
+                    return '\r\n'.join('250 2.0.0 <%s> Ok: queued as CAPT%04d' % (rcpt, seq)
+                                         for rcpt in m.rcpts)
+                return '250 2.0.0 Ok: queued as CAPT%04d' % seq
+            r = self._complete(c, st, bytes(st['dbuf']), bytes(st['draw']), 'DATA',
+                               self.on_dot, 'DOT', dflt)
             if self.lmtp and r == '':
                 return True             # no reply at all: the script decides
             self._respond(c, st, 'DOT', r)
@@ -1513,12 +1619,7 @@ class Upstream:
                 self._send(c, extra)
                 st['held'] = self.hold_data
         if self.reset_in_data is not None and st['dbytes'] >= self.reset_in_data:
-            try:
-                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                  b'\x01\x00\x00\x00\x00\x00\x00\x00')
-                c.sock.close()
-            except OSError:
-                pass
+            self._reset(c)
             return False
         return True
 

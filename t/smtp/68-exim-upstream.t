@@ -18,40 +18,8 @@ import re
 import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 from fmx import *  # noqa: E402,F403
-from fmx import port_open  # noqa: E402
-from exim import Exim, available  # noqa: E402
+from exim import upstream_daemon  # noqa: E402
 
-CONF = '''
-log_selector = +smtp_connection +smtp_protocol_error +smtp_syntax_error +received_recipients
-local_interfaces = 127.0.0.1
-domainlist local_domains = example.com
-acl_smtp_rcpt = check_rcpt
-deliver_drop_privilege = true
-
-begin acl
-check_rcpt:
-  deny    recipients = nobody@example.com
-          message = nobody here (exim refuses)
-  accept  domains = +local_domains
-          hosts = 127.0.0.1
-  deny    message = relay not permitted (exim)
-
-begin routers
-local:
-  driver = accept
-  domains = +local_domains
-  transport = to_maildir
-
-begin transports
-to_maildir:
-  driver = appendfile
-  directory = %(dir)s/mail
-  maildir_format
-  create_directory
-  envelope_to_add
-  user = Debian-exim
-  mode = 0600
-'''
 
 CLIENT = '127.0.0.2'
 REFUSED = 'nobody@example.com'
@@ -78,16 +46,10 @@ def delivered(ex):
 
 
 def main():
-    if not available():
+    up = upstream_daemon()
+    if up is None:
         return
-    ex = Exim(CONF, dirs=('mail',))
-    port = free_port()
-    ex.daemon(port)
-    if not ok(wait_for(lambda: port_open(port), 60), 'exim listens on 127.0.0.1:%d' % port):
-        with open(ex.daemon_out, errors='replace') as f:
-            diag(f.read())
-        diag(ex.mainlog())
-        return
+    ex, port = up
     mx = Frontmx(port, name='exim-upstream')
 
     # (tag, recipients, the ones Exim accepts)

@@ -145,6 +145,10 @@ static const struct test_config_case test_config_cases[] = {
 	  "listen = ( { address = \"127.0.0.1:2525\"; } );\n"
 	  "upstream = { address = \"127.0.0.1:25\"; xclient = \"yes\"; };\n",
 	  ":2: 'upstream.xclient' must be a boolean" },
+	{ "chunking not a bool", NULL,
+	  "listen = ( { address = \"127.0.0.1:2525\"; } );\n"
+	  "upstream = { address = \"127.0.0.1:25\"; chunking = \"no\"; };\n",
+	  ":2: 'upstream.chunking' must be a boolean" },
 #define TEST_POOL(x) "listen = ( { address = \"127.0.0.1:2525\"; } );\n" \
 	"upstream = { address = \"127.0.0.1:25\";\n pool = " x " };\n"
 	{ "upstream.pool", NULL, TEST_POOL("{ size = 8; idle = 30; };"), NULL },
@@ -554,6 +558,7 @@ test_config_good(void)
 	    "upstream split into host and port without brackets");
 	ok(strcmp(c->upstream_helo, "relay.example.net") == 0, "upstream.helo");
 	ok(c->upstream_xclient == 0, "upstream.xclient false");
+	ok(c->upstream_chunking == 0, "upstream.chunking false");
 	ok(c->ndns_forward == 3 && strcmp(c->dns_forward[0], "127.0.0.1@5353") == 0 &&
 	    strcmp(c->dns_forward[1], "::1") == 0 &&
 	    strcmp(c->dns_forward[2], "192.0.2.53@53") == 0, "dns.forward");
@@ -671,6 +676,7 @@ test_config_defaults(void)
 	    strcmp(c->upstream_port, "25") == 0, "upstream host name and port");
 	ok(strcmp(c->upstream_helo, c->hostname) == 0, "helo defaults to hostname");
 	ok(c->upstream_xclient == 1, "xclient defaults to true");
+	ok(c->upstream_chunking == 1, "chunking defaults to true");
 	ok(c->upstream_pool_size == 0 && c->upstream_pool_idle == 30,
 	    "upstream.pool: none by default (idle 30)");
 	ok(c->ndns_forward == 0, "no dns.forward");
@@ -950,7 +956,7 @@ main(void)
 	struct config	*c;
 	char		 small[16];
 
-	plan(378);
+	plan(382);
 	/* prove runs us from the repository root; fixtures are relative to it. */
 	if (access("t/unit/conf/good.conf", R_OK) == -1) {
 		printf("Bail out! run from the repository root\n");
