@@ -1782,6 +1782,22 @@ upstream_close(struct upstream *up)
 		/* Polite QUIT; the connection frees itself on reply, EOF or timeout. */
 		upstream_enter_state(up, UP_STATE_QUIT);
 		upstream_write_line(up, "QUIT");
+		/*
+		 * On a plain socket whose QUIT the kernel took, the reply is
+		 * not waited for, as Postfix's smtp client does
+		 * (smtp_skip_quit_response = yes): nothing it can say changes
+		 * anything, and waiting cost a read(2) and a loop pass per
+		 * connection.  Over TLS our close_notify follows the reply
+		 * (upstream_close_notify).
+		 */
+		if (bev_direct(up->bev) &&
+		    evbuffer_get_length(bufferevent_get_output(up->bev)) == 0) {
+			upstream_enter_state(up, UP_STATE_DEAD);
+			up->closing = 1;
+			if (up->in_callback == 0)
+				upstream_free(up);
+			return;
+		}
 		upstream_set_timeout(up, UPSTREAM_QUIT_TIMEOUT);
 		return;
 	}

@@ -50,7 +50,7 @@ __all__ = [
     'free_port', 'tmpdir', 'wait_for', 'set_timeout',
     'Frontmx', 'run_frontmx_t', 'frontmx_path', 'render_conf', 'base_conf',
     'SmtpClient', 'Reply', 'Upstream', 'Message', 'Gate', 'check_stream',
-    'dot_stuff', 'split_received', 'check_relayed', 'ehlo_lines', 'REPO',
+    'dot_stuff', 'split_received', 'check_relayed', 'ehlo_lines', 'relay_one_each', 'REPO',
 ]
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
@@ -903,6 +903,22 @@ class SmtpClient:
         r = self.cmd('QUIT')
         self.close()
         return r
+
+
+def relay_one_each(port, n, body, name='message %d relayed'):
+    """n sessions one after another, each EHLO clientI.example, one
+    message alice@example.org -> bob@example.com (its 250 asserted as
+    name % I), QUIT; returns the QUIT replies."""
+    quits = []
+    for i in range(n):
+        c = SmtpClient(port)
+        c.greeting()
+        c.ehlo('client%d.example' % i)
+        res = c.transaction('alice@example.org', ['bob@example.com'], body)
+        reply_is(res['dot'], 250, None, name % i)
+        quits.append(c.quit())
+        c.close()
+    return quits
 
 
 def ehlo_lines(port):

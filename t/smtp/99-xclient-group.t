@@ -36,14 +36,7 @@ def main():
     up = Upstream(ehlo_caps=fmx.DEFAULT_CAPS + ['XCLIENT NAME ADDR PORT PROTO HELO'],
                   on_xclient=on_xclient)
     mx = Frontmx(up)
-    for i in range(3):
-        c = SmtpClient(mx.port)
-        c.greeting()
-        c.ehlo('client%d.example' % i)
-        res = c.transaction('alice@example.org', ['bob@example.com'], BODY)
-        reply_is(res['dot'], 250, None, 'message %d relayed through XCLIENT' % i)
-        c.quit()
-        c.close()
+    relay_one_each(mx.port, 3, BODY, 'message %d relayed through XCLIENT')
     is_(len(early), 3, 'XCLIENT sent on each of the 3 upstream connections')
     is_(early.count(True), 0, 'no EHLO sent before XCLIENT\'s reply came')
     mx.check_sanitizers()
