@@ -457,7 +457,7 @@ config_load_upstream(struct config_ctx *ctx, const config_setting_t *root,
 	const config_setting_t	*g = NULL, *s;
 	const char		*addr = NULL, *helo = NULL;
 	long long		 v;
-	int			 r, xclient;
+	int			 r;
 
 	if ((r = config_want_group(ctx, root, "", "upstream", &g)) == -1)
 		return -1;
@@ -506,14 +506,14 @@ config_load_upstream(struct config_ctx *ctx, const config_setting_t *root,
 		    helo);
 	c->upstream_helo = config_xstrdup(r == 1 ? helo : c->hostname);
 
-	xclient = 1;
-	if (config_want_bool(ctx, g, "upstream", "xclient", &xclient) == -1)
+	c->upstream_xclient = 1;
+	if (config_want_bool(ctx, g, "upstream", "xclient",
+	    &c->upstream_xclient) == -1)
 		return -1;
-	c->upstream_xclient = xclient;
-	xclient = 1;
-	if (config_want_bool(ctx, g, "upstream", "chunking", &xclient) == -1)
+	c->upstream_chunking = 1;
+	if (config_want_bool(ctx, g, "upstream", "chunking",
+	    &c->upstream_chunking) == -1)
 		return -1;
-	c->upstream_chunking = xclient;
 	if (config_tls_mode(ctx, g, "upstream", (1u << CONFIG_TLS_NONE) |
 	    (1u << CONFIG_TLS_STARTTLS) | (1u << CONFIG_TLS_REQUIRED) |
 	    (1u << CONFIG_TLS_VERIFY), CONFIG_TLS_STARTTLS, &c->upstream_tls) == -1)
@@ -527,10 +527,10 @@ config_load_upstream(struct config_ctx *ctx, const config_setting_t *root,
 	if (r == 1)
 		c->upstream_tls_ca = config_xstrdup(helo);
 	c->upstream_where = config_where(ctx, g, r == 1 ? "tls_ca" : "tls");
-	xclient = 0;
-	if (config_want_bool(ctx, g, "upstream", "tls_if_client_tls", &xclient) == -1)
+	c->upstream_tls_if_client_tls = 0;
+	if (config_want_bool(ctx, g, "upstream", "tls_if_client_tls",
+	    &c->upstream_tls_if_client_tls) == -1)
 		return -1;
-	c->upstream_tls_if_client_tls = xclient;
 	c->upstream_probe_interval = CONFIG_PROBE_INTERVAL;
 	if ((r = config_want_int(ctx, g, "upstream", "probe_interval", 1,
 	    CONFIG_TIMEOUT_MAX, &v)) == -1)

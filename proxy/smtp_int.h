@@ -432,6 +432,8 @@ int	smtp_mail_offer_dsn(const struct smtp_session *s);
 int	smtp_mail_cmd_mail(struct smtp_session *s, const char *args);
 void	smtp_mail_rcpt_add(struct smtp_session *s, const char *rcpt,
 	    const char *params);
+const struct config_policy *smtp_mail_rcpt_policy(const struct smtp_session *s,
+	    const char *rcpt);
 void	smtp_mail_rcpt_accepted(struct smtp_session *s, const char *rcpt,
 	    const char *dsn);
 int	smtp_mail_cmd_rcpt(struct smtp_session *s, const char *args);

@@ -319,15 +319,22 @@ smtp_mail_rcpt_add(struct smtp_session *s, const char *rcpt, const char *params)
 	s->tx->nrcpts++;
 }
 
+/* The policy of a recipient's domain: what its first one fixes. */
+const struct config_policy *
+smtp_mail_rcpt_policy(const struct smtp_session *s, const char *rcpt)
+{
+	const char *at = strrchr(rcpt, '@');
+
+	return policy_lookup(s->cfg, at ? at + 1 : NULL);
+}
+
 /* The first accepted recipient fixes the transaction's policy. */
 void
 smtp_mail_rcpt_accepted(struct smtp_session *s, const char *rcpt,
     const char *dsn)
 {
-	const char *at = strrchr(rcpt, '@');
-
 	if (s->tx->nrcpts == 0)
-		s->tx->policy = policy_lookup(s->cfg, at ? at + 1 : NULL);
+		s->tx->policy = smtp_mail_rcpt_policy(s, rcpt);
 	smtp_mail_rcpt_add(s, rcpt, dsn);
 }
 

@@ -73,7 +73,6 @@
 #include "deliver.h"
 #include "filter_chain.h"
 #include "log.h"
-#include "policy.h"
 #include "runtime.h"
 #include "smtp_int.h"
 #include "smtp_session.h"
@@ -478,6 +477,21 @@ smtp_relay_mail_line(struct smtp_session *s)
 	return NULL;
 }
 
+/*
+ * The upstream's reply to a RCPT, relayed or queued in a group: the
+ * client's reply, and the recipient taken or the refusal logged.
+ */
+static void
+smtp_relay_rcpt_result(struct smtp_session *s, const struct smtp_reply *r,
+    const char *rcpt, const char *dsn)
+{
+	smtp_chat_upstream(s, r, "2.1.5");
+	if (r->code / 100 == 2)
+		smtp_mail_rcpt_accepted(s, rcpt, dsn);
+	else
+		smtp_relay_log_refused(s, "rcpt", rcpt, r);
+}
+
 static void
 smtp_relay_rcpt_reply(void *arg, enum upstream_err err, const struct smtp_reply *r)
 {
@@ -488,11 +502,7 @@ smtp_relay_rcpt_reply(void *arg, enum upstream_err err, const struct smtp_reply 
 		smtp_resume(s, SMTP_STATE_COMMAND);
 		return;
 	}
-	smtp_chat_upstream(s, r, "2.1.5");
-	if (r->code / 100 == 2)
-		smtp_mail_rcpt_accepted(s, s->pending_rcpt, s->pending_dsn);
-	else
-		smtp_relay_log_refused(s, "rcpt", s->pending_rcpt, r);
+	smtp_relay_rcpt_result(s, r, s->pending_rcpt, s->pending_dsn);
 	smtp_resume(s, SMTP_STATE_COMMAND);
 }
 
@@ -534,7 +544,6 @@ smtp_relay_pipe_queue(struct smtp_session *s, const char *rcpt,
     const char *dsn)
 {
 	struct smtp_piped *p;
-	const char *at;
 
 	if (s->pipe != SMTP_PIPE_OPEN &&
 	    (s->npiped > 0 || !deliver_can_queue(s->dl) ||
@@ -556,10 +565,8 @@ smtp_relay_pipe_queue(struct smtp_session *s, const char *rcpt,
 		    (p->dsn = strdup(dsn != NULL ? dsn : "")) == NULL)
 			fatalx("out of memory");
 		/* The first one fixes the policy the others must share. */
-		if (s->tx->nrcpts + s->piped_rcpts == 0) {
-			at = strrchr(rcpt, '@');
-			s->tx->policy = policy_lookup(s->cfg, at ? at + 1 : NULL);
-		}
+		if (s->tx->nrcpts + s->piped_rcpts == 0)
+			s->tx->policy = smtp_mail_rcpt_policy(s, rcpt);
 		s->piped_rcpts++;
 	}
 	s->npiped++;
@@ -683,13 +690,8 @@ smtp_relay_pipe_reply(void *arg, enum upstream_err err,
 
 		smtp_reply(s, "%s", unmet != NULL ? unmet :
 		    "503 5.5.1 Error: need MAIL command");
-	} else {
-		smtp_chat_upstream(s, r, "2.1.5");
-		if (r->code / 100 == 2)
-			smtp_mail_rcpt_accepted(s, p.rcpt, p.dsn);
-		else
-			smtp_relay_log_refused(s, "rcpt", p.rcpt, r);
-	}
+	} else
+		smtp_relay_rcpt_result(s, r, p.rcpt, p.dsn);
 	smtp_relay_pipe_done(s, &p, stat, stage);
 	if (s->npiped == 0)
 		smtp_resume(s, SMTP_STATE_COMMAND);

@@ -154,7 +154,7 @@ struct upstream {
 	off_t			 spool_off;
 	int			 at_bol;	/* next byte starts a line: stuff a leading dot */
 	int			 bdat;		/* this message goes as BDAT ... LAST: no stuffing */
-	unsigned long long	 bdat_left;	/* octets of its chunk not queued yet */
+	long long		 bdat_left;	/* octets of its chunk not queued yet; < 0 past it */
 	int			 starting;	/* inside upstream_send_message: report from the loop */
 
 	enum upstream_cmd	 cmd;		/* in UP_STATE_COMMAND */
@@ -1200,8 +1200,8 @@ upstream_stuff(struct upstream *up, struct evbuffer *out, const char *p,
 			return;
 		evbuffer_add(out, p, len);
 		up->at_bol = p[len - 1] == '\n';
-		/* Past the count: caught below, never written as more. */
-		up->bdat_left -= len <= up->bdat_left ? len : up->bdat_left;
+		/* Past the count goes negative: upstream_writecb refuses it. */
+		up->bdat_left -= (long long)len;
 		return;
 	}
 	while (len > 0) {
@@ -1263,7 +1263,7 @@ upstream_writecb(struct bufferevent *bev, void *arg)
 			    up->cfg->timeouts.upstream_data_end);
 			return;
 		}
-		if (up->bdat && (unsigned long long)n > up->bdat_left) {
+		if (up->bdat && (long long)n > up->bdat_left) {
 			upstream_fail(up, UPSTREAM_ERR_LOCAL,
 			    "spool size changed under BDAT");
 			return;
@@ -1716,21 +1716,20 @@ static void
 upstream_send_bdat(struct upstream *up)
 {
 	struct evbuffer *out = bufferevent_get_output(up->bev);
-	unsigned long long n;
+	size_t body = up->spool->size > (size_t)up->spool_off ?
+	    up->spool->size - (size_t)up->spool_off : 0;
+	long long n = (long long)(up->prependlen + body);
 	int last;
 
-	n = up->prependlen + (up->spool->size > (size_t)up->spool_off ?
-	    up->spool->size - (size_t)up->spool_off : 0);
-	last = up->spool->size > (size_t)up->spool_off ?
-	    spool_last(up->spool) : up->prependlen > 0 ?
+	last = body > 0 ? spool_last(up->spool) : up->prependlen > 0 ?
 	    (unsigned char)up->prepend[up->prependlen - 1] : '\n';
 	if (last != '\n')
 		n += 2;
 	up->bdat = 1;
 	up->bdat_left = n;
 	upstream_enter_state(up, UP_STATE_DATA_SEND);
-	log_debug("%016llx upstream >>> BDAT %llu LAST", up->sid, n);
-	evbuffer_add_printf(out, "BDAT %llu LAST\r\n", n);
+	log_debug("%016llx upstream >>> BDAT %lld LAST", up->sid, n);
+	evbuffer_add_printf(out, "BDAT %lld LAST\r\n", n);
 	smtp_reply_init(&up->reply);
 	upstream_set_timeout(up, up->cfg->timeouts.upstream_command);
 	/*
